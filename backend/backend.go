@@ -1,0 +1,110 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/netip"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// Underlay is the node's link to the other nodes.
+type Underlay struct {
+	// Link is the name of the underlay interface (e.g. eth0).
+	Link string
+	// Index is its interface index.
+	Index int
+	// PublicIP is the address peers reach this node at.
+	PublicIP netip.Addr
+	// MTU of the underlay link.
+	MTU int
+}
+
+// Options is what every backend constructor gets.
+type Options struct {
+	Logger   *slog.Logger
+	Underlay Underlay
+	// Config is the network config; Config.Backend holds this backend's
+	// options as raw JSON.
+	Config *subnet.Config
+}
+
+// Constructor builds a backend. It must not touch the kernel or start
+// goroutines: that happens in Prepare and Run.
+type Constructor func(Options) (Backend, error)
+
+// Backend programs one node's data plane. Methods are called from a single
+// goroutine of the daemon (never concurrently with each other), except Run,
+// which runs on its own goroutine, and Peers, which may be called at any
+// time. All of them are called from the network namespace weftd runs in.
+type Backend interface {
+	// Prepare creates or adopts the node-level kernel state that does not
+	// depend on the subnet (e.g. the VXLAN device) and returns the
+	// BackendData to publish in this node's lease (nil if none). A device
+	// that exists with compatible settings is reused, not re-created, so a
+	// restart does not disturb traffic. Prepare is idempotent.
+	Prepare(ctx context.Context) (json.RawMessage, error)
+
+	// Configure is called once this node holds own, and again whenever the
+	// lease changes (e.g. re-acquired on another subnet). It assigns what
+	// depends on the subnet, e.g. the device address.
+	Configure(ctx context.Context, own subnet.Lease) error
+
+	// MTU is the MTU pods must use (underlay MTU minus encapsulation
+	// overhead). Valid after Prepare.
+	MTU() int
+
+	// Sync is a full pass: it makes the kernel state match peers exactly,
+	// adding what is missing, replacing what differs and deleting weft state
+	// for subnets not in peers (including state left from before a restart).
+	// peers never contains this node's own lease. It must be idempotent and
+	// must not disturb entries that are already right.
+	Sync(ctx context.Context, peers []subnet.Lease) error
+
+	// Apply applies a batch of changes incrementally. EventAdded of a known
+	// subnet replaces its state when it changed. Errors for one peer do not
+	// stop the others; the next Sync repairs anything left.
+	Apply(ctx context.Context, events []subnet.Event) error
+
+	// Run does the backend's background work (the udp packet path) until ctx
+	// is done. Kernel backends return nil when ctx is done.
+	Run(ctx context.Context) error
+
+	// Peers reports the state of each known peer. Safe for concurrent use.
+	Peers() []PeerStatus
+
+	// Close releases userspace resources. Kernel state is left in place so
+	// that a restart keeps traffic flowing. Safe to call more than once.
+	Close() error
+}
+
+// PeerState is how a backend handled one peer.
+type PeerState string
+
+const (
+	// PeerProgrammed means the kernel holds the peer's state.
+	PeerProgrammed PeerState = "programmed"
+	// PeerRefused means the backend declined the peer; Reason says why.
+	PeerRefused PeerState = "refused"
+	// PeerFailed means programming failed; the next Sync retries.
+	PeerFailed PeerState = "failed"
+)
+
+// PeerStatus is one peer as a backend sees it.
+type PeerStatus struct {
+	Subnet   netip.Prefix `json:"subnet"`
+	PublicIP netip.Addr   `json:"publicIP"`
+	State    PeerState    `json:"state"`
+	Reason   string       `json:"reason,omitempty"`
+}
+
+// DecodeOptions decodes raw (the config's "Backend" object) into v, which
+// holds a backend's defaults already; unknown keys are ignored as Flannel
+// does.
+func DecodeOptions(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	return json.Unmarshal(raw, v)
+}

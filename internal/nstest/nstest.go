@@ -1,0 +1,136 @@
+// Package nstest gives kernel tests fresh, named network namespaces that are
+// always deleted when the test ends, pass or fail. Tests never touch the
+// root network namespace: everything they program happens inside namespaces
+// made here.
+package nstest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// RequireRoot skips t unless it runs as root, which kernel tests need.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("kernel test: needs root to create network namespaces (run `make test` as root)")
+	}
+}
+
+// NS is a named network namespace made by New.
+type NS struct {
+	ns.NetNS
+	// Name is the `ip netns` name; `ip netns exec Name ...` enters it.
+	Name string
+}
+
+// New creates a network namespace named prefix-<random>, brings its loopback
+// up and deletes it in t.Cleanup. It skips t when not root.
+func New(t testing.TB, prefix string) *NS {
+	t.Helper()
+	RequireRoot(t)
+	name := UniqueName(prefix)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() { Delete(name) })
+	h, err := ns.GetNS("/run/netns/" + name)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	n := &NS{NetNS: h, Name: name}
+	n.MustRun(t, "ip", "link", "set", "lo", "up")
+	return n
+}
+
+// UniqueName returns prefix-<8 hex chars>, short enough for interface names
+// derived from it.
+func UniqueName(prefix string) string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// Delete kills every process still inside the named namespace (only
+// processes a test started live there) and deletes it. Errors are ignored:
+// it is cleanup.
+func Delete(name string) {
+	if out, err := exec.Command("ip", "netns", "pids", name).Output(); err == nil {
+		for _, pid := range strings.Fields(string(out)) {
+			_ = exec.Command("kill", "-9", pid).Run()
+		}
+	}
+	_ = exec.Command("ip", "netns", "del", name).Run()
+}
+
+// Run runs a command inside the namespace and returns its combined output.
+func (n *NS) Run(name string, args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), n.Name, err, out)
+	}
+	return string(out), nil
+}
+
+// MustRun is Run that fails t on error.
+func (n *NS) MustRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := n.Run(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Link joins a and b with a veth pair named nameA (in a) and nameB (in b),
+// assigns the given CIDR addresses (empty for none) and brings both ends up.
+func Link(t testing.TB, a *NS, nameA, addrA string, b *NS, nameB, addrB string) {
+	t.Helper()
+	tmp := UniqueName("wv")
+	a.MustRun(t, "ip", "link", "add", nameA, "type", "veth", "peer", "name", tmp)
+	a.MustRun(t, "ip", "link", "set", tmp, "netns", b.Name)
+	b.MustRun(t, "ip", "link", "set", tmp, "name", nameB)
+	for _, side := range []struct {
+		n          *NS
+		link, addr string
+	}{{a, nameA, addrA}, {b, nameB, addrB}} {
+		if side.addr != "" {
+			side.n.MustRun(t, "ip", "addr", "add", side.addr, "dev", side.link)
+		}
+		side.n.MustRun(t, "ip", "link", "set", side.link, "up")
+	}
+}
+
+// Underlay builds n "nodes" joined through a bridge that lives in its own
+// switch namespace, each with an underlay veth "eth0" addressed
+// 198.18.<base>.<10+i>/24 and forwarding on. It returns the node namespaces
+// and their addresses. base lets concurrent tests use distinct subnets.
+func Underlay(t testing.TB, n int, base int) ([]*NS, []string) {
+	t.Helper()
+	sw := New(t, "wsw")
+	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
+	sw.MustRun(t, "ip", "link", "set", "br0", "up")
+	nodes := make([]*NS, n)
+	addrs := make([]string, n)
+	for i := range n {
+		node := New(t, "wnode")
+		addrs[i] = fmt.Sprintf("198.18.%d.%d", base, 10+i)
+		port := fmt.Sprintf("p%d", i)
+		Link(t, node, "eth0", addrs[i]+"/24", sw, port, "")
+		sw.MustRun(t, "ip", "link", "set", port, "master", "br0")
+		node.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		nodes[i] = node
+	}
+	return nodes, addrs
+}

@@ -1,0 +1,157 @@
+package subnet
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// DefaultFilePath is where weftd writes the subnet file and the CNI plugin
+// reads it.
+const DefaultFilePath = "/run/weft/subnet.env"
+
+// FileInfo is the content of the subnet file, in Flannel's format:
+//
+//	FLANNEL_NETWORK=10.244.0.0/16
+//	FLANNEL_SUBNET=10.244.3.1/24
+//	FLANNEL_MTU=1450
+//	FLANNEL_IPMASQ=true
+type FileInfo struct {
+	Network netip.Prefix
+	// Subnet is the node's subnet with the gateway address (.1) as its
+	// address, as Flannel writes it: 10.244.3.1/24.
+	Subnet      netip.Prefix
+	IPv6Network netip.Prefix
+	IPv6Subnet  netip.Prefix
+	MTU         int
+	IPMasq      bool
+}
+
+// Marshal renders f in the subnet file format.
+func (f FileInfo) Marshal() []byte {
+	var b bytes.Buffer
+	if f.Network.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\n", f.Network)
+	}
+	if f.Subnet.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_SUBNET=%s\n", f.Subnet)
+	}
+	if f.IPv6Network.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_IPV6_NETWORK=%s\n", f.IPv6Network)
+	}
+	if f.IPv6Subnet.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_IPV6_SUBNET=%s\n", f.IPv6Subnet)
+	}
+	fmt.Fprintf(&b, "FLANNEL_MTU=%d\n", f.MTU)
+	fmt.Fprintf(&b, "FLANNEL_IPMASQ=%t\n", f.IPMasq)
+	return b.Bytes()
+}
+
+// ParseFile parses the subnet file format. Unknown keys are ignored (other
+// tools add their own); a file without FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET,
+// or with a malformed value, is an error that names the key.
+func ParseFile(data []byte) (FileInfo, error) {
+	var f FileInfo
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		key, val, ok := strings.Cut(text, "=")
+		if !ok {
+			return FileInfo{}, fmt.Errorf("line %d: %q is not KEY=VALUE", line, text)
+		}
+		var err error
+		switch key {
+		case "FLANNEL_NETWORK":
+			f.Network, err = netip.ParsePrefix(val)
+		case "FLANNEL_SUBNET":
+			f.Subnet, err = netip.ParsePrefix(val)
+		case "FLANNEL_IPV6_NETWORK":
+			f.IPv6Network, err = netip.ParsePrefix(val)
+		case "FLANNEL_IPV6_SUBNET":
+			f.IPv6Subnet, err = netip.ParsePrefix(val)
+		case "FLANNEL_MTU":
+			f.MTU, err = strconv.Atoi(val)
+			if err == nil && (f.MTU < 68 || f.MTU > 65535) {
+				err = fmt.Errorf("must be between 68 and 65535")
+			}
+		case "FLANNEL_IPMASQ":
+			f.IPMasq, err = strconv.ParseBool(val)
+		}
+		if err != nil {
+			return FileInfo{}, fmt.Errorf("line %d: %s=%q: %w", line, key, val, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return FileInfo{}, err
+	}
+	if f.Subnet.IsValid() && !f.Subnet.Addr().Is4() {
+		return FileInfo{}, fmt.Errorf("FLANNEL_SUBNET=%s is not IPv4", f.Subnet)
+	}
+	if !f.Subnet.IsValid() && !f.IPv6Subnet.IsValid() {
+		return FileInfo{}, fmt.Errorf("no FLANNEL_SUBNET: the file is incomplete")
+	}
+	if f.MTU == 0 {
+		return FileInfo{}, fmt.Errorf("no FLANNEL_MTU: the file is incomplete")
+	}
+	return f, nil
+}
+
+// ReadFile reads and parses the subnet file at path.
+func ReadFile(path string) (FileInfo, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	f, err := ParseFile(data)
+	if err != nil {
+		return FileInfo{}, fmt.Errorf("subnet file %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// WriteFile writes f to path atomically (temp file, fsync, rename), mode
+// 0644, creating the directory if needed. Readers never see a partial file.
+func WriteFile(path string, f FileInfo) error {
+	return WriteFileAtomic(path, f.Marshal(), 0o644)
+}
+
+// WriteFileAtomic writes data to path through a temp file in the same
+// directory, fsyncs it and renames it over path.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
