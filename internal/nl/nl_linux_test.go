@@ -1,0 +1,275 @@
+package nl
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/internal/nstest"
+)
+
+// testNode is one namespace with an underlay veth "eth0" 198.18.20.1/24.
+func testNode(t *testing.T) *nstest.NS {
+	t.Helper()
+	a := nstest.New(t, "wnl")
+	b := nstest.New(t, "wnlp")
+	nstest.Link(t, a, "eth0", "198.18.20.1/24", b, "eth0", "198.18.20.2/24")
+	return a
+}
+
+func do(t *testing.T, n *nstest.NS, f func() error) {
+	t.Helper()
+	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func vxlanLink(t *testing.T, name string, vni, port, dev int) *netlink.Vxlan {
+	t.Helper()
+	return &netlink.Vxlan{
+		LinkAttrs:    netlink.LinkAttrs{Name: name},
+		VxlanId:      vni,
+		Port:         port,
+		VtepDevIndex: dev,
+		SrcAddr:      net.IPv4(198, 18, 20, 1).To4(),
+	}
+}
+
+func TestLinkAddrRouteNeighFDB(t *testing.T) {
+	n := testNode(t)
+	h := New(nil)
+	mac := net.HardwareAddr{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}
+	peerMAC := net.HardwareAddr{0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}
+	do(t, n, func() error {
+		eth0, err := h.Netlink().LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		compat := func(port int) func(netlink.Link) bool {
+			return func(l netlink.Link) bool { return l.(*netlink.Vxlan).Port == port }
+		}
+		// Create.
+		l1, created, err := h.EnsureLink(vxlanLink(t, "wx1", 7, 8472, eth0.Attrs().Index), compat(8472))
+		if err != nil || !created {
+			t.Fatalf("EnsureLink create: created=%v err=%v", created, err)
+		}
+		// Compatible: reused, same ifindex.
+		l2, created, err := h.EnsureLink(vxlanLink(t, "wx1", 7, 8472, eth0.Attrs().Index), compat(8472))
+		if err != nil || created || l2.Attrs().Index != l1.Attrs().Index {
+			t.Fatalf("EnsureLink reuse: created=%v idx %d→%d err=%v", created, l1.Attrs().Index, l2.Attrs().Index, err)
+		}
+		// Incompatible: replaced.
+		l3, created, err := h.EnsureLink(vxlanLink(t, "wx1", 7, 4789, eth0.Attrs().Index), compat(4789))
+		if err != nil || !created || l3.Attrs().Index == l1.Attrs().Index || l3.(*netlink.Vxlan).Port != 4789 {
+			t.Fatalf("EnsureLink replace: created=%v idx %d→%d err=%v", created, l1.Attrs().Index, l3.Attrs().Index, err)
+		}
+		// State.
+		l, err := h.EnsureLinkState(l3, LinkState{MAC: mac, MTU: 1400, Up: true})
+		if err != nil {
+			return err
+		}
+		if l.Attrs().HardwareAddr.String() != mac.String() || l.Attrs().MTU != 1400 || l.Attrs().Flags&net.FlagUp == 0 {
+			t.Fatalf("EnsureLinkState: got mac %s mtu %d flags %v", l.Attrs().HardwareAddr, l.Attrs().MTU, l.Attrs().Flags)
+		}
+		idx := l.Attrs().Index
+
+		// Addresses: exact set, host bits kept.
+		for _, want := range [][]netip.Prefix{
+			{netip.MustParsePrefix("10.244.1.0/32")},
+			{netip.MustParsePrefix("10.244.2.0/32"), netip.MustParsePrefix("10.9.0.5/24")},
+			{netip.MustParsePrefix("10.244.2.0/32")},
+		} {
+			if err := h.EnsureAddrs(l, unix.AF_INET, want); err != nil {
+				return err
+			}
+			got, err := h.Addrs(l, unix.AF_INET)
+			if err != nil {
+				return err
+			}
+			if len(got) != len(want) {
+				t.Fatalf("addresses = %v, want %v", got, want)
+			}
+			for _, p := range want {
+				found := false
+				for _, g := range got {
+					found = found || g == p
+				}
+				if !found {
+					t.Fatalf("addresses = %v, want %v", got, want)
+				}
+			}
+		}
+
+		// Routes.
+		r := Route{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0"), LinkIndex: idx, OnLink: true}
+		if wrote, err := h.EnsureRoute(r, nil); err != nil || !wrote {
+			t.Fatalf("EnsureRoute: wrote=%v err=%v", wrote, err)
+		}
+		direct := Route{Dst: netip.MustParsePrefix("10.244.4.0/24"), Gw: netip.MustParseAddr("198.18.20.2"), LinkIndex: eth0.Attrs().Index}
+		if _, err := h.EnsureRoute(direct, nil); err != nil {
+			return err
+		}
+		return nil
+	})
+	// A route of someone else's, with another protocol, on the same device.
+	n.MustRun(t, "ip", "route", "add", "10.50.0.0/16", "via", "198.18.20.2", "proto", "static")
+	do(t, n, func() error {
+		eth0, _ := h.Netlink().LinkByName("eth0")
+		l, _ := h.Netlink().LinkByName("wx1")
+		idx := l.Attrs().Index
+		routes, err := h.WeftRoutes(unix.AF_INET)
+		if err != nil {
+			return err
+		}
+		if len(routes) != 2 {
+			t.Fatalf("WeftRoutes = %v, want the 2 weft routes only", routes)
+		}
+		got := routes[netip.MustParsePrefix("10.244.3.0/24")]
+		want := Route{Dst: netip.MustParsePrefix("10.244.3.0/24"), Gw: netip.MustParseAddr("10.244.3.0"), LinkIndex: idx, OnLink: true}
+		if !got.Equal(want) {
+			t.Fatalf("listed route %v, want %v", got, want)
+		}
+		if wrote, err := h.EnsureRoute(want, &got); err != nil || wrote {
+			t.Fatalf("EnsureRoute on equal route: wrote=%v err=%v", wrote, err)
+		}
+		// Changing the gateway replaces (one route per destination).
+		moved := Route{Dst: want.Dst, Gw: netip.MustParseAddr("198.18.20.2"), LinkIndex: eth0.Attrs().Index}
+		if wrote, err := h.EnsureRoute(moved, &got); err != nil || !wrote {
+			t.Fatalf("EnsureRoute change: wrote=%v err=%v", wrote, err)
+		}
+		routes, _ = h.WeftRoutes(unix.AF_INET)
+		if r := routes[want.Dst]; !r.Equal(moved) {
+			t.Fatalf("after change route = %v, want %v", r, moved)
+		}
+		if err := h.DeleteRoute(moved); err != nil {
+			return err
+		}
+		if err := h.DeleteRoute(moved); err != nil {
+			t.Fatalf("second DeleteRoute: %v", err)
+		}
+
+		// Connected prefixes: eth0's /24 only (weft's routes excluded).
+		conn, err := h.ConnectedPrefixes(eth0, unix.AF_INET)
+		if err != nil {
+			return err
+		}
+		if len(conn) != 1 || conn[0] != netip.MustParsePrefix("198.18.20.0/24") {
+			t.Fatalf("ConnectedPrefixes = %v", conn)
+		}
+
+		// Neighbours.
+		nip := netip.MustParseAddr("10.244.3.0")
+		if wrote, err := h.EnsureNeigh(idx, nip, peerMAC, nil); err != nil || !wrote {
+			t.Fatalf("EnsureNeigh: wrote=%v err=%v", wrote, err)
+		}
+		neighs, err := h.Neighs(idx, unix.AF_INET)
+		if err != nil {
+			return err
+		}
+		have, ok := neighs[nip]
+		if !ok || !have.Permanent || have.MAC.String() != peerMAC.String() {
+			t.Fatalf("Neighs = %v", neighs)
+		}
+		if wrote, err := h.EnsureNeigh(idx, nip, peerMAC, &have); err != nil || wrote {
+			t.Fatalf("EnsureNeigh equal: wrote=%v err=%v", wrote, err)
+		}
+		if err := h.DeleteNeigh(idx, nip); err != nil {
+			return err
+		}
+		if err := h.DeleteNeigh(idx, nip); err != nil {
+			t.Fatalf("second DeleteNeigh: %v", err)
+		}
+		if neighs, _ := h.Neighs(idx, unix.AF_INET); len(neighs) != 0 {
+			t.Fatalf("neighbours after delete: %v", neighs)
+		}
+
+		// FDB: add, no-op, change of destination replaces, delete.
+		d1, d2 := netip.MustParseAddr("198.18.20.2"), netip.MustParseAddr("198.18.20.3")
+		if _, err := h.EnsureFDB(idx, peerMAC, d1, nil); err != nil {
+			return err
+		}
+		fdb, extra, err := h.FDB(idx)
+		if err != nil {
+			return err
+		}
+		e, ok := fdb[peerMAC.String()]
+		if !ok || e.Dst != d1 || len(extra) != 0 {
+			t.Fatalf("FDB = %v extra %v", fdb, extra)
+		}
+		if wrote, err := h.EnsureFDB(idx, peerMAC, d1, &e); err != nil || wrote {
+			t.Fatalf("EnsureFDB equal: wrote=%v err=%v", wrote, err)
+		}
+		if wrote, err := h.EnsureFDB(idx, peerMAC, d2, &e); err != nil || !wrote {
+			t.Fatalf("EnsureFDB change: wrote=%v err=%v", wrote, err)
+		}
+		fdb, extra, _ = h.FDB(idx)
+		if e := fdb[peerMAC.String()]; e.Dst != d2 || len(extra) != 0 || len(fdb) != 1 {
+			t.Fatalf("FDB after change = %v extra %v", fdb, extra)
+		}
+		if err := h.DeleteFDB(fdb[peerMAC.String()]); err != nil {
+			return err
+		}
+		if err := h.DeleteFDB(FDBEntry{MAC: peerMAC, Dst: d2, LinkIndex: idx}); err != nil {
+			t.Fatalf("second DeleteFDB: %v", err)
+		}
+		if fdb, _, _ := h.FDB(idx); len(fdb) != 0 {
+			t.Fatalf("FDB after delete = %v", fdb)
+		}
+
+		// TX checksum offload.
+		for _, on := range []bool{false, true, false} {
+			if err := SetTxChecksum("wx1", on); err != nil {
+				return err
+			}
+			got, err := TxChecksum("wx1")
+			if err != nil {
+				return err
+			}
+			if got != on {
+				t.Fatalf("TxChecksum = %v after SetTxChecksum(%v)", got, on)
+			}
+		}
+		return h.DeleteLink("wx1")
+	})
+	if out := n.MustRun(t, "ip", "route", "show", "10.50.0.0/16"); !strings.Contains(out, "10.50.0.0/16") {
+		t.Fatalf("foreign route disappeared: %q", out)
+	}
+	if out := n.MustRun(t, "ip", "-o", "link", "show"); strings.Contains(out, "wx1") {
+		t.Fatalf("wx1 still present after DeleteLink: %s", out)
+	}
+}
+
+// TestHandleAt proves a Handle over netlink.NewHandleAt works in that
+// namespace from the test goroutine (no ns.Do).
+func TestHandleAt(t *testing.T) {
+	n := testNode(t)
+	nsh, err := netns.GetFromPath(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	nh, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	h := New(nh)
+	eth0, err := h.Netlink().LinkByName("eth0")
+	if err != nil {
+		t.Fatalf("eth0 not visible through handle: %v", err)
+	}
+	r := Route{Dst: netip.MustParsePrefix("10.244.8.0/24"), Gw: netip.MustParseAddr("198.18.20.2"), LinkIndex: eth0.Attrs().Index}
+	if _, err := h.EnsureRoute(r, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := n.MustRun(t, "ip", "route", "show", "proto", "87")
+	if !strings.Contains(out, "10.244.8.0/24 via 198.18.20.2 dev eth0") {
+		t.Fatalf("route not in namespace with proto 87: %q", out)
+	}
+}

@@ -1,0 +1,268 @@
+package nl
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Route is a route weft wants, in netip terms. It always lives in the main
+// table with protocol RouteProtocol and metric 0.
+type Route struct {
+	Dst       netip.Prefix // masked by the helpers
+	Gw        netip.Addr   // zero for a device route
+	LinkIndex int
+	// OnLink sets RTNH_F_ONLINK: the gateway is reachable on the link even
+	// though no address of the link covers it (vxlan's peerSubnet.0).
+	OnLink bool
+}
+
+func (r Route) String() string {
+	s := r.Dst.Masked().String()
+	if r.Gw.IsValid() {
+		s += " via " + r.Gw.String()
+	}
+	s += fmt.Sprintf(" dev #%d", r.LinkIndex)
+	if r.OnLink {
+		s += " onlink"
+	}
+	return s
+}
+
+func (r Route) netlink() *netlink.Route {
+	dst := r.Dst.Masked()
+	nr := &netlink.Route{
+		Dst:       IPNet(dst),
+		Gw:        IP(r.Gw),
+		LinkIndex: r.LinkIndex,
+		Protocol:  RouteProtocol,
+		Table:     unix.RT_TABLE_MAIN,
+		Family:    family(dst.Addr()),
+	}
+	if !r.Gw.IsValid() {
+		nr.Scope = netlink.SCOPE_LINK
+	}
+	if r.OnLink {
+		nr.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return nr
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() || a.Is4In6() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+// FromNetlinkRoute converts a kernel route to a Route; ok is false for routes
+// this package cannot express (multipath, no destination family).
+func FromNetlinkRoute(nr netlink.Route) (Route, bool) {
+	if len(nr.MultiPath) != 0 {
+		return Route{}, false
+	}
+	dst, ok := routeDst(nr)
+	if !ok {
+		return Route{}, false
+	}
+	r := Route{Dst: dst, LinkIndex: nr.LinkIndex, OnLink: nr.Flags&int(netlink.FLAG_ONLINK) != 0}
+	if nr.Gw != nil {
+		if r.Gw, ok = Addr(nr.Gw); !ok {
+			return Route{}, false
+		}
+	}
+	return r, true
+}
+
+// Equal reports whether r and o program the same forwarding.
+func (r Route) Equal(o Route) bool {
+	return r.Dst.Masked() == o.Dst.Masked() && r.Gw == o.Gw && r.LinkIndex == o.LinkIndex && r.OnLink == o.OnLink
+}
+
+// WeftRoutes lists the main-table routes of family that carry RouteProtocol,
+// keyed by destination. Routes with the same destination but another metric
+// are not weft's (weft always uses metric 0) and are skipped.
+func (h *Handle) WeftRoutes(family int) (map[netip.Prefix]Route, error) {
+	nrs, err := h.n().RouteListFiltered(family,
+		&netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list weft routes: %w", err)
+	}
+	out := make(map[netip.Prefix]Route, len(nrs))
+	for _, nr := range nrs {
+		if nr.Priority != 0 {
+			continue
+		}
+		if r, ok := FromNetlinkRoute(nr); ok {
+			out[r.Dst] = r
+		}
+	}
+	return out, nil
+}
+
+// EnsureRoute installs want (replacing any route to the same destination and
+// metric in the main table) unless have, the route the kernel holds now (nil
+// if none), already equals it. It reports whether it wrote.
+func (h *Handle) EnsureRoute(want Route, have *Route) (bool, error) {
+	if have != nil && have.Equal(want) {
+		return false, nil
+	}
+	if err := h.n().RouteReplace(want.netlink()); err != nil {
+		return false, fmt.Errorf("replace route %s: %w", want, err)
+	}
+	return true, nil
+}
+
+// DeleteRoute deletes the weft route r; a route that is already gone is not
+// an error.
+func (h *Handle) DeleteRoute(r Route) error {
+	err := h.n().RouteDel(r.netlink())
+	if err != nil && !IsNotFound(err) {
+		return fmt.Errorf("delete route %s: %w", r, err)
+	}
+	return nil
+}
+
+// ---- neighbours (ARP/NDP) ----
+
+// Neigh is one neighbour entry: IP → MAC on a link.
+type Neigh struct {
+	IP        netip.Addr
+	MAC       net.HardwareAddr
+	LinkIndex int
+	// Permanent is NUD_PERMANENT: never expires, never re-resolved.
+	Permanent bool
+}
+
+// Neighs lists the IPv4/IPv6 neighbour entries on link (family AF_INET or
+// AF_INET6), keyed by IP.
+func (h *Handle) Neighs(linkIndex, family int) (map[netip.Addr]Neigh, error) {
+	ns, err := h.n().NeighList(linkIndex, family)
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours of link %d: %w", linkIndex, err)
+	}
+	out := make(map[netip.Addr]Neigh, len(ns))
+	for _, n := range ns {
+		ip, ok := Addr(n.IP)
+		if !ok || n.LinkIndex != linkIndex {
+			continue
+		}
+		out[ip] = Neigh{IP: ip, MAC: n.HardwareAddr, LinkIndex: n.LinkIndex, Permanent: n.State&netlink.NUD_PERMANENT != 0}
+	}
+	return out, nil
+}
+
+// EnsureNeigh makes a permanent entry ip → mac on link unless have (the
+// current entry, nil if none) already is one. It reports whether it wrote.
+func (h *Handle) EnsureNeigh(linkIndex int, ip netip.Addr, mac net.HardwareAddr, have *Neigh) (bool, error) {
+	if have != nil && have.Permanent && macEqual(have.MAC, mac) {
+		return false, nil
+	}
+	err := h.n().NeighSet(&netlink.Neigh{
+		LinkIndex:    linkIndex,
+		Family:       family(ip),
+		State:        netlink.NUD_PERMANENT,
+		Type:         unix.RTN_UNICAST,
+		IP:           IP(ip),
+		HardwareAddr: mac,
+	})
+	if err != nil {
+		return false, fmt.Errorf("set neighbour %s lladdr %s: %w", ip, mac, err)
+	}
+	return true, nil
+}
+
+// DeleteNeigh deletes the neighbour entry for ip on link; a missing entry is
+// not an error.
+func (h *Handle) DeleteNeigh(linkIndex int, ip netip.Addr) error {
+	err := h.n().NeighDel(&netlink.Neigh{LinkIndex: linkIndex, Family: family(ip), IP: IP(ip)})
+	if err != nil && !IsNotFound(err) {
+		return fmt.Errorf("delete neighbour %s: %w", ip, err)
+	}
+	return nil
+}
+
+// ---- forwarding database (vxlan remote VTEPs) ----
+
+// FDBEntry is one bridge forwarding entry on a vxlan device, added with
+// NTF_SELF: frames for MAC are encapsulated towards Dst.
+type FDBEntry struct {
+	MAC       net.HardwareAddr
+	Dst       netip.Addr
+	LinkIndex int
+}
+
+// FDB lists the NTF_SELF forwarding entries of link that have a
+// destination, keyed by MAC string. A MAC with several destinations (not
+// something weft creates) is returned once per destination in extra.
+func (h *Handle) FDB(linkIndex int) (byMAC map[string]FDBEntry, extra []FDBEntry, err error) {
+	ns, err := h.n().NeighList(linkIndex, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list fdb of link %d: %w", linkIndex, err)
+	}
+	byMAC = make(map[string]FDBEntry, len(ns))
+	for _, n := range ns {
+		if n.LinkIndex != linkIndex || n.Flags&netlink.NTF_SELF == 0 {
+			continue
+		}
+		dst, ok := Addr(n.IP)
+		if !ok {
+			continue
+		}
+		e := FDBEntry{MAC: n.HardwareAddr, Dst: dst, LinkIndex: linkIndex}
+		if _, dup := byMAC[e.MAC.String()]; dup {
+			extra = append(extra, e)
+			continue
+		}
+		byMAC[e.MAC.String()] = e
+	}
+	return byMAC, extra, nil
+}
+
+// EnsureFDB makes frames for mac go to dst (permanent, NTF_SELF) unless have
+// (the current entry for mac, nil if none) already does. A changed dst
+// replaces the old entry rather than adding a second destination. It reports
+// whether it wrote.
+func (h *Handle) EnsureFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr, have *FDBEntry) (bool, error) {
+	if have != nil && have.Dst == dst && macEqual(have.MAC, mac) {
+		return false, nil
+	}
+	if have != nil {
+		// NLM_F_REPLACE on a vxlan fdb entry only rewrites its first
+		// remote; delete explicitly so no stale remote can survive.
+		if err := h.DeleteFDB(*have); err != nil {
+			return false, err
+		}
+	}
+	err := h.n().NeighSet(fdbNeigh(FDBEntry{MAC: mac, Dst: dst, LinkIndex: linkIndex}))
+	if err != nil {
+		return false, fmt.Errorf("set fdb %s dst %s: %w", mac, dst, err)
+	}
+	return true, nil
+}
+
+// DeleteFDB deletes e; a missing entry is not an error.
+func (h *Handle) DeleteFDB(e FDBEntry) error {
+	err := h.n().NeighDel(fdbNeigh(e))
+	if err != nil && !IsNotFound(err) {
+		return fmt.Errorf("delete fdb %s dst %s: %w", e.MAC, e.Dst, err)
+	}
+	return nil
+}
+
+func fdbNeigh(e FDBEntry) *netlink.Neigh {
+	return &netlink.Neigh{
+		LinkIndex:    e.LinkIndex,
+		Family:       unix.AF_BRIDGE,
+		Flags:        netlink.NTF_SELF,
+		State:        netlink.NUD_PERMANENT,
+		IP:           IP(e.Dst),
+		HardwareAddr: e.MAC,
+	}
+}
+
+func macEqual(a, b net.HardwareAddr) bool { return string(a) == string(b) }
