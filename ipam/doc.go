@@ -1,0 +1,26 @@
+// Package ipam allocates pod addresses from the node's subnet and records
+// them on disk so that concurrent CNI plugin processes, and plugin processes
+// started after a reboot, agree on who owns which address.
+//
+// # Store layout
+//
+// The layout is host-local's, so operators' habits carry over:
+//
+//	<dataDir>/<network>/             directory, mode 0700
+//	<dataDir>/<network>/lock         flock(2) target serialising every process
+//	<dataDir>/<network>/10.244.3.7   one file per allocated address, mode 0600,
+//	                                 content "containerID\nifname"
+//	<dataDir>/<network>/last_reserved_ip
+//	                                 the last address handed out, so allocation
+//	                                 goes round-robin instead of reusing a just
+//	                                 freed address at once
+//
+// An allocation file is written to a temp file, fsynced and then hard-linked
+// to its final name: link(2) fails when the name exists, so a reservation is
+// both exclusive and never visible half-written. A process killed mid-write
+// leaves only a temp file, which the next holder of the lock deletes.
+//
+// Every operation takes the lock for its whole read-modify-write, so two
+// plugin processes (or two goroutines with their own or a shared Store) never
+// hand out the same address.
+package ipam
