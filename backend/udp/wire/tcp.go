@@ -1,0 +1,252 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+)
+
+// TCP header layout.
+const (
+	tcpMinHeaderLen = 20
+	tcpSeqOff       = 4
+	tcpAckOff       = 8
+	tcpDataOff      = 12
+	tcpFlagsOff     = 13
+	tcpWindowOff    = 14
+
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpPSH = 0x08
+	tcpACK = 0x10
+	tcpURG = 0x20
+	tcpECE = 0x40
+	tcpCWR = 0x80
+
+	// MaxSegments bounds the segments of one split or coalesced packet
+	// (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
+	MaxSegments = 64
+	// MaxPacketLen is the largest IPv4 packet.
+	MaxPacketLen = 65535
+)
+
+// tcpHeaderLen validates the TCP header of the IPv4 packet pkt (header h)
+// and returns its length.
+func tcpHeaderLen(pkt []byte, h IPv4) (int, Reason) {
+	if h.Proto != ProtoTCP || h.HeaderLen+tcpMinHeaderLen > h.TotalLen {
+		return 0, ReasonBadOffload
+	}
+	thl := int(pkt[h.HeaderLen+tcpDataOff]>>4) * 4
+	if thl < tcpMinHeaderLen || h.HeaderLen+thl > h.TotalLen {
+		return 0, ReasonBadOffload
+	}
+	return thl, OK
+}
+
+// SplitTCP4 splits pkt, a TCP/IPv4 TSO super-packet read from a TUN device
+// (header h, gsoSize payload bytes per segment from the virtio-net header),
+// into segments written back to back into out, each a complete packet with
+// its own IP ID, length, sequence number, flags and checksums, as the
+// kernel's tcp_gso_segment would make them. All segments but the last are
+// segSize bytes long, so out[:total] can go to a UDP GSO send as is. It
+// returns the number of segments and segSize.
+func SplitTCP4(pkt []byte, h IPv4, gsoSize int, out []byte) (n, segSize, total int, r Reason) {
+	if h.TotalLen > len(pkt) {
+		return 0, 0, 0, ReasonShort
+	}
+	pkt = pkt[:h.TotalLen]
+	thl, r := tcpHeaderLen(pkt, h)
+	if r != OK {
+		return 0, 0, 0, r
+	}
+	if gsoSize <= 0 {
+		return 0, 0, 0, ReasonBadOffload
+	}
+	hdrLen := h.HeaderLen + thl
+	payload := pkt[hdrLen:]
+	n = (len(payload) + gsoSize - 1) / gsoSize
+	if n == 0 {
+		n = 1
+	}
+	total = n*hdrLen + len(payload)
+	if n > MaxSegments*4 || total > len(out) {
+		return 0, 0, 0, ReasonBadOffload
+	}
+	segSize = hdrLen + gsoSize
+	id := binary.BigEndian.Uint16(pkt[ipv4IDOff:])
+	seq := binary.BigEndian.Uint32(pkt[h.HeaderLen+tcpSeqOff:])
+	flags := pkt[h.HeaderLen+tcpFlagsOff]
+	at := 0
+	for i := range n {
+		chunk := payload[min(i*gsoSize, len(payload)):min((i+1)*gsoSize, len(payload))]
+		seg := out[at : at+hdrLen+len(chunk)]
+		copy(seg, pkt[:hdrLen])
+		copy(seg[hdrLen:], chunk)
+		binary.BigEndian.PutUint16(seg[ipv4TotalLenOff:], uint16(len(seg)))
+		binary.BigEndian.PutUint16(seg[ipv4IDOff:], id+uint16(i))
+		SetIPv4Checksum(seg, h.HeaderLen)
+		tcp := seg[h.HeaderLen:]
+		binary.BigEndian.PutUint32(tcp[tcpSeqOff:], seq+uint32(i*gsoSize))
+		f := flags
+		if i != n-1 {
+			f &^= tcpFIN | tcpPSH
+		}
+		if i != 0 {
+			f &^= tcpCWR
+		}
+		tcp[tcpFlagsOff] = f
+		tcp[tcpCsumOff], tcp[tcpCsumOff+1] = 0, 0
+		binary.BigEndian.PutUint16(tcp[tcpCsumOff:], ^fold(sum(tcp, pseudoSum(seg, ProtoTCP, len(tcp)))))
+		at += len(seg)
+	}
+	return n, segSize, total, OK
+}
+
+// Coalescer merges consecutive in-order TCP segments of one flow into one
+// super-packet that a TUN device with IFF_VNET_HDR accepts as a GSO packet,
+// so the kernel handles one skb instead of dozens (what GRO does for a
+// NIC). It only merges what GRO would: IPv4 without options or
+// fragmentation, DF set, same addresses, TOS, TTL, ports, ack, window scale
+// options and flags (ACK, with PSH allowed on the last segment), contiguous
+// sequence numbers and equal segment sizes (the last may be shorter).
+//
+// Use: Add each packet; when Add returns false, write Flush() and Add again.
+// A Coalescer is owned by one goroutine.
+type Coalescer struct {
+	buf     []byte // VirtioNetHdrLen + MaxPacketLen
+	n       int    // packet bytes in buf after the virtio header; 0 = empty
+	hl, thl int
+	gso     int // payload bytes of the first segment
+	segs    int
+	nextSeq uint32
+	closed  bool // nothing may join any more
+}
+
+// NewCoalescer allocates the coalescing buffer.
+func NewCoalescer() *Coalescer {
+	return &Coalescer{buf: make([]byte, VirtioNetHdrLen+MaxPacketLen)}
+}
+
+// Empty reports whether nothing is pending.
+func (c *Coalescer) Empty() bool { return c.n == 0 }
+
+// Segments is the number of packets pending.
+func (c *Coalescer) Segments() int { return c.segs }
+
+func (c *Coalescer) pkt() []byte { return c.buf[VirtioNetHdrLen : VirtioNetHdrLen+c.n] }
+
+// Add appends pkt (a valid IPv4 packet, header h) to the pending
+// super-packet, or starts one when empty. It returns false, changing
+// nothing, when pkt cannot join; the caller then flushes and adds again.
+func (c *Coalescer) Add(pkt []byte, h IPv4) bool {
+	pkt = pkt[:h.TotalLen]
+	if c.n == 0 {
+		c.start(pkt, h)
+		return true
+	}
+	if c.closed || !c.canJoin(pkt, h) {
+		return false
+	}
+	hdrLen := c.hl + c.thl
+	payload := pkt[hdrLen:]
+	copy(c.buf[VirtioNetHdrLen+c.n:], payload)
+	c.n += len(payload)
+	c.segs++
+	c.nextSeq += uint32(len(payload))
+	p := c.pkt()
+	// The newest window is the receiver's latest word; a PSH ends the run.
+	copy(p[c.hl+tcpWindowOff:c.hl+tcpWindowOff+2], pkt[c.hl+tcpWindowOff:])
+	if pkt[c.hl+tcpFlagsOff]&tcpPSH != 0 {
+		p[c.hl+tcpFlagsOff] |= tcpPSH
+		c.closed = true
+	}
+	if len(payload) < c.gso || c.segs == MaxSegments {
+		c.closed = true
+	}
+	return true
+}
+
+func (c *Coalescer) start(pkt []byte, h IPv4) {
+	c.n = copy(c.buf[VirtioNetHdrLen:], pkt)
+	c.segs = 1
+	c.closed = true
+	c.hl = h.HeaderLen
+	if h.Proto != ProtoTCP || h.HeaderLen != IPv4MinHeaderLen || IsFragment(pkt) ||
+		binary.BigEndian.Uint16(pkt[ipv4FlagsOff:])&ipv4FlagDF == 0 {
+		return
+	}
+	thl, r := tcpHeaderLen(pkt, h)
+	if r != OK {
+		return
+	}
+	c.thl = thl
+	c.gso = h.TotalLen - h.HeaderLen - thl
+	if c.gso == 0 || pkt[h.HeaderLen+tcpFlagsOff] != tcpACK {
+		return
+	}
+	c.nextSeq = binary.BigEndian.Uint32(pkt[h.HeaderLen+tcpSeqOff:]) + uint32(c.gso)
+	c.closed = false
+}
+
+func (c *Coalescer) canJoin(pkt []byte, h IPv4) bool {
+	first := c.pkt()
+	if h.Proto != ProtoTCP || h.HeaderLen != c.hl || IsFragment(pkt) {
+		return false
+	}
+	// Version/IHL, TOS; flags (DF); TTL, protocol; addresses.
+	if first[0] != pkt[0] || first[1] != pkt[1] ||
+		first[ipv4FlagsOff] != pkt[ipv4FlagsOff] ||
+		first[ipv4TTLOff] != pkt[ipv4TTLOff] ||
+		!bytes.Equal(first[ipv4SrcOff:ipv4DstOff+4], pkt[ipv4SrcOff:ipv4DstOff+4]) {
+		return false
+	}
+	thl, r := tcpHeaderLen(pkt, h)
+	if r != OK || thl != c.thl {
+		return false
+	}
+	a, b := first[c.hl:c.hl+thl], pkt[c.hl:c.hl+thl]
+	f := b[tcpFlagsOff]
+	if f != tcpACK && f != tcpACK|tcpPSH {
+		return false
+	}
+	if !bytes.Equal(a[:tcpSeqOff], b[:tcpSeqOff]) || // ports
+		!bytes.Equal(a[tcpAckOff:tcpAckOff+4], b[tcpAckOff:tcpAckOff+4]) ||
+		!bytes.Equal(a[tcpMinHeaderLen:], b[tcpMinHeaderLen:]) { // options
+		return false
+	}
+	plen := h.TotalLen - c.hl - thl
+	if plen == 0 || plen > c.gso || binary.BigEndian.Uint32(b[tcpSeqOff:]) != c.nextSeq {
+		return false
+	}
+	return c.n+plen <= MaxPacketLen
+}
+
+// Flush finalises the pending packet and returns it with its virtio-net
+// header in front, ready for one write to the TUN device, and empties c.
+// The slice is valid until the next Add. A single segment goes out as is
+// (its checksums came intact over the wire); a merged one as a TCPv4 GSO
+// packet with a partial checksum the kernel completes.
+func (c *Coalescer) Flush() []byte {
+	out := c.buf[:VirtioNetHdrLen+c.n]
+	if c.segs <= 1 {
+		VirtioNetHdr{}.Encode(out)
+	} else {
+		p := out[VirtioNetHdrLen:]
+		binary.BigEndian.PutUint16(p[ipv4TotalLenOff:], uint16(len(p)))
+		SetIPv4Checksum(p, c.hl)
+		tcpLen := len(p) - c.hl
+		// CHECKSUM_PARTIAL convention: the field holds the folded,
+		// uncomplemented pseudo-header sum.
+		binary.BigEndian.PutUint16(p[c.hl+tcpCsumOff:], fold(pseudoSum(p, ProtoTCP, tcpLen)))
+		VirtioNetHdr{
+			Flags:      VirtioNetHdrFNeedsCsum,
+			GSOType:    VirtioNetHdrGSOTCPv4,
+			HdrLen:     uint16(c.hl + c.thl),
+			GSOSize:    uint16(c.gso),
+			CsumStart:  uint16(c.hl),
+			CsumOffset: tcpCsumOff,
+		}.Encode(out)
+	}
+	c.n, c.segs, c.closed = 0, 0, false
+	return out
+}
