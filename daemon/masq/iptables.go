@@ -1,0 +1,268 @@
+package masq
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// iptables chain names. POSTRTG keeps the name within iptables' 28-char
+// limit and mirrors Flannel's FLANNEL-POSTRTG.
+const (
+	iptPostrouting = "WEFT-POSTRTG"
+	iptForward     = "WEFT-FWD"
+)
+
+// iptablesLockWait is how long iptables(-restore) waits for the xtables lock
+// held by another program (kube-proxy, Docker), in seconds.
+const iptablesLockWait = 10
+
+// IPTables is the iptables implementation of Manager. It drives the
+// iptables/ip6tables binaries (legacy or nft flavour, whichever the host
+// uses, as kube-proxy does) through go-iptables, and iptables-restore for
+// the atomic replacement of its chains' contents.
+type IPTables struct {
+	logger *slog.Logger
+	v4, v6 *iptFamily // v6 nil when ip6tables is missing
+
+	mu sync.Mutex
+}
+
+var _ Manager = (*IPTables)(nil)
+
+type iptFamily struct {
+	ipt     *iptables.IPTables
+	restore string // path of (ip6)iptables-restore
+	v6      bool
+}
+
+// NewIPTables returns the iptables Manager. iptables and iptables-restore
+// must be installed; ip6tables only when IPv6 rules are asked for.
+func NewIPTables(logger *slog.Logger) (*IPTables, error) {
+	v4, err := newIPTFamily(false)
+	if err != nil {
+		return nil, err
+	}
+	m := &IPTables{logger: logger, v4: v4}
+	if v6, err := newIPTFamily(true); err == nil {
+		m.v6 = v6
+	} else {
+		logger.Debug("ip6tables unavailable; IPv6 masquerade rules cannot be installed", "error", err)
+	}
+	return m, nil
+}
+
+func newIPTFamily(v6 bool) (*iptFamily, error) {
+	proto, bin := iptables.ProtocolIPv4, "iptables-restore"
+	if v6 {
+		proto, bin = iptables.ProtocolIPv6, "ip6tables-restore"
+	}
+	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Timeout(iptablesLockWait))
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	restore, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	return &iptFamily{ipt: ipt, restore: restore, v6: v6}, nil
+}
+
+// hook is one of weft's chains and the built-in chain that jumps to it.
+type hook struct {
+	table, builtin, chain, comment string
+}
+
+var (
+	natHook     = hook{"nat", "POSTROUTING", iptPostrouting, commentMasq}
+	forwardHook = hook{"filter", "FORWARD", iptForward, commentForward}
+)
+
+func (h hook) jump() []string {
+	return []string{"-m", "comment", "--comment", h.comment, "-j", h.chain}
+}
+
+// Ensure implements Manager.
+func (m *IPTables) Ensure(ctx context.Context, r Rules) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	if r.IPv6Network.IsValid() && m.v6 == nil {
+		return fmt.Errorf("iptables: IPv6 network %s needs ip6tables and ip6tables-restore, which are not installed", r.IPv6Network)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	nat, fwd := natRules(r), forwardRules(r)
+	randomFully := !r.DisableRandomFully && m.v4.ipt.HasRandomFully()
+	if !r.DisableRandomFully && !randomFully {
+		m.logger.Warn("iptables has no --random-fully; masquerading without it")
+	}
+	for _, f := range []*iptFamily{m.v4, m.v6} {
+		if f == nil {
+			continue
+		}
+		if f.v6 && !r.IPv6Network.IsValid() {
+			// IPv6 turned off (or never on): leave nothing behind.
+			if err := f.remove(ctx, natHook, forwardHook); err != nil {
+				return err
+			}
+			continue
+		}
+		if r.Masquerade {
+			if err := f.replace(ctx, natHook, familyRules(nat, f.v6), randomFully); err != nil {
+				return err
+			}
+		} else if err := f.remove(ctx, natHook); err != nil {
+			return err
+		}
+		if err := f.replace(ctx, forwardHook, familyRules(fwd, f.v6), false); err != nil {
+			return err
+		}
+	}
+	m.logger.Debug("iptables rules ensured", "network", r.Network, "subnet", r.Subnet,
+		"ipv6Network", r.IPv6Network, "masquerade", r.Masquerade)
+	return nil
+}
+
+// Remove implements Manager.
+func (m *IPTables) Remove(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, f := range []*iptFamily{m.v4, m.v6} {
+		if f == nil {
+			continue
+		}
+		if err := f.remove(ctx, natHook, forwardHook); err != nil {
+			return err
+		}
+	}
+	m.logger.Debug("iptables rules removed")
+	return nil
+}
+
+// familyRules keeps the rules for one family; family-less rules (the
+// kube-proxy mark) go to both.
+func familyRules(rules []rule, v6 bool) []rule {
+	var out []rule
+	for _, r := range rules {
+		if (!r.src.prefix.IsValid() && !r.dst.prefix.IsValid()) || r.v6 == v6 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// replace fills h's chain with rules and makes sure the built-in chain
+// jumps to it, in one iptables-restore --noflush run: declaring the chain
+// (":CHAIN - [0:0]") flushes it and the whole table is committed at once,
+// so there is no window without rules and never a duplicate.
+func (f *iptFamily) replace(ctx context.Context, h hook, rules []rule, randomFully bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%s\n:%s - [0:0]\n", h.table, h.chain)
+	for _, r := range rules {
+		fmt.Fprintf(&b, "-A %s %s\n", h.chain, strings.Join(r.iptablesArgs(randomFully), " "))
+	}
+	// The jump goes in only if missing. A jump to a chain that does not
+	// exist cannot exist either, and -C would fail on the unknown target.
+	jumps, err := f.ipt.ChainExists(h.table, h.chain)
+	if err != nil {
+		return fmt.Errorf("iptables: look up chain %s in table %s: %w", h.chain, h.table, err)
+	}
+	if jumps {
+		if jumps, err = f.ipt.Exists(h.table, h.builtin, h.jump()...); err != nil {
+			return fmt.Errorf("iptables: check jump %s -> %s: %w", h.builtin, h.chain, err)
+		}
+	}
+	if !jumps {
+		fmt.Fprintf(&b, "-I %s 1 %s\n", h.builtin, strings.Join(h.jump(), " "))
+	}
+	b.WriteString("COMMIT\n")
+	cmd := exec.CommandContext(ctx, f.restore, "--noflush", "--wait="+strconv.Itoa(iptablesLockWait))
+	cmd.Stdin = strings.NewReader(b.String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: replace chain %s in table %s: %w: %s", f.restore, h.chain, h.table, err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// remove deletes every jump to each hook's chain and the chain itself.
+// Missing is success.
+func (f *iptFamily) remove(ctx context.Context, hooks ...hook) error {
+	for _, h := range hooks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		exists, err := f.ipt.ChainExists(h.table, h.chain)
+		if err != nil {
+			return fmt.Errorf("iptables: look up chain %s in table %s: %w", h.chain, h.table, err)
+		}
+		if !exists {
+			continue
+		}
+		// Delete the jump until none is left: an older run may have left
+		// more than one, and -D removes one at a time.
+		for {
+			ok, err := f.ipt.Exists(h.table, h.builtin, h.jump()...)
+			if err != nil {
+				return fmt.Errorf("iptables: check jump %s -> %s: %w", h.builtin, h.chain, err)
+			}
+			if !ok {
+				break
+			}
+			if err := f.ipt.Delete(h.table, h.builtin, h.jump()...); err != nil {
+				return fmt.Errorf("iptables: delete jump %s -> %s: %w", h.builtin, h.chain, err)
+			}
+		}
+		if err := f.ipt.ClearAndDeleteChain(h.table, h.chain); err != nil {
+			return fmt.Errorf("iptables: delete chain %s in table %s: %w", h.chain, h.table, err)
+		}
+	}
+	return nil
+}
+
+// iptablesArgs renders the rule as iptables match/target arguments, in the
+// form iptables-save prints them (so tests can compare).
+func (r rule) iptablesArgs(randomFully bool) []string {
+	var a []string
+	for _, m := range []struct {
+		flag string
+		am   addrMatch
+	}{{"-s", r.src}, {"-d", r.dst}} {
+		if !m.am.prefix.IsValid() {
+			continue
+		}
+		if m.am.not {
+			a = append(a, "!")
+		}
+		a = append(a, m.flag, m.am.prefix.Masked().String())
+	}
+	if r.kubeMark {
+		mark := fmt.Sprintf("0x%x/0x%x", KubeProxyMark, KubeProxyMark)
+		a = append(a, "-m", "mark", "--mark", mark)
+	}
+	a = append(a, "-m", "comment", "--comment", r.comment)
+	switch r.verdict {
+	case verdictReturn:
+		a = append(a, "-j", "RETURN")
+	case verdictAccept:
+		a = append(a, "-j", "ACCEPT")
+	case verdictMasquerade:
+		a = append(a, "-j", "MASQUERADE")
+		if randomFully {
+			a = append(a, "--random-fully")
+		}
+	}
+	return a
+}

@@ -1,0 +1,97 @@
+package masq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Rules is the desired masquerade and forwarding state of one node.
+type Rules struct {
+	// Network is the whole IPv4 pod network (e.g. 10.244.0.0/16).
+	Network netip.Prefix
+	// Subnet is this node's IPv4 subnet inside Network (e.g. 10.244.3.0/24).
+	Subnet netip.Prefix
+	// IPv6Network and IPv6Subnet are the IPv6 pair; both or neither.
+	IPv6Network netip.Prefix
+	IPv6Subnet  netip.Prefix
+	// Masquerade installs the NAT rules (--ip-masq). Without it only the
+	// forwarding rules are installed and weft's NAT chain is removed.
+	Masquerade bool
+	// DisableRandomFully turns off fully random source-port allocation for
+	// masqueraded connections. The zero value (random-fully on) is what
+	// avoids the conntrack SNAT port races behind dropped SYNs.
+	DisableRandomFully bool
+}
+
+// Manager installs weft's masquerade and forwarding rules.
+//
+// Calls act on the network namespace of the calling thread (see Options.NetNS
+// for the nftables implementation); implementations are safe for concurrent
+// use.
+type Manager interface {
+	// Ensure makes weft's table/chains hold exactly the rules for r. It is
+	// idempotent: calling it again, from a new Manager after a restart too,
+	// adds nothing. A changed r replaces the old rules in one atomic step;
+	// old rules are never left beside new ones. Rules outside weft's own
+	// table/chains are never touched (iptables: except the one jump rule per
+	// hooked chain).
+	Ensure(ctx context.Context, r Rules) error
+	// Remove deletes everything weft installed (nftables: the whole table,
+	// including the peer filter). Nothing installed is success.
+	Remove(ctx context.Context) error
+}
+
+// PeerFilter accepts VXLAN datagrams only from current peers.
+type PeerFilter interface {
+	// EnsurePeerFilter makes UDP to port accepted only from the given peer
+	// addresses and dropped from anyone else. peers is the complete set
+	// (not a delta); it replaces the previous set atomically. The caller
+	// keeps ownership of the slice.
+	EnsurePeerFilter(ctx context.Context, port uint16, peers []netip.Addr) error
+	// RemovePeerFilter removes the filter; nothing installed is success.
+	RemovePeerFilter(ctx context.Context) error
+}
+
+// ErrInvalidRules is wrapped by errors about a Rules value that cannot be
+// installed.
+var ErrInvalidRules = errors.New("invalid masquerade rules")
+
+// KubeProxyMark is the packet mark kube-proxy sets on traffic it will
+// masquerade itself (KUBE-MARK-MASQ); weft leaves such packets alone so they
+// are not NATed twice.
+const KubeProxyMark = 0x4000
+
+// Validate checks r: Network and Subnet IPv4 with Subnet inside Network,
+// and the IPv6 pair either both unset or both IPv6 with IPv6Subnet inside
+// IPv6Network.
+func (r Rules) Validate() error {
+	if err := checkPair(r.Network, r.Subnet, false); err != nil {
+		return err
+	}
+	if !r.IPv6Network.IsValid() && !r.IPv6Subnet.IsValid() {
+		return nil
+	}
+	return checkPair(r.IPv6Network, r.IPv6Subnet, true)
+}
+
+func checkPair(network, subnet netip.Prefix, v6 bool) error {
+	fam := "IPv4"
+	if v6 {
+		fam = "IPv6"
+	}
+	if !network.IsValid() || !subnet.IsValid() {
+		return fmt.Errorf("%w: %s network %q and subnet %q must both be set", ErrInvalidRules, fam, network, subnet)
+	}
+	if network.Addr().Is6() != v6 || subnet.Addr().Is6() != v6 || network.Addr().Is4In6() || subnet.Addr().Is4In6() {
+		return fmt.Errorf("%w: network %s and subnet %s must be %s", ErrInvalidRules, network, subnet, fam)
+	}
+	if network.Bits() == 0 {
+		return fmt.Errorf("%w: network %s covers every address; nothing would ever be masqueraded", ErrInvalidRules, network)
+	}
+	if subnet.Bits() < network.Bits() || !network.Contains(subnet.Addr()) {
+		return fmt.Errorf("%w: subnet %s is not inside network %s", ErrInvalidRules, subnet, network)
+	}
+	return nil
+}
