@@ -1,7 +1,10 @@
 package subnet
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -36,3 +39,99 @@ type Lease struct {
 // Reserved reports whether l is a reservation: a key with no TTL that is
 // never expired or reassigned.
 func (l Lease) Reserved() bool { return l.LeaseID == 0 }
+
+// leaseJSON is Flannel's lease value layout; field order and omitempty
+// match Flannel's LeaseAttrs so the bytes are the same.
+type leaseJSON struct {
+	PublicIP      string
+	PublicIPv6    *string         `json:",omitempty"`
+	BackendType   string          `json:",omitempty"`
+	BackendData   json.RawMessage `json:",omitempty"`
+	BackendV6Data json.RawMessage `json:",omitempty"`
+}
+
+// noPublicIP is what Flannel writes as PublicIP for a node with only an IPv6
+// underlay (its IP4 type marshals the zero address).
+const noPublicIP = "0.0.0.0"
+
+// MarshalJSON renders a in Flannel's lease format. A zero PublicIP is
+// written as "0.0.0.0" (Flannel's IPv6-only form); PublicIPv6 and the
+// backend fields are omitted when unset.
+func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
+	v := leaseJSON{
+		PublicIP:      noPublicIP,
+		BackendType:   a.BackendType,
+		BackendData:   nullToNil(a.BackendData),
+		BackendV6Data: nullToNil(a.BackendV6Data),
+	}
+	if a.PublicIP.IsValid() {
+		if !a.PublicIP.Is4() {
+			return nil, fmt.Errorf("lease PublicIP %s is not IPv4", a.PublicIP)
+		}
+		v.PublicIP = a.PublicIP.String()
+	}
+	if a.PublicIPv6.IsValid() {
+		if !a.PublicIPv6.Is6() || a.PublicIPv6.Is4In6() {
+			return nil, fmt.Errorf("lease PublicIPv6 %s is not IPv6", a.PublicIPv6)
+		}
+		s := a.PublicIPv6.String()
+		v.PublicIPv6 = &s
+	}
+	if !a.PublicIP.IsValid() && !a.PublicIPv6.IsValid() {
+		return nil, errors.New("lease has no PublicIP")
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON parses Flannel's lease format. PublicIP must be an IPv4
+// address; "0.0.0.0" is accepted only together with a PublicIPv6 (an
+// IPv6-only node) and leaves PublicIP zero. JSON null for PublicIPv6,
+// BackendData or BackendV6Data means unset.
+func (a *LeaseAttrs) UnmarshalJSON(data []byte) error {
+	var v struct {
+		PublicIP      *string
+		PublicIPv6    *string
+		BackendType   *string
+		BackendData   json.RawMessage
+		BackendV6Data json.RawMessage
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return fmt.Errorf("lease value: %w", err)
+	}
+	var out LeaseAttrs
+	if v.PublicIPv6 != nil && *v.PublicIPv6 != "" {
+		ip, err := netip.ParseAddr(*v.PublicIPv6)
+		if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" {
+			return fmt.Errorf("lease value: PublicIPv6 %q is not an IPv6 address", *v.PublicIPv6)
+		}
+		out.PublicIPv6 = ip
+	}
+	if v.PublicIP == nil {
+		return errors.New("lease value: PublicIP is missing")
+	}
+	ip, err := netip.ParseAddr(*v.PublicIP)
+	if err != nil || !ip.Is4() {
+		return fmt.Errorf("lease value: PublicIP %q is not an IPv4 address", *v.PublicIP)
+	}
+	if ip.IsUnspecified() {
+		if !out.PublicIPv6.IsValid() {
+			return errors.New("lease value: PublicIP is 0.0.0.0 and there is no PublicIPv6")
+		}
+	} else {
+		out.PublicIP = ip
+	}
+	if v.BackendType != nil {
+		out.BackendType = *v.BackendType
+	}
+	out.BackendData = nullToNil(v.BackendData)
+	out.BackendV6Data = nullToNil(v.BackendV6Data)
+	*a = out
+	return nil
+}
+
+func nullToNil(m json.RawMessage) json.RawMessage {
+	if len(m) == 0 || string(m) == "null" {
+		return nil
+	}
+	return bytes.Clone(m)
+}
