@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/weftnet/weft/internal/flagenv"
+	"github.com/weftnet/weft/lab"
+)
+
+const labUsage = `usage: weftctl lab SUBCOMMAND [flags]
+
+  up      --nodes N --backend vxlan|host-gw|udp [--pods-per-node K] [--name NAME] [--bin-dir DIR] [--test] [--down]
+  down    [--name NAME]
+  status  [--name NAME]
+  test    [--name NAME] [--json]
+  exec    [--name NAME] NODE|POD -- CMD [ARGS...]      (NODE: n1, POD: n1-p1; also sw, etcd)
+  list
+
+Every subcommand takes --name (default weft) and --state-root (default /run/weft-lab);
+flags can also be set as WEFTCTL_LAB_<FLAG>, e.g. WEFTCTL_LAB_NAME.
+`
+
+// runLab implements `weftctl lab`.
+func runLab(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		io.WriteString(e.stderr, labUsage)
+		return flag.ErrHelp
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("lab "+sub, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() { io.WriteString(e.stderr, labUsage) }
+	name := fs.String("name", lab.DefaultName, "lab name (namespaces are NAME-sw, NAME-n1, NAME-n1-p1, ...)")
+	root := fs.String("state-root", lab.DefaultStateRoot, "directory holding each lab's state directory")
+	switch sub {
+	case "up":
+		return labUp(ctx, e, fs, name, root, args)
+	case "down":
+		if err := parseLabFlags(fs, args, e); err != nil {
+			return err
+		}
+		if err := lab.Down(ctx, *root, *name); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "lab %s is down\n", *name)
+		return nil
+	case "status":
+		if err := parseLabFlags(fs, args, e); err != nil {
+			return err
+		}
+		l, err := lab.Load(*root, *name)
+		if err != nil {
+			return err
+		}
+		return l.Status(ctx).WriteSummary(e.stdout)
+	case "test":
+		asJSON := fs.Bool("json", false, "print the matrix as JSON")
+		if err := parseLabFlags(fs, args, e); err != nil {
+			return err
+		}
+		l, err := lab.Load(*root, *name)
+		if err != nil {
+			return err
+		}
+		return labTest(ctx, e, l, *asJSON)
+	case "exec":
+		if err := parseLabFlags(fs, args, e); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		if len(rest) < 1 {
+			return fmt.Errorf("%w: exec needs NODE|POD -- CMD", errUsage)
+		}
+		target, cmd := rest[0], rest[1:]
+		if len(cmd) > 0 && cmd[0] == "--" {
+			cmd = cmd[1:]
+		}
+		if len(cmd) == 0 {
+			return fmt.Errorf("%w: exec needs a command after %s --", errUsage, target)
+		}
+		l, err := lab.Load(*root, *name)
+		if err != nil {
+			return err
+		}
+		return l.Exec(ctx, target, cmd, os.Stdin, e.stdout, e.stderr)
+	case "list":
+		if err := parseLabFlags(fs, args, e); err != nil {
+			return err
+		}
+		names, err := lab.List(*root)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			fmt.Fprintln(e.stdout, n)
+		}
+		return nil
+	default:
+		io.WriteString(e.stderr, labUsage)
+		return fmt.Errorf("%w: unknown lab subcommand %q", errUsage, sub)
+	}
+}
+
+func parseLabFlags(fs *flag.FlagSet, args []string, e *env) error {
+	if err := flagenv.Parse(fs, "WEFTCTL_LAB", args, e.getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
+
+func labUp(ctx context.Context, e *env, fs *flag.FlagSet, name, root *string, args []string) error {
+	nodes := fs.Int("nodes", 3, "number of nodes")
+	backend := fs.String("backend", "vxlan", "backend: vxlan, host-gw or udp")
+	pods := fs.Int("pods-per-node", 2, "pods attached to each node through the weft CNI plugin")
+	binDir := fs.String("bin-dir", "", "directory with weftd, weft, weftctl, portmap (default: this weftctl's directory)")
+	network := fs.String("network", "10.244.0.0/16", "pod network")
+	ipMasq := fs.Bool("ip-masq", false, "run weftd with --ip-masq")
+	timeout := fs.Duration("ready-timeout", 60*time.Second, "how long to wait for etcd and each weftd")
+	runTest := fs.Bool("test", false, "run the connectivity matrix once the lab is up")
+	down := fs.Bool("down", false, "tear the lab down at the end (after --test)")
+	if err := parseLabFlags(fs, args, e); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if *binDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find bin dir: %w (pass --bin-dir)", err)
+		}
+		*binDir = filepath.Dir(exe)
+	}
+	l, err := lab.Up(ctx, lab.Options{
+		Name: *name, Nodes: *nodes, Backend: *backend, PodsPerNode: *pods, BinDir: *binDir,
+		StateRoot: *root, Network: *network, IPMasq: *ipMasq, Progress: e.stdout, ReadyTimeout: *timeout,
+	})
+	if err != nil {
+		if l != nil {
+			if *down {
+				if derr := l.Down(context.WithoutCancel(ctx)); derr != nil {
+					return errors.Join(err, derr)
+				}
+				return err
+			}
+			return fmt.Errorf("%w\nlogs are in %s; remove the partial lab with `weftctl lab down --name %s`", err, l.Dir, *name)
+		}
+		return err
+	}
+	fmt.Fprintln(e.stdout)
+	if err := l.Status(ctx).WriteSummary(e.stdout); err != nil {
+		return err
+	}
+	var testErr error
+	if *runTest {
+		fmt.Fprintln(e.stdout)
+		testErr = labTest(ctx, e, l, false)
+	}
+	if *down {
+		if err := l.Down(context.WithoutCancel(ctx)); err != nil {
+			return errors.Join(testErr, err)
+		}
+		fmt.Fprintf(e.stdout, "lab %s is down\n", *name)
+		return testErr
+	}
+	fmt.Fprintf(e.stdout, `
+explore:  weftctl lab status --name %[1]s
+          weftctl lab test --name %[1]s
+          weftctl lab exec --name %[1]s n1 -- ip route
+          weftctl lab exec --name %[1]s n1-p1 -- ping -c 3 %[2]s
+logs:     %[3]s/n1/weftd.log
+remove:   weftctl lab down --name %[1]s
+`, *name, lastPodIP(l), l.Dir)
+	return testErr
+}
+
+func lastPodIP(l *lab.Lab) string {
+	ps := l.Pods()
+	if len(ps) == 0 {
+		return l.Etcd.Addr.String()
+	}
+	return ps[len(ps)-1].IP.String()
+}
+
+// errMatrix marks a connectivity matrix with failures (exit 1).
+var errMatrix = errors.New("connectivity matrix has failures")
+
+func labTest(ctx context.Context, e *env, l *lab.Lab, asJSON bool) error {
+	m, err := l.Test(ctx, lab.TestOptions{})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		err = m.WriteJSON(e.stdout)
+	} else {
+		err = m.WriteTable(e.stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if !m.OK {
+		return fmt.Errorf("%w: %d of %d probes failed", errMatrix, m.Failures, len(m.Probes))
+	}
+	return nil
+}

@@ -1,0 +1,561 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// Binaries the lab runs, looked up in Options.BinDir.
+var binaries = []string{"weftd", "weft", "weftctl", "portmap"}
+
+// ErrWeftdExited is returned when a node's weftd exits before it is ready;
+// the error carries the end of its log.
+var ErrWeftdExited = errors.New("weftd exited")
+
+// ErrNotReady is returned when a node's weftd is still not ready at the
+// deadline.
+var ErrNotReady = errors.New("weftd not ready")
+
+// Options configure Up.
+type Options struct {
+	Name        string // default DefaultName
+	Nodes       int    // at least 1
+	Backend     string // vxlan, host-gw or udp
+	PodsPerNode int
+	// BinDir holds weftd, weft, weftctl and portmap.
+	BinDir string
+	// StateRoot holds the lab's state directory; default DefaultStateRoot.
+	StateRoot string
+	// Network is the pod network; default 10.244.0.0/16.
+	Network string
+	// IPMasq turns on weftd's --ip-masq on every node.
+	IPMasq bool
+	// Progress gets one line per step; nil for none.
+	Progress io.Writer
+	// ReadyTimeout bounds each wait (etcd health, weftd /readyz); default 60s.
+	ReadyTimeout time.Duration
+}
+
+// Lab is a running lab: its recorded state plus the handles of the processes
+// this process started. Methods are not safe for concurrent use.
+type Lab struct {
+	State
+	root     string
+	progress *progress
+	timeout  time.Duration
+	// exited holds, for processes started by this process, a channel closed
+	// when they exit.
+	exited map[int]<-chan struct{}
+}
+
+// Load opens an existing lab (e.g. one started from another shell).
+func Load(root, name string) (*Lab, error) {
+	if root == "" {
+		root = DefaultStateRoot
+	}
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	s, err := loadState(root, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Lab{State: *s, root: root, progress: newProgress(nil), timeout: 60 * time.Second, exited: map[int]<-chan struct{}{}}, nil
+}
+
+// SetProgress sets where later steps are reported (nil: nowhere).
+func (l *Lab) SetProgress(w io.Writer) { l.progress = newProgress(w) }
+
+// Up builds a lab: switch, etcd, nodes with weftd, pods. On error the
+// partial lab is left for inspection (logs are in its state directory) and
+// must be removed with Down; everything made so far is recorded.
+func Up(ctx context.Context, o Options) (*Lab, error) {
+	if o.Name == "" {
+		o.Name = DefaultName
+	}
+	if o.StateRoot == "" {
+		o.StateRoot = DefaultStateRoot
+	}
+	if o.Network == "" {
+		o.Network = "10.244.0.0/16"
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 60 * time.Second
+	}
+	if err := ValidateName(o.Name); err != nil {
+		return nil, err
+	}
+	if o.Nodes < 1 || o.Nodes > MaxNodes {
+		return nil, fmt.Errorf("--nodes %d: want 1..%d", o.Nodes, MaxNodes)
+	}
+	if o.PodsPerNode < 0 {
+		return nil, fmt.Errorf("--pods-per-node %d: want 0 or more", o.PodsPerNode)
+	}
+	if !validBackend(o.Backend) {
+		return nil, fmt.Errorf("--backend %q: want one of %s", o.Backend, strings.Join(subnet.BackendTypes(), ", "))
+	}
+	if _, err := netip.ParsePrefix(o.Network); err != nil {
+		return nil, fmt.Errorf("--network %q: %w", o.Network, err)
+	}
+	binDir, err := checkBinaries(o.BinDir)
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{root: o.StateRoot, progress: newProgress(o.Progress), timeout: o.ReadyTimeout, exited: map[int]<-chan struct{}{}}
+	if err := l.create(o, binDir); err != nil {
+		return nil, err
+	}
+	if err := l.build(ctx, o); err != nil {
+		return l, err
+	}
+	return l, nil
+}
+
+func validBackend(b string) bool {
+	for _, t := range subnet.BackendTypes() {
+		if b == t {
+			return true
+		}
+	}
+	return false
+}
+
+func checkBinaries(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("bin dir: %w", err)
+	}
+	var missing []string
+	for _, b := range binaries {
+		if st, err := os.Stat(filepath.Join(abs, b)); err != nil || st.Mode()&0o111 == 0 {
+			missing = append(missing, b)
+		}
+	}
+	if len(missing) > 0 {
+		return "", fmt.Errorf("bin dir %s lacks %s: run `make build` or pass --bin-dir", abs, strings.Join(missing, ", "))
+	}
+	return abs, nil
+}
+
+// create claims the lab's name and underlay under a lock on the state root
+// and writes the first state.
+func (l *Lab) create(o Options, binDir string) error {
+	if err := os.MkdirAll(o.StateRoot, 0o755); err != nil {
+		return fmt.Errorf("state root: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(o.StateRoot, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return fmt.Errorf("lock state root: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock state root: %w", err)
+	}
+	dir := filepath.Join(o.StateRoot, o.Name)
+	if _, err := os.Stat(dir); err == nil {
+		return fmt.Errorf("%w: %s (remove it with `weftctl lab down --name %s`)", ErrExists, o.Name, o.Name)
+	}
+	pat := labNSPattern(o.Name)
+	nss, err := listNamespaces()
+	if err != nil {
+		return err
+	}
+	for _, n := range nss {
+		if pat.MatchString(n) {
+			return fmt.Errorf("%w: namespace %s is left over (remove it with `weftctl lab down --name %s`)", ErrExists, n, o.Name)
+		}
+	}
+	used := map[int]bool{}
+	others, err := List(o.StateRoot)
+	if err != nil {
+		return err
+	}
+	for _, name := range others {
+		if s, err := loadState(o.StateRoot, name); err == nil {
+			used[s.Octet] = true
+		}
+	}
+	octet, err := pickOctet(o.Name, used)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	l.State = State{
+		Name:        o.Name,
+		Dir:         dir,
+		BinDir:      binDir,
+		Backend:     o.Backend,
+		Network:     o.Network,
+		Octet:       octet,
+		Underlay:    underlayPrefix(octet),
+		Created:     time.Now().UTC().Truncate(time.Second),
+		NextNode:    1,
+		PodsPerNode: o.PodsPerNode,
+		IPMasq:      o.IPMasq,
+	}
+	return l.save()
+}
+
+func (l *Lab) bin(name string) string { return filepath.Join(l.BinDir, name) }
+
+func (l *Lab) build(ctx context.Context, o Options) error {
+	l.progress.step("lab %s: underlay %s, backend %s, state in %s", l.Name, l.Underlay, l.Backend, l.Dir)
+	if err := l.buildSwitch(ctx); err != nil {
+		return err
+	}
+	if err := l.startEtcd(ctx); err != nil {
+		return err
+	}
+	if err := l.writeConfig(ctx); err != nil {
+		return err
+	}
+	var nodes []*Node
+	for range o.Nodes {
+		n, err := l.startNode(ctx)
+		if err != nil {
+			return err
+		}
+		nodes = append(nodes, n)
+	}
+	if err := l.waitNodesReady(ctx, nodes); err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if err := l.addPods(ctx, n, o.PodsPerNode); err != nil {
+			return err
+		}
+	}
+	l.Ready = true
+	if err := l.save(); err != nil {
+		return err
+	}
+	l.progress.step("lab %s is up", l.Name)
+	return nil
+}
+
+// buildSwitch makes the switch namespace with its bridge.
+func (l *Lab) buildSwitch(ctx context.Context) error {
+	sw := switchNS(l.Name)
+	l.progress.step("switch: namespace %s, bridge %s", sw, bridgeName)
+	if err := l.addNamespace(sw); err != nil {
+		return err
+	}
+	if err := addNS(ctx, sw); err != nil {
+		return err
+	}
+	if err := ipCmd(ctx, "-n", sw, "link", "add", bridgeName, "type", "bridge"); err != nil {
+		return err
+	}
+	return ipCmd(ctx, "-n", sw, "link", "set", bridgeName, "up")
+}
+
+// plug makes namespace name and joins it to the switch: port in the switch,
+// eth0 with addr in the namespace.
+func (l *Lab) plug(ctx context.Context, name, port string, addr netip.Addr) error {
+	sw := switchNS(l.Name)
+	if err := l.addNamespace(name); err != nil {
+		return err
+	}
+	if err := addNS(ctx, name); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{"-n", sw, "link", "add", port, "type", "veth", "peer", "name", underlayIface, "netns", name},
+		{"-n", sw, "link", "set", port, "master", bridgeName},
+		{"-n", sw, "link", "set", port, "up"},
+		{"-n", name, "addr", "add", netip.PrefixFrom(addr, l.Underlay.Bits()).String(), "dev", underlayIface},
+		{"-n", name, "link", "set", underlayIface, "up"},
+	}
+	for _, s := range steps {
+		if err := ipCmd(ctx, s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) startEtcd(ctx context.Context) error {
+	e := &l.Etcd
+	e.NS = etcdNS(l.Name)
+	e.Addr = hostAddr(l.Octet, etcdHost)
+	e.Endpoint = fmt.Sprintf("http://%s:%d", e.Addr, etcdPort)
+	e.DataDir = filepath.Join(l.Dir, "etcd")
+	e.Log = filepath.Join(l.Dir, "etcd.log")
+	l.progress.step("etcd: namespace %s, %s", e.NS, e.Endpoint)
+	if err := l.plug(ctx, e.NS, etcdPortName, e.Addr); err != nil {
+		return err
+	}
+	p, done, err := startInNS(e.NS, e.Log, nil, l.bin("weftctl"), "etcd", "--data-dir", e.DataDir, "--listen-client-urls", e.Endpoint)
+	if err != nil {
+		return err
+	}
+	e.Proc = p
+	l.exited[p.PID] = done
+	if err := l.save(); err != nil {
+		return err
+	}
+	c := httpClientIn(e.NS, 2*time.Second)
+	ok := poll(ctx, l.timeout, 100*time.Millisecond, func() bool {
+		return !l.alive(p) || httpOK(ctx, c, e.Endpoint+"/health")
+	})
+	switch {
+	case !l.alive(p):
+		return fmt.Errorf("etcd exited; end of %s:\n%s", e.Log, tail(e.Log, 15))
+	case !ok:
+		return fmt.Errorf("etcd not healthy at %s after %s; end of %s:\n%s", e.Endpoint, l.timeout, e.Log, tail(e.Log, 15))
+	}
+	return nil
+}
+
+// alive reports whether p runs, using the exit channel when this process
+// started it.
+func (l *Lab) alive(p *Proc) bool {
+	if p == nil {
+		return false
+	}
+	if done, ok := l.exited[p.PID]; ok {
+		select {
+		case <-done:
+			return false
+		default:
+		}
+	}
+	return p.Alive()
+}
+
+// weftctl runs weftctl inside the etcd namespace against the lab's etcd.
+func (l *Lab) weftctl(ctx context.Context, stdin string, args ...string) (string, error) {
+	argv := append([]string{"ip", "netns", "exec", l.Etcd.NS, l.bin("weftctl")}, args...)
+	cmd := execCommand(ctx, argv, []string{"WEFTCTL_ETCD_ENDPOINTS=" + l.Etcd.Endpoint}, stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("weftctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// NetworkConfig is the config the lab writes for its network and backend.
+func NetworkConfig(network, backend string) string {
+	return fmt.Sprintf(`{"Network": %q, "Backend": {"Type": %q}}`, network, backend)
+}
+
+func (l *Lab) writeConfig(ctx context.Context) error {
+	cfg := NetworkConfig(l.Network, l.Backend)
+	l.progress.step("config: %s (weftctl config set)", cfg)
+	cctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	_, err := l.weftctl(cctx, cfg, "config", "set", "-")
+	return err
+}
+
+// startNode makes the next node's namespace and starts its weftd.
+func (l *Lab) startNode(ctx context.Context) (*Node, error) {
+	k := l.NextNode
+	l.NextNode++
+	name := nodeName(k)
+	dir := filepath.Join(l.Dir, name)
+	n := &Node{
+		Name:       name,
+		Index:      k,
+		NS:         nsName(l.Name, name),
+		Underlay:   hostAddr(l.Octet, nodeHostBase+k),
+		Dir:        dir,
+		SubnetFile: filepath.Join(dir, "subnet.env"),
+		CNIConfDir: filepath.Join(dir, "net.d"),
+		IPAMDir:    filepath.Join(dir, "ipam"),
+		CNICache:   filepath.Join(dir, "cni-cache"),
+		Log:        filepath.Join(dir, "weftd.log"),
+	}
+	if k > MaxNodes {
+		return nil, fmt.Errorf("lab %s: node index %d exceeds %d", l.Name, k, MaxNodes)
+	}
+	l.Nodes = append(l.Nodes, n)
+	l.progress.step("node %s: namespace %s, underlay %s", n.Name, n.NS, n.Underlay)
+	for _, d := range []string{n.Dir, n.CNIConfDir, n.IPAMDir, n.CNICache} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
+	if err := l.plug(ctx, n.NS, n.Name, n.Underlay); err != nil {
+		return nil, err
+	}
+	if _, err := nsRun(ctx, n.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+		return nil, err
+	}
+	return n, l.startWeftd(n)
+}
+
+func (l *Lab) startWeftd(n *Node) error {
+	args := []string{
+		l.bin("weftd"),
+		"--etcd-endpoints", l.Etcd.Endpoint,
+		"--iface", underlayIface,
+		"--public-ip", n.Underlay.String(),
+		"--subnet-file", n.SubnetFile,
+		"--cni-conf-dir", n.CNIConfDir,
+		"--cni-ipam-dir", n.IPAMDir,
+		"--healthz-addr", healthzAddr,
+	}
+	if l.IPMasq {
+		args = append(args, "--ip-masq")
+	}
+	p, done, err := startInNS(n.NS, n.Log, nil, args...)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	n.Weftd = p
+	l.exited[p.PID] = done
+	return l.save()
+}
+
+// waitNodesReady waits, in parallel, for every node's /readyz and then
+// records its subnet.
+func (l *Lab) waitNodesReady(ctx context.Context, nodes []*Node) error {
+	var g errgroup.Group
+	for _, n := range nodes {
+		g.Go(func() error { return l.waitReady(ctx, n) })
+	}
+	err := g.Wait()
+	for _, n := range nodes {
+		if sn, e := n.ReadSubnet(); e == nil {
+			n.Subnet = sn
+		}
+	}
+	if e := l.save(); err == nil {
+		err = e
+	}
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if !n.Subnet.IsValid() {
+			return fmt.Errorf("node %s is ready but its subnet file %s is unreadable", n.Name, n.SubnetFile)
+		}
+		l.progress.step("node %s: weftd ready (pid %d), lease %s", n.Name, n.Weftd.PID, n.Subnet)
+	}
+	return nil
+}
+
+func (l *Lab) waitReady(ctx context.Context, n *Node) error {
+	c := httpClientIn(n.NS, time.Second)
+	url := "http://" + healthzAddr + "/readyz"
+	ok := poll(ctx, l.timeout, 100*time.Millisecond, func() bool {
+		return !l.alive(n.Weftd) || httpOK(ctx, c, url)
+	})
+	switch {
+	case !l.alive(n.Weftd):
+		return fmt.Errorf("node %s: %w; end of %s:\n%s", n.Name, ErrWeftdExited, n.Log, tail(n.Log, 15))
+	case !ok:
+		return fmt.Errorf("node %s: %w at %s after %s; end of %s:\n%s", n.Name, ErrNotReady, url, l.timeout, n.Log, tail(n.Log, 15))
+	}
+	return nil
+}
+
+// addPods attaches count more pods to node n.
+func (l *Lab) addPods(ctx context.Context, n *Node, count int) error {
+	for range count {
+		if err := l.addPod(ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) addPod(ctx context.Context, n *Node) error {
+	j := len(n.Pods) + 1
+	for l.podExists(n, j) {
+		j++
+	}
+	short := podName(n.Index, j)
+	p := &Pod{Name: short, NS: nsName(l.Name, short), ContainerID: nsName(l.Name, short)}
+	n.Pods = append(n.Pods, p)
+	if err := l.addNamespace(p.NS); err != nil {
+		return err
+	}
+	if err := addNS(ctx, p.NS); err != nil {
+		return err
+	}
+	ip, err := l.cniAdd(ctx, n, p)
+	if err != nil {
+		return fmt.Errorf("pod %s: %w", p.Name, err)
+	}
+	p.IP = ip
+	l.progress.step("pod %s: namespace %s, eth0 %s (weft CNI via libcni)", p.Name, p.NS, ip)
+	return l.save()
+}
+
+func (l *Lab) podExists(n *Node, j int) bool {
+	for _, p := range n.Pods {
+		if p.Name == podName(n.Index, j) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *Lab) cniConfig(n *Node) (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
+	conf, err := libcni.ConfListFromFile(n.ConfList())
+	if err != nil {
+		return nil, nil, fmt.Errorf("read conflist weftd wrote: %w", err)
+	}
+	return libcni.NewCNIConfigWithCacheDir([]string{l.BinDir}, n.CNICache, nil), conf, nil
+}
+
+// cniAdd runs the CNI ADD of the node's conflist for pod p, the way a
+// runtime does. libcni execs the plugins; they must run in the node's
+// namespace, so the call is made on a thread switched into it (ns.Do), and
+// the plugin processes inherit that thread's namespace.
+func (l *Lab) cniAdd(ctx context.Context, n *Node, p *Pod) (netip.Addr, error) {
+	cni, conf, err := l.cniConfig(n)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	rt := &libcni.RuntimeConf{ContainerID: p.ContainerID, NetNS: nsPath(p.NS), IfName: "eth0"}
+	var res *types100.Result
+	err = ns.WithNetNSPath(nsPath(n.NS), func(ns.NetNS) error {
+		r, err := cni.AddNetworkList(ctx, conf, rt)
+		if err != nil {
+			return err
+		}
+		res, err = types100.NewResultFromResult(r)
+		return err
+	})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("cni add: %w", err)
+	}
+	for _, ipc := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok && a.Unmap().Is4() {
+			return a.Unmap(), nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("cni add: result has no IPv4 address: %v", res.IPs)
+}
+
+// cniDel runs the CNI DEL for pod p (idempotent in the plugin).
+func (l *Lab) cniDel(ctx context.Context, n *Node, p *Pod) error {
+	cni, conf, err := l.cniConfig(n)
+	if err != nil {
+		return err
+	}
+	rt := &libcni.RuntimeConf{ContainerID: p.ContainerID, NetNS: nsPath(p.NS), IfName: "eth0"}
+	return ns.WithNetNSPath(nsPath(n.NS), func(ns.NetNS) error {
+		return cni.DelNetworkList(ctx, conf, rt)
+	})
+}

@@ -1,0 +1,208 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+)
+
+// stopGrace is how long a SIGTERMed process gets before SIGKILL.
+const stopGrace = 10 * time.Second
+
+// AddNode adds one node (namespace, weftd, PodsPerNode pods) to a running
+// lab and returns it once its weftd is ready and its pods are attached.
+func (l *Lab) AddNode(ctx context.Context) (*Node, error) {
+	n, err := l.startNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.waitNodesReady(ctx, []*Node{n}); err != nil {
+		return n, err
+	}
+	if err := l.addPods(ctx, n, l.PodsPerNode); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// RemoveNode takes a node out of the lab the way an operator decommissions
+// one: its pods are deleted through CNI DEL, its weftd is stopped (SIGTERM),
+// its lease is released with `weftctl lease release`, and its namespaces and
+// files are removed. Peers then drop its routes.
+func (l *Lab) RemoveNode(ctx context.Context, name string) error {
+	n := l.Node(name)
+	if n == nil {
+		return fmt.Errorf("lab %s has no node %q", l.Name, name)
+	}
+	l.progress.step("node %s: removing", n.Name)
+	var errs []error
+	for _, p := range n.Pods {
+		if err := l.cniDel(ctx, n, p); err != nil {
+			errs = append(errs, fmt.Errorf("pod %s: cni del: %w", p.Name, err))
+		}
+	}
+	if err := n.Weftd.stop(ctx, stopGrace); err != nil {
+		errs = append(errs, err)
+	}
+	if n.Subnet.IsValid() {
+		cctx, cancel := context.WithTimeout(ctx, l.timeout)
+		_, err := l.weftctl(cctx, "", "lease", "release", n.Subnet.String())
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			l.progress.step("node %s: lease %s released", n.Name, n.Subnet)
+		}
+	}
+	for _, p := range n.Pods {
+		if err := delNS(ctx, p.NS); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		l.dropNamespace(p.NS)
+	}
+	if err := delNS(ctx, n.NS); err != nil {
+		errs = append(errs, err)
+	} else {
+		l.dropNamespace(n.NS)
+	}
+	if err := errors.Join(errs...); err != nil {
+		_ = l.save()
+		return fmt.Errorf("remove node %s: %w", n.Name, err)
+	}
+	l.Nodes = slices.DeleteFunc(l.Nodes, func(x *Node) bool { return x == n })
+	if err := os.RemoveAll(n.Dir); err != nil {
+		return fmt.Errorf("remove node %s: %w", n.Name, err)
+	}
+	return l.save()
+}
+
+// RestartWeftd stops a node's weftd (SIGKILL when kill, else SIGTERM), starts
+// it again and waits until it is ready. It returns the subnet the node holds
+// afterwards; a restarted node is expected to keep its lease.
+func (l *Lab) RestartWeftd(ctx context.Context, name string, kill bool) (netip.Prefix, error) {
+	n := l.Node(name)
+	if n == nil {
+		return netip.Prefix{}, fmt.Errorf("lab %s has no node %q", l.Name, name)
+	}
+	if kill {
+		l.progress.step("node %s: SIGKILL weftd (pid %d)", n.Name, n.Weftd.PID)
+		if err := n.Weftd.signal(syscall.SIGKILL); err != nil {
+			return netip.Prefix{}, err
+		}
+		if !n.Weftd.waitGone(ctx, 5*time.Second) {
+			return netip.Prefix{}, fmt.Errorf("node %s: weftd %d survived SIGKILL", n.Name, n.Weftd.PID)
+		}
+	} else {
+		l.progress.step("node %s: SIGTERM weftd (pid %d)", n.Name, n.Weftd.PID)
+		if err := n.Weftd.stop(ctx, stopGrace); err != nil {
+			return netip.Prefix{}, err
+		}
+	}
+	if err := l.startWeftd(n); err != nil {
+		return netip.Prefix{}, err
+	}
+	if err := l.waitNodesReady(ctx, []*Node{n}); err != nil {
+		return netip.Prefix{}, err
+	}
+	return n.Subnet, nil
+}
+
+// Down removes the lab: every process it started, every namespace it made,
+// its state directory.
+func (l *Lab) Down(ctx context.Context) error {
+	return Down(ctx, l.root, l.Name)
+}
+
+// Down removes lab name under root: processes recorded in its state (SIGTERM,
+// then SIGKILL), any process left in its namespaces, every namespace recorded
+// in its state or matching its name pattern (so a missing or corrupt state
+// file still leaves nothing behind), and its state directory. It is safe to
+// run twice and on a lab whose `up` was killed.
+func Down(ctx context.Context, root, name string) error {
+	if root == "" {
+		root = DefaultStateRoot
+	}
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	var errs []error
+	nss := map[string]bool{}
+	dir := root + "/" + name
+	s, err := loadState(root, name)
+	switch {
+	case err == nil:
+		// Stop weftds first (clean stop, as a node shutdown), then etcd.
+		var procs []*Proc
+		for _, n := range s.Nodes {
+			procs = append(procs, n.Weftd)
+		}
+		for _, p := range procs {
+			if p != nil {
+				_ = p.signal(syscall.SIGTERM)
+			}
+		}
+		for _, p := range procs {
+			if err := p.stop(ctx, stopGrace); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := s.Etcd.Proc.stop(ctx, stopGrace); err != nil {
+			errs = append(errs, err)
+		}
+		for _, n := range s.Namespaces {
+			nss[n] = true
+		}
+	default:
+		// No or unreadable state: the sweep below still finds the
+		// namespaces, and every process the lab ran lives in one of them.
+	}
+	all, err := listNamespaces()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	pat := labNSPattern(name)
+	for _, n := range all {
+		if pat.MatchString(n) {
+			nss[n] = true
+		}
+	}
+	// Pods before nodes before the switch: each deletion then finds its
+	// peers already gone, and nothing dangles in between.
+	names := make([]string, 0, len(nss))
+	for n := range nss {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, func(a, b string) int { return len(b) - len(a) })
+	for _, n := range names {
+		if err := delNS(ctx, n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("lab %s down: %w", name, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("lab %s down: %w", name, err)
+	}
+	return nil
+}
+
+// Status checks every process of the lab now: etcd alive, each weftd alive
+// and answering /readyz.
+func (l *Lab) Status(ctx context.Context) *Status {
+	st := &Status{State: &l.State, EtcdAlive: l.alive(l.Etcd.Proc)}
+	for _, n := range l.Nodes {
+		ns := NodeStatus{Node: n, WeftdAlive: l.alive(n.Weftd)}
+		if ns.WeftdAlive {
+			ns.Ready = httpOK(ctx, httpClientIn(n.NS, time.Second), "http://"+healthzAddr+"/readyz")
+		}
+		st.Nodes = append(st.Nodes, ns)
+	}
+	return st
+}

@@ -1,0 +1,208 @@
+package lab
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// ErrNoLab is returned by Load when no lab of that name exists.
+var ErrNoLab = errors.New("no such lab")
+
+// ErrExists is returned by Up when a lab of that name already exists.
+var ErrExists = errors.New("lab already exists")
+
+const stateFile = "state.json"
+
+// State is everything a lab made, as recorded in <StateRoot>/<Name>/state.json.
+// Each thing is recorded before it is created, so a crashed `up` leaves a
+// state that `down` can clean.
+type State struct {
+	Name     string       `json:"name"`
+	Dir      string       `json:"dir"`
+	BinDir   string       `json:"binDir"`
+	Backend  string       `json:"backend"`
+	Network  string       `json:"network"`
+	Octet    int          `json:"octet"`
+	Underlay netip.Prefix `json:"underlay"`
+	Created  time.Time    `json:"created"`
+	// Namespaces lists every namespace the lab made (or was about to make),
+	// in creation order.
+	Namespaces []string `json:"namespaces"`
+	Etcd       Etcd     `json:"etcd"`
+	Nodes      []*Node  `json:"nodes"`
+	// NextNode is the index the next added node gets; indexes are never
+	// reused, so a removed node's name does not come back.
+	NextNode    int `json:"nextNode"`
+	PodsPerNode int `json:"podsPerNode"`
+	// IPMasq is passed to every weftd as --ip-masq.
+	IPMasq bool `json:"ipMasq"`
+	// Ready is set once `up` finished.
+	Ready bool `json:"ready"`
+}
+
+// Etcd is the lab's etcd.
+type Etcd struct {
+	NS       string     `json:"ns"`
+	Addr     netip.Addr `json:"addr"`
+	Endpoint string     `json:"endpoint"`
+	DataDir  string     `json:"dataDir"`
+	Log      string     `json:"log"`
+	Proc     *Proc      `json:"proc,omitempty"`
+}
+
+// Node is one weft node: a namespace with its weftd.
+type Node struct {
+	Name       string       `json:"name"` // n1
+	Index      int          `json:"index"`
+	NS         string       `json:"ns"`
+	Underlay   netip.Addr   `json:"underlay"`
+	Dir        string       `json:"dir"`
+	SubnetFile string       `json:"subnetFile"`
+	CNIConfDir string       `json:"cniConfDir"`
+	IPAMDir    string       `json:"ipamDir"`
+	CNICache   string       `json:"cniCache"`
+	Log        string       `json:"log"`
+	Subnet     netip.Prefix `json:"subnet,omitzero"`
+	Weftd      *Proc        `json:"weftd,omitempty"`
+	Pods       []*Pod       `json:"pods"`
+}
+
+// Pod is a namespace attached to its node through the CNI plugin.
+type Pod struct {
+	Name        string     `json:"name"` // n1-p1
+	NS          string     `json:"ns"`
+	ContainerID string     `json:"containerID"`
+	IP          netip.Addr `json:"ip,omitzero"`
+}
+
+// ConfList is where weftd installs the node's CNI config.
+func (n *Node) ConfList() string { return filepath.Join(n.CNIConfDir, "10-weft.conflist") }
+
+// ReadSubnet reads the node's subnet from the subnet file weftd wrote.
+func (n *Node) ReadSubnet() (netip.Prefix, error) {
+	fi, err := subnet.ReadFile(n.SubnetFile)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	return fi.Subnet.Masked(), nil
+}
+
+// Node returns the node with the given short name (n1), or nil.
+func (s *State) Node(name string) *Node {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Pods returns every pod of every node, in order.
+func (s *State) Pods() []*Pod {
+	var ps []*Pod
+	for _, n := range s.Nodes {
+		ps = append(ps, n.Pods...)
+	}
+	return ps
+}
+
+// Resolve maps a target given on the command line (sw, etcd, n1, n1-p1, or
+// a full namespace name) to a namespace of the lab.
+func (s *State) Resolve(target string) (string, error) {
+	switch target {
+	case "sw", "switch", switchNS(s.Name):
+		return switchNS(s.Name), nil
+	case "etcd", etcdNS(s.Name):
+		return etcdNS(s.Name), nil
+	}
+	for _, n := range s.Nodes {
+		if target == n.Name || target == n.NS {
+			return n.NS, nil
+		}
+		for _, p := range n.Pods {
+			if target == p.Name || target == p.NS {
+				return p.NS, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("lab %s has no node or pod %q (try sw, etcd, n1, n1-p1)", s.Name, target)
+}
+
+// save writes the state atomically.
+func (s *State) save() error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode lab state: %w", err)
+	}
+	if err := subnet.WriteFileAtomic(filepath.Join(s.Dir, stateFile), append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("save lab state: %w", err)
+	}
+	return nil
+}
+
+// addNamespace records ns (once) and saves, before the namespace is made.
+func (s *State) addNamespace(ns string) error {
+	for _, n := range s.Namespaces {
+		if n == ns {
+			return nil
+		}
+	}
+	s.Namespaces = append(s.Namespaces, ns)
+	return s.save()
+}
+
+func (s *State) dropNamespace(ns string) {
+	out := s.Namespaces[:0]
+	for _, n := range s.Namespaces {
+		if n != ns {
+			out = append(out, n)
+		}
+	}
+	s.Namespaces = out
+}
+
+// loadState reads the state of lab name under root.
+func loadState(root, name string) (*State, error) {
+	data, err := os.ReadFile(filepath.Join(root, name, stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w %q under %s (start one with `weftctl lab up --name %s`)", ErrNoLab, name, root, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read lab state: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("lab %s: parse %s: %w", name, stateFile, err)
+	}
+	return &s, nil
+}
+
+// List returns the names of the labs under root.
+func List(root string) ([]string, error) {
+	ents, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list labs: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() {
+			if _, err := os.Stat(filepath.Join(root, e.Name(), stateFile)); err == nil {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}

@@ -1,0 +1,63 @@
+package lab
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// NodeStatus is a node as seen now.
+type NodeStatus struct {
+	Node       *Node
+	WeftdAlive bool
+	Ready      bool
+}
+
+// Status is the lab as seen now.
+type Status struct {
+	State     *State
+	EtcdAlive bool
+	Nodes     []NodeStatus
+}
+
+// WriteSummary prints the node table: node, underlay IP, subnet, backend,
+// weftd state and the node's pods with their IPs.
+func (st *Status) WriteSummary(w io.Writer) error {
+	s := st.State
+	etcd := "running"
+	if !st.EtcdAlive {
+		etcd = "NOT RUNNING"
+	}
+	fmt.Fprintf(w, "lab %s: underlay %s (switch %s), etcd %s %s, pod network %s\n",
+		s.Name, s.Underlay, switchNS(s.Name), s.Etcd.Endpoint, etcd, s.Network)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tNAMESPACE\tUNDERLAY\tSUBNET\tBACKEND\tWEFTD\tPODS")
+	for _, ns := range st.Nodes {
+		n := ns.Node
+		weftd := "stopped"
+		switch {
+		case ns.Ready:
+			weftd = fmt.Sprintf("ready (pid %d)", n.Weftd.PID)
+		case ns.WeftdAlive:
+			weftd = fmt.Sprintf("not ready (pid %d)", n.Weftd.PID)
+		}
+		sn := "-"
+		if n.Subnet.IsValid() {
+			sn = n.Subnet.String()
+		}
+		var pods []string
+		for _, p := range n.Pods {
+			ip := "no IP"
+			if p.IP.IsValid() {
+				ip = p.IP.String()
+			}
+			pods = append(pods, p.Name+"="+ip)
+		}
+		if len(pods) == 0 {
+			pods = []string{"-"}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.NS, n.Underlay, sn, s.Backend, weftd, strings.Join(pods, " "))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,128 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// TestOptions bound Test.
+type TestOptions struct {
+	// Attempts per probe (ping -c 1 -W 1 each); default 3.
+	Attempts int
+	// Workers is how many pings run at once; default 8.
+	Workers int
+	// Timeout bounds the whole matrix; default 60s.
+	Timeout time.Duration
+	// SkipNodes leaves out the pod → other node's underlay probes.
+	SkipNodes bool
+}
+
+type target struct{ name, addr, node string }
+
+// Test pings every pod from every other pod, and every other node's underlay
+// address from every pod, and returns the matrix. Each probe is `ping -c 1
+// -W 1` inside the source pod, retried up to Attempts times; probes run on a
+// bounded worker pool under one deadline. The error is only for a lab that
+// cannot be tested; unreachable pairs are in the matrix (Matrix.OK).
+func (l *Lab) Test(ctx context.Context, o TestOptions) (*Matrix, error) {
+	if o.Attempts <= 0 {
+		o.Attempts = 3
+	}
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	m := &Matrix{Lab: l.Name, Backend: l.Backend}
+	var targets []target
+	for _, n := range l.Nodes {
+		for _, p := range n.Pods {
+			if !p.IP.IsValid() {
+				return nil, fmt.Errorf("pod %s has no IP (was `lab up` interrupted?)", p.Name)
+			}
+			m.Sources = append(m.Sources, p.Name)
+			targets = append(targets, target{p.Name, p.IP.String(), n.Name})
+		}
+	}
+	if !o.SkipNodes {
+		for _, n := range l.Nodes {
+			targets = append(targets, target{n.Name, n.Underlay.String(), n.Name})
+		}
+	}
+	if len(m.Sources) == 0 {
+		return nil, fmt.Errorf("lab %s has no pods to test (use --pods-per-node)", l.Name)
+	}
+	for _, t := range targets {
+		m.Targets = append(m.Targets, t.name)
+	}
+	type job struct {
+		i        int
+		from, ns string
+		t        target
+	}
+	var jobs []job
+	for _, n := range l.Nodes {
+		for _, p := range n.Pods {
+			for _, t := range targets {
+				// A pod does not ping itself, nor its own node's underlay (that
+				// is the node's own stack, not the overlay).
+				if t.name == p.Name || t.name == n.Name {
+					continue
+				}
+				jobs = append(jobs, job{len(jobs), p.Name, p.NS, t})
+			}
+		}
+	}
+	m.Probes = make([]Probe, len(jobs))
+	start := time.Now()
+	ch := make(chan job)
+	var wg sync.WaitGroup
+	for range min(o.Workers, len(jobs)) {
+		wg.Go(func() {
+			for j := range ch {
+				m.Probes[j.i] = ping(ctx, j.ns, j.from, j.t, o.Attempts)
+			}
+		})
+	}
+	for _, j := range jobs {
+		ch <- j
+	}
+	close(ch)
+	wg.Wait()
+	m.Elapsed = time.Since(start)
+	m.finish()
+	return m, nil
+}
+
+func ping(ctx context.Context, ns, from string, t target, attempts int) Probe {
+	p := Probe{From: from, To: t.name, Addr: t.addr}
+	for p.Attempts < attempts && ctx.Err() == nil {
+		p.Attempts++
+		out, err := nsRun(ctx, ns, "ping", "-n", "-q", "-c", "1", "-W", "1", t.addr)
+		if err == nil {
+			p.OK, p.Error = true, ""
+			return p
+		}
+		p.Error = lastLine(out, err)
+	}
+	if ctx.Err() != nil && p.Error == "" {
+		p.Error = ctx.Err().Error()
+	}
+	return p
+}
+
+func lastLine(out string, err error) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return err.Error()
+}
