@@ -27,6 +27,8 @@ type backend struct {
 	// dump returns weft's rules in n, one normalised line each (counters
 	// stripped), sorted; empty when nothing is installed.
 	dump func(t *testing.T, n *nstest.NS) []string
+	// perTable: the backend is atomic per iptables table, not across them.
+	perTable bool
 }
 
 var counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+ `)
@@ -61,7 +63,8 @@ var backends = []backend{
 		},
 	},
 	{
-		name: "iptables",
+		name:     "iptables",
+		perTable: true,
 		do: func(t *testing.T, n *nstest.NS, fn func(Manager) error) error {
 			// iptables is run as a child process, which inherits the
 			// namespace of the locked thread inside Do.
@@ -315,3 +318,90 @@ func TestMasqueradeFunctional(t *testing.T) {
 }
 
 func mustParse(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// TestEnsureIsAtomic switches between two configurations while another
+// process keeps listing the rules: every listing must be exactly one of the
+// two rule sets, never empty, never a mix.
+func TestEnsureIsAtomic(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			n := nstest.New(t, "wmq")
+			ctx := t.Context()
+			r1 := rulesFor("10.244.0.0/16", "10.244.3.0/24")
+			r2 := rulesFor("10.245.0.0/16", "10.245.7.0/24")
+			var sets [2]string
+			for i, r := range []Rules{r1, r2} {
+				if err := b.do(t, n, func(m Manager) error { return m.Ensure(ctx, r) }); err != nil {
+					t.Fatal(err)
+				}
+				sets[i] = strings.Join(b.dump(t, n), "\n")
+			}
+			const switches = 60
+			done := make(chan error, 1)
+			go func() {
+				done <- b.do(t, n, func(m Manager) error {
+					for i := range switches {
+						if err := m.Ensure(ctx, []Rules{r1, r2}[i%2]); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			}()
+			// The writer must have finished before the test may end: its
+			// thread may be inside the namespace, and nstest's cleanup kills
+			// every process found there.
+			seen := map[int]int{}
+			var mixed string
+			for running := true; running; {
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("Ensure: %v", err)
+					}
+					running = false
+				default:
+				}
+				got := b.dump(t, n)
+				if i := slices.Index(sets[:], strings.Join(got, "\n")); i >= 0 {
+					seen[i]++
+				} else if !b.perTable || !perTableMatch(got, sets) {
+					mixed = strings.Join(got, "\n")
+				}
+				if mixed != "" && running {
+					if err := <-done; err != nil {
+						t.Errorf("Ensure: %v", err)
+					}
+					running = false
+				}
+			}
+			if mixed != "" {
+				t.Fatalf("a listing during the switches matched neither rule set:\n%s", mixed)
+			}
+			t.Logf("listings: %d of the first set, %d of the second", seen[0], seen[1])
+		})
+	}
+}
+
+// perTableMatch reports whether each table's lines (nat: WEFT-POSTRTG and
+// its jump; filter: WEFT-FWD and its jump) equal that table's lines in one
+// of the sets.
+func perTableMatch(got []string, sets [2]string) bool {
+	for _, chain := range []string{iptPostrouting, iptForward} {
+		pick := func(lines []string) string {
+			var out []string
+			for _, l := range lines {
+				if strings.Contains(l, chain) {
+					out = append(out, l)
+				}
+			}
+			return strings.Join(out, "\n")
+		}
+		g := pick(got)
+		if g != pick(strings.Split(sets[0], "\n")) && g != pick(strings.Split(sets[1], "\n")) {
+			return false
+		}
+	}
+	return true
+}
