@@ -1,0 +1,557 @@
+package vxlan
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/internal/nl"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Backend is the vxlan backend. See the package doc for what it programs.
+// Methods follow the backend.Backend contract: all but Peers and Run are
+// called from one goroutine, in the network namespace weftd runs in.
+type Backend struct {
+	log  *slog.Logger
+	opts Options
+	ul   backend.Underlay
+	// network is the pod network; peers outside it are refused. Zero when
+	// the config has none.
+	network netip.Prefix
+	h       *nl.Handle
+
+	// Set by Prepare.
+	dev       netlink.Link // weft.<VNI>
+	underlay  netlink.Link
+	mac       net.HardwareAddr
+	mtu       int
+	connected []netip.Prefix // underlay's directly connected subnets
+
+	own   subnet.Lease                  // set by Configure
+	peers map[netip.Prefix]subnet.Lease // desired peer set
+
+	mu     sync.Mutex // guards status
+	status map[netip.Prefix]backend.PeerStatus
+}
+
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.Constructor = New
+)
+
+// New builds a vxlan backend from opts (options from opts.Config.Backend).
+// It touches no kernel state.
+func New(opts backend.Options) (backend.Backend, error) {
+	var raw json.RawMessage
+	var network netip.Prefix
+	if opts.Config != nil {
+		raw, network = opts.Config.Backend, opts.Config.Network
+	}
+	o, err := ParseOptions(raw)
+	if err != nil {
+		return nil, err
+	}
+	if !opts.Underlay.PublicIP.IsValid() {
+		return nil, errors.New("vxlan: underlay PublicIP is not set")
+	}
+	if opts.Underlay.Index == 0 && opts.Underlay.Link == "" {
+		return nil, errors.New("vxlan: underlay link is not set")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Backend{
+		log:     log.With("backend", "vxlan", "dev", DeviceName(o.VNI)),
+		opts:    o,
+		ul:      opts.Underlay,
+		network: network,
+		h:       nl.New(nil),
+		peers:   map[netip.Prefix]subnet.Lease{},
+		status:  map[netip.Prefix]backend.PeerStatus{},
+	}, nil
+}
+
+// Options returns the parsed options.
+func (b *Backend) Options() Options { return b.opts }
+
+// Prepare creates or adopts weft.<VNI> and returns the BackendData to
+// publish. A device with the same VNI, port, local address, underlay, learning
+// and GBP settings is reused (same ifindex, no flap); anything else of that
+// name is replaced.
+func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
+	if err := b.ensureDevice(); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(BackendData{VNI: b.opts.VNI, VtepMAC: b.mac.String()})
+	if err != nil {
+		return nil, fmt.Errorf("vxlan: encode backend data: %w", err)
+	}
+	return data, nil
+}
+
+// ensureDevice resolves the underlay and makes weft.<VNI> right: created or
+// reused, MAC, MTU, up, TX checksum setting. Called by Prepare and by every
+// Sync, so a device deleted or altered by hand is repaired too.
+func (b *Backend) ensureDevice() error {
+	var ul netlink.Link
+	var err error
+	if b.ul.Index > 0 {
+		ul, err = b.h.Netlink().LinkByIndex(b.ul.Index)
+	} else {
+		ul, err = b.h.Netlink().LinkByName(b.ul.Link)
+	}
+	if err != nil {
+		return fmt.Errorf("vxlan: underlay link %q (index %d): %w", b.ul.Link, b.ul.Index, err)
+	}
+	b.underlay = ul
+	ulMTU := b.ul.MTU
+	if ulMTU == 0 {
+		ulMTU = ul.Attrs().MTU
+	}
+	b.mtu = b.opts.MTU
+	if b.mtu == 0 {
+		b.mtu = ulMTU - Overhead(b.ul.PublicIP)
+	}
+	b.mac = VtepMAC(b.ul.PublicIP, b.opts.VNI)
+	name := DeviceName(b.opts.VNI)
+	want := &netlink.Vxlan{
+		LinkAttrs:    netlink.LinkAttrs{Name: name, HardwareAddr: b.mac, MTU: b.mtu},
+		VxlanId:      b.opts.VNI,
+		VtepDevIndex: ul.Attrs().Index,
+		SrcAddr:      nl.IP(b.ul.PublicIP),
+		Port:         b.opts.Port,
+		Learning:     b.opts.Learning,
+		GBP:          b.opts.GBP,
+	}
+	dev, created, err := b.h.EnsureLink(want, func(have netlink.Link) bool { return compatible(have.(*netlink.Vxlan), want) })
+	if err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+	if created {
+		b.log.Info("created vxlan device", "ifindex", dev.Attrs().Index, "vni", b.opts.VNI, "port", b.opts.Port, "local", b.ul.PublicIP)
+	}
+	// Set MAC after creation too: udev (MACAddressPolicy=persistent) may
+	// rewrite a new device's MAC behind us, which would strand every peer's
+	// neighbour entry for this node.
+	dev, err = b.h.EnsureLinkState(dev, nl.LinkState{MAC: b.mac, MTU: b.mtu, Up: true})
+	if err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+	if b.opts.DisableTXChecksumOffload {
+		if err := nl.SetTxChecksum(name, false); err != nil {
+			return fmt.Errorf("vxlan: disable tx checksum offload: %w", err)
+		}
+	}
+	b.dev = dev
+	conn, err := b.h.ConnectedPrefixes(ul, familyOf(b.ul.PublicIP))
+	if err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+	b.connected = conn
+	return nil
+}
+
+// compatible reports whether an existing device can be adopted as want
+// without re-creating it. MAC and MTU are not part of it: they can be changed
+// in place.
+func compatible(have, want *netlink.Vxlan) bool {
+	return have.VxlanId == want.VxlanId &&
+		have.Port == want.Port &&
+		have.VtepDevIndex == want.VtepDevIndex &&
+		have.SrcAddr.Equal(want.SrcAddr) &&
+		have.Learning == want.Learning &&
+		have.GBP == want.GBP &&
+		(len(have.Group) == 0 || have.Group.IsUnspecified()) &&
+		!have.FlowBased
+}
+
+func familyOf(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+// MTU is the pod MTU: the device MTU. Valid after Prepare.
+func (b *Backend) MTU() int { return b.mtu }
+
+// Configure puts <subnet>.0/32 on the device (and only that) and removes any
+// weft state for the node's own subnet (left if it once was a peer's).
+func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
+	if b.dev == nil {
+		return errors.New("vxlan: Configure before Prepare")
+	}
+	if !own.Subnet.Addr().Is4() {
+		return fmt.Errorf("vxlan: own subnet %s is not IPv4", own.Subnet)
+	}
+	addr := netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)
+	if err := b.h.EnsureAddrs(b.dev, unix.AF_INET, []netip.Prefix{addr}); err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+	b.own = own
+	delete(b.peers, own.Subnet.Masked())
+	return b.reconcile(map[netip.Prefix]bool{own.Subnet.Masked(): true})
+}
+
+// Sync makes the kernel match peers exactly; see backend.Backend. It also
+// re-checks the device. The error joins per-peer failures (also visible in
+// Peers); refused peers are not errors.
+func (b *Backend) Sync(ctx context.Context, peers []subnet.Lease) error {
+	if b.dev == nil {
+		return errors.New("vxlan: Sync before Prepare")
+	}
+	if err := b.ensureDevice(); err != nil {
+		return err
+	}
+	b.peers = make(map[netip.Prefix]subnet.Lease, len(peers))
+	for _, l := range peers {
+		b.peers[l.Subnet.Masked()] = l
+	}
+	return b.reconcile(nil)
+}
+
+// Apply applies events incrementally; see backend.Backend.
+func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
+	if b.dev == nil {
+		return errors.New("vxlan: Apply before Prepare")
+	}
+	scope := make(map[netip.Prefix]bool, len(events))
+	for _, ev := range events {
+		sn := ev.Lease.Subnet.Masked()
+		scope[sn] = true
+		switch ev.Type {
+		case subnet.EventAdded:
+			b.peers[sn] = ev.Lease
+		case subnet.EventRemoved:
+			delete(b.peers, sn)
+		}
+	}
+	return b.reconcile(scope)
+}
+
+// Run returns nil when ctx is done: the kernel does the work.
+func (b *Backend) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+// Peers reports every peer in the desired set, sorted by subnet.
+func (b *Backend) Peers() []backend.PeerStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]backend.PeerStatus, 0, len(b.status))
+	for _, s := range b.status {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, c backend.PeerStatus) int { return a.Subnet.Addr().Compare(c.Subnet.Addr()) })
+	return out
+}
+
+// Close does nothing: kernel state stays for the next run.
+func (b *Backend) Close() error { return nil }
+
+// ---- desired state ----
+
+// plan is what one peer needs in the kernel.
+type plan struct {
+	lease  subnet.Lease
+	state  backend.PeerState
+	reason string
+	route  nl.Route
+	// mac and publicIP are set for encapsulated peers (neighbour + FDB);
+	// mac is nil for direct-routed ones.
+	mac      net.HardwareAddr
+	publicIP netip.Addr
+}
+
+// env is the node-side input of planning.
+type env struct {
+	vni       int
+	publicIP  netip.Addr
+	own       netip.Prefix
+	network   netip.Prefix
+	devIndex  int
+	ulIndex   int
+	direct    bool
+	connected []netip.Prefix
+}
+
+// planPeers computes, without touching the kernel, what each peer needs or
+// why it is refused. Peers are visited in subnet order so that conflicts
+// (a VtepMAC claimed twice) are resolved the same way on every pass.
+func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*plan {
+	keys := make([]netip.Prefix, 0, len(peers))
+	for k := range peers {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, c netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
+	})
+	macOwner := map[string]netip.Prefix{}
+	out := make(map[netip.Prefix]*plan, len(peers))
+	for _, sn := range keys {
+		l := peers[sn]
+		p := &plan{lease: l}
+		out[sn] = p
+		refuse := func(format string, args ...any) {
+			p.state = backend.PeerRefused
+			p.reason = fmt.Sprintf("peer %s (%s): ", sn, l.Attrs.PublicIP) + fmt.Sprintf(format, args...)
+		}
+		pub := l.Attrs.PublicIP.Unmap()
+		switch {
+		case sn == e.own:
+			refuse("subnet is this node's own")
+			continue
+		case !sn.IsValid() || !sn.Addr().Is4():
+			refuse("subnet is not an IPv4 prefix")
+			continue
+		case e.network.IsValid() && (!e.network.Contains(sn.Addr()) || sn.Bits() < e.network.Bits()):
+			refuse("subnet is outside the pod network %s", e.network)
+			continue
+		case l.Attrs.BackendType != subnet.BackendVXLAN:
+			refuse("backend type %q, want %q", l.Attrs.BackendType, subnet.BackendVXLAN)
+			continue
+		case !pub.IsValid() || pub.Is4() != e.publicIP.Is4():
+			refuse("PublicIP is not a usable %s address", map[bool]string{true: "IPv4", false: "IPv6"}[e.publicIP.Is4()])
+			continue
+		case pub == e.publicIP:
+			refuse("PublicIP is this node's own")
+			continue
+		}
+		gw := sn.Addr() // peerSubnet.0
+		if e.direct && containsAddr(e.connected, pub) {
+			p.state = backend.PeerProgrammed
+			p.route = nl.Route{Dst: sn, Gw: pub, LinkIndex: e.ulIndex}
+			continue
+		}
+		mac, err := parseBackendData(l.Attrs.BackendData, e.vni)
+		if err != nil {
+			refuse("%v", err)
+			continue
+		}
+		if other, dup := macOwner[mac.String()]; dup {
+			refuse("VtepMAC %s is already used by peer %s", mac, other)
+			continue
+		}
+		macOwner[mac.String()] = sn
+		p.state = backend.PeerProgrammed
+		p.mac, p.publicIP = mac, pub
+		p.route = nl.Route{Dst: sn, Gw: gw, LinkIndex: e.devIndex, OnLink: true}
+	}
+	return out
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ---- making the kernel match ----
+
+// reconcile makes the kernel match the plans for the subnets in scope (nil:
+// everything, including state for subnets nobody has). Ensuring comes before
+// deleting so that a changed peer never loses its path for longer than the
+// replace.
+func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
+	e := env{
+		vni: b.opts.VNI, publicIP: b.ul.PublicIP.Unmap(), own: b.own.Subnet.Masked(), network: b.network,
+		devIndex: b.dev.Attrs().Index, ulIndex: b.underlay.Attrs().Index,
+		direct: b.opts.DirectRouting, connected: b.connected,
+	}
+	plans := planPeers(e, b.peers)
+	inScope := func(a netip.Addr) bool {
+		if scope == nil {
+			return true
+		}
+		for sn := range scope {
+			if sn.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+
+	routes, err := b.h.WeftRoutes(unix.AF_INET)
+	if err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+	neighs, err := b.h.Neighs(e.devIndex, unix.AF_INET)
+	if err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+	fdb, extraFDB, err := b.h.FDB(e.devIndex)
+	if err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+
+	// Desired entries across all peers (FDB is keyed by MAC, which any peer
+	// may hold, so it is checked against the whole set).
+	wantRoute := map[netip.Prefix]bool{}
+	wantNeigh := map[netip.Addr]bool{}
+	wantFDB := map[string]netip.Addr{}
+	for sn, p := range plans {
+		if p.state != backend.PeerProgrammed {
+			continue
+		}
+		wantRoute[sn] = true
+		if p.mac != nil {
+			wantNeigh[p.route.Gw] = true
+			wantFDB[p.mac.String()] = p.publicIP
+		}
+	}
+
+	var errs []error
+	// Ensure, per peer in scope.
+	for sn, p := range plans {
+		if !inScope(sn.Addr()) || p.state != backend.PeerProgrammed {
+			continue
+		}
+		if err := b.ensurePeer(p, routes, neighs, fdb); err != nil {
+			p.state, p.reason = backend.PeerFailed, err.Error()
+			errs = append(errs, fmt.Errorf("vxlan: peer %s: %w", sn, err))
+		}
+	}
+
+	// Delete what no peer needs. Routes: weft's own only (protocol), and only
+	// those on weft's device or into the pod network.
+	for dst, r := range routes {
+		if wantRoute[dst] || !inScope(dst.Addr()) || !b.ownsRoute(r) {
+			continue
+		}
+		if err := b.h.DeleteRoute(r); err != nil {
+			errs = append(errs, fmt.Errorf("vxlan: %w", err))
+			continue
+		}
+		b.log.Info("deleted stale route", "route", r.String())
+	}
+	scopedMACs := map[string]bool{}
+	for ip, n := range neighs {
+		if !inScope(ip) {
+			continue
+		}
+		scopedMACs[n.MAC.String()] = true
+		if wantNeigh[ip] {
+			continue
+		}
+		if err := b.h.DeleteNeigh(e.devIndex, ip); err != nil {
+			errs = append(errs, fmt.Errorf("vxlan: %w", err))
+			continue
+		}
+		b.log.Info("deleted stale neighbour", "ip", ip, "mac", n.MAC.String())
+	}
+	for _, p := range plans {
+		if p.mac != nil && inScope(p.lease.Subnet.Addr()) {
+			scopedMACs[p.mac.String()] = true
+		}
+	}
+	for _, fe := range append(slices.Collect(maps.Values(fdb)), extraFDB...) {
+		key := fe.MAC.String()
+		if scope != nil && !scopedMACs[key] {
+			continue
+		}
+		if dst, ok := wantFDB[key]; ok && dst == fe.Dst {
+			continue
+		}
+		if err := b.h.DeleteFDB(fe); err != nil {
+			errs = append(errs, fmt.Errorf("vxlan: %w", err))
+			continue
+		}
+		b.log.Info("deleted stale fdb entry", "mac", fe.MAC.String(), "dst", fe.Dst)
+	}
+
+	b.updateStatus(scope, plans)
+	return errors.Join(errs...)
+}
+
+// ensurePeer writes p's route, neighbour and FDB entry where the kernel
+// (routes, neighs, fdb: snapshots from this pass) differs. FDB and
+// neighbour go first so the route never points at an unresolved next hop.
+func (b *Backend) ensurePeer(p *plan, routes map[netip.Prefix]nl.Route, neighs map[netip.Addr]nl.Neigh,
+	fdb map[string]nl.FDBEntry) error {
+	var changed bool
+	if p.mac != nil {
+		var have *nl.FDBEntry
+		if fe, ok := fdb[p.mac.String()]; ok {
+			have = &fe
+		}
+		w, err := b.h.EnsureFDB(p.route.LinkIndex, p.mac, p.publicIP, have)
+		if err != nil {
+			return err
+		}
+		changed = changed || w
+		var haveN *nl.Neigh
+		if n, ok := neighs[p.route.Gw]; ok {
+			haveN = &n
+		}
+		w, err = b.h.EnsureNeigh(p.route.LinkIndex, p.route.Gw, p.mac, haveN)
+		if err != nil {
+			return err
+		}
+		changed = changed || w
+	}
+	var haveR *nl.Route
+	if r, ok := routes[p.route.Dst]; ok {
+		haveR = &r
+	}
+	w, err := b.h.EnsureRoute(p.route, haveR)
+	if err != nil {
+		return err
+	}
+	if changed = changed || w; changed {
+		b.log.Debug("programmed peer", "subnet", p.lease.Subnet, "publicIP", p.publicIP, "route", p.route.String(), "vtepMAC", p.mac.String())
+	}
+	return nil
+}
+
+// ownsRoute: a weft-protocol route is this backend's if it uses the device or
+// leads into the pod network (DirectRouting routes sit on the underlay).
+func (b *Backend) ownsRoute(r nl.Route) bool {
+	return r.LinkIndex == b.dev.Attrs().Index || (b.network.IsValid() && b.network.Contains(r.Dst.Addr()))
+}
+
+// updateStatus records the outcome for subnets in scope (all when nil) and
+// logs each state change once.
+func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for sn := range b.status {
+		if _, ok := plans[sn]; !ok && (scope == nil || scope[sn]) {
+			b.log.Info("peer removed", "subnet", sn)
+			delete(b.status, sn)
+		}
+	}
+	for sn, p := range plans {
+		if scope != nil && !scope[sn] {
+			continue
+		}
+		st := backend.PeerStatus{Subnet: sn, PublicIP: p.lease.Attrs.PublicIP, State: p.state, Reason: p.reason}
+		if old, ok := b.status[sn]; ok && old == st {
+			continue
+		}
+		b.status[sn] = st
+		switch st.State {
+		case backend.PeerProgrammed:
+			b.log.Info("peer programmed", "subnet", sn, "publicIP", st.PublicIP, "direct", p.mac == nil)
+		default:
+			b.log.Warn("peer "+string(st.State), "subnet", sn, "publicIP", st.PublicIP, "reason", st.Reason)
+		}
+	}
+}

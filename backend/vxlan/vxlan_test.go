@@ -1,0 +1,182 @@
+package vxlan
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/subnet"
+)
+
+func TestParseOptions(t *testing.T) {
+	for _, tc := range []struct {
+		raw     string
+		want    Options
+		wantErr string
+	}{
+		{raw: ``, want: Options{VNI: 1, Port: 8472}},
+		{raw: `{"Type":"vxlan"}`, want: Options{VNI: 1, Port: 8472}},
+		{raw: `{"Type":"vxlan","VNI":42,"Port":4789,"GBP":true,"Learning":true,"MTU":1400,"DirectRouting":true,"DisableTXChecksumOffload":true}`,
+			want: Options{VNI: 42, Port: 4789, GBP: true, Learning: true, MTU: 1400, DirectRouting: true, DisableTXChecksumOffload: true}},
+		{raw: `{"vni":7,"directrouting":true}`, want: Options{VNI: 7, Port: 8472, DirectRouting: true}}, // case-insensitive like Flannel
+		{raw: `{"VNI":16777216}`, wantErr: "VNI"},
+		{raw: `{"Port":70000}`, wantErr: "Port"},
+		{raw: `{"Port":0}`, wantErr: "Port"},
+		{raw: `{"MTU":20}`, wantErr: "MTU"},
+		{raw: `{"VNI":"x"}`, wantErr: "vxlan options"},
+	} {
+		t.Run(tc.raw, func(t *testing.T) {
+			got, err := ParseOptions(json.RawMessage(tc.raw))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("ParseOptions = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestVtepMAC(t *testing.T) {
+	a := netip.MustParseAddr("198.18.0.11")
+	m1 := VtepMAC(a, 1)
+	if m2 := VtepMAC(netip.MustParseAddr("::ffff:198.18.0.11"), 1); m1.String() != m2.String() {
+		t.Errorf("mapped and plain IPv4 give %s and %s", m1, m2)
+	}
+	if m1.String() != VtepMAC(a, 1).String() {
+		t.Error("not deterministic")
+	}
+	seen := map[string]bool{}
+	for _, tc := range []struct {
+		ip  string
+		vni int
+	}{{"198.18.0.11", 1}, {"198.18.0.11", 2}, {"198.18.0.12", 1}, {"fd00::11", 1}, {"10.0.0.1", 4096}} {
+		m := VtepMAC(netip.MustParseAddr(tc.ip), tc.vni)
+		if len(m) != 6 || m[0]&0x01 != 0 || m[0]&0x02 == 0 {
+			t.Errorf("VtepMAC(%s,%d) = %s: want 6-byte locally administered unicast", tc.ip, tc.vni, m)
+		}
+		if seen[m.String()] {
+			t.Errorf("VtepMAC(%s,%d) = %s collides", tc.ip, tc.vni, m)
+		}
+		seen[m.String()] = true
+	}
+}
+
+func TestOverhead(t *testing.T) {
+	if got := Overhead(netip.MustParseAddr("198.18.0.1")); got != 50 {
+		t.Errorf("IPv4 overhead %d, want 50", got)
+	}
+	if got := Overhead(netip.MustParseAddr("fd00::1")); got != 70 {
+		t.Errorf("IPv6 overhead %d, want 70", got)
+	}
+}
+
+func lease(sn, pub, typ, data string) subnet.Lease {
+	l := subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{BackendType: typ}}
+	if pub != "" {
+		l.Attrs.PublicIP = netip.MustParseAddr(pub)
+	}
+	if data != "" {
+		l.Attrs.BackendData = json.RawMessage(data)
+	}
+	return l
+}
+
+func TestPlanPeers(t *testing.T) {
+	e := env{
+		vni: 1, publicIP: netip.MustParseAddr("198.18.0.10"), own: netip.MustParsePrefix("10.244.1.0/24"),
+		network: netip.MustParsePrefix("10.244.0.0/16"), devIndex: 9, ulIndex: 2,
+		connected: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
+	}
+	good := `{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}`
+	peers := map[netip.Prefix]subnet.Lease{}
+	add := func(l subnet.Lease) { peers[l.Subnet] = l }
+	add(lease("10.244.2.0/24", "198.18.0.11", "vxlan", good))
+	add(lease("10.244.3.0/24", "198.18.0.12", "vxlan", `{"VNI":1,"VtepMAC":"nonsense"}`))
+	add(lease("10.244.4.0/24", "198.18.0.13", "vxlan", `{"VNI":1,`))
+	add(lease("10.244.5.0/24", "198.18.0.14", "vxlan", ``))
+	add(lease("10.244.6.0/24", "198.18.0.15", "vxlan", `{"VNI":2,"VtepMAC":"02:00:00:00:00:06"}`))
+	add(lease("10.244.7.0/24", "198.18.0.16", "host-gw", ``))
+	add(lease("10.244.8.0/24", "198.18.0.17", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}`)) // dup MAC of .2
+	add(lease("10.245.0.0/24", "198.18.0.18", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}`))
+	add(lease("10.244.10.0/24", "198.18.0.10", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:0a"}`))
+	add(lease("10.244.11.0/24", "fd00::1", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:0b"}`))
+	add(lease("10.244.12.0/24", "198.18.0.19", "vxlan", `{"VNI":1,"VtepMAC":"01:00:00:00:00:0c"}`))
+	add(lease("10.244.1.0/24", "198.18.0.10", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`))
+	add(lease("10.244.13.0/24", "203.0.113.5", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:0d"}`))
+
+	for _, direct := range []bool{false, true} {
+		e.direct = direct
+		plans := planPeers(e, peers)
+		for _, tc := range []struct {
+			sn, reason string // reason "" means programmed
+			// directOK: on the underlay's L2, so with DirectRouting it gets
+			// a plain route and its BackendData does not matter.
+			directOK bool
+		}{
+			{"10.244.2.0/24", "", true},
+			{"10.244.3.0/24", "VtepMAC", true},
+			{"10.244.4.0/24", "BackendData", true},
+			{"10.244.5.0/24", "missing", true},
+			{"10.244.6.0/24", "VNI 2", true},
+			{"10.244.7.0/24", `backend type "host-gw"`, false},
+			{"10.244.8.0/24", "already used by peer 10.244.2.0/24", true},
+			{"10.245.0.0/24", "outside the pod network", false},
+			{"10.244.10.0/24", "this node's own", false},
+			{"10.244.11.0/24", "IPv4", false},
+			{"10.244.12.0/24", "unicast", true},
+			{"10.244.1.0/24", "own", false},
+			{"10.244.13.0/24", "", false},
+		} {
+			p := plans[netip.MustParsePrefix(tc.sn)]
+			if tc.reason == "" || (direct && tc.directOK) {
+				if p.state != backend.PeerProgrammed {
+					t.Errorf("direct=%v %s: state %s (%s), want programmed", direct, tc.sn, p.state, p.reason)
+				}
+				continue
+			}
+			if p.state != backend.PeerRefused || !strings.Contains(p.reason, tc.reason) || !strings.Contains(p.reason, tc.sn) {
+				t.Errorf("direct=%v %s: state %s reason %q, want refused naming the peer and %q", direct, tc.sn, p.state, p.reason, tc.reason)
+			}
+		}
+		p2 := plans[netip.MustParsePrefix("10.244.2.0/24")]
+		p13 := plans[netip.MustParsePrefix("10.244.13.0/24")]
+		wantEncap := func(p *plan, gw string) {
+			t.Helper()
+			if p.mac == nil || p.route.LinkIndex != 9 || !p.route.OnLink || p.route.Gw != netip.MustParseAddr(gw) {
+				t.Errorf("direct=%v %s: plan %+v, want encapsulated route via %s onlink dev 9", direct, p.lease.Subnet, p.route, gw)
+			}
+		}
+		wantEncap(p13, "10.244.13.0") // not on the underlay's L2: always vxlan
+		if !direct {
+			wantEncap(p2, "10.244.2.0")
+			if p2.mac.String() != "02:00:00:00:00:02" || p2.publicIP != netip.MustParseAddr("198.18.0.11") {
+				t.Errorf("peer 2: mac %s publicIP %s", p2.mac, p2.publicIP)
+			}
+		} else if p2.mac != nil || p2.route.LinkIndex != 2 || p2.route.OnLink || p2.route.Gw != netip.MustParseAddr("198.18.0.11") {
+			t.Errorf("direct peer 2: plan %+v mac %s, want route via 198.18.0.11 dev 2", p2.route, p2.mac)
+		}
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	ul := backend.Underlay{Link: "eth0", Index: 2, PublicIP: netip.MustParseAddr("198.18.0.10"), MTU: 1500}
+	if _, err := New(backend.Options{Underlay: ul, Config: &subnet.Config{Backend: json.RawMessage(`{"Port":-1}`)}}); err == nil {
+		t.Error("bad options accepted")
+	}
+	if _, err := New(backend.Options{Underlay: backend.Underlay{Link: "eth0"}}); err == nil {
+		t.Error("missing PublicIP accepted")
+	}
+	b, err := New(backend.Options{Underlay: ul})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.(*Backend).Options(); got.VNI != 1 || got.Port != 8472 {
+		t.Errorf("defaults %+v", got)
+	}
+}
