@@ -82,27 +82,36 @@ func (l *Lab) RemoveNode(ctx context.Context, name string) error {
 	return l.save()
 }
 
-// RestartWeftd stops a node's weftd (SIGKILL when kill, else SIGTERM), starts
-// it again and waits until it is ready. It returns the subnet the node holds
-// afterwards; a restarted node is expected to keep its lease.
-func (l *Lab) RestartWeftd(ctx context.Context, name string, kill bool) (netip.Prefix, error) {
+// StopWeftd stops a node's weftd: SIGKILL when kill (a crash), else SIGTERM
+// (a clean stop; the lease stays). The node's kernel state and pods stay.
+func (l *Lab) StopWeftd(ctx context.Context, name string, kill bool) error {
+	n := l.Node(name)
+	if n == nil {
+		return fmt.Errorf("lab %s has no node %q", l.Name, name)
+	}
+	if !kill {
+		l.progress.step("node %s: SIGTERM weftd (pid %d)", n.Name, n.Weftd.PID)
+		return n.Weftd.stop(ctx, stopGrace)
+	}
+	l.progress.step("node %s: SIGKILL weftd (pid %d)", n.Name, n.Weftd.PID)
+	if err := n.Weftd.signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	if !n.Weftd.waitGone(ctx, 5*time.Second) {
+		return fmt.Errorf("node %s: weftd %d survived SIGKILL", n.Name, n.Weftd.PID)
+	}
+	return nil
+}
+
+// StartWeftd starts a stopped node's weftd again, waits until it is ready
+// and returns the subnet it holds (a restarted node keeps its lease).
+func (l *Lab) StartWeftd(ctx context.Context, name string) (netip.Prefix, error) {
 	n := l.Node(name)
 	if n == nil {
 		return netip.Prefix{}, fmt.Errorf("lab %s has no node %q", l.Name, name)
 	}
-	if kill {
-		l.progress.step("node %s: SIGKILL weftd (pid %d)", n.Name, n.Weftd.PID)
-		if err := n.Weftd.signal(syscall.SIGKILL); err != nil {
-			return netip.Prefix{}, err
-		}
-		if !n.Weftd.waitGone(ctx, 5*time.Second) {
-			return netip.Prefix{}, fmt.Errorf("node %s: weftd %d survived SIGKILL", n.Name, n.Weftd.PID)
-		}
-	} else {
-		l.progress.step("node %s: SIGTERM weftd (pid %d)", n.Name, n.Weftd.PID)
-		if err := n.Weftd.stop(ctx, stopGrace); err != nil {
-			return netip.Prefix{}, err
-		}
+	if l.alive(n.Weftd) {
+		return netip.Prefix{}, fmt.Errorf("node %s: weftd %d is still running", n.Name, n.Weftd.PID)
 	}
 	if err := l.startWeftd(n); err != nil {
 		return netip.Prefix{}, err
@@ -111,6 +120,14 @@ func (l *Lab) RestartWeftd(ctx context.Context, name string, kill bool) (netip.P
 		return netip.Prefix{}, err
 	}
 	return n.Subnet, nil
+}
+
+// RestartWeftd is StopWeftd then StartWeftd.
+func (l *Lab) RestartWeftd(ctx context.Context, name string, kill bool) (netip.Prefix, error) {
+	if err := l.StopWeftd(ctx, name, kill); err != nil {
+		return netip.Prefix{}, err
+	}
+	return l.StartWeftd(ctx, name)
 }
 
 // Down removes the lab: every process it started, every namespace it made,
