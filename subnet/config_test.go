@@ -10,13 +10,13 @@ import (
 
 func TestParseConfigDefaults(t *testing.T) {
 	tests := []struct {
-		name, json       string
-		subnetLen        int
-		min, max         string
-		backend          string
-		subnets          int
-		v6Len            int
-		v6Min, v6Max     string
+		name, json        string
+		subnetLen         int
+		min, max          string
+		backend           string
+		subnets           int
+		v6Len             int
+		v6Min, v6Max      string
 		enableV4, enable6 bool
 	}{
 		{name: "flannel default /16", json: `{"Network":"10.244.0.0/16"}`,

@@ -37,6 +37,9 @@ type AcquireRequest struct {
 	// if any. It is reused only when it is free or already held with this
 	// node's PublicIP; otherwise it is ignored.
 	Previous netip.Prefix
+	// PreviousIPv6 is the IPv6 subnet of the previous subnet file, if any
+	// (dual-stack and IPv6-only networks). See PreviousSubnets.
+	PreviousIPv6 netip.Prefix
 }
 
 // Manager is a store of subnet leases (etcd in production, memory in tests).
