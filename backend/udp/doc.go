@@ -1,0 +1,38 @@
+// Package udp is the udp backend: a userspace tunnel that carries pod
+// packets as the payload of UDP datagrams between nodes, in Flannel's udp
+// wire format (the UDP payload is the raw inner IPv4 packet; port 8285), so
+// weft and Flannel udp nodes exchange pod traffic.
+//
+// Design note. In the kernel it programs, once per node:
+//
+//   - a persistent, multi-queue TUN device "weft-udp" (IFF_MULTI_QUEUE, and
+//     IFF_VNET_HDR + TUNSETOFFLOAD for TSO when available), MTU = underlay
+//     MTU − 28 (Overhead), address <subnet>.0/32;
+//   - the route "Network dev weft-udp src <subnet>.0": every pod packet for
+//     another node goes into the TUN (the node's own subnet is on the CNI
+//     bridge, a more specific route, so local traffic stays in the kernel).
+//
+// Nothing per peer lives in the kernel: peers are a longest-prefix table
+// (destination subnet → peer PublicIP:Port) held in userspace as an
+// immutable value swapped atomically on Sync/Apply, so the packet path never
+// takes a lock. The device is persistent so a restart keeps its route:
+// packets are dropped while no process is attached rather than leaking out
+// of the default route.
+//
+// The packet path runs one pair of goroutines per queue: TUN queue i → UDP
+// socket i, and UDP socket i → TUN queue i. The sockets share the port with
+// SO_REUSEPORT. Reads and writes are batched (recvmmsg, sendmmsg through
+// x/net/ipv4 WriteBatch); TSO super-packets from the TUN are split in
+// userspace and sent with UDP GSO (UDP_SEGMENT) in one call; UDP GRO
+// (UDP_GRO) on receive returns runs of datagrams that are coalesced back
+// into TCP super-packets for the TUN. Each offload is probed at start and
+// falls back cleanly. Buffers are preallocated per goroutine; steady state
+// allocates nothing per packet.
+//
+// Safety: a datagram whose source address is not a current peer's
+// PublicIP, whose inner source is outside that peer's subnet, whose inner
+// destination is outside this node's subnet, or that is not a well-formed
+// IPv4 packet is dropped and counted (Stats). Forwarding decrements the
+// inner TTL and answers TTL expiry and destinations with no peer with ICMP
+// errors, rate limited, as a router does.
+package udp

@@ -1,0 +1,330 @@
+package udp
+
+import (
+	"encoding/binary"
+	"errors"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/backend/udp/wire"
+)
+
+const (
+	// maxDatagram is the largest UDP payload (and GRO run) we accept.
+	maxDatagram = 65535
+	// txReadBatch is how many TUN packets one egress round reads.
+	txReadBatch = 16
+	// txMsgs bounds the messages of one sendmmsg.
+	txMsgs = 128
+	// splitNeed is the arena room one TSO split may use: payload plus up to
+	// 4*MaxSegments copies of a 120-byte header.
+	splitNeed = maxDatagram + 4*wire.MaxSegments*120
+	// maxGSOBytes keeps a GSO send under the 64 KiB UDP length limit.
+	maxGSOBytes = 65000
+	// ICMP errors: at most icmpRate per second per queue, bursts of icmpBurst.
+	icmpRate  = 100
+	icmpBurst = 20
+)
+
+var errClosed = errors.New("closed")
+
+// limiter is a token bucket for ICMP errors; owned by one goroutine.
+type limiter struct {
+	now    func() time.Time
+	tokens float64
+	last   time.Time
+}
+
+func (l *limiter) allow() bool {
+	now := l.now()
+	l.tokens = min(icmpBurst, l.tokens+now.Sub(l.last).Seconds()*icmpRate)
+	l.last = now
+	if l.tokens < 1 {
+		return false
+	}
+	l.tokens--
+	return true
+}
+
+// txPath turns packets read from the TUN into datagrams for peers. It is
+// owned by one goroutine; its buffers are preallocated.
+type txPath struct {
+	vnet     bool
+	gso      func() bool // GSO currently usable
+	noGSO    func(error) // GSO failed at run time: turn it off
+	send     func([]ipv4.Message) (int, error)
+	writeTUN func([]byte) error
+
+	arena    []byte
+	arenaOff int
+	msgs     []ipv4.Message
+	segs     []int // datagrams in each message
+	nmsgs    int
+	oob      [][]byte // per message: a ready UDP_SEGMENT control message
+	icmp     []byte   // virtio header room + ICMP error
+	lim      limiter
+	cnt      local
+}
+
+func newTxPath(vnet bool, now func() time.Time) *txPath {
+	p := &txPath{
+		vnet:  vnet,
+		arena: make([]byte, 4*splitNeed),
+		msgs:  make([]ipv4.Message, txMsgs),
+		segs:  make([]int, txMsgs),
+		oob:   make([][]byte, txMsgs),
+		icmp:  make([]byte, wire.VirtioNetHdrLen+wire.MaxICMPErrorLen),
+		lim:   limiter{now: now, tokens: icmpBurst, last: now()},
+	}
+	backing := make([][]byte, txMsgs)
+	space := unix.CmsgSpace(2)
+	oobBacking := make([]byte, txMsgs*space)
+	for i := range p.msgs {
+		p.msgs[i].Buffers = backing[i : i+1 : i+1]
+		o := oobBacking[i*space : (i+1)*space : (i+1)*space]
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&o[0]))
+		h.Level = unix.SOL_UDP
+		h.Type = unix.UDP_SEGMENT
+		h.SetLen(unix.CmsgLen(2))
+		p.oob[i] = o
+	}
+	return p
+}
+
+// handle processes one read from the TUN (with its virtio-net header when
+// vnet). Datagrams are queued; flush sends them.
+func (p *txPath) handle(t *table, buf []byte) {
+	pkt := buf
+	var vh wire.VirtioNetHdr
+	if p.vnet {
+		if len(buf) < wire.VirtioNetHdrLen {
+			p.cnt.drop(wire.ReasonShort, 1)
+			return
+		}
+		vh = wire.DecodeVirtioNetHdr(buf)
+		pkt = buf[wire.VirtioNetHdrLen:]
+	}
+	h, r := wire.ParseIPv4(pkt)
+	if r != wire.OK {
+		p.cnt.drop(r, 1)
+		return
+	}
+	pkt = pkt[:h.TotalLen]
+	gsoType := vh.GSOType &^ wire.VirtioNetHdrGSOECN
+	switch {
+	case gsoType == wire.VirtioNetHdrGSONone && vh.Flags&wire.VirtioNetHdrFNeedsCsum != 0:
+		if r := wire.FinishChecksum(pkt, int(vh.CsumStart), int(vh.CsumOffset)); r != wire.OK {
+			p.cnt.drop(r, 1)
+			return
+		}
+	case gsoType != wire.VirtioNetHdrGSONone && gsoType != wire.VirtioNetHdrGSOTCPv4:
+		p.cnt.drop(wire.ReasonBadOffload, 1)
+		return
+	}
+	if t.hasOwn && t.own.contains(h.Dst) {
+		// Our own subnet lives on the bridge; if the kernel handed it to
+		// us anyway (no bridge yet), route it back as a router would.
+		if h.TTL <= 1 {
+			p.icmpError(pkt, h, wire.ICMPTimeExceeded, wire.ICMPCodeTTLTransit, wire.ReasonTTL)
+			return
+		}
+		wire.DecrementTTL(pkt)
+		out := pkt
+		if p.vnet {
+			out = buf[:wire.VirtioNetHdrLen+h.TotalLen] // header kept: the kernel takes GSO back
+		}
+		if err := p.writeTUN(out); err != nil {
+			p.cnt.drop(wire.ReasonIOError, 1)
+			return
+		}
+		p.cnt[cLocal]++
+		return
+	}
+	peer := t.lookup(h.Dst)
+	if peer == nil {
+		p.icmpError(pkt, h, wire.ICMPDestUnreachable, wire.ICMPCodeNetUnreach, wire.ReasonNoRoute)
+		return
+	}
+	if h.TTL <= 1 {
+		p.icmpError(pkt, h, wire.ICMPTimeExceeded, wire.ICMPCodeTTLTransit, wire.ReasonTTL)
+		return
+	}
+	wire.DecrementTTL(pkt) // before a split, so every segment inherits it
+	if gsoType == wire.VirtioNetHdrGSONone {
+		p.queue(peer, pkt, 0, 1)
+		return
+	}
+	if len(p.arena)-p.arenaOff < splitNeed {
+		p.flush()
+	}
+	n, segSize, total, r := wire.SplitTCP4(pkt, h, int(vh.GSOSize), p.arena[p.arenaOff:])
+	if r != wire.OK {
+		p.cnt.drop(r, 1)
+		return
+	}
+	out := p.arena[p.arenaOff : p.arenaOff+total]
+	p.arenaOff += total
+	per := 1
+	if p.gso() {
+		per = min(wire.MaxSegments, maxGSOBytes/segSize)
+	}
+	for i := 0; i < n; i += per {
+		k := min(per, n-i)
+		p.queue(peer, out[i*segSize:min((i+k)*segSize, total)], segSize, k)
+	}
+}
+
+// queue adds one message of k datagrams (segSize each but the last).
+func (p *txPath) queue(peer *peerHost, b []byte, segSize, k int) {
+	if p.nmsgs == len(p.msgs) {
+		p.flush()
+	}
+	m := &p.msgs[p.nmsgs]
+	m.Buffers[0] = b
+	m.Addr = peer.addr
+	m.OOB = nil
+	if k > 1 {
+		o := p.oob[p.nmsgs]
+		binary.NativeEndian.PutUint16(o[unix.CmsgLen(0):], uint16(segSize))
+		m.OOB = o
+	}
+	p.segs[p.nmsgs] = k
+	p.nmsgs++
+}
+
+// flush sends every queued message, one sendmmsg per run.
+func (p *txPath) flush() {
+	sent := 0
+	for sent < p.nmsgs {
+		n, err := p.send(p.msgs[sent:p.nmsgs])
+		for i := sent; i < sent+n; i++ {
+			p.account(i)
+		}
+		sent += n
+		if err != nil {
+			if sent < p.nmsgs {
+				// sendmmsg reports an error only for the first message
+				// it could not send: drop that one and go on.
+				if p.segs[sent] > 1 && errors.Is(err, unix.EIO) {
+					p.noGSO(err) // the device cannot checksum: no GSO
+				}
+				p.cnt.drop(wire.ReasonIOError, uint64(p.segs[sent]))
+				sent++
+			}
+			if errors.Is(err, errClosed) || errors.Is(err, syscall.EBADF) {
+				break
+			}
+		}
+	}
+	p.nmsgs, p.arenaOff = 0, 0
+}
+
+func (p *txPath) account(i int) {
+	m := &p.msgs[i]
+	p.cnt[cTxPackets] += uint64(p.segs[i])
+	p.cnt[cTxBytes] += uint64(len(m.Buffers[0]))
+	if p.segs[i] > 1 {
+		p.cnt[cGSOSends]++
+	}
+}
+
+// icmpError drops pkt for reason r and, within the rate limit, writes an
+// ICMP error about it into the TUN. Its source is the original destination
+// (as Flannel does): a local address would be dropped as martian.
+func (p *txPath) icmpError(pkt []byte, h wire.IPv4, typ, code uint8, r wire.Reason) {
+	p.cnt.drop(r, 1)
+	if !p.lim.allow() {
+		return
+	}
+	off := 0
+	if p.vnet {
+		off = wire.VirtioNetHdrLen
+		clear(p.icmp[:off])
+	}
+	n := wire.BuildICMPError(p.icmp[off:], pkt, h, typ, code, h.Dst)
+	if n == 0 {
+		return
+	}
+	if p.writeTUN(p.icmp[:off+n]) == nil {
+		p.cnt[cICMP]++
+	}
+}
+
+// rxPath validates datagrams from peers and writes their inner packets
+// into the TUN. Owned by one goroutine.
+type rxPath struct {
+	vnet     bool
+	coal     *wire.Coalescer
+	writeTUN func([]byte) error
+	cnt      local
+}
+
+// handle processes one received UDP payload from src (host order): a run of
+// gsoSize-byte datagrams when the kernel coalesced them (UDP GRO), else one.
+func (p *rxPath) handle(t *table, src uint32, data []byte, gsoSize int) {
+	if gsoSize <= 0 || gsoSize > len(data) {
+		gsoSize = len(data)
+	}
+	peer := t.hosts[src]
+	for off := 0; off < len(data); off += gsoSize {
+		d := data[off:min(off+gsoSize, len(data))]
+		if peer == nil {
+			p.cnt.drop(wire.ReasonUnknownPeer, 1)
+			continue
+		}
+		h, r := wire.ParseIPv4(d)
+		if r != wire.OK {
+			p.cnt.drop(r, 1)
+			continue
+		}
+		if !peer.allows(h.Src) {
+			p.cnt.drop(wire.ReasonSpoofedSource, 1)
+			continue
+		}
+		if !t.hasOwn || !t.own.contains(h.Dst) {
+			p.cnt.drop(wire.ReasonNotLocal, 1)
+			continue
+		}
+		d = d[:h.TotalLen]
+		p.cnt[cRxPackets]++
+		p.cnt[cRxBytes] += uint64(len(d))
+		if !p.vnet {
+			if err := p.writeTUN(d); err != nil {
+				p.cnt.drop(wire.ReasonIOError, 1)
+			}
+			continue
+		}
+		if !p.coal.Add(d, h) {
+			p.flush()
+			p.coal.Add(d, h)
+		}
+	}
+}
+
+// flush writes the pending coalesced packet, if any.
+func (p *rxPath) flush() {
+	if p.coal == nil || p.coal.Empty() {
+		return
+	}
+	segs := p.coal.Segments()
+	if err := p.writeTUN(p.coal.Flush()); err != nil {
+		p.cnt.drop(wire.ReasonIOError, uint64(segs))
+		return
+	}
+	if segs > 1 {
+		p.cnt[cGROMerged] += uint64(segs)
+	}
+}
+
+func (h *peerHost) allows(src uint32) bool {
+	for _, p := range h.subnets {
+		if p.contains(src) {
+			return true
+		}
+	}
+	return false
+}

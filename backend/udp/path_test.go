@@ -1,0 +1,369 @@
+package udp
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/udp/wire"
+	"github.com/weftnet/weft/subnet"
+)
+
+var (
+	ownSubnet  = netip.MustParsePrefix("10.244.1.0/24")
+	peerSubnet = netip.MustParsePrefix("10.244.2.0/24")
+	peerIP     = netip.MustParseAddr("198.18.60.12")
+)
+
+func ip4(s string) uint32 { return be32(netip.MustParseAddr(s).As4()) }
+
+func testTable() *table {
+	return buildTable(ownSubnet, map[netip.Prefix]subnet.Lease{
+		peerSubnet: {Subnet: peerSubnet, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp"}},
+		netip.MustParsePrefix("10.244.3.0/24"): {Subnet: netip.MustParsePrefix("10.244.3.0/24"),
+			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.13"), BackendType: "vxlan"}},
+		netip.MustParsePrefix("10.244.2.128/25"): {Subnet: netip.MustParsePrefix("10.244.2.128/25"),
+			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.14")}},
+	}, DefaultPort)
+}
+
+// packet builds an IPv4 TCP packet with a valid checksum.
+func packet(src, dst string, ttl uint8, payload int) []byte {
+	p := make([]byte, 40+payload)
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	binary.BigEndian.PutUint16(p[6:], 0x4000)
+	p[8], p[9] = ttl, wire.ProtoTCP
+	binary.BigEndian.PutUint32(p[12:], ip4(src))
+	binary.BigEndian.PutUint32(p[16:], ip4(dst))
+	wire.SetIPv4Checksum(p, 20)
+	p[32] = 5 << 4
+	p[33] = 0x10
+	h, _ := wire.ParseIPv4(p)
+	wire.L4Checksum(p, h)
+	return p
+}
+
+func TestTable(t *testing.T) {
+	tb := testTable()
+	tests := []struct {
+		dst  string
+		want string // peer PublicIP, "" for none
+	}{
+		{"10.244.2.5", "198.18.60.12"},
+		{"10.244.2.200", "198.18.60.14"}, // longest prefix wins
+		{"10.244.3.1", ""},               // refused: other backend
+		{"10.244.9.1", ""},
+		{"10.244.1.7", ""}, // own subnet is not a peer
+	}
+	for _, tt := range tests {
+		t.Run(tt.dst, func(t *testing.T) {
+			h := tb.lookup(ip4(tt.dst))
+			got := ""
+			if h != nil {
+				got = h.addr.IP.String()
+			}
+			if got != tt.want {
+				t.Fatalf("lookup(%s) = %q, want %q", tt.dst, got, tt.want)
+			}
+		})
+	}
+	refused := 0
+	for _, s := range tb.statuses {
+		if s.State == backend.PeerRefused {
+			refused++
+		}
+	}
+	if refused != 1 || len(tb.statuses) != 3 {
+		t.Fatalf("statuses %+v", tb.statuses)
+	}
+}
+
+type fakeIO struct {
+	sent    [][]byte // one per message, copied
+	segSize []int
+	tun     [][]byte
+}
+
+func (f *fakeIO) send(ms []ipv4.Message) (int, error) {
+	for _, m := range ms {
+		f.sent = append(f.sent, append([]byte(nil), m.Buffers[0]...))
+		seg := 0
+		if len(m.OOB) > 0 {
+			seg = int(binary.NativeEndian.Uint16(m.OOB[16:]))
+		}
+		f.segSize = append(f.segSize, seg)
+	}
+	return len(ms), nil
+}
+
+func (f *fakeIO) write(b []byte) error {
+	f.tun = append(f.tun, append([]byte(nil), b...))
+	return nil
+}
+
+func newTestTx(vnet bool, f *fakeIO) *txPath {
+	p := newTxPath(vnet, time.Now)
+	p.send, p.writeTUN = f.send, f.write
+	p.gso = func() bool { return true }
+	p.noGSO = func(error) {}
+	return p
+}
+
+func TestTxPath(t *testing.T) {
+	tests := []struct {
+		name              string
+		pkt               []byte
+		wantSent, wantTUN int
+		wantDrop          wire.Reason
+		wantICMPType      uint8
+	}{
+		{"to peer", packet("10.244.1.5", "10.244.2.5", 64, 100), 1, 0, wire.OK, 0},
+		{"own subnet written back", packet("10.244.9.5", "10.244.1.5", 64, 100), 0, 1, wire.OK, 0},
+		{"no peer", packet("10.244.1.5", "10.244.7.5", 64, 100), 0, 1, wire.ReasonNoRoute, wire.ICMPDestUnreachable},
+		{"ttl exhausted", packet("10.244.1.5", "10.244.2.5", 1, 100), 0, 1, wire.ReasonTTL, wire.ICMPTimeExceeded},
+		{"short", []byte{0x45, 0}, 0, 0, wire.ReasonShort, 0},
+		{"ipv6", append([]byte{0x60}, make([]byte, 40)...), 0, 0, wire.ReasonNotIPv4, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeIO{}
+			p := newTestTx(false, f)
+			p.handle(testTable(), append([]byte(nil), tt.pkt...))
+			p.flush()
+			if len(f.sent) != tt.wantSent || len(f.tun) != tt.wantTUN {
+				t.Fatalf("sent %d, tun %d; want %d, %d", len(f.sent), len(f.tun), tt.wantSent, tt.wantTUN)
+			}
+			if tt.wantDrop != wire.OK && p.cnt[cDrop+int(tt.wantDrop)] != 1 {
+				t.Fatalf("drop %v not counted: %v", tt.wantDrop, p.cnt)
+			}
+			if tt.wantSent == 1 {
+				if f.sent[0][8] != tt.pkt[8]-1 || !wire.ValidIPv4Checksum(f.sent[0], 20) {
+					t.Fatalf("TTL not decremented or bad checksum")
+				}
+			}
+			if tt.wantICMPType != 0 {
+				icmp := f.tun[0]
+				h, r := wire.ParseIPv4(icmp)
+				if r != wire.OK || h.Proto != wire.ProtoICMP || icmp[20] != tt.wantICMPType || h.Dst != ip4("10.244.1.5") {
+					t.Fatalf("bad ICMP error %+v %v type %d", h, r, icmp[20])
+				}
+			}
+		})
+	}
+}
+
+func TestICMPRateLimit(t *testing.T) {
+	f := &fakeIO{}
+	now := time.Unix(1000, 0)
+	p := newTestTx(false, f)
+	p.lim = limiter{now: func() time.Time { return now }, tokens: icmpBurst, last: now}
+	pkt := packet("10.244.1.5", "10.244.7.5", 64, 10)
+	for range 3 * icmpBurst {
+		p.handle(testTable(), append([]byte(nil), pkt...))
+	}
+	if len(f.tun) != icmpBurst {
+		t.Fatalf("%d ICMP errors in a burst, want %d", len(f.tun), icmpBurst)
+	}
+	now = now.Add(time.Second)
+	p.handle(testTable(), pkt)
+	if len(f.tun) != icmpBurst+1 {
+		t.Fatalf("limiter did not refill")
+	}
+}
+
+// tsoRead is what a TUN with TSO hands over: virtio header + super-packet
+// with a partial checksum.
+func tsoRead(payload, mss int) []byte {
+	pkt := packet("10.244.1.5", "10.244.2.5", 64, payload)
+	vh := wire.VirtioNetHdr{Flags: wire.VirtioNetHdrFNeedsCsum, GSOType: wire.VirtioNetHdrGSOTCPv4,
+		HdrLen: 40, GSOSize: uint16(mss), CsumStart: 20, CsumOffset: 16}
+	b := make([]byte, wire.VirtioNetHdrLen+len(pkt))
+	vh.Encode(b)
+	copy(b[wire.VirtioNetHdrLen:], pkt)
+	return b
+}
+
+func TestTxTSOWithGSO(t *testing.T) {
+	f := &fakeIO{}
+	p := newTestTx(true, f)
+	p.handle(testTable(), tsoRead(60000, 1400))
+	p.flush()
+	// 43 segments of 1440 bytes: 45 fit in 65000 bytes, so one GSO send.
+	if len(f.sent) != 1 || f.segSize[0] != 1440 || len(f.sent[0]) != 60000+43*40 {
+		t.Fatalf("sent %d messages, seg %v, len %d", len(f.sent), f.segSize, len(f.sent[0]))
+	}
+	if p.cnt[cTxPackets] != 43 || p.cnt[cGSOSends] != 1 {
+		t.Fatalf("counters %v", p.cnt)
+	}
+	for off := 0; off < len(f.sent[0]); off += 1440 {
+		seg := f.sent[0][off:min(off+1440, len(f.sent[0]))]
+		if h, r := wire.ParseIPv4(seg); r != wire.OK || h.TTL != 63 || h.TotalLen != len(seg) {
+			t.Fatalf("segment at %d: %+v %v", off, h, r)
+		}
+	}
+	// Without GSO each segment is its own message.
+	f2 := &fakeIO{}
+	p2 := newTestTx(true, f2)
+	p2.gso = func() bool { return false }
+	p2.handle(testTable(), tsoRead(60000, 1400))
+	p2.flush()
+	if len(f2.sent) != 43 {
+		t.Fatalf("without GSO: %d messages", len(f2.sent))
+	}
+}
+
+func TestRxPath(t *testing.T) {
+	peer, stranger := ip4("198.18.60.12"), ip4("198.18.60.99")
+	tests := []struct {
+		name     string
+		src      uint32
+		pkt      []byte
+		wantTUN  int
+		wantDrop wire.Reason
+	}{
+		{"from peer", peer, packet("10.244.2.5", "10.244.1.5", 63, 100), 1, wire.OK},
+		{"unknown peer", stranger, packet("10.244.2.5", "10.244.1.5", 63, 100), 0, wire.ReasonUnknownPeer},
+		{"spoofed inner source", peer, packet("10.244.5.5", "10.244.1.5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"not for our subnet", peer, packet("10.244.2.5", "10.244.8.5", 63, 100), 0, wire.ReasonNotLocal},
+		{"truncated", peer, packet("10.244.2.5", "10.244.1.5", 63, 100)[:50], 0, wire.ReasonShort},
+		{"bad ihl", peer, append([]byte{0x41}, make([]byte, 30)...), 0, wire.ReasonBadHeader},
+		{"empty", peer, []byte{}, 0, wire.OK},
+	}
+	for _, tt := range tests {
+		for _, vnet := range []bool{false, true} {
+			t.Run(tt.name, func(t *testing.T) {
+				f := &fakeIO{}
+				p := &rxPath{vnet: vnet, writeTUN: f.write, coal: wire.NewCoalescer()}
+				p.handle(testTable(), tt.src, tt.pkt, 0)
+				p.flush()
+				if len(f.tun) != tt.wantTUN {
+					t.Fatalf("vnet %v: %d written, want %d", vnet, len(f.tun), tt.wantTUN)
+				}
+				if tt.wantDrop != wire.OK && p.cnt[cDrop+int(tt.wantDrop)] != 1 {
+					t.Fatalf("drop %v not counted: %v", tt.wantDrop, p.cnt)
+				}
+			})
+		}
+	}
+}
+
+// groRun is what UDP GRO returns: n datagrams of one TCP flow back to back.
+func groRun(n, payload int) ([]byte, int) {
+	var run []byte
+	seq := uint32(1000)
+	for range n {
+		p := packet("10.244.2.5", "10.244.1.5", 63, payload)
+		binary.BigEndian.PutUint32(p[24:], seq)
+		h, _ := wire.ParseIPv4(p)
+		wire.L4Checksum(p, h)
+		seq += uint32(payload)
+		run = append(run, p...)
+	}
+	return run, 40 + payload
+}
+
+func TestRxGROCoalesces(t *testing.T) {
+	f := &fakeIO{}
+	p := &rxPath{vnet: true, writeTUN: f.write, coal: wire.NewCoalescer()}
+	run, seg := groRun(20, 1400)
+	p.handle(testTable(), ip4("198.18.60.12"), run, seg)
+	p.flush()
+	if len(f.tun) != 1 || p.cnt[cRxPackets] != 20 || p.cnt[cGROMerged] != 20 {
+		t.Fatalf("%d TUN writes, counters %v", len(f.tun), p.cnt)
+	}
+	vh := wire.DecodeVirtioNetHdr(f.tun[0])
+	if vh.GSOType != wire.VirtioNetHdrGSOTCPv4 || vh.GSOSize != 1400 || len(f.tun[0]) != 10+40+20*1400 {
+		t.Fatalf("super-packet %+v len %d", vh, len(f.tun[0]))
+	}
+}
+
+// TestZeroAllocs proves the per-packet path allocates nothing in steady
+// state: TUN read → split → GSO send, and GRO run → validate → coalesce →
+// TUN write, plus the plain single-packet paths.
+func TestZeroAllocs(t *testing.T) {
+	tb := testTable()
+	nop := func(ms []ipv4.Message) (int, error) { return len(ms), nil }
+	nopW := func([]byte) error { return nil }
+	for _, vnet := range []bool{false, true} {
+		tx := newTxPath(vnet, time.Now)
+		tx.send, tx.writeTUN = nop, nopW
+		tx.gso, tx.noGSO = func() bool { return true }, func(error) {}
+		single := packet("10.244.1.5", "10.244.2.5", 64, 1400)
+		ttlAt := 8
+		if vnet {
+			single = append(make([]byte, wire.VirtioNetHdrLen), single...)
+			ttlAt += wire.VirtioNetHdrLen
+		}
+		tso := tsoRead(60000, 1400)
+		noRoute := packet("10.244.1.5", "10.244.7.5", 64, 100)
+		rx := &rxPath{vnet: vnet, writeTUN: nopW, coal: wire.NewCoalescer()}
+		run, seg := groRun(40, 1400)
+		one := packet("10.244.2.5", "10.244.1.5", 63, 1400)
+		allocs := testing.AllocsPerRun(200, func() {
+			single[ttlAt] = 64 // reset TTL (the checksum update is incremental)
+			tx.handle(tb, single)
+			if vnet {
+				tso[wire.VirtioNetHdrLen+8] = 64
+				tx.handle(tb, tso)
+			}
+			tx.handle(tb, noRoute)
+			tx.flush()
+			rx.handle(tb, ip4("198.18.60.12"), run, seg)
+			rx.handle(tb, ip4("198.18.60.12"), one, 0)
+			rx.handle(tb, ip4("198.18.60.99"), one, 0)
+			rx.flush()
+			tx.cnt.publish(&counters{})
+		})
+		if allocs != 0 {
+			t.Errorf("vnet=%v: %.1f allocations per round, want 0", vnet, allocs)
+		}
+	}
+}
+
+func BenchmarkTxSingle(b *testing.B) {
+	tb := testTable()
+	tx := newTxPath(false, time.Now)
+	tx.send = func(ms []ipv4.Message) (int, error) { return len(ms), nil }
+	pkt := packet("10.244.1.5", "10.244.2.5", 64, 1400)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(pkt)))
+	for b.Loop() {
+		pkt[8] = 64
+		tx.handle(tb, pkt)
+		if tx.nmsgs == len(tx.msgs) {
+			tx.flush()
+		}
+	}
+}
+
+func BenchmarkTxTSOSplit(b *testing.B) {
+	tb := testTable()
+	tx := newTxPath(true, time.Now)
+	tx.send = func(ms []ipv4.Message) (int, error) { return len(ms), nil }
+	tx.gso = func() bool { return true }
+	buf := tsoRead(64000, 1400)
+	b.ReportAllocs()
+	b.SetBytes(64000)
+	for b.Loop() {
+		buf[wire.VirtioNetHdrLen+8] = 64
+		tx.handle(tb, buf)
+		tx.flush()
+	}
+}
+
+func BenchmarkRxGRO(b *testing.B) {
+	tb := testTable()
+	rx := &rxPath{vnet: true, writeTUN: func([]byte) error { return nil }, coal: wire.NewCoalescer()}
+	run, seg := groRun(44, 1400)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(run)))
+	for b.Loop() {
+		rx.handle(tb, ip4("198.18.60.12"), run, seg)
+		rx.flush()
+	}
+}

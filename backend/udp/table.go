@@ -1,0 +1,114 @@
+package udp
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/subnet"
+)
+
+// peerHost is one peer node: where to send, and which inner sources it may
+// use. Immutable once in a table.
+type peerHost struct {
+	ip      uint32
+	addr    *net.UDPAddr // shared read-only by every sender
+	subnets []prefix4
+}
+
+type prefix4 struct{ base, mask uint32 }
+
+func toPrefix4(p netip.Prefix) prefix4 {
+	a := p.Masked().Addr().As4()
+	mask := ^uint32(0)
+	if p.Bits() < 32 {
+		mask = ^(^uint32(0) >> p.Bits())
+	}
+	if p.Bits() == 0 {
+		mask = 0
+	}
+	return prefix4{base: be32(a), mask: mask}
+}
+
+func (p prefix4) contains(a uint32) bool { return a&p.mask == p.base }
+
+func be32(a [4]byte) uint32 {
+	return uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+}
+
+// table is the immutable routing state the packet path reads through an
+// atomic.Pointer. A new table is built for every change.
+type table struct {
+	own      prefix4
+	hasOwn   bool
+	lens     []int                    // prefix lengths present, longest first
+	byLen    [33]map[uint32]*peerHost // masked destination → peer
+	hosts    map[uint32]*peerHost     // PublicIP → peer
+	statuses []backend.PeerStatus
+}
+
+// lookup returns the peer owning dst (longest prefix), or nil.
+func (t *table) lookup(dst uint32) *peerHost {
+	for _, l := range t.lens {
+		mask := ^uint32(0)
+		if l < 32 {
+			mask = ^(^uint32(0) >> l)
+		}
+		if l == 0 {
+			mask = 0
+		}
+		if h, ok := t.byLen[l][dst&mask]; ok {
+			return h
+		}
+	}
+	return nil
+}
+
+// buildTable makes the table for own and peers. Leases without a usable
+// IPv4 PublicIP, of another backend type, or overlapping own are refused.
+func buildTable(own netip.Prefix, peers map[netip.Prefix]subnet.Lease, port int) *table {
+	t := &table{hosts: make(map[uint32]*peerHost)}
+	if own.IsValid() && own.Addr().Is4() {
+		t.own, t.hasOwn = toPrefix4(own), true
+	}
+	keys := make([]netip.Prefix, 0, len(peers))
+	for k := range peers {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	for _, sn := range keys {
+		l := peers[sn]
+		st := backend.PeerStatus{Subnet: sn, PublicIP: l.Attrs.PublicIP, State: backend.PeerProgrammed}
+		switch {
+		case !sn.Addr().Is4():
+			st.State, st.Reason = backend.PeerRefused, "subnet is not IPv4"
+		case !l.Attrs.PublicIP.Is4():
+			st.State, st.Reason = backend.PeerRefused, "lease has no IPv4 PublicIP"
+		case l.Attrs.BackendType != "" && l.Attrs.BackendType != subnet.BackendUDP:
+			st.State, st.Reason = backend.PeerRefused, "peer runs backend "+l.Attrs.BackendType
+		case own.IsValid() && sn.Overlaps(own):
+			st.State, st.Reason = backend.PeerRefused, "subnet overlaps this node's"
+		}
+		t.statuses = append(t.statuses, st)
+		if st.State != backend.PeerProgrammed {
+			continue
+		}
+		ip := be32(l.Attrs.PublicIP.As4())
+		h := t.hosts[ip]
+		if h == nil {
+			h = &peerHost{ip: ip, addr: &net.UDPAddr{IP: l.Attrs.PublicIP.AsSlice(), Port: port}}
+			t.hosts[ip] = h
+		}
+		p := toPrefix4(sn)
+		h.subnets = append(h.subnets, p)
+		bits := sn.Bits()
+		if t.byLen[bits] == nil {
+			t.byLen[bits] = make(map[uint32]*peerHost)
+			t.lens = append(t.lens, bits)
+		}
+		t.byLen[bits][p.base] = h
+	}
+	slices.SortFunc(t.lens, func(a, b int) int { return b - a })
+	return t
+}

@@ -1,0 +1,552 @@
+package udp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/udp/tun"
+	"github.com/weftnet/weft/backend/udp/wire"
+	"github.com/weftnet/weft/subnet"
+)
+
+const (
+	// DefaultPort is Flannel's udp backend port.
+	DefaultPort = 8285
+	// Overhead is what the tunnel adds to an inner packet on an IPv4
+	// underlay: a 20-byte IP and an 8-byte UDP header.
+	Overhead = 28
+	// DeviceName is the TUN device.
+	DeviceName = "weft-udp"
+	// maxQueues bounds the TUN queues (the kernel allows 256).
+	maxQueues = 64
+	// socketBuffer is the SO_RCVBUF/SO_SNDBUF asked for each socket.
+	socketBuffer = 4 << 20
+	// defaultRxBatch is how many datagrams one recvmmsg takes.
+	defaultRxBatch = 32
+)
+
+// Options are the udp backend's keys in the config's "Backend" object.
+type Options struct {
+	// Port is the UDP port on every node (Flannel: 8285).
+	Port int
+	// MTU overrides the pod MTU; 0 means underlay MTU − Overhead.
+	MTU int
+	// Queues is the number of TUN queues and UDP sockets, each with a
+	// reader goroutine per direction; 0 means GOMAXPROCS.
+	Queues int
+	// DisableOffloads turns off TUN TSO/virtio headers, UDP GSO and UDP
+	// GRO (for debugging or comparison).
+	DisableOffloads bool
+	// RxBatch is the number of datagrams per recvmmsg (default 32).
+	RxBatch int
+}
+
+// Backend is the udp backend. See the package documentation.
+type Backend struct {
+	log      *slog.Logger
+	opts     Options
+	underlay backend.Underlay
+	network  netip.Prefix
+	mtu      int
+	now      func() time.Time
+
+	// Owned by the daemon goroutine (Prepare/Configure/Sync/Apply).
+	own   netip.Prefix
+	peers map[netip.Prefix]subnet.Lease
+	dev   *tun.Device
+	conns []*net.UDPConn
+
+	table atomic.Pointer[table]
+	gso   atomic.Bool
+	gro   bool
+	tso   bool
+	vnet  bool
+
+	stats []counters // 2 per queue: tx, rx
+
+	closeOnce sync.Once
+	closing   chan struct{}
+	running   atomic.Bool
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New builds the backend from opts; it touches neither the kernel nor
+// starts goroutines.
+func New(opts backend.Options) (backend.Backend, error) {
+	return newBackend(opts)
+}
+
+func newBackend(opts backend.Options) (*Backend, error) {
+	o := Options{Port: DefaultPort}
+	if opts.Config != nil {
+		if err := backend.DecodeOptions(opts.Config.Backend, &o); err != nil {
+			return nil, fmt.Errorf("udp backend options: %w", err)
+		}
+	}
+	if o.Port <= 0 || o.Port > 65535 {
+		return nil, fmt.Errorf("udp backend: Port %d out of range; use 1-65535 (default %d)", o.Port, DefaultPort)
+	}
+	if o.Queues <= 0 {
+		o.Queues = runtime.GOMAXPROCS(0)
+	}
+	o.Queues = min(o.Queues, maxQueues)
+	if o.RxBatch <= 0 {
+		o.RxBatch = defaultRxBatch
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Backend{
+		log:      log.With("backend", subnet.BackendUDP),
+		opts:     o,
+		underlay: opts.Underlay,
+		now:      time.Now,
+		peers:    make(map[netip.Prefix]subnet.Lease),
+		closing:  make(chan struct{}),
+	}
+	if opts.Config != nil {
+		b.network = opts.Config.Network
+	}
+	b.mtu = o.MTU
+	if b.mtu <= 0 {
+		b.mtu = opts.Underlay.MTU - Overhead
+	}
+	if b.mtu < 576 {
+		return nil, fmt.Errorf("udp backend: MTU %d too small (underlay MTU %d); set Backend.MTU or fix the underlay", b.mtu, opts.Underlay.MTU)
+	}
+	b.table.Store(buildTable(netip.Prefix{}, nil, o.Port))
+	return b, nil
+}
+
+// MTU is the pod MTU.
+func (b *Backend) MTU() int { return b.mtu }
+
+// Prepare opens (or re-attaches to) the TUN device and the UDP sockets and
+// probes the offloads. It returns no BackendData: Flannel's udp leases
+// carry none.
+func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
+	if b.dev != nil {
+		return nil, nil
+	}
+	select {
+	case <-b.closing:
+		return nil, errors.New("udp backend: prepare after close")
+	default:
+	}
+	cfg := tun.Config{Name: DeviceName, Queues: b.opts.Queues, Offload: !b.opts.DisableOffloads}
+	dev, err := tun.Open(cfg)
+	if errors.Is(err, tun.ErrIncompatible) {
+		// Something else holds the name (an old single-queue device):
+		// replace it.
+		b.log.Warn("replacing incompatible device", "device", DeviceName, "err", err)
+		if l, lerr := netlink.LinkByName(DeviceName); lerr == nil {
+			_ = netlink.LinkDel(l)
+		}
+		dev, err = tun.Open(cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("udp backend: %w", err)
+	}
+	link, err := netlink.LinkByName(DeviceName)
+	if err == nil && link.Attrs().MTU != b.mtu {
+		err = netlink.LinkSetMTU(link, b.mtu)
+	}
+	if err == nil {
+		err = netlink.LinkSetUp(link)
+	}
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("udp backend: set up %s: %w", DeviceName, err)
+	}
+	conns, err := b.listen(ctx, len(dev.Files))
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	b.dev, b.conns = dev, conns
+	b.vnet, b.tso = dev.VnetHdr, dev.TSO
+	if !b.opts.DisableOffloads {
+		b.gso.Store(probeGSO(conns[0]))
+		b.gro = true
+		for _, c := range conns {
+			if err := setSockopt(c, unix.SOL_UDP, unix.UDP_GRO, 1); err != nil {
+				b.gro = false
+			}
+		}
+	}
+	b.stats = make([]counters, 2*len(dev.Files))
+	b.log.Info("udp tunnel ready", "device", DeviceName, "mtu", b.mtu, "port", b.opts.Port,
+		"queues", len(dev.Files), "vnetHdr", b.vnet, "tso", b.tso, "gso", b.gso.Load(), "gro", b.gro)
+	return nil, nil
+}
+
+func (b *Backend) listen(ctx context.Context, n int) ([]*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			s := int(fd)
+			if serr = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); serr != nil {
+				return
+			}
+			// The inner MTU leaves room for the outer headers, so outer
+			// datagrams fit the underlay; DF is left clear so a smaller
+			// hop inside the underlay fragments instead of blackholing.
+			serr = unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+			for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+				if unix.SetsockoptInt(s, unix.SOL_SOCKET, o[0], socketBuffer) != nil {
+					_ = unix.SetsockoptInt(s, unix.SOL_SOCKET, o[1], socketBuffer)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	addr := netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(b.opts.Port))
+	if b.underlay.PublicIP.Is4() {
+		// Bound to PublicIP, so datagrams leave with the source address
+		// peers check against our lease.
+		addr = netip.AddrPortFrom(b.underlay.PublicIP, uint16(b.opts.Port))
+	}
+	conns := make([]*net.UDPConn, 0, n)
+	for range n {
+		pc, err := lc.ListenPacket(ctx, "udp4", addr.String())
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, fmt.Errorf("udp backend: listen on %s: %w", addr, err)
+		}
+		conns = append(conns, pc.(*net.UDPConn))
+	}
+	return conns, nil
+}
+
+func setSockopt(c *net.UDPConn, level, opt, v int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, v) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// probeGSO reports whether the kernel knows UDP_SEGMENT (Linux 4.18+).
+func probeGSO(c *net.UDPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { _, gerr = unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT) }); err != nil {
+		return false
+	}
+	return gerr == nil
+}
+
+// Configure gives the device <subnet>.0/32 (the source of node-originated
+// traffic into the tunnel, inside our subnet so peers accept it) and routes
+// the pod network into it.
+func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
+	if !own.Subnet.Addr().Is4() {
+		return fmt.Errorf("udp backend: subnet %s is not IPv4", own.Subnet)
+	}
+	link, err := netlink.LinkByName(DeviceName)
+	if err != nil {
+		return fmt.Errorf("udp backend: configure: %w (call Prepare first)", err)
+	}
+	gw := own.Subnet.Masked().Addr()
+	want := netip.PrefixFrom(gw, 32)
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("udp backend: list addresses of %s: %w", DeviceName, err)
+	}
+	for _, a := range addrs {
+		if p, ok := netipPrefix(a.IPNet); ok && p != want {
+			if err := netlink.AddrDel(link, &a); err != nil {
+				return fmt.Errorf("udp backend: remove stale address %s: %w", p, err)
+			}
+		}
+	}
+	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: ipNet(want)}); err != nil {
+		return fmt.Errorf("udp backend: address %s on %s: %w", want, DeviceName, err)
+	}
+	if b.network.IsValid() {
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(b.network.Masked()),
+			Src: gw.AsSlice(), Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("udp backend: route %s dev %s: %w", b.network, DeviceName, err)
+		}
+	}
+	b.own = own.Subnet.Masked()
+	delete(b.peers, b.own)
+	b.rebuild()
+	b.log.Info("udp tunnel configured", "subnet", b.own, "network", b.network)
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+// Sync replaces the peer table with peers. Nothing per peer lives in the
+// kernel, so this is a table swap; the packet path never waits.
+func (b *Backend) Sync(_ context.Context, peers []subnet.Lease) error {
+	m := make(map[netip.Prefix]subnet.Lease, len(peers))
+	for _, l := range peers {
+		sn := l.Subnet.Masked()
+		if sn == b.own {
+			continue
+		}
+		l.Subnet = sn
+		m[sn] = l
+	}
+	b.peers = m
+	b.rebuild()
+	return nil
+}
+
+// Apply applies lease events to the peer table.
+func (b *Backend) Apply(_ context.Context, events []subnet.Event) error {
+	for _, e := range events {
+		sn := e.Lease.Subnet.Masked()
+		if sn == b.own {
+			continue
+		}
+		switch e.Type {
+		case subnet.EventAdded:
+			l := e.Lease
+			l.Subnet = sn
+			b.peers[sn] = l
+		case subnet.EventRemoved:
+			delete(b.peers, sn)
+		}
+	}
+	b.rebuild()
+	return nil
+}
+
+func (b *Backend) rebuild() {
+	t := buildTable(b.own, b.peers, b.opts.Port)
+	b.table.Store(t)
+	b.log.Debug("peer table updated", "peers", len(t.statuses))
+}
+
+// Peers reports each known peer. Safe for concurrent use.
+func (b *Backend) Peers() []backend.PeerStatus {
+	return append([]backend.PeerStatus(nil), b.table.Load().statuses...)
+}
+
+// Run moves packets until ctx is done (or Close), then returns nil. It
+// needs Prepare; the file descriptors it uses are bound to the namespace
+// Prepare ran in, so Run itself may run on any goroutine.
+func (b *Backend) Run(ctx context.Context) error {
+	if b.dev == nil {
+		return errors.New("udp backend: Run before Prepare")
+	}
+	if !b.running.CompareAndSwap(false, true) {
+		return errors.New("udp backend: Run called twice")
+	}
+	errc := make(chan error, 2*len(b.dev.Files))
+	var wg sync.WaitGroup
+	for i, f := range b.dev.Files {
+		q, err := b.newQueue(i, f, b.conns[i])
+		if err != nil {
+			b.closeIO()
+			wg.Wait()
+			return err
+		}
+		wg.Go(func() { errc <- q.runTx() })
+		wg.Go(func() { errc <- q.runRx() })
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-b.closing:
+	case err = <-errc:
+		if b.isClosing() {
+			err = nil
+		}
+	}
+	b.closeIO()
+	wg.Wait()
+	if err != nil {
+		return fmt.Errorf("udp backend: packet path: %w", err)
+	}
+	return nil
+}
+
+func (b *Backend) isClosing() bool {
+	select {
+	case <-b.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close stops the packet path and closes the device queues and sockets.
+// The device and its route stay (the device is persistent), so a new
+// Backend on this node picks the tunnel up again.
+func (b *Backend) Close() error {
+	b.closeIO()
+	return nil
+}
+
+func (b *Backend) closeIO() {
+	b.closeOnce.Do(func() {
+		close(b.closing)
+		if b.dev != nil {
+			_ = b.dev.Close()
+		}
+		for _, c := range b.conns {
+			_ = c.Close()
+		}
+	})
+}
+
+// Stats returns the counters, summed over queues. Safe for concurrent use.
+func (b *Backend) Stats() Stats {
+	s := Stats{Drops: make(map[string]uint64), GSO: b.gso.Load(), GRO: b.gro, TSO: b.tso}
+	if b.dev != nil {
+		s.Queues = len(b.dev.Files)
+	}
+	var sum [numCounters]uint64
+	for i := range b.stats {
+		for j := range sum {
+			sum[j] += b.stats[i].v[j].Load()
+		}
+	}
+	s.TxPackets, s.TxBytes = sum[cTxPackets], sum[cTxBytes]
+	s.RxPackets, s.RxBytes = sum[cRxPackets], sum[cRxBytes]
+	s.LocalPackets, s.ICMPSent = sum[cLocal], sum[cICMP]
+	s.GSOSends, s.GROMerged = sum[cGSOSends], sum[cGROMerged]
+	for r := wire.Reason(1); r < wire.NumReasons; r++ {
+		if v := sum[cDrop+int(r)]; v != 0 {
+			s.Drops[r.String()] = v
+		}
+	}
+	return s
+}
+
+// queue is the packet path of one TUN queue and its UDP socket.
+type queue struct {
+	b        *Backend
+	rd       *tunReader
+	tx       *txPath
+	rx       *rxPath
+	recv     *udpReceiver
+	txc, rxc *counters
+}
+
+func (b *Backend) newQueue(i int, f *os.File, c *net.UDPConn) (*queue, error) {
+	trc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	urc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	readSize := b.mtu + wire.VirtioNetHdrLen
+	if b.tso {
+		readSize = wire.VirtioNetHdrLen + wire.MaxPacketLen
+	}
+	q := &queue{b: b, txc: &b.stats[2*i], rxc: &b.stats[2*i+1]}
+	q.rd = newTUNReader(trc, txReadBatch, readSize)
+	// Each direction has its own writer: they run on different goroutines.
+	txw, rxw := newTUNWriter(trc), newTUNWriter(trc)
+	pc := ipv4.NewPacketConn(c)
+	q.tx = newTxPath(b.vnet, b.now)
+	q.tx.writeTUN = txw.write
+	q.tx.send = func(ms []ipv4.Message) (int, error) { return pc.WriteBatch(ms, 0) }
+	q.tx.gso = b.gso.Load
+	q.tx.noGSO = b.disableGSO
+	q.rx = &rxPath{vnet: b.vnet, writeTUN: rxw.write}
+	if b.vnet {
+		q.rx.coal = wire.NewCoalescer()
+	}
+	q.recv = newUDPReceiver(urc, b.opts.RxBatch, maxDatagram)
+	return q, nil
+}
+
+func (b *Backend) disableGSO(err error) {
+	if b.gso.CompareAndSwap(true, false) {
+		b.log.Warn("UDP GSO failed on send; falling back to one datagram per packet", "err", err)
+	}
+}
+
+func (q *queue) runTx() error {
+	for {
+		n, err := q.rd.readBatch()
+		if err != nil {
+			if q.b.isClosing() {
+				return nil
+			}
+			return fmt.Errorf("read %s: %w", DeviceName, err)
+		}
+		t := q.b.table.Load()
+		for i := range n {
+			q.tx.handle(t, q.rd.bufs[i][:q.rd.ns[i]])
+		}
+		q.tx.flush()
+		q.tx.cnt.publish(q.txc)
+	}
+}
+
+func (q *queue) runRx() error {
+	for {
+		n, err := q.recv.readBatch()
+		if err != nil {
+			if q.b.isClosing() {
+				return nil
+			}
+			return fmt.Errorf("receive on port %d: %w", q.b.opts.Port, err)
+		}
+		t := q.b.table.Load()
+		for i := range n {
+			src, data, gsoSize, trunc := q.recv.message(i)
+			if trunc {
+				q.rx.cnt.drop(wire.ReasonShort, 1)
+				continue
+			}
+			q.rx.handle(t, src, data, gsoSize)
+		}
+		q.rx.flush()
+		q.rx.cnt.publish(q.rxc)
+	}
+}
