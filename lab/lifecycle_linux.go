@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
@@ -68,18 +69,23 @@ func (l *Lab) RemoveNode(ctx context.Context, name string) error {
 	}
 	if err := delNS(ctx, n.NS); err != nil {
 		errs = append(errs, err)
-	} else {
-		l.dropNamespace(n.NS)
-	}
-	if err := errors.Join(errs...); err != nil {
 		_ = l.save()
-		return fmt.Errorf("remove node %s: %w", n.Name, err)
+		return fmt.Errorf("remove node %s: %w", n.Name, errors.Join(errs...))
 	}
+	// The node is gone from the kernel: it leaves the state even if a step
+	// above failed (the error still says which).
+	l.dropNamespace(n.NS)
 	l.Nodes = slices.DeleteFunc(l.Nodes, func(x *Node) bool { return x == n })
 	if err := os.RemoveAll(n.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := l.save(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove node %s: %w", n.Name, err)
 	}
-	return l.save()
+	return nil
 }
 
 // StopWeftd stops a node's weftd: SIGKILL when kill (a crash), else SIGTERM
@@ -150,7 +156,7 @@ func Down(ctx context.Context, root, name string) error {
 	}
 	var errs []error
 	nss := map[string]bool{}
-	dir := root + "/" + name
+	dir := filepath.Join(root, name)
 	s, err := loadState(root, name)
 	switch {
 	case err == nil:
