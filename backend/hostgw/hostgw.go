@@ -1,0 +1,333 @@
+package hostgw
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/internal/nl"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Backend is the host-gw backend. See the package doc for what it programs.
+// Methods follow the backend.Backend contract: all but Peers and Run are
+// called from one goroutine, in the network namespace weftd runs in.
+type Backend struct {
+	log     *slog.Logger
+	ul      backend.Underlay
+	network netip.Prefix // pod network; zero when the config has none
+	h       *nl.Handle
+
+	// Set by Prepare, refreshed by Sync.
+	underlay  netlink.Link
+	mtu       int
+	connected []netip.Prefix
+
+	own   subnet.Lease
+	peers map[netip.Prefix]subnet.Lease
+
+	mu     sync.Mutex // guards status
+	status map[netip.Prefix]backend.PeerStatus
+}
+
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.Constructor = New
+)
+
+// New builds a host-gw backend. host-gw has no options of its own (the
+// config's Backend object needs only "Type"). It touches no kernel state.
+func New(opts backend.Options) (backend.Backend, error) {
+	if !opts.Underlay.PublicIP.IsValid() {
+		return nil, errors.New("host-gw: underlay PublicIP is not set")
+	}
+	if opts.Underlay.Index == 0 && opts.Underlay.Link == "" {
+		return nil, errors.New("host-gw: underlay link is not set")
+	}
+	var network netip.Prefix
+	if opts.Config != nil {
+		network = opts.Config.Network
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Backend{
+		log:     log.With("backend", "host-gw"),
+		ul:      opts.Underlay,
+		network: network,
+		h:       nl.New(nil),
+		peers:   map[netip.Prefix]subnet.Lease{},
+		status:  map[netip.Prefix]backend.PeerStatus{},
+	}, nil
+}
+
+// Prepare looks up the underlay (MTU, directly connected subnets). host-gw
+// publishes no BackendData: it returns nil.
+func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
+	return nil, b.refreshUnderlay()
+}
+
+func (b *Backend) refreshUnderlay() error {
+	var ul netlink.Link
+	var err error
+	if b.ul.Index > 0 {
+		ul, err = b.h.Netlink().LinkByIndex(b.ul.Index)
+	} else {
+		ul, err = b.h.Netlink().LinkByName(b.ul.Link)
+	}
+	if err != nil {
+		return fmt.Errorf("host-gw: underlay link %q (index %d): %w", b.ul.Link, b.ul.Index, err)
+	}
+	fam := unix.AF_INET
+	if !b.ul.PublicIP.Unmap().Is4() {
+		fam = unix.AF_INET6
+	}
+	conn, err := b.h.ConnectedPrefixes(ul, fam)
+	if err != nil {
+		return fmt.Errorf("host-gw: %w", err)
+	}
+	b.underlay, b.connected = ul, conn
+	b.mtu = b.ul.MTU
+	if b.mtu == 0 {
+		b.mtu = ul.Attrs().MTU
+	}
+	return nil
+}
+
+// MTU is the underlay MTU: host-gw adds no header. Valid after Prepare.
+func (b *Backend) MTU() int { return b.mtu }
+
+// Configure records the node's own lease and removes any weft route to its
+// own subnet (left if the subnet once belonged to a peer).
+func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
+	if b.underlay == nil {
+		return errors.New("host-gw: Configure before Prepare")
+	}
+	b.own = own
+	delete(b.peers, own.Subnet.Masked())
+	return b.reconcile(map[netip.Prefix]bool{own.Subnet.Masked(): true})
+}
+
+// Sync makes weft's routes match peers exactly; see backend.Backend. It
+// re-reads the underlay's connected subnets first, so a peer refused earlier
+// is accepted once the underlay reaches it directly (and vice versa). The
+// error joins per-peer failures; refused peers are not errors.
+func (b *Backend) Sync(ctx context.Context, peers []subnet.Lease) error {
+	if b.underlay == nil {
+		return errors.New("host-gw: Sync before Prepare")
+	}
+	if err := b.refreshUnderlay(); err != nil {
+		return err
+	}
+	b.peers = make(map[netip.Prefix]subnet.Lease, len(peers))
+	for _, l := range peers {
+		b.peers[l.Subnet.Masked()] = l
+	}
+	return b.reconcile(nil)
+}
+
+// Apply applies events incrementally; see backend.Backend.
+func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
+	if b.underlay == nil {
+		return errors.New("host-gw: Apply before Prepare")
+	}
+	scope := make(map[netip.Prefix]bool, len(events))
+	for _, ev := range events {
+		sn := ev.Lease.Subnet.Masked()
+		scope[sn] = true
+		switch ev.Type {
+		case subnet.EventAdded:
+			b.peers[sn] = ev.Lease
+		case subnet.EventRemoved:
+			delete(b.peers, sn)
+		}
+	}
+	return b.reconcile(scope)
+}
+
+// Run returns nil when ctx is done: the kernel does the work.
+func (b *Backend) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+// Peers reports every peer in the desired set, sorted by subnet.
+func (b *Backend) Peers() []backend.PeerStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]backend.PeerStatus, 0, len(b.status))
+	for _, s := range b.status {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, c backend.PeerStatus) int { return a.Subnet.Addr().Compare(c.Subnet.Addr()) })
+	return out
+}
+
+// Close does nothing: routes stay for the next run.
+func (b *Backend) Close() error { return nil }
+
+// plan is one peer's route or the reason it is refused.
+type plan struct {
+	lease  subnet.Lease
+	state  backend.PeerState
+	reason string
+	route  nl.Route
+}
+
+type env struct {
+	publicIP  netip.Addr
+	own       netip.Prefix
+	network   netip.Prefix
+	ulIndex   int
+	ulName    string
+	connected []netip.Prefix
+}
+
+// planPeers decides, without touching the kernel, each peer's route or why
+// it is refused.
+func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*plan {
+	out := make(map[netip.Prefix]*plan, len(peers))
+	for sn, l := range peers {
+		p := &plan{lease: l, state: backend.PeerRefused}
+		out[sn] = p
+		pub := l.Attrs.PublicIP.Unmap()
+		why := ""
+		switch {
+		case sn == e.own:
+			why = "subnet is this node's own"
+		case !sn.IsValid() || !sn.Addr().Is4():
+			why = "subnet is not an IPv4 prefix"
+		case e.network.IsValid() && (!e.network.Contains(sn.Addr()) || sn.Bits() < e.network.Bits()):
+			why = fmt.Sprintf("subnet is outside the pod network %s", e.network)
+		case l.Attrs.BackendType != subnet.BackendHostGW:
+			why = fmt.Sprintf("backend type %q, want %q", l.Attrs.BackendType, subnet.BackendHostGW)
+		case !pub.IsValid() || pub.Is4() != e.publicIP.Is4():
+			why = "PublicIP is missing or of another address family than this node's"
+		case pub == e.publicIP:
+			why = "PublicIP is this node's own"
+		case !containsAddr(e.connected, pub):
+			why = fmt.Sprintf("PublicIP is not on a subnet directly connected to %s (connected: %v); "+
+				"host-gw needs every node on one L2 segment: use the vxlan backend (DirectRouting keeps "+
+				"same-segment peers unencapsulated)", e.ulName, e.connected)
+		}
+		if why != "" {
+			p.reason = fmt.Sprintf("peer %s (%s): %s", sn, l.Attrs.PublicIP, why)
+			continue
+		}
+		p.state = backend.PeerProgrammed
+		p.route = nl.Route{Dst: sn, Gw: pub, LinkIndex: e.ulIndex}
+	}
+	return out
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// reconcile makes weft's routes match the plans for subnets in scope (nil:
+// everything, including routes for subnets nobody has).
+func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
+	e := env{
+		publicIP: b.ul.PublicIP.Unmap(), own: b.own.Subnet.Masked(), network: b.network,
+		ulIndex: b.underlay.Attrs().Index, ulName: b.underlay.Attrs().Name, connected: b.connected,
+	}
+	plans := planPeers(e, b.peers)
+	inScope := func(sn netip.Prefix) bool { return scope == nil || scope[sn] }
+
+	routes, err := b.h.WeftRoutes(unix.AF_INET)
+	if err != nil {
+		return fmt.Errorf("host-gw: %w", err)
+	}
+	var errs []error
+	for sn, p := range plans {
+		if !inScope(sn) || p.state != backend.PeerProgrammed {
+			continue
+		}
+		var have *nl.Route
+		if r, ok := routes[sn]; ok {
+			have = &r
+		}
+		wrote, err := b.h.EnsureRoute(p.route, have)
+		if err != nil {
+			p.state, p.reason = backend.PeerFailed, err.Error()
+			errs = append(errs, fmt.Errorf("host-gw: peer %s: %w", sn, err))
+			continue
+		}
+		if wrote {
+			b.log.Debug("programmed route", "route", p.route.String())
+		}
+	}
+	for dst, r := range routes {
+		if p, ok := plans[dst]; ok && p.state == backend.PeerProgrammed {
+			continue
+		}
+		if !inScope(dst) || !b.ownsRoute(r) {
+			continue
+		}
+		if err := b.h.DeleteRoute(r); err != nil {
+			errs = append(errs, fmt.Errorf("host-gw: %w", err))
+			continue
+		}
+		b.log.Info("deleted stale route", "route", r.String())
+	}
+	b.updateStatus(scope, plans)
+	return errors.Join(errs...)
+}
+
+// ownsRoute: a weft-protocol route is this backend's if it leads into the pod
+// network (or, with no network configured, sits on the underlay).
+func (b *Backend) ownsRoute(r nl.Route) bool {
+	if b.network.IsValid() {
+		return b.network.Contains(r.Dst.Addr()) && r.Dst.Bits() >= b.network.Bits()
+	}
+	return r.LinkIndex == b.underlay.Attrs().Index
+}
+
+// updateStatus records outcomes for subnets in scope (all when nil) and
+// logs each state change once.
+func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for sn := range b.status {
+		if _, ok := plans[sn]; !ok && (scope == nil || scope[sn]) {
+			b.log.Info("peer removed", "subnet", sn)
+			delete(b.status, sn)
+		}
+	}
+	keys := slices.SortedFunc(maps.Keys(plans), func(a, c netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
+	})
+	for _, sn := range keys {
+		if scope != nil && !scope[sn] {
+			continue
+		}
+		p := plans[sn]
+		st := backend.PeerStatus{Subnet: sn, PublicIP: p.lease.Attrs.PublicIP, State: p.state, Reason: p.reason}
+		if old, ok := b.status[sn]; ok && old == st {
+			continue
+		}
+		b.status[sn] = st
+		if st.State == backend.PeerProgrammed {
+			b.log.Info("peer programmed", "subnet", sn, "publicIP", st.PublicIP)
+		} else {
+			b.log.Warn("peer "+string(st.State), "subnet", sn, "publicIP", st.PublicIP, "reason", st.Reason)
+		}
+	}
+}
