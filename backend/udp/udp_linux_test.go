@@ -1,0 +1,325 @@
+package udp
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/udp/wire"
+	"github.com/weftnet/weft/internal/nstest"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Underlay third octets for this package's tests (60-79 are ours).
+const (
+	baseTunnel = 60
+	baseBench  = 61
+)
+
+var network = netip.MustParsePrefix("10.244.0.0/16")
+
+// node is one weft node in a namespace with one pod.
+type node struct {
+	ns    *nstest.NS
+	pod   *nstest.NS
+	ip    netip.Addr
+	lease subnet.Lease
+	b     *Backend
+	stop  context.CancelFunc
+	done  chan error
+}
+
+func lab(t *testing.T, base int, opts string) []*node {
+	t.Helper()
+	nss, addrs := nstest.Underlay(t, 2, base)
+	nodes := make([]*node, 2)
+	for i := range nodes {
+		sn := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i+1))
+		n := &node{ns: nss[i], pod: nstest.New(t, "wpod"), ip: netip.MustParseAddr(addrs[i])}
+		n.lease = subnet.Lease{Subnet: sn, Attrs: subnet.LeaseAttrs{PublicIP: n.ip, BackendType: "udp"}}
+		gw := fmt.Sprintf("10.244.%d.1", i+1)
+		nstest.Link(t, n.ns, "vpod", gw+"/24", n.pod, "eth0", fmt.Sprintf("10.244.%d.2/24", i+1))
+		n.pod.MustRun(t, "ip", "route", "add", "default", "via", gw)
+		nodes[i] = n
+	}
+	for i, n := range nodes {
+		n.start(t, opts, nodes[1-i].lease)
+		mtu := strconv.Itoa(n.b.MTU())
+		n.pod.MustRun(t, "ip", "link", "set", "eth0", "mtu", mtu)
+		n.ns.MustRun(t, "ip", "link", "set", "vpod", "mtu", mtu)
+	}
+	return nodes
+}
+
+// start builds a backend inside the node's namespace and runs it.
+func (n *node) start(t *testing.T, opts string, peers ...subnet.Lease) {
+	t.Helper()
+	raw := json.RawMessage(`{"Type":"udp"` + opts + `}`)
+	var b *Backend
+	err := n.ns.Do(func(ns.NetNS) error {
+		var err error
+		b, err = newBackend(backend.Options{
+			Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Underlay: backend.Underlay{Link: "eth0", PublicIP: n.ip, MTU: 1500},
+			Config:   &subnet.Config{Network: network, BackendType: "udp", Backend: raw},
+		})
+		if err != nil {
+			return err
+		}
+		ctx := context.Background()
+		if _, err := b.Prepare(ctx); err != nil {
+			return err
+		}
+		if err := b.Configure(ctx, n.lease); err != nil {
+			return err
+		}
+		return b.Sync(ctx, peers)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.b, n.stop, n.done = b, cancel, make(chan error, 1)
+	// The descriptors are bound to the namespace: Run may go anywhere.
+	go func() { n.done <- b.Run(ctx) }()
+	t.Cleanup(n.halt)
+}
+
+func (n *node) halt() {
+	if n.stop == nil {
+		return
+	}
+	n.stop()
+	select {
+	case <-n.done:
+	case <-time.After(5 * time.Second):
+	}
+	n.b.Close()
+	n.stop = nil
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+}
+
+func ping(t *testing.T, from *nstest.NS, to string) {
+	t.Helper()
+	from.MustRun(t, "ping", "-c", "3", "-i", "0.2", "-W", "2", to)
+}
+
+// innerUDP builds an IPv4/UDP packet src → dst:port carrying payload.
+func innerUDP(src, dst string, port int, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[8], p[9] = 64, wire.ProtoUDP
+	copy(p[12:16], netip.MustParseAddr(src).AsSlice())
+	copy(p[16:20], netip.MustParseAddr(dst).AsSlice())
+	wire.SetIPv4Checksum(p, 20)
+	binary.BigEndian.PutUint16(p[20:], 4000)
+	binary.BigEndian.PutUint16(p[22:], uint16(port))
+	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	return p
+}
+
+// sendFrom sends one datagram to dst from inside n (from any port).
+func sendFrom(t *testing.T, n *nstest.NS, dst string, b []byte) {
+	t.Helper()
+	err := n.Do(func(ns.NetNS) error {
+		c, err := net.Dial("udp4", dst)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTunnel(t *testing.T) {
+	nodes := lab(t, baseTunnel, "")
+	a, b := nodes[0], nodes[1]
+
+	t.Run("ping pod to pod", func(t *testing.T) {
+		ping(t, a.pod, "10.244.2.2")
+		ping(t, b.pod, "10.244.1.2")
+		ping(t, a.ns, "10.244.2.2") // node-originated, from <subnet>.0
+		s := a.b.Stats()
+		if s.TxPackets == 0 || s.RxPackets == 0 {
+			t.Fatalf("counters did not move: %+v", s)
+		}
+		t.Logf("node a stats: %+v", s)
+	})
+
+	t.Run("no peer gets ICMP net unreachable", func(t *testing.T) {
+		out, err := a.pod.Run("ping", "-c", "1", "-W", "2", "10.244.9.2")
+		if err == nil || !strings.Contains(out, "Unreachable") {
+			t.Fatalf("want net unreachable, got %v: %s", err, out)
+		}
+	})
+
+	// A listener in b's pod, to see which datagrams get through.
+	var pc net.PacketConn
+	if err := b.pod.Do(func(ns.NetNS) error {
+		var err error
+		pc, err = net.ListenPacket("udp4", "10.244.2.2:9999")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	recv := func() string {
+		buf := make([]byte, 100)
+		pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			return ""
+		}
+		return string(buf[:n])
+	}
+	target := netip.AddrPortFrom(b.ip, DefaultPort).String()
+	attacker := nstest.New(t, "wevil")
+	// The attacker sits on the underlay too: give it its own veth to b.
+	nstest.Link(t, attacker, "eth0", fmt.Sprintf("198.18.%d.66/24", baseTunnel), b.ns, "evil", "")
+	b.ns.MustRun(t, "ip", "addr", "add", fmt.Sprintf("198.18.%d.67/32", baseTunnel), "dev", "evil")
+	b.ns.MustRun(t, "ip", "route", "add", fmt.Sprintf("198.18.%d.66/32", baseTunnel), "dev", "evil")
+
+	t.Run("datagram from a peer is delivered", func(t *testing.T) {
+		sendFrom(t, a.ns, target, innerUDP("10.244.1.2", "10.244.2.2", 9999, []byte("legit")))
+		if got := recv(); got != "legit" {
+			t.Fatalf("pod got %q, want the peer's datagram", got)
+		}
+	})
+	t.Run("spoofed outer source is dropped", func(t *testing.T) {
+		before := b.b.Stats().Drops["unknown_peer"]
+		sendFrom(t, attacker, target, innerUDP("10.244.1.2", "10.244.2.2", 9999, []byte("evil")))
+		waitFor(t, "unknown_peer drop", 5*time.Second, func() bool { return b.b.Stats().Drops["unknown_peer"] > before })
+		if got := recv(); got != "" {
+			t.Fatalf("pod received %q from a non-peer", got)
+		}
+	})
+	t.Run("inner source outside the peer's subnet is dropped", func(t *testing.T) {
+		before := b.b.Stats().Drops["spoofed_source"]
+		sendFrom(t, a.ns, target, innerUDP("10.244.5.5", "10.244.2.2", 9999, []byte("spoof")))
+		waitFor(t, "spoofed_source drop", 5*time.Second, func() bool { return b.b.Stats().Drops["spoofed_source"] > before })
+		if got := recv(); got != "" {
+			t.Fatalf("pod received %q with a spoofed inner source", got)
+		}
+	})
+	t.Run("malformed datagram is dropped", func(t *testing.T) {
+		before := b.b.Stats().Drops["bad_header"]
+		sendFrom(t, a.ns, target, []byte{0x41, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 244, 1, 2, 10, 244, 2, 2})
+		waitFor(t, "bad_header drop", 5*time.Second, func() bool { return b.b.Stats().Drops["bad_header"] > before })
+	})
+
+	t.Run("restart", func(t *testing.T) {
+		// 100 pings over ~5 s while b restarts.
+		cmd := exec.Command("ip", "netns", "exec", a.pod.Name, "ping", "-c", "100", "-i", "0.05", "-W", "1", "10.244.2.2")
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill() }()
+		waitFor(t, "pings before restart", 5*time.Second, func() bool { return strings.Count(out.String(), "bytes from") >= 10 })
+		began := time.Now()
+		b.halt()
+		b.start(t, "", a.lease)
+		t.Logf("restart took %v", time.Since(began))
+		_ = cmd.Wait()
+		m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("no ping summary: %s", out.String())
+		}
+		tx, _ := strconv.Atoi(m[1])
+		rx, _ := strconv.Atoi(m[2])
+		t.Logf("restart: %d of %d pings lost (50 ms interval)", tx-rx, tx)
+		if rx < tx/2 {
+			t.Fatalf("lost %d of %d pings across a restart", tx-rx, tx)
+		}
+		ping(t, a.pod, "10.244.2.2")
+	})
+}
+
+// iperf runs a bounded 3 s TCP test from client to server and returns the
+// received bits per second.
+func iperf(t *testing.T, server, client *nstest.NS, addr string) float64 {
+	t.Helper()
+	srv := exec.Command("ip", "netns", "exec", server.Name, "iperf3", "-s", "-1", "-B", addr)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	waitFor(t, "iperf3 server", 5*time.Second, func() bool {
+		out, _ := server.Run("ss", "-Hltn", "sport", "=", ":5201")
+		return strings.Contains(out, "5201")
+	})
+	out := client.MustRun(t, "timeout", "20", "iperf3", "-c", addr, "-t", "3", "-J")
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("iperf3 output: %v: %s", err, out)
+	}
+	return r.End.SumReceived.BitsPerSecond
+}
+
+// TestThroughput compares pod→pod TCP over the tunnel with the raw
+// underlay between the same two node namespaces, in one run. It reports
+// the ratio; the bound is only a sanity check.
+func TestThroughput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("throughput test in -short mode")
+	}
+	for _, tc := range []struct {
+		name, opts string
+		base       int
+	}{
+		{"offloads", "", baseBench},
+		{"no offloads", `,"DisableOffloads":true`, baseBench + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := lab(t, tc.base, tc.opts)
+			a, b := nodes[0], nodes[1]
+			ping(t, a.pod, "10.244.2.2")
+			tunnel := iperf(t, b.pod, a.pod, "10.244.2.2")
+			underlay := iperf(t, b.ns, a.ns, b.ip.String())
+			s := a.b.Stats()
+			t.Logf("udp tunnel %.2f Gbit/s, underlay %.2f Gbit/s, ratio %.2f; sender: tx %d pkts, %d GSO sends, drops %v; receiver GRO merged %d",
+				tunnel/1e9, underlay/1e9, tunnel/underlay, s.TxPackets, s.GSOSends, s.Drops, b.b.Stats().GROMerged)
+			if tunnel < underlay/100 {
+				t.Fatalf("tunnel throughput %.0f bit/s is below 1%% of the underlay's %.0f", tunnel, underlay)
+			}
+		})
+	}
+}
