@@ -1,0 +1,221 @@
+package cniplugin
+
+import (
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/weftnet/weft/ipam"
+)
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		code    uint // 0: success
+		msg     string
+		checkFn func(t *testing.T, c *NetConf)
+	}{
+		{
+			name: "conflist entry weftd installs",
+			in: `{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":"/run/weft/subnet.env",
+			      "dataDir":"/var/lib/weft/ipam","bridge":"weft0"}`,
+			checkFn: func(t *testing.T, c *NetConf) {
+				if c.SubnetFile != "/run/weft/subnet.env" || c.DataDir != "/var/lib/weft/ipam" || c.Bridge != "weft0" ||
+					!c.DefaultGateway() || c.MTU != 0 || c.HairpinMode || c.IPMasq {
+					t.Errorf("parsed %+v", c)
+				}
+			},
+		},
+		{
+			name: "defaults",
+			in:   `{"cniVersion":"1.0.0","name":"n","type":"weft"}`,
+			checkFn: func(t *testing.T, c *NetConf) {
+				if c.SubnetFile != DefaultSubnetFile || c.DataDir != DefaultDataDir || c.Bridge != DefaultBridge || !c.DefaultGateway() {
+					t.Errorf("defaults not applied: %+v", c)
+				}
+			},
+		},
+		{
+			name: "every option",
+			in: `{"cniVersion":"1.1.0","name":"n","type":"weft","subnetFile":"/s","dataDir":"/d","bridge":"br9","mtu":1400,
+			      "hairpinMode":true,"isDefaultGateway":false,"ipMasq":true,
+			      "routes":[{"dst":"192.168.0.0/16"},{"dst":"172.16.0.0/12","gw":"10.0.0.9"}]}`,
+			checkFn: func(t *testing.T, c *NetConf) {
+				if c.SubnetFile != "/s" || c.DataDir != "/d" || c.Bridge != "br9" || c.MTU != 1400 || !c.HairpinMode ||
+					c.DefaultGateway() || !c.IPMasq || len(c.Routes) != 2 || c.Routes[1].GW.String() != "10.0.0.9" {
+					t.Errorf("parsed %+v", c)
+				}
+			},
+		},
+		{name: "not json", in: `{"name":`, code: types.ErrDecodingFailure, msg: "decode network config"},
+		{name: "wrong type", in: `{"name":"n","mtu":"big"}`, code: types.ErrDecodingFailure, msg: "mtu"},
+		{name: "no name", in: `{"cniVersion":"1.1.0"}`, code: types.ErrInvalidNetworkConfig, msg: "missing network name"},
+		{name: "name with slash", in: `{"name":"a/b"}`, code: types.ErrInvalidNetworkConfig, msg: "directory name"},
+		{name: "relative subnet file", in: `{"name":"n","subnetFile":"subnet.env"}`, code: types.ErrInvalidNetworkConfig, msg: "absolute"},
+		{name: "relative data dir", in: `{"name":"n","dataDir":"ipam"}`, code: types.ErrInvalidNetworkConfig, msg: "absolute"},
+		{name: "long bridge", in: `{"name":"n","bridge":"abcdefghijklmnop"}`, code: types.ErrInvalidNetworkConfig, msg: "longer than 15"},
+		{name: "bridge with slash", in: `{"name":"n","bridge":"a/b"}`, code: types.ErrInvalidNetworkConfig, msg: "bridge"},
+		{name: "mtu too small", in: `{"name":"n","mtu":20}`, code: types.ErrInvalidNetworkConfig, msg: "mtu 20"},
+		{name: "mtu too big", in: `{"name":"n","mtu":70000}`, code: types.ErrInvalidNetworkConfig, msg: "mtu 70000"},
+		{name: "route bad cidr", in: `{"name":"n","routes":[{"dst":"10.0.0.0/40"}]}`, code: types.ErrDecodingFailure, msg: "decode"},
+		{name: "route ipv6", in: `{"name":"n","routes":[{"dst":"fd00::/8"}]}`, code: types.ErrInvalidNetworkConfig, msg: "routes[0]"},
+		{name: "route no dst", in: `{"name":"n","routes":[{"gw":"10.0.0.1"}]}`, code: types.ErrInvalidNetworkConfig, msg: "routes[0]"},
+		{name: "route ipv6 gw", in: `{"name":"n","routes":[{"dst":"10.0.0.0/8","gw":"fd00::1"}]}`, code: types.ErrInvalidNetworkConfig, msg: "gw"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(tt.in))
+			if tt.code == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.checkFn(t, c)
+				return
+			}
+			var cerr *types.Error
+			if !errors.As(err, &cerr) {
+				t.Fatalf("err = %v, want a CNI error with code %d", err, tt.code)
+			}
+			if cerr.Code != tt.code || !strings.Contains(cerr.Msg, tt.msg) {
+				t.Errorf("err = code %d %q, want code %d containing %q", cerr.Code, cerr.Msg, tt.code, tt.msg)
+			}
+		})
+	}
+}
+
+// The daemon renders NetConf to JSON; the plugin must read back the same.
+func TestNetConfRoundTrip(t *testing.T) {
+	f := false
+	in := NetConf{CNIVersion: "1.1.0", Name: "weft", Type: PluginType, SubnetFile: DefaultSubnetFile,
+		DataDir: DefaultDataDir, Bridge: DefaultBridge, MTU: 1400, IsDefaultGateway: &f}
+	data, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "dns") || strings.Contains(string(data), "prevResult") {
+		t.Errorf("empty runtime fields rendered: %s", data)
+	}
+	out, err := ParseConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.MTU != 1400 || out.DefaultGateway() || out.Bridge != DefaultBridge || out.Type != PluginType {
+		t.Errorf("round trip: %s -> %+v", data, out)
+	}
+}
+
+func TestParseNode(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		subnet  string
+		gateway string
+		network string
+		mtu     int
+		wantErr string
+	}{
+		{name: "flannel file", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+			subnet: "10.244.3.0/24", gateway: "10.244.3.1", network: "10.244.0.0/16", mtu: 1450},
+		{name: "no network", in: "FLANNEL_SUBNET=10.1.2.1/24\nFLANNEL_MTU=1500\n",
+			subnet: "10.1.2.0/24", gateway: "10.1.2.1", mtu: 1500},
+		{name: "truncated", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUB", wantErr: "KEY=VALUE"},
+		{name: "truncated after subnet", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\n", wantErr: "FLANNEL_MTU"},
+		{name: "malformed cidr", in: "FLANNEL_SUBNET=10.244.3.1/33\nFLANNEL_MTU=1450\n", wantErr: "FLANNEL_SUBNET"},
+		{name: "ipv6 only", in: "FLANNEL_IPV6_SUBNET=fd00::/64\nFLANNEL_MTU=1450\n", wantErr: "IPv4"},
+		{name: "subnet too small", in: "FLANNEL_SUBNET=10.244.3.1/31\nFLANNEL_MTU=1450\n", wantErr: "smaller than a /30"},
+		{name: "subnet outside network", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.9.3.1/24\nFLANNEL_MTU=1450\n", wantErr: "not inside"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := parseNode([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			network := ""
+			if n.network.IsValid() {
+				network = n.network.String()
+			}
+			if n.subnet.String() != tt.subnet || n.gateway.String() != tt.gateway || network != tt.network || n.mtu != tt.mtu {
+				t.Errorf("parseNode = %+v", n)
+			}
+		})
+	}
+}
+
+func TestHostVethName(t *testing.T) {
+	a := HostVethName("c1", "eth0")
+	if len(a) > 15 || !strings.HasPrefix(a, "weft") {
+		t.Fatalf("HostVethName = %q: not a valid weft interface name", a)
+	}
+	if a != HostVethName("c1", "eth0") {
+		t.Error("HostVethName is not deterministic")
+	}
+	for _, other := range []string{HostVethName("c1", "eth1"), HostVethName("c2", "eth0"), HostVethName("c1e", "th0")} {
+		if other == a {
+			t.Errorf("distinct attachments share veth name %s", a)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":"/run/weft/subnet.env","dataDir":"/var/lib/weft/ipam","bridge":"weft0"}`))
+	f.Add([]byte(`{"name":"n","mtu":1400,"isDefaultGateway":false,"routes":[{"dst":"10.0.0.0/8","gw":"10.1.0.1"}]}`))
+	f.Add([]byte(`{"name":"n","prevResult":{"cniVersion":"1.0.0","ips":[]},"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`))
+	f.Add([]byte(`{"name":`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data)
+		if err != nil {
+			var cerr *types.Error
+			if !errors.As(err, &cerr) || (cerr.Code != types.ErrDecodingFailure && cerr.Code != types.ErrInvalidNetworkConfig) {
+				t.Fatalf("error is not a CNI decode/config error: %#v", err)
+			}
+			return
+		}
+		// Whatever is accepted is usable: valid names and paths.
+		if c.Name == "" || validIfName(c.Bridge) != nil || c.SubnetFile == "" || c.DataDir == "" {
+			t.Fatalf("accepted unusable config %+v", c)
+		}
+		if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
+			t.Fatalf("accepted mtu %d", c.MTU)
+		}
+		if _, err := ipam.Open(t.TempDir(), c.Name); err != nil {
+			t.Fatalf("accepted network name %q the store cannot use: %v", c.Name, err)
+		}
+	})
+}
+
+func FuzzParseNode(f *testing.F) {
+	f.Add([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"))
+	f.Add([]byte("FLANNEL_SUBNET=10.244.3.1/30\nFLANNEL_MTU=68\n"))
+	f.Add([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUB"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := parseNode(data)
+		if err != nil {
+			return
+		}
+		first, last, err := ipam.Usable(n.subnet)
+		if err != nil {
+			t.Fatalf("accepted subnet %s the allocator cannot use: %v", n.subnet, err)
+		}
+		if n.subnet != n.subnet.Masked() || !n.subnet.Contains(n.gateway) || n.gateway != n.subnet.Addr().Next() {
+			t.Fatalf("bad subnet/gateway %s %s", n.subnet, n.gateway)
+		}
+		if !n.subnet.Contains(first) || !n.subnet.Contains(last) || first == n.gateway {
+			t.Fatalf("usable range %s-%s wrong for %s", first, last, n.subnet)
+		}
+		if n.gatewayPrefix() != netip.PrefixFrom(n.gateway, n.subnet.Bits()) || n.mtu < 68 {
+			t.Fatalf("bad node %+v", n)
+		}
+	})
+}

@@ -1,0 +1,162 @@
+package cniplugin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/internal/nl"
+)
+
+// bridgeMAC is a fixed, locally administered MAC derived from the gateway
+// address (0a:58:<gateway>). A Linux bridge without an explicit MAC takes
+// the lowest MAC of its ports, so the gateway's MAC would change as pods
+// come and go and pods' ARP caches would go stale.
+func bridgeMAC(gw netip.Addr) net.HardwareAddr {
+	b := gw.As4()
+	return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
+}
+
+// ensureBridge makes sure the node bridge exists, is up, and carries the
+// gateway address as its only IPv4 address (a subnet change replaces the
+// old gateway). It runs in the node namespace. Concurrent plugin processes
+// may race to create it; the loser uses the winner's bridge.
+func ensureBridge(name string, nd node, mtu int) (netlink.Link, error) {
+	h := nl.New(nil)
+	link, err := netlinksafe.LinkByName(name)
+	if err != nil && !nl.IsNotFound(err) {
+		return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+	}
+	if err != nil {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = name
+		attrs.MTU = mtu
+		attrs.HardwareAddr = bridgeMAC(nd.gateway)
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		if link, err = netlinksafe.LinkByName(name); err != nil {
+			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+		}
+	}
+	if _, ok := link.(*netlink.Bridge); !ok {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("link %s exists and is a %s, not a bridge; set \"bridge\" in the network config to a free name", name, link.Type()), "")
+	}
+	if link, err = h.EnsureLinkState(link, nl.LinkState{MTU: mtu, Up: true}); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
+	if err := h.EnsureAddrs(link, unix.AF_INET, []netip.Prefix{nd.gatewayPrefix()}); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
+	return link, nil
+}
+
+// setupVeth returns the veth pair of a pod interface, creating it unless a
+// previous ADD for the same attachment already did (then created is false).
+// It is called in the node namespace (hostNS).
+func setupVeth(netns, hostNS ns.NetNS, ifName, hostName string, mtu int) (host, cont netlink.Link, created bool, err error) {
+	host, err = netlinksafe.LinkByName(hostName)
+	if err != nil && !nl.IsNotFound(err) {
+		return nil, nil, false, fmt.Errorf("look up %s: %w", hostName, err)
+	}
+	hostIdx := -1
+	if err == nil {
+		hostIdx = host.Attrs().Index
+	}
+	err = netns.Do(func(ns.NetNS) error {
+		existing, err := netlinksafe.LinkByName(ifName)
+		if err != nil && !nl.IsNotFound(err) {
+			return fmt.Errorf("look up %s: %w", ifName, err)
+		}
+		if err == nil {
+			// A repeated ADD: keep the pair if it is ours.
+			if v, ok := existing.(*netlink.Veth); ok && hostIdx > 0 && v.Attrs().ParentIndex == hostIdx {
+				cont = existing
+				return nil
+			}
+			return fmt.Errorf("interface %s already exists in %s and is not weft's veth %s", ifName, netns.Path(), hostName)
+		}
+		if hostIdx > 0 {
+			// The node end of a killed ADD whose pod end is elsewhere.
+			if err := hostNS.Do(func(ns.NetNS) error { return nl.New(nil).DeleteLink(hostName) }); err != nil {
+				return err
+			}
+		}
+		if _, _, err := ip.SetupVethWithName(ifName, hostName, mtu, "", hostNS); err != nil {
+			return fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+		}
+		created = true
+		cont, err = netlinksafe.LinkByName(ifName)
+		return err
+	})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if host, err = netlinksafe.LinkByName(hostName); err != nil {
+		err = fmt.Errorf("look up %s: %w", hostName, err)
+		if created {
+			err = errors.Join(err, netns.Do(func(ns.NetNS) error { return nl.New(nil).DeleteLink(ifName) }))
+		}
+		return nil, nil, false, err
+	}
+	return host, cont, created, nil
+}
+
+// configurePod sets the pod interface's address and routes and brings it
+// up. It runs in the pod's namespace and is idempotent.
+func configurePod(ifName string, pod netip.Prefix, gw netip.Addr, routes []*types.Route) error {
+	h := nl.New(nil)
+	link, err := netlinksafe.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", ifName, err)
+	}
+	if err := h.EnsureAddrs(link, unix.AF_INET, []netip.Prefix{pod}); err != nil {
+		return err
+	}
+	if _, err := h.EnsureLinkState(link, nl.LinkState{Up: true}); err != nil {
+		return err
+	}
+	for _, r := range routes {
+		nr := &netlink.Route{
+			LinkIndex: link.Attrs().Index,
+			Dst:       &net.IPNet{IP: r.Dst.IP, Mask: r.Dst.Mask},
+			Gw:        r.GW,
+			Priority:  r.Priority,
+			MTU:       r.MTU,
+		}
+		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
+			nr.Dst = nil // the default route
+		}
+		if err := netlink.RouteReplace(nr); err != nil {
+			return fmt.Errorf("add route %s via %s: %w", r.Dst.String(), r.GW, err)
+		}
+	}
+	return nil
+}
+
+// attachHostVeth puts the node end of the pair into the bridge. It runs in
+// the node namespace.
+func attachHostVeth(host, br netlink.Link, mtu int, hairpin bool) error {
+	name := host.Attrs().Name
+	if host.Attrs().MasterIndex != br.Attrs().Index {
+		if err := netlink.LinkSetMaster(host, br); err != nil {
+			return fmt.Errorf("attach %s to %s: %w", name, br.Attrs().Name, err)
+		}
+	}
+	if err := netlink.LinkSetHairpin(host, hairpin); err != nil {
+		return fmt.Errorf("set hairpin on %s: %w", name, err)
+	}
+	if _, err := nl.New(nil).EnsureLinkState(host, nl.LinkState{MTU: mtu, Up: true}); err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,320 @@
+package cniplugin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/weftnet/weft/internal/nl"
+	"github.com/weftnet/weft/internal/version"
+	"github.com/weftnet/weft/ipam"
+)
+
+// Plugin implements the CNI verbs. It holds no state between calls: each
+// plugin process serves one verb, and everything that must outlive it is in
+// the kernel or in the IPAM store.
+type Plugin struct {
+	log *slog.Logger
+}
+
+// New returns a Plugin that logs to log. The runtime captures the plugin's
+// stderr; stdout carries only the result or error JSON.
+func New(log *slog.Logger) *Plugin {
+	return &Plugin{log: log}
+}
+
+// Funcs returns the verb handlers for skel.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{
+		Add:    p.cmdAdd,
+		Del:    p.cmdDel,
+		Check:  p.cmdCheck,
+		Status: p.cmdStatus,
+		GC:     p.cmdGC,
+	}
+}
+
+// Run serves the verb in CNI_COMMAND, reading the config from stdin and
+// writing the result to stdout. A non-nil error must be printed (Print) to
+// stdout and the process must exit non-zero.
+func (p *Plugin) Run() *types.Error {
+	return skel.PluginMainFuncsWithError(p.Funcs(), VersionInfo(), "CNI plugin "+version.String("weft"))
+}
+
+// HostVethName is the name of the node end of the veth pair of a pod
+// interface: "weft" and 11 hex digits of a hash of the container ID and
+// interface name. It is derived, not recorded, so DEL and GC find the veth
+// of an attachment even when the pod's namespace is gone or an ADD was
+// killed half way.
+func HostVethName(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(containerID + "\x00" + ifName))
+	return "weft" + hex.EncodeToString(sum[:])[:11]
+}
+
+func (p *Plugin) cmdAdd(args *skel.CmdArgs) (err error) {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	nd, err := readNode(conf.SubnetFile)
+	if err != nil {
+		return err
+	}
+	mtu := conf.MTU
+	if mtu == 0 {
+		mtu = nd.mtu
+	}
+	netns, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("open netns %s: %v", args.Netns, err), "")
+	}
+	defer netns.Close()
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return fmt.Errorf("open node netns: %w", err)
+	}
+	defer hostNS.Close()
+
+	store, err := ipam.Open(conf.DataDir, conf.Name)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	att := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
+	log := p.log.With("container", args.ContainerID, "ifname", args.IfName, "network", conf.Name)
+
+	// Undo, newest first, whatever this call did if a later step fails.
+	var undo []func() error
+	defer func() {
+		if err == nil {
+			return
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](); uerr != nil {
+				log.Warn("undo after failed ADD", "err", uerr)
+			}
+		}
+	}()
+
+	addr, created, err := store.Allocate(nd.subnet, att)
+	if errors.Is(err, ipam.ErrExhausted) {
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	}
+	if err != nil {
+		return err
+	}
+	if created {
+		undo = append(undo, func() error { return store.ReleaseIP(addr, att) })
+	}
+	log = log.With("ip", addr)
+
+	br, err := ensureBridge(conf.Bridge, nd, mtu)
+	if err != nil {
+		return err
+	}
+
+	pod := netip.PrefixFrom(addr, nd.subnet.Bits())
+	routes := podRoutes(conf, nd)
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	hostVeth, contVeth, vethCreated, err := setupVeth(netns, hostNS, args.IfName, hostName, mtu)
+	if err != nil {
+		return err
+	}
+	if vethCreated {
+		undo = append(undo, func() error { return nl.New(nil).DeleteLink(hostName) })
+	}
+
+	if err := netns.Do(func(ns.NetNS) error {
+		return configurePod(args.IfName, pod, nd.gateway, routes)
+	}); err != nil {
+		return fmt.Errorf("configure %s in %s: %w", args.IfName, args.Netns, err)
+	}
+	if err := attachHostVeth(hostVeth, br, mtu, conf.HairpinMode); err != nil {
+		return err
+	}
+	if conf.IPMasq {
+		masqNet := nd.network
+		if !masqNet.IsValid() {
+			masqNet = nd.subnet
+		}
+		ipn := &net.IPNet{IP: nl.IP(addr), Mask: net.CIDRMask(masqNet.Bits(), 32)}
+		if err := ip.SetupIPMasqForNetworks(nil, []*net.IPNet{ipn}, conf.Name, args.IfName, args.ContainerID); err != nil {
+			return fmt.Errorf("set up masquerade for %s: %w", addr, err)
+		}
+		undo = append(undo, func() error {
+			return ip.TeardownIPMasqForNetworks([]*net.IPNet{ipn}, conf.Name, args.IfName, args.ContainerID)
+		})
+	}
+
+	contIdx := 2
+	result := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: br.Attrs().Name, Mac: br.Attrs().HardwareAddr.String()},
+			{Name: hostVeth.Attrs().Name, Mac: hostVeth.Attrs().HardwareAddr.String()},
+			{Name: contVeth.Attrs().Name, Mac: contVeth.Attrs().HardwareAddr.String(), Sandbox: args.Netns},
+		},
+		IPs: []*current.IPConfig{{
+			Interface: &contIdx,
+			Address:   *nl.IPNet(pod),
+			Gateway:   nl.IP(nd.gateway),
+		}},
+		Routes: routes,
+		DNS:    conf.DNS,
+	}
+	if err := types.PrintResult(result, conf.CNIVersion); err != nil {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("write result: %v", err), "")
+	}
+	log.Debug("pod attached", "created", created)
+	return nil
+}
+
+// podRoutes are the routes a pod gets: a default route via the gateway (or,
+// without isDefaultGateway, a route to the cluster network via it) and the
+// configured routes, whose gateway defaults to the node gateway.
+func podRoutes(conf *NetConf, nd node) []*types.Route {
+	gw := nl.IP(nd.gateway)
+	var routes []*types.Route
+	if conf.DefaultGateway() {
+		routes = append(routes, &types.Route{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: gw})
+	} else if nd.network.IsValid() {
+		routes = append(routes, &types.Route{Dst: *nl.IPNet(nd.network), GW: gw})
+	}
+	for _, r := range conf.Routes {
+		r := r.Copy()
+		if r.GW == nil {
+			r.GW = gw
+		}
+		routes = append(routes, r)
+	}
+	return routes
+}
+
+func (p *Plugin) cmdDel(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	log := p.log.With("container", args.ContainerID, "ifname", args.IfName, "network", conf.Name)
+	// The pod end first: deleting it deletes the pair. A namespace that is
+	// gone took the pair with it.
+	if args.Netns != "" {
+		err := ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
+			return nl.New(nil).DeleteLink(args.IfName)
+		})
+		var notExist ns.NSPathNotExistErr
+		var notNS ns.NSPathNotNSErr
+		switch {
+		case errors.As(err, &notExist), errors.As(err, &notNS):
+			log.Debug("netns gone; releasing anyway", "netns", args.Netns)
+		case err != nil:
+			return fmt.Errorf("delete %s in %s: %w", args.IfName, args.Netns, err)
+		}
+	}
+	// A killed ADD can leave the node end without a pod end.
+	if err := nl.New(nil).DeleteLink(HostVethName(args.ContainerID, args.IfName)); err != nil {
+		return err
+	}
+	store, err := ipam.Open(conf.DataDir, conf.Name)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	att := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
+	if conf.IPMasq {
+		ips, err := store.Find(att)
+		if err != nil {
+			return err
+		}
+		if err := ip.TeardownIPMasqForNetworks(hostNets(ips), conf.Name, args.IfName, args.ContainerID); err != nil {
+			return fmt.Errorf("tear down masquerade: %w", err)
+		}
+	}
+	freed, err := store.Release(att)
+	if err != nil {
+		return err
+	}
+	log.Debug("pod detached", "released", freed)
+	return nil
+}
+
+func hostNets(ips []netip.Addr) []*net.IPNet {
+	out := make([]*net.IPNet, 0, len(ips))
+	for _, a := range ips {
+		out = append(out, nl.IPNet(netip.PrefixFrom(a, 32)))
+	}
+	return out
+}
+
+func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if _, err := readNode(conf.SubnetFile); err != nil {
+		var cerr *types.Error
+		if errors.As(err, &cerr) {
+			return types.NewError(types.ErrPluginNotAvailable, cerr.Msg, cerr.Details)
+		}
+		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
+	}
+	store, err := ipam.Open(conf.DataDir, conf.Name)
+	if err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
+	}
+	return store.Close()
+}
+
+func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := make(map[ipam.Attachment]bool, len(conf.ValidAttachments))
+	for _, a := range conf.ValidAttachments {
+		valid[ipam.Attachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
+	}
+	store, err := ipam.Open(conf.DataDir, conf.Name)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	allocs, err := store.List()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range allocs {
+		if valid[a.Attachment] {
+			continue
+		}
+		// Veth first, then the address: a veth never outlives its
+		// allocation, so the store is the list of what GC must look at.
+		if err := nl.New(nil).DeleteLink(HostVethName(a.ContainerID, a.IfName)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := store.ReleaseIP(a.IP, a.Attachment); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.log.Info("released stale allocation", "ip", a.IP, "container", a.ContainerID, "ifname", a.IfName)
+	}
+	if conf.IPMasq {
+		if err := ip.GCIPMasqForNetwork(conf.Name, conf.ValidAttachments); err != nil {
+			errs = append(errs, fmt.Errorf("gc masquerade: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
