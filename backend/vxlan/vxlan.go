@@ -198,17 +198,26 @@ func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
 	if !own.Subnet.Addr().Is4() {
 		return fmt.Errorf("vxlan: own subnet %s is not IPv4", own.Subnet)
 	}
-	addr := netip.PrefixFrom(own.Subnet.Masked().Addr(), 32)
-	if err := b.h.EnsureAddrs(b.dev, unix.AF_INET, []netip.Prefix{addr}); err != nil {
-		return fmt.Errorf("vxlan: %w", err)
-	}
 	b.own = own
+	if err := b.ensureAddr(); err != nil {
+		return err
+	}
 	delete(b.peers, own.Subnet.Masked())
 	return b.reconcile(map[netip.Prefix]bool{own.Subnet.Masked(): true})
 }
 
+// ensureAddr makes <own subnet>.0/32 the device's only IPv4 address.
+func (b *Backend) ensureAddr() error {
+	addr := netip.PrefixFrom(b.own.Subnet.Masked().Addr(), 32)
+	if err := b.h.EnsureAddrs(b.dev, unix.AF_INET, []netip.Prefix{addr}); err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+	return nil
+}
+
 // Sync makes the kernel match peers exactly; see backend.Backend. It also
-// re-checks the device. The error joins per-peer failures (also visible in
+// re-checks the device (re-created if deleted, MAC/MTU/up/offload fixed) and
+// its address. The error joins per-peer failures (also visible in
 // Peers); refused peers are not errors.
 func (b *Backend) Sync(ctx context.Context, peers []subnet.Lease) error {
 	if b.dev == nil {
@@ -216,6 +225,11 @@ func (b *Backend) Sync(ctx context.Context, peers []subnet.Lease) error {
 	}
 	if err := b.ensureDevice(); err != nil {
 		return err
+	}
+	if b.own.Subnet.IsValid() {
+		if err := b.ensureAddr(); err != nil {
+			return err
+		}
 	}
 	b.peers = make(map[netip.Prefix]subnet.Lease, len(peers))
 	for _, l := range peers {

@@ -230,6 +230,19 @@ func TestVXLANCluster(t *testing.T) {
 		nltest.WaitPing(t, n0.Pod, n1.PodIP, pingTimeout)
 	})
 
+	t.Run("device address and MAC repaired by Sync", func(t *testing.T) {
+		n0.run(t, "ip", "addr", "flush", "dev", "weft.1")
+		n0.run(t, "ip", "link", "set", "weft.1", "address", "02:00:00:00:00:01")
+		n0.sync(t, peersOf(nodes, n0))
+		if out := n0.run(t, "ip", "-o", "-4", "addr", "show", "dev", "weft.1"); !strings.Contains(out, n0.Subnet.Addr().String()+"/32") {
+			t.Errorf("device address not restored: %q", out)
+		}
+		if out := n0.run(t, "ip", "-o", "link", "show", "weft.1"); !strings.Contains(out, VtepMAC(n0.PublicIP, 1).String()) {
+			t.Errorf("VtepMAC not restored: %q", out)
+		}
+		nltest.WaitPing(t, n1.Pod, n0.PodIP, pingTimeout)
+	})
+
 	t.Run("removed by Apply and Sync", func(t *testing.T) {
 		n0.apply(t, subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: n2.Subnet}})
 		wantGone(t, n0, n2)
