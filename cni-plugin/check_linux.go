@@ -178,7 +178,7 @@ func checkPod(ifName, wantMAC string, hostIdx int, want []netip.Prefix, routes [
 			continue
 		}
 		if !hasRoute(kernel, r) {
-			return checkMismatch("route %s is missing in the pod", r.String())
+			return checkMismatch("route %s via %s is missing in the pod", r.Dst.String(), r.GW)
 		}
 	}
 	return nil

@@ -1,0 +1,598 @@
+package cniplugin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/internal/nstest"
+	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/subnet"
+)
+
+var allVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
+// env is one "node": a network namespace the plugin runs in, a subnet file
+// and an IPAM store in a temp dir, and a libcni runtime with its own cache.
+type env struct {
+	t          *testing.T
+	node       *nstest.NS
+	dir        string
+	subnetFile string
+	dataDir    string
+	netName    string
+	bridge     string
+	subnet     netip.Prefix // with the gateway address, as in the file
+	cni        *libcni.CNIConfig
+}
+
+func newEnv(t *testing.T, subnetWithGW string) *env {
+	t.Helper()
+	nstest.RequireRoot(t)
+	if testBinDir == "" {
+		t.Fatal("binaries were not built")
+	}
+	e := &env{
+		t:       t,
+		node:    nstest.New(t, "wcn"),
+		dir:     t.TempDir(),
+		netName: nstest.UniqueName("wt"),
+		bridge:  "weft0",
+		subnet:  netip.MustParsePrefix(subnetWithGW),
+	}
+	e.subnetFile = filepath.Join(e.dir, "subnet.env")
+	e.dataDir = filepath.Join(e.dir, "ipam")
+	e.writeSubnetFile(e.subnet)
+	e.cni = libcni.NewCNIConfigWithCacheDir([]string{testBinDir}, filepath.Join(e.dir, "cache"), nil)
+	return e
+}
+
+func (e *env) writeSubnetFile(sn netip.Prefix) {
+	e.t.Helper()
+	err := subnet.WriteFile(e.subnetFile, subnet.FileInfo{
+		Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: sn, MTU: 1450, IPMasq: true,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// pluginConf is the weft entry of a conflist; extra overrides options.
+func (e *env) pluginConf(extra map[string]any) map[string]any {
+	c := map[string]any{
+		"type":       "weft",
+		"subnetFile": e.subnetFile,
+		"dataDir":    e.dataDir,
+		"bridge":     e.bridge,
+	}
+	for k, v := range extra {
+		c[k] = v
+	}
+	return c
+}
+
+func (e *env) confList(version string, plugins ...map[string]any) *libcni.NetworkConfigList {
+	e.t.Helper()
+	if len(plugins) == 0 {
+		plugins = []map[string]any{e.pluginConf(nil)}
+	}
+	data, err := json.Marshal(map[string]any{"cniVersion": version, "name": e.netName, "plugins": plugins})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	list, err := libcni.NetworkConfFromBytes(data)
+	if err != nil {
+		e.t.Fatalf("parse conflist %s: %v", data, err)
+	}
+	return list
+}
+
+// inNode runs f on a thread in the node namespace: plugin processes started
+// there (by libcni) inherit it.
+func (e *env) inNode(f func() error) error {
+	return e.node.Do(func(ns.NetNS) error { return f() })
+}
+
+func rt(pod *nstest.NS, id string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: id, NetNS: pod.Path(), IfName: "eth0"}
+}
+
+func (e *env) add(list *libcni.NetworkConfigList, r *libcni.RuntimeConf) (*current.Result, error) {
+	var res types.Result
+	err := e.inNode(func() (err error) {
+		res, err = e.cni.AddNetworkList(context.Background(), list, r)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if v := res.Version(); v != list.CNIVersion {
+		return nil, fmt.Errorf("result version %s, want %s", v, list.CNIVersion)
+	}
+	return current.NewResultFromResult(res)
+}
+
+func (e *env) mustAdd(list *libcni.NetworkConfigList, r *libcni.RuntimeConf) *current.Result {
+	e.t.Helper()
+	res, err := e.add(list, r)
+	if err != nil {
+		e.t.Fatalf("ADD %s: %v", r.ContainerID, err)
+	}
+	return res
+}
+
+func (e *env) del(list *libcni.NetworkConfigList, r *libcni.RuntimeConf) error {
+	return e.inNode(func() error { return e.cni.DelNetworkList(context.Background(), list, r) })
+}
+
+func (e *env) check(list *libcni.NetworkConfigList, r *libcni.RuntimeConf) error {
+	return e.inNode(func() error { return e.cni.CheckNetworkList(context.Background(), list, r) })
+}
+
+func (e *env) status(list *libcni.NetworkConfigList) error {
+	return e.inNode(func() error { return e.cni.GetStatusNetworkList(context.Background(), list) })
+}
+
+// gcPlugin runs only the plugin's GC: a runtime with an empty cache has no
+// attachments of its own to DEL first.
+func (e *env) gcPlugin(list *libcni.NetworkConfigList, valid ...types.GCAttachment) error {
+	c := libcni.NewCNIConfigWithCacheDir([]string{testBinDir}, e.t.TempDir(), nil)
+	return e.inNode(func() error {
+		return c.GCNetworkList(context.Background(), list, &libcni.GCArgs{ValidAttachments: valid})
+	})
+}
+
+func (e *env) allocs() []ipam.Allocation {
+	e.t.Helper()
+	s, err := ipam.Open(e.dataDir, e.netName)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer s.Close()
+	a, err := s.List()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return a
+}
+
+// nodeVeths lists the weft veths in the node namespace.
+func (e *env) nodeVeths() []string {
+	e.t.Helper()
+	var names []string
+	err := e.inNode(func() error {
+		links, err := netlinksafe.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if _, ok := l.(*netlink.Veth); ok && strings.HasPrefix(l.Attrs().Name, "weft") {
+				names = append(names, l.Attrs().Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func cniCode(err error) uint {
+	var cerr *types.Error
+	if errors.As(err, &cerr) {
+		return cerr.Code
+	}
+	return 0
+}
+
+// podAddrRoutes reads eth0's IPv4 addresses and routes in pod.
+func podState(t *testing.T, pod *nstest.NS) (addrs, routes string) {
+	t.Helper()
+	return pod.MustRun(t, "ip", "-4", "-o", "addr", "show", "dev", "eth0"), pod.MustRun(t, "ip", "-4", "route", "show")
+}
+
+// TestVerbsAllVersions drives every verb through libcni for every declared
+// version and checks the kernel and the store after each.
+func TestVerbsAllVersions(t *testing.T) {
+	e := newEnv(t, "10.244.3.1/24")
+	for _, v := range allVersions {
+		t.Run(v, func(t *testing.T) {
+			list := e.confList(v)
+			pod := nstest.New(t, "wcp")
+			id := "ctr-" + strings.ReplaceAll(v, ".", "")
+			r := rt(pod, id)
+
+			res := e.mustAdd(list, r)
+			if len(res.IPs) != 1 || len(res.Interfaces) != 3 {
+				t.Fatalf("result %+v", res)
+			}
+			ipc := res.IPs[0]
+			addr, _ := netip.AddrFromSlice(ipc.Address.IP.To4())
+			if !e.subnet.Masked().Contains(addr) || addr == e.subnet.Addr() || ipc.Gateway.String() != "10.244.3.1" {
+				t.Errorf("address %s gateway %s, want one in %s via 10.244.3.1", ipc.Address.String(), ipc.Gateway, e.subnet)
+			}
+			if ipc.Interface == nil || res.Interfaces[*ipc.Interface].Name != "eth0" || res.Interfaces[*ipc.Interface].Sandbox != pod.Path() {
+				t.Errorf("IP not tied to the sandbox interface: %+v", res.Interfaces)
+			}
+			hostName := HostVethName(id, "eth0")
+			if res.Interfaces[0].Name != "weft0" || res.Interfaces[1].Name != hostName || res.Interfaces[2].Mac == "" {
+				t.Errorf("interfaces %+v", res.Interfaces)
+			}
+			if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" || res.Routes[0].GW.String() != "10.244.3.1" {
+				t.Errorf("routes %v", res.Routes)
+			}
+			addrs, routes := podState(t, pod)
+			if !strings.Contains(addrs, ipc.Address.String()) || !strings.Contains(routes, "default via 10.244.3.1 dev eth0") {
+				t.Errorf("pod has %q / %q", addrs, routes)
+			}
+			if !strings.Contains(pod.MustRun(t, "ip", "-o", "link", "show", "eth0"), "mtu 1450") {
+				t.Error("pod MTU is not the subnet file's 1450")
+			}
+			if link := e.node.MustRun(t, "ip", "-o", "link", "show", hostName); !strings.Contains(link, "master weft0") || !strings.Contains(link, "mtu 1450") {
+				t.Errorf("node veth: %s", link)
+			}
+			if br := e.node.MustRun(t, "ip", "-4", "-o", "addr", "show", "dev", "weft0"); !strings.Contains(br, "10.244.3.1/24") {
+				t.Errorf("bridge: %s", br)
+			}
+			pod.MustRun(t, "ping", "-c1", "-W2", "10.244.3.1")
+
+			// A second ADD for the same attachment returns the same address.
+			again := e.mustAdd(list, r)
+			if again.IPs[0].Address.String() != ipc.Address.String() {
+				t.Errorf("second ADD gave %s, first %s", again.IPs[0].Address.String(), ipc.Address.String())
+			}
+			if n := len(e.allocs()); n != 1 {
+				t.Errorf("store has %d allocations after two ADDs, want 1", n)
+			}
+
+			err := e.check(list, r)
+			if checkable := v >= "0.4.0"; checkable && err != nil {
+				t.Errorf("CHECK: %v", err)
+			} else if !checkable && err == nil {
+				t.Errorf("CHECK accepted for version %s", v)
+			}
+			if err := e.status(list); err != nil {
+				t.Errorf("STATUS: %v", err)
+			}
+			if v == "1.1.0" {
+				// GC keeps what the runtime says is valid.
+				if err := e.gcPlugin(list, types.GCAttachment{ContainerID: id, IfName: "eth0"}); err != nil {
+					t.Fatalf("GC: %v", err)
+				}
+				if n := len(e.allocs()); n != 1 || len(e.nodeVeths()) != 1 {
+					t.Errorf("GC removed a valid attachment: %d allocations, veths %v", n, e.nodeVeths())
+				}
+			}
+			info, err := e.cni.GetVersionInfo(context.Background(), "weft")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(info.SupportedVersions(), allVersions) {
+				t.Errorf("VERSION says %v", info.SupportedVersions())
+			}
+
+			if err := e.del(list, r); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			if a := e.allocs(); len(a) != 0 {
+				t.Errorf("store after DEL: %v", a)
+			}
+			if v := e.nodeVeths(); len(v) != 0 {
+				t.Errorf("veths after DEL: %v", v)
+			}
+			if _, err := pod.Run("ip", "link", "show", "eth0"); err == nil {
+				t.Error("pod eth0 survived DEL")
+			}
+			// DEL is idempotent, also once the namespace is gone.
+			if err := e.del(list, r); err != nil {
+				t.Errorf("second DEL: %v", err)
+			}
+			gone := &libcni.RuntimeConf{ContainerID: id, NetNS: "/run/netns/does-not-exist", IfName: "eth0"}
+			if err := e.del(list, gone); err != nil {
+				t.Errorf("DEL with a missing netns: %v", err)
+			}
+		})
+	}
+}
+
+func TestCheckDetectsDrift(t *testing.T) {
+	e := newEnv(t, "10.244.4.1/24")
+	list := e.confList("1.1.0")
+	pod := nstest.New(t, "wcp")
+	r := rt(pod, "drift")
+	res := e.mustAdd(list, r)
+	t.Cleanup(func() { _ = e.del(list, r) })
+
+	pod.MustRun(t, "ip", "route", "del", "default")
+	if err := e.check(list, r); cniCode(err) != types.ErrInternal || !strings.Contains(err.Error(), "route 0.0.0.0/0") {
+		t.Errorf("CHECK with the default route gone: %v", err)
+	}
+	pod.MustRun(t, "ip", "route", "add", "default", "via", "10.244.4.1")
+	if err := e.check(list, r); err != nil {
+		t.Fatalf("CHECK after repair: %v", err)
+	}
+	pod.MustRun(t, "ip", "addr", "del", res.IPs[0].Address.String(), "dev", "eth0")
+	if err := e.check(list, r); cniCode(err) != types.ErrInternal || !strings.Contains(err.Error(), "lacks address") {
+		t.Errorf("CHECK with the address gone: %v", err)
+	}
+	pod.MustRun(t, "ip", "link", "del", "eth0")
+	if err := e.check(list, r); cniCode(err) != types.ErrUnknownContainer {
+		t.Errorf("CHECK with the veth gone: %v (code %d), want code 3", err, cniCode(err))
+	}
+}
+
+func TestNotReadyWithoutSubnetFile(t *testing.T) {
+	e := newEnv(t, "10.244.5.1/24")
+	if err := os.Remove(e.subnetFile); err != nil {
+		t.Fatal(err)
+	}
+	list := e.confList("1.1.0")
+	err := e.status(list)
+	if cniCode(err) != types.ErrPluginNotAvailable || !strings.Contains(err.Error(), "weftd is not ready") {
+		t.Errorf("STATUS = %v, want code 50 saying weftd is not ready", err)
+	}
+	pod := nstest.New(t, "wcp")
+	_, err = e.add(list, rt(pod, "early"))
+	if cniCode(err) != types.ErrTryAgainLater || !strings.Contains(err.Error(), "subnet file "+e.subnetFile+" not found") {
+		t.Errorf("ADD = %v, want code 11 naming the file", err)
+	}
+	if v := e.nodeVeths(); len(v) != 0 {
+		t.Errorf("veths left: %v", v)
+	}
+	if out := pod.MustRun(t, "ip", "-o", "link"); strings.Contains(out, "eth0") {
+		t.Errorf("pod got an interface: %s", out)
+	}
+	// Once weftd writes the file, the same runtime succeeds.
+	e.writeSubnetFile(e.subnet)
+	if err := e.status(list); err != nil {
+		t.Errorf("STATUS after the file appeared: %v", err)
+	}
+	r := rt(pod, "early")
+	e.mustAdd(list, r)
+	if err := e.del(list, r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGCReleasesStale(t *testing.T) {
+	e := newEnv(t, "10.244.6.1/24")
+	list := e.confList("1.1.0")
+	var rts []*libcni.RuntimeConf
+	for i := range 3 {
+		r := rt(nstest.New(t, "wcp"), fmt.Sprint("gc", i))
+		e.mustAdd(list, r)
+		rts = append(rts, r)
+	}
+	keep := types.GCAttachment{ContainerID: "gc1", IfName: "eth0"}
+	if err := e.gcPlugin(list, keep); err != nil {
+		t.Fatal(err)
+	}
+	a := e.allocs()
+	if len(a) != 1 || a[0].ContainerID != "gc1" {
+		t.Errorf("store after GC: %v", a)
+	}
+	if v := e.nodeVeths(); !slices.Equal(v, []string{HostVethName("gc1", "eth0")}) {
+		t.Errorf("veths after GC: %v", v)
+	}
+	if err := e.check(list, rts[1]); err != nil {
+		t.Errorf("the kept pod fails CHECK: %v", err)
+	}
+	if err := e.gcPlugin(list); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.allocs(); len(a) != 0 {
+		t.Errorf("store after GC with nothing valid: %v", a)
+	}
+	for _, r := range rts {
+		if err := e.del(list, r); err != nil {
+			t.Errorf("DEL after GC: %v", err)
+		}
+	}
+}
+
+func TestOptions(t *testing.T) {
+	e := newEnv(t, "10.244.7.1/24")
+	e.bridge = "wbr7"
+	list := e.confList("1.0.0", e.pluginConf(map[string]any{
+		"mtu": 1400, "hairpinMode": true, "isDefaultGateway": false, "ipMasq": true,
+		"routes": []map[string]any{{"dst": "192.168.0.0/16"}, {"dst": "172.16.0.0/12", "gw": "10.244.7.9"}},
+	}))
+	pod := nstest.New(t, "wcp")
+	r := rt(pod, "opts")
+	res := e.mustAdd(list, r)
+	_, routes := podState(t, pod)
+	for _, want := range []string{"10.244.0.0/16 via 10.244.7.1", "192.168.0.0/16 via 10.244.7.1", "172.16.0.0/12 via 10.244.7.9"} {
+		if !strings.Contains(routes, want) {
+			t.Errorf("pod routes lack %q:\n%s", want, routes)
+		}
+	}
+	if strings.Contains(routes, "default") {
+		t.Errorf("isDefaultGateway=false but pod has a default route:\n%s", routes)
+	}
+	if len(res.Routes) != 3 {
+		t.Errorf("result routes %v", res.Routes)
+	}
+	hostName := HostVethName("opts", "eth0")
+	for _, l := range []struct {
+		n    *nstest.NS
+		name string
+	}{{pod, "eth0"}, {e.node, hostName}, {e.node, "wbr7"}} {
+		if out := l.n.MustRun(t, "ip", "-o", "link", "show", l.name); !strings.Contains(out, "mtu 1400") {
+			t.Errorf("%s: %s", l.name, out)
+		}
+	}
+	if out := e.node.MustRun(t, "ip", "-d", "link", "show", hostName); !strings.Contains(out, "hairpin on") {
+		t.Errorf("hairpin not on: %s", out)
+	}
+	podIP := res.IPs[0].Address.IP.String()
+	if out := e.node.MustRun(t, "iptables-save", "-t", "nat"); !strings.Contains(out, "-s "+podIP+"/32") {
+		t.Errorf("no masquerade rule for %s in the node:\n%s", podIP, out)
+	}
+	if err := e.check(list, r); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if err := e.del(list, r); err != nil {
+		t.Fatal(err)
+	}
+	if out := e.node.MustRun(t, "iptables-save", "-t", "nat"); strings.Contains(out, podIP) {
+		t.Errorf("masquerade rule survived DEL:\n%s", out)
+	}
+}
+
+func TestSubnetChange(t *testing.T) {
+	e := newEnv(t, "10.244.8.1/24")
+	list := e.confList("1.1.0")
+	ra := rt(nstest.New(t, "wcp"), "before")
+	e.mustAdd(list, ra)
+	e.writeSubnetFile(netip.MustParsePrefix("10.244.9.1/24"))
+	rb := rt(nstest.New(t, "wcp"), "after")
+	res := e.mustAdd(list, rb)
+	if got := res.IPs[0].Address.String(); !strings.HasPrefix(got, "10.244.9.") {
+		t.Errorf("ADD after the subnet changed got %s, want one in 10.244.9.0/24", got)
+	}
+	if br := e.node.MustRun(t, "ip", "-4", "-o", "addr", "show", "dev", "weft0"); !strings.Contains(br, "10.244.9.1/24") || strings.Contains(br, "10.244.8.1") {
+		t.Errorf("bridge after subnet change: %s", br)
+	}
+	for _, r := range []*libcni.RuntimeConf{ra, rb} {
+		if err := e.del(list, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a := e.allocs(); len(a) != 0 {
+		t.Errorf("store: %v", a)
+	}
+}
+
+// runPlugin runs the weft binary directly in the node namespace with env
+// and stdin, returning stdout; the runtime sees exactly this.
+func (e *env) runPlugin(env []string, stdin string) (stdout string, err error) {
+	var out bytes.Buffer
+	err = e.inNode(func() error {
+		cmd := exec.Command(filepath.Join(testBinDir, "weft"))
+		cmd.Env = env
+		cmd.Stdin = strings.NewReader(stdin)
+		cmd.Stdout = &out
+		return cmd.Run()
+	})
+	return out.String(), err
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t, "10.244.10.1/29") // .2-.6: five pods
+	pod := nstest.New(t, "wcp")
+	good := func(extra string) string {
+		return fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"weft","subnetFile":%q,"dataDir":%q%s}`,
+			e.netName, e.subnetFile, e.dataDir, extra)
+	}
+	addEnv := func(id string) []string {
+		return []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=" + id, "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=" + testBinDir}
+	}
+	writeFile := func(name, content string) string {
+		p := filepath.Join(e.dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	truncated := writeFile("truncated.env", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1")
+	badCIDR := writeFile("badcidr.env", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.300.1/24\nFLANNEL_MTU=1450\n")
+	tests := []struct {
+		name  string
+		env   []string
+		stdin string
+		code  uint
+		msg   string
+	}{
+		{name: "malformed json", env: addEnv("bad1"), stdin: `{"cniVersion":"1.1.0","name":`, code: types.ErrDecodingFailure, msg: "unmarshal"},
+		{name: "missing env", env: []string{"CNI_COMMAND=ADD", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidEnvironmentVariables, msg: "CNI_CONTAINERID"},
+		{name: "unknown command", env: []string{"CNI_COMMAND=FROB", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidEnvironmentVariables, msg: "FROB"},
+		{name: "unknown version", env: addEnv("bad2"), stdin: strings.Replace(good(""), "1.1.0", "9.9.9", 1), code: types.ErrIncompatibleCNIVersion, msg: "incompatible"},
+		{name: "bad option", env: addEnv("bad3"), stdin: good(`,"mtu":5`), code: types.ErrInvalidNetworkConfig, msg: "mtu 5"},
+		{name: "truncated subnet file", env: addEnv("bad4"), stdin: good(`,"subnetFile":"` + truncated + `"`), code: types.ErrDecodingFailure, msg: truncated},
+		{name: "malformed cidr", env: addEnv("bad5"), stdin: good(`,"subnetFile":"` + badCIDR + `"`), code: types.ErrDecodingFailure, msg: "FLANNEL_SUBNET"},
+		{name: "missing netns", env: []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=bad6", "CNI_NETNS=/run/netns/nope", "CNI_IFNAME=eth0", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidNetNS, msg: "/run/netns/nope"},
+		{name: "bad ifname", env: []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=bad7", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=a/b", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidEnvironmentVariables, msg: "interface name"},
+		{name: "check before 0.4.0", env: []string{"CNI_COMMAND=CHECK", "CNI_CONTAINERID=x", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=/x"}, stdin: strings.Replace(good(""), "1.1.0", "0.3.1", 1), code: types.ErrIncompatibleCNIVersion, msg: "CHECK"},
+		{name: "check without prevResult", env: []string{"CNI_COMMAND=CHECK", "CNI_CONTAINERID=x", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidNetworkConfig, msg: "prevResult"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := e.runPlugin(tt.env, tt.stdin)
+			if err == nil {
+				t.Fatalf("plugin succeeded: %s", out)
+			}
+			var cerr types.Error
+			if jerr := json.Unmarshal([]byte(out), &cerr); jerr != nil {
+				t.Fatalf("stdout is not CNI error JSON (%v): %q", jerr, out)
+			}
+			if cerr.Code != tt.code || !strings.Contains(cerr.Msg+" "+cerr.Details, tt.msg) {
+				t.Errorf("got code %d %q %q, want code %d mentioning %q", cerr.Code, cerr.Msg, cerr.Details, tt.code, tt.msg)
+			}
+		})
+	}
+	if a := e.allocs(); len(a) != 0 {
+		t.Errorf("failed ADDs left allocations: %v", a)
+	}
+	if v := e.nodeVeths(); len(v) != 0 {
+		t.Errorf("failed ADDs left veths: %v", v)
+	}
+
+	// Exhaustion: five pods fill the /29, the sixth ADD fails cleanly.
+	list := e.confList("1.1.0")
+	var rts []*libcni.RuntimeConf
+	for i := range 5 {
+		r := rt(nstest.New(t, "wcp"), fmt.Sprint("full", i))
+		e.mustAdd(list, r)
+		rts = append(rts, r)
+	}
+	out, err := e.runPlugin(addEnv("sixth"), good(""))
+	var cerr types.Error
+	if err == nil || json.Unmarshal([]byte(out), &cerr) != nil || cerr.Code != types.ErrTryAgainLater || !strings.Contains(cerr.Msg, "no free address") {
+		t.Errorf("sixth ADD: err %v, stdout %q; want code 11 'no free address'", err, out)
+	}
+	if a := e.allocs(); len(a) != 5 {
+		t.Errorf("store holds %d allocations after exhaustion, want 5", len(a))
+	}
+	if v := e.nodeVeths(); len(v) != 5 || slices.Contains(v, HostVethName("sixth", "eth0")) {
+		t.Errorf("veths after exhaustion: %v", v)
+	}
+	if out := pod.MustRun(t, "ip", "-o", "link"); strings.Contains(out, "eth0") {
+		t.Errorf("the refused pod got an interface: %s", out)
+	}
+	for _, r := range rts {
+		if err := e.del(list, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
