@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -241,7 +242,7 @@ func TestTunnel(t *testing.T) {
 	t.Run("restart", func(t *testing.T) {
 		// 100 pings over ~5 s while b restarts.
 		cmd := exec.Command("ip", "netns", "exec", a.pod.Name, "ping", "-c", "100", "-i", "0.05", "-W", "1", "10.244.2.2")
-		var out strings.Builder
+		var out syncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -322,4 +323,22 @@ func TestThroughput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// syncBuffer is a strings.Builder safe for a writer and a poller.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
