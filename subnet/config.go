@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -16,10 +17,14 @@ const (
 	BackendVXLAN  = "vxlan"
 	BackendHostGW = "host-gw"
 	BackendUDP    = "udp"
+	// BackendAlloc only takes leases and programs nothing (Flannel's
+	// "alloc"): for clusters that route pod subnets some other way, and for
+	// control-plane tests.
+	BackendAlloc = "alloc"
 )
 
 // BackendTypes lists the accepted Backend.Type values, the default first.
-func BackendTypes() []string { return []string{BackendVXLAN, BackendHostGW, BackendUDP} }
+func BackendTypes() []string { return []string{BackendVXLAN, BackendHostGW, BackendUDP, BackendAlloc} }
 
 // Limits Flannel applies to subnet sizes: every node subnet needs room for
 // the network address, the gateway, at least one pod and the broadcast
@@ -170,9 +175,9 @@ func ParseConfig(data []byte) (*Config, error) {
 			if err := json.Unmarshal(*be.Type, &t); err != nil {
 				return nil, cfgErr("Backend.Type", "must be a string, one of %s", strings.Join(BackendTypes(), ", "))
 			}
-			switch t {
-			case "":
-			case BackendVXLAN, BackendHostGW, BackendUDP:
+			switch {
+			case t == "":
+			case slices.Contains(BackendTypes(), t):
 				cfg.BackendType = t
 			default:
 				return nil, cfgErr("Backend.Type", "%q is not supported: use one of %s", t, strings.Join(BackendTypes(), ", "))

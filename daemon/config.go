@@ -1,0 +1,102 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// Config is weftd's configuration, filled from flags (cmd/weftd).
+type Config struct {
+	// Iface is the underlay interface, by name or by one of its addresses.
+	// Empty: the interface of PublicIP, else of the default route.
+	Iface string
+	// PublicIP is the address peers reach this node at. Empty: the first
+	// IPv4 address of the underlay interface.
+	PublicIP netip.Addr
+
+	SubnetFile     string
+	SubnetLeaseTTL time.Duration
+
+	IPMasq      bool
+	MasqBackend string // "nftables" or "iptables"
+
+	HealthzAddr string
+
+	CNIConfDir string
+	CNIIPAMDir string
+	CNIBridge  string
+
+	// ResyncInterval is the period of full reconcile passes.
+	ResyncInterval time.Duration
+	// ConfigPollInterval is how often the network config is re-read.
+	ConfigPollInterval time.Duration
+}
+
+// Defaults for Config fields left zero.
+const (
+	DefaultHealthzAddr        = "127.0.0.1:9474"
+	DefaultCNIConfDir         = "/etc/cni/net.d"
+	DefaultCNIIPAMDir         = "/var/lib/weft/ipam"
+	DefaultCNIBridge          = "weft0"
+	DefaultResyncInterval     = 30 * time.Second
+	DefaultConfigPollInterval = 10 * time.Second
+	MasqNFTables              = "nftables"
+	MasqIPTables              = "iptables"
+)
+
+// withDefaults returns c with zero fields defaulted, or an error naming the
+// field that is wrong.
+func (c Config) withDefaults() (Config, error) {
+	if c.SubnetFile == "" {
+		c.SubnetFile = subnet.DefaultFilePath
+	}
+	if c.SubnetLeaseTTL == 0 {
+		c.SubnetLeaseTTL = subnet.DefaultLeaseTTL
+	}
+	if c.SubnetLeaseTTL < 10*time.Second {
+		return c, fmt.Errorf("subnet lease TTL %s is too short: use at least 10s", c.SubnetLeaseTTL)
+	}
+	if c.MasqBackend == "" {
+		c.MasqBackend = MasqNFTables
+	}
+	if c.MasqBackend != MasqNFTables && c.MasqBackend != MasqIPTables {
+		return c, fmt.Errorf("masquerade backend %q: use %s or %s", c.MasqBackend, MasqNFTables, MasqIPTables)
+	}
+	if c.CNIConfDir == "" {
+		c.CNIConfDir = DefaultCNIConfDir
+	}
+	if c.CNIIPAMDir == "" {
+		c.CNIIPAMDir = DefaultCNIIPAMDir
+	}
+	if c.CNIBridge == "" {
+		c.CNIBridge = DefaultCNIBridge
+	}
+	if c.ResyncInterval == 0 {
+		c.ResyncInterval = DefaultResyncInterval
+	}
+	if c.ResyncInterval < 100*time.Millisecond {
+		return c, fmt.Errorf("resync interval %s is too short: use at least 100ms", c.ResyncInterval)
+	}
+	if c.ConfigPollInterval == 0 {
+		c.ConfigPollInterval = DefaultConfigPollInterval
+	}
+	return c, nil
+}
+
+// EtcdConfig says how to reach the lease store.
+type EtcdConfig struct {
+	Endpoints []string
+	Prefix    string
+	CAFile    string
+	CertFile  string
+	KeyFile   string
+	Username  string
+	Password  string
+}
+
+// DefaultEtcdEndpoint is where weftd and weftctl look for etcd by default:
+// the embedded one `weftctl etcd` runs.
+const DefaultEtcdEndpoint = "http://127.0.0.1:2379"

@@ -1,0 +1,361 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/daemon/masq"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Deps are the concrete parts the daemon is built from.
+type Deps struct {
+	Logger  *slog.Logger
+	Manager subnet.Manager
+	// Backends maps Backend.Type to its constructor.
+	Backends map[string]backend.Constructor
+	// Masq installs the forwarding rules, and masquerade when
+	// Config.IPMasq is set; nil installs nothing (tests).
+	Masq masq.Manager
+	// Underlay, when set, is used instead of detecting it from the kernel.
+	Underlay *backend.Underlay
+}
+
+// Daemon is one node's weftd.
+type Daemon struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	metrics *metrics
+
+	// ready flags, read by /readyz from the HTTP goroutine.
+	leaseHeld, subnetFileWritten, backendReady, cniConfInstalled atomic.Bool
+	// heartbeat is the unix-nano time the reconcile loop last ran; zero
+	// while no generation is running.
+	heartbeat atomic.Int64
+
+	mu     sync.Mutex // guards status
+	status Status
+	// peers reports the running backend's peers; nil between generations.
+	peers atomic.Pointer[func() []backend.PeerStatus]
+	// session is the one keeping the current lease alive; status and
+	// metrics read the lease's expiry from it.
+	session    atomic.Pointer[subnet.Session]
+	healthAddr atomic.Pointer[string]
+}
+
+// New checks cfg and deps and returns a daemon. It starts nothing.
+func New(cfg Config, deps Deps) (*Daemon, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if deps.Manager == nil {
+		return nil, errors.New("daemon: no lease store")
+	}
+	if len(deps.Backends) == 0 {
+		return nil, errors.New("daemon: no backends")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	d := &Daemon{cfg: cfg, deps: deps, log: deps.Logger}
+	d.metrics = newMetrics(d.leaseExpiry)
+	return d, nil
+}
+
+// Run runs the daemon until ctx is done. It returns nil on a clean stop:
+// the lease and the kernel state stay, so a restart reuses both.
+func (d *Daemon) Run(ctx context.Context) error {
+	ln, err := d.listen()
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.serveHTTP(ctx, ln) })
+	g.Go(func() error { return d.runGenerations(ctx) })
+	return g.Wait()
+}
+
+// runGenerations runs one generation per network config until ctx is done.
+func (d *Daemon) runGenerations(ctx context.Context) error {
+	underlay, err := d.underlay()
+	if err != nil {
+		return err
+	}
+	d.log.Info("underlay", "link", underlay.Link, "publicIP", underlay.PublicIP, "mtu", underlay.MTU)
+	for {
+		cfg, err := d.waitConfig(ctx, nil)
+		if err != nil {
+			return nilOnDone(ctx, err)
+		}
+		err = d.runGeneration(ctx, cfg, underlay)
+		d.setNotReady()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, errConfigChanged) {
+			return err
+		}
+	}
+}
+
+var errConfigChanged = errors.New("network config changed")
+
+func (d *Daemon) underlay() (backend.Underlay, error) {
+	if d.deps.Underlay != nil {
+		return *d.deps.Underlay, nil
+	}
+	return findUnderlay(d.cfg.Iface, d.cfg.PublicIP)
+}
+
+// waitConfig returns the stored network config, waiting with backoff while
+// it is missing, invalid, or equal to skip. Each distinct problem is logged
+// once, not once per retry.
+func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config) (*subnet.Config, error) {
+	bo := newBackoff(500*time.Millisecond, 10*time.Second)
+	lastErr := ""
+	for {
+		cfg, err := d.deps.Manager.GetNetworkConfig(ctx)
+		switch {
+		case err == nil && skip != nil && sameNetwork(cfg, skip):
+			// unchanged: keep waiting
+		case err == nil:
+			if _, ok := d.deps.Backends[cfg.BackendType]; !ok {
+				err = fmt.Errorf("backend type %q is not built into this weftd", cfg.BackendType)
+			} else {
+				if lastErr != "" {
+					d.log.Info("network config is valid now")
+				}
+				return cfg, nil
+			}
+		}
+		if err != nil && err.Error() != lastErr {
+			lastErr = err.Error()
+			if errors.Is(err, subnet.ErrNoConfig) {
+				d.log.Warn("waiting for the network config; set it with `weftctl config set FILE`", "err", err)
+			} else {
+				d.log.Warn("cannot use the network config; fix it with `weftctl config set FILE`, retrying", "err", err)
+			}
+		}
+		if err := sleepCtx(ctx, bo.next()); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// sameNetwork reports whether two configs would program the node the same
+// way, so switching between them needs no new generation.
+func sameNetwork(a, b *subnet.Config) bool {
+	return a.Network == b.Network && a.SubnetLen == b.SubnetLen &&
+		a.SubnetMin == b.SubnetMin && a.SubnetMax == b.SubnetMax &&
+		a.IPv6Network == b.IPv6Network && a.IPv6SubnetLen == b.IPv6SubnetLen &&
+		a.BackendType == b.BackendType && string(compactJSON(a.Backend)) == string(compactJSON(b.Backend))
+}
+
+// generation is the state of one network config's run. Its fields are owned
+// by the reconcile goroutine once the generation is running.
+type generation struct {
+	d       *Daemon
+	cfg     *subnet.Config
+	be      backend.Backend
+	own     subnet.Lease
+	peers   map[netip.Prefix]subnet.Lease
+	ignored map[netip.Prefix]string // subnet → why it is not a peer, to log once
+	// checkOwn asks keepLease to verify our lease with the store now.
+	checkOwn chan struct{}
+}
+
+func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay backend.Underlay) error {
+	log := d.log.With("backend", cfg.BackendType, "network", cfg.Network)
+	be, err := d.deps.Backends[cfg.BackendType](backend.Options{Logger: log, Underlay: underlay, Config: cfg})
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
+	}
+	defer be.Close()
+	data, err := retry(ctx, log, "prepare backend", func() (jsonRaw, error) { return be.Prepare(ctx) })
+	if err != nil {
+		return nilOnDone(ctx, err)
+	}
+	g := &generation{d: d, cfg: cfg, be: be, peers: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}}
+	req := subnet.AcquireRequest{
+		Config:   cfg,
+		Attrs:    subnet.LeaseAttrs{PublicIP: underlay.PublicIP, BackendType: cfg.BackendType, BackendData: data},
+		TTL:      d.cfg.SubnetLeaseTTL,
+		Previous: d.previousSubnet(cfg),
+	}
+	lease, err := d.acquire(ctx, req)
+	if err != nil {
+		return nilOnDone(ctx, err)
+	}
+	if err := g.adopt(ctx, *lease); err != nil {
+		return nilOnDone(ctx, err)
+	}
+	d.backendReady.Store(true)
+	if err := d.installCNIConf(); err != nil {
+		return err
+	}
+	d.cniConfInstalled.Store(true)
+	d.peers.Store(ptr(be.Peers))
+	defer d.peers.Store(nil)
+	log.Info("node ready", "subnet", lease.Subnet, "mtu", be.MTU())
+
+	batches := make(chan subnet.LeaseBatch, 64)
+	ownLeases := make(chan subnet.Lease, 1)
+	g.checkOwn = make(chan struct{}, 1)
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return nilOnDone(ctx, d.deps.Manager.WatchLeases(ctx, batches)) })
+	eg.Go(func() error { return d.keepLease(ctx, *lease, req, g.checkOwn, ownLeases) })
+	eg.Go(func() error { return be.Run(ctx) })
+	eg.Go(func() error { return d.watchConfig(ctx, cfg) })
+	eg.Go(func() error { return g.reconcile(ctx, batches, ownLeases) })
+	return eg.Wait()
+}
+
+type jsonRaw = []byte
+
+// previousSubnet returns the subnet recorded in the existing subnet file,
+// if it belongs to cfg's network.
+func (d *Daemon) previousSubnet(cfg *subnet.Config) netip.Prefix {
+	f, err := subnet.ReadFile(d.cfg.SubnetFile)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			d.log.Warn("ignoring the previous subnet file", "path", d.cfg.SubnetFile, "err", err)
+		}
+		return netip.Prefix{}
+	}
+	sn := f.Subnet.Masked()
+	if !sn.IsValid() || !cfg.Network.Contains(sn.Addr()) || sn.Bits() != cfg.SubnetLen {
+		return netip.Prefix{}
+	}
+	return sn
+}
+
+// acquire gets a lease, retrying transient errors with backoff.
+func (d *Daemon) acquire(ctx context.Context, req subnet.AcquireRequest) (*subnet.Lease, error) {
+	l, err := retry(ctx, d.log, "acquire lease", func() (*subnet.Lease, error) {
+		l, err := d.deps.Manager.AcquireLease(ctx, req)
+		if err == nil {
+			return l, nil
+		}
+		d.metrics.leaseFailures.Inc()
+		return nil, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.metrics.leaseAcquisitions.Inc()
+	d.log.Info("lease acquired", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "expires", l.Expiration.Format(time.RFC3339))
+	return l, nil
+}
+
+// keepLease renews the lease until ctx is done. A lost lease is acquired
+// again (the same subnet when it is still free) and handed to the reconcile
+// goroutine on own; losing a lease is never a reason to exit. A signal on
+// check (the watch saw our key deleted or taken over) makes it ask the store
+// at once instead of at the next renewal, hours away with a long TTL.
+func (d *Daemon) keepLease(ctx context.Context, lease subnet.Lease, req subnet.AcquireRequest, check <-chan struct{}, own chan<- subnet.Lease) error {
+	for {
+		err := d.holdLease(ctx, &lease, req.TTL, check)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, subnet.ErrLeaseLost) {
+			return fmt.Errorf("keep lease %s: %w", lease.Subnet, err)
+		}
+		d.metrics.leaseLosses.Inc()
+		d.leaseHeld.Store(false)
+		d.log.Warn("lease lost; acquiring again", "subnet", lease.Subnet)
+		req.Previous = lease.Subnet
+		l, err := d.acquire(ctx, req)
+		if err != nil {
+			return nilOnDone(ctx, err)
+		}
+		lease = *l
+		select {
+		case own <- lease:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// holdLease runs renewal sessions for lease until ctx is done or the lease
+// is lost; on return lease holds the last renewed state.
+func (d *Daemon) holdLease(ctx context.Context, lease *subnet.Lease, ttl time.Duration, check <-chan struct{}) error {
+	for {
+		sctx, cancel := context.WithCancel(ctx)
+		s := subnet.NewSession(d.deps.Manager, lease, ttl, subnet.SessionOptions{Logger: d.log})
+		d.session.Store(s)
+		errc := make(chan error, 1)
+		go func() { errc <- s.Run(sctx) }()
+		var err error
+		select {
+		case err = <-errc:
+			cancel()
+			*lease = s.Lease()
+			return err
+		case <-check:
+			cancel()
+			<-errc
+			*lease = s.Lease()
+			d.log.Info("the watch reports our lease changed; checking it with the store", "subnet", lease.Subnet)
+			if err = d.deps.Manager.RenewLease(ctx, lease, ttl); err != nil && errors.Is(err, subnet.ErrLeaseLost) {
+				return err
+			}
+			// Renewed, or the store is unreachable: a new session retries.
+		}
+	}
+}
+
+// watchConfig polls the network config and ends the generation when it
+// changes in a way that needs one. Invalid configs are reported by
+// waitConfig and do not end the generation: the node keeps its last good
+// state.
+func (d *Daemon) watchConfig(ctx context.Context, cfg *subnet.Config) error {
+	for {
+		if err := sleepCtx(ctx, d.cfg.ConfigPollInterval); err != nil {
+			return nil
+		}
+		next, err := d.waitConfig(ctx, cfg)
+		if err != nil {
+			return nil
+		}
+		d.log.Info("network config changed; reprogramming the node", "network", next.Network, "backend", next.BackendType)
+		return errConfigChanged
+	}
+}
+
+// leaseExpiry is when the current lease runs out unless renewed; zero when
+// there is none or it is a reservation.
+func (d *Daemon) leaseExpiry() time.Time {
+	if s := d.session.Load(); s != nil {
+		return s.Lease().Expiration
+	}
+	return time.Time{}
+}
+
+func (d *Daemon) setNotReady() {
+	d.leaseHeld.Store(false)
+	d.backendReady.Store(false)
+	d.heartbeat.Store(0)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func nilOnDone(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,316 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/alloc"
+	"github.com/weftnet/weft/daemon/masq"
+	"github.com/weftnet/weft/daemon/masq/masqtest"
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/subnettest"
+)
+
+const allocConfig = `{"Network":"10.244.0.0/16","Backend":{"Type":"alloc"}}`
+
+// node is one weftd under test, on the in-memory lease store and the alloc
+// backend.
+type node struct {
+	d    *Daemon
+	dir  string
+	ip   netip.Addr
+	stop context.CancelFunc
+	done chan error
+	// stopped is set once Run returned; only the test goroutine touches it.
+	stopped bool
+}
+
+func startNode(t *testing.T, m subnet.Manager, ip string, dir string, fake *masqtest.Fake) *node {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr(ip)}
+	deps := Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: alloc.New}, Underlay: &u}
+	if fake != nil {
+		deps.Masq = fake
+	}
+	d, err := New(Config{
+		SubnetFile:         filepath.Join(dir, "subnet.env"),
+		CNIConfDir:         filepath.Join(dir, "net.d"),
+		HealthzAddr:        "127.0.0.1:0",
+		IPMasq:             true,
+		ResyncInterval:     200 * time.Millisecond,
+		ConfigPollInterval: 50 * time.Millisecond,
+	}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{d: d, dir: dir, ip: u.PublicIP, stop: cancel, done: make(chan error, 1)}
+	go func() { n.done <- d.Run(ctx) }()
+	t.Cleanup(func() { n.shutdown(t) })
+	return n
+}
+
+// shutdown stops the daemon and checks it exits cleanly; safe twice.
+func (n *node) shutdown(t *testing.T) {
+	t.Helper()
+	n.stop()
+	if n.stopped {
+		return
+	}
+	select {
+	case err := <-n.done:
+		n.stopped = true
+		if err != nil {
+			t.Errorf("daemon %s exited with %v", n.ip, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("daemon %s did not stop within 10s", n.ip)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (n *node) ready() bool {
+	for _, ok := range n.d.readiness() {
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *node) subnetFile(t *testing.T) subnet.FileInfo {
+	t.Helper()
+	f, err := subnet.ReadFile(filepath.Join(n.dir, "subnet.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (n *node) peers() map[netip.Prefix]netip.Addr {
+	out := map[netip.Prefix]netip.Addr{}
+	for _, p := range n.d.Status().Peers {
+		out[p.Subnet] = p.PublicIP
+	}
+	return out
+}
+
+func newStore(t *testing.T, config string) *subnettest.Manager {
+	t.Helper()
+	m := subnettest.New(subnettest.Options{})
+	if config != "" {
+		if err := m.SetNetworkConfig(context.Background(), []byte(config)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+func TestNodesComeUpAndSeeEachOther(t *testing.T) {
+	m := newStore(t, allocConfig)
+	fake := &masqtest.Fake{}
+	a := startNode(t, m, "198.18.0.1", "", fake)
+	b := startNode(t, m, "198.18.0.2", "", nil)
+	waitFor(t, "both nodes ready", func() bool { return a.ready() && b.ready() })
+
+	fa, fb := a.subnetFile(t), b.subnetFile(t)
+	if fa.Subnet.Masked() == fb.Subnet.Masked() {
+		t.Fatalf("two nodes got the same subnet %s", fa.Subnet)
+	}
+	if fa.Network != netip.MustParsePrefix("10.244.0.0/16") || fa.MTU != 1500 || !fa.IPMasq {
+		t.Errorf("subnet file = %+v", fa)
+	}
+	if gw := fa.Subnet.Addr(); gw != fa.Subnet.Masked().Addr().Next() {
+		t.Errorf("FLANNEL_SUBNET %s should carry the gateway .1 address", fa.Subnet)
+	}
+	waitFor(t, "a sees b as its only peer", func() bool {
+		p := a.peers()
+		return len(p) == 1 && p[fb.Subnet.Masked()] == b.ip
+	})
+	conf, err := os.ReadFile(filepath.Join(a.dir, "net.d", CNIConfFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(conf, CNIConfList(filepath.Join(a.dir, "subnet.env"), DefaultCNIIPAMDir, DefaultCNIBridge)) {
+		t.Errorf("conflist = %s", conf)
+	}
+	rules, ok := fake.Rules()
+	if !ok || rules.Subnet != fa.Subnet.Masked() || !rules.Masquerade {
+		t.Errorf("masquerade rules = %+v, want subnet %s with masquerade", rules, fa.Subnet.Masked())
+	}
+
+	// b goes away for good: a must drop it.
+	b.shutdown(t)
+	if err := m.ReleaseLease(context.Background(), fb.Subnet.Masked()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a drops b", func() bool { return len(a.peers()) == 0 })
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	m := newStore(t, "")
+	a := startNode(t, m, "198.18.0.1", "", nil)
+	waitFor(t, "listener", func() bool { return a.d.HealthAddr() != "" })
+	get := func(path string) (int, map[string]any) {
+		resp, err := http.Get("http://" + a.d.HealthAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d before config, want 200 (alive)", code)
+	}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body["leaseHeld"] != false {
+		t.Errorf("/readyz = %d %v without config, want 503 with leaseHeld false", code, body)
+	}
+	if err := m.SetNetworkConfig(context.Background(), []byte(allocConfig)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "/readyz 200 after the config appears", func() bool { code, _ := get("/readyz"); return code == http.StatusOK })
+	code, body := get("/status")
+	if code != http.StatusOK || body["backend"] != "alloc" || body["subnet"] == "" {
+		t.Errorf("/status = %d %v", code, body)
+	}
+	resp, err := http.Get("http://" + a.d.HealthAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	for _, want := range []string{"weft_lease_acquisitions_total 1", "weft_build_info{", "weft_reconcile_passes_total{kind=\"full\"}", "weft_lease_expiry_timestamp_seconds"} {
+		if !bytes.Contains(buf.Bytes(), []byte(want)) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestRestartReusesSubnet(t *testing.T) {
+	m := newStore(t, allocConfig)
+	dir := t.TempDir()
+	a := startNode(t, m, "198.18.0.1", dir, nil)
+	waitFor(t, "ready", a.ready)
+	first := a.subnetFile(t).Subnet
+	a.shutdown(t)
+
+	// Same PublicIP: the lease is still in the store and is renewed.
+	a = startNode(t, m, "198.18.0.1", dir, nil)
+	waitFor(t, "ready after restart", a.ready)
+	if got := a.subnetFile(t).Subnet; got != first {
+		t.Fatalf("after restart subnet = %s, want %s", got, first)
+	}
+	a.shutdown(t)
+
+	// The lease is gone (e.g. expired while down): the subnet file brings
+	// the same subnet back, even with a new address.
+	if err := m.ReleaseLease(context.Background(), first.Masked()); err != nil {
+		t.Fatal(err)
+	}
+	a = startNode(t, m, "198.18.0.9", dir, nil)
+	waitFor(t, "ready after lease loss", a.ready)
+	if got := a.subnetFile(t).Subnet; got != first {
+		t.Fatalf("with the lease gone, subnet = %s, want %s from the subnet file", got, first)
+	}
+}
+
+func TestLostLeaseIsReacquiredWithoutExit(t *testing.T) {
+	m := newStore(t, allocConfig)
+	a := startNode(t, m, "198.18.0.1", "", nil)
+	waitFor(t, "ready", a.ready)
+	sn := a.subnetFile(t).Subnet.Masked()
+	if err := m.ReleaseLease(context.Background(), sn); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the lease back in the store", func() bool {
+		leases, _, err := m.ListLeases(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range leases {
+			if l.Subnet == sn && l.Attrs.PublicIP == a.ip {
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, "ready again", a.ready)
+	select {
+	case err := <-a.done:
+		t.Fatalf("daemon exited after losing its lease: %v", err)
+	default:
+	}
+}
+
+func TestIgnoresUnusablePeerLeases(t *testing.T) {
+	m := newStore(t, allocConfig)
+	a := startNode(t, m, "198.18.0.1", "", nil)
+	waitFor(t, "ready", a.ready)
+	cfg, err := m.GetNetworkConfig(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A vxlan node in an alloc network, and a good alloc peer.
+	for _, attrs := range []subnet.LeaseAttrs{
+		{PublicIP: netip.MustParseAddr("198.18.0.7"), BackendType: "vxlan", BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`)},
+		{PublicIP: netip.MustParseAddr("198.18.0.8"), BackendType: "alloc"},
+	} {
+		if _, err := m.AcquireLease(context.Background(), subnet.AcquireRequest{Config: cfg, Attrs: attrs, TTL: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "only the alloc peer", func() bool {
+		p := a.peers()
+		if len(p) != 1 {
+			return false
+		}
+		for _, ip := range p {
+			return ip == netip.MustParseAddr("198.18.0.8")
+		}
+		return false
+	})
+}
+
+func TestConfigChangeMovesTheNode(t *testing.T) {
+	m := newStore(t, allocConfig)
+	fake := &masqtest.Fake{}
+	a := startNode(t, m, "198.18.0.1", "", fake)
+	waitFor(t, "ready", a.ready)
+	if err := m.SetNetworkConfig(context.Background(), []byte(`{"Network":"10.50.0.0/16","Backend":{"Type":"alloc"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	want := netip.MustParsePrefix("10.50.0.0/16")
+	waitFor(t, "the subnet file in the new network", func() bool {
+		f, err := subnet.ReadFile(filepath.Join(a.dir, "subnet.env"))
+		return err == nil && f.Network == want && want.Contains(f.Subnet.Addr()) && a.ready()
+	})
+	if r, ok := fake.Rules(); !ok || r.Network != want {
+		t.Errorf("masquerade rules %+v not moved to %s", r, want)
+	}
+}
+
+var _ masq.Manager = (*masqtest.Fake)(nil)

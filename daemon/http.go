@@ -1,0 +1,150 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Status is what GET /status returns: this node as weftd sees it.
+type Status struct {
+	Network         netip.Prefix         `json:"network"`
+	Subnet          netip.Prefix         `json:"subnet"`
+	PublicIP        netip.Addr           `json:"publicIP"`
+	Backend         string               `json:"backend"`
+	MTU             int                  `json:"mtu"`
+	LeaseExpiration time.Time            `json:"leaseExpiration"`
+	LastSync        time.Time            `json:"lastSync"`
+	LastSyncError   string               `json:"lastSyncError,omitempty"`
+	Ready           map[string]bool      `json:"ready"`
+	Peers           []backend.PeerStatus `json:"peers"`
+}
+
+func (d *Daemon) setLease(l subnet.Lease) {
+	d.mu.Lock()
+	d.status.Subnet = l.Subnet
+	d.status.PublicIP = l.Attrs.PublicIP
+	d.mu.Unlock()
+}
+
+func (d *Daemon) setGeneration(cfg *subnet.Config, mtu int) {
+	d.mu.Lock()
+	d.status.Network = cfg.Network
+	d.status.Backend = cfg.BackendType
+	d.status.MTU = mtu
+	d.mu.Unlock()
+}
+
+// Status returns a snapshot of the node's state. Safe for concurrent use.
+func (d *Daemon) Status() Status {
+	d.mu.Lock()
+	s := d.status
+	d.mu.Unlock()
+	s.LeaseExpiration = d.leaseExpiry()
+	s.Ready = d.readiness()
+	if f := d.peers.Load(); f != nil {
+		s.Peers = (*f)()
+		sort.Slice(s.Peers, func(i, j int) bool { return s.Peers[i].Subnet.Addr().Less(s.Peers[j].Subnet.Addr()) })
+	}
+	return s
+}
+
+func (d *Daemon) readiness() map[string]bool {
+	return map[string]bool{
+		"leaseHeld":         d.leaseHeld.Load(),
+		"subnetFileWritten": d.subnetFileWritten.Load(),
+		"backendReady":      d.backendReady.Load(),
+		"cniConfInstalled":  d.cniConfInstalled.Load(),
+	}
+}
+
+// listen opens the health listener early, so a port clash fails the start
+// instead of a later goroutine.
+func (d *Daemon) listen() (net.Listener, error) {
+	if d.cfg.HealthzAddr == "" || d.cfg.HealthzAddr == "off" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", d.cfg.HealthzAddr)
+	if err != nil {
+		return nil, fmt.Errorf("health listener: %w (change --healthz-addr)", err)
+	}
+	d.healthAddr.Store(ptr(ln.Addr().String()))
+	return ln, nil
+}
+
+// HealthAddr is the address the health server listens on, once Run has
+// opened it; "" before.
+func (d *Daemon) HealthAddr() string {
+	if a := d.healthAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+func (d *Daemon) serveHTTP(ctx context.Context, ln net.Listener) error {
+	if ln == nil {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", d.handleHealthz)
+	mux.HandleFunc("GET /readyz", d.handleReadyz)
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, d.Status()) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("health server: %w", err)
+	case <-ctx.Done():
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+// handleHealthz fails when a running reconcile loop has not come round for
+// three resync intervals: the process is alive but stuck.
+func (d *Daemon) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	if hb := d.heartbeat.Load(); hb != 0 {
+		if age := time.Since(time.Unix(0, hb)); age > 3*d.cfg.ResyncInterval+10*time.Second {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "stuck", "lastLoop": age.String()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (d *Daemon) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	r := d.readiness()
+	code := http.StatusOK
+	for _, ok := range r {
+		if !ok {
+			code = http.StatusServiceUnavailable
+		}
+	}
+	writeJSON(w, code, r)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

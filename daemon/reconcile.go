@@ -1,0 +1,214 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/weftnet/weft/daemon/masq"
+	"github.com/weftnet/weft/subnet"
+)
+
+// adopt makes own this node's lease: configures the backend for it, writes
+// the subnet file and the masquerade rules, and drops own from the peers.
+func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
+	d := g.d
+	g.own = own
+	delete(g.peers, own.Subnet)
+	if err := g.be.Configure(ctx, own); err != nil {
+		return fmt.Errorf("configure backend for %s: %w", own.Subnet, err)
+	}
+	gw := own.Subnet.Masked().Addr().Next()
+	info := subnet.FileInfo{
+		Network: g.cfg.Network,
+		Subnet:  netip.PrefixFrom(gw, own.Subnet.Bits()),
+		MTU:     g.be.MTU(),
+		IPMasq:  d.cfg.IPMasq,
+	}
+	if g.cfg.EnableIPv6 && own.IPv6Subnet.IsValid() {
+		info.IPv6Network = g.cfg.IPv6Network
+		info.IPv6Subnet = netip.PrefixFrom(own.IPv6Subnet.Masked().Addr().Next(), own.IPv6Subnet.Bits())
+	}
+	if err := subnet.WriteFile(d.cfg.SubnetFile, info); err != nil {
+		return err
+	}
+	d.subnetFileWritten.Store(true)
+	if d.deps.Masq != nil {
+		rules := masq.Rules{Network: g.cfg.Network, Subnet: own.Subnet, Masquerade: d.cfg.IPMasq}
+		if info.IPv6Subnet.IsValid() {
+			rules.IPv6Network, rules.IPv6Subnet = g.cfg.IPv6Network, own.IPv6Subnet
+		}
+		if err := d.deps.Masq.Ensure(ctx, rules); err != nil {
+			return fmt.Errorf("forwarding and masquerade rules: %w", err)
+		}
+	}
+	d.setLease(own)
+	d.setGeneration(g.cfg, g.be.MTU())
+	d.leaseHeld.Store(true)
+	return nil
+}
+
+// reconcile is the one goroutine that owns the peer set and the backend. It
+// applies watch batches incrementally and makes a full pass on every
+// snapshot, on every own-lease change and every ResyncInterval. Nothing is
+// synced before the first snapshot: a full pass over an empty set would
+// delete the kernel state a restarted node still has for its peers.
+func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseBatch, own <-chan subnet.Lease) error {
+	d := g.d
+	ticker := time.NewTicker(d.cfg.ResyncInterval)
+	defer ticker.Stop()
+	haveSnapshot := false
+	for {
+		d.heartbeat.Store(time.Now().UnixNano())
+		var events []subnet.Event
+		full := false
+		start := time.Now()
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-batches:
+			// Take every batch already waiting, so a burst of events is one
+			// backend call.
+			for more := true; more; {
+				if b.Snapshot {
+					haveSnapshot, full, events = true, true, nil
+					g.replacePeers(b.Leases)
+				} else {
+					events = append(events, g.applyEvents(b.Events)...)
+				}
+				select {
+				case b = <-batches:
+				default:
+					more = false
+				}
+			}
+		case l := <-own:
+			if err := g.adopt(ctx, l); err != nil {
+				d.log.Error("cannot program the re-acquired lease; retrying on the next pass", "subnet", l.Subnet, "err", err)
+			}
+			full = true
+		case <-ticker.C:
+			full = true
+		}
+		if !haveSnapshot {
+			continue
+		}
+		if full {
+			g.sync(ctx, start)
+		} else if len(events) > 0 {
+			err := g.be.Apply(ctx, events)
+			d.recordPass("incremental", start, err)
+		}
+	}
+}
+
+func (g *generation) sync(ctx context.Context, start time.Time) {
+	peers := make([]subnet.Lease, 0, len(g.peers))
+	for _, l := range g.peers {
+		peers = append(peers, l)
+	}
+	err := g.be.Sync(ctx, peers)
+	g.d.recordPass("full", start, err)
+}
+
+func (d *Daemon) recordPass(kind string, start time.Time, err error) {
+	d.metrics.reconcilePasses.WithLabelValues(kind).Inc()
+	d.metrics.reconcileSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	d.mu.Lock()
+	d.status.LastSync = time.Now()
+	d.status.LastSyncError = ""
+	if err != nil {
+		d.status.LastSyncError = err.Error()
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.metrics.reconcileErrors.WithLabelValues(kind).Inc()
+		d.log.Warn("reconcile pass left work for the next one", "kind", kind, "err", err)
+	}
+}
+
+// replacePeers sets the peer set to the acceptable leases of a snapshot.
+func (g *generation) replacePeers(leases []subnet.Lease) {
+	g.peers = make(map[netip.Prefix]subnet.Lease, len(leases))
+	ownSeen := false
+	for _, l := range leases {
+		if l.Subnet == g.own.Subnet {
+			ownSeen = true
+			g.checkOwnLease(subnet.Event{Type: subnet.EventAdded, Lease: l})
+		}
+		if g.accept(l) {
+			g.peers[l.Subnet] = l
+		}
+	}
+	if !ownSeen {
+		g.checkOwnLease(subnet.Event{Type: subnet.EventRemoved, Lease: g.own})
+	}
+}
+
+// checkOwnLease asks keepLease to verify our lease with the store when ev
+// says our key was deleted or now carries another node's address.
+func (g *generation) checkOwnLease(ev subnet.Event) {
+	if ev.Lease.Subnet != g.own.Subnet {
+		return
+	}
+	if ev.Type == subnet.EventAdded && ev.Lease.Attrs.PublicIP == g.own.Attrs.PublicIP {
+		return
+	}
+	select {
+	case g.checkOwn <- struct{}{}:
+	default: // a check is already pending
+	}
+}
+
+// applyEvents updates the peer set and returns the events the backend must
+// see: only those about acceptable peers, and a removal for a peer whose
+// lease changed into something we no longer accept.
+func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
+	out := make([]subnet.Event, 0, len(events))
+	for _, ev := range events {
+		g.checkOwnLease(ev)
+		sn := ev.Lease.Subnet
+		_, known := g.peers[sn]
+		if ev.Type == subnet.EventAdded && g.accept(ev.Lease) {
+			g.peers[sn] = ev.Lease
+			out = append(out, ev)
+			continue
+		}
+		if known {
+			delete(g.peers, sn)
+			out = append(out, subnet.Event{Type: subnet.EventRemoved, Lease: ev.Lease})
+		}
+	}
+	return out
+}
+
+// accept reports whether l is a peer this node should program. Our own
+// lease is silently skipped; anything else unusable is logged once per
+// subnet and reason and counted.
+func (g *generation) accept(l subnet.Lease) bool {
+	if l.Subnet == g.own.Subnet {
+		return false
+	}
+	why := ""
+	switch {
+	case !l.Subnet.IsValid() || !g.cfg.Network.Contains(l.Subnet.Addr()) || l.Subnet.Bits() < g.cfg.Network.Bits():
+		why = "subnet outside the network " + g.cfg.Network.String()
+	case l.Subnet.Overlaps(g.own.Subnet):
+		why = "subnet overlaps this node's subnet " + g.own.Subnet.String()
+	case !l.Attrs.PublicIP.IsValid():
+		why = "no public IP"
+	case l.Attrs.BackendType != g.cfg.BackendType:
+		why = fmt.Sprintf("backend %q, this network uses %q", l.Attrs.BackendType, g.cfg.BackendType)
+	}
+	if why == "" {
+		delete(g.ignored, l.Subnet)
+		return true
+	}
+	if g.ignored[l.Subnet] != why {
+		g.ignored[l.Subnet] = why
+		g.d.metrics.peersIgnored.Inc()
+		g.d.log.Warn("ignoring a lease", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "reason", why)
+	}
+	return false
+}
