@@ -1,0 +1,56 @@
+# weft: build, test, lab. See README.md.
+GO      ?= go
+BIN     ?= bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+PKG     := github.com/weftnet/weft
+LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
+# The suite must stay well under CI's limit on 2 cores.
+TEST_TIMEOUT ?= 25m
+NODES   ?= 3
+BACKEND ?= vxlan
+PODS    ?= 2
+
+.PHONY: all build test unit lint deps lab lab-down bench bench-quick soak install clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/weftd ./cmd/weft ./cmd/weftctl
+	$(GO) build -o $(BIN)/portmap github.com/containernetworking/plugins/plugins/meta/portmap
+
+# The whole suite: unit tests everywhere, kernel and lab tests as root.
+test: deps build lint
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Unit tests only (no root needed, seconds).
+unit:
+	$(GO) test -count=1 -short ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# The main job: a lab of $(NODES) nodes with pods pinging across them, on an
+# embedded etcd. Leaves it up; `make lab-down` removes it.
+lab: deps build
+	$(BIN)/weftctl lab up --nodes $(NODES) --backend $(BACKEND) --pods-per-node $(PODS)
+	$(BIN)/weftctl lab test
+	@echo
+	@echo "The lab is up. Explore: $(BIN)/weftctl lab status | lab exec weft-n1 -- ip route | lab test"
+	@echo "Tear it down:          make lab-down"
+
+lab-down:
+	$(BIN)/weftctl lab down
+
+install: build
+	install -D -m 0755 $(BIN)/weftd $(DESTDIR)/usr/local/bin/weftd
+	install -D -m 0755 $(BIN)/weftctl $(DESTDIR)/usr/local/bin/weftctl
+	install -D -m 0755 $(BIN)/weft $(DESTDIR)/opt/cni/bin/weft
+	install -D -m 0755 $(BIN)/portmap $(DESTDIR)/opt/cni/bin/portmap
+
+clean:
+	rm -rf $(BIN)
