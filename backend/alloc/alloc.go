@@ -24,7 +24,6 @@ type Backend struct {
 	peers map[string]subnet.Lease
 }
 
-
 var _ backend.Backend = (*Backend)(nil)
 
 // New returns an alloc backend; it satisfies backend.Constructor.
