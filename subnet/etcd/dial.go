@@ -1,0 +1,161 @@
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+)
+
+// DefaultDialTimeout bounds Dial when ClientConfig.DialTimeout is zero.
+const DefaultDialTimeout = 5 * time.Second
+
+// ClientConfig says how to reach etcd: the flags --etcd-endpoints,
+// --etcd-cafile, --etcd-certfile, --etcd-keyfile, --etcd-username,
+// --etcd-password of weftd and weftctl.
+type ClientConfig struct {
+	Endpoints []string
+	// CAFile verifies the server; CertFile and KeyFile (both or neither)
+	// authenticate the client.
+	CAFile, CertFile, KeyFile string
+	Username, Password        string
+	// DialTimeout bounds Dial's first contact; DefaultDialTimeout when zero.
+	DialTimeout time.Duration
+}
+
+// Dial checks the TLS files, connects to etcd and makes one request, so a
+// wrong endpoint, CA, certificate or password fails here, within
+// DialTimeout, with an error that says which. The client reconnects on its
+// own after etcd restarts (backoff capped at 5 s). Close it when done.
+func Dial(ctx context.Context, cc ClientConfig) (*clientv3.Client, error) {
+	if len(cc.Endpoints) == 0 {
+		return nil, errors.New("etcd: no endpoints: set --etcd-endpoints, e.g. http://127.0.0.1:2379")
+	}
+	timeout := cc.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	tlsCfg, err := tlsConfig(cc)
+	if err != nil {
+		return nil, err
+	}
+	if (cc.Username == "") != (cc.Password == "") {
+		return nil, errors.New("etcd: username and password must be given together")
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            cc.Endpoints,
+		TLS:                  tlsCfg,
+		Username:             cc.Username,
+		Password:             cc.Password,
+		DialTimeout:          timeout,
+		DialKeepAliveTime:    30 * time.Second,
+		DialKeepAliveTimeout: 10 * time.Second,
+		Logger:               zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: timeout,
+		})},
+	})
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrAuthFailed) {
+			return nil, fmt.Errorf("etcd %s: authentication as user %q failed: check the username and password", strings.Join(cc.Endpoints, ","), cc.Username)
+		}
+		return nil, fmt.Errorf("etcd %s: %w%s", strings.Join(cc.Endpoints, ","), err, diagnose(cc.Endpoints, tlsCfg, timeout))
+	}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := cli.MemberList(pctx); err != nil {
+		cli.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("etcd %s: %w", strings.Join(cc.Endpoints, ","), ctx.Err())
+		}
+		return nil, fmt.Errorf("etcd %s not reachable within %v: %w%s", strings.Join(cc.Endpoints, ","), timeout, err, diagnose(cc.Endpoints, tlsCfg, timeout))
+	}
+	return cli, nil
+}
+
+func tlsConfig(cc ClientConfig) (*tls.Config, error) {
+	anyHTTPS := false
+	for _, ep := range cc.Endpoints {
+		if strings.HasPrefix(ep, "https://") {
+			anyHTTPS = true
+		}
+	}
+	if cc.CAFile == "" && cc.CertFile == "" && cc.KeyFile == "" {
+		if anyHTTPS {
+			return &tls.Config{MinVersion: tls.VersionTLS12}, nil
+		}
+		return nil, nil
+	}
+	for _, ep := range cc.Endpoints {
+		if strings.HasPrefix(ep, "http://") {
+			return nil, fmt.Errorf("etcd TLS: endpoint %s is plain http but TLS files are set: use https://", ep)
+		}
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cc.CAFile != "" {
+		pem, err := os.ReadFile(cc.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS: CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("etcd TLS: CA file %s holds no PEM certificate", cc.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (cc.CertFile == "") != (cc.KeyFile == "") {
+		return nil, errors.New("etcd TLS: the client certificate and key files must be given together")
+	}
+	if cc.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cc.CertFile, cc.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS: client certificate %s and key %s: %w", cc.CertFile, cc.KeyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// diagnose makes a plain TLS handshake with each endpoint to turn gRPC's
+// "deadline exceeded" into the reason, such as an unknown certificate
+// authority. It returns "" when there is nothing to add.
+func diagnose(endpoints []string, cfg *tls.Config, timeout time.Duration) string {
+	if cfg == nil {
+		return ""
+	}
+	var reasons []string
+	for _, ep := range endpoints {
+		host := ep
+		if u, err := url.Parse(ep); err == nil && u.Host != "" {
+			host = u.Host
+		}
+		c := cfg.Clone()
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			c.ServerName = h
+		}
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: c}
+		conn, err := d.Dial("tcp", host)
+		if err != nil {
+			reasons = append(reasons, fmt.Sprintf("%s: %v", host, err))
+			continue
+		}
+		conn.Close()
+	}
+	if len(reasons) == 0 {
+		return ""
+	}
+	return " (TLS: " + strings.Join(reasons, "; ") + ": check --etcd-cafile, --etcd-certfile and --etcd-keyfile)"
+}
