@@ -20,8 +20,12 @@ type Config struct {
 	SubnetFile     string
 	SubnetLeaseTTL time.Duration
 
-	IPMasq      bool
-	MasqBackend string // "nftables" or "iptables"
+	IPMasq bool
+	// ForwardRules installs rules accepting forwarded pod traffic (Flannel's
+	// --iptables-forward-rules). With it and IPMasq both off, weftd installs
+	// no firewall rules at all.
+	ForwardRules bool
+	MasqBackend  string // "nftables" or "iptables"
 
 	HealthzAddr string
 

@@ -48,6 +48,7 @@ func startNode(t *testing.T, m subnet.Manager, ip string, dir string, fake *masq
 		CNIConfDir:         filepath.Join(dir, "net.d"),
 		HealthzAddr:        "127.0.0.1:0",
 		IPMasq:             true,
+		ForwardRules:       true,
 		ResyncInterval:     200 * time.Millisecond,
 		ConfigPollInterval: 50 * time.Millisecond,
 	}, deps)

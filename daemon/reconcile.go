@@ -34,7 +34,7 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 		return err
 	}
 	d.subnetFileWritten.Store(true)
-	if d.deps.Masq != nil {
+	if d.deps.Masq != nil && (d.cfg.IPMasq || d.cfg.ForwardRules) {
 		rules := masq.Rules{Network: g.cfg.Network, Subnet: own.Subnet, Masquerade: d.cfg.IPMasq}
 		if info.IPv6Subnet.IsValid() {
 			rules.IPv6Network, rules.IPv6Subnet = g.cfg.IPv6Network, own.IPv6Subnet

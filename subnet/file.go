@@ -79,8 +79,8 @@ func ParseFile(data []byte) (FileInfo, error) {
 			f.IPv6Subnet, err = netip.ParsePrefix(val)
 		case "FLANNEL_MTU":
 			f.MTU, err = strconv.Atoi(val)
-			if err == nil && (f.MTU < 68 || f.MTU > 65535) {
-				err = fmt.Errorf("must be between 68 and 65535")
+			if err == nil && (f.MTU < 68 || f.MTU > 65536) {
+				err = fmt.Errorf("must be between 68 and 65536")
 			}
 		case "FLANNEL_IPMASQ":
 			f.IPMasq, err = strconv.ParseBool(val)

@@ -1,0 +1,130 @@
+// Command weftd is weft's node daemon. See package daemon.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/internal/flagenv"
+	"github.com/weftnet/weft/internal/version"
+	"github.com/weftnet/weft/subnet"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+}
+
+// options is everything weftd's command line says.
+type options struct {
+	node        daemon.Config
+	etcd        daemon.EtcdConfig
+	logFormat   string
+	logLevel    slog.Level
+	showVersion bool
+}
+
+// newFlagSet defines weftd's flags into o. Documentation/configuration.md
+// lists them; a test keeps the two in step.
+func newFlagSet(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
+	o.etcd.Endpoints = []string{daemon.DefaultEtcdEndpoint}
+	fs.Func("etcd-endpoints", "comma-separated etcd client URLs (default "+daemon.DefaultEtcdEndpoint+")", func(s string) error {
+		o.etcd.Endpoints = splitList(s)
+		if len(o.etcd.Endpoints) == 0 {
+			return errors.New("no endpoint given")
+		}
+		return nil
+	})
+	fs.StringVar(&o.etcd.Prefix, "etcd-prefix", "/coreos.com/network", "etcd key prefix of the network (Flannel's default)")
+	fs.StringVar(&o.etcd.CAFile, "etcd-cafile", "", "CA certificate file to verify etcd's server certificate")
+	fs.StringVar(&o.etcd.CertFile, "etcd-certfile", "", "client certificate file for etcd")
+	fs.StringVar(&o.etcd.KeyFile, "etcd-keyfile", "", "client key file for etcd")
+	fs.StringVar(&o.etcd.Username, "etcd-username", "", "etcd user name (etcd auth)")
+	fs.StringVar(&o.etcd.Password, "etcd-password", "", "etcd password (etcd auth); prefer the WEFTD_ETCD_PASSWORD variable")
+	fs.StringVar(&o.node.Iface, "iface", "", "underlay interface, by name or address (default: the interface of --public-ip, else of the default route)")
+	fs.Func("public-ip", "address other nodes reach this node at (default: first IPv4 address of the underlay interface)", func(s string) error {
+		ip, err := netip.ParseAddr(s)
+		o.node.PublicIP = ip
+		return err
+	})
+	fs.StringVar(&o.node.SubnetFile, "subnet-file", subnet.DefaultFilePath, "where to write the node's subnet file")
+	fs.DurationVar(&o.node.SubnetLeaseTTL, "subnet-lease-ttl", subnet.DefaultLeaseTTL, "lifetime of the subnet lease; renewed well before it ends")
+	fs.BoolVar(&o.node.IPMasq, "ip-masq", false, "masquerade traffic from the pod network to outside it")
+	fs.BoolVar(&o.node.ForwardRules, "forward-rules", true, "install rules that accept forwarded pod-network traffic")
+	fs.StringVar(&o.node.MasqBackend, "masq-backend", daemon.MasqNFTables, "masquerade rules through nftables or iptables")
+	fs.StringVar(&o.node.HealthzAddr, "healthz-addr", daemon.DefaultHealthzAddr, "address of /healthz, /readyz, /metrics and /status (\"off\" to disable)")
+	fs.StringVar(&o.node.CNIConfDir, "cni-conf-dir", daemon.DefaultCNIConfDir, "directory to install the CNI conflist into")
+	fs.StringVar(&o.node.CNIIPAMDir, "cni-ipam-dir", daemon.DefaultCNIIPAMDir, "IPAM data directory written into the CNI conflist")
+	fs.StringVar(&o.node.CNIBridge, "cni-bridge", daemon.DefaultCNIBridge, "bridge name written into the CNI conflist")
+	fs.DurationVar(&o.node.ResyncInterval, "resync-interval", daemon.DefaultResyncInterval, "period of full reconcile passes that repair drifted kernel state")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	return fs
+}
+
+func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	var o options
+	fs := newFlagSet(&o)
+	fs.SetOutput(stderr)
+	if err := flagenv.Parse(fs, "WEFTD", args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "weftd: %v\n", err)
+		return 1
+	}
+	if o.showVersion {
+		fmt.Fprintln(stdout, version.String("weftd"))
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "weftd: unexpected arguments %q\n", fs.Args())
+		return 1
+	}
+	logger, err := newLogger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "weftd: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger.Info("starting", "version", version.Version, "commit", version.Commit)
+	if err := daemon.Run(ctx, o.node, o.etcd, logger); err != nil {
+		logger.Error("weftd stopped", "err", err)
+		return 1
+	}
+	logger.Info("stopped cleanly; the lease is kept for the next start")
+	return 0
+}
+
+func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: use text or json", format)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,69 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/alloc"
+	"github.com/weftnet/weft/backend/hostgw"
+	"github.com/weftnet/weft/backend/udp"
+	"github.com/weftnet/weft/backend/vxlan"
+	"github.com/weftnet/weft/daemon/masq"
+	"github.com/weftnet/weft/subnet"
+	etcdstore "github.com/weftnet/weft/subnet/etcd"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Backends is every backend built into weftd, by Backend.Type. An explicit
+// map, not init() registration: what weftd can run is visible here.
+func Backends() map[string]backend.Constructor {
+	return map[string]backend.Constructor{
+		subnet.BackendVXLAN:  vxlan.New,
+		subnet.BackendHostGW: hostgw.New,
+		subnet.BackendUDP:    udp.New,
+		subnet.BackendAlloc:  alloc.New,
+	}
+}
+
+// Run is weftd: it connects to etcd, builds the production dependencies and
+// runs the daemon until ctx is done.
+func Run(ctx context.Context, cfg Config, ec EtcdConfig, log *slog.Logger) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	client, err := retry(ctx, log, "connect to etcd", func() (*etcdClient, error) {
+		return etcdstore.Dial(ctx, etcdstore.ClientConfig{
+			Endpoints: ec.Endpoints, CAFile: ec.CAFile, CertFile: ec.CertFile, KeyFile: ec.KeyFile,
+			Username: ec.Username, Password: ec.Password,
+		})
+	})
+	if err != nil {
+		return nilOnDone(ctx, err)
+	}
+	defer client.Close()
+	log.Info("connected to etcd", "endpoints", ec.Endpoints, "prefix", ec.Prefix)
+	deps := Deps{
+		Logger:   log,
+		Manager:  etcdstore.New(client, etcdstore.Options{Prefix: ec.Prefix, Logger: log}),
+		Backends: Backends(),
+	}
+	switch cfg.MasqBackend {
+	case MasqIPTables:
+		deps.Masq, err = masq.NewIPTables(log)
+	default:
+		deps.Masq, err = masq.NewNFTables(log, masq.Options{})
+	}
+	if err != nil {
+		return fmt.Errorf("masquerade (%s): %w", cfg.MasqBackend, err)
+	}
+	d, err := New(cfg, deps)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+type etcdClient = clientv3.Client
