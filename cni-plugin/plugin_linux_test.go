@@ -13,11 +13,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -60,8 +61,15 @@ func newEnv(t *testing.T, subnetWithGW string) *env {
 	e.subnetFile = filepath.Join(e.dir, "subnet.env")
 	e.dataDir = filepath.Join(e.dir, "ipam")
 	e.writeSubnetFile(e.subnet)
-	e.cni = libcni.NewCNIConfigWithCacheDir([]string{testBinDir}, filepath.Join(e.dir, "cache"), nil)
+	e.cni = libcni.NewCNIConfigWithCacheDir([]string{testBinDir}, filepath.Join(e.dir, "cache"), pluginExec())
 	return e
+}
+
+// pluginExec is libcni's default exec, given explicitly: libcni creates it
+// lazily without a lock, which races when one CNIConfig serves concurrent
+// calls (as a runtime's does).
+func pluginExec() invoke.Exec {
+	return &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
 }
 
 func (e *env) writeSubnetFile(sn netip.Prefix) {
@@ -153,7 +161,7 @@ func (e *env) status(list *libcni.NetworkConfigList) error {
 // gcPlugin runs only the plugin's GC: a runtime with an empty cache has no
 // attachments of its own to DEL first.
 func (e *env) gcPlugin(list *libcni.NetworkConfigList, valid ...types.GCAttachment) error {
-	c := libcni.NewCNIConfigWithCacheDir([]string{testBinDir}, e.t.TempDir(), nil)
+	c := libcni.NewCNIConfigWithCacheDir([]string{testBinDir}, e.t.TempDir(), pluginExec())
 	return e.inNode(func() error {
 		return c.GCNetworkList(context.Background(), list, &libcni.GCArgs{ValidAttachments: valid})
 	})
@@ -582,17 +590,5 @@ func TestBadInput(t *testing.T) {
 		if err := e.del(list, r); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
