@@ -523,6 +523,10 @@ func TestBadInput(t *testing.T) {
 	}
 	truncated := writeFile("truncated.env", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1")
 	badCIDR := writeFile("badcidr.env", "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.300.1/24\nFLANNEL_MTU=1450\n")
+	// A link that is not a bridge makes ADD fail after it allocated; an
+	// unreachable route gateway makes it fail after it created the veth.
+	// Both must undo their steps.
+	e.node.MustRun(t, "ip", "link", "add", "wdum", "type", "veth", "peer", "name", "wdum1")
 	tests := []struct {
 		name  string
 		env   []string
@@ -539,6 +543,8 @@ func TestBadInput(t *testing.T) {
 		{name: "malformed cidr", env: addEnv("bad5"), stdin: good(`,"subnetFile":"` + badCIDR + `"`), code: types.ErrDecodingFailure, msg: "FLANNEL_SUBNET"},
 		{name: "missing netns", env: []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=bad6", "CNI_NETNS=/run/netns/nope", "CNI_IFNAME=eth0", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidNetNS, msg: "/run/netns/nope"},
 		{name: "bad ifname", env: []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=bad7", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=a/b", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidEnvironmentVariables, msg: "interface name"},
+		{name: "bridge name taken", env: addEnv("bad8"), stdin: good(`,"bridge":"wdum"`), code: types.ErrInvalidNetworkConfig, msg: "not a bridge"},
+		{name: "route unreachable", env: addEnv("bad9"), stdin: good(`,"routes":[{"dst":"192.168.0.0/16","gw":"172.31.0.1"}]`), code: types.ErrInternal, msg: "add route 192.168.0.0/16 via 172.31.0.1"},
 		{name: "check before 0.4.0", env: []string{"CNI_COMMAND=CHECK", "CNI_CONTAINERID=x", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=/x"}, stdin: strings.Replace(good(""), "1.1.0", "0.3.1", 1), code: types.ErrIncompatibleCNIVersion, msg: "CHECK"},
 		{name: "check without prevResult", env: []string{"CNI_COMMAND=CHECK", "CNI_CONTAINERID=x", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidNetworkConfig, msg: "prevResult"},
 	}
@@ -562,6 +568,9 @@ func TestBadInput(t *testing.T) {
 	}
 	if v := e.nodeVeths(); len(v) != 0 {
 		t.Errorf("failed ADDs left veths: %v", v)
+	}
+	if out := pod.MustRun(t, "ip", "-o", "link"); strings.Contains(out, "eth0") {
+		t.Errorf("failed ADDs left the pod an interface: %s", out)
 	}
 
 	// Exhaustion: five pods fill the /29, the sixth ADD fails cleanly.
