@@ -108,3 +108,12 @@ func DecodeOptions(raw json.RawMessage, v any) error {
 	}
 	return json.Unmarshal(raw, v)
 }
+
+// PeerFiltered is implemented by backends whose encapsulated traffic should
+// be accepted only from current peers' PublicIPs. The daemon then keeps a
+// firewall filter on port in step with the peer set, updated before the
+// backend programs a new peer.
+type PeerFiltered interface {
+	// FilterPort returns the UDP port to filter and whether the filter is on.
+	FilterPort() (port uint16, on bool)
+}

@@ -174,6 +174,8 @@ type generation struct {
 	ignored map[netip.Prefix]string // subnet → why it is not a peer, to log once
 	// checkOwn asks keepLease to verify our lease with the store now.
 	checkOwn chan struct{}
+	// filter is the peer filter as last installed.
+	filter peerFilterState
 }
 
 func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay backend.Underlay) error {

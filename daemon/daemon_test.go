@@ -35,11 +35,27 @@ type node struct {
 
 func startNode(t *testing.T, m subnet.Manager, ip string, dir string, fake *masqtest.Fake) *node {
 	t.Helper()
+	return startNodeWith(t, m, ip, dir, fake, alloc.New)
+}
+
+// filteredAlloc is the alloc backend claiming a peer filter on port 8472,
+// as vxlan does.
+type filteredAlloc struct{ backend.Backend }
+
+func (filteredAlloc) FilterPort() (uint16, bool) { return 8472, true }
+
+func newFilteredAlloc(o backend.Options) (backend.Backend, error) {
+	b, err := alloc.New(o)
+	return filteredAlloc{b}, err
+}
+
+func startNodeWith(t *testing.T, m subnet.Manager, ip string, dir string, fake *masqtest.Fake, newBackend backend.Constructor) *node {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
 	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr(ip)}
-	deps := Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: alloc.New}, Underlay: &u}
+	deps := Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: newBackend}, Underlay: &u}
 	if fake != nil {
 		deps.Masq = fake
 	}
@@ -315,3 +331,24 @@ func TestConfigChangeMovesTheNode(t *testing.T) {
 }
 
 var _ masq.Manager = (*masqtest.Fake)(nil)
+
+func TestPeerFilterFollowsPeers(t *testing.T) {
+	m := newStore(t, allocConfig)
+	fake := &masqtest.Fake{}
+	a := startNodeWith(t, m, "198.18.0.1", "", fake, newFilteredAlloc)
+	b := startNode(t, m, "198.18.0.2", "", nil)
+	waitFor(t, "both ready", func() bool { return a.ready() && b.ready() })
+	filter := func() []netip.Addr {
+		port, peers, on := fake.PeerFilter()
+		if !on || port != 8472 {
+			return nil
+		}
+		return peers
+	}
+	waitFor(t, "b let in", func() bool { p := filter(); return len(p) == 1 && p[0] == b.ip })
+	b.shutdown(t)
+	if err := m.ReleaseLease(context.Background(), b.subnetFile(t).Subnet.Masked()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b shut out", func() bool { _, peers, on := fake.PeerFilter(); return on && len(peers) == 0 })
+}

@@ -94,6 +94,7 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 		if !haveSnapshot {
 			continue
 		}
+		g.updatePeerFilter(ctx)
 		if full {
 			g.sync(ctx, start)
 		} else if len(events) > 0 {

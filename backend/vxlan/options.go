@@ -44,6 +44,16 @@ type Options struct {
 	// packets with bad inner checksums when the NIC offload is on, a bug
 	// Flannel users hit (e.g. with some NAT/conntrack setups); default off.
 	DisableTXChecksumOffload bool
+	// PeerFilter makes weftd accept VXLAN datagrams only from current
+	// peers' PublicIPs (nil means the default, on). Flannel accepts them
+	// from anyone who can reach the port.
+	PeerFilter *bool
+}
+
+// FilterPort implements backend.PeerFiltered: the VXLAN port, and whether
+// only peers may send to it.
+func (o Options) FilterPort() (uint16, bool) {
+	return uint16(o.Port), o.PeerFilter == nil || *o.PeerFilter
 }
 
 // ParseOptions decodes raw (the config's Backend JSON, may be empty) over the

@@ -48,8 +48,9 @@ type Backend struct {
 }
 
 var (
-	_ backend.Backend     = (*Backend)(nil)
-	_ backend.Constructor = New
+	_ backend.Backend      = (*Backend)(nil)
+	_ backend.Constructor  = New
+	_ backend.PeerFiltered = (*Backend)(nil)
 )
 
 // New builds a vxlan backend from opts (options from opts.Config.Backend).
@@ -87,6 +88,9 @@ func New(opts backend.Options) (backend.Backend, error) {
 
 // Options returns the parsed options.
 func (b *Backend) Options() Options { return b.opts }
+
+// FilterPort implements backend.PeerFiltered.
+func (b *Backend) FilterPort() (uint16, bool) { return b.opts.FilterPort() }
 
 // Prepare creates or adopts weft.<VNI> and returns the BackendData to
 // publish. A device with the same VNI, port, local address, underlay, learning
