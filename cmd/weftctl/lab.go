@@ -124,7 +124,7 @@ func labUp(ctx context.Context, e *env, fs *flag.FlagSet, name, root *string, ar
 	pods := fs.Int("pods-per-node", 2, "pods attached to each node through the weft CNI plugin")
 	binDir := fs.String("bin-dir", "", "directory with weftd, weft, weftctl, portmap (default: this weftctl's directory)")
 	network := fs.String("network", "10.244.0.0/16", "pod network")
-	ipMasq := fs.Bool("ip-masq", false, "run weftd with --ip-masq")
+	ipMasq := fs.Bool("ip-masq", true, "run weftd with --ip-masq, as a Kubernetes deployment does (pod → node-address replies need it on udp)")
 	timeout := fs.Duration("ready-timeout", 60*time.Second, "how long to wait for etcd and each weftd")
 	runTest := fs.Bool("test", false, "run the connectivity matrix once the lab is up")
 	down := fs.Bool("down", false, "tear the lab down at the end (after --test)")
