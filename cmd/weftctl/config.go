@@ -47,7 +47,7 @@ func runConfig(ctx context.Context, e *env, args []string) error {
 			}
 			var err error
 			if rest[0] == "-" {
-				raw, err = io.ReadAll(os.Stdin)
+				raw, err = io.ReadAll(e.stdin)
 			} else {
 				raw, err = os.ReadFile(rest[0])
 			}
