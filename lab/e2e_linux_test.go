@@ -256,3 +256,66 @@ func testBackend(t *testing.T, root, backend string, ipMasq bool) {
 		t.Errorf("state of removed node n3 still on disk: %v", err)
 	}
 }
+
+// TestDownAfterKilledUp kills `weftctl lab up` with SIGKILL while it builds
+// and checks that `weftctl lab down` then removes every namespace and
+// process, and that a second down succeeds too.
+func TestDownAfterKilledUp(t *testing.T) {
+	bin := e2eBins(t)
+	root := t.TempDir()
+	name := testLabName("crash")
+	t.Cleanup(func() { _ = Down(context.Background(), root, name) })
+	weftctl := filepath.Join(bin, "weftctl")
+	up := exec.Command(weftctl, "lab", "up", "--name", name, "--state-root", root, "--nodes", "6", "--backend", "vxlan")
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill it once some weftd runs, while later nodes are still being made.
+	var st *State
+	started := poll(t.Context(), 30*time.Second, 5*time.Millisecond, func() bool {
+		s, err := loadState(root, name)
+		if err != nil || len(s.Nodes) < 2 || s.Nodes[1].Weftd == nil {
+			return false
+		}
+		st = s
+		return true
+	})
+	_ = up.Process.Kill()
+	_ = up.Wait()
+	if !started {
+		t.Fatal("lab up recorded no weftd within 30s")
+	}
+	if s, err := loadState(root, name); err == nil {
+		st = s
+	}
+	if st.Ready {
+		t.Fatal("lab up finished before it was killed; nothing was tested")
+	}
+	procs := []*Proc{st.Etcd.Proc}
+	for _, n := range st.Nodes {
+		procs = append(procs, n.Weftd)
+	}
+	for i := range 2 {
+		out, err := exec.Command(weftctl, "lab", "down", "--name", name, "--state-root", root).CombinedOutput()
+		if err != nil {
+			t.Fatalf("lab down #%d: %v\n%s", i+1, err, out)
+		}
+	}
+	for _, p := range procs {
+		if p.Alive() {
+			t.Errorf("process %d (%s) survived lab down", p.PID, p.Cmd)
+		}
+	}
+	nss, err := listNamespaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nss {
+		if strings.HasPrefix(n, name+"-") {
+			t.Errorf("namespace %s survived lab down", n)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, name)); !os.IsNotExist(err) {
+		t.Errorf("state dir survived lab down: %v", err)
+	}
+}

@@ -20,7 +20,9 @@ func execCommand(ctx context.Context, argv, env []string, stdin string) *exec.Cm
 }
 
 // Exec runs argv inside the namespace of target (sw, etcd, n1, n1-p1) with
-// the given stdio; its exit status is the error.
+// the given stdio, the lab's bin dir first on PATH and
+// WEFTCTL_ETCD_ENDPOINTS set to the lab's etcd; its exit status is the
+// error.
 func (l *Lab) Exec(ctx context.Context, target string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("exec: no command given")
@@ -31,6 +33,9 @@ func (l *Lab) Exec(ctx context.Context, target string, argv []string, stdin io.R
 	}
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, argv...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	// The lab's binaries come first on PATH and weftctl talks to the lab's
+	// etcd, so `lab exec etcd -- weftctl leases` just works.
+	cmd.Env = append(os.Environ(), "PATH="+l.BinDir+":"+os.Getenv("PATH"), "WEFTCTL_ETCD_ENDPOINTS="+l.Etcd.Endpoint)
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("%s in %s: %w", argv[0], ns, err)
 	}

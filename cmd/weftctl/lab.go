@@ -21,7 +21,10 @@ const labUsage = `usage: weftctl lab SUBCOMMAND [flags]
   status  [--name NAME]
   test    [--name NAME] [--json]
   exec    [--name NAME] NODE|POD -- CMD [ARGS...]      (NODE: n1, POD: n1-p1; also sw, etcd)
-  list
+  add-node     [--name NAME]                           a node with --pods-per-node pods joins
+  remove-node  [--name NAME] NODE                      pods deleted, weftd stopped, lease released
+  restart      [--name NAME] [--kill] NODE             restart weftd (--kill: SIGKILL first)
+  list                                                 the labs on this machine
 
 Every subcommand takes --name (default weft) and --state-root (default /run/weft-lab);
 flags can also be set as WEFTCTL_LAB_<FLAG>, e.g. WEFTCTL_LAB_NAME.
@@ -90,6 +93,41 @@ func runLab(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		return l.Exec(ctx, target, cmd, os.Stdin, e.stdout, e.stderr)
+	case "add-node":
+		if err := parseLabFlags(fs, args, e); err != nil {
+			return err
+		}
+		l, err := lab.Load(*root, *name)
+		if err != nil {
+			return err
+		}
+		l.SetProgress(e.stdout)
+		if _, err := l.AddNode(ctx); err != nil {
+			return err
+		}
+		return l.Status(ctx).WriteSummary(e.stdout)
+	case "remove-node", "restart":
+		kill := fs.Bool("kill", false, "restart: SIGKILL weftd (a crash) instead of SIGTERM")
+		if err := parseLabFlags(fs, args, e); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return fmt.Errorf("%w: %s needs one NODE (n1, n2, ...)", errUsage, sub)
+		}
+		l, err := lab.Load(*root, *name)
+		if err != nil {
+			return err
+		}
+		l.SetProgress(e.stdout)
+		if sub == "restart" {
+			_, err = l.RestartWeftd(ctx, fs.Arg(0), *kill)
+		} else {
+			err = l.RemoveNode(ctx, fs.Arg(0))
+		}
+		if err != nil {
+			return err
+		}
+		return l.Status(ctx).WriteSummary(e.stdout)
 	case "list":
 		if err := parseLabFlags(fs, args, e); err != nil {
 			return err
