@@ -152,6 +152,19 @@ func diagnose(endpoints []string, cfg *tls.Config, timeout time.Duration) string
 			reasons = append(reasons, fmt.Sprintf("%s: %v", host, err))
 			continue
 		}
+		// With TLS 1.3 the server checks the client's certificate after the
+		// client's handshake is done; its verdict comes as an alert on the
+		// first read.
+		_ = conn.SetReadDeadline(time.Now().Add(min(timeout, 500*time.Millisecond)))
+		var buf [1]byte
+		if _, err := conn.Read(buf[:]); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				if strings.Contains(err.Error(), "tls:") {
+					reasons = append(reasons, fmt.Sprintf("%s: %v", host, err))
+				}
+			}
+		}
 		conn.Close()
 	}
 	if len(reasons) == 0 {

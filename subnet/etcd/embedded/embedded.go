@@ -144,6 +144,9 @@ func (s *Server) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	case err := <-s.e.Err():
+		if err == nil { // the channel is closed by Close
+			return nil
+		}
 		return fmt.Errorf("etcd: %w", err)
 	case <-s.stopped:
 		return nil
