@@ -7,11 +7,12 @@ PKG     := github.com/weftnet/weft
 LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
 # The suite must stay well under CI's limit on 2 cores.
 TEST_TIMEOUT ?= 25m
+FUZZTIME ?= 5s
 NODES   ?= 3
 BACKEND ?= vxlan
 PODS    ?= 2
 
-.PHONY: all build test unit lint deps lab lab-down bench bench-quick soak install clean
+.PHONY: all build test unit lint fuzz deps lab lab-down bench bench-quick soak install clean
 
 all: build
 
@@ -22,9 +23,15 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/weftd ./cmd/weft ./cmd/weftctl
 	$(GO) build -o $(BIN)/portmap github.com/containernetworking/plugins/plugins/meta/portmap
 
-# The whole suite: unit tests everywhere, kernel and lab tests as root.
+# The whole suite: unit tests everywhere, kernel and lab tests as root, then
+# every fuzz target for a bounded time.
 test: deps build lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+# Longer fuzzing: make fuzz FUZZTIME=5m
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 # Unit tests only (no root needed, seconds).
 unit:
