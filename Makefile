@@ -47,7 +47,7 @@ lab: deps build
 	$(BIN)/weftctl lab up --nodes $(NODES) --backend $(BACKEND) --pods-per-node $(PODS)
 	$(BIN)/weftctl lab test
 	@echo
-	@echo "The lab is up. Explore: $(BIN)/weftctl lab status | lab exec weft-n1 -- ip route | lab test"
+	@echo "The lab is up. Explore: $(BIN)/weftctl lab status | $(BIN)/weftctl lab exec n1 -- ip route | $(BIN)/weftctl lab test"
 	@echo "Tear it down:          make lab-down"
 
 lab-down:
