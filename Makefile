@@ -22,6 +22,7 @@ deps:
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/weftd ./cmd/weft ./cmd/weftctl
 	$(GO) build -o $(BIN)/portmap github.com/containernetworking/plugins/plugins/meta/portmap
+	$(GO) build -o $(BIN)/cnitool github.com/containernetworking/cni/cnitool
 
 # The whole suite: unit tests everywhere, kernel and lab tests as root, then
 # every fuzz target for a bounded time.

@@ -321,6 +321,13 @@ func (p *rxPath) flush() {
 }
 
 func (h *peerHost) allows(src uint32) bool {
+	// The peer node itself may send from its PublicIP: it answers a pod that
+	// reached it on its underlay address with that address as source, and the
+	// answer is routed into the tunnel. A peer can claim only its own address,
+	// so this opens no spoofing.
+	if src == h.ip {
+		return true
+	}
 	for _, p := range h.subnets {
 		if p.contains(src) {
 			return true

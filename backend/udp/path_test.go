@@ -229,6 +229,8 @@ func TestRxPath(t *testing.T) {
 		{"from peer", peer, packet("10.244.2.5", "10.244.1.5", 63, 100), 1, wire.OK},
 		{"unknown peer", stranger, packet("10.244.2.5", "10.244.1.5", 63, 100), 0, wire.ReasonUnknownPeer},
 		{"spoofed inner source", peer, packet("10.244.5.5", "10.244.1.5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"the peer node's own address", peer, packet("198.18.60.12", "10.244.1.5", 63, 100), 1, wire.OK},
+		{"another node's address", peer, packet("198.18.60.13", "10.244.1.5", 63, 100), 0, wire.ReasonSpoofedSource},
 		{"not for our subnet", peer, packet("10.244.2.5", "10.244.8.5", 63, 100), 0, wire.ReasonNotLocal},
 		{"truncated", peer, packet("10.244.2.5", "10.244.1.5", 63, 100)[:50], 0, wire.ReasonShort},
 		{"bad ihl", peer, append([]byte{0x41}, make([]byte, 30)...), 0, wire.ReasonBadHeader},
