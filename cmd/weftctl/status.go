@@ -1,0 +1,443 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/internal/nl"
+	"github.com/weftnet/weft/subnet"
+)
+
+// errWeftdUnreachable marks a failed request to weftd's HTTP API.
+var errWeftdUnreachable = errors.New("weftd not reachable")
+
+// fetchStatus asks weftd at addr (its --healthz-addr) for GET /status.
+func fetchStatus(ctx context.Context, addr string, timeout time.Duration) (daemon.Status, error) {
+	var st daemon.Status
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
+	if err != nil {
+		return st, fmt.Errorf("weftd address %q: %w", addr, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("%w at %s: %v; is weftd running? it serves on --healthz-addr (default %s); pass --weftd-addr HOST:PORT if it was changed",
+			errWeftdUnreachable, addr, err, daemon.DefaultHealthzAddr)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return st, fmt.Errorf("%w at %s: read /status: %v", errWeftdUnreachable, addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("%w at %s: GET /status: %s: is something else listening there?", errWeftdUnreachable, addr, resp.Status)
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, fmt.Errorf("weftd at %s: decode /status: %w", addr, err)
+	}
+	return st, nil
+}
+
+// statusView is `weftctl status -o json`: weftd's status plus what weftctl
+// found out locally.
+type statusView struct {
+	daemon.Status
+	// Device carries the node's pod traffic: the vxlan/udp device (it holds
+	// <subnet>.0) or, for host-gw, the underlay link (it holds PublicIP).
+	// Empty when it is not in this network namespace.
+	Device string `json:"device,omitempty"`
+}
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	sf := addStoreFlags(fs)
+	addr := fs.String("weftd-addr", daemon.DefaultHealthzAddr, "weftd's HTTP address (its --healthz-addr)")
+	output := fs.String("o", "table", "output format: table or json")
+	cluster := fs.Bool("cluster", false, "list every lease in etcd with its reachability from this node")
+	probeTimeout := fs.Duration("probe-timeout", time.Second, "with --cluster: how long to wait for each peer's echo reply")
+	workers := fs.Int("probe-workers", 16, "with --cluster: peers probed at once")
+	if err := parseFlags(fs, e, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs.Args()); err != nil {
+		return err
+	}
+	if *output != "table" && *output != "json" {
+		return fmt.Errorf("%w: -o %q: use table or json", errUsage, *output)
+	}
+	if *cluster {
+		if *workers < 1 || *probeTimeout <= 0 {
+			return fmt.Errorf("%w: --probe-workers and --probe-timeout must be positive", errUsage)
+		}
+		m, client, err := sf.open(ctx, e)
+		if err != nil {
+			return err
+		}
+		defer client.Close()
+		p := clusterProbe{timeout: *probeTimeout, workers: *workers, ping: pingOnce}
+		return clusterStatus(ctx, e, m, *addr, sf.timeout, p, *output)
+	}
+	st, err := fetchStatus(ctx, *addr, sf.timeout)
+	if err != nil {
+		return err
+	}
+	v := statusView{Status: st, Device: findDevice(st)}
+	if *output == "json" {
+		return writeJSONOut(e.stdout, v)
+	}
+	return writeStatusTable(e.stdout, v, time.Now())
+}
+
+func writeJSONOut(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeStatusTable renders one node's status for people.
+func writeStatusTable(w io.Writer, v statusView, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, a...)...) }
+	row("Node", "%s", orDash(v.PublicIP))
+	row("Network", "%s", orDash(v.Network))
+	lease := orDash(v.Subnet)
+	if v.Subnet.IsValid() && !v.LeaseExpiration.IsZero() {
+		lease += fmt.Sprintf("  (expires in %s)", v.LeaseExpiration.Sub(now).Round(time.Second))
+	}
+	row("Subnet", "%s", lease)
+	row("Backend", "%s", dash(v.Backend))
+	row("Device", "%s", dash(v.Device))
+	row("MTU", "%s", intOrDash(v.MTU))
+	row("Ready", "%s", readyText(v.Ready))
+	sync := "never"
+	if !v.LastSync.IsZero() {
+		sync = fmt.Sprintf("%s ago", now.Sub(v.LastSync).Round(time.Millisecond))
+	}
+	if v.LastSyncError != "" {
+		sync += ", error: " + v.LastSyncError
+	} else if !v.LastSync.IsZero() {
+		sync += ", ok"
+	}
+	row("Last sync", "%s", sync)
+	counts := map[backend.PeerState]int{}
+	for _, p := range v.Peers {
+		counts[p.State]++
+	}
+	row("Peers", "%d (%d programmed, %d refused, %d failed)", len(v.Peers),
+		counts[backend.PeerProgrammed], counts[backend.PeerRefused], counts[backend.PeerFailed])
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(v.Peers) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER SUBNET\tPUBLIC IP\tSTATE\tREASON")
+	for _, p := range v.Peers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Subnet, orDash(p.PublicIP), p.State, dash(p.Reason))
+	}
+	return tw.Flush()
+}
+
+func readyText(r map[string]bool) string {
+	if len(r) == 0 {
+		return "unknown"
+	}
+	keys := make([]string, 0, len(r))
+	all := true
+	for k, ok := range r {
+		keys = append(keys, k)
+		all = all && ok
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	if all {
+		b.WriteString("yes")
+	} else {
+		b.WriteString("NO")
+	}
+	b.WriteString(" (")
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		mark := "✓"
+		if !r[k] {
+			mark = "✗"
+		}
+		b.WriteString(k + " " + mark)
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+// orDash formats a netip value, "-" for the zero value.
+func orDash[T interface {
+	IsValid() bool
+	String() string
+}](v T) string {
+	if !v.IsValid() {
+		return "-"
+	}
+	return v.String()
+}
+
+func intOrDash(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
+}
+
+// findDevice looks in this network namespace for the link carrying the
+// node's pod traffic: the one holding <subnet>.0 (vxlan, udp), else the one
+// holding PublicIP (host-gw routes over the underlay). "" when neither is
+// here, e.g. when weftd runs on another host or in another namespace.
+func findDevice(st daemon.Status) string {
+	if !st.Subnet.IsValid() {
+		return ""
+	}
+	addrs, err := netlink.AddrList(nil, unix.AF_INET)
+	if err != nil {
+		return ""
+	}
+	byAddr := map[netip.Addr]int{}
+	for _, a := range addrs {
+		if ip, ok := nl.Addr(a.IP); ok {
+			byAddr[ip] = a.LinkIndex
+		}
+	}
+	for _, want := range []netip.Addr{st.Subnet.Masked().Addr(), st.PublicIP} {
+		if idx, ok := byAddr[want]; ok && want.IsValid() {
+			if l, err := netlink.LinkByIndex(idx); err == nil {
+				return l.Attrs().Name
+			}
+		}
+	}
+	return ""
+}
+
+// ---- status --cluster ----
+
+// clusterRow is one lease in `weftctl status --cluster`, also its JSON form.
+type clusterRow struct {
+	Subnet     netip.Prefix `json:"subnet"`
+	PublicIP   netip.Addr   `json:"publicIP"`
+	Backend    string       `json:"backend"`
+	Reserved   bool         `json:"reserved"`
+	Expiration time.Time    `json:"expiration,omitzero"`
+	Self       bool         `json:"self"`
+	// WeftdState is how this node's weftd handled the peer
+	// (programmed/refused/failed); empty when weftd was not asked or does
+	// not list it.
+	WeftdState  string `json:"weftdState,omitempty"`
+	WeftdReason string `json:"weftdReason,omitempty"`
+	// Probe is the overlay address probed: <subnet>.0 (the vxlan/udp
+	// device of the peer) or <subnet>.1 (its bridge, for host-gw).
+	Probe     netip.Addr `json:"probe,omitzero"`
+	Reachable bool       `json:"reachable"`
+	RTT       string     `json:"rtt,omitempty"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// clusterProbe says how peers are probed; ping is injectable for tests.
+type clusterProbe struct {
+	timeout time.Duration
+	workers int
+	ping    func(ctx context.Context, to netip.Addr, timeout time.Duration) (time.Duration, error)
+}
+
+// probeTarget is the overlay address of a peer that answers ICMP echo
+// whenever the peer's weftd has configured its node: the device address
+// <subnet>.0 for vxlan and udp, the bridge gateway <subnet>.1 for host-gw
+// (which has no device of its own; the bridge exists once a pod ran there).
+func probeTarget(l subnet.Lease) netip.Addr {
+	if l.Attrs.BackendType == subnet.BackendHostGW {
+		return l.Subnet.Masked().Addr().Next()
+	}
+	return l.Subnet.Masked().Addr()
+}
+
+func clusterStatus(ctx context.Context, e *env, m subnet.Manager, addr string, timeout time.Duration, p clusterProbe, output string) error {
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	leases, _, err := m.ListLeases(lctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("list leases: %w", err)
+	}
+	// weftd is optional here: it tells which lease is ours and its view of
+	// each peer, but the probes work without it.
+	st, stErr := fetchStatus(ctx, addr, timeout)
+	if stErr != nil {
+		fmt.Fprintf(e.stderr, "warning: %v\n", stErr)
+	}
+	peerState := map[netip.Prefix]backend.PeerStatus{}
+	for _, ps := range st.Peers {
+		peerState[ps.Subnet] = ps
+	}
+	rows := make([]clusterRow, len(leases))
+	for i, l := range leases {
+		r := clusterRow{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP, Backend: l.Attrs.BackendType, Reserved: l.Reserved(), Expiration: l.Expiration}
+		r.Self = (stErr == nil && l.Subnet == st.Subnet) || (stErr != nil && isLocalAddr(l.Attrs.PublicIP))
+		if ps, ok := peerState[l.Subnet]; ok {
+			r.WeftdState, r.WeftdReason = string(ps.State), ps.Reason
+		}
+		if !r.Self {
+			r.Probe = probeTarget(l)
+		}
+		rows[i] = r
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Subnet.Addr().Less(rows[j].Subnet.Addr()) })
+	probeAll(ctx, rows, p)
+
+	unreachable := 0
+	for _, r := range rows {
+		if !r.Self && !r.Reachable {
+			unreachable++
+		}
+	}
+	if output == "json" {
+		if err := writeJSONOut(e.stdout, rows); err != nil {
+			return err
+		}
+	} else if err := writeClusterTable(e.stdout, rows, time.Now()); err != nil {
+		return err
+	}
+	if unreachable > 0 {
+		return fmt.Errorf("%d of %d peers unreachable over the overlay: run `weftctl diagnose <pod IP>` for one of them", unreachable, len(rows)-selfCount(rows))
+	}
+	return nil
+}
+
+func selfCount(rows []clusterRow) int {
+	n := 0
+	for _, r := range rows {
+		if r.Self {
+			n++
+		}
+	}
+	return n
+}
+
+// probeAll probes every row with a Probe address, at most p.workers at a
+// time, each bounded by p.timeout (plus a grace for process start).
+func probeAll(ctx context.Context, rows []clusterRow, p clusterProbe) {
+	var g errgroup.Group
+	g.SetLimit(p.workers)
+	for i := range rows {
+		if !rows[i].Probe.IsValid() {
+			continue
+		}
+		r := &rows[i] // each goroutine owns one row
+		g.Go(func() error {
+			pctx, cancel := context.WithTimeout(ctx, p.timeout+2*time.Second)
+			defer cancel()
+			rtt, err := p.ping(pctx, r.Probe, p.timeout)
+			if err != nil {
+				r.Error = err.Error()
+				return nil
+			}
+			r.Reachable, r.RTT = true, rtt.String()
+			return nil
+		})
+	}
+	_ = g.Wait() // the probes return no error; failures are in the rows
+}
+
+func writeClusterTable(w io.Writer, rows []clusterRow, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tWEFTD\tPROBE\tREACHABLE\tRTT\tEXPIRES IN")
+	for _, r := range rows {
+		reach, probe := "no", orDash(r.Probe)
+		switch {
+		case r.Self:
+			reach = "this node"
+		case r.Reachable:
+			reach = "yes"
+		}
+		weftd := dash(r.WeftdState)
+		if r.WeftdReason != "" {
+			weftd += " (" + r.WeftdReason + ")"
+		}
+		expires := "never (reserved)"
+		if !r.Reserved {
+			expires = r.Expiration.Sub(now).Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Subnet, orDash(r.PublicIP), dash(r.Backend), weftd, probe, reach, dash(r.RTT), expires)
+	}
+	return tw.Flush()
+}
+
+// isLocalAddr reports whether a is an address of this network namespace.
+func isLocalAddr(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(addrs, func(x net.Addr) bool {
+		n, ok := x.(*net.IPNet)
+		if !ok {
+			return false
+		}
+		ip, ok := nl.Addr(n.IP)
+		return ok && ip == a
+	})
+}
+
+// ping -q prints "rtt min/avg/max/mdev = 0.051/0.051/0.051/0.000 ms".
+var pingSummary = regexp.MustCompile(`= ([0-9.]+)/`)
+
+// pingOnce sends one ICMP echo with ping(8) and returns the round trip.
+// ping handles raw or unprivileged ICMP sockets as the host allows.
+func pingOnce(ctx context.Context, to netip.Addr, timeout time.Duration) (time.Duration, error) {
+	secs := max(1, int((timeout+time.Second-1)/time.Second))
+	out, err := exec.CommandContext(ctx, "ping", "-n", "-q", "-c", "1", "-W", strconv.Itoa(secs), to.String()).CombinedOutput()
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("no reply within %s", timeout)
+		}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == 1 {
+			return 0, fmt.Errorf("no reply within %s", timeout)
+		}
+		return 0, fmt.Errorf("ping %s: %v: %s", to, err, strings.TrimSpace(string(out)))
+	}
+	if m := pingSummary.FindSubmatch(out); m != nil {
+		return parseMillis(string(m[1])), nil
+	}
+	return 0, nil
+}
+
+func parseMillis(s string) time.Duration {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(f * float64(time.Millisecond)).Round(time.Microsecond)
+}
