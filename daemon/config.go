@@ -37,6 +37,11 @@ type Config struct {
 	ResyncInterval time.Duration
 	// ConfigPollInterval is how often the network config is re-read.
 	ConfigPollInterval time.Duration
+
+	// NotifySocket is systemd's $NOTIFY_SOCKET (empty when not run by a
+	// Type=notify unit) and WatchdogInterval its watchdog period (0: off).
+	NotifySocket     string
+	WatchdogInterval time.Duration
 }
 
 // Defaults for Config fields left zero.

@@ -46,8 +46,9 @@ type Daemon struct {
 
 	mu     sync.Mutex // guards status
 	status Status
-	// peers reports the running backend's peers; nil between generations.
-	peers atomic.Pointer[func() []backend.PeerStatus]
+	// running is the current generation's backend; nil between
+	// generations. Status and metrics read its peers and counters.
+	running atomic.Pointer[runningBackend]
 	// session is the one keeping the current lease alive; status and
 	// metrics read the lease's expiry from it.
 	session    atomic.Pointer[subnet.Session]
@@ -71,6 +72,7 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, deps: deps, log: deps.Logger}
 	d.metrics = newMetrics(d.leaseExpiry)
+	d.metrics.registry.MustRegister(&scrapeCollector{d: d})
 	return d, nil
 }
 
@@ -84,7 +86,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.serveHTTP(ctx, ln) })
 	g.Go(func() error { return d.runGenerations(ctx) })
-	return g.Wait()
+	g.Go(func() error { return d.runWatchdog(ctx) })
+	err = g.Wait()
+	d.notify("STOPPING=1")
+	return err
 }
 
 // runGenerations runs one generation per network config until ctx is done.
@@ -208,9 +213,10 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 		return err
 	}
 	d.cniConfInstalled.Store(true)
-	d.peers.Store(ptr(be.Peers))
-	defer d.peers.Store(nil)
+	d.running.Store(&runningBackend{be})
+	defer d.running.Store(nil)
 	log.Info("node ready", "subnet", lease.Subnet, "mtu", be.MTU())
+	d.notify(fmt.Sprintf("READY=1\nSTATUS=subnet %s, backend %s", lease.Subnet, cfg.BackendType))
 
 	batches := make(chan subnet.LeaseBatch, 64)
 	ownLeases := make(chan subnet.Lease, 1)
@@ -354,6 +360,9 @@ func (d *Daemon) setNotReady() {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// runningBackend boxes the interface for atomic.Pointer.
+type runningBackend struct{ backend.Backend }
 
 func nilOnDone(ctx context.Context, err error) error {
 	if ctx.Err() != nil {

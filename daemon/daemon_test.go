@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,7 +222,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	defer resp.Body.Close()
 	var buf bytes.Buffer
 	_, _ = buf.ReadFrom(resp.Body)
-	for _, want := range []string{"weft_lease_acquisitions_total 1", "weft_build_info{", "weft_reconcile_passes_total{kind=\"full\"}", "weft_lease_expiry_timestamp_seconds"} {
+	for _, want := range []string{"weft_lease_acquisitions_total 1", "weft_build_info{", "weft_reconcile_passes_total{kind=\"full\"}", "weft_lease_expiry_timestamp_seconds", "weft_peers{backend=\"alloc\",state=\"programmed\"} 0"} {
 		if !bytes.Contains(buf.Bytes(), []byte(want)) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -351,4 +353,58 @@ func TestPeerFilterFollowsPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "b shut out", func() bool { _, peers, on := fake.PeerFilter(); return on && len(peers) == 0 })
+}
+
+func TestSystemdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	m := newStore(t, allocConfig)
+	dir := t.TempDir()
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr("198.18.0.1")}
+	d, err := New(Config{
+		SubnetFile: filepath.Join(dir, "subnet.env"), CNIConfDir: filepath.Join(dir, "net.d"), HealthzAddr: "off",
+		NotifySocket: sock, WatchdogInterval: 100 * time.Millisecond,
+	}, Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: alloc.New}, Underlay: &u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	read := func() string {
+		buf := make([]byte, 256)
+		_ = ln.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := ln.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	var got []string
+	for len(got) < 3 {
+		got = append(got, read())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	last := read()
+	for ; last == "WATCHDOG=1" && len(got) < 100; last = read() {
+		got = append(got, last)
+	}
+	if last != "STOPPING=1" {
+		t.Errorf("after the stop got %q, want STOPPING=1", last)
+	}
+	ready, watchdog := false, false
+	for _, m := range got {
+		ready = ready || strings.HasPrefix(m, "READY=1\nSTATUS=subnet 10.244.")
+		watchdog = watchdog || m == "WATCHDOG=1"
+	}
+	if !ready || !watchdog {
+		t.Errorf("notifications %q: want READY=1 with a status and WATCHDOG=1", got)
+	}
 }

@@ -53,8 +53,8 @@ func (d *Daemon) Status() Status {
 	d.mu.Unlock()
 	s.LeaseExpiration = d.leaseExpiry()
 	s.Ready = d.readiness()
-	if f := d.peers.Load(); f != nil {
-		s.Peers = (*f)()
+	if r := d.running.Load(); r != nil {
+		s.Peers = r.Peers()
 		sort.Slice(s.Peers, func(i, j int) bool { return s.Peers[i].Subnet.Addr().Less(s.Peers[j].Subnet.Addr()) })
 	}
 	return s
@@ -121,13 +121,24 @@ func (d *Daemon) serveHTTP(ctx context.Context, ln net.Listener) error {
 // handleHealthz fails when a running reconcile loop has not come round for
 // three resync intervals: the process is alive but stuck.
 func (d *Daemon) handleHealthz(w http.ResponseWriter, _ *http.Request) {
-	if hb := d.heartbeat.Load(); hb != 0 {
-		if age := time.Since(time.Unix(0, hb)); age > 3*d.cfg.ResyncInterval+10*time.Second {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "stuck", "lastLoop": age.String()})
-			return
-		}
+	if stuck := d.stuckFor(); stuck > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "stuck", "lastLoop": stuck.String()})
+		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// stuckFor returns how long ago a running reconcile loop last came round,
+// when that is more than three resync intervals; 0 when healthy.
+func (d *Daemon) stuckFor() time.Duration {
+	hb := d.heartbeat.Load()
+	if hb == 0 {
+		return 0
+	}
+	if age := time.Since(time.Unix(0, hb)); age > 3*d.cfg.ResyncInterval+10*time.Second {
+		return age
+	}
+	return 0
 }
 
 func (d *Daemon) handleReadyz(w http.ResponseWriter, _ *http.Request) {

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/alloc"
@@ -34,11 +36,9 @@ func Run(ctx context.Context, cfg Config, ec EtcdConfig, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	client, err := retry(ctx, log, "connect to etcd", func() (*etcdClient, error) {
-		return etcdstore.Dial(ctx, etcdstore.ClientConfig{
-			Endpoints: ec.Endpoints, CAFile: ec.CAFile, CertFile: ec.CertFile, KeyFile: ec.KeyFile,
-			Username: ec.Username, Password: ec.Password,
-		})
+	client, err := dialEtcd(ctx, log, etcdstore.ClientConfig{
+		Endpoints: ec.Endpoints, CAFile: ec.CAFile, CertFile: ec.CertFile, KeyFile: ec.KeyFile,
+		Username: ec.Username, Password: ec.Password,
 	})
 	if err != nil {
 		return nilOnDone(ctx, err)
@@ -67,3 +67,31 @@ func Run(ctx context.Context, cfg Config, ec EtcdConfig, log *slog.Logger) error
 }
 
 type etcdClient = clientv3.Client
+
+// dialEtcd connects to etcd, retrying transient failures (etcd down,
+// timeouts) with backoff and logging each distinct error once. An error
+// retrying cannot fix (etcdstore.ErrClientConfig: wrong CA, no client
+// certificate, bad TLS files, rejected password) is returned at once, so
+// weftd exits with the reason instead of hanging.
+func dialEtcd(ctx context.Context, log *slog.Logger, cc etcdstore.ClientConfig) (*etcdClient, error) {
+	bo := newBackoff(250*time.Millisecond, 10*time.Second)
+	last := ""
+	for {
+		c, err := etcdstore.Dial(ctx, cc)
+		switch {
+		case err == nil:
+			if last != "" {
+				log.Info("connect to etcd succeeded after retries")
+			}
+			return c, nil
+		case errors.Is(err, etcdstore.ErrClientConfig):
+			return nil, fmt.Errorf("connect to etcd: %w", err)
+		case err.Error() != last:
+			last = err.Error()
+			log.Warn("connect to etcd failed; retrying with backoff", "err", err)
+		}
+		if err := sleepCtx(ctx, bo.next()); err != nil {
+			return nil, err
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/weftnet/weft/daemon"
 	"github.com/weftnet/weft/internal/flagenv"
+	"github.com/weftnet/weft/internal/sdnotify"
 	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/subnet"
 )
@@ -92,6 +93,10 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		fmt.Fprintf(stderr, "weftd: unexpected arguments %q\n", fs.Args())
 		return 1
 	}
+	// Set by systemd for a Type=notify unit, not flags: the protocol's own
+	// variables.
+	o.node.NotifySocket = getenv("NOTIFY_SOCKET")
+	o.node.WatchdogInterval = sdnotify.WatchdogInterval(getenv("WATCHDOG_USEC"), getenv("WATCHDOG_PID"), os.Getpid())
 	logger, err := newLogger(stderr, o.logFormat, o.logLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "weftd: %v\n", err)
