@@ -19,6 +19,24 @@ import (
 	"google.golang.org/grpc/backoff"
 )
 
+// ErrClientConfig marks a Dial error that retrying cannot fix: unreadable or
+// mismatched TLS files, a plain http endpoint with TLS files, a TLS handshake
+// the server or the client refuses (unknown CA, no or wrong client
+// certificate), or rejected credentials. A caller that retries transient
+// errors (connection refused, timeouts) should stop and report these.
+var ErrClientConfig = errors.New("etcd client configuration refused")
+
+// clientConfigError wraps err so it matches ErrClientConfig while keeping
+// its own message.
+type clientConfigError struct{ err error }
+
+func (e clientConfigError) Error() string { return e.err.Error() }
+func (e clientConfigError) Unwrap() []error {
+	return []error{e.err, ErrClientConfig}
+}
+
+func refused(err error) error { return clientConfigError{err} }
+
 // DefaultDialTimeout bounds Dial when ClientConfig.DialTimeout is zero.
 const DefaultDialTimeout = 5 * time.Second
 
@@ -41,7 +59,7 @@ type ClientConfig struct {
 // own after etcd restarts (backoff capped at 5 s). Close it when done.
 func Dial(ctx context.Context, cc ClientConfig) (*clientv3.Client, error) {
 	if len(cc.Endpoints) == 0 {
-		return nil, errors.New("etcd: no endpoints: set --etcd-endpoints, e.g. http://127.0.0.1:2379")
+		return nil, refused(errors.New("etcd: no endpoints: set --etcd-endpoints, e.g. http://127.0.0.1:2379"))
 	}
 	timeout := cc.DialTimeout
 	if timeout <= 0 {
@@ -49,10 +67,10 @@ func Dial(ctx context.Context, cc ClientConfig) (*clientv3.Client, error) {
 	}
 	tlsCfg, err := tlsConfig(cc)
 	if err != nil {
-		return nil, err
+		return nil, refused(err)
 	}
 	if (cc.Username == "") != (cc.Password == "") {
-		return nil, errors.New("etcd: username and password must be given together")
+		return nil, refused(errors.New("etcd: username and password must be given together"))
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            cc.Endpoints,
@@ -70,9 +88,9 @@ func Dial(ctx context.Context, cc ClientConfig) (*clientv3.Client, error) {
 	})
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrAuthFailed) {
-			return nil, fmt.Errorf("etcd %s: authentication as user %q failed: check the username and password", strings.Join(cc.Endpoints, ","), cc.Username)
+			return nil, refused(fmt.Errorf("etcd %s: authentication as user %q failed: check the username and password", strings.Join(cc.Endpoints, ","), cc.Username))
 		}
-		return nil, fmt.Errorf("etcd %s: %w%s", strings.Join(cc.Endpoints, ","), err, diagnose(cc.Endpoints, tlsCfg, timeout))
+		return nil, diagnosed(fmt.Errorf("etcd %s: %w", strings.Join(cc.Endpoints, ","), err), cc.Endpoints, tlsCfg, timeout)
 	}
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -81,7 +99,10 @@ func Dial(ctx context.Context, cc ClientConfig) (*clientv3.Client, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("etcd %s: %w", strings.Join(cc.Endpoints, ","), ctx.Err())
 		}
-		return nil, fmt.Errorf("etcd %s not reachable within %v: %w%s", strings.Join(cc.Endpoints, ","), timeout, err, diagnose(cc.Endpoints, tlsCfg, timeout))
+		if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrInvalidAuthToken) || errors.Is(err, rpctypes.ErrUserEmpty) {
+			return nil, refused(fmt.Errorf("etcd %s: authentication refused: %w: check the username and password", strings.Join(cc.Endpoints, ","), err))
+		}
+		return nil, diagnosed(fmt.Errorf("etcd %s not reachable within %v: %w", strings.Join(cc.Endpoints, ","), timeout, err), cc.Endpoints, tlsCfg, timeout)
 	}
 	return cli, nil
 }
@@ -129,14 +150,45 @@ func tlsConfig(cc ClientConfig) (*tls.Config, error) {
 	return cfg, nil
 }
 
+// diagnosed appends diagnose's findings to err, and marks it ErrClientConfig
+// when a TLS handshake was refused: no endpoint would accept this client, so
+// retrying is pointless.
+func diagnosed(err error, endpoints []string, cfg *tls.Config, timeout time.Duration) error {
+	why, tlsRefused := diagnose(endpoints, cfg, timeout)
+	err = fmt.Errorf("%w%s", err, why)
+	if tlsRefused {
+		return refused(err)
+	}
+	return err
+}
+
+// tlsFailure reports whether err is the TLS layer refusing the peer (a
+// certificate that does not verify, an alert from the server, a server that
+// does not speak TLS), as opposed to the network failing.
+func tlsFailure(err error) bool {
+	var (
+		rh   tls.RecordHeaderError
+		al   tls.AlertError
+		ua   x509.UnknownAuthorityError
+		ci   x509.CertificateInvalidError
+		he   x509.HostnameError
+		cv   *tls.CertificateVerificationError
+		remo = strings.Contains(err.Error(), "remote error: tls:")
+	)
+	return remo || errors.As(err, &rh) || errors.As(err, &al) || errors.As(err, &ua) ||
+		errors.As(err, &ci) || errors.As(err, &he) || errors.As(err, &cv)
+}
+
 // diagnose makes a plain TLS handshake with each endpoint to turn gRPC's
 // "deadline exceeded" into the reason, such as an unknown certificate
-// authority. It returns "" when there is nothing to add.
-func diagnose(endpoints []string, cfg *tls.Config, timeout time.Duration) string {
+// authority. It returns "" when there is nothing to add, and whether any
+// endpoint refused the handshake (tlsFailure).
+func diagnose(endpoints []string, cfg *tls.Config, timeout time.Duration) (string, bool) {
 	if cfg == nil {
-		return ""
+		return "", false
 	}
 	var reasons []string
+	tlsRefused := false
 	for _, ep := range endpoints {
 		host := ep
 		if u, err := url.Parse(ep); err == nil && u.Host != "" {
@@ -150,6 +202,7 @@ func diagnose(endpoints []string, cfg *tls.Config, timeout time.Duration) string
 		conn, err := d.Dial("tcp", host)
 		if err != nil {
 			reasons = append(reasons, fmt.Sprintf("%s: %v", host, err))
+			tlsRefused = tlsRefused || tlsFailure(err)
 			continue
 		}
 		// With TLS 1.3 the server checks the client's certificate after the
@@ -162,13 +215,14 @@ func diagnose(endpoints []string, cfg *tls.Config, timeout time.Duration) string
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				if strings.Contains(err.Error(), "tls:") {
 					reasons = append(reasons, fmt.Sprintf("%s: %v", host, err))
+					tlsRefused = true
 				}
 			}
 		}
 		conn.Close()
 	}
 	if len(reasons) == 0 {
-		return ""
+		return "", false
 	}
-	return " (TLS: " + strings.Join(reasons, "; ") + ": check --etcd-cafile, --etcd-certfile and --etcd-keyfile)"
+	return " (TLS: " + strings.Join(reasons, "; ") + ": check --etcd-cafile, --etcd-certfile and --etcd-keyfile)", tlsRefused
 }
