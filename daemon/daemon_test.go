@@ -238,10 +238,20 @@ func TestRestartReusesSubnet(t *testing.T) {
 	a.shutdown(t)
 
 	// Same PublicIP: the lease is still in the store and is renewed.
+	conf := filepath.Join(dir, "net.d", CNIConfFile)
+	before, err := os.Stat(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a = startNode(t, m, "198.18.0.1", dir, nil)
 	waitFor(t, "ready after restart", a.ready)
 	if got := a.subnetFile(t).Subnet; got != first {
 		t.Fatalf("after restart subnet = %s, want %s", got, first)
+	}
+	// The same content is not rewritten: runtimes watching the directory
+	// see no change.
+	if after, err := os.Stat(conf); err != nil || !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("the unchanged CNI conflist was rewritten on restart (%v)", err)
 	}
 	a.shutdown(t)
 

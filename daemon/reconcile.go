@@ -116,16 +116,23 @@ func (g *generation) sync(ctx context.Context, start time.Time) {
 func (d *Daemon) recordPass(kind string, start time.Time, err error) {
 	d.metrics.reconcilePasses.WithLabelValues(kind).Inc()
 	d.metrics.reconcileSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
-	d.mu.Lock()
-	d.status.LastSync = time.Now()
-	d.status.LastSyncError = ""
+	msg := ""
 	if err != nil {
-		d.status.LastSyncError = err.Error()
-	}
-	d.mu.Unlock()
-	if err != nil {
+		msg = err.Error()
 		d.metrics.reconcileErrors.WithLabelValues(kind).Inc()
+	}
+	d.mu.Lock()
+	prev := d.status.LastSyncError
+	d.status.LastSync = time.Now()
+	d.status.LastSyncError = msg
+	d.mu.Unlock()
+	// Log a problem when it appears or changes, and its end; the same error
+	// pass after pass is counted, not logged again.
+	switch {
+	case msg != "" && msg != prev:
 		d.log.Warn("reconcile pass left work for the next one", "kind", kind, "err", err)
+	case msg == "" && prev != "":
+		d.log.Info("reconcile pass succeeded again", "kind", kind)
 	}
 }
 
