@@ -1,0 +1,191 @@
+package main
+
+import "time"
+
+// Results is everything one run measured; bench/results.json is this
+// struct, and Documentation/performance.md is rendered from it.
+type Results struct {
+	Date        time.Time `json:"date"`
+	Command     string    `json:"command"`
+	Quick       bool      `json:"quick"`
+	Commit      string    `json:"commit"`
+	Machine     Machine   `json:"machine"`
+	DurationSec float64   `json:"durationSec"`
+
+	DataPlane *DataPlane `json:"dataPlane,omitempty"`
+	CNI       *CNI       `json:"cni,omitempty"`
+	Control   *Control   `json:"controlPlane,omitempty"`
+	Profiles  []Profile  `json:"profiles,omitempty"`
+	Targets   []Target   `json:"targets"`
+	// Errors are areas or steps that failed; the rest of the run still
+	// reports.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Machine describes where the figures were taken.
+type Machine struct {
+	Hostname  string `json:"hostname"`
+	CPUs      int    `json:"nproc"`
+	CPUModel  string `json:"cpuModel"`
+	Kernel    string `json:"kernel"`
+	MemoryMB  int    `json:"memoryMB"`
+	GoVersion string `json:"goVersion"`
+	Iperf3    string `json:"iperf3"`
+	// LoadStart and LoadEnd are /proc/loadavg at the start and the end:
+	// other work on the machine shows up here.
+	LoadStart string `json:"loadavgStart"`
+	LoadEnd   string `json:"loadavgEnd"`
+}
+
+// DataPlane holds one entry per backend, each measured on its own 2-node
+// lab next to that lab's underlay.
+type DataPlane struct {
+	DurationSec int           `json:"iperfSeconds"`
+	Repetitions int           `json:"repetitions"`
+	UDPRate     string        `json:"udpOfferedLoad"`
+	PingCount   int           `json:"pingCount"`
+	Backends    []*BackendRun `json:"backends"`
+}
+
+// BackendRun is one backend's lab: the pod→pod path and, as reference, the
+// node→node underlay path of the same lab.
+type BackendRun struct {
+	Name     string      `json:"name"` // vxlan, host-gw, vxlan-directrouting, udp
+	Config   string      `json:"config"`
+	Lab      string      `json:"lab"`
+	Underlay *PathResult `json:"underlay,omitempty"`
+	Pod      *PathResult `json:"pod,omitempty"`
+	// SingleStreamRatio is Pod.TCP1 / Underlay.TCP1 (median over median).
+	SingleStreamRatio float64 `json:"singleStreamVsUnderlay"`
+	MultiStreamRatio  float64 `json:"fourStreamsVsUnderlay"`
+	Error             string  `json:"error,omitempty"`
+}
+
+// PathResult is everything measured between two namespaces.
+type PathResult struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// TCP1 and TCP4 are iperf3 TCP runs with 1 and 4 streams.
+	TCP1 Series      `json:"tcp1"`
+	TCP4 Series      `json:"tcp4"`
+	UDP  *IperfRun   `json:"udp,omitempty"`
+	Ping *PingResult `json:"ping,omitempty"`
+	// WeftdCPUPerGB is CPU seconds used by both nodes' weftd per GB moved
+	// during the single-stream runs (the udp backend's userspace cost;
+	// about 0 for kernel backends).
+	WeftdCPUPerGB float64 `json:"weftdCpuSecPerGB"`
+	// KernelCPUPerGB is machine-wide system+irq+softirq seconds per GB over
+	// the same runs: the kernel's cost, plus any other load on the machine.
+	KernelCPUPerGB float64  `json:"kernelCpuSecPerGB"`
+	Errors         []string `json:"errors,omitempty"`
+}
+
+// Series is repeated iperf3 runs and their median.
+type Series struct {
+	Runs       []IperfRun `json:"runs"`
+	MedianGbps float64    `json:"medianGbps"`
+}
+
+// CNI holds the plugin's latency runs.
+type CNI struct {
+	Pods     int `json:"pods"`
+	Parallel int `json:"parallel"`
+	// ExecFloorMS is the latency of `weft` answering VERSION: the cost of
+	// starting the plugin process, below which ADD cannot go.
+	ExecFloorMS Dist      `json:"execFloorMs"`
+	Runs        []*CNIRun `json:"runs"`
+}
+
+// CNIRun is ADD then DEL of every pod, one conflist, one concurrency.
+type CNIRun struct {
+	Name        string  `json:"name"`
+	Plugins     string  `json:"plugins"`
+	Concurrency int     `json:"concurrency"`
+	AddMS       Dist    `json:"addMs"`
+	DelMS       Dist    `json:"delMs"`
+	AddErrors   int     `json:"addErrors"`
+	DelErrors   int     `json:"delErrors"`
+	WallSec     float64 `json:"wallSec"`
+	// UniqueIPs is how many distinct pod addresses the ADDs returned.
+	UniqueIPs  int    `json:"uniqueIPs"`
+	FirstError string `json:"firstError,omitempty"`
+}
+
+// Control holds the control-plane runs.
+type Control struct {
+	Acquire     *AcquireRun  `json:"leaseAcquisition,omitempty"`
+	Peers       []*PeerRun   `json:"peerProgramming,omitempty"`
+	Convergence *Convergence `json:"convergence,omitempty"`
+	Errors      []string     `json:"errors,omitempty"`
+}
+
+// AcquireRun is N simulated nodes acquiring a lease at once.
+type AcquireRun struct {
+	Nodes      int     `json:"nodes"`
+	TotalMS    float64 `json:"totalMs"` // start → every node holds a lease
+	PerNodeMS  Dist    `json:"perNodeMs"`
+	Errors     int     `json:"errors"`
+	Duplicates int     `json:"duplicates"`
+	Stored     int     `json:"storedLeases"` // ListLeases after the run
+	FirstError string  `json:"firstError,omitempty"`
+}
+
+// PeerRun is N fake peer leases written into etcd and programmed by a real
+// weftd (vxlan), then deleted.
+type PeerRun struct {
+	Peers int `json:"peers"`
+	// WriteMS is first write → last write acknowledged by etcd.
+	WriteMS float64 `json:"writeMs"`
+	// ProgramMS is last write → the kernel holds every route, neighbour
+	// and FDB entry; ProgramFromFirstMS counts from the first write.
+	ProgramMS          float64 `json:"programAfterLastWriteMs"`
+	ProgramFromFirstMS float64 `json:"programAfterFirstWriteMs"`
+	// RemoveMS is the delete (one etcd lease revoke) → all of it gone.
+	RemoveMS float64   `json:"removeMs"`
+	Before   ProcUsage `json:"weftdBefore"`
+	Loaded   ProcUsage `json:"weftdWithPeers"`
+	After    ProcUsage `json:"weftdAfterRemoval"`
+	// CPUProgramSec and CPURemoveSec are weftd CPU seconds spent
+	// programming and removing.
+	CPUProgramSec float64 `json:"weftdCpuProgramSec"`
+	CPURemoveSec  float64 `json:"weftdCpuRemoveSec"`
+	Error         string  `json:"error,omitempty"`
+}
+
+// Convergence is one lease at a time: write → kernel state on the node.
+type Convergence struct {
+	Samples    int    `json:"samples"`
+	AddMS      Dist   `json:"addMs"`
+	RemoveMS   Dist   `json:"removeMs"`
+	Errors     int    `json:"errors"`
+	FirstError string `json:"firstError,omitempty"`
+}
+
+// Profile is a perf sample of one slow case, reduced to where time goes.
+type Profile struct {
+	Area    string  `json:"area"`
+	Case    string  `json:"case"`
+	Command string  `json:"command"`
+	Samples string  `json:"samples"`
+	ByComm  []Share `json:"byCommand"`
+	BySym   []Share `json:"bySymbol"`
+	Note    string  `json:"note"`
+	Error   string  `json:"error,omitempty"`
+}
+
+// Share is one line of a perf report: a percentage of the samples.
+type Share struct {
+	Percent float64 `json:"percent"`
+	What    string  `json:"what"`
+}
+
+// Target is one goal of the benchmark issue and whether this run met it.
+type Target struct {
+	Area string `json:"area"`
+	Name string `json:"name"`
+	Want string `json:"want"`
+	Got  string `json:"got"`
+	// Met is nil when the figure was not measured in this run.
+	Met  *bool  `json:"met"`
+	Note string `json:"note,omitempty"`
+}
