@@ -197,16 +197,26 @@ func TestWatchCompaction(t *testing.T) {
 	e := etcdtest.Start(t)
 	ctx := ctxT(t, 30*time.Second)
 	cfg := subnettest.MustConfig(t, `{"Network":"10.43.0.0/16"}`)
-	m, _ := newManager(t, e.Client)
+	cli := e.NewClient(t)
+	kv := &countingKV{KV: cli.KV}
+	cli.KV = kv
+	m, _ := newManager(t, cli)
 	l1, err := m.AcquireLease(ctx, subnet.AcquireRequest{Config: cfg, Attrs: subnettest.Node(43, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	listed := kv.gets.Load()
 	out := make(chan subnet.LeaseBatch)
 	go m.WatchLeases(ctx, out)
 	w := subnettest.NewWatchState(out)
-	// The watcher now holds its first snapshot, blocked on the unbuffered
-	// channel: it has not started its etcd watch yet.
+	// Once the watcher has listed, it holds its first snapshot, blocked on
+	// the unbuffered channel: it has not started its etcd watch yet.
+	for deadline := time.Now().Add(10 * time.Second); kv.gets.Load() == listed; {
+		if time.Now().After(deadline) {
+			t.Fatal("watcher never listed")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	var later []netip.Prefix
 	for i := 2; i <= 4; i++ {
 		l, err := m.AcquireLease(ctx, subnet.AcquireRequest{Config: cfg, Attrs: subnettest.Node(43, i)})
@@ -374,7 +384,7 @@ func TestSessionOnEtcd(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	cfg := subnettest.MustConfig(t, `{"Network":"10.47.0.0/16"}`)
 	m, _ := newManager(t, e.Client)
-	const ttl = 2 * time.Second
+	const ttl = 3 * time.Second
 	l, err := m.AcquireLease(ctx, subnet.AcquireRequest{Config: cfg, Attrs: subnettest.Node(47, 1), TTL: ttl})
 	if err != nil {
 		t.Fatal(err)
@@ -382,7 +392,7 @@ func TestSessionOnEtcd(t *testing.T) {
 	s := subnet.NewSession(m, l, ttl, subnet.SessionOptions{})
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(ctx) }()
-	deadline := time.Now().Add(3 * ttl)
+	deadline := time.Now().Add(2 * ttl)
 	for time.Now().Before(deadline) {
 		ls, _, err := m.ListLeases(ctx)
 		if err != nil || len(ls) != 1 {
@@ -405,4 +415,16 @@ func TestSessionOnEtcd(t *testing.T) {
 	if err := <-errc; !errors.Is(err, subnet.ErrLeaseLost) {
 		t.Fatalf("Run = %v", err)
 	}
+}
+
+// countingKV counts completed Gets, so a test knows a list has happened.
+type countingKV struct {
+	clientv3.KV
+	gets atomic.Int64
+}
+
+func (k *countingKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	r, err := k.KV.Get(ctx, key, opts...)
+	k.gets.Add(1)
+	return r, err
 }

@@ -27,6 +27,14 @@ type Config struct {
 	ListenPeerURL string
 	// Name is the member name; "weft" when empty.
 	Name string
+	// InitialCluster lists every member of a new cluster as
+	// "name=peerURL,name=peerURL,..." (etcd's --initial-cluster); empty for
+	// a single member. Each member must then set ListenPeerURL to the URL it
+	// has in the list. Ignored when DataDir already holds a member.
+	InitialCluster string
+	// InitialClusterToken tells clusters apart at bootstrap; "weft" when
+	// empty.
+	InitialClusterToken string
 	// Logger receives etcd's warnings and errors; discarded when nil.
 	Logger *slog.Logger
 
@@ -82,6 +90,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = cu, cu
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = pu, pu
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	if cfg.InitialCluster != "" {
+		ec.InitialCluster = cfg.InitialCluster
+	}
+	ec.InitialClusterToken = "weft"
+	if cfg.InitialClusterToken != "" {
+		ec.InitialClusterToken = cfg.InitialClusterToken
+	}
 	ec.ClientTLSInfo.CertFile = cfg.CertFile
 	ec.ClientTLSInfo.KeyFile = cfg.KeyFile
 	ec.ClientTLSInfo.TrustedCAFile = cfg.TrustedCAFile
