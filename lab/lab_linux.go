@@ -49,6 +49,11 @@ type Options struct {
 	Progress io.Writer
 	// ReadyTimeout bounds each wait (etcd health, weftd /readyz); default 60s.
 	ReadyTimeout time.Duration
+	// EtcdMembers > 1 runs an etcd cluster of that many members (at most
+	// 5) instead of a single etcd; every weftd gets all endpoints.
+	EtcdMembers int
+	// WeftdArgs are extra flags for every weftd (Node.Args).
+	WeftdArgs []string
 }
 
 // Lab is a running lab: its recorded state plus the handles of the processes
@@ -209,6 +214,7 @@ func (l *Lab) create(o Options, binDir string) error {
 		NextNode:    1,
 		PodsPerNode: o.PodsPerNode,
 		IPMasq:      o.IPMasq,
+		WeftdArgs:   o.WeftdArgs,
 	}
 	return l.save()
 }
@@ -220,7 +226,7 @@ func (l *Lab) build(ctx context.Context, o Options) error {
 	if err := l.buildSwitch(ctx); err != nil {
 		return err
 	}
-	if err := l.startEtcd(ctx); err != nil {
+	if err := l.startEtcdMembers(ctx, o.EtcdMembers); err != nil {
 		return err
 	}
 	if err := l.writeConfig(ctx); err != nil {
@@ -416,6 +422,7 @@ func (l *Lab) startWeftd(n *Node) error {
 	if l.IPMasq {
 		args = append(args, "--ip-masq")
 	}
+	args = append(append(args, l.WeftdArgs...), n.Args...)
 	p, done, err := startInNS(n.NS, n.Log, nil, args...)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)

@@ -45,6 +45,8 @@ type State struct {
 	PodsPerNode int `json:"podsPerNode"`
 	// IPMasq is passed to every weftd as --ip-masq.
 	IPMasq bool `json:"ipMasq"`
+	// WeftdArgs are extra flags for every weftd (Options.WeftdArgs).
+	WeftdArgs []string `json:"weftdArgs,omitempty"`
 	// Ready is set once `up` finished.
 	Ready bool `json:"ready"`
 }
@@ -57,6 +59,10 @@ type Etcd struct {
 	DataDir  string     `json:"dataDir"`
 	Log      string     `json:"log"`
 	Proc     *Proc      `json:"proc,omitempty"`
+	// Members are the members of a multi-member etcd (Options.EtcdMembers
+	// > 1), all in namespace NS; Endpoint then lists every client URL and
+	// Proc is the first member's.
+	Members []*EtcdMember `json:"members,omitempty"`
 }
 
 // Node is one weft node: a namespace with its weftd.
@@ -74,6 +80,8 @@ type Node struct {
 	Subnet     netip.Prefix `json:"subnet,omitzero"`
 	Weftd      *Proc        `json:"weftd,omitempty"`
 	Pods       []*Pod       `json:"pods"`
+	// Args are extra weftd flags, after the lab's own (a later flag wins).
+	Args []string `json:"args,omitempty"`
 }
 
 // Pod is a namespace attached to its node through the CNI plugin.

@@ -20,6 +20,8 @@ func runEtcd(ctx context.Context, e *env, args []string) error {
 	clientURLs := fs.String("listen-client-urls", "http://127.0.0.1:2379", "comma-separated client URLs to serve")
 	peerURL := fs.String("listen-peer-url", "", "raft peer URL (default: a free loopback port; one member never dials it)")
 	name := fs.String("name", "weft", "member name")
+	initialCluster := fs.String("initial-cluster", "", "members of a new multi-member cluster, name=peerURL,... (each member sets --listen-peer-url to its own)")
+	clusterToken := fs.String("initial-cluster-token", "", "token that tells clusters apart at bootstrap (default weft)")
 	certFile := fs.String("cert-file", "", "server certificate for https:// client URLs")
 	keyFile := fs.String("key-file", "", "server key for https:// client URLs")
 	caFile := fs.String("trusted-ca-file", "", "CA that client certificates must be signed by (turns on client certificate auth)")
@@ -32,15 +34,17 @@ func runEtcd(ctx context.Context, e *env, args []string) error {
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	srv, err := embedded.Start(startCtx, embedded.Config{
-		DataDir:          *dataDir,
-		ListenClientURLs: splitList(*clientURLs),
-		ListenPeerURL:    *peerURL,
-		Name:             *name,
-		Logger:           e.logger,
-		CertFile:         *certFile,
-		KeyFile:          *keyFile,
-		TrustedCAFile:    *caFile,
-		ClientCertAuth:   *caFile != "",
+		DataDir:             *dataDir,
+		ListenClientURLs:    splitList(*clientURLs),
+		ListenPeerURL:       *peerURL,
+		Name:                *name,
+		InitialCluster:      *initialCluster,
+		InitialClusterToken: *clusterToken,
+		Logger:              e.logger,
+		CertFile:            *certFile,
+		KeyFile:             *keyFile,
+		TrustedCAFile:       *caFile,
+		ClientCertAuth:      *caFile != "",
 	})
 	if err != nil {
 		return err

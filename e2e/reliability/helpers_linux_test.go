@@ -1,0 +1,365 @@
+package reliability
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/weftnet/weft/internal/nstest"
+	"github.com/weftnet/weft/lab"
+)
+
+const prefix = "/coreos.com/network"
+
+// bins returns the built binaries or ends the test: skipped when not root
+// or under -short, failed when they did not build.
+func bins(t *testing.T) string {
+	t.Helper()
+	nstest.RequireRoot(t)
+	if binDir == "" {
+		t.Skip("reliability: skipped under -short or with WEFT_E2E_SKIP set")
+	}
+	if buildErr != nil {
+		t.Fatalf("binaries: %v", buildErr)
+	}
+	return binDir
+}
+
+// labName is a lab name no other test uses at once.
+func labName(p string) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return "rl" + p + hex.EncodeToString(b[:])
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// up brings a lab up and always tears it down in t.Cleanup.
+func up(t *testing.T, o lab.Options) *lab.Lab {
+	t.Helper()
+	o.BinDir = bins(t)
+	o.Progress = testWriter{t}
+	if o.StateRoot == "" {
+		o.StateRoot = t.TempDir()
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 60 * time.Second
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := lab.Down(ctx, o.StateRoot, o.Name); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	l, err := lab.Up(t.Context(), o)
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	return l
+}
+
+// ctxFor is a context bounded by d and by the test.
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// record logs a measured result and appends it to -results.
+func record(t *testing.T, format string, args ...any) {
+	t.Helper()
+	line := fmt.Sprintf("RESULT %s: %s", t.Name(), fmt.Sprintf(format, args...))
+	t.Log(line)
+	if *resultsFlag == "" {
+		return
+	}
+	f, err := os.OpenFile(*resultsFlag, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Errorf("results file: %v", err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format(time.RFC3339), line)
+}
+
+// pingStats is what one bounded ping run saw.
+type pingStats struct {
+	Sent, Received int
+	Interval       time.Duration
+	Elapsed        time.Duration
+	Out            string
+}
+
+func (s pingStats) Lost() int { return s.Sent - s.Received }
+
+// Window is the time the lost pings cover.
+func (s pingStats) Window() time.Duration { return time.Duration(s.Lost()) * s.Interval }
+
+func (s pingStats) String() string {
+	return fmt.Sprintf("%d sent, %d received, %d lost (%v at %v intervals)", s.Sent, s.Received, s.Lost(), s.Window(), s.Interval)
+}
+
+var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// pinger is a bounded ping run in the background.
+type pinger struct {
+	done  chan struct{}
+	stats pingStats
+	err   error
+}
+
+// startPing pings to from inside the namespace of pod for about d at
+// interval (count = d/interval, each reply awaited at most 1s after the
+// last request). Wait returns what it saw.
+func startPing(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d time.Duration) *pinger {
+	t.Helper()
+	ns, err := l.Resolve(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := int(d / interval)
+	p := &pinger{done: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ping", "-n", "-q",
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(count), "-W", "1", to.String())
+	start := time.Now()
+	go func() {
+		defer close(p.done)
+		defer cancel()
+		out, _ := cmd.CombinedOutput() // exit 1 means "some lost": the summary says how many
+		p.stats = pingStats{Interval: interval, Elapsed: time.Since(start), Out: string(out)}
+		m := pingSummary.FindStringSubmatch(string(out))
+		if m == nil {
+			p.err = fmt.Errorf("ping %s from %s: no summary in %q", to, pod, out)
+			return
+		}
+		p.stats.Sent, _ = strconv.Atoi(m[1])
+		p.stats.Received, _ = strconv.Atoi(m[2])
+		if p.stats.Sent < count {
+			p.err = fmt.Errorf("ping %s from %s: sent %d of %d (cut short?): %q", to, pod, p.stats.Sent, count, out)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-p.done })
+	return p
+}
+
+func (p *pinger) Wait(t *testing.T) pingStats {
+	t.Helper()
+	<-p.done
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return p.stats
+}
+
+// pingOnce reports whether one ping from pod to addr is answered within 1s.
+func pingOnce(ctx context.Context, l *lab.Lab, pod string, to netip.Addr) bool {
+	_, err := l.Run(ctx, pod, "ping", "-n", "-q", "-c", "1", "-W", "1", to.String())
+	return err == nil
+}
+
+// requireReach polls until pod reaches addr, for at most d.
+func requireReach(t *testing.T, l *lab.Lab, pod string, to netip.Addr, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if !lab.Poll(t.Context(), d, 200*time.Millisecond, func() bool { return pingOnce(t.Context(), l, pod, to) }) {
+		t.Fatalf("%s does not reach %s within %v", pod, to, d)
+	}
+	return time.Since(start)
+}
+
+// requireMatrix fails unless every pod reaches every other pod.
+func requireMatrix(t *testing.T, l *lab.Lab, what string) {
+	t.Helper()
+	m, err := l.Test(t.Context(), lab.TestOptions{Timeout: 60 * time.Second, SkipNodes: true})
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	var b bytes.Buffer
+	_ = m.WriteTable(&b)
+	if !m.OK {
+		t.Fatalf("%s: pods not fully connected:\n%s", what, b.String())
+	}
+}
+
+// httpIn returns an HTTP client whose connections start in target's
+// namespace.
+func httpIn(t *testing.T, l *lab.Lab, target string) *http.Client {
+	t.Helper()
+	dial, err := l.DialContext(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
+}
+
+// get fetches a path of node's weftd HTTP endpoint: status code and body.
+func get(t *testing.T, l *lab.Lab, node, path string) (int, string, error) {
+	t.Helper()
+	resp, err := httpIn(t, l, node).Get("http://127.0.0.1:9474" + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// metric returns the value of a metric line (name with labels as written,
+// e.g. `weft_reconcile_errors_total{kind="full"}`) of node's weftd; 0 when
+// absent.
+func metric(t *testing.T, l *lab.Lab, node, name string) float64 {
+	t.Helper()
+	code, body, err := get(t, l, node, "/metrics")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("metrics of %s: %d %v", node, code, err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// etcdClient is a client of the lab's etcd whose connections start in the
+// etcd namespace (the only place the underlay is reachable from).
+func etcdClient(t *testing.T, l *lab.Lab) *clientv3.Client {
+	t.Helper()
+	return etcdClientWith(t, l, clientv3.Config{})
+}
+
+func etcdClientWith(t *testing.T, l *lab.Lab, cfg clientv3.Config) *clientv3.Client {
+	t.Helper()
+	dial, err := l.DialContext("etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Endpoints == nil {
+		cfg.Endpoints = strings.Split(l.Etcd.Endpoint, ",")
+	}
+	cfg.DialTimeout = 5 * time.Second
+	cfg.Logger = zap.NewNop()
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		return dial(ctx, "tcp", addr)
+	}))
+	c, err := clientv3.New(cfg)
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// leaseKey is the etcd key of a subnet's lease.
+func leaseKey(sn netip.Prefix) string {
+	return fmt.Sprintf("%s/subnets/%s-%d", prefix, sn.Addr(), sn.Bits())
+}
+
+// logSince returns the lines of node's weftd log from byte offset off on.
+func logSince(t *testing.T, l *lab.Lab, node string, off int64) []string {
+	t.Helper()
+	data, err := os.ReadFile(l.Node(node).Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off > int64(len(data)) {
+		off = int64(len(data))
+	}
+	s := strings.TrimSpace(string(data[off:]))
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// logSize is the current length of node's weftd log.
+func logSize(t *testing.T, l *lab.Lab, node string) int64 {
+	t.Helper()
+	st, err := os.Stat(l.Node(node).Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// grepLines returns the lines containing every one of words.
+func grepLines(lines []string, words ...string) []string {
+	var out []string
+next:
+	for _, line := range lines {
+		for _, w := range words {
+			if !strings.Contains(line, w) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// ifindex returns the index of a link in target's namespace.
+func ifindex(t *testing.T, l *lab.Lab, target, link string) int {
+	t.Helper()
+	out, err := l.Run(t.Context(), target, "cat", "/sys/class/net/"+link+"/ifindex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return i
+}
+
+// run runs a command in target's namespace and fails the test on error.
+func run(t *testing.T, l *lab.Lab, target string, argv ...string) string {
+	t.Helper()
+	out, err := l.Run(t.Context(), target, argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// parallelEach runs f for each backend as parallel subtests.
+func parallelEach(t *testing.T, backends []string, f func(t *testing.T, backend string)) {
+	for _, b := range backends {
+		t.Run(b, func(t *testing.T) {
+			t.Parallel()
+			f(t, b)
+		})
+	}
+}
+
+var allBackends = []string{"vxlan", "host-gw", "udp"}
