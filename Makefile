@@ -59,6 +59,8 @@ install: build
 	install -D -m 0755 $(BIN)/weftctl $(DESTDIR)/usr/local/bin/weftctl
 	install -D -m 0755 $(BIN)/weft $(DESTDIR)/opt/cni/bin/weft
 	install -D -m 0755 $(BIN)/portmap $(DESTDIR)/opt/cni/bin/portmap
+	install -D -m 0644 deploy/systemd/weftd.service $(DESTDIR)/etc/systemd/system/weftd.service
+	install -D -m 0644 deploy/systemd/weft-etcd.service $(DESTDIR)/etc/systemd/system/weft-etcd.service
 
 clean:
 	rm -rf $(BIN)

@@ -117,3 +117,17 @@ type PeerFiltered interface {
 	// FilterPort returns the UDP port to filter and whether the filter is on.
 	FilterPort() (port uint16, on bool)
 }
+
+// RepairCounter is implemented by backends that count the kernel changes
+// their full passes (Sync) had to make: drift someone caused, or changes the
+// incremental path missed. Safe for concurrent use.
+type RepairCounter interface {
+	Repairs() uint64
+}
+
+// Device is implemented by backends that carry pod traffic over one device
+// (weft.<VNI>, weft-udp, or the underlay for host-gw), so status and
+// diagnosis can name it.
+type Device interface {
+	Device() string
+}

@@ -181,6 +181,8 @@ type generation struct {
 	checkOwn chan struct{}
 	// filter is the peer filter as last installed.
 	filter peerFilterState
+	// synced is set after the generation's first full pass.
+	synced bool
 }
 
 func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay backend.Underlay) error {

@@ -23,6 +23,7 @@ type Status struct {
 	Subnet          netip.Prefix         `json:"subnet"`
 	PublicIP        netip.Addr           `json:"publicIP"`
 	Backend         string               `json:"backend"`
+	Device          string               `json:"device,omitempty"`
 	MTU             int                  `json:"mtu"`
 	LeaseExpiration time.Time            `json:"leaseExpiration"`
 	LastSync        time.Time            `json:"lastSync"`
@@ -54,6 +55,9 @@ func (d *Daemon) Status() Status {
 	s.LeaseExpiration = d.leaseExpiry()
 	s.Ready = d.readiness()
 	if r := d.running.Load(); r != nil {
+		if dev, ok := r.Backend.(backend.Device); ok {
+			s.Device = dev.Device()
+		}
 		s.Peers = r.Peers()
 		sort.Slice(s.Peers, func(i, j int) bool { return s.Peers[i].Subnet.Addr().Less(s.Peers[j].Subnet.Addr()) })
 	}

@@ -18,6 +18,7 @@ type metrics struct {
 	leaseAcquisitions, leaseFailures, leaseLosses prometheus.Counter
 	peersIgnored                                  prometheus.Counter
 	reconcilePasses, reconcileErrors              *prometheus.CounterVec
+	repairs                                       prometheus.Counter
 	reconcileSeconds                              *prometheus.HistogramVec
 }
 
@@ -32,6 +33,7 @@ func newMetrics(leaseExpiry func() time.Time) *metrics {
 		leaseLosses:       prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_lease_losses_total", Help: "Times the lease was found lost and had to be acquired again."}),
 		peersIgnored:      prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_peer_leases_ignored_total", Help: "Peer leases ignored as unusable (outside the network, overlapping, wrong backend)."}),
 		reconcilePasses:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_reconcile_passes_total", Help: "Reconcile passes by kind (full, incremental)."}, []string{"kind"}),
+		repairs:           prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_reconcile_repairs_total", Help: "Kernel entries (routes, neighbours, FDB entries) a periodic full pass had to write or delete: drift."}),
 		reconcileErrors:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_reconcile_errors_total", Help: "Reconcile passes that returned an error, by kind."}, []string{"kind"}),
 		reconcileSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "weft_reconcile_duration_seconds",
@@ -39,7 +41,7 @@ func newMetrics(leaseExpiry func() time.Time) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.leaseAcquisitions, m.leaseFailures, m.leaseLosses, m.peersIgnored, m.reconcilePasses, m.reconcileErrors, m.reconcileSeconds} {
+	for _, c := range []prometheus.Collector{m.leaseAcquisitions, m.leaseFailures, m.leaseLosses, m.peersIgnored, m.reconcilePasses, m.reconcileErrors, m.repairs, m.reconcileSeconds} {
 		f(c)
 	}
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

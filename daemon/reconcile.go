@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/daemon/masq"
 	"github.com/weftnet/weft/subnet"
 )
@@ -109,8 +110,22 @@ func (g *generation) sync(ctx context.Context, start time.Time) {
 	for _, l := range g.peers {
 		peers = append(peers, l)
 	}
+	rc, counts := g.be.(backend.RepairCounter)
+	var before uint64
+	if counts {
+		before = rc.Repairs()
+	}
 	err := g.be.Sync(ctx, peers)
 	g.d.recordPass("full", start, err)
+	// The first pass of a generation programs the node; later ones find
+	// drift, which is what the repairs metric reports.
+	if counts && g.synced {
+		if n := rc.Repairs() - before; n > 0 {
+			g.d.metrics.repairs.Add(float64(n))
+			g.d.log.Info("full pass repaired drifted kernel state", "changes", n)
+		}
+	}
+	g.synced = true
 }
 
 func (d *Daemon) recordPass(kind string, start time.Time, err error) {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -37,13 +38,18 @@ type Backend struct {
 	own   subnet.Lease
 	peers map[netip.Prefix]subnet.Lease
 
+	// repairs counts kernel changes made by full passes; read by the
+	// daemon's metrics from any goroutine.
+	repairs atomic.Uint64
+
 	mu     sync.Mutex // guards status
 	status map[netip.Prefix]backend.PeerStatus
 }
 
 var (
-	_ backend.Backend     = (*Backend)(nil)
-	_ backend.Constructor = New
+	_ backend.Backend       = (*Backend)(nil)
+	_ backend.Constructor   = New
+	_ backend.RepairCounter = (*Backend)(nil)
 )
 
 // New builds a host-gw backend. host-gw has no options of its own (the
@@ -271,6 +277,7 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 			continue
 		}
 		if wrote {
+			b.countRepair(scope)
 			b.log.Debug("programmed route", "route", p.route.String())
 		}
 	}
@@ -285,11 +292,23 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 			errs = append(errs, fmt.Errorf("host-gw: %w", err))
 			continue
 		}
+		b.countRepair(scope)
 		b.log.Info("deleted stale route", "route", r.String())
 	}
 	b.updateStatus(scope, plans)
 	return errors.Join(errs...)
 }
+
+// countRepair counts a kernel change made by a full pass (scope nil): drift,
+// or a change the incremental path missed.
+func (b *Backend) countRepair(scope map[netip.Prefix]bool) {
+	if scope == nil {
+		b.repairs.Add(1)
+	}
+}
+
+// Repairs implements backend.RepairCounter.
+func (b *Backend) Repairs() uint64 { return b.repairs.Load() }
 
 // ownsRoute: a weft-protocol route is this backend's if it leads into the pod
 // network (or, with no network configured, sits on the underlay).
@@ -331,3 +350,6 @@ func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans map[netip.Pref
 		}
 	}
 }
+
+// Device implements backend.Device: host-gw routes over the underlay.
+func (b *Backend) Device() string { return b.ul.Link }

@@ -140,12 +140,21 @@ func TestHostGWCluster(t *testing.T) {
 	})
 
 	t.Run("drift repaired by Sync", func(t *testing.T) {
+		n0.sync(t, leases(nodes, n0))
+		before := n0.b.Repairs()
+		n0.sync(t, leases(nodes, n0))
+		if got := n0.b.Repairs(); got != before {
+			t.Errorf("a full pass with nothing to do counted %d repairs", got-before)
+		}
 		n0.run(t, "ip", "route", "del", n1.Subnet.String())
 		if got := n0.route(t, n1); got != "" {
 			t.Fatalf("route still there: %q", got)
 		}
 		n0.sync(t, leases(nodes, n0))
 		wantRoute(t, n0, n1)
+		if got := n0.b.Repairs(); got != before+1 {
+			t.Errorf("repairs went from %d to %d after restoring one route, want +1", before, got)
+		}
 		nltest.WaitPing(t, n0.Pod, n1.PodIP, pingTimeout)
 	})
 

@@ -550,3 +550,6 @@ func (q *queue) runRx() error {
 		q.rx.cnt.publish(q.rxc)
 	}
 }
+
+// Device implements backend.Device.
+func (b *Backend) Device() string { return DeviceName }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -43,14 +44,19 @@ type Backend struct {
 	own   subnet.Lease                  // set by Configure
 	peers map[netip.Prefix]subnet.Lease // desired peer set
 
+	// repairs counts kernel changes made by full passes; read by the
+	// daemon's metrics from any goroutine.
+	repairs atomic.Uint64
+
 	mu     sync.Mutex // guards status
 	status map[netip.Prefix]backend.PeerStatus
 }
 
 var (
-	_ backend.Backend      = (*Backend)(nil)
-	_ backend.Constructor  = New
-	_ backend.PeerFiltered = (*Backend)(nil)
+	_ backend.Backend       = (*Backend)(nil)
+	_ backend.Constructor   = New
+	_ backend.PeerFiltered  = (*Backend)(nil)
+	_ backend.RepairCounter = (*Backend)(nil)
 )
 
 // New builds a vxlan backend from opts (options from opts.Config.Backend).
@@ -442,9 +448,13 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 		if !inScope(sn.Addr()) || p.state != backend.PeerProgrammed {
 			continue
 		}
-		if err := b.ensurePeer(p, routes, neighs, fdb); err != nil {
+		changed, err := b.ensurePeer(p, routes, neighs, fdb)
+		if err != nil {
 			p.state, p.reason = backend.PeerFailed, err.Error()
 			errs = append(errs, fmt.Errorf("vxlan: peer %s: %w", sn, err))
+		}
+		if changed && scope == nil {
+			b.repairs.Add(1)
 		}
 	}
 
@@ -458,6 +468,7 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 			errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			continue
 		}
+		b.countRepair(scope)
 		b.log.Info("deleted stale route", "route", r.String())
 	}
 	scopedMACs := map[string]bool{}
@@ -473,6 +484,7 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 			errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			continue
 		}
+		b.countRepair(scope)
 		b.log.Info("deleted stale neighbour", "ip", ip, "mac", n.MAC.String())
 	}
 	for _, p := range plans {
@@ -492,6 +504,7 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 			errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			continue
 		}
+		b.countRepair(scope)
 		b.log.Info("deleted stale fdb entry", "mac", fe.MAC.String(), "dst", fe.Dst)
 	}
 
@@ -503,8 +516,7 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 // (routes, neighs, fdb: snapshots from this pass) differs. FDB and
 // neighbour go first so the route never points at an unresolved next hop.
 func (b *Backend) ensurePeer(p *plan, routes map[netip.Prefix]nl.Route, neighs map[netip.Addr]nl.Neigh,
-	fdb map[string]nl.FDBEntry) error {
-	var changed bool
+	fdb map[string]nl.FDBEntry) (changed bool, err error) {
 	if p.mac != nil {
 		var have *nl.FDBEntry
 		if fe, ok := fdb[p.mac.String()]; ok {
@@ -512,7 +524,7 @@ func (b *Backend) ensurePeer(p *plan, routes map[netip.Prefix]nl.Route, neighs m
 		}
 		w, err := b.h.EnsureFDB(p.route.LinkIndex, p.mac, p.publicIP, have)
 		if err != nil {
-			return err
+			return changed, err
 		}
 		changed = changed || w
 		var haveN *nl.Neigh
@@ -521,7 +533,7 @@ func (b *Backend) ensurePeer(p *plan, routes map[netip.Prefix]nl.Route, neighs m
 		}
 		w, err = b.h.EnsureNeigh(p.route.LinkIndex, p.route.Gw, p.mac, haveN)
 		if err != nil {
-			return err
+			return changed, err
 		}
 		changed = changed || w
 	}
@@ -531,13 +543,24 @@ func (b *Backend) ensurePeer(p *plan, routes map[netip.Prefix]nl.Route, neighs m
 	}
 	w, err := b.h.EnsureRoute(p.route, haveR)
 	if err != nil {
-		return err
+		return changed, err
 	}
 	if changed = changed || w; changed {
 		b.log.Debug("programmed peer", "subnet", p.lease.Subnet, "publicIP", p.publicIP, "route", p.route.String(), "vtepMAC", p.mac.String())
 	}
-	return nil
+	return changed, nil
 }
+
+// countRepair counts a kernel change made by a full pass (scope nil): drift,
+// or a change the incremental path missed.
+func (b *Backend) countRepair(scope map[netip.Prefix]bool) {
+	if scope == nil {
+		b.repairs.Add(1)
+	}
+}
+
+// Repairs implements backend.RepairCounter.
+func (b *Backend) Repairs() uint64 { return b.repairs.Load() }
 
 // ownsRoute: a weft-protocol route is this backend's if it uses the device or
 // leads into the pod network (DirectRouting routes sit on the underlay).
@@ -573,3 +596,6 @@ func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans map[netip.Pref
 		}
 	}
 }
+
+// Device implements backend.Device.
+func (b *Backend) Device() string { return DeviceName(b.opts.VNI) }
