@@ -1,16 +1,12 @@
 package hostgw
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
-	"slices"
-	"sync"
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
@@ -36,14 +32,13 @@ type Backend struct {
 	connected []netip.Prefix
 
 	own   subnet.Lease
-	peers map[netip.Prefix]subnet.Lease
+	peers backend.PeerSet
 
 	// repairs counts kernel changes made by full passes; read by the
 	// daemon's metrics from any goroutine.
 	repairs atomic.Uint64
 
-	mu     sync.Mutex // guards status
-	status map[netip.Prefix]backend.PeerStatus
+	status *backend.StatusBook
 }
 
 var (
@@ -69,13 +64,14 @@ func New(opts backend.Options) (backend.Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("backend", "host-gw")
 	return &Backend{
-		log:     log.With("backend", "host-gw"),
+		log:     log,
+		status:  backend.NewStatusBook(log),
 		ul:      opts.Underlay,
 		network: network,
 		h:       nl.New(nil),
-		peers:   map[netip.Prefix]subnet.Lease{},
-		status:  map[netip.Prefix]backend.PeerStatus{},
+		peers:   backend.PeerSet{},
 	}, nil
 }
 
@@ -137,10 +133,7 @@ func (b *Backend) Sync(ctx context.Context, peers []subnet.Lease) error {
 	if err := b.refreshUnderlay(); err != nil {
 		return err
 	}
-	b.peers = make(map[netip.Prefix]subnet.Lease, len(peers))
-	for _, l := range peers {
-		b.peers[l.Subnet.Masked()] = l
-	}
+	b.peers.Replace(peers)
 	return b.reconcile(nil)
 }
 
@@ -149,18 +142,7 @@ func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
 	if b.underlay == nil {
 		return errors.New("host-gw: Apply before Prepare")
 	}
-	scope := make(map[netip.Prefix]bool, len(events))
-	for _, ev := range events {
-		sn := ev.Lease.Subnet.Masked()
-		scope[sn] = true
-		switch ev.Type {
-		case subnet.EventAdded:
-			b.peers[sn] = ev.Lease
-		case subnet.EventRemoved:
-			delete(b.peers, sn)
-		}
-	}
-	return b.reconcile(scope)
+	return b.reconcile(b.peers.Apply(events))
 }
 
 // Run returns nil when ctx is done: the kernel does the work.
@@ -170,16 +152,7 @@ func (b *Backend) Run(ctx context.Context) error {
 }
 
 // Peers reports every peer in the desired set, sorted by subnet.
-func (b *Backend) Peers() []backend.PeerStatus {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([]backend.PeerStatus, 0, len(b.status))
-	for _, s := range b.status {
-		out = append(out, s)
-	}
-	slices.SortFunc(out, func(a, c backend.PeerStatus) int { return a.Subnet.Addr().Compare(c.Subnet.Addr()) })
-	return out
-}
+func (b *Backend) Peers() []backend.PeerStatus { return b.status.Peers() }
 
 // Close does nothing: routes stay for the next run.
 func (b *Backend) Close() error { return nil }
@@ -319,36 +292,13 @@ func (b *Backend) ownsRoute(r nl.Route) bool {
 	return r.LinkIndex == b.underlay.Attrs().Index
 }
 
-// updateStatus records outcomes for subnets in scope (all when nil) and
-// logs each state change once.
+// updateStatus records outcomes for subnets in scope (all when nil).
 func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for sn := range b.status {
-		if _, ok := plans[sn]; !ok && (scope == nil || scope[sn]) {
-			b.log.Info("peer removed", "subnet", sn)
-			delete(b.status, sn)
-		}
+	want := make(map[netip.Prefix]backend.PeerStatus, len(plans))
+	for sn, p := range plans {
+		want[sn] = backend.PeerStatus{Subnet: sn, PublicIP: p.lease.Attrs.PublicIP, State: p.state, Reason: p.reason}
 	}
-	keys := slices.SortedFunc(maps.Keys(plans), func(a, c netip.Prefix) int {
-		return cmp.Or(a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
-	})
-	for _, sn := range keys {
-		if scope != nil && !scope[sn] {
-			continue
-		}
-		p := plans[sn]
-		st := backend.PeerStatus{Subnet: sn, PublicIP: p.lease.Attrs.PublicIP, State: p.state, Reason: p.reason}
-		if old, ok := b.status[sn]; ok && old == st {
-			continue
-		}
-		b.status[sn] = st
-		if st.State == backend.PeerProgrammed {
-			b.log.Info("peer programmed", "subnet", sn, "publicIP", st.PublicIP)
-		} else {
-			b.log.Warn("peer "+string(st.State), "subnet", sn, "publicIP", st.PublicIP, "reason", st.Reason)
-		}
-	}
+	b.status.Update(scope, want)
 }
 
 // Device implements backend.Device: host-gw routes over the underlay.

@@ -76,7 +76,7 @@ func TestNewValidates(t *testing.T) {
 // nothing new; a change of state logs again.
 func TestRefusalLoggedOncePerChange(t *testing.T) {
 	var buf strings.Builder
-	b := &Backend{log: slog.New(slog.NewTextHandler(&buf, nil)), status: map[netip.Prefix]backend.PeerStatus{}}
+	b := &Backend{status: backend.NewStatusBook(slog.New(slog.NewTextHandler(&buf, nil)))}
 	sn := netip.MustParsePrefix("10.244.4.0/24")
 	refused := map[netip.Prefix]*plan{sn: {state: backend.PeerRefused, reason: "peer 10.244.4.0/24: off-link"}}
 	for range 3 {

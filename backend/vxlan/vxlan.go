@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sync"
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
@@ -41,15 +40,14 @@ type Backend struct {
 	mtu       int
 	connected []netip.Prefix // underlay's directly connected subnets
 
-	own   subnet.Lease                  // set by Configure
-	peers map[netip.Prefix]subnet.Lease // desired peer set
+	own   subnet.Lease    // set by Configure
+	peers backend.PeerSet // desired peer set
 
 	// repairs counts kernel changes made by full passes; read by the
 	// daemon's metrics from any goroutine.
 	repairs atomic.Uint64
 
-	mu     sync.Mutex // guards status
-	status map[netip.Prefix]backend.PeerStatus
+	status *backend.StatusBook
 }
 
 var (
@@ -81,14 +79,15 @@ func New(opts backend.Options) (backend.Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("backend", "vxlan", "dev", DeviceName(o.VNI))
 	return &Backend{
-		log:     log.With("backend", "vxlan", "dev", DeviceName(o.VNI)),
+		log:     log,
+		status:  backend.NewStatusBook(log),
 		opts:    o,
 		ul:      opts.Underlay,
 		network: network,
 		h:       nl.New(nil),
-		peers:   map[netip.Prefix]subnet.Lease{},
-		status:  map[netip.Prefix]backend.PeerStatus{},
+		peers:   backend.PeerSet{},
 	}, nil
 }
 
@@ -241,10 +240,7 @@ func (b *Backend) Sync(ctx context.Context, peers []subnet.Lease) error {
 			return err
 		}
 	}
-	b.peers = make(map[netip.Prefix]subnet.Lease, len(peers))
-	for _, l := range peers {
-		b.peers[l.Subnet.Masked()] = l
-	}
+	b.peers.Replace(peers)
 	return b.reconcile(nil)
 }
 
@@ -253,18 +249,7 @@ func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
 	if b.dev == nil {
 		return errors.New("vxlan: Apply before Prepare")
 	}
-	scope := make(map[netip.Prefix]bool, len(events))
-	for _, ev := range events {
-		sn := ev.Lease.Subnet.Masked()
-		scope[sn] = true
-		switch ev.Type {
-		case subnet.EventAdded:
-			b.peers[sn] = ev.Lease
-		case subnet.EventRemoved:
-			delete(b.peers, sn)
-		}
-	}
-	return b.reconcile(scope)
+	return b.reconcile(b.peers.Apply(events))
 }
 
 // Run returns nil when ctx is done: the kernel does the work.
@@ -274,16 +259,7 @@ func (b *Backend) Run(ctx context.Context) error {
 }
 
 // Peers reports every peer in the desired set, sorted by subnet.
-func (b *Backend) Peers() []backend.PeerStatus {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([]backend.PeerStatus, 0, len(b.status))
-	for _, s := range b.status {
-		out = append(out, s)
-	}
-	slices.SortFunc(out, func(a, c backend.PeerStatus) int { return a.Subnet.Addr().Compare(c.Subnet.Addr()) })
-	return out
-}
+func (b *Backend) Peers() []backend.PeerStatus { return b.status.Peers() }
 
 // Close does nothing: kernel state stays for the next run.
 func (b *Backend) Close() error { return nil }
@@ -568,33 +544,13 @@ func (b *Backend) ownsRoute(r nl.Route) bool {
 	return r.LinkIndex == b.dev.Attrs().Index || (b.network.IsValid() && b.network.Contains(r.Dst.Addr()))
 }
 
-// updateStatus records the outcome for subnets in scope (all when nil) and
-// logs each state change once.
+// updateStatus records the outcome for subnets in scope (all when nil).
 func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for sn := range b.status {
-		if _, ok := plans[sn]; !ok && (scope == nil || scope[sn]) {
-			b.log.Info("peer removed", "subnet", sn)
-			delete(b.status, sn)
-		}
-	}
+	want := make(map[netip.Prefix]backend.PeerStatus, len(plans))
 	for sn, p := range plans {
-		if scope != nil && !scope[sn] {
-			continue
-		}
-		st := backend.PeerStatus{Subnet: sn, PublicIP: p.lease.Attrs.PublicIP, State: p.state, Reason: p.reason}
-		if old, ok := b.status[sn]; ok && old == st {
-			continue
-		}
-		b.status[sn] = st
-		switch st.State {
-		case backend.PeerProgrammed:
-			b.log.Info("peer programmed", "subnet", sn, "publicIP", st.PublicIP, "direct", p.mac == nil)
-		default:
-			b.log.Warn("peer "+string(st.State), "subnet", sn, "publicIP", st.PublicIP, "reason", st.Reason)
-		}
+		want[sn] = backend.PeerStatus{Subnet: sn, PublicIP: p.lease.Attrs.PublicIP, State: p.state, Reason: p.reason}
 	}
+	b.status.Update(scope, want)
 }
 
 // Device implements backend.Device.
