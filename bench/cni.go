@@ -86,7 +86,7 @@ func runCNI(ctx context.Context, cfg *config) (*CNI, *Profile, error) {
 	}
 	r := runs[slowest]
 	cfg.logf("  profiling the %s run (machine-wide perf)", r.name)
-	prof := newProfiler("cni", fmt.Sprintf("%d pods, %s (%s): ADD then DEL, re-run under perf", cfg.cniPods, r.name, r.plugins), nil)
+	prof := newProfiler("cni", fmt.Sprintf("%d pods, %s (%s): ADD then DEL, re-run under perf", cfg.cniPods, r.name, r.plugins), nil, cniComms())
 	if err := prof.start(ctx); err != nil {
 		res := prof.result()
 		return out, &res, nil

@@ -486,7 +486,7 @@ func runControl(ctx context.Context, cfg *config, res *Results) *Control {
 		cfg.logf("control plane: %d fake peers into etcd", n)
 		var prof *profiler
 		if cfg.profiles && i == len(cfg.peerCounts)-1 {
-			prof = newProfiler("control plane", fmt.Sprintf("weftd programming %d peers (vxlan), then removing them", n), []int{c.node.Weftd.PID})
+			prof = newProfiler("control plane", fmt.Sprintf("weftd programming %d peers (vxlan), then removing them", n), []int{c.node.Weftd.PID}, nil)
 		}
 		pr := c.peerRun(ctx, cfg, n, prof)
 		if prof != nil {

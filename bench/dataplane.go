@@ -135,14 +135,16 @@ func runBackend(ctx context.Context, cfg *config, spec backendSpec, underlay boo
 	n1, n2 := l.Nodes[0], l.Nodes[1]
 	p1, p2 := n1.Pods[0], n2.Pods[0]
 	pids := []int{n1.Weftd.PID, n2.Weftd.PID}
+	var paths []*pathRun
 	if underlay {
-		cfg.logf("  underlay %s → %s", n1.Underlay, n2.Underlay)
-		br.Underlay = measurePath(ctx, cfg, pathSpec{srcNS: n1.NS, dstNS: n2.NS, dst: n2.Underlay, weftdPIDs: pids})
-		br.Underlay.From, br.Underlay.To = n1.Name+" "+n1.Underlay.String(), n2.Name+" "+n2.Underlay.String()
+		br.Underlay = &PathResult{From: n1.Name + " " + n1.Underlay.String(), To: n2.Name + " " + n2.Underlay.String()}
+		paths = append(paths, &pathRun{name: "underlay", res: br.Underlay,
+			spec: pathSpec{srcNS: n1.NS, dstNS: n2.NS, dst: n2.Underlay, weftdPIDs: pids}})
 	}
-	cfg.logf("  pods %s → %s", p1.IP, p2.IP)
-	br.Pod = measurePath(ctx, cfg, pathSpec{srcNS: p1.NS, dstNS: p2.NS, dst: p2.IP, weftdPIDs: pids})
-	br.Pod.From, br.Pod.To = p1.Name+" "+p1.IP.String(), p2.Name+" "+p2.IP.String()
+	br.Pod = &PathResult{From: p1.Name + " " + p1.IP.String(), To: p2.Name + " " + p2.IP.String()}
+	paths = append(paths, &pathRun{name: "pod", res: br.Pod,
+		spec: pathSpec{srcNS: p1.NS, dstNS: p2.NS, dst: p2.IP, weftdPIDs: pids}})
+	measurePaths(ctx, cfg, paths)
 	var errs []string
 	for _, pr := range []*PathResult{br.Underlay, br.Pod} {
 		if pr != nil {
@@ -186,70 +188,103 @@ func applyDirectRouting(ctx context.Context, cfg *config, l *lab.Lab, conf strin
 	return nil
 }
 
-// measurePath runs, in order: idle ping latency, TCP with 1 stream (with
-// CPU accounting), TCP with 4 streams, UDP at the fixed offered load.
-// Failures are recorded in the result; what was measured stays.
-func measurePath(ctx context.Context, cfg *config, p pathSpec) *PathResult {
-	r := &PathResult{}
-	fail := func(what string, err error) { r.Errors = append(r.Errors, fmt.Sprintf("%s: %v", what, err)) }
-	if err := waitReachable(ctx, p.srcNS, p.dst, 30*time.Second); err != nil {
-		fail("reachability", err)
-		return r
-	}
-	if pr, err := runPing(ctx, p.srcNS, p.dst, cfg.pingCount, cfg.pingInterval); err != nil {
-		fail("ping", err)
-	} else {
-		r.Ping = &pr
-	}
-	srv, err := startIperfServer(ctx, p.dstNS, p.dst, iperfPort)
-	if err != nil {
-		fail("iperf3 server", err)
-		return r
-	}
-	defer srv.stop()
-	client := iperfClient{NS: p.srcNS, Dst: p.dst, Port: iperfPort, Duration: cfg.iperfDuration, Streams: 1}
-
-	w0, k0 := cpuOf(p.weftdPIDs), mustKernelCPU()
-	var moved int64
-	r.TCP1, moved = runSeries(ctx, cfg, client, func(err error) { fail("tcp 1 stream", err) })
-	w1, k1 := cpuOf(p.weftdPIDs), mustKernelCPU()
-	if gb := float64(moved) / 1e9; gb > 0 {
-		r.WeftdCPUPerGB = round3((w1 - w0) / gb)
-		r.KernelCPUPerGB = round3((k1 - k0) / gb)
-	}
-	client.Streams = 4
-	r.TCP4, _ = runSeries(ctx, cfg, client, func(err error) { fail("tcp 4 streams", err) })
-	client.Streams, client.UDPRate = 1, cfg.udpRate
-	if u, err := client.run(ctx); err != nil {
-		fail("udp", err)
-	} else {
-		r.UDP = &u
-	}
-	return r
+// pathRun is one path being measured and its running totals.
+type pathRun struct {
+	name string
+	spec pathSpec
+	res  *PathResult
+	srv  *iperfServer
+	// over the single-stream runs: bytes moved, weftd and kernel CPU
+	moved             int64
+	weftdCPU, kernCPU float64
+	tcp1, tcp4        []float64
 }
 
-// runSeries repeats the client cfg.reps times and returns the runs, their
-// median and the bytes moved.
-func runSeries(ctx context.Context, cfg *config, c iperfClient, fail func(error)) (Series, int64) {
-	var s Series
-	var gbps []float64
-	var moved int64
-	for range cfg.reps {
-		if ctx.Err() != nil {
-			break
-		}
-		r, err := c.run(ctx)
-		if err != nil {
-			fail(err)
+func (p *pathRun) fail(what string, err error) {
+	p.res.Errors = append(p.res.Errors, fmt.Sprintf("%s %s: %v", p.name, what, err))
+}
+
+// measurePaths measures the paths of one lab, interleaved so that each
+// ratio compares figures taken under the same machine load: idle ping
+// latency of each path, then each repetition of TCP with 1 stream (with CPU
+// accounting) on every path in turn, the same with 4 streams, then UDP at
+// the fixed offered load. Failures are recorded in the results; what was
+// measured stays.
+func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
+	var live []*pathRun
+	for _, p := range paths {
+		if err := waitReachable(ctx, p.spec.srcNS, p.spec.dst, 30*time.Second); err != nil {
+			p.fail("reachability", err)
 			continue
 		}
-		s.Runs = append(s.Runs, r)
-		gbps = append(gbps, r.Gbps)
-		moved += r.Bytes
+		if pr, err := runPing(ctx, p.spec.srcNS, p.spec.dst, cfg.pingCount, cfg.pingInterval); err != nil {
+			p.fail("ping", err)
+		} else {
+			p.res.Ping = &pr
+		}
+		srv, err := startIperfServer(ctx, p.spec.dstNS, p.spec.dst, iperfPort)
+		if err != nil {
+			p.fail("iperf3 server", err)
+			continue
+		}
+		p.srv = srv
+		defer srv.stop()
+		live = append(live, p)
 	}
-	s.MedianGbps = round3(median(gbps))
-	cfg.logf("    tcp -P %d: %.2f Gbit/s median of %v", c.Streams, s.MedianGbps, roundAll(gbps))
-	return s, moved
+	client := func(p *pathRun, streams int) iperfClient {
+		return iperfClient{NS: p.spec.srcNS, Dst: p.spec.dst, Port: iperfPort, Duration: cfg.iperfDuration, Streams: streams}
+	}
+	for range cfg.reps {
+		for _, p := range live {
+			if ctx.Err() != nil {
+				return
+			}
+			w0, k0 := cpuOf(p.spec.weftdPIDs), mustKernelCPU()
+			r, err := client(p, 1).run(ctx)
+			w1, k1 := cpuOf(p.spec.weftdPIDs), mustKernelCPU()
+			if err != nil {
+				p.fail("tcp 1 stream", err)
+				continue
+			}
+			p.res.TCP1.Runs = append(p.res.TCP1.Runs, r)
+			p.tcp1 = append(p.tcp1, r.Gbps)
+			p.moved += r.Bytes
+			p.weftdCPU += w1 - w0
+			p.kernCPU += k1 - k0
+		}
+	}
+	for range cfg.reps {
+		for _, p := range live {
+			if ctx.Err() != nil {
+				return
+			}
+			r, err := client(p, 4).run(ctx)
+			if err != nil {
+				p.fail("tcp 4 streams", err)
+				continue
+			}
+			p.res.TCP4.Runs = append(p.res.TCP4.Runs, r)
+			p.tcp4 = append(p.tcp4, r.Gbps)
+		}
+	}
+	for _, p := range live {
+		c := client(p, 1)
+		c.UDPRate = cfg.udpRate
+		if u, err := c.run(ctx); err != nil {
+			p.fail("udp", err)
+		} else {
+			p.res.UDP = &u
+		}
+	}
+	for _, p := range paths {
+		p.res.TCP1.MedianGbps = round3(median(p.tcp1))
+		p.res.TCP4.MedianGbps = round3(median(p.tcp4))
+		if gb := float64(p.moved) / 1e9; gb > 0 {
+			p.res.WeftdCPUPerGB = round3(p.weftdCPU / gb)
+			p.res.KernelCPUPerGB = round3(p.kernCPU / gb)
+		}
+		cfg.logf("    %-8s tcp 1 stream %.2f Gbit/s %v, 4 streams %.2f Gbit/s %v", p.name, p.res.TCP1.MedianGbps, roundAll(p.tcp1), p.res.TCP4.MedianGbps, roundAll(p.tcp4))
+	}
 }
 
 func roundAll(vs []float64) []float64 {
@@ -290,7 +325,7 @@ func profileDataPlane(ctx context.Context, cfg *config, dp *DataPlane) Profile {
 	}
 	what := fmt.Sprintf("%s (slowest, %.2f Gbit/s): pod→pod iperf3 TCP, 1 stream, %s", slow.Name, slow.Pod.TCP1.MedianGbps, cfg.iperfDuration)
 	cfg.logf("data plane: profiling %s", what)
-	prof := newProfiler("data plane", what, nil)
+	prof := newProfiler("data plane", what, nil, dataPlaneComms())
 	fail := func(err error) Profile {
 		r := prof.result()
 		r.Error = err.Error()

@@ -21,7 +21,7 @@ import (
 func dialLabEtcd(ctx context.Context, l *lab.Lab) (*clientv3.Client, error) {
 	dial := nsDialer(l.Etcd.NS, 5*time.Second)
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{l.Etcd.Endpoint},
+		Endpoints:   splitList(l.Etcd.Endpoint), // a multi-member lab lists every member
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,19 +20,39 @@ import (
 type profiler struct {
 	area, what string
 	pids       []int
-	file       string
-	args       []string
-	rec        *proc
-	res        Profile
-	done       bool
+	// comms, when set, limits the report to these commands (a machine-wide
+	// recording also catches whatever else runs on the machine).
+	comms []string
+	file  string
+	args  []string
+	rec   *proc
+	res   Profile
+	done  bool
 }
 
 // perfFreq is the sampling rate (Hz per CPU): fine enough for a few seconds
 // of a case, light enough not to change it much.
 const perfFreq = 499
 
-func newProfiler(area, what string, pids []int) *profiler {
-	return &profiler{area: area, what: what, pids: pids, res: Profile{Area: area, Case: what}}
+func newProfiler(area, what string, pids []int, comms []string) *profiler {
+	return &profiler{area: area, what: what, pids: pids, comms: comms, res: Profile{Area: area, Case: what, Comms: comms}}
+}
+
+// dataPlaneComms are the commands that move a data-plane benchmark's
+// packets: iperf3 and weftd, whose syscalls also run most of the kernel's
+// packet processing, and the softirq threads that run the rest.
+func dataPlaneComms() []string {
+	cs := []string{"iperf3", "weftd"}
+	for i := range runtime.NumCPU() {
+		cs = append(cs, fmt.Sprintf("ksoftirqd/%d", i))
+	}
+	return cs
+}
+
+// cniComms are the commands of a CNI run: the harness (libcni, as the
+// runtime), the plugins and what portmap execs.
+func cniComms() []string {
+	return []string{"bench", "weft", "portmap", "iptables", "ip6tables", "iptables-restor", "ip6tables-resto", "iptables-save", "ip6tables-save", "nft"}
 }
 
 // start launches `perf record` and waits until it writes its file.
@@ -90,12 +111,12 @@ func (p *profiler) stop(ctx context.Context) {
 	p.rec.signalWait(syscall.SIGINT, 20*time.Second)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	defer cancel()
-	byComm, samples, err := perfReport(rctx, p.file, "comm")
+	byComm, samples, err := perfReport(rctx, p.file, "comm", p.comms)
 	if err != nil {
 		p.res.Error = err.Error()
 		return
 	}
-	bySym, _, err := perfReport(rctx, p.file, "comm,dso,sym")
+	bySym, _, err := perfReport(rctx, p.file, "comm,dso,sym", p.comms)
 	if err != nil {
 		p.res.Error = err.Error()
 		return
@@ -112,10 +133,15 @@ func top(s []Share, n int) []Share { return s[:min(n, len(s))] }
 
 var perfSamples = regexp.MustCompile(`(?m)^# Samples: (\S+) of event '([^']+)'`)
 
-// perfReport runs `perf report --sort keys` and parses its lines.
-func perfReport(ctx context.Context, file, keys string) ([]Share, string, error) {
-	cmd := exec.CommandContext(ctx, "perf", "report", "-i", file, "--stdio", "--no-children",
-		"--sort", keys, "--percent-limit", "0.5")
+// perfReport runs `perf report --sort keys` and parses its lines. With
+// comms, only those commands are reported, as percentages of their own
+// samples.
+func perfReport(ctx context.Context, file, keys string, comms []string) ([]Share, string, error) {
+	args := []string{"report", "-i", file, "--stdio", "--no-children", "--sort", keys, "--percent-limit", "0.5"}
+	if len(comms) > 0 {
+		args = append(args, "--comms", strings.Join(comms, ","), "--percentage", "relative")
+	}
+	cmd := exec.CommandContext(ctx, "perf", args...)
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, "", fmt.Errorf("perf report: %w", err)

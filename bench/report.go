@@ -370,14 +370,18 @@ func renderControl(p printer, c *Control) {
 
 func renderProfiles(p printer, profs []Profile) {
 	p("## Profiles\n\n")
-	p("perf samples (%d Hz per CPU, no call graphs) of the slowest case of each area. `[k]` is kernel code, `[.]` user code; percentages are of all samples taken.\n\n", perfFreq)
+	p("perf samples (%d Hz per CPU, no call graphs) of the slowest case of each area. `[k]` is kernel code, `[.]` user code; percentages are of the samples counted (all of them unless a list of commands is given).\n\n", perfFreq)
 	for _, pr := range profs {
 		p("### %s: %s\n\n", pr.Area, pr.Case)
 		if pr.Error != "" {
 			p("No profile: %s\n\n", cell(pr.Error))
 			continue
 		}
-		p("`%s` — %s.\n\n", pr.Command, pr.Samples)
+		p("`%s` — %s.", pr.Command, pr.Samples)
+		if len(pr.Comms) > 0 {
+			p(" Machine-wide recording, reduced to the commands of the case (%s): percentages are of their samples, other work on the machine is left out.", strings.Join(pr.Comms, ", "))
+		}
+		p("\n\n")
 		p("%s\n\n", pr.Note)
 		p("| %% | command |\n|---|---|\n")
 		for _, s := range pr.ByComm {

@@ -163,14 +163,16 @@ type Convergence struct {
 
 // Profile is a perf sample of one slow case, reduced to where time goes.
 type Profile struct {
-	Area    string  `json:"area"`
-	Case    string  `json:"case"`
-	Command string  `json:"command"`
-	Samples string  `json:"samples"`
-	ByComm  []Share `json:"byCommand"`
-	BySym   []Share `json:"bySymbol"`
-	Note    string  `json:"note"`
-	Error   string  `json:"error,omitempty"`
+	Area    string `json:"area"`
+	Case    string `json:"case"`
+	Command string `json:"command"`
+	// Comms, when set, are the only commands the shares count.
+	Comms   []string `json:"comms,omitempty"`
+	Samples string   `json:"samples"`
+	ByComm  []Share  `json:"byCommand"`
+	BySym   []Share  `json:"bySymbol"`
+	Note    string   `json:"note"`
+	Error   string   `json:"error,omitempty"`
 }
 
 // Share is one line of a perf report: a percentage of the samples.
