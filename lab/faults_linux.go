@@ -288,6 +288,14 @@ func (l *Lab) RebootNode(ctx context.Context, name string) error {
 	if err := delNS(ctx, n.NS); err != nil {
 		return err
 	}
+	// The switch's end of the node's veth goes with the namespace, but
+	// asynchronously: wait for it (or remove it) before plugging again.
+	sw := switchNS(l.Name)
+	if !poll(ctx, 5*time.Second, 20*time.Millisecond, func() bool { return ipCmd(ctx, "-n", sw, "link", "show", n.Name) != nil }) {
+		if err := ipCmd(ctx, "-n", sw, "link", "del", n.Name); err != nil {
+			return err
+		}
+	}
 	if err := os.Remove(n.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
