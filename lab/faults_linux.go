@@ -152,8 +152,10 @@ func (l *Lab) StopEtcd(ctx context.Context, kill bool) error {
 }
 
 // StartEtcd starts the lab's single etcd again on its data directory and
-// waits until it is healthy.
-func (l *Lab) StartEtcd(ctx context.Context) error {
+// waits until it is healthy on its plain endpoint. extra are more `weftctl
+// etcd` flags (a later flag wins), e.g. an https:// client URL with
+// certificates; the lab's own endpoint must stay among the client URLs.
+func (l *Lab) StartEtcd(ctx context.Context, extra ...string) error {
 	e := &l.Etcd
 	if len(e.Members) > 0 {
 		return errors.New("lab runs an etcd cluster: use StartEtcdMember")
@@ -161,7 +163,8 @@ func (l *Lab) StartEtcd(ctx context.Context) error {
 	if l.alive(e.Proc) {
 		return fmt.Errorf("etcd %d is still running", e.Proc.PID)
 	}
-	p, done, err := startInNS(e.NS, e.Log, nil, l.bin("weftctl"), "etcd", "--data-dir", e.DataDir, "--listen-client-urls", e.Endpoint)
+	argv := append([]string{l.bin("weftctl"), "etcd", "--data-dir", e.DataDir, "--listen-client-urls", e.Endpoint}, extra...)
+	p, done, err := startInNS(e.NS, e.Log, nil, argv...)
 	if err != nil {
 		return err
 	}
