@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -368,10 +370,14 @@ func (l *Lab) CNIGC(ctx context.Context, name string) error {
 }
 
 // DialContext returns a dial function whose connections are made from
-// inside the namespace of target (sw, etcd, n1, n1-p1), e.g. for an etcd
-// client of the test reaching the lab's etcd on the underlay.
+// inside the namespace of target (sw, etcd, n1, n1-p1, or any namespace the
+// lab recorded, such as one from AttachHost), e.g. for an etcd client of
+// the test reaching the lab's etcd on the underlay.
 func (l *Lab) DialContext(target string) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
 	name, err := l.Resolve(target)
+	if err != nil && slices.Contains(l.Namespaces, target) {
+		name, err = target, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -420,4 +426,18 @@ func (l *Lab) StartWeftdNoWait(name string) error {
 // it reports whether cond became true.
 func Poll(ctx context.Context, timeout, interval time.Duration, cond func() bool) bool {
 	return poll(ctx, timeout, interval, cond)
+}
+
+// AttachHost makes a namespace LAB-<short> on the lab's switch with
+// underlay address .host (e.g. a stranger injecting packets). Down removes
+// it with the rest of the lab.
+func (l *Lab) AttachHost(ctx context.Context, short string, host int) (string, netip.Addr, error) {
+	if host <= etcdHost+MaxEtcdMembers || host >= nodeHostBase {
+		return "", netip.Addr{}, fmt.Errorf("host %d: want %d..%d (outside etcd's and the nodes' addresses)", host, etcdHost+MaxEtcdMembers+1, nodeHostBase-1)
+	}
+	name, addr := nsName(l.Name, short), hostAddr(l.Octet, host)
+	if err := l.plug(ctx, name, short, addr); err != nil {
+		return "", netip.Addr{}, err
+	}
+	return name, addr, l.save()
 }

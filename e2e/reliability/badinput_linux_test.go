@@ -23,6 +23,7 @@ import (
 // malformed and overlapping leases are ignored and counted while a good
 // lease written with them is programmed.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	l := up(t, lab.Options{Name: labName("bi"), Nodes: 2, PodsPerNode: 1, Backend: "vxlan"})
 	cli := etcdClient(t, l)
 	n1 := l.Node("n1")
@@ -198,6 +199,7 @@ func TestBadInput(t *testing.T) {
 // but whose backend options the backend refuses (VNI beyond 24 bits). The
 // node must keep its last good state, as for any other bad config.
 func TestBadBackendOptions(t *testing.T) {
+	t.Parallel()
 	l := up(t, lab.Options{Name: labName("bo"), Nodes: 1, PodsPerNode: 0, Backend: "vxlan"})
 	cli := etcdClient(t, l)
 	off := logSize(t, l, "n1")

@@ -21,6 +21,7 @@ import (
 // re-acquisitions (zero), the leases in etcd (the same subnets, still
 // attached to live etcd leases), and the time to a new leader.
 func TestEtcdLeaderKill(t *testing.T) {
+	t.Parallel()
 	l := up(t, lab.Options{Name: labName("lk"), Nodes: 2, PodsPerNode: 1, Backend: "vxlan", EtcdMembers: 3,
 		WeftdArgs: []string{"--subnet-lease-ttl", "10s"}})
 	cli := etcdClient(t, l)

@@ -15,6 +15,7 @@ import (
 // other node has dropped its route, neighbour and FDB entry, that the other
 // pods keep reaching each other, and that its subnet can be taken again.
 func TestLeaseExpiry(t *testing.T) {
+	t.Parallel()
 	const ttl = 10 * time.Second
 	l := up(t, lab.Options{Name: labName("le"), Nodes: 3, PodsPerNode: 1, Backend: "vxlan",
 		WeftdArgs: []string{"--subnet-lease-ttl", ttl.String()}})

@@ -104,6 +104,7 @@ func etcdVXLAN(t *testing.T, cli *clientv3.Client, own netip.Prefix) vxlanState 
 // the kernel's routes, neighbours and FDB on every node exactly matching
 // the leases in etcd, and the time to converge.
 func TestPeerChurn(t *testing.T) {
+	t.Parallel()
 	l := up(t, lab.Options{Name: labName("pc"), Nodes: 2, PodsPerNode: 1, Backend: "vxlan"})
 	cli := etcdClient(t, l)
 	ctx := ctxFor(t, 2*time.Minute)

@@ -65,6 +65,7 @@ func livePods(n *lab.Node) map[string]string {
 // pods); full pod connectivity; file modes (subnet file 0644, IPAM
 // 0700/0600).
 func TestNodeReboot(t *testing.T) {
+	t.Parallel()
 	l := up(t, lab.Options{Name: labName("rb"), Nodes: 2, PodsPerNode: 2, Backend: "vxlan"})
 	n2 := l.Node("n2")
 	old := n2.Subnet

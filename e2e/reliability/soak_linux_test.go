@@ -38,6 +38,7 @@ func rssKiB(t *testing.T, pid int) int {
 // goroutines on every node (flat: at most +10 goroutines and +50% RSS),
 // ping loss (zero), errors in the logs (none), churn cycles done.
 func TestSoak(t *testing.T) {
+	t.Parallel()
 	d := *soakFlag
 	l := up(t, lab.Options{Name: labName("sk"), Nodes: 3, PodsPerNode: 1, Backend: "vxlan"})
 	const interval = 100 * time.Millisecond

@@ -92,6 +92,7 @@ func (ca *testCA) issue(t *testing.T, dir, name string, ip net.IP) (string, stri
 // password make weftd exit at once with the reason (measured: time to
 // exit), not hang; the user cannot touch keys outside the prefix.
 func TestEtcdTLSAuth(t *testing.T) {
+	t.Parallel()
 	l := up(t, lab.Options{Name: labName("tl"), Nodes: 2, PodsPerNode: 1, Backend: "vxlan"})
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "ca")
