@@ -87,11 +87,7 @@ func evaluate(res *Results) []Target {
 		t.Got = fmt.Sprintf("%.0f%% (%.2f Gbit/s)", b.SingleStreamRatio*100, b.Pod.TCP1.MedianGbps)
 		t.Met = boolp(b.SingleStreamRatio >= want)
 		if !*t.Met {
-			under := b.Underlay
-			if under == nil {
-				under = dp.Backends[0].Underlay
-			}
-			if under != nil {
+			if under := b.Underlay; under != nil {
 				t.Note = fmt.Sprintf("Kernel CPU per GB: %.2f s on the pod path vs %.2f s on the underlay (veth + bridge hop%s on both nodes, all on %d CPUs shared with iperf3).",
 					b.Pod.KernelCPUPerGB, under.KernelCPUPerGB, map[bool]string{true: " + VXLAN encapsulation", false: ""}[strings.HasPrefix(name, "vxlan")], res.Machine.CPUs) + profNote("data plane")
 			}
@@ -254,7 +250,7 @@ func cell(s string) string {
 func renderDataPlane(p printer, dp *DataPlane) {
 	p("## Data plane\n\n")
 	p("Each backend gets its own 2-node lab (`weftctl lab`, one pod per node). Per path: ping (%d echoes, 10 ms apart) when idle, then iperf3 TCP with 1 and 4 streams (%d s each, %d repetitions, median), "+
-		"then UDP at %s offered (%d-byte datagrams, loss measured at the receiver). The underlay reference is node→node over the same lab's bridge; the ratio uses the underlay measured in the same lab. "+
+		"then UDP at %s offered (%d-byte datagrams, loss measured at the receiver). The underlay reference is node→node over the same lab's bridge, measured in the same lab, each repetition right before the pods' (quick mode: single stream only). "+
 		"weftd CPU is both nodes' weftd (user+system) over the single-stream runs; kernel CPU is machine-wide system+irq+softirq time over the same runs, so it also holds iperf3's syscalls and any other load.\n\n",
 		dp.PingCount, dp.DurationSec, dp.Repetitions, dp.UDPRate, udpLen)
 	p("| backend | path | TCP 1 stream, Gbit/s (runs) | TCP 4 streams, Gbit/s | UDP @ %s: Gbit/s, loss | ping p50 / p99, ms | weftd CPU s/GB | kernel CPU s/GB |\n|---|---|---|---|---|---|---|---|\n", dp.UDPRate)
