@@ -71,7 +71,7 @@ func TestDialWrongPasswordRefused(t *testing.T) {
 	if _, err := e.Client.AuthEnable(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err := etcd.Dial(ctx, etcd.ClientConfig{Endpoints: e.Endpoints, Username: "root", Password: "wrong", DialTimeout: 2 * time.Second})
+	_, err := etcd.Dial(ctx, etcd.ClientConfig{Endpoints: e.Endpoints, Username: "root", Password: "wrong", DialTimeout: 10 * time.Second})
 	if !errors.Is(err, etcd.ErrClientConfig) {
 		t.Fatalf("Dial with a wrong password = %v, want ErrClientConfig", err)
 	}

@@ -214,7 +214,7 @@ func TestDialPassword(t *testing.T) {
 	if _, err := cli.Put(ctx, "/auth", "ok"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = etcd.Dial(ctx, etcd.ClientConfig{Endpoints: e.Endpoints, Username: "root", Password: "wrong", DialTimeout: 2 * time.Second})
+	_, err = etcd.Dial(ctx, etcd.ClientConfig{Endpoints: e.Endpoints, Username: "root", Password: "wrong", DialTimeout: 10 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "authentication") {
 		t.Fatalf("Dial with a wrong password = %v", err)
 	}
