@@ -58,7 +58,10 @@ type Manager interface {
 	// creates a new one on a free subnet. Creation is a single transaction
 	// that succeeds only if the key does not exist, so two callers never get
 	// the same subnet. Reservations (keys with no TTL) are never taken, except
-	// one whose PublicIP is this node's, which is returned as is.
+	// one whose PublicIP is this node's: it is returned still a reservation
+	// (no TTL), its value updated with req.Attrs so peers learn the node's
+	// backend data. A lease of this node that no longer fits req.Config is
+	// deleted, not reused.
 	// Exhaustion returns an error wrapping ErrNoFreeSubnet.
 	AcquireLease(ctx context.Context, req AcquireRequest) (*Lease, error)
 
