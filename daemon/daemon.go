@@ -100,7 +100,7 @@ func (d *Daemon) runGenerations(ctx context.Context) error {
 	}
 	d.log.Info("underlay", "link", underlay.Link, "publicIP", underlay.PublicIP, "mtu", underlay.MTU)
 	for {
-		cfg, err := d.waitConfig(ctx, nil)
+		cfg, err := d.waitConfig(ctx, nil, underlay)
 		if err != nil {
 			return nilOnDone(ctx, err)
 		}
@@ -125,9 +125,9 @@ func (d *Daemon) underlay() (backend.Underlay, error) {
 }
 
 // waitConfig returns the stored network config, waiting with backoff while
-// it is missing, invalid, or equal to skip. Each distinct problem is logged
-// once, not once per retry.
-func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config) (*subnet.Config, error) {
+// it is missing, invalid (including backend options the backend refuses), or
+// equal to skip. Each distinct problem is logged once, not once per retry.
+func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay backend.Underlay) (*subnet.Config, error) {
 	bo := newBackoff(500*time.Millisecond, 10*time.Second)
 	lastErr := ""
 	for {
@@ -136,9 +136,7 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config) (*subnet.C
 		case err == nil && skip != nil && sameNetwork(cfg, skip):
 			// unchanged: keep waiting
 		case err == nil:
-			if _, ok := d.deps.Backends[cfg.BackendType]; !ok {
-				err = fmt.Errorf("backend type %q is not built into this weftd", cfg.BackendType)
-			} else {
+			if err = d.checkBackend(cfg, underlay); err == nil {
 				if lastErr != "" {
 					d.log.Info("network config is valid now")
 				}
@@ -157,6 +155,21 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config) (*subnet.C
 			return nil, err
 		}
 	}
+}
+
+// checkBackend reports whether cfg's backend exists and accepts its
+// options. Constructors touch nothing (backend.Constructor), so trying one is
+// free, and a bad option is refused before the running generation is ended.
+func (d *Daemon) checkBackend(cfg *subnet.Config, underlay backend.Underlay) error {
+	newBackend, ok := d.deps.Backends[cfg.BackendType]
+	if !ok {
+		return fmt.Errorf("backend type %q is not built into this weftd", cfg.BackendType)
+	}
+	be, err := newBackend(backend.Options{Logger: d.log, Underlay: underlay, Config: cfg})
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
+	}
+	return be.Close()
 }
 
 // sameNetwork reports whether two configs would program the node the same
@@ -227,7 +240,7 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	eg.Go(func() error { return nilOnDone(ctx, d.deps.Manager.WatchLeases(ctx, batches)) })
 	eg.Go(func() error { return d.keepLease(ctx, *lease, req, g.checkOwn, ownLeases) })
 	eg.Go(func() error { return be.Run(ctx) })
-	eg.Go(func() error { return d.watchConfig(ctx, cfg) })
+	eg.Go(func() error { return d.watchConfig(ctx, cfg, underlay) })
 	eg.Go(func() error { return g.reconcile(ctx, batches, ownLeases) })
 	return eg.Wait()
 }
@@ -332,12 +345,12 @@ func (d *Daemon) holdLease(ctx context.Context, lease *subnet.Lease, ttl time.Du
 // changes in a way that needs one. Invalid configs are reported by
 // waitConfig and do not end the generation: the node keeps its last good
 // state.
-func (d *Daemon) watchConfig(ctx context.Context, cfg *subnet.Config) error {
+func (d *Daemon) watchConfig(ctx context.Context, cfg *subnet.Config, underlay backend.Underlay) error {
 	for {
 		if err := sleepCtx(ctx, d.cfg.ConfigPollInterval); err != nil {
 			return nil
 		}
-		next, err := d.waitConfig(ctx, cfg)
+		next, err := d.waitConfig(ctx, cfg, underlay)
 		if err != nil {
 			return nil
 		}

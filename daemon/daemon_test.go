@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -417,4 +418,54 @@ func TestSystemdNotify(t *testing.T) {
 	if !ready || !watchdog {
 		t.Errorf("notifications %q: want READY=1 with a status and WATCHDOG=1", got)
 	}
+}
+
+// pickyAlloc is the alloc backend refusing the option "Bad", as a real
+// backend refuses a VNI out of range.
+func pickyAlloc(o backend.Options) (backend.Backend, error) {
+	var opts struct{ Bad bool }
+	if err := backend.DecodeOptions(o.Config.Backend, &opts); err != nil || opts.Bad {
+		return nil, fmt.Errorf("option Bad is not allowed")
+	}
+	return alloc.New(o)
+}
+
+func TestBadBackendOptionsKeepTheNode(t *testing.T) {
+	m := newStore(t, allocConfig)
+	a := startNodeWith(t, m, "198.18.0.1", "", nil, pickyAlloc)
+	waitFor(t, "ready", a.ready)
+	first := a.subnetFile(t)
+	bad := `{"Network":"10.50.0.0/16","Backend":{"Type":"alloc","Bad":true}}`
+	if err := m.SetNetworkConfig(context.Background(), []byte(bad)); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon polls every 50ms; give it many polls to (wrongly) move.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if got := a.subnetFile(t); got != first || !a.ready() {
+			t.Fatalf("a config the backend refuses moved the node: %+v, ready %v", got, a.ready())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A node starting on the refused config waits instead of exiting, and
+	// comes up once the config is fixed.
+	b := startNodeWith(t, m, "198.18.0.2", "", nil, pickyAlloc)
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-b.done:
+		t.Fatalf("daemon exited on a refused config: %v", err)
+	default:
+	}
+	if b.ready() {
+		t.Fatal("ready on a refused config")
+	}
+	if err := m.SetNetworkConfig(context.Background(), []byte(`{"Network":"10.50.0.0/16","Backend":{"Type":"alloc"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both nodes in the fixed network", func() bool {
+		fa, errA := subnet.ReadFile(filepath.Join(a.dir, "subnet.env"))
+		fb, errB := subnet.ReadFile(filepath.Join(b.dir, "subnet.env"))
+		return errA == nil && errB == nil && fa.Network.String() == "10.50.0.0/16" && fb.Network.String() == "10.50.0.0/16" && a.ready() && b.ready()
+	})
 }
