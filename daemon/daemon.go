@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -205,7 +206,7 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
 	defer be.Close()
-	data, err := retry(ctx, log, "prepare backend", func() (jsonRaw, error) { return be.Prepare(ctx) })
+	data, err := retry(ctx, log, "prepare backend", func() (json.RawMessage, error) { return be.Prepare(ctx) })
 	if err != nil {
 		return nilOnDone(ctx, err)
 	}
@@ -245,7 +246,6 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	return eg.Wait()
 }
 
-type jsonRaw = []byte
 
 // previousSubnet returns the subnet recorded in the existing subnet file,
 // if it belongs to cfg's network.
