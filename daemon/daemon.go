@@ -246,7 +246,6 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	return eg.Wait()
 }
 
-
 // previousSubnet returns the subnet recorded in the existing subnet file,
 // if it belongs to cfg's network.
 func (d *Daemon) previousSubnet(cfg *subnet.Config) netip.Prefix {
