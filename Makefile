@@ -51,6 +51,14 @@ lab: deps build
 	@echo "The lab is up. Explore: $(BIN)/weftctl lab status | $(BIN)/weftctl lab exec n1 -- ip route | $(BIN)/weftctl lab test"
 	@echo "Tear it down:          make lab-down"
 
+# Benchmarks on labs (root): writes Documentation/performance.md and
+# bench/results.json from what it measures. About 7 minutes; bench-quick ~2.
+bench: deps build
+	$(GO) run ./bench --bin-dir $(BIN) --out Documentation/performance.md --json bench/results.json
+
+bench-quick: deps build
+	$(GO) run ./bench --bin-dir $(BIN) --out Documentation/performance.md --json bench/results.json --quick
+
 lab-down:
 	$(BIN)/weftctl lab down
 
