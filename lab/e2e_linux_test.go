@@ -180,6 +180,7 @@ func testBackend(t *testing.T, root, backend string, ipMasq bool) {
 		StateRoot:   root,
 	})
 	requireMatrix(t, l, "3 nodes × 2 pods")
+	requireObservable(t, l, backend, 3)
 
 	n4, err := l.AddNode(t.Context())
 	if err != nil {
