@@ -211,8 +211,7 @@ func TestBadBackendOptions(t *testing.T) {
 		return len(said) > 0 || !l.WeftdAlive("n1")
 	})
 	if !l.WeftdAlive("n1") {
-		t.Skipf("KNOWN BUG (reported): a config with backend options the backend refuses stops weftd on every node: "+
-			"the running generation is torn down before the backend constructor rejects the new options. Log:\n%s",
+		t.Fatalf("a config with backend options the backend refuses stopped weftd (fixed in 209c3c3; a regression). Log:\n%s",
 			strings.Join(logSince(t, l, "n1", off), "\n"))
 	}
 	if len(said) == 0 {
