@@ -31,9 +31,10 @@ func (n node) gatewayPrefix() netip.Prefix {
 }
 
 // readNode reads the subnet file. A missing file means weftd has not
-// started or not yet got a lease: CNI code 11 (try again later). A file that
-// does not parse, or holds a subnet pods cannot live in, is code 6 (decoding
-// failure) with the reason.
+// started or not yet got a lease; a truncated or malformed one, that the node
+// is not in a usable state until weftd rewrites it. Both are CNI code 11
+// (try again later), which tells the runtime to retry rather than fail the
+// pod for good; the message says which it is.
 func readNode(path string) (node, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -45,7 +46,7 @@ func readNode(path string) (node, error) {
 	}
 	n, err := parseNode(data)
 	if err != nil {
-		return node{}, types.NewError(types.ErrDecodingFailure,
+		return node{}, types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("subnet file %s: %v (weftd rewrites it; check that weftd is healthy)", path, err), "")
 	}
 	return n, nil

@@ -469,3 +469,26 @@ func TestBadBackendOptionsKeepTheNode(t *testing.T) {
 		return errA == nil && errB == nil && fa.Network.String() == "10.50.0.0/16" && fb.Network.String() == "10.50.0.0/16" && a.ready() && b.ready()
 	})
 }
+
+func TestRefusesLeasesOfAnotherLength(t *testing.T) {
+	m := newStore(t, allocConfig)
+	a := startNode(t, m, "198.18.0.1", "", nil)
+	b := startNode(t, m, "198.18.0.2", "", nil)
+	waitFor(t, "both ready", func() bool { return a.ready() && b.ready() })
+	// A /25 inside b's /24, written by a foreign writer.
+	inside := netip.PrefixFrom(b.subnetFile(t).Subnet.Masked().Addr(), 25)
+	m.Put(subnet.Lease{Subnet: inside, Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.0.9"), BackendType: "alloc"}})
+	// Then a good lease, so we know the watch delivered past the bad one.
+	cfg, err := m.GetNetworkConfig(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := m.AcquireLease(context.Background(), subnet.AcquireRequest{Config: cfg, Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.0.3"), BackendType: "alloc"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a sees the good lease", func() bool { _, ok := a.peers()[good.Subnet]; return ok })
+	if _, ok := a.peers()[inside]; ok || len(a.peers()) != 2 {
+		t.Errorf("a programs %v; the /25 inside b's subnet must be refused", a.peers())
+	}
+}

@@ -217,6 +217,12 @@ func (g *generation) accept(l subnet.Lease) bool {
 	switch {
 	case !l.Subnet.IsValid() || !g.cfg.Network.Contains(l.Subnet.Addr()) || l.Subnet.Bits() < g.cfg.Network.Bits():
 		why = "subnet outside the network " + g.cfg.Network.String()
+	case l.Subnet.Bits() != g.cfg.SubnetLen:
+		// Leases of the network's own length can only be equal or
+		// disjoint (one key per subnet), so this also refuses any lease
+		// overlapping another peer's: its more specific route would steal
+		// that peer's traffic.
+		why = fmt.Sprintf("subnet length /%d, this network hands out /%d", l.Subnet.Bits(), g.cfg.SubnetLen)
 	case l.Subnet.Overlaps(g.own.Subnet):
 		why = "subnet overlaps this node's subnet " + g.own.Subnet.String()
 	case !l.Attrs.PublicIP.IsValid():

@@ -154,10 +154,8 @@ func TestBadInput(t *testing.T) {
 			{"garbage stdin", "\x00\xff{{{not json", []string{"CNI_COMMAND=ADD"}, 0},
 			{"unknown command", conf(n1.SubnetFile), []string{"CNI_COMMAND=EXPLODE"}, 0},
 			{"no container ID", conf(n1.SubnetFile), []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID="}, 0},
-			// The issue asks for code 11; the plugin answers 6 (decoding
-			// failure) by design, with the file named: either is accepted
-			// and the code recorded.
-			{"truncated subnet file", conf(trunc), []string{"CNI_COMMAND=ADD"}, -1},
+			// Try again later: weftd rewrites the file.
+			{"truncated subnet file", conf(trunc), []string{"CNI_COMMAND=ADD"}, 11},
 		} {
 			env := append([]string{"CNI_CONTAINERID=bad-input", "CNI_NETNS=/run/netns/" + ns, "CNI_IFNAME=eth9", "CNI_PATH=" + l.BinDir}, tc.env...)
 			cmd := exec.CommandContext(t.Context(), "ip", "netns", "exec", n1.NS, filepath.Join(l.BinDir, "weft"))
@@ -170,9 +168,6 @@ func TestBadInput(t *testing.T) {
 			if jerr := json.Unmarshal(out, &res); err == nil || jerr != nil || res.Code == 0 || res.Msg == "" {
 				t.Errorf("%s: exit %v, stdout %q: want a failing exit and CNI error JSON", tc.name, err, out)
 				continue
-			}
-			if tc.code == -1 && res.Code != 11 && (res.Code != 6 || !strings.Contains(res.Msg, "subnet file")) {
-				t.Errorf("%s: code %d (%s), want 11, or 6 naming the subnet file", tc.name, res.Code, res.Msg)
 			}
 			if tc.code > 0 && res.Code != tc.code {
 				t.Errorf("%s: code %d, want %d (%s)", tc.name, res.Code, tc.code, res.Msg)
@@ -247,7 +242,6 @@ func TestOverlappingPeerLease(t *testing.T) {
 	st := p.Wait(t)
 	record(t, "lease for %s (inside n1's %s, fake VTEP) added then deleted: ping n2→n1 %v", over, n1.Subnet, st)
 	if st.Lost() != 0 {
-		t.Skipf("KNOWN BUG (reported): a peer lease overlapping another peer's subnet is programmed on the other nodes; "+
-			"its more specific route and its neighbour entry %s → fake VTEP take n1's traffic, so n2 loses n1 (%v)", n1.Subnet.Addr(), st)
+		t.Errorf("a peer lease overlapping another peer's subnet took its traffic: ping n2→n1 %v", st)
 	}
 }
