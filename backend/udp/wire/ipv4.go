@@ -129,27 +129,39 @@ func DecrementTTL(b []byte) {
 }
 
 // sum adds b as big-endian 16-bit words to initial without folding.
+//
+// The one's complement sum does not depend on byte order (RFC 1071 §2(B)):
+// b is summed as little-endian 64-bit words, which needs no byte swap per
+// load, four words per round with one carry chain, and the folded result is
+// swapped once at the end. This is the hottest loop of the send path (one
+// pass over every payload byte for the TCP checksums of TSO segments).
 func sum(b []byte, initial uint64) uint64 {
-	s := initial
+	var s, c uint64
+	for len(b) >= 32 {
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[8:]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[16:]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[24:]), c)
+		b = b[32:]
+	}
 	for len(b) >= 8 {
-		v := binary.BigEndian.Uint64(b)
-		var c uint64
-		s, c = bits.Add64(s, v, 0)
-		s += c
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
 		b = b[8:]
 	}
 	if len(b) >= 4 {
-		s += uint64(binary.BigEndian.Uint32(b))
+		s, c = bits.Add64(s, uint64(binary.LittleEndian.Uint32(b)), c)
 		b = b[4:]
 	}
 	if len(b) >= 2 {
-		s += uint64(binary.BigEndian.Uint16(b))
+		s, c = bits.Add64(s, uint64(binary.LittleEndian.Uint16(b)), c)
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		s += uint64(b[0]) << 8
+		s, c = bits.Add64(s, uint64(b[0]), c)
 	}
-	return s
+	s, c = bits.Add64(s, 0, c)
+	s += c
+	return initial + uint64(bits.ReverseBytes16(fold(s)))
 }
 
 func fold(s uint64) uint16 {
