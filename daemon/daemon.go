@@ -127,30 +127,45 @@ func (d *Daemon) underlay() (backend.Underlay, error) {
 
 // waitConfig returns the stored network config, waiting with backoff while
 // it is missing, invalid (including backend options the backend refuses), or
-// equal to skip. Each distinct problem is logged once, not once per retry.
+// equal to skip. It is also how a running node notices an etcd outage: each
+// read is bounded, and each distinct problem is logged once (and its end),
+// not once per retry.
 func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay backend.Underlay) (*subnet.Config, error) {
 	bo := newBackoff(500*time.Millisecond, 10*time.Second)
-	lastErr := ""
+	problem := ""
 	for {
-		cfg, err := d.deps.Manager.GetNetworkConfig(ctx)
-		switch {
-		case err == nil && skip != nil && sameNetwork(cfg, skip):
-			// unchanged: keep waiting
-		case err == nil:
-			if err = d.checkBackend(cfg, underlay); err == nil {
-				if lastErr != "" {
-					d.log.Info("network config is valid now")
-				}
-				return cfg, nil
-			}
+		rctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+		cfg, err := d.deps.Manager.GetNetworkConfig(rctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		if err != nil && err.Error() != lastErr {
-			lastErr = err.Error()
-			if errors.Is(err, subnet.ErrNoConfig) {
-				d.log.Warn("waiting for the network config; set it with `weftctl config set FILE`", "err", err)
-			} else {
-				d.log.Warn("cannot use the network config; fix it with `weftctl config set FILE`, retrying", "err", err)
-			}
+		if err == nil {
+			err = d.checkBackend(cfg, underlay)
+		}
+		now := ""
+		var cfgErr *subnet.ConfigError
+		switch {
+		case err == nil:
+		case errors.Is(err, subnet.ErrNoConfig):
+			now = "waiting for the network config; set it with `weftctl config set FILE`"
+		case errors.As(err, &cfgErr) || errors.Is(err, errBackendRefused):
+			now = "cannot use the network config; fix it with `weftctl config set FILE` (the node keeps its current state)"
+		default:
+			now = "cannot read the network config from etcd; keeping the current state and retrying"
+		}
+		switch {
+		case now != "" && now != problem:
+			// Once per kind of problem: an outage's error text changes
+			// (timeouts, unavailable) while it lasts.
+			d.log.Warn(now, "err", err)
+			problem = now
+		case now == "" && problem != "":
+			d.log.Info("network config read and valid again")
+			problem = ""
+		}
+		if err == nil && (skip == nil || !sameNetwork(cfg, skip)) {
+			return cfg, nil
 		}
 		if err := sleepCtx(ctx, bo.next()); err != nil {
 			return nil, err
@@ -158,17 +173,25 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 	}
 }
 
+// storeCallTimeout bounds one read of the lease store, so an unreachable etcd
+// is noticed and reported instead of blocking silently.
+const storeCallTimeout = 5 * time.Second
+
+// errBackendRefused marks configs whose backend is missing or refuses its
+// options: a config problem, not an outage.
+var errBackendRefused = errors.New("backend refused the config")
+
 // checkBackend reports whether cfg's backend exists and accepts its
 // options. Constructors touch nothing (backend.Constructor), so trying one is
 // free, and a bad option is refused before the running generation is ended.
 func (d *Daemon) checkBackend(cfg *subnet.Config, underlay backend.Underlay) error {
 	newBackend, ok := d.deps.Backends[cfg.BackendType]
 	if !ok {
-		return fmt.Errorf("backend type %q is not built into this weftd", cfg.BackendType)
+		return fmt.Errorf("%w: backend type %q is not built into this weftd", errBackendRefused, cfg.BackendType)
 	}
 	be, err := newBackend(backend.Options{Logger: d.log, Underlay: underlay, Config: cfg})
 	if err != nil {
-		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
+		return fmt.Errorf("%w: %s: %w", errBackendRefused, cfg.BackendType, err)
 	}
 	return be.Close()
 }

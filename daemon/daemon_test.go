@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -491,4 +494,65 @@ func TestRefusesLeasesOfAnotherLength(t *testing.T) {
 	if _, ok := a.peers()[inside]; ok || len(a.peers()) != 2 {
 		t.Errorf("a programs %v; the /25 inside b's subnet must be refused", a.peers())
 	}
+}
+
+// syncBuffer is a log sink safe for the daemon's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) count(sub string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Count(s.b.String(), sub)
+}
+
+func TestStoreOutageLoggedOnce(t *testing.T) {
+	m := newStore(t, allocConfig)
+	logs := &syncBuffer{}
+	dir := t.TempDir()
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr("198.18.0.1")}
+	d, err := New(Config{
+		SubnetFile: filepath.Join(dir, "subnet.env"), CNIConfDir: filepath.Join(dir, "net.d"), HealthzAddr: "off",
+		ConfigPollInterval: 10 * time.Millisecond,
+	}, Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: alloc.New}, Underlay: &u,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	n := &node{d: d}
+	waitFor(t, "ready", n.ready)
+
+	m.SetFault(func(op string) error {
+		if op == "GetNetworkConfig" {
+			return errors.New("etcdserver: request timed out")
+		}
+		return nil
+	})
+	reads := m.Calls("GetNetworkConfig")
+	waitFor(t, "several failed reads", func() bool { return m.Calls("GetNetworkConfig") >= reads+3 })
+	if got := logs.count("cannot read the network config from etcd"); got != 1 {
+		t.Errorf("outage logged %d times over several failed reads, want once", got)
+	}
+	if !n.ready() {
+		t.Error("an etcd outage made a working node not ready")
+	}
+	m.SetFault(nil)
+	waitFor(t, "recovery logged", func() bool { return logs.count("read and valid again") == 1 })
 }
