@@ -12,7 +12,7 @@ NODES   ?= 3
 BACKEND ?= vxlan
 PODS    ?= 2
 
-.PHONY: all build test unit lint fuzz deps lab lab-down bench bench-quick soak install clean
+.PHONY: all build test unit lint fuzz reliability soak deps lab lab-down bench bench-quick soak install clean
 
 all: build
 
@@ -29,6 +29,15 @@ build:
 test: deps build lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+# The fault-injection suite alone (part of `make test` too), with each
+# result line collected; and the long soak (SOAK=30m by default).
+SOAK ?= 30m
+reliability: deps build
+	$(GO) test -count=1 -timeout 20m -v ./e2e/reliability -results=reliability-results.txt
+
+soak: deps build
+	$(GO) test -count=1 -run TestSoak -timeout 60m ./e2e/reliability -soak=$(SOAK) -results=soak-results.txt
 
 # Longer fuzzing: make fuzz FUZZTIME=5m
 fuzz:
