@@ -20,9 +20,13 @@ const (
 	txReadBatch = 16
 	// txMsgs bounds the messages of one sendmmsg.
 	txMsgs = 128
-	// splitNeed is the arena room one TSO split may use: payload plus up to
-	// 4*MaxSegments copies of a 120-byte header.
-	splitNeed = maxDatagram + 4*wire.MaxSegments*120
+	// splitNeed is the header arena room one TSO split may use: up to
+	// 4*MaxSegments headers of at most 120 bytes (60 IP + 60 TCP). The
+	// payload is not copied: it is sent from the TUN read buffer.
+	splitNeed = 4 * wire.MaxSegments * 120
+	// txIovecs bounds the buffers (iovecs) queued between two flushes: a
+	// split segment takes two (header, payload), a plain packet one.
+	txIovecs = 4 * 2 * 4 * wire.MaxSegments
 	// maxGSOBytes keeps a GSO send under the 64 KiB UDP length limit.
 	maxGSOBytes = 65000
 	// ICMP errors: at most icmpRate per second per queue, bursts of icmpBurst.
@@ -59,10 +63,15 @@ type txPath struct {
 	send     func([]ipv4.Message) (int, error)
 	writeTUN func([]byte) error
 
+	// arena holds the headers of split segments; their payloads stay in
+	// the buffers handle was given, which must stay untouched until flush.
 	arena    []byte
 	arenaOff int
+	iov      [][]byte // backing of every message's Buffers
+	iovOff   int
 	msgs     []ipv4.Message
 	segs     []int // datagrams in each message
+	bytes    []int // bytes in each message
 	nmsgs    int
 	oob      [][]byte // per message: a ready UDP_SEGMENT control message
 	icmp     []byte   // virtio header room + ICMP error
@@ -74,17 +83,17 @@ func newTxPath(vnet bool, now func() time.Time) *txPath {
 	p := &txPath{
 		vnet:  vnet,
 		arena: make([]byte, 4*splitNeed),
+		iov:   make([][]byte, txIovecs),
 		msgs:  make([]ipv4.Message, txMsgs),
 		segs:  make([]int, txMsgs),
+		bytes: make([]int, txMsgs),
 		oob:   make([][]byte, txMsgs),
 		icmp:  make([]byte, wire.VirtioNetHdrLen+wire.MaxICMPErrorLen),
 		lim:   limiter{now: now, tokens: icmpBurst, last: now()},
 	}
-	backing := make([][]byte, txMsgs)
 	space := unix.CmsgSpace(2)
 	oobBacking := make([]byte, txMsgs*space)
 	for i := range p.msgs {
-		p.msgs[i].Buffers = backing[i : i+1 : i+1]
 		o := oobBacking[i*space : (i+1)*space : (i+1)*space]
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&o[0]))
 		h.Level = unix.SOL_UDP
@@ -96,7 +105,8 @@ func newTxPath(vnet bool, now func() time.Time) *txPath {
 }
 
 // handle processes one read from the TUN (with its virtio-net header when
-// vnet). Datagrams are queued; flush sends them.
+// vnet). Datagrams are queued; flush sends them. Queued datagrams may point
+// into buf: the caller keeps buf unchanged until flush.
 func (p *txPath) handle(t *table, buf []byte) {
 	pkt := buf
 	var vh wire.VirtioNetHdr
@@ -155,36 +165,55 @@ func (p *txPath) handle(t *table, buf []byte) {
 	}
 	wire.DecrementTTL(pkt) // before a split, so every segment inherits it
 	if gsoType == wire.VirtioNetHdrGSONone {
-		p.queue(peer, pkt, 0, 1)
+		if p.nmsgs == len(p.msgs) || p.iovOff == len(p.iov) {
+			p.flush()
+		}
+		p.iov[p.iovOff] = pkt
+		p.queue(peer, 1, len(pkt), 0, 1)
 		return
 	}
-	if len(p.arena)-p.arenaOff < splitNeed {
+	if len(p.arena)-p.arenaOff < splitNeed || len(p.iov)-p.iovOff < 2*4*wire.MaxSegments {
 		p.flush()
 	}
-	n, segSize, total, r := wire.SplitTCP4(pkt, h, int(vh.GSOSize), p.arena[p.arenaOff:])
+	gso := int(vh.GSOSize)
+	n, hdrLen, r := wire.SplitTCP4Headers(pkt, h, gso, p.arena[p.arenaOff:])
 	if r != wire.OK {
 		p.cnt.drop(r, 1)
 		return
 	}
-	out := p.arena[p.arenaOff : p.arenaOff+total]
-	p.arenaOff += total
+	hdrs := p.arena[p.arenaOff : p.arenaOff+n*hdrLen]
+	p.arenaOff += n * hdrLen
+	hdrsEnd := p.arenaOff
+	payload := pkt[hdrLen:]
+	segSize := hdrLen + gso
 	per := 1
 	if p.gso() {
 		per = min(wire.MaxSegments, maxGSOBytes/segSize)
 	}
 	for i := 0; i < n; i += per {
 		k := min(per, n-i)
-		p.queue(peer, out[i*segSize:min((i+k)*segSize, total)], segSize, k)
+		if p.nmsgs == len(p.msgs) {
+			p.flush()
+			p.arenaOff = hdrsEnd // the rest of this split's headers stay reserved
+		}
+		bytes := 0
+		for j := i; j < i+k; j++ {
+			chunk := payload[min(j*gso, len(payload)):min((j+1)*gso, len(payload))]
+			p.iov[p.iovOff+2*(j-i)] = hdrs[j*hdrLen : (j+1)*hdrLen]
+			p.iov[p.iovOff+2*(j-i)+1] = chunk
+			bytes += hdrLen + len(chunk)
+		}
+		p.queue(peer, 2*k, bytes, segSize, k)
 	}
 }
 
-// queue adds one message of k datagrams (segSize each but the last).
-func (p *txPath) queue(peer *peerHost, b []byte, segSize, k int) {
-	if p.nmsgs == len(p.msgs) {
-		p.flush()
-	}
+// queue adds one message of k datagrams (segSize each but the last),
+// gathered from the next nbuf entries of p.iov, which the caller filled.
+// The caller has made room (p.nmsgs < len(p.msgs)).
+func (p *txPath) queue(peer *peerHost, nbuf, bytes, segSize, k int) {
 	m := &p.msgs[p.nmsgs]
-	m.Buffers[0] = b
+	m.Buffers = p.iov[p.iovOff : p.iovOff+nbuf : p.iovOff+nbuf]
+	p.iovOff += nbuf
 	m.Addr = peer.addr
 	m.OOB = nil
 	if k > 1 {
@@ -193,6 +222,7 @@ func (p *txPath) queue(peer *peerHost, b []byte, segSize, k int) {
 		m.OOB = o
 	}
 	p.segs[p.nmsgs] = k
+	p.bytes[p.nmsgs] = bytes
 	p.nmsgs++
 }
 
@@ -220,13 +250,13 @@ func (p *txPath) flush() {
 			}
 		}
 	}
-	p.nmsgs, p.arenaOff = 0, 0
+	clear(p.iov[:p.iovOff]) // keep no references to read buffers
+	p.nmsgs, p.arenaOff, p.iovOff = 0, 0, 0
 }
 
 func (p *txPath) account(i int) {
-	m := &p.msgs[i]
 	p.cnt[cTxPackets] += uint64(p.segs[i])
-	p.cnt[cTxBytes] += uint64(len(m.Buffers[0]))
+	p.cnt[cTxBytes] += uint64(p.bytes[i])
 	if p.segs[i] > 1 {
 		p.cnt[cGSOSends]++
 	}

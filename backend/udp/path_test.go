@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
 	"testing"
@@ -91,7 +92,11 @@ type fakeIO struct {
 
 func (f *fakeIO) send(ms []ipv4.Message) (int, error) {
 	for _, m := range ms {
-		f.sent = append(f.sent, append([]byte(nil), m.Buffers[0]...))
+		var d []byte
+		for _, b := range m.Buffers {
+			d = append(d, b...)
+		}
+		f.sent = append(f.sent, d)
 		seg := 0
 		if len(m.OOB) > 0 {
 			seg = int(binary.NativeEndian.Uint16(m.OOB[16:]))
@@ -214,6 +219,50 @@ func TestTxTSOWithGSO(t *testing.T) {
 	p2.flush()
 	if len(f2.sent) != 43 {
 		t.Fatalf("without GSO: %d messages", len(f2.sent))
+	}
+}
+
+// TestTxTSOManySegments splits two super-packets of one batch into more
+// messages than a flush holds, without GSO: every datagram must still be a
+// valid segment of its own packet (the headers of a split survive a flush
+// in its middle, and the next split does not overwrite them).
+func TestTxTSOManySegments(t *testing.T) {
+	f := &fakeIO{}
+	p := newTestTx(true, f)
+	p.gso = func() bool { return false }
+	const payload, mss = 60000, 300
+	var reads [][]byte
+	for k := range 2 {
+		b := tsoRead(payload, mss)
+		for i := wire.VirtioNetHdrLen + 40; i < len(b); i++ {
+			b[i] = byte(i*(k+3) + k)
+		}
+		binary.BigEndian.PutUint16(b[wire.VirtioNetHdrLen+4:], uint16(1000*(k+1))) // IP ID
+		reads = append(reads, b)
+		p.handle(testTable(), b)
+	}
+	p.flush()
+	if len(f.sent) != 2*payload/mss {
+		t.Fatalf("sent %d datagrams, want %d", len(f.sent), 2*payload/mss)
+	}
+	for i, d := range f.sent {
+		k, seg := i/(payload/mss), i%(payload/mss)
+		h, r := wire.ParseIPv4(d)
+		if r != wire.OK || h.TotalLen != 40+mss || !wire.ValidIPv4Checksum(d, 20) {
+			t.Fatalf("datagram %d: %+v %v", i, h, r)
+		}
+		if id := binary.BigEndian.Uint16(d[4:]); id != uint16(1000*(k+1)+seg) {
+			t.Fatalf("datagram %d: IP ID %d", i, id)
+		}
+		want := reads[k][wire.VirtioNetHdrLen+40+seg*mss : wire.VirtioNetHdrLen+40+(seg+1)*mss]
+		if !bytes.Equal(d[40:], want) {
+			t.Fatalf("datagram %d: payload is not segment %d of packet %d", i, seg, k)
+		}
+		c := append([]byte(nil), d...)
+		wire.L4Checksum(c, h)
+		if !bytes.Equal(c, d) {
+			t.Fatalf("datagram %d: bad TCP checksum", i)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/binary"
 	"testing"
 )
@@ -40,11 +41,14 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzSplitTCP4 checks the TSO splitter on arbitrary super-packets: no
-// panic, and every segment it produces is a valid packet.
+// panic, every segment it produces is a valid packet, and the
+// headers-only splitter gathers into the same bytes.
 func FuzzSplitTCP4(f *testing.F) {
 	f.Add(make([]byte, 3000), uint16(1000), uint8(5))
 	f.Add(make([]byte, 60), uint16(1), uint8(15))
 	out := make([]byte, 4*MaxPacketLen)
+	hdrs := make([]byte, 4*MaxSegments*120)
+	var gathered []byte
 	f.Fuzz(func(t *testing.T, payload []byte, mss uint16, doff uint8) {
 		if len(payload) > 60000 {
 			return
@@ -73,6 +77,18 @@ func FuzzSplitTCP4(f *testing.F) {
 		}
 		if at != total {
 			t.Fatalf("segments cover %d of %d", at, total)
+		}
+		hn, hdrLen, r := SplitTCP4Headers(p, h, int(mss), hdrs)
+		if r != OK || hn != n {
+			t.Fatalf("headers-only split: %d segments, %v; full split: %d", hn, r, n)
+		}
+		gathered = gathered[:0]
+		for i := range n {
+			gathered = append(gathered, hdrs[i*hdrLen:(i+1)*hdrLen]...)
+			gathered = append(gathered, p[hdrLen+min(i*int(mss), len(p)-hdrLen):hdrLen+min((i+1)*int(mss), len(p)-hdrLen)]...)
+		}
+		if !bytes.Equal(gathered, out[:total]) {
+			t.Fatal("headers-only split gathers into other bytes than the full split")
 		}
 	})
 }

@@ -51,55 +51,107 @@ func tcpHeaderLen(pkt []byte, h IPv4) (int, Reason) {
 // segSize bytes long, so out[:total] can go to a UDP GSO send as is. It
 // returns the number of segments and segSize.
 func SplitTCP4(pkt []byte, h IPv4, gsoSize int, out []byte) (n, segSize, total int, r Reason) {
+	s, r := planSplit(pkt, h, gsoSize)
+	if r != OK {
+		return 0, 0, 0, r
+	}
+	total = s.n*s.hdrLen + len(s.pkt) - s.hdrLen
+	if total > len(out) {
+		return 0, 0, 0, ReasonBadOffload
+	}
+	at := 0
+	for i := range s.n {
+		chunk := s.chunk(i)
+		seg := out[at : at+s.hdrLen+len(chunk)]
+		copy(seg[s.hdrLen:], chunk)
+		s.header(i, seg[:s.hdrLen])
+		at += len(seg)
+	}
+	return s.n, s.hdrLen + s.gso, total, OK
+}
+
+// SplitTCP4Headers is SplitTCP4 without copying the payload: it writes
+// only the n segment headers, hdrLen bytes each, back to back into hdrs.
+// Segment i is hdrs[i*hdrLen:(i+1)*hdrLen] followed by
+// pkt[hdrLen+i*gso : min(hdrLen+(i+1)*gso, h.TotalLen)], so a sender can
+// gather it from both (an iovec each) and the payload is read only once,
+// for its checksum. gso is gsoSize.
+func SplitTCP4Headers(pkt []byte, h IPv4, gsoSize int, hdrs []byte) (n, hdrLen int, r Reason) {
+	s, r := planSplit(pkt, h, gsoSize)
+	if r != OK {
+		return 0, 0, r
+	}
+	if s.n*s.hdrLen > len(hdrs) {
+		return 0, 0, ReasonBadOffload
+	}
+	for i := range s.n {
+		s.header(i, hdrs[i*s.hdrLen:(i+1)*s.hdrLen])
+	}
+	return s.n, s.hdrLen, OK
+}
+
+// tsoSplit is a validated plan for cutting one TSO super-packet.
+type tsoSplit struct {
+	pkt        []byte // the super-packet, TotalLen long
+	hl, hdrLen int    // IP header, IP+TCP header lengths
+	gso, n     int
+	id         uint16
+	seq        uint32
+	flags      uint8
+}
+
+func planSplit(pkt []byte, h IPv4, gsoSize int) (tsoSplit, Reason) {
 	if h.TotalLen > len(pkt) {
-		return 0, 0, 0, ReasonShort
+		return tsoSplit{}, ReasonShort
 	}
 	pkt = pkt[:h.TotalLen]
 	thl, r := tcpHeaderLen(pkt, h)
 	if r != OK {
-		return 0, 0, 0, r
+		return tsoSplit{}, r
 	}
 	if gsoSize <= 0 {
-		return 0, 0, 0, ReasonBadOffload
+		return tsoSplit{}, ReasonBadOffload
 	}
-	hdrLen := h.HeaderLen + thl
-	payload := pkt[hdrLen:]
-	n = (len(payload) + gsoSize - 1) / gsoSize
-	if n == 0 {
-		n = 1
+	s := tsoSplit{pkt: pkt, hl: h.HeaderLen, hdrLen: h.HeaderLen + thl, gso: gsoSize}
+	s.n = max(1, (len(pkt)-s.hdrLen+gsoSize-1)/gsoSize)
+	if s.n > MaxSegments*4 {
+		return tsoSplit{}, ReasonBadOffload
 	}
-	total = n*hdrLen + len(payload)
-	if n > MaxSegments*4 || total > len(out) {
-		return 0, 0, 0, ReasonBadOffload
+	s.id = binary.BigEndian.Uint16(pkt[ipv4IDOff:])
+	s.seq = binary.BigEndian.Uint32(pkt[h.HeaderLen+tcpSeqOff:])
+	s.flags = pkt[h.HeaderLen+tcpFlagsOff]
+	return s, OK
+}
+
+// chunk is the payload of segment i.
+func (s *tsoSplit) chunk(i int) []byte {
+	payload := s.pkt[s.hdrLen:]
+	return payload[min(i*s.gso, len(payload)):min((i+1)*s.gso, len(payload))]
+}
+
+// header writes the headers of segment i into dst (hdrLen bytes), with
+// the TCP checksum over them and the segment's payload. The header length
+// is even (IHL and data offset count 32-bit words), so the sum of header
+// and payload is the sum of their separate sums.
+func (s *tsoSplit) header(i int, dst []byte) {
+	chunk := s.chunk(i)
+	copy(dst, s.pkt[:s.hdrLen])
+	binary.BigEndian.PutUint16(dst[ipv4TotalLenOff:], uint16(s.hdrLen+len(chunk)))
+	binary.BigEndian.PutUint16(dst[ipv4IDOff:], s.id+uint16(i))
+	SetIPv4Checksum(dst, s.hl)
+	tcp := dst[s.hl:]
+	binary.BigEndian.PutUint32(tcp[tcpSeqOff:], s.seq+uint32(i*s.gso))
+	f := s.flags
+	if i != s.n-1 {
+		f &^= tcpFIN | tcpPSH
 	}
-	segSize = hdrLen + gsoSize
-	id := binary.BigEndian.Uint16(pkt[ipv4IDOff:])
-	seq := binary.BigEndian.Uint32(pkt[h.HeaderLen+tcpSeqOff:])
-	flags := pkt[h.HeaderLen+tcpFlagsOff]
-	at := 0
-	for i := range n {
-		chunk := payload[min(i*gsoSize, len(payload)):min((i+1)*gsoSize, len(payload))]
-		seg := out[at : at+hdrLen+len(chunk)]
-		copy(seg, pkt[:hdrLen])
-		copy(seg[hdrLen:], chunk)
-		binary.BigEndian.PutUint16(seg[ipv4TotalLenOff:], uint16(len(seg)))
-		binary.BigEndian.PutUint16(seg[ipv4IDOff:], id+uint16(i))
-		SetIPv4Checksum(seg, h.HeaderLen)
-		tcp := seg[h.HeaderLen:]
-		binary.BigEndian.PutUint32(tcp[tcpSeqOff:], seq+uint32(i*gsoSize))
-		f := flags
-		if i != n-1 {
-			f &^= tcpFIN | tcpPSH
-		}
-		if i != 0 {
-			f &^= tcpCWR
-		}
-		tcp[tcpFlagsOff] = f
-		tcp[tcpCsumOff], tcp[tcpCsumOff+1] = 0, 0
-		binary.BigEndian.PutUint16(tcp[tcpCsumOff:], ^fold(sum(tcp, pseudoSum(seg, ProtoTCP, len(tcp)))))
-		at += len(seg)
+	if i != 0 {
+		f &^= tcpCWR
 	}
-	return n, segSize, total, OK
+	tcp[tcpFlagsOff] = f
+	tcp[tcpCsumOff], tcp[tcpCsumOff+1] = 0, 0
+	tcpLen := len(tcp) + len(chunk)
+	binary.BigEndian.PutUint16(tcp[tcpCsumOff:], ^fold(sum(chunk, sum(tcp, pseudoSum(dst, ProtoTCP, tcpLen)))))
 }
 
 // Coalescer merges consecutive in-order TCP segments of one flow into one
