@@ -143,23 +143,30 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 		if err == nil {
 			err = d.checkBackend(cfg, underlay)
 		}
-		now := ""
+		// now says what is wrong; key decides when that is news. Each
+		// distinct bad config is reported once; an outage once as a whole,
+		// as its error text changes (timeouts, unavailable) while it lasts.
+		now, key := "", ""
 		var cfgErr *subnet.ConfigError
 		switch {
 		case err == nil:
 		case errors.Is(err, subnet.ErrNoConfig):
 			now = "waiting for the network config; set it with `weftctl config set FILE`"
+			key = now
 		case errors.As(err, &cfgErr) || errors.Is(err, errBackendRefused):
 			now = "cannot use the network config; fix it with `weftctl config set FILE` (the node keeps its current state)"
+			key = err.Error()
+			if cfg != nil {
+				key += string(cfg.Raw) // same refusal, another config: news
+			}
 		default:
 			now = "cannot read the network config from etcd; keeping the current state and retrying"
+			key = now
 		}
 		switch {
-		case now != "" && now != problem:
-			// Once per kind of problem: an outage's error text changes
-			// (timeouts, unavailable) while it lasts.
+		case now != "" && key != problem:
 			d.log.Warn(now, "err", err)
-			problem = now
+			problem = key
 		case now == "" && problem != "":
 			d.log.Info("network config read and valid again")
 			problem = ""

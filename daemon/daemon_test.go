@@ -556,3 +556,42 @@ func TestStoreOutageLoggedOnce(t *testing.T) {
 	m.SetFault(nil)
 	waitFor(t, "recovery logged", func() bool { return logs.count("read and valid again") == 1 })
 }
+
+func TestEachBadConfigReportedOnce(t *testing.T) {
+	m := newStore(t, allocConfig)
+	logs := &syncBuffer{}
+	dir := t.TempDir()
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr("198.18.0.1")}
+	d, err := New(Config{
+		SubnetFile: filepath.Join(dir, "subnet.env"), CNIConfDir: filepath.Join(dir, "net.d"), HealthzAddr: "off",
+		ConfigPollInterval: 10 * time.Millisecond,
+	}, Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: pickyAlloc}, Underlay: &u,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, "ready", (&node{d: d}).ready)
+	for i, bad := range []string{
+		`{"Network":"10.50.0.0/16","Backend":{"Type":"alloc","Bad":true}}`,
+		`{"Network":"10.60.0.0/16","Backend":{"Type":"alloc","Bad":true}}`,
+	} {
+		if err := m.SetNetworkConfig(context.Background(), []byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("bad config %d reported", i+1), func() bool { return logs.count("cannot use the network config") == i+1 })
+	}
+	reads := m.Calls("GetNetworkConfig")
+	waitFor(t, "more polls", func() bool { return m.Calls("GetNetworkConfig") >= reads+2 })
+	if got := logs.count("cannot use the network config"); got != 2 {
+		t.Errorf("two bad configs reported %d times over many polls, want 2", got)
+	}
+}
