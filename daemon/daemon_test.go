@@ -514,29 +514,31 @@ func (s *syncBuffer) count(sub string) int {
 	return strings.Count(s.b.String(), sub)
 }
 
-func TestStoreOutageLoggedOnce(t *testing.T) {
-	m := newStore(t, allocConfig)
+// startLogged runs a daemon whose logs the test reads, polling the config
+// every 10ms; it is stopped (and must exit cleanly) in t.Cleanup.
+func startLogged(t *testing.T, m subnet.Manager, newBackend backend.Constructor) (*node, *syncBuffer) {
+	t.Helper()
 	logs := &syncBuffer{}
 	dir := t.TempDir()
 	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr("198.18.0.1")}
 	d, err := New(Config{
 		SubnetFile: filepath.Join(dir, "subnet.env"), CNIConfDir: filepath.Join(dir, "net.d"), HealthzAddr: "off",
 		ConfigPollInterval: 10 * time.Millisecond,
-	}, Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: alloc.New}, Underlay: &u,
+	}, Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: newBackend}, Underlay: &u,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	n := &node{d: d}
+	n := &node{d: d, dir: dir, ip: u.PublicIP, stop: cancel, done: make(chan error, 1)}
+	go func() { n.done <- d.Run(ctx) }()
+	t.Cleanup(func() { n.shutdown(t) })
+	return n, logs
+}
+
+func TestStoreOutageLoggedOnce(t *testing.T) {
+	m := newStore(t, allocConfig)
+	n, logs := startLogged(t, m, alloc.New)
 	waitFor(t, "ready", n.ready)
 
 	m.SetFault(func(op string) error {
@@ -559,27 +561,8 @@ func TestStoreOutageLoggedOnce(t *testing.T) {
 
 func TestEachBadConfigReportedOnce(t *testing.T) {
 	m := newStore(t, allocConfig)
-	logs := &syncBuffer{}
-	dir := t.TempDir()
-	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr("198.18.0.1")}
-	d, err := New(Config{
-		SubnetFile: filepath.Join(dir, "subnet.env"), CNIConfDir: filepath.Join(dir, "net.d"), HealthzAddr: "off",
-		ConfigPollInterval: 10 * time.Millisecond,
-	}, Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: pickyAlloc}, Underlay: &u,
-		Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	waitFor(t, "ready", (&node{d: d}).ready)
+	n, logs := startLogged(t, m, pickyAlloc)
+	waitFor(t, "ready", n.ready)
 	for i, bad := range []string{
 		`{"Network":"10.50.0.0/16","Backend":{"Type":"alloc","Bad":true}}`,
 		`{"Network":"10.60.0.0/16","Backend":{"Type":"alloc","Bad":true}}`,
