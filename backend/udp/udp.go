@@ -2,6 +2,7 @@ package udp
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,11 +13,9 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/backend"
@@ -70,7 +69,8 @@ type Backend struct {
 	own   netip.Prefix
 	peers map[netip.Prefix]subnet.Lease
 	dev   *tun.Device
-	conns []*net.UDPConn
+	socks []*os.File // UDP sockets, one per queue, not in the Go poller
+	stop  *os.File   // eventfd, readable once the packet path must stop
 
 	table atomic.Pointer[table]
 	gso   atomic.Bool
@@ -83,6 +83,8 @@ type Backend struct {
 	closeOnce sync.Once
 	closing   chan struct{}
 	running   atomic.Bool
+	stopped   chan struct{} // closed when Run has stopped and closed the descriptors
+	fdsOnce   sync.Once
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -121,6 +123,7 @@ func newBackend(opts backend.Options) (*Backend, error) {
 		now:      time.Now,
 		peers:    make(map[netip.Prefix]subnet.Lease),
 		closing:  make(chan struct{}),
+		stopped:  make(chan struct{}),
 	}
 	if opts.Config != nil {
 		b.network = opts.Config.Network
@@ -176,18 +179,24 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 		dev.Close()
 		return nil, fmt.Errorf("udp backend: set up %s: %w", DeviceName, err)
 	}
-	conns, err := b.listen(ctx, len(dev.Files))
+	socks, err := b.listen(len(dev.Files))
 	if err != nil {
 		dev.Close()
 		return nil, err
 	}
-	b.dev, b.conns = dev, conns
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		dev.Close()
+		closeFiles(socks)
+		return nil, fmt.Errorf("udp backend: eventfd: %w", err)
+	}
+	b.dev, b.socks, b.stop = dev, socks, os.NewFile(uintptr(efd), "weft-udp-stop")
 	b.vnet, b.tso = dev.VnetHdr, dev.TSO
 	if !b.opts.DisableOffloads {
-		b.gso.Store(probeGSO(conns[0]))
+		b.gso.Store(probeGSO(socks[0]))
 		b.gro = true
-		for _, c := range conns {
-			if err := setSockopt(c, unix.SOL_UDP, unix.UDP_GRO, 1); err != nil {
+		for _, f := range socks {
+			if err := setSockopt(f, unix.SOL_UDP, unix.UDP_GRO, 1); err != nil {
 				b.gro = false
 			}
 		}
@@ -198,72 +207,95 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	return nil, nil
 }
 
-func (b *Backend) listen(ctx context.Context, n int) ([]*net.UDPConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			s := int(fd)
-			if serr = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); serr != nil {
-				return
-			}
-			// The inner MTU leaves room for the outer headers, so outer
-			// datagrams fit the underlay; DF is left clear so a smaller
-			// hop inside the underlay fragments instead of blackholing.
-			serr = unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
-			for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
-				if unix.SetsockoptInt(s, unix.SOL_SOCKET, o[0], socketBuffer) != nil {
-					_ = unix.SetsockoptInt(s, unix.SOL_SOCKET, o[1], socketBuffer)
-				}
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
+// listen opens n UDP sockets on the port, bound to PublicIP when there is
+// one, sharing the port through SO_REUSEPORT. They are plain descriptors
+// (see io_linux.go): blocking, so a full send buffer makes sendmmsg wait,
+// and received with MSG_DONTWAIT after poll(2) says so.
+func (b *Backend) listen(n int) ([]*os.File, error) {
+	var sa unix.SockaddrInet4
+	sa.Port = b.opts.Port
 	addr := netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(b.opts.Port))
 	if b.underlay.PublicIP.Is4() {
 		// Bound to PublicIP, so datagrams leave with the source address
 		// peers check against our lease.
+		sa.Addr = b.underlay.PublicIP.As4()
 		addr = netip.AddrPortFrom(b.underlay.PublicIP, uint16(b.opts.Port))
 	}
-	conns := make([]*net.UDPConn, 0, n)
+	socks := make([]*os.File, 0, n)
 	for range n {
-		pc, err := lc.ListenPacket(ctx, "udp4", addr.String())
+		f, err := openSocket(&sa)
 		if err != nil {
-			for _, c := range conns {
-				c.Close()
-			}
+			closeFiles(socks)
 			return nil, fmt.Errorf("udp backend: listen on %s: %w", addr, err)
 		}
-		conns = append(conns, pc.(*net.UDPConn))
+		socks = append(socks, f)
 	}
-	return conns, nil
+	return socks, nil
 }
 
-func setSockopt(c *net.UDPConn, level, opt, v int) error {
-	rc, err := c.SyscallConn()
+func openSocket(sa *unix.SockaddrInet4) (*os.File, error) {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	err = unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	if err == nil {
+		// The inner MTU leaves room for the outer headers, so outer
+		// datagrams fit the underlay; DF is left clear so a smaller hop
+		// inside the underlay fragments instead of blackholing.
+		err = unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+	}
+	if err == nil {
+		for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+			if unix.SetsockoptInt(s, unix.SOL_SOCKET, o[0], socketBuffer) != nil {
+				_ = unix.SetsockoptInt(s, unix.SOL_SOCKET, o[1], socketBuffer)
+			}
+		}
+		err = unix.Bind(s, sa)
+	}
+	if err != nil {
+		unix.Close(s)
+		return nil, err
+	}
+	// Blocking, so os.NewFile leaves it out of the poller.
+	return os.NewFile(uintptr(s), "udp"), nil
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		_ = f.Close()
+	}
+}
+
+// fdOf is f's descriptor, valid until f is closed.
+func fdOf(f *os.File) (ioFD, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := ioFD(-1)
+	if err := rc.Control(func(u uintptr) { fd = ioFD(u) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+func setSockopt(f *os.File, level, opt, v int) error {
+	fd, err := fdOf(f)
 	if err != nil {
 		return err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, v) }); err != nil {
-		return err
-	}
-	return serr
+	return unix.SetsockoptInt(int(fd), level, opt, v)
 }
 
 // probeGSO reports whether the kernel knows UDP_SEGMENT (Linux 4.18+).
-func probeGSO(c *net.UDPConn) bool {
-	rc, err := c.SyscallConn()
+func probeGSO(f *os.File) bool {
+	fd, err := fdOf(f)
 	if err != nil {
 		return false
 	}
-	var gerr error
-	if err := rc.Control(func(fd uintptr) { _, gerr = unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT) }); err != nil {
-		return false
-	}
-	return gerr == nil
+	_, err = unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+	return err == nil
 }
 
 // Configure gives the device <subnet>.0/32 (the source of node-originated
@@ -371,9 +403,10 @@ func (b *Backend) Peers() []backend.PeerStatus {
 	return append([]backend.PeerStatus(nil), b.table.Load().statuses...)
 }
 
-// Run moves packets until ctx is done (or Close), then returns nil. It
-// needs Prepare; the file descriptors it uses are bound to the namespace
-// Prepare ran in, so Run itself may run on any goroutine.
+// Run moves packets until ctx is done (or Close), then closes the device
+// queues and sockets and returns nil. It needs Prepare; the file
+// descriptors it uses are bound to the namespace Prepare ran in, so Run
+// itself may run on any goroutine.
 func (b *Backend) Run(ctx context.Context) error {
 	if b.dev == nil {
 		return errors.New("udp backend: Run before Prepare")
@@ -381,26 +414,30 @@ func (b *Backend) Run(ctx context.Context) error {
 	if !b.running.CompareAndSwap(false, true) {
 		return errors.New("udp backend: Run called twice")
 	}
-	errc := make(chan error, 2*len(b.dev.Files))
+	defer close(b.stopped)
+	defer b.closeFDs()
+	if b.isClosing() {
+		return nil
+	}
+	stop, err := fdOf(b.stop)
+	if err != nil {
+		return fmt.Errorf("udp backend: %w", err)
+	}
+	errc := make(chan error, len(b.dev.Files))
 	var wg sync.WaitGroup
 	for i, f := range b.dev.Files {
-		q, err := b.newQueue(i, f, b.conns[i])
+		q, err := b.newQueue(i, f, b.socks[i], stop)
 		if err != nil {
 			b.closeIO()
 			wg.Wait()
-			return err
+			return fmt.Errorf("udp backend: %w", err)
 		}
-		wg.Go(func() { errc <- q.runTx() })
-		wg.Go(func() { errc <- q.runRx() })
+		wg.Go(func() { errc <- q.run() })
 	}
-	var err error
 	select {
 	case <-ctx.Done():
 	case <-b.closing:
 	case err = <-errc:
-		if b.isClosing() {
-			err = nil
-		}
 	}
 	b.closeIO()
 	wg.Wait()
@@ -419,22 +456,42 @@ func (b *Backend) isClosing() bool {
 	}
 }
 
-// Close stops the packet path and closes the device queues and sockets.
+// Close stops the packet path and closes the device queues and sockets;
+// when Run is running, it returns once Run has closed them (so a new
+// Backend attaching to the device does not share it with stale queues).
 // The device and its route stay (the device is persistent), so a new
 // Backend on this node picks the tunnel up again.
 func (b *Backend) Close() error {
 	b.closeIO()
+	if b.running.Load() {
+		<-b.stopped
+	} else {
+		b.closeFDs()
+	}
 	return nil
 }
 
+// closeIO tells the packet goroutines to stop: they poll the eventfd.
 func (b *Backend) closeIO() {
 	b.closeOnce.Do(func() {
 		close(b.closing)
+		if b.stop != nil {
+			var one [8]byte
+			binary.NativeEndian.PutUint64(one[:], 1)
+			_, _ = b.stop.Write(one[:])
+		}
+	})
+}
+
+// closeFDs closes the descriptors, once no goroutine uses them.
+func (b *Backend) closeFDs() {
+	b.fdsOnce.Do(func() {
 		if b.dev != nil {
 			_ = b.dev.Close()
 		}
-		for _, c := range b.conns {
-			_ = c.Close()
+		closeFiles(b.socks)
+		if b.stop != nil {
+			_ = b.stop.Close()
 		}
 	})
 }
@@ -463,9 +520,13 @@ func (b *Backend) Stats() Stats {
 	return s
 }
 
-// queue is the packet path of one TUN queue and its UDP socket.
+// queue is the packet path of one TUN queue and its UDP socket, both
+// directions on one goroutine (see io_linux.go for why).
 type queue struct {
 	b        *Backend
+	tunFD    ioFD
+	sockFD   ioFD
+	stopFD   ioFD
 	rd       *tunReader
 	tx       *txPath
 	rx       *rxPath
@@ -473,12 +534,12 @@ type queue struct {
 	txc, rxc *counters
 }
 
-func (b *Backend) newQueue(i int, f *os.File, c *net.UDPConn) (*queue, error) {
-	trc, err := f.SyscallConn()
+func (b *Backend) newQueue(i int, f, sock *os.File, stop ioFD) (*queue, error) {
+	tfd, err := fdOf(f)
 	if err != nil {
 		return nil, err
 	}
-	urc, err := c.SyscallConn()
+	sfd, err := fdOf(sock)
 	if err != nil {
 		return nil, err
 	}
@@ -486,21 +547,19 @@ func (b *Backend) newQueue(i int, f *os.File, c *net.UDPConn) (*queue, error) {
 	if b.tso {
 		readSize = wire.VirtioNetHdrLen + wire.MaxPacketLen
 	}
-	q := &queue{b: b, txc: &b.stats[2*i], rxc: &b.stats[2*i+1]}
-	q.rd = newTUNReader(trc, txReadBatch, readSize)
-	// Each direction has its own writer: they run on different goroutines.
-	txw, rxw := newTUNWriter(trc), newTUNWriter(trc)
-	pc := ipv4.NewPacketConn(c)
+	q := &queue{b: b, tunFD: tfd, sockFD: sfd, stopFD: stop, txc: &b.stats[2*i], rxc: &b.stats[2*i+1]}
+	q.rd = newTUNReader(tfd, txReadBatch, readSize)
+	write := func(p []byte) error { return writeTUN(tfd, p) }
 	q.tx = newTxPath(b.vnet, b.now)
-	q.tx.writeTUN = txw.write
-	q.tx.send = func(ms []ipv4.Message) (int, error) { return pc.WriteBatch(ms, 0) }
+	q.tx.writeTUN = write
+	q.tx.send = newUDPSender(sfd, txMsgs, txIovecs).send
 	q.tx.gso = b.gso.Load
 	q.tx.noGSO = b.disableGSO
-	q.rx = &rxPath{vnet: b.vnet, writeTUN: rxw.write}
+	q.rx = &rxPath{vnet: b.vnet, writeTUN: write}
 	if b.vnet {
 		q.rx.coal = wire.NewCoalescer()
 	}
-	q.recv = newUDPReceiver(urc, b.opts.RxBatch, maxDatagram)
+	q.recv = newUDPReceiver(sfd, b.opts.RxBatch, maxDatagram)
 	return q, nil
 }
 
@@ -510,45 +569,87 @@ func (b *Backend) disableGSO(err error) {
 	}
 }
 
-func (q *queue) runTx() error {
+// run serves the queue until the stop eventfd is readable. poll(2) is
+// level-triggered: each round takes one batch from whatever is ready, so
+// neither direction starves the other.
+func (q *queue) run() error {
+	fds := []unix.PollFd{
+		{Fd: int32(q.tunFD), Events: unix.POLLIN},
+		{Fd: int32(q.sockFD), Events: unix.POLLIN},
+		{Fd: int32(q.stopFD), Events: unix.POLLIN},
+	}
 	for {
-		n, err := q.rd.readBatch()
-		if err != nil {
-			if q.b.isClosing() {
-				return nil
+		for i := range fds {
+			fds[i].Revents = 0
+		}
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if err == unix.EINTR {
+				continue
 			}
-			return fmt.Errorf("read %s: %w", DeviceName, err)
+			return fmt.Errorf("poll: %w", err)
 		}
-		t := q.b.table.Load()
-		for i := range n {
-			q.tx.handle(t, q.rd.bufs[i][:q.rd.ns[i]])
+		if fds[2].Revents != 0 {
+			return nil
 		}
-		q.tx.flush()
-		q.tx.cnt.publish(q.txc)
+		if fds[0].Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
+			return fmt.Errorf("%s queue: poll events %#x", DeviceName, fds[0].Revents)
+		}
+		if fds[0].Revents&unix.POLLIN != 0 {
+			if err := q.fromTUN(); err != nil {
+				return err
+			}
+		}
+		// POLLERR on a UDP socket is a queued ICMP error (a peer's port
+		// unreachable): recvmmsg reports and clears it.
+		if fds[1].Revents != 0 {
+			if err := q.fromPeers(); err != nil {
+				return err
+			}
+		}
 	}
 }
 
-func (q *queue) runRx() error {
-	for {
-		n, err := q.recv.readBatch()
-		if err != nil {
-			if q.b.isClosing() {
-				return nil
-			}
-			return fmt.Errorf("receive on port %d: %w", q.b.opts.Port, err)
-		}
-		t := q.b.table.Load()
-		for i := range n {
-			src, data, gsoSize, trunc := q.recv.message(i)
-			if trunc {
-				q.rx.cnt.drop(wire.ReasonShort, 1)
-				continue
-			}
-			q.rx.handle(t, src, data, gsoSize)
-		}
-		q.rx.flush()
-		q.rx.cnt.publish(q.rxc)
+func (q *queue) fromTUN() error {
+	n, err := q.rd.readBatch()
+	if err != nil && n == 0 {
+		return fmt.Errorf("read %s: %w", DeviceName, err)
 	}
+	t := q.b.table.Load()
+	for i := range n {
+		q.tx.handle(t, q.rd.bufs[i][:q.rd.ns[i]])
+	}
+	q.tx.flush()
+	q.tx.cnt.publish(q.txc)
+	return nil
+}
+
+func (q *queue) fromPeers() error {
+	n, err := q.recv.readBatch()
+	if err != nil {
+		if isTransient(err) {
+			return nil
+		}
+		return fmt.Errorf("receive on port %d: %w", q.b.opts.Port, err)
+	}
+	t := q.b.table.Load()
+	for i := range n {
+		src, data, gsoSize, trunc := q.recv.message(i)
+		if trunc {
+			q.rx.cnt.drop(wire.ReasonShort, 1)
+			continue
+		}
+		q.rx.handle(t, src, data, gsoSize)
+	}
+	q.rx.flush()
+	q.rx.cnt.publish(q.rxc)
+	return nil
+}
+
+// isTransient reports a socket error that concerns one earlier datagram
+// (an ICMP error the kernel queued), not the socket.
+func isTransient(err error) bool {
+	return errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.EHOSTUNREACH) ||
+		errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EMSGSIZE)
 }
 
 // Device implements backend.Device.

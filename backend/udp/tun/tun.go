@@ -29,11 +29,15 @@ type Config struct {
 	Offload bool
 }
 
-// Device is an open TUN device: one file per queue. Each file is
-// non-blocking and registered with the Go poller; reads and writes on it
-// move one packet each (preceded by a virtio-net header when VnetHdr).
-// Files are bound to the network namespace Open ran in, wherever they are
-// used from.
+// Device is an open TUN device: one file per queue. Each descriptor is
+// non-blocking but NOT registered with the Go poller: the udp backend
+// waits for it with poll(2) on a goroutine of its own, and a registered
+// descriptor would wake the runtime's epoll thread on every packet for
+// nothing. So do not Read or Write the os.File (that would block a
+// thread on EAGAIN semantics it does not expect); use the descriptor, and
+// Close only once nothing uses it any more. Reads and writes move one
+// packet each (preceded by a virtio-net header when VnetHdr). Files are
+// bound to the network namespace Open ran in, wherever they are used from.
 type Device struct {
 	Name  string
 	Files []*os.File
@@ -104,12 +108,14 @@ func attach(name string, flags uint16) (*os.File, error) {
 		}
 		return nil, fmt.Errorf("tun %s: TUNSETIFF: %w", name, err)
 	}
+	// os.NewFile registers a descriptor with the poller only when it is
+	// already non-blocking: wrap it first, then make it non-blocking.
+	f := os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
 	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
+		f.Close()
 		return nil, fmt.Errorf("tun %s: set non-blocking: %w", name, err)
 	}
-	// A non-blocking fd given to os.NewFile is registered with the poller.
-	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+	return f, nil
 }
 
 func ioctl(f *os.File, req uint, v int) error {
