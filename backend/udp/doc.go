@@ -19,14 +19,17 @@
 // packets are dropped while no process is attached rather than leaking out
 // of the default route.
 //
-// The packet path runs one pair of goroutines per queue: TUN queue i → UDP
-// socket i, and UDP socket i → TUN queue i. The sockets share the port with
-// SO_REUSEPORT. Reads and writes are batched (recvmmsg, sendmmsg through
-// x/net/ipv4 WriteBatch); TSO super-packets from the TUN are split in
-// userspace and sent with UDP GSO (UDP_SEGMENT) in one call; UDP GRO
+// The packet path runs one goroutine per queue, serving both directions:
+// TUN queue i → UDP socket i and UDP socket i → TUN queue i. It blocks in
+// poll(2) on the queue, the socket and a stop eventfd; the descriptors are
+// kept out of the Go poller so a packet wakes only that thread (see
+// io_linux.go). The sockets share the port with SO_REUSEPORT. Reads and
+// writes are batched (recvmmsg, sendmmsg); TSO super-packets from the TUN
+// are split in userspace (headers only: payloads are gathered from the read
+// buffer) and sent with UDP GSO (UDP_SEGMENT) in one call; UDP GRO
 // (UDP_GRO) on receive returns runs of datagrams that are coalesced back
 // into TCP super-packets for the TUN. Each offload is probed at start and
-// falls back cleanly. Buffers are preallocated per goroutine; steady state
+// falls back cleanly. Buffers are preallocated per queue; steady state
 // allocates nothing per packet.
 //
 // Safety: a datagram whose source address is not a current peer's
