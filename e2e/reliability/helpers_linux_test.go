@@ -144,14 +144,15 @@ func startPing(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d 
 	count := int(d / interval)
 	p := &pinger{done: make(chan struct{})}
 	// ping's timers drift behind the wall clock under load (a few percent
-	// over a long run), so it gets its own deadline (-w: it stops there and
-	// still prints its summary) with slack that grows with d, and the
-	// context only backs that up.
-	deadline := d + d/10 + 10*time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), deadline+20*time.Second)
+	// over a long run), so the slack grows with d. At the deadline ping gets
+	// SIGINT, on which it still prints its summary; a kill follows if it
+	// does not exit. (Not -w: with it ping also stops at the first ICMP
+	// error, such as the unreachable a restarting udp node answers.)
+	ctx, cancel := context.WithTimeout(context.Background(), d+d/10+30*time.Second)
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ping", "-n", "-q",
-		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(count),
-		"-w", strconv.Itoa(int(deadline.Seconds())), "-W", "1", to.String())
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(count), "-W", "1", to.String())
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) } // `ip netns exec` execs ping: this PID is ping
+	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	go func() {
 		defer close(p.done)
