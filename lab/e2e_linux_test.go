@@ -33,21 +33,9 @@ func runTests(m *testing.M) int {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		e2eBinDir, e2eBuildErr = dir, buildBinaries(dir)
+		e2eBinDir, e2eBuildErr = dir, BuildBinaries(context.Background(), dir)
 	}
 	return m.Run()
-}
-
-// buildBinaries builds weftd, weft, weftctl and portmap into dir, exactly
-// as `make build` does into bin/.
-func buildBinaries(dir string) error {
-	cmd := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/weftnet/weft/cmd/weftd", "github.com/weftnet/weft/cmd/weft", "github.com/weftnet/weft/cmd/weftctl",
-		"github.com/containernetworking/plugins/plugins/meta/portmap")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %w\n%s", err, out)
-	}
-	return nil
 }
 
 // e2eBins returns the built binaries or ends the test: skipped when not

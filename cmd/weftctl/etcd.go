@@ -35,7 +35,7 @@ func runEtcd(ctx context.Context, e *env, args []string) error {
 	defer cancel()
 	srv, err := embedded.Start(startCtx, embedded.Config{
 		DataDir:             *dataDir,
-		ListenClientURLs:    splitList(*clientURLs),
+		ListenClientURLs:    flagenv.SplitList(*clientURLs),
 		ListenPeerURL:       *peerURL,
 		Name:                *name,
 		InitialCluster:      *initialCluster,
@@ -58,14 +58,4 @@ func runEtcd(ctx context.Context, e *env, args []string) error {
 		e.logger.Info("etcd stopped")
 	}
 	return err
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/internal/flagenv"
 	"github.com/weftnet/weft/subnet"
 	etcdstore "github.com/weftnet/weft/subnet/etcd"
 )
@@ -43,7 +44,7 @@ func (s *storeFlags) open(ctx context.Context, e *env) (subnet.Manager, *clientv
 	dctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	client, err := etcdstore.Dial(dctx, etcdstore.ClientConfig{
-		Endpoints: splitList(s.endpoints), CAFile: s.caFile, CertFile: s.certFile, KeyFile: s.keyFile,
+		Endpoints: flagenv.SplitList(s.endpoints), CAFile: s.caFile, CertFile: s.certFile, KeyFile: s.keyFile,
 		Username: s.username, Password: s.password, DialTimeout: s.timeout,
 	})
 	if err != nil {

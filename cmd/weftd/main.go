@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/weftnet/weft/daemon"
@@ -40,7 +39,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
 	o.etcd.Endpoints = []string{daemon.DefaultEtcdEndpoint}
 	fs.Func("etcd-endpoints", "comma-separated etcd client URLs (default "+daemon.DefaultEtcdEndpoint+")", func(s string) error {
-		o.etcd.Endpoints = splitList(s)
+		o.etcd.Endpoints = flagenv.SplitList(s)
 		if len(o.etcd.Endpoints) == 0 {
 			return errors.New("no endpoint given")
 		}
@@ -122,14 +121,4 @@ func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, erro
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format %q: use text or json", format)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -1,12 +1,14 @@
 package reliability
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/lab"
 )
 
 var (
@@ -37,18 +39,7 @@ func runTests(m *testing.M) int {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		binDir, buildErr = dir, build(dir)
+		binDir, buildErr = dir, lab.BuildBinaries(context.Background(), dir)
 	}
 	return m.Run()
-}
-
-// build builds the lab's binaries into dir, as `make build` does.
-func build(dir string) error {
-	cmd := exec.Command("go", "build", "-o", dir+"/",
-		"github.com/weftnet/weft/cmd/weftd", "github.com/weftnet/weft/cmd/weft", "github.com/weftnet/weft/cmd/weftctl",
-		"github.com/containernetworking/plugins/plugins/meta/portmap")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %w\n%s", err, out)
-	}
-	return nil
 }

@@ -38,3 +38,15 @@ func Parse(fs *flag.FlagSet, prefix string, args []string, getenv func(string) s
 	})
 	return err
 }
+
+// SplitList splits a comma-separated flag value (--etcd-endpoints a,b),
+// dropping blanks and the spaces around items.
+func SplitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

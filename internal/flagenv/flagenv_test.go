@@ -39,3 +39,13 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+func TestSplitList(t *testing.T) {
+	got := SplitList(" http://a:2379, ,http://b:2379 ,")
+	if len(got) != 2 || got[0] != "http://a:2379" || got[1] != "http://b:2379" {
+		t.Errorf("SplitList = %q", got)
+	}
+	if got := SplitList(""); len(got) != 0 {
+		t.Errorf("SplitList(\"\") = %q, want none", got)
+	}
+}
