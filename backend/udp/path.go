@@ -125,16 +125,11 @@ func (p *txPath) handle(t *table, buf []byte) {
 	}
 	pkt = pkt[:h.TotalLen]
 	gsoType := vh.GSOType &^ wire.VirtioNetHdrGSOECN
-	switch {
-	case gsoType == wire.VirtioNetHdrGSONone && vh.Flags&wire.VirtioNetHdrFNeedsCsum != 0:
-		if r := wire.FinishChecksum(pkt, int(vh.CsumStart), int(vh.CsumOffset)); r != wire.OK {
-			p.cnt.drop(r, 1)
-			return
-		}
-	case gsoType != wire.VirtioNetHdrGSONone && gsoType != wire.VirtioNetHdrGSOTCPv4:
+	if gsoType != wire.VirtioNetHdrGSONone && gsoType != wire.VirtioNetHdrGSOTCPv4 {
 		p.cnt.drop(wire.ReasonBadOffload, 1)
 		return
 	}
+	needsCsum := gsoType == wire.VirtioNetHdrGSONone && vh.Flags&wire.VirtioNetHdrFNeedsCsum != 0
 	if t.hasOwn && t.own.contains(h.Dst) {
 		// Our own subnet lives on the bridge; if the kernel handed it to
 		// us anyway (no bridge yet), route it back as a router would.
@@ -165,6 +160,17 @@ func (p *txPath) handle(t *table, buf []byte) {
 	}
 	wire.DecrementTTL(pkt) // before a split, so every segment inherits it
 	if gsoType == wire.VirtioNetHdrGSONone {
+		// A partial TCP checksum may travel as it is to a peer that
+		// completes it (the kernel's convention: csum_start at the TCP
+		// header, the field at offset 16, the pseudo-header sum in it).
+		keep := peer.partial && h.Proto == wire.ProtoTCP &&
+			int(vh.CsumStart) == h.HeaderLen && vh.CsumOffset == wire.TCPChecksumOffset
+		if needsCsum && !keep {
+			if r := wire.FinishChecksum(pkt, int(vh.CsumStart), int(vh.CsumOffset)); r != wire.OK {
+				p.cnt.drop(r, 1)
+				return
+			}
+		}
 		if p.nmsgs == len(p.msgs) || p.iovOff == len(p.iov) {
 			p.flush()
 		}
@@ -176,7 +182,7 @@ func (p *txPath) handle(t *table, buf []byte) {
 		p.flush()
 	}
 	gso := int(vh.GSOSize)
-	n, hdrLen, r := wire.SplitTCP4Headers(pkt, h, gso, p.arena[p.arenaOff:])
+	n, hdrLen, r := wire.SplitTCP4Headers(pkt, h, gso, p.arena[p.arenaOff:], peer.partial)
 	if r != wire.OK {
 		p.cnt.drop(r, 1)
 		return
@@ -328,9 +334,9 @@ func (p *rxPath) handle(t *table, src uint32, data []byte, gsoSize int) {
 			}
 			continue
 		}
-		if !p.coal.Add(d, h) {
+		if !p.coal.Add(d, h, peer.partial) {
 			p.flush()
-			p.coal.Add(d, h)
+			p.coal.Add(d, h, peer.partial)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package udp
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"net/netip"
 	"testing"
 	"time"
@@ -22,15 +23,21 @@ var (
 
 func ip4(s string) uint32 { return be32(netip.MustParseAddr(s).As4()) }
 
-func testTable() *table {
+func testTable() *table { return testTableWith(nil) }
+
+// testTableWith is testTable with peerSubnet's lease carrying data as its
+// BackendData.
+func testTableWith(data json.RawMessage) *table {
 	return buildTable(ownSubnet, map[netip.Prefix]subnet.Lease{
-		peerSubnet: {Subnet: peerSubnet, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp"}},
+		peerSubnet: {Subnet: peerSubnet, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp", BackendData: data}},
 		netip.MustParsePrefix("10.244.3.0/24"): {Subnet: netip.MustParsePrefix("10.244.3.0/24"),
 			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.13"), BackendType: "vxlan"}},
 		netip.MustParsePrefix("10.244.2.128/25"): {Subnet: netip.MustParsePrefix("10.244.2.128/25"),
 			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.14")}},
-	}, DefaultPort)
+	}, DefaultPort, true)
 }
+
+var partialData = json.RawMessage(`{"PartialChecksums":true}`)
 
 // packet builds an IPv4 TCP packet with a valid checksum.
 func packet(src, dst string, ttl uint8, payload int) []byte {
@@ -81,6 +88,45 @@ func TestTable(t *testing.T) {
 	}
 	if refused != 1 || len(tb.statuses) != 3 {
 		t.Fatalf("statuses %+v", tb.statuses)
+	}
+}
+
+func TestTablePartialChecksums(t *testing.T) {
+	one := func(data json.RawMessage, ownPartial bool) *table {
+		return buildTable(ownSubnet, map[netip.Prefix]subnet.Lease{
+			peerSubnet: {Subnet: peerSubnet, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp", BackendData: data}},
+		}, DefaultPort, ownPartial)
+	}
+	for _, tt := range []struct {
+		name       string
+		data       json.RawMessage
+		ownPartial bool
+		want       bool
+	}{
+		{"announced", partialData, true, true},
+		{"Flannel lease (none)", nil, true, false},
+		{"announced false", json.RawMessage(`{"PartialChecksums":false}`), true, false},
+		{"unreadable", json.RawMessage(`[1,2`), true, false},
+		{"this node cannot", partialData, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := one(tt.data, tt.ownPartial).lookup(ip4("10.244.2.5"))
+			if h == nil {
+				t.Fatal("peer refused")
+			}
+			if h.partial != tt.want {
+				t.Fatalf("partial = %v, want %v", h.partial, tt.want)
+			}
+		})
+	}
+	// Two leases of one node: partial only if both announce it.
+	other := netip.MustParsePrefix("10.244.7.0/24")
+	tb := buildTable(ownSubnet, map[netip.Prefix]subnet.Lease{
+		peerSubnet: {Subnet: peerSubnet, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp", BackendData: partialData}},
+		other:      {Subnet: other, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp"}},
+	}, DefaultPort, true)
+	if tb.lookup(ip4("10.244.2.5")).partial {
+		t.Fatal("partial although one of the node's leases does not announce it")
 	}
 }
 
@@ -266,6 +312,134 @@ func TestTxTSOManySegments(t *testing.T) {
 	}
 }
 
+// TestTxPartialChecksums: to a peer that announces PartialChecksums, TSO
+// segments and kernel-partial TCP packets travel with the pseudo-header
+// sum in their checksum field; everything else is completed as for a
+// Flannel peer.
+func TestTxPartialChecksums(t *testing.T) {
+	validAfterCompletion := func(t *testing.T, d []byte) {
+		t.Helper()
+		h, r := wire.ParseIPv4(d)
+		if r != wire.OK {
+			t.Fatal(r)
+		}
+		want := append([]byte(nil), d...)
+		wire.L4Checksum(want, h)
+		if bytes.Equal(want, d) {
+			t.Fatal("checksum was completed for a partial peer")
+		}
+		got := append([]byte(nil), d...)
+		if r := wire.FinishChecksum(got, h.HeaderLen, wire.TCPChecksumOffset); r != wire.OK || !bytes.Equal(got, want) {
+			t.Fatalf("partial checksum does not complete to the right one (%v)", r)
+		}
+	}
+	t.Run("TSO split", func(t *testing.T) {
+		f := &fakeIO{}
+		p := newTestTx(true, f)
+		p.gso = func() bool { return false }
+		p.handle(testTableWith(partialData), tsoRead(20000, 1400))
+		p.flush()
+		if len(f.sent) != 15 {
+			t.Fatalf("%d datagrams", len(f.sent))
+		}
+		for _, d := range f.sent {
+			validAfterCompletion(t, d)
+		}
+	})
+	// A packet the kernel left partial (TUN checksum offload): the field
+	// holds the folded pseudo-header sum.
+	kernelPartial := func(proto uint8, csumOff uint16) []byte {
+		pkt := packet("10.244.1.5", "10.244.2.5", 64, 300)
+		pkt[9] = proto
+		wire.SetIPv4Checksum(pkt, 20)
+		ps := uint32(proto) + uint32(len(pkt)-20)
+		for i := 12; i < 20; i += 2 {
+			ps += uint32(binary.BigEndian.Uint16(pkt[i:]))
+		}
+		for ps > 0xffff {
+			ps = ps>>16 + ps&0xffff
+		}
+		binary.BigEndian.PutUint16(pkt[20+csumOff:], uint16(ps))
+		b := make([]byte, wire.VirtioNetHdrLen+len(pkt))
+		wire.VirtioNetHdr{Flags: wire.VirtioNetHdrFNeedsCsum, CsumStart: 20, CsumOffset: csumOff}.Encode(b)
+		copy(b[wire.VirtioNetHdrLen:], pkt)
+		return b
+	}
+	complete := func(t *testing.T, d []byte) {
+		t.Helper()
+		h, _ := wire.ParseIPv4(d)
+		want := append([]byte(nil), d...)
+		wire.L4Checksum(want, h)
+		if !bytes.Equal(want, d) {
+			t.Fatal("checksum not completed")
+		}
+	}
+	for _, tt := range []struct {
+		name     string
+		data     json.RawMessage
+		proto    uint8
+		csumOff  uint16
+		complete bool
+	}{
+		{"TCP to a partial peer", partialData, wire.ProtoTCP, 16, false},
+		{"TCP to a Flannel peer", nil, wire.ProtoTCP, 16, true},
+		{"UDP to a partial peer", partialData, 17, 6, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeIO{}
+			p := newTestTx(true, f)
+			p.handle(testTableWith(tt.data), kernelPartial(tt.proto, tt.csumOff))
+			p.flush()
+			if len(f.sent) != 1 {
+				t.Fatalf("%d datagrams", len(f.sent))
+			}
+			if tt.complete {
+				complete(t, f.sent[0])
+			} else {
+				validAfterCompletion(t, f.sent[0])
+			}
+		})
+	}
+}
+
+// TestRxPartialChecksums: from a peer that announces PartialChecksums a
+// lone TCP segment is written as CHECKSUM_PARTIAL; from a Flannel peer it
+// is written as it came.
+func TestRxPartialChecksums(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		data  json.RawMessage
+		flags uint8
+	}{
+		{"partial peer", partialData, wire.VirtioNetHdrFNeedsCsum},
+		{"Flannel peer", nil, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeIO{}
+			p := &rxPath{vnet: true, writeTUN: f.write, coal: wire.NewCoalescer()}
+			pkt := packet("10.244.2.5", "10.244.1.5", 63, 100)
+			p.handle(testTableWith(tt.data), ip4("198.18.60.12"), append([]byte(nil), pkt...), 0)
+			p.flush()
+			if len(f.tun) != 1 {
+				t.Fatalf("%d written", len(f.tun))
+			}
+			vh := wire.DecodeVirtioNetHdr(f.tun[0])
+			if vh.Flags != tt.flags || vh.GSOType != wire.VirtioNetHdrGSONone {
+				t.Fatalf("virtio header %+v", vh)
+			}
+			out := f.tun[0][wire.VirtioNetHdrLen:]
+			if tt.flags != 0 {
+				if r := wire.FinishChecksum(out, int(vh.CsumStart), int(vh.CsumOffset)); r != wire.OK {
+					t.Fatal(r)
+				}
+			}
+			if !bytes.Equal(out, pkt) {
+				t.Fatal("packet changed")
+			}
+		})
+	}
+}
+
 func TestRxPath(t *testing.T) {
 	peer, stranger := ip4("198.18.60.12"), ip4("198.18.60.99")
 	tests := []struct {
@@ -337,7 +511,7 @@ func TestRxGROCoalesces(t *testing.T) {
 // state: TUN read → split → GSO send, and GRO run → validate → coalesce →
 // TUN write, plus the plain single-packet paths.
 func TestZeroAllocs(t *testing.T) {
-	tb := testTable()
+	tb, tbp := testTable(), testTableWith(partialData)
 	nop := func(ms []ipv4.Message) (int, error) { return len(ms), nil }
 	nopW := func([]byte) error { return nil }
 	for _, vnet := range []bool{false, true} {
@@ -368,6 +542,13 @@ func TestZeroAllocs(t *testing.T) {
 			rx.handle(tb, ip4("198.18.60.12"), one, 0)
 			rx.handle(tb, ip4("198.18.60.99"), one, 0)
 			rx.flush()
+			if vnet { // partial checksums, both ways
+				tso[wire.VirtioNetHdrLen+8] = 64
+				tx.handle(tbp, tso)
+				tx.flush()
+				rx.handle(tbp, ip4("198.18.60.12"), one, 0)
+				rx.flush()
+			}
 			tx.cnt.publish(&counters{})
 		})
 		if allocs != 0 {

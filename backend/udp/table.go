@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"encoding/json"
 	"net"
 	"net/netip"
 	"slices"
@@ -9,12 +10,14 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// peerHost is one peer node: where to send, and which inner sources it may
-// use. Immutable once in a table.
+// peerHost is one peer node: where to send, which inner sources it may
+// use, and whether TCP checksums may travel partial to and from it.
+// Immutable once in a table.
 type peerHost struct {
 	ip      uint32
 	addr    *net.UDPAddr // shared read-only by every sender
 	subnets []prefix4
+	partial bool
 }
 
 type prefix4 struct{ base, mask uint32 }
@@ -67,7 +70,9 @@ func (t *table) lookup(dst uint32) *peerHost {
 
 // buildTable makes the table for own and peers. Leases without a usable
 // IPv4 PublicIP, of another backend type, or overlapping own are refused.
-func buildTable(own netip.Prefix, peers map[netip.Prefix]subnet.Lease, port int) *table {
+// ownPartial says this node takes partial TCP checksums (it announces
+// PartialChecksums); only then are they used with peers that announce it.
+func buildTable(own netip.Prefix, peers map[netip.Prefix]subnet.Lease, port int, ownPartial bool) *table {
 	t := &table{hosts: make(map[uint32]*peerHost)}
 	if own.IsValid() && own.Addr().Is4() {
 		t.own, t.hasOwn = toPrefix4(own), true
@@ -95,11 +100,13 @@ func buildTable(own netip.Prefix, peers map[netip.Prefix]subnet.Lease, port int)
 			continue
 		}
 		ip := be32(l.Attrs.PublicIP.As4())
+		partial := partialChecksums(l.Attrs.BackendData) && ownPartial
 		h := t.hosts[ip]
 		if h == nil {
-			h = &peerHost{ip: ip, addr: &net.UDPAddr{IP: l.Attrs.PublicIP.AsSlice(), Port: port}}
+			h = &peerHost{ip: ip, addr: &net.UDPAddr{IP: l.Attrs.PublicIP.AsSlice(), Port: port}, partial: partial}
 			t.hosts[ip] = h
 		}
+		h.partial = h.partial && partial // one lease of the node without it is enough to say no
 		p := toPrefix4(sn)
 		h.subnets = append(h.subnets, p)
 		bits := sn.Bits()
@@ -111,4 +118,27 @@ func buildTable(own netip.Prefix, peers map[netip.Prefix]subnet.Lease, port int)
 	}
 	slices.SortFunc(t.lens, func(a, b int) int { return b - a })
 	return t
+}
+
+// BackendData is the udp backend's lease attribute. Flannel's udp leases
+// carry none, and a lease without it means a peer that sends and expects
+// complete inner checksums.
+type BackendData struct {
+	// PartialChecksums announces that this node writes the TCP packets it
+	// receives from a peer that also announces it into its TUN as
+	// CHECKSUM_PARTIAL (the kernel trusts their payload, which the outer
+	// UDP checksum covered in transit), so that peer may leave the TCP
+	// checksums of the segments it cuts from a TSO packet unfilled and
+	// skip reading every payload byte. Needs the TUN virtio header.
+	PartialChecksums bool `json:",omitempty"`
+}
+
+// partialChecksums reads a peer's BackendData. Anything unreadable counts
+// as a peer without the feature: it is still a valid (Flannel) udp peer.
+func partialChecksums(raw json.RawMessage) bool {
+	var d BackendData
+	if len(raw) == 0 || json.Unmarshal(raw, &d) != nil {
+		return false
+	}
+	return d.PartialChecksums
 }

@@ -135,7 +135,7 @@ func newBackend(opts backend.Options) (*Backend, error) {
 	if b.mtu < 576 {
 		return nil, fmt.Errorf("udp backend: MTU %d too small (underlay MTU %d); set Backend.MTU or fix the underlay", b.mtu, opts.Underlay.MTU)
 	}
-	b.table.Store(buildTable(netip.Prefix{}, nil, o.Port))
+	b.table.Store(buildTable(netip.Prefix{}, nil, o.Port, false))
 	return b, nil
 }
 
@@ -143,11 +143,11 @@ func newBackend(opts backend.Options) (*Backend, error) {
 func (b *Backend) MTU() int { return b.mtu }
 
 // Prepare opens (or re-attaches to) the TUN device and the UDP sockets and
-// probes the offloads. It returns no BackendData: Flannel's udp leases
-// carry none.
+// probes the offloads. Its BackendData announces PartialChecksums when the
+// TUN has the virtio header, else it is nil, as Flannel's udp leases are.
 func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	if b.dev != nil {
-		return nil, nil
+		return b.leaseData(), nil
 	}
 	select {
 	case <-b.closing:
@@ -203,8 +203,20 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	}
 	b.stats = make([]counters, 2*len(dev.Files))
 	b.log.Info("udp tunnel ready", "device", DeviceName, "mtu", b.mtu, "port", b.opts.Port,
-		"queues", len(dev.Files), "vnetHdr", b.vnet, "tso", b.tso, "gso", b.gso.Load(), "gro", b.gro)
-	return nil, nil
+		"queues", len(dev.Files), "vnetHdr", b.vnet, "tso", b.tso, "gso", b.gso.Load(), "gro", b.gro,
+		"partialChecksums", b.vnet)
+	return b.leaseData(), nil
+}
+
+// leaseData is this node's BackendData: PartialChecksums needs the virtio
+// header, which lets the receive path hand packets over as
+// CHECKSUM_PARTIAL.
+func (b *Backend) leaseData() json.RawMessage {
+	if !b.vnet {
+		return nil
+	}
+	data, _ := json.Marshal(BackendData{PartialChecksums: true}) // cannot fail
+	return data
 }
 
 // listen opens n UDP sockets on the port, bound to PublicIP when there is
@@ -393,7 +405,7 @@ func (b *Backend) Apply(_ context.Context, events []subnet.Event) error {
 }
 
 func (b *Backend) rebuild() {
-	t := buildTable(b.own, b.peers, b.opts.Port)
+	t := buildTable(b.own, b.peers, b.opts.Port, b.vnet)
 	b.table.Store(t)
 	b.log.Debug("peer table updated", "peers", len(t.statuses))
 }

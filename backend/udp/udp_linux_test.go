@@ -49,6 +49,13 @@ type node struct {
 
 func lab(t *testing.T, base int, opts string) []*node {
 	t.Helper()
+	return labWith(t, base, opts, true)
+}
+
+// labWith is lab; with announce false each node's lease loses the
+// BackendData its backend published, as a Flannel node's lease has none.
+func labWith(t *testing.T, base int, opts string, announce bool) []*node {
+	t.Helper()
 	nss, addrs := nstest.Underlay(t, 2, base)
 	nodes := make([]*node, 2)
 	for i := range nodes {
@@ -60,8 +67,14 @@ func lab(t *testing.T, base int, opts string) []*node {
 		n.pod.MustRun(t, "ip", "route", "add", "default", "via", gw)
 		nodes[i] = n
 	}
+	for _, n := range nodes {
+		n.prepare(t, opts)
+		if !announce {
+			n.lease.Attrs.BackendData = nil
+		}
+	}
 	for i, n := range nodes {
-		n.start(t, opts, nodes[1-i].lease)
+		n.run(t, nodes[1-i].lease)
 		mtu := strconv.Itoa(n.b.MTU())
 		n.pod.MustRun(t, "ip", "link", "set", "eth0", "mtu", mtu)
 		n.ns.MustRun(t, "ip", "link", "set", "vpod", "mtu", mtu)
@@ -72,11 +85,18 @@ func lab(t *testing.T, base int, opts string) []*node {
 // start builds a backend inside the node's namespace and runs it.
 func (n *node) start(t *testing.T, opts string, peers ...subnet.Lease) {
 	t.Helper()
+	n.prepare(t, opts)
+	n.run(t, peers...)
+}
+
+// prepare builds the backend and prepares it; its BackendData goes into
+// the node's lease, as the daemon publishes it.
+func (n *node) prepare(t *testing.T, opts string) {
+	t.Helper()
 	raw := json.RawMessage(`{"Type":"udp"` + opts + `}`)
-	var b *Backend
 	err := n.ns.Do(func(ns.NetNS) error {
 		var err error
-		b, err = newBackend(backend.Options{
+		n.b, err = newBackend(backend.Options{
 			Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 			Underlay: backend.Underlay{Link: "eth0", PublicIP: n.ip, MTU: 1500},
 			Config:   &subnet.Config{Network: network, BackendType: "udp", Backend: raw},
@@ -84,10 +104,23 @@ func (n *node) start(t *testing.T, opts string, peers ...subnet.Lease) {
 		if err != nil {
 			return err
 		}
-		ctx := context.Background()
-		if _, err := b.Prepare(ctx); err != nil {
-			return err
+		n.lease.Attrs.BackendData, err = n.b.Prepare(context.Background())
+		if err != nil {
+			n.b.Close()
 		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run configures the prepared backend with peers and runs it.
+func (n *node) run(t *testing.T, peers ...subnet.Lease) {
+	t.Helper()
+	b := n.b
+	err := n.ns.Do(func(ns.NetNS) error {
+		ctx := context.Background()
 		if err := b.Configure(ctx, n.lease); err != nil {
 			return err
 		}
@@ -97,7 +130,7 @@ func (n *node) start(t *testing.T, opts string, peers ...subnet.Lease) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n.b, n.stop, n.done = b, cancel, make(chan error, 1)
+	n.stop, n.done = cancel, make(chan error, 1)
 	// The descriptors are bound to the namespace: Run may go anywhere.
 	go func() { n.done <- b.Run(ctx) }()
 	t.Cleanup(n.halt)
@@ -308,13 +341,20 @@ func TestThroughput(t *testing.T) {
 	for _, tc := range []struct {
 		name, opts string
 		base       int
+		// announce: leases carry the BackendData (PartialChecksums);
+		// false is how a Flannel peer's lease looks.
+		announce, wantPartial bool
 	}{
-		{"offloads", "", baseBench},
-		{"no offloads", `,"DisableOffloads":true`, baseBench + 1},
+		{"offloads", "", baseBench, true, true},
+		{"offloads, Flannel-style leases", "", baseBench + 2, false, false},
+		{"no offloads", `,"DisableOffloads":true`, baseBench + 1, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			nodes := lab(t, tc.base, tc.opts)
+			nodes := labWith(t, tc.base, tc.opts, tc.announce)
 			a, b := nodes[0], nodes[1]
+			if got := a.b.table.Load().lookup(ip4("10.244.2.2")).partial; got != tc.wantPartial {
+				t.Fatalf("partial checksums with the peer: %v, want %v", got, tc.wantPartial)
+			}
 			ping(t, a.pod, "10.244.2.2")
 			tunnel := iperf(t, b.pod, a.pod, "10.244.2.2")
 			underlay := iperf(t, b.ns, a.ns, b.ip.String())
@@ -324,8 +364,40 @@ func TestThroughput(t *testing.T) {
 			if tunnel < underlay/100 {
 				t.Fatalf("tunnel throughput %.0f bit/s is below 1%% of the underlay's %.0f", tunnel, underlay)
 			}
+			// Whatever checksums travelled, the receiving pod's TCP must
+			// have found none bad.
+			if n := tcpInCsumErrors(t, b.pod); n != 0 {
+				t.Fatalf("receiving pod counted %d TCP checksum errors", n)
+			}
 		})
 	}
+}
+
+// tcpInCsumErrors reads the namespace's TCP InCsumErrors counter.
+func tcpInCsumErrors(t *testing.T, n *nstest.NS) int {
+	t.Helper()
+	var names []string
+	for _, line := range strings.Split(n.MustRun(t, "cat", "/proc/net/snmp"), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, name := range names {
+			if name == "InCsumErrors" && i < len(f) {
+				v, err := strconv.Atoi(f[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+		}
+	}
+	t.Fatal("no Tcp InCsumErrors in /proc/net/snmp")
+	return 0
 }
 
 // syncBuffer is a strings.Builder safe for a writer and a poller.

@@ -29,9 +29,10 @@ func FuzzDecode(f *testing.F) {
 			DecrementTTL(b)
 		}
 		SplitTCP4(b, h, 1+int(h.TTL)*5, out)
-		if !c.Add(b, h) {
+		partial := h.TTL&1 == 0
+		if !c.Add(b, h, partial) {
 			c.Flush()
-			c.Add(b, h)
+			c.Add(b, h, partial)
 		}
 		if c.Segments() > 3 {
 			c.Flush()
@@ -41,13 +42,15 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzSplitTCP4 checks the TSO splitter on arbitrary super-packets: no
-// panic, every segment it produces is a valid packet, and the
-// headers-only splitter gathers into the same bytes.
+// panic, every segment it produces is a valid packet, the headers-only
+// splitter gathers into the same bytes, and its partial checksums complete
+// to the same checksums.
 func FuzzSplitTCP4(f *testing.F) {
 	f.Add(make([]byte, 3000), uint16(1000), uint8(5))
 	f.Add(make([]byte, 60), uint16(1), uint8(15))
 	out := make([]byte, 4*MaxPacketLen)
 	hdrs := make([]byte, 4*MaxSegments*120)
+	partial := make([]byte, len(hdrs))
 	var gathered []byte
 	f.Fuzz(func(t *testing.T, payload []byte, mss uint16, doff uint8) {
 		if len(payload) > 60000 {
@@ -78,14 +81,30 @@ func FuzzSplitTCP4(f *testing.F) {
 		if at != total {
 			t.Fatalf("segments cover %d of %d", at, total)
 		}
-		hn, hdrLen, r := SplitTCP4Headers(p, h, int(mss), hdrs)
+		hn, hdrLen, r := SplitTCP4Headers(p, h, int(mss), hdrs, false)
 		if r != OK || hn != n {
 			t.Fatalf("headers-only split: %d segments, %v; full split: %d", hn, r, n)
 		}
+		if pn, _, r := SplitTCP4Headers(p, h, int(mss), partial, true); r != OK || pn != n {
+			t.Fatalf("partial split: %d segments, %v; full split: %d", pn, r, n)
+		}
 		gathered = gathered[:0]
 		for i := range n {
+			chunk := p[hdrLen+min(i*int(mss), len(p)-hdrLen) : hdrLen+min((i+1)*int(mss), len(p)-hdrLen)]
 			gathered = append(gathered, hdrs[i*hdrLen:(i+1)*hdrLen]...)
-			gathered = append(gathered, p[hdrLen+min(i*int(mss), len(p)-hdrLen):hdrLen+min((i+1)*int(mss), len(p)-hdrLen)]...)
+			gathered = append(gathered, chunk...)
+			// The kernel completes a partial checksum by summing from
+			// csum_start to the end, the field (pseudo-header sum) included.
+			ph := partial[i*hdrLen : (i+1)*hdrLen]
+			full := hdrs[i*hdrLen : (i+1)*hdrLen]
+			if !bytes.Equal(ph[:h.HeaderLen+tcpCsumOff], full[:h.HeaderLen+tcpCsumOff]) ||
+				!bytes.Equal(ph[h.HeaderLen+tcpCsumOff+2:], full[h.HeaderLen+tcpCsumOff+2:]) {
+				t.Fatalf("segment %d: partial header differs beyond the checksum", i)
+			}
+			done := ^fold(sum(chunk, sum(ph[h.HeaderLen:], 0)))
+			if got := binary.BigEndian.Uint16(full[h.HeaderLen+tcpCsumOff:]); done != got {
+				t.Fatalf("segment %d: partial checksum completes to %#04x, full split has %#04x", i, done, got)
+			}
 		}
 		if !bytes.Equal(gathered, out[:total]) {
 			t.Fatal("headers-only split gathers into other bytes than the full split")

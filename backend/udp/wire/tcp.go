@@ -64,7 +64,7 @@ func SplitTCP4(pkt []byte, h IPv4, gsoSize int, out []byte) (n, segSize, total i
 		chunk := s.chunk(i)
 		seg := out[at : at+s.hdrLen+len(chunk)]
 		copy(seg[s.hdrLen:], chunk)
-		s.header(i, seg[:s.hdrLen])
+		s.header(i, seg[:s.hdrLen], false)
 		at += len(seg)
 	}
 	return s.n, s.hdrLen + s.gso, total, OK
@@ -76,7 +76,12 @@ func SplitTCP4(pkt []byte, h IPv4, gsoSize int, out []byte) (n, segSize, total i
 // pkt[hdrLen+i*gso : min(hdrLen+(i+1)*gso, h.TotalLen)], so a sender can
 // gather it from both (an iovec each) and the payload is read only once,
 // for its checksum. gso is gsoSize.
-func SplitTCP4Headers(pkt []byte, h IPv4, gsoSize int, hdrs []byte) (n, hdrLen int, r Reason) {
+//
+// With partial, the payload is not read at all: each TCP checksum field
+// gets only the segment's pseudo-header sum (the CHECKSUM_PARTIAL
+// convention), for a receiver that completes or skips it (see
+// Coalescer.Add).
+func SplitTCP4Headers(pkt []byte, h IPv4, gsoSize int, hdrs []byte, partial bool) (n, hdrLen int, r Reason) {
 	s, r := planSplit(pkt, h, gsoSize)
 	if r != OK {
 		return 0, 0, r
@@ -85,7 +90,7 @@ func SplitTCP4Headers(pkt []byte, h IPv4, gsoSize int, hdrs []byte) (n, hdrLen i
 		return 0, 0, ReasonBadOffload
 	}
 	for i := range s.n {
-		s.header(i, hdrs[i*s.hdrLen:(i+1)*s.hdrLen])
+		s.header(i, hdrs[i*s.hdrLen:(i+1)*s.hdrLen], partial)
 	}
 	return s.n, s.hdrLen, OK
 }
@@ -130,10 +135,11 @@ func (s *tsoSplit) chunk(i int) []byte {
 }
 
 // header writes the headers of segment i into dst (hdrLen bytes), with
-// the TCP checksum over them and the segment's payload. The header length
-// is even (IHL and data offset count 32-bit words), so the sum of header
-// and payload is the sum of their separate sums.
-func (s *tsoSplit) header(i int, dst []byte) {
+// the TCP checksum over them and the segment's payload, or with only the
+// pseudo-header sum when partial. The header length is even (IHL and data
+// offset count 32-bit words), so the sum of header and payload is the sum
+// of their separate sums.
+func (s *tsoSplit) header(i int, dst []byte, partial bool) {
 	chunk := s.chunk(i)
 	copy(dst, s.pkt[:s.hdrLen])
 	binary.BigEndian.PutUint16(dst[ipv4TotalLenOff:], uint16(s.hdrLen+len(chunk)))
@@ -151,6 +157,10 @@ func (s *tsoSplit) header(i int, dst []byte) {
 	tcp[tcpFlagsOff] = f
 	tcp[tcpCsumOff], tcp[tcpCsumOff+1] = 0, 0
 	tcpLen := len(tcp) + len(chunk)
+	if partial {
+		binary.BigEndian.PutUint16(tcp[tcpCsumOff:], fold(pseudoSum(dst, ProtoTCP, tcpLen)))
+		return
+	}
 	binary.BigEndian.PutUint16(tcp[tcpCsumOff:], ^fold(sum(chunk, sum(tcp, pseudoSum(dst, ProtoTCP, tcpLen)))))
 }
 
@@ -167,11 +177,12 @@ func (s *tsoSplit) header(i int, dst []byte) {
 type Coalescer struct {
 	buf     []byte // VirtioNetHdrLen + MaxPacketLen
 	n       int    // packet bytes in buf after the virtio header; 0 = empty
-	hl, thl int
-	gso     int // payload bytes of the first segment
+	hl, thl int    // thl is 0 unless the first packet is unfragmented TCP
+	gso     int    // payload bytes of the first segment
 	segs    int
 	nextSeq uint32
 	closed  bool // nothing may join any more
+	partial bool // a single TCP segment goes out with a partial checksum
 }
 
 // NewCoalescer allocates the coalescing buffer.
@@ -190,10 +201,16 @@ func (c *Coalescer) pkt() []byte { return c.buf[VirtioNetHdrLen : VirtioNetHdrLe
 // Add appends pkt (a valid IPv4 packet, header h) to the pending
 // super-packet, or starts one when empty. It returns false, changing
 // nothing, when pkt cannot join; the caller then flushes and adds again.
-func (c *Coalescer) Add(pkt []byte, h IPv4) bool {
+//
+// partial says pkt's TCP checksum may hold only the pseudo-header sum (its
+// sender split it with SplitTCP4Headers(..., partial=true)). Such a packet
+// is handed to the kernel as CHECKSUM_PARTIAL even when nothing joins it,
+// as a merged run always is: the kernel then trusts the payload, which the
+// outer UDP checksum covered in transit.
+func (c *Coalescer) Add(pkt []byte, h IPv4, partial bool) bool {
 	pkt = pkt[:h.TotalLen]
 	if c.n == 0 {
-		c.start(pkt, h)
+		c.start(pkt, h, partial)
 		return true
 	}
 	if c.closed || !c.canJoin(pkt, h) {
@@ -218,20 +235,22 @@ func (c *Coalescer) Add(pkt []byte, h IPv4) bool {
 	return true
 }
 
-func (c *Coalescer) start(pkt []byte, h IPv4) {
+func (c *Coalescer) start(pkt []byte, h IPv4, partial bool) {
 	c.n = copy(c.buf[VirtioNetHdrLen:], pkt)
 	c.segs = 1
 	c.closed = true
-	c.hl = h.HeaderLen
-	if h.Proto != ProtoTCP || h.HeaderLen != IPv4MinHeaderLen || IsFragment(pkt) ||
-		binary.BigEndian.Uint16(pkt[ipv4FlagsOff:])&ipv4FlagDF == 0 {
+	c.hl, c.thl, c.partial = h.HeaderLen, 0, false
+	if h.Proto != ProtoTCP || IsFragment(pkt) {
 		return
 	}
 	thl, r := tcpHeaderLen(pkt, h)
 	if r != OK {
 		return
 	}
-	c.thl = thl
+	c.thl, c.partial = thl, partial
+	if h.HeaderLen != IPv4MinHeaderLen || binary.BigEndian.Uint16(pkt[ipv4FlagsOff:])&ipv4FlagDF == 0 {
+		return
+	}
 	c.gso = h.TotalLen - h.HeaderLen - thl
 	if c.gso == 0 || pkt[h.HeaderLen+tcpFlagsOff] != tcpACK {
 		return
@@ -276,29 +295,26 @@ func (c *Coalescer) canJoin(pkt []byte, h IPv4) bool {
 // Flush finalises the pending packet and returns it with its virtio-net
 // header in front, ready for one write to the TUN device, and empties c.
 // The slice is valid until the next Add. A single segment goes out as is
-// (its checksums came intact over the wire); a merged one as a TCPv4 GSO
-// packet with a partial checksum the kernel completes.
+// (its checksums came intact over the wire) unless it was added as
+// partial; a merged one goes out as a TCPv4 GSO packet. Both of those
+// carry a partial checksum the kernel completes when it needs to.
 func (c *Coalescer) Flush() []byte {
 	out := c.buf[:VirtioNetHdrLen+c.n]
-	if c.segs <= 1 {
-		VirtioNetHdr{}.Encode(out)
-	} else {
-		p := out[VirtioNetHdrLen:]
+	p := out[VirtioNetHdrLen:]
+	hdr := VirtioNetHdr{}
+	if c.segs > 1 {
 		binary.BigEndian.PutUint16(p[ipv4TotalLenOff:], uint16(len(p)))
 		SetIPv4Checksum(p, c.hl)
-		tcpLen := len(p) - c.hl
+		hdr.GSOType, hdr.GSOSize = VirtioNetHdrGSOTCPv4, uint16(c.gso)
+	}
+	if c.segs > 1 || c.partial {
 		// CHECKSUM_PARTIAL convention: the field holds the folded,
 		// uncomplemented pseudo-header sum.
-		binary.BigEndian.PutUint16(p[c.hl+tcpCsumOff:], fold(pseudoSum(p, ProtoTCP, tcpLen)))
-		VirtioNetHdr{
-			Flags:      VirtioNetHdrFNeedsCsum,
-			GSOType:    VirtioNetHdrGSOTCPv4,
-			HdrLen:     uint16(c.hl + c.thl),
-			GSOSize:    uint16(c.gso),
-			CsumStart:  uint16(c.hl),
-			CsumOffset: tcpCsumOff,
-		}.Encode(out)
+		binary.BigEndian.PutUint16(p[c.hl+tcpCsumOff:], fold(pseudoSum(p, ProtoTCP, len(p)-c.hl)))
+		hdr.Flags = VirtioNetHdrFNeedsCsum
+		hdr.HdrLen, hdr.CsumStart, hdr.CsumOffset = uint16(c.hl+c.thl), uint16(c.hl), tcpCsumOff
 	}
-	c.n, c.segs, c.closed = 0, 0, false
+	hdr.Encode(out)
+	c.n, c.segs, c.closed, c.partial = 0, 0, false, false
 	return out
 }

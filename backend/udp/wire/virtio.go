@@ -14,7 +14,10 @@ const (
 	VirtioNetHdrGSOTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4
 	VirtioNetHdrGSOECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN
 
-	tcpCsumOff = 16
+	// TCPChecksumOffset is where the checksum sits in a TCP header (a
+	// partial checksum's csum_offset).
+	TCPChecksumOffset = 16
+	tcpCsumOff        = TCPChecksumOffset
 )
 
 // VirtioNetHdr is struct virtio_net_hdr.

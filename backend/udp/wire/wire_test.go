@@ -191,7 +191,7 @@ func TestSplitCoalesceRoundTrip(t *testing.T) {
 				if sh.TotalLen != len(seg) {
 					t.Fatalf("segment %d length %d != %d", i, sh.TotalLen, len(seg))
 				}
-				if !c.Add(seg, sh) {
+				if !c.Add(seg, sh, false) {
 					t.Fatalf("segment %d did not coalesce", i)
 				}
 			}
@@ -235,14 +235,54 @@ func TestCoalescerRefuses(t *testing.T) {
 			c := NewCoalescer()
 			ha, _ := ParseIPv4(a)
 			hb, _ := ParseIPv4(tt.b)
-			c.Add(a, ha)
-			if c.Add(tt.b, hb) {
+			c.Add(a, ha, false)
+			if c.Add(tt.b, hb, false) {
 				t.Fatal("coalesced a packet GRO must not merge")
 			}
 			if out := c.Flush(); !bytes.Equal(out[VirtioNetHdrLen:], a) || DecodeVirtioNetHdr(out) != (VirtioNetHdr{}) {
 				t.Fatal("single packet changed")
 			}
 		})
+	}
+}
+
+// TestCoalescerPartial: a lone TCP segment added as partial goes to the
+// kernel as CHECKSUM_PARTIAL (whatever its checksum field held); other
+// packets added as partial go out as they are.
+func TestCoalescerPartial(t *testing.T) {
+	seg := tcpPacket(1, 2, 1, 1000, tcpACK|tcpPSH, nil, []byte("hello, partial"))
+	want := append([]byte(nil), seg...)
+	binary.BigEndian.PutUint16(seg[IPv4MinHeaderLen+tcpCsumOff:], 0xdead) // as a partial sender leaves it
+	c := NewCoalescer()
+	h, _ := ParseIPv4(seg)
+	c.Add(seg, h, true)
+	out := c.Flush()
+	vh := DecodeVirtioNetHdr(out)
+	if vh.Flags != VirtioNetHdrFNeedsCsum || vh.GSOType != VirtioNetHdrGSONone ||
+		vh.CsumStart != IPv4MinHeaderLen || vh.CsumOffset != TCPChecksumOffset {
+		t.Fatalf("virtio header %+v", vh)
+	}
+	p := out[VirtioNetHdrLen:]
+	if r := FinishChecksum(p, int(vh.CsumStart), int(vh.CsumOffset)); r != OK || !bytes.Equal(p, want) {
+		t.Fatalf("completed packet differs from the original (%v)", r)
+	}
+
+	udp := make([]byte, 28)
+	udp[0], udp[9] = 0x45, 17
+	binary.BigEndian.PutUint16(udp[2:], 28)
+	SetIPv4Checksum(udp, IPv4MinHeaderLen)
+	frag := tcpPacket(1, 2, 1, 1000, tcpACK, nil, make([]byte, 8))
+	binary.BigEndian.PutUint16(frag[ipv4FlagsOff:], 0x2000) // MF
+	SetIPv4Checksum(frag, IPv4MinHeaderLen)
+	for name, b := range map[string][]byte{"udp": udp, "fragment": frag} {
+		h, r := ParseIPv4(b)
+		if r != OK {
+			t.Fatal(name, r)
+		}
+		c.Add(b, h, true)
+		if out := c.Flush(); DecodeVirtioNetHdr(out) != (VirtioNetHdr{}) || !bytes.Equal(out[VirtioNetHdrLen:], b) {
+			t.Fatalf("%s: changed or marked partial", name)
+		}
 	}
 }
 
