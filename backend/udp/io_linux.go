@@ -80,6 +80,43 @@ func writeTUN(fd ioFD, b []byte) error {
 	}
 }
 
+// tunWriter writes one packet gathered from several buffers to a TUN
+// queue with writev, through preallocated iovecs (x/sys/unix.Writev
+// allocates them per call).
+type tunWriter struct {
+	fd   ioFD
+	iovs []unix.Iovec
+}
+
+func newTUNWriter(fd ioFD, bufs int) *tunWriter {
+	return &tunWriter{fd: fd, iovs: make([]unix.Iovec, bufs)}
+}
+
+var errTooManyBuffers = errors.New("packet in more buffers than the writer holds")
+
+// writev writes bufs as one packet. Like write, a TUN writev does not block.
+func (w *tunWriter) writev(bufs [][]byte) error {
+	if len(bufs) == 0 || len(bufs) > len(w.iovs) {
+		return errTooManyBuffers
+	}
+	for i, b := range bufs {
+		w.iovs[i].Base = unsafe.SliceData(b)
+		w.iovs[i].SetLen(len(b))
+	}
+	var e unix.Errno
+	for {
+		_, _, e = unix.Syscall(unix.SYS_WRITEV, uintptr(w.fd), uintptr(unsafe.Pointer(&w.iovs[0])), uintptr(len(bufs)))
+		if e != unix.EINTR {
+			break
+		}
+	}
+	clear(w.iovs[:len(bufs)]) // keep no references to packet buffers
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
 // udpReceiver is recvmmsg on a UDP socket with preallocated headers,
 // addresses and control buffers (x/net/ipv4's ReadBatch allocates a
 // *net.UDPAddr per message).

@@ -295,7 +295,8 @@ func (p *txPath) icmpError(pkt []byte, h wire.IPv4, typ, code uint8, r wire.Reas
 type rxPath struct {
 	vnet     bool
 	coal     *wire.Coalescer
-	writeTUN func([]byte) error
+	writeTUN func([]byte) error   // one packet (no virtio header)
+	writev   func([][]byte) error // one packet gathered from buffers (vnet)
 	cnt      local
 }
 
@@ -341,13 +342,14 @@ func (p *rxPath) handle(t *table, src uint32, data []byte, gsoSize int) {
 	}
 }
 
-// flush writes the pending coalesced packet, if any.
+// flush writes the pending coalesced packet, if any. Its payloads are
+// still in the receive buffers: flush runs before the next recvmmsg.
 func (p *rxPath) flush() {
 	if p.coal == nil || p.coal.Empty() {
 		return
 	}
 	segs := p.coal.Segments()
-	if err := p.writeTUN(p.coal.Flush()); err != nil {
+	if err := p.writev(p.coal.Flush()); err != nil {
 		p.cnt.drop(wire.ReasonIOError, uint64(segs))
 		return
 	}

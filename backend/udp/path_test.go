@@ -157,6 +157,15 @@ func (f *fakeIO) write(b []byte) error {
 	return nil
 }
 
+func (f *fakeIO) writev(bufs [][]byte) error {
+	var b []byte
+	for _, x := range bufs {
+		b = append(b, x...)
+	}
+	f.tun = append(f.tun, b)
+	return nil
+}
+
 func newTestTx(vnet bool, f *fakeIO) *txPath {
 	p := newTxPath(vnet, time.Now)
 	p.send, p.writeTUN = f.send, f.write
@@ -416,7 +425,7 @@ func TestRxPartialChecksums(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &fakeIO{}
-			p := &rxPath{vnet: true, writeTUN: f.write, coal: wire.NewCoalescer()}
+			p := &rxPath{vnet: true, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
 			pkt := packet("10.244.2.5", "10.244.1.5", 63, 100)
 			p.handle(testTableWith(tt.data), ip4("198.18.60.12"), append([]byte(nil), pkt...), 0)
 			p.flush()
@@ -463,7 +472,7 @@ func TestRxPath(t *testing.T) {
 		for _, vnet := range []bool{false, true} {
 			t.Run(tt.name, func(t *testing.T) {
 				f := &fakeIO{}
-				p := &rxPath{vnet: vnet, writeTUN: f.write, coal: wire.NewCoalescer()}
+				p := &rxPath{vnet: vnet, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
 				p.handle(testTable(), tt.src, tt.pkt, 0)
 				p.flush()
 				if len(f.tun) != tt.wantTUN {
@@ -494,7 +503,7 @@ func groRun(n, payload int) ([]byte, int) {
 
 func TestRxGROCoalesces(t *testing.T) {
 	f := &fakeIO{}
-	p := &rxPath{vnet: true, writeTUN: f.write, coal: wire.NewCoalescer()}
+	p := &rxPath{vnet: true, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
 	run, seg := groRun(20, 1400)
 	p.handle(testTable(), ip4("198.18.60.12"), run, seg)
 	p.flush()
@@ -526,7 +535,7 @@ func TestZeroAllocs(t *testing.T) {
 		}
 		tso := tsoRead(60000, 1400)
 		noRoute := packet("10.244.1.5", "10.244.7.5", 64, 100)
-		rx := &rxPath{vnet: vnet, writeTUN: nopW, coal: wire.NewCoalescer()}
+		rx := &rxPath{vnet: vnet, writeTUN: nopW, writev: func([][]byte) error { return nil }, coal: wire.NewCoalescer()}
 		run, seg := groRun(40, 1400)
 		one := packet("10.244.2.5", "10.244.1.5", 63, 1400)
 		allocs := testing.AllocsPerRun(200, func() {
@@ -590,7 +599,7 @@ func BenchmarkTxTSOSplit(b *testing.B) {
 
 func BenchmarkRxGRO(b *testing.B) {
 	tb := testTable()
-	rx := &rxPath{vnet: true, writeTUN: func([]byte) error { return nil }, coal: wire.NewCoalescer()}
+	rx := &rxPath{vnet: true, writev: func([][]byte) error { return nil }, coal: wire.NewCoalescer()}
 	run, seg := groRun(44, 1400)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(run)))

@@ -567,7 +567,7 @@ func (b *Backend) newQueue(i int, f, sock *os.File, stop ioFD) (*queue, error) {
 	q.tx.send = newUDPSender(sfd, txMsgs, txIovecs).send
 	q.tx.gso = b.gso.Load
 	q.tx.noGSO = b.disableGSO
-	q.rx = &rxPath{vnet: b.vnet, writeTUN: write}
+	q.rx = &rxPath{vnet: b.vnet, writeTUN: write, writev: newTUNWriter(tfd, wire.MaxSegments+1).writev}
 	if b.vnet {
 		q.rx.coal = wire.NewCoalescer()
 	}

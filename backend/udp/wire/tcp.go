@@ -172,22 +172,31 @@ func (s *tsoSplit) header(i int, dst []byte, partial bool) {
 // options and flags (ACK, with PSH allowed on the last segment), contiguous
 // sequence numbers and equal segment sizes (the last may be shorter).
 //
+// Payloads are not copied: the merged packet is a list of buffers (a copy
+// of the first segment's headers behind the virtio-net header, then each
+// segment's payload where it lies) for one writev. The packets added must
+// stay unchanged until the buffers Flush returns have been written.
+//
 // Use: Add each packet; when Add returns false, write Flush() and Add again.
 // A Coalescer is owned by one goroutine.
 type Coalescer struct {
-	buf     []byte // VirtioNetHdrLen + MaxPacketLen
-	n       int    // packet bytes in buf after the virtio header; 0 = empty
-	hl, thl int    // thl is 0 unless the first packet is unfragmented TCP
-	gso     int    // payload bytes of the first segment
+	hdr     []byte   // virtio-net header, then the first TCP segment's IP and TCP headers
+	iov     [][]byte // the pending packet: hdr, then payloads (or the whole packet)
+	n       int      // packet bytes pending (the merged IP total length); 0 = empty
+	hl, thl int      // thl is 0 unless the first packet is unfragmented TCP
+	gso     int      // payload bytes of the first segment
 	segs    int
 	nextSeq uint32
 	closed  bool // nothing may join any more
 	partial bool // a single TCP segment goes out with a partial checksum
 }
 
-// NewCoalescer allocates the coalescing buffer.
+// maxHeaderLen bounds an IPv4 header plus a TCP header (60 bytes each).
+const maxHeaderLen = 120
+
+// NewCoalescer allocates the header buffer and the buffer list.
 func NewCoalescer() *Coalescer {
-	return &Coalescer{buf: make([]byte, VirtioNetHdrLen+MaxPacketLen)}
+	return &Coalescer{hdr: make([]byte, VirtioNetHdrLen+maxHeaderLen), iov: make([][]byte, 0, MaxSegments+1)}
 }
 
 // Empty reports whether nothing is pending.
@@ -196,7 +205,8 @@ func (c *Coalescer) Empty() bool { return c.n == 0 }
 // Segments is the number of packets pending.
 func (c *Coalescer) Segments() int { return c.segs }
 
-func (c *Coalescer) pkt() []byte { return c.buf[VirtioNetHdrLen : VirtioNetHdrLen+c.n] }
+// head is the first segment's IP and TCP headers (ours to change).
+func (c *Coalescer) head() []byte { return c.hdr[VirtioNetHdrLen : VirtioNetHdrLen+c.hl+c.thl] }
 
 // Add appends pkt (a valid IPv4 packet, header h) to the pending
 // super-packet, or starts one when empty. It returns false, changing
@@ -216,13 +226,12 @@ func (c *Coalescer) Add(pkt []byte, h IPv4, partial bool) bool {
 	if c.closed || !c.canJoin(pkt, h) {
 		return false
 	}
-	hdrLen := c.hl + c.thl
-	payload := pkt[hdrLen:]
-	copy(c.buf[VirtioNetHdrLen+c.n:], payload)
+	payload := pkt[c.hl+c.thl:]
+	c.iov = append(c.iov, payload)
 	c.n += len(payload)
 	c.segs++
 	c.nextSeq += uint32(len(payload))
-	p := c.pkt()
+	p := c.head()
 	// The newest window is the receiver's latest word; a PSH ends the run.
 	copy(p[c.hl+tcpWindowOff:c.hl+tcpWindowOff+2], pkt[c.hl+tcpWindowOff:])
 	if pkt[c.hl+tcpFlagsOff]&tcpPSH != 0 {
@@ -236,22 +245,27 @@ func (c *Coalescer) Add(pkt []byte, h IPv4, partial bool) bool {
 }
 
 func (c *Coalescer) start(pkt []byte, h IPv4, partial bool) {
-	c.n = copy(c.buf[VirtioNetHdrLen:], pkt)
+	c.n = len(pkt)
 	c.segs = 1
 	c.closed = true
 	c.hl, c.thl, c.partial = h.HeaderLen, 0, false
-	if h.Proto != ProtoTCP || IsFragment(pkt) {
-		return
-	}
+	c.iov = c.iov[:0]
 	thl, r := tcpHeaderLen(pkt, h)
-	if r != OK {
+	if h.Proto != ProtoTCP || IsFragment(pkt) || r != OK {
+		c.iov = append(c.iov, c.hdr[:VirtioNetHdrLen], pkt)
 		return
 	}
 	c.thl, c.partial = thl, partial
+	hdrLen := c.hl + thl
+	copy(c.hdr[VirtioNetHdrLen:], pkt[:hdrLen])
+	c.iov = append(c.iov, c.hdr[:VirtioNetHdrLen+hdrLen])
+	if len(pkt) > hdrLen {
+		c.iov = append(c.iov, pkt[hdrLen:])
+	}
 	if h.HeaderLen != IPv4MinHeaderLen || binary.BigEndian.Uint16(pkt[ipv4FlagsOff:])&ipv4FlagDF == 0 {
 		return
 	}
-	c.gso = h.TotalLen - h.HeaderLen - thl
+	c.gso = h.TotalLen - hdrLen
 	if c.gso == 0 || pkt[h.HeaderLen+tcpFlagsOff] != tcpACK {
 		return
 	}
@@ -260,7 +274,7 @@ func (c *Coalescer) start(pkt []byte, h IPv4, partial bool) {
 }
 
 func (c *Coalescer) canJoin(pkt []byte, h IPv4) bool {
-	first := c.pkt()
+	first := c.head()
 	if h.Proto != ProtoTCP || h.HeaderLen != c.hl || IsFragment(pkt) {
 		return false
 	}
@@ -292,29 +306,32 @@ func (c *Coalescer) canJoin(pkt []byte, h IPv4) bool {
 	return c.n+plen <= MaxPacketLen
 }
 
-// Flush finalises the pending packet and returns it with its virtio-net
-// header in front, ready for one write to the TUN device, and empties c.
-// The slice is valid until the next Add. A single segment goes out as is
-// (its checksums came intact over the wire) unless it was added as
+// Flush finalises the pending packet and returns it as buffers for one
+// writev to the TUN device (virtio-net header first), and empties c. The
+// buffers are valid until the next Add. A single segment goes out as it
+// came (its checksums came intact over the wire) unless it was added as
 // partial; a merged one goes out as a TCPv4 GSO packet. Both of those
 // carry a partial checksum the kernel completes when it needs to.
-func (c *Coalescer) Flush() []byte {
-	out := c.buf[:VirtioNetHdrLen+c.n]
-	p := out[VirtioNetHdrLen:]
+func (c *Coalescer) Flush() [][]byte {
 	hdr := VirtioNetHdr{}
-	if c.segs > 1 {
-		binary.BigEndian.PutUint16(p[ipv4TotalLenOff:], uint16(len(p)))
-		SetIPv4Checksum(p, c.hl)
-		hdr.GSOType, hdr.GSOSize = VirtioNetHdrGSOTCPv4, uint16(c.gso)
+	if c.thl > 0 {
+		p := c.head()
+		if c.segs > 1 {
+			binary.BigEndian.PutUint16(p[ipv4TotalLenOff:], uint16(c.n))
+			SetIPv4Checksum(p, c.hl)
+			hdr.GSOType, hdr.GSOSize = VirtioNetHdrGSOTCPv4, uint16(c.gso)
+		}
+		if c.segs > 1 || c.partial {
+			// CHECKSUM_PARTIAL convention: the field holds the folded,
+			// uncomplemented pseudo-header sum.
+			binary.BigEndian.PutUint16(p[c.hl+tcpCsumOff:], fold(pseudoSum(p, ProtoTCP, c.n-c.hl)))
+			hdr.Flags = VirtioNetHdrFNeedsCsum
+			hdr.HdrLen, hdr.CsumStart, hdr.CsumOffset = uint16(c.hl+c.thl), uint16(c.hl), tcpCsumOff
+		}
 	}
-	if c.segs > 1 || c.partial {
-		// CHECKSUM_PARTIAL convention: the field holds the folded,
-		// uncomplemented pseudo-header sum.
-		binary.BigEndian.PutUint16(p[c.hl+tcpCsumOff:], fold(pseudoSum(p, ProtoTCP, len(p)-c.hl)))
-		hdr.Flags = VirtioNetHdrFNeedsCsum
-		hdr.HdrLen, hdr.CsumStart, hdr.CsumOffset = uint16(c.hl+c.thl), uint16(c.hl), tcpCsumOff
-	}
-	hdr.Encode(out)
+	hdr.Encode(c.hdr)
+	out := c.iov
+	c.iov = c.iov[:0]
 	c.n, c.segs, c.closed, c.partial = 0, 0, false, false
 	return out
 }
