@@ -36,6 +36,11 @@ const (
 	maxQueues = 64
 	// socketBuffer is the SO_RCVBUF/SO_SNDBUF asked for each socket.
 	socketBuffer = 4 << 20
+	// txQueueLen is the TUN queue, in packets, that holds what the kernel
+	// routes into the tunnel while weftd is not scheduled. The kernel's
+	// default of 500 lost 5-12% of a 500 Mbit/s UDP stream on the lab;
+	// 2000 (3 MB of full-size packets, 5 ms at 5 Gbit/s) lost under 1%.
+	txQueueLen = 2000
 	// defaultRxBatch is how many datagrams one recvmmsg takes.
 	defaultRxBatch = 32
 )
@@ -171,6 +176,10 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	link, err := netlink.LinkByName(DeviceName)
 	if err == nil && link.Attrs().MTU != b.mtu {
 		err = netlink.LinkSetMTU(link, b.mtu)
+	}
+	if err == nil && link.Attrs().TxQLen < txQueueLen {
+		// Raised, never lowered: an operator's longer queue stays.
+		err = netlink.LinkSetTxQLen(link, txQueueLen)
 	}
 	if err == nil {
 		err = netlink.LinkSetUp(link)

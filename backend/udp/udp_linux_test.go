@@ -211,6 +211,9 @@ func TestTunnel(t *testing.T) {
 		if s.TxPackets == 0 || s.RxPackets == 0 {
 			t.Fatalf("counters did not move: %+v", s)
 		}
+		if out := a.ns.MustRun(t, "ip", "-o", "link", "show", DeviceName); !strings.Contains(out, "qlen "+strconv.Itoa(txQueueLen)) {
+			t.Fatalf("device queue not lengthened to %d: %s", txQueueLen, out)
+		}
 		t.Logf("node a stats: %+v", s)
 	})
 
