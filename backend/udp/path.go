@@ -73,10 +73,14 @@ type txPath struct {
 	segs     []int // datagrams in each message
 	bytes    []int // bytes in each message
 	nmsgs    int
-	oob      [][]byte // per message: a ready UDP_SEGMENT control message
-	icmp     []byte   // virtio header room + ICMP error
-	lim      limiter
-	cnt      local
+	// The last queued message takes more datagrams while it goes to
+	// joinIP and every datagram in it is joinSeg bytes (0: closed).
+	joinIP  uint32
+	joinSeg int
+	oob     [][]byte // per message: a ready UDP_SEGMENT control message
+	icmp    []byte   // virtio header room + ICMP error
+	lim     limiter
+	cnt     local
 }
 
 func newTxPath(vnet bool, now func() time.Time) *txPath {
@@ -196,27 +200,67 @@ func (p *txPath) handle(t *table, buf []byte) {
 	if p.gso() {
 		per = min(wire.MaxSegments, maxGSOBytes/segSize)
 	}
-	for i := 0; i < n; i += per {
+	// The kernel's TSO packets are up to 64 KB, a few segments more than
+	// one GSO send may carry, so each split would end in a short send.
+	// Filling the previous send first halves the underlay packets (and
+	// the per-packet work on both nodes) when a read batch holds several
+	// super-packets for one peer.
+	i := 0
+	if p.joinSeg == segSize && p.joinIP == peer.ip {
+		i = min(n, per-p.segs[p.nmsgs-1])
+	}
+	if i > 0 {
+		p.joinLast(2*i, p.gather(hdrs, payload, hdrLen, gso, 0, i), i)
+	}
+	for ; i < n; i += per {
 		k := min(per, n-i)
 		if p.nmsgs == len(p.msgs) {
 			p.flush()
 			p.arenaOff = hdrsEnd // the rest of this split's headers stay reserved
 		}
-		bytes := 0
-		for j := i; j < i+k; j++ {
-			chunk := payload[min(j*gso, len(payload)):min((j+1)*gso, len(payload))]
-			p.iov[p.iovOff+2*(j-i)] = hdrs[j*hdrLen : (j+1)*hdrLen]
-			p.iov[p.iovOff+2*(j-i)+1] = chunk
-			bytes += hdrLen + len(chunk)
-		}
-		p.queue(peer, 2*k, bytes, segSize, k)
+		p.queue(peer, 2*k, p.gather(hdrs, payload, hdrLen, gso, i, i+k), segSize, k)
 	}
+	p.joinSeg = 0
+	if last := len(payload) - (n-1)*gso; last == gso && per > 1 {
+		p.joinIP, p.joinSeg = peer.ip, segSize // the last datagram is full-size
+	}
+}
+
+// gather points the next iovecs at segments [from, to) of a split: header
+// from hdrs, payload chunk from the super-packet. It returns their bytes.
+func (p *txPath) gather(hdrs, payload []byte, hdrLen, gso, from, to int) int {
+	bytes := 0
+	for j := from; j < to; j++ {
+		chunk := payload[min(j*gso, len(payload)):min((j+1)*gso, len(payload))]
+		p.iov[p.iovOff+2*(j-from)] = hdrs[j*hdrLen : (j+1)*hdrLen]
+		p.iov[p.iovOff+2*(j-from)+1] = chunk
+		bytes += hdrLen + len(chunk)
+	}
+	return bytes
+}
+
+// joinLast appends k datagrams of joinSeg bytes, gathered in the next nbuf
+// entries of p.iov, to the last queued message. Its buffers end at iovOff,
+// so the joined buffers stay contiguous.
+func (p *txPath) joinLast(nbuf, bytes, k int) {
+	i := p.nmsgs - 1
+	m := &p.msgs[i]
+	start := p.iovOff - len(m.Buffers)
+	p.iovOff += nbuf
+	m.Buffers = p.iov[start:p.iovOff:p.iovOff]
+	if m.OOB == nil {
+		binary.NativeEndian.PutUint16(p.oob[i][unix.CmsgLen(0):], uint16(p.joinSeg))
+		m.OOB = p.oob[i]
+	}
+	p.segs[i] += k
+	p.bytes[i] += bytes
 }
 
 // queue adds one message of k datagrams (segSize each but the last),
 // gathered from the next nbuf entries of p.iov, which the caller filled.
 // The caller has made room (p.nmsgs < len(p.msgs)).
 func (p *txPath) queue(peer *peerHost, nbuf, bytes, segSize, k int) {
+	p.joinSeg = 0
 	m := &p.msgs[p.nmsgs]
 	m.Buffers = p.iov[p.iovOff : p.iovOff+nbuf : p.iovOff+nbuf]
 	p.iovOff += nbuf
@@ -258,6 +302,7 @@ func (p *txPath) flush() {
 	}
 	clear(p.iov[:p.iovOff]) // keep no references to read buffers
 	p.nmsgs, p.arenaOff, p.iovOff = 0, 0, 0
+	p.joinSeg = 0
 }
 
 func (p *txPath) account(i int) {

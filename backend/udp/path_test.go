@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -238,8 +239,10 @@ func TestICMPRateLimit(t *testing.T) {
 
 // tsoRead is what a TUN with TSO hands over: virtio header + super-packet
 // with a partial checksum.
-func tsoRead(payload, mss int) []byte {
-	pkt := packet("10.244.1.5", "10.244.2.5", 64, payload)
+func tsoRead(payload, mss int) []byte { return tsoReadTo("10.244.2.5", payload, mss) }
+
+func tsoReadTo(dst string, payload, mss int) []byte {
+	pkt := packet("10.244.1.5", dst, 64, payload)
 	vh := wire.VirtioNetHdr{Flags: wire.VirtioNetHdrFNeedsCsum, GSOType: wire.VirtioNetHdrGSOTCPv4,
 		HdrLen: 40, GSOSize: uint16(mss), CsumStart: 20, CsumOffset: 16}
 	b := make([]byte, wire.VirtioNetHdrLen+len(pkt))
@@ -274,6 +277,69 @@ func TestTxTSOWithGSO(t *testing.T) {
 	p2.flush()
 	if len(f2.sent) != 43 {
 		t.Fatalf("without GSO: %d messages", len(f2.sent))
+	}
+}
+
+// TestTxJoinsSplits: the segments of consecutive super-packets for one
+// peer fill up the previous GSO send instead of each split ending in a
+// short one; the datagrams on the wire are the same as without joining.
+func TestTxJoinsSplits(t *testing.T) {
+	const mss = 1400 // 1440-byte datagrams: 45 per GSO send
+	type read struct {
+		dst     string
+		payload int
+	}
+	cases := []struct {
+		name  string
+		reads []read
+		want  []int // datagrams per message
+	}{
+		{"46 + 46 to one peer", []read{{"10.244.2.5", 46 * mss}, {"10.244.2.6", 46 * mss}}, []int{45, 45, 2}},
+		{"short last segment closes the send", []read{{"10.244.2.5", 46*mss - 100}, {"10.244.2.5", 46 * mss}}, []int{45, 1, 45, 1}},
+		{"another peer in between", []read{{"10.244.2.5", 46 * mss}, {"10.244.2.200", 2 * mss}, {"10.244.2.5", 2 * mss}}, []int{45, 1, 2, 2}},
+		{"short tail of a joined split closes the send", []read{{"10.244.2.5", 10 * mss}, {"10.244.2.5", 5*mss - 100}, {"10.244.2.5", 10 * mss}}, []int{15, 10}},
+		{"small splits add up", []read{{"10.244.2.5", 10 * mss}, {"10.244.2.5", 10 * mss}, {"10.244.2.5", 30 * mss}}, []int{45, 5}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			run := func(gso bool) *fakeIO {
+				f := &fakeIO{}
+				p := newTestTx(true, f)
+				p.gso = func() bool { return gso }
+				for i, r := range tc.reads {
+					b := tsoReadTo(r.dst, r.payload, mss)
+					for j := wire.VirtioNetHdrLen + 40; j < len(b); j++ {
+						b[j] = byte(j + 7*i)
+					}
+					p.handle(testTable(), b)
+				}
+				p.flush()
+				return f
+			}
+			f, plain := run(true), run(false)
+			var got []int
+			var datagrams [][]byte
+			for i, m := range f.sent {
+				if len(m) > 1440 && f.segSize[i] != 1440 {
+					t.Fatalf("message %d: %d bytes with segment size %d", i, len(m), f.segSize[i])
+				}
+				got = append(got, (len(m)+1439)/1440)
+				for off := 0; off < len(m); off += 1440 {
+					datagrams = append(datagrams, m[off:min(off+1440, len(m))])
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("datagrams per message %v, want %v", got, tc.want)
+			}
+			if len(datagrams) != len(plain.sent) {
+				t.Fatalf("%d datagrams, %d without GSO", len(datagrams), len(plain.sent))
+			}
+			for i := range datagrams {
+				if !bytes.Equal(datagrams[i], plain.sent[i]) {
+					t.Fatalf("datagram %d differs from the one sent without GSO", i)
+				}
+			}
+		})
 	}
 }
 
