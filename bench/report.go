@@ -104,8 +104,8 @@ func evaluate(res *Results) []Target {
 			t.Got = fmt.Sprintf("%.0f%% (%.2f vs %.2f Gbit/s)", r*100, udp.Pod.TCP1.MedianGbps, vx.Pod.TCP1.MedianGbps)
 			t.Met = boolp(r >= targetUDPRatio)
 			if !*t.Met {
-				t.Note = fmt.Sprintf("weftd spent %.2f CPU-s per GB moved (userspace copy, syscalls, TUN and UDP socket work) on top of %.2f s of kernel time; vxlan needs no userspace hop, and on a lab the hop takes CPU from the iperf3 processes. Analysis in backend-udp.md.",
-					udp.Pod.WeftdCPUPerGB, udp.Pod.KernelCPUPerGB) + profNote("data plane")
+				t.Note = fmt.Sprintf("weftd spent %.2f CPU-s per GB moved (userspace copy, syscalls, TUN and UDP socket work) on top of %.2f s of kernel time; vxlan needs no userspace hop, and on a lab the hop takes CPU from the iperf3 processes%s. Analysis in backend-udp.md.",
+					udp.Pod.WeftdCPUPerGB, udp.Pod.KernelCPUPerGB, syscallNote(res.Machine.Costs)) + profNote("data plane")
 			}
 		}
 		if udp != nil && vx != nil && udp.Pod != nil && vx.Pod != nil && udp.Pod.Ping != nil && vx.Pod.Ping != nil && vx.Pod.Ping.RTTms.P50 > 0 {
@@ -113,7 +113,7 @@ func evaluate(res *Results) []Target {
 			l.Got = fmt.Sprintf("%.2f× (%.3f vs %.3f ms)", r, udp.Pod.Ping.RTTms.P50, vx.Pod.Ping.RTTms.P50)
 			l.Met = boolp(r <= targetUDPLatency)
 			if !*l.Met {
-				l.Note = "vxlan answers an echo in softirq; udp wakes weftd three times per echo (request out, request in with the reply taken in the same round, reply in), each a scheduler wake-up. Analysis in backend-udp.md."
+				l.Note = "vxlan answers an echo in softirq; udp wakes weftd three times per echo (request out, request in with the reply taken in the same round, reply in), each a scheduler wake-up" + wakeNote(res.Machine.Costs) + ". Analysis in backend-udp.md."
 			}
 		}
 		ts = append(ts, t, l)
@@ -198,8 +198,18 @@ func renderMarkdown(res *Results) []byte {
 
 	m := res.Machine
 	p("## Machine\n\n| | |\n|---|---|\n")
-	p("| CPUs (nproc) | %d |\n| CPU model | %s |\n| kernel | %s |\n| memory | %d MB |\n| Go | %s |\n| iperf3 | %s |\n| load average (start → end) | %s → %s |\n\n",
+	p("| CPUs (nproc) | %d |\n| CPU model | %s |\n| kernel | %s |\n| memory | %d MB |\n| Go | %s |\n| iperf3 | %s |\n| load average (start → end) | %s → %s |\n",
 		m.CPUs, m.CPUModel, m.Kernel, m.MemoryMB, m.GoVersion, m.Iperf3, m.LoadStart, m.LoadEnd)
+	if c := m.Costs; c != nil {
+		// What a userspace data path pays per call and per wake-up, and a
+		// kernel one does not: it explains the udp ratios.
+		p("| system call (`getppid`, median of %d × %d) | %.2f µs |\n", syscallRounds, syscallCalls, c.SyscallNs/1e3)
+		if c.WakeOtherCPUus > 0 {
+			p("| thread wake-up round trip after %s idle (pipe, p50 of %d): same CPU / other CPU | %.0f / %.0f µs |\n",
+				wakeIdle, wakeRounds, c.WakeSameCPUus, c.WakeOtherCPUus)
+		}
+	}
+	p("\n")
 	p("All nodes, pods and the etcd of a lab are network namespaces on this one machine, joined by veth pairs and a bridge: " +
 		"\"underlay\" is a veth/bridge path, not a NIC, and sender, receiver, weftd and the kernel's packet processing share the same CPUs. " +
 		"Ratios are what carries over to real hardware; absolute figures are this machine's. Other work running on the machine shows in the load average.\n\n")
@@ -412,4 +422,20 @@ func profileNote(pr Profile) string {
 	}
 	return fmt.Sprintf("Where the time goes: %s. Hottest symbols: %s; kernel symbols make up %.0f%% of the listed samples.",
 		strings.Join(comms, ", "), strings.Join(syms, ", "), kernel)
+}
+
+// syscallNote and wakeNote quote the machine's call costs (see Machine)
+// where they explain a udp figure.
+func syscallNote(c *CallCosts) string {
+	if c == nil {
+		return ""
+	}
+	return fmt.Sprintf("; a system call costs %.2f µs on this machine", c.SyscallNs/1e3)
+}
+
+func wakeNote(c *CallCosts) string {
+	if c == nil || c.WakeOtherCPUus == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (on this machine a wake-up round trip after %s idle takes %.0f µs on one CPU, %.0f µs across two)", wakeIdle, c.WakeSameCPUus, c.WakeOtherCPUus)
 }

@@ -99,15 +99,21 @@ func TestEvaluateControlAndCNI(t *testing.T) {
 
 func TestRenderMarkdown(t *testing.T) {
 	res := &Results{
-		Command: "go run ./bench --quick", Machine: Machine{CPUs: 2, Kernel: "6.1"},
-		DataPlane: &DataPlane{Backends: []*BackendRun{{Name: "vxlan", Underlay: pathTCP1(10, 0.05), Pod: pathTCP1(6, 0.1), SingleStreamRatio: 0.6}}},
-		Profiles:  []Profile{{Area: "data plane", Case: "x", ByComm: []Share{{50, "weftd"}}, Note: "Where the time goes: weftd 50%."}},
-		Errors:    []string{"a | b"},
+		Command: "go run ./bench --quick", Machine: Machine{CPUs: 2, Kernel: "6.1",
+			Costs: &CallCosts{SyscallNs: 1020, WakeSameCPUus: 26, WakeOtherCPUus: 177}},
+		DataPlane: &DataPlane{Backends: []*BackendRun{
+			{Name: "vxlan", Underlay: pathTCP1(10, 0.05), Pod: pathTCP1(6, 0.1), SingleStreamRatio: 0.6},
+			{Name: "udp", Pod: pathTCP1(2, 0.3)},
+		}},
+		Profiles: []Profile{{Area: "data plane", Case: "x", ByComm: []Share{{50, "weftd"}}, Note: "Where the time goes: weftd 50%."}},
+		Errors:   []string{"a | b"},
 	}
 	res.Targets = evaluate(res)
 	md := string(renderMarkdown(res))
 	for _, want := range []string{"# Performance", "go run ./bench --quick", "| CPUs (nproc) | 2 |", "| kernel | 6.1 |",
-		"| vxlan | pod → pod | **6.00**", "| vxlan | 60% |", "Where the time goes: weftd 50%.", `a \| b`, "vxlan single stream ≥ 50% of underlay"} {
+		"| vxlan | pod → pod | **6.00**", "| vxlan | 60% |", "Where the time goes: weftd 50%.", `a \| b`, "vxlan single stream ≥ 50% of underlay",
+		"| system call (`getppid`, median of 5 × 200000) | 1.02 µs |\n| thread wake-up round trip after 10ms idle (pipe, p50 of 100): same CPU / other CPU | 26 / 177 µs |\n\n",
+		"a system call costs 1.02 µs on this machine", "takes 26 µs on one CPU, 177 µs across two"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -35,6 +35,8 @@ type Machine struct {
 	// other work on the machine shows up here.
 	LoadStart string `json:"loadavgStart"`
 	LoadEnd   string `json:"loadavgEnd"`
+	// Costs are measured at the start, before any lab exists.
+	Costs *CallCosts `json:"callCosts,omitempty"`
 }
 
 // DataPlane holds one entry per backend, each measured on its own 2-node
