@@ -207,7 +207,8 @@ func (p *txPath) handle(t *table, buf []byte) {
 	// super-packets for one peer.
 	i := 0
 	if p.joinSeg == segSize && p.joinIP == peer.ip {
-		i = min(n, per-p.segs[p.nmsgs-1])
+		// per can have shrunk since: another queue may have turned GSO off.
+		i = max(0, min(n, per-p.segs[p.nmsgs-1]))
 	}
 	if i > 0 {
 		p.joinLast(2*i, p.gather(hdrs, payload, hdrLen, gso, 0, i), i)

@@ -343,6 +343,27 @@ func TestTxJoinsSplits(t *testing.T) {
 	}
 }
 
+// TestTxJoinAfterGSOOff: another queue may turn GSO off between two reads
+// of one batch; the next split then goes out segment by segment.
+func TestTxJoinAfterGSOOff(t *testing.T) {
+	f := &fakeIO{}
+	p := newTestTx(true, f)
+	gso := true
+	p.gso = func() bool { return gso }
+	p.handle(testTable(), tsoRead(10*1400, 1400))
+	gso = false
+	p.handle(testTable(), tsoRead(3*1400, 1400))
+	p.flush()
+	if len(f.sent) != 4 || f.segSize[0] != 1440 || len(f.sent[0]) != 10*1440 {
+		t.Fatalf("sent %d messages, segment sizes %v", len(f.sent), f.segSize)
+	}
+	for i, d := range f.sent[1:] {
+		if len(d) != 1440 || f.segSize[i+1] != 0 {
+			t.Fatalf("message %d: %d bytes, segment size %d", i+1, len(d), f.segSize[i+1])
+		}
+	}
+}
+
 // TestTxTSOManySegments splits two super-packets of one batch into more
 // messages than a flush holds, without GSO: every datagram must still be a
 // valid segment of its own packet (the headers of a split survive a flush
