@@ -11,9 +11,9 @@ import (
 )
 
 // The udp backend pays per system call and per wake-up of a sleeping
-// thread; vxlan and host-gw pay neither. How much that costs depends on
-// the machine (a paravirtualized guest can pay ten times what bare metal
-// does), so the report measures both next to the ratios they explain.
+// thread; vxlan and host-gw pay neither. Both prices depend on the machine
+// (a paravirtualized guest pays dearly for entering its kernel), so the
+// report measures them next to the ratios they explain.
 
 const (
 	syscallRounds = 5

@@ -174,11 +174,11 @@ func run(args []string, stderr io.Writer) int {
 	res := &Results{Date: time.Now().UTC().Truncate(time.Second), Command: cfg.command, Quick: cfg.quick,
 		Commit: gitCommit(ctx), Machine: machineInfo(ctx)}
 	start := time.Now()
-	if costs, err := measureCallCosts(); err != nil {
+	costs, err := measureCallCosts()
+	if err != nil {
 		res.Errors = append(res.Errors, "call costs: "+err.Error())
-	} else {
-		res.Machine.Costs = &costs
 	}
+	res.Machine.Costs = &costs // what was measured before an error
 	if cfg.areas["dataplane"] {
 		res.DataPlane = runDataPlane(ctx, cfg, res)
 		if cfg.profiles && ctx.Err() == nil {
