@@ -202,8 +202,8 @@ func (p *txPath) handle(t *table, buf []byte) {
 	}
 	// The kernel's TSO packets are up to 64 KB, a few segments more than
 	// one GSO send may carry, so each split would end in a short send.
-	// Filling the previous send first halves the underlay packets (and
-	// the per-packet work on both nodes) when a read batch holds several
+	// Filling the previous send first saves underlay packets (and the
+	// per-packet work on both nodes) when a read batch holds several
 	// super-packets for one peer.
 	i := 0
 	if p.joinSeg == segSize && p.joinIP == peer.ip {
