@@ -82,19 +82,19 @@ func TestBadInput(t *testing.T) {
 		malformed0 := metric(t, l, "n1", "weft_peer_leases_malformed_total")
 		ignored0 := metric(t, l, "n1", "weft_peer_leases_ignored_total")
 		own := n1.Subnet
-		good := netip.MustParsePrefix("10.244.254.0/24")
-		if good == own || good == l.Node("n2").Subnet {
-			good = netip.MustParsePrefix("10.244.253.0/24")
-		}
+		// Free subnets only: a made-up lease on a node's real subnet would
+		// overwrite that node's lease, and the cleanup would delete it.
+		free := freeSubnets(l, 4)
+		malformedJSON, badIP, wrongBackend, good := free[0], free[1], free[2], free[3]
 		peer := func(ip, mac string) string {
 			return fmt.Sprintf(`{"PublicIP":%q,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":%q}}`, ip, mac)
 		}
 		puts := []struct{ key, value, why string }{
-			{prefix + "/subnets/10.244.250.0-24", `{"PublicIP": 42`, "malformed JSON"},
-			{prefix + "/subnets/10.244.251.0-24", `{"PublicIP":"not-an-ip","BackendType":"vxlan"}`, "bad PublicIP"},
+			{leaseKey(malformedJSON), `{"PublicIP": 42`, "malformed JSON"},
+			{leaseKey(badIP), `{"PublicIP":"not-an-ip","BackendType":"vxlan"}`, "bad PublicIP"},
 			{prefix + "/subnets/garbage-key", peer("198.19.0.97", "0a:58:00:00:00:97"), "bad key"},
 			{leaseKey(netip.MustParsePrefix("10.99.0.0/24")), peer("198.19.0.96", "0a:58:00:00:00:96"), "outside the network"},
-			{leaseKey(netip.MustParsePrefix("10.244.252.0/24")), `{"PublicIP":"198.19.0.95","BackendType":"host-gw"}`, "wrong backend"},
+			{leaseKey(wrongBackend), `{"PublicIP":"198.19.0.95","BackendType":"host-gw"}`, "wrong backend"},
 			{leaseKey(good), peer("198.19.0.94", "0a:58:00:00:00:94"), "good"},
 		}
 		off := logSize(t, l, "n1")

@@ -293,6 +293,25 @@ func leaseKey(sn netip.Prefix) string {
 	return fmt.Sprintf("%s/subnets/%s-%d", prefix, sn.Addr(), sn.Bits())
 }
 
+// freeSubnets returns n /24s of the lab network (10.244.0.0/16) that no
+// lab node leases, counting down from 10.244.254.0 (SubnetMax). A test
+// that writes made-up leases must use these: the nodes' subnets are chosen
+// at random, and a made-up lease must not land on a node's own.
+func freeSubnets(l *lab.Lab, n int) []netip.Prefix {
+	used := map[netip.Prefix]bool{}
+	for _, node := range l.Nodes {
+		used[node.Subnet] = true
+	}
+	var free []netip.Prefix
+	for i := 254; i > 0 && len(free) < n; i-- {
+		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
+		if !used[sn] {
+			free = append(free, sn)
+		}
+	}
+	return free
+}
+
 // logSince returns the lines of node's weftd log from byte offset off on.
 func logSince(t *testing.T, l *lab.Lab, node string, off int64) []string {
 	t.Helper()

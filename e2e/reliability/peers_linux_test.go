@@ -112,18 +112,8 @@ func TestPeerChurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	used := map[netip.Prefix]bool{}
-	for _, n := range l.Nodes {
-		used[n.Subnet] = true
-	}
 	const peers = 50
-	var subnets []netip.Prefix
-	for i := 1; len(subnets) < peers; i++ {
-		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
-		if !used[sn] {
-			subnets = append(subnets, sn)
-		}
-	}
+	subnets := freeSubnets(l, peers)
 	put := func(i int, gen int) {
 		mac := fmt.Sprintf("0a:58:%02x:%02x:00:%02x", gen, i, i)
 		ip := l.Underlay.Addr().As4()
