@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -41,16 +40,16 @@ func TestEtcdLeaderKill(t *testing.T) {
 	if !lab.Poll(t.Context(), 10*time.Second, 100*time.Millisecond, func() bool { old, oldID = leader(t.Context()); return old != "" }) {
 		t.Fatal("no etcd leader")
 	}
-	leases := func() map[string]int64 {
+	leases := func() []string {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
-		resp, err := cli.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix())
+		resp, err := cli.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 		if err != nil {
 			t.Fatalf("list leases: %v", err)
 		}
-		out := map[string]int64{}
+		var out []string
 		for _, kv := range resp.Kvs {
-			out[string(kv.Key)] = kv.Lease
+			out = append(out, string(kv.Key))
 		}
 		return out
 	}
@@ -81,11 +80,23 @@ func TestEtcdLeaderKill(t *testing.T) {
 		acquisitions += metric(t, l, n, "weft_lease_acquisitions_total")
 	}
 	alive := 0
-	for k, id := range after {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(id))
-		cancel()
-		if err == nil && ttl.TTL > 0 {
+	for _, k := range after {
+		// A renewal swaps the key onto a fresh etcd lease and revokes the
+		// old one, so the key is read again until key and lease agree.
+		var id int64
+		var err error
+		if lab.Poll(t.Context(), 5*time.Second, 100*time.Millisecond, func() bool {
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+			defer cancel()
+			resp, gerr := cli.Get(ctx, k)
+			if err = gerr; err != nil || len(resp.Kvs) != 1 {
+				return false
+			}
+			id = resp.Kvs[0].Lease
+			ttl, terr := cli.TimeToLive(ctx, clientv3.LeaseID(id))
+			err = terr
+			return err == nil && ttl.TTL > 0
+		}) {
 			alive++
 		} else {
 			t.Errorf("lease %s: etcd lease %x not alive (%v)", k, id, err)
@@ -99,8 +110,8 @@ func TestEtcdLeaderKill(t *testing.T) {
 	if losses != 0 || acquisitions != 2 {
 		t.Errorf("lease losses %v, acquisitions %v: want 0 and 2", losses, acquisitions)
 	}
-	if fmt.Sprint(keys(before)) != fmt.Sprint(keys(after)) {
-		t.Errorf("lease keys changed: %v → %v", keys(before), keys(after))
+	if !slices.Equal(before, after) {
+		t.Errorf("lease keys changed: %v → %v", before, after)
 	}
 	if err := l.StartEtcdMember(t.Context(), old); err != nil {
 		t.Fatalf("restart the old leader: %v", err)
