@@ -14,12 +14,16 @@ import (
 // prefix sorts it before most other networks, as runtimes take the first.
 const CNIConfFile = "10-weft.conflist"
 
+// CNINetworkName is the network name in the conflist; the CNI plugin keeps
+// its address store under <ipam dir>/<CNINetworkName>.
+const CNINetworkName = "weft"
+
 // CNIConfList renders the conflist: the weft plugin, then portmap for
 // hostPort support.
 func CNIConfList(subnetFile, ipamDir, bridge string) []byte {
 	conf := map[string]any{
 		"cniVersion": "1.1.0",
-		"name":       "weft",
+		"name":       CNINetworkName,
 		"plugins": []any{
 			map[string]any{"type": "weft", "subnetFile": subnetFile, "dataDir": ipamDir, "bridge": bridge},
 			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true},

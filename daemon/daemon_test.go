@@ -21,6 +21,7 @@ import (
 	"github.com/weftnet/weft/backend/alloc"
 	"github.com/weftnet/weft/daemon/masq"
 	"github.com/weftnet/weft/daemon/masq/masqtest"
+	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnettest"
 )
@@ -68,6 +69,7 @@ func startNodeWith(t *testing.T, m subnet.Manager, ip string, dir string, fake *
 	d, err := New(Config{
 		SubnetFile:         filepath.Join(dir, "subnet.env"),
 		CNIConfDir:         filepath.Join(dir, "net.d"),
+		CNIIPAMDir:         filepath.Join(dir, "ipam"),
 		HealthzAddr:        "127.0.0.1:0",
 		IPMasq:             true,
 		ForwardRules:       true,
@@ -175,7 +177,7 @@ func TestNodesComeUpAndSeeEachOther(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(conf, CNIConfList(filepath.Join(a.dir, "subnet.env"), DefaultCNIIPAMDir, DefaultCNIBridge)) {
+	if !bytes.Equal(conf, CNIConfList(filepath.Join(a.dir, "subnet.env"), filepath.Join(a.dir, "ipam"), DefaultCNIBridge)) {
 		t.Errorf("conflist = %s", conf)
 	}
 	rules, ok := fake.Rules()
@@ -496,6 +498,34 @@ func TestRefusesLeasesOfAnotherLength(t *testing.T) {
 	}
 }
 
+func TestWarnsOfPodsLeftOutsideANewSubnet(t *testing.T) {
+	m := newStore(t, allocConfig)
+	n, logs := startLogged(t, m, alloc.New)
+	waitFor(t, "ready", n.ready)
+	const warning = "pods hold addresses outside this node's subnet"
+	gw := n.subnetFile(t).Subnet
+	store, err := ipam.Open(filepath.Join(n.dir, "ipam"), CNINetworkName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod, _, err := store.Allocate(gw, ipam.Attachment{ContainerID: "pod-a", IfName: "eth0"})
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another writer takes the subnet over: the node moves to a new one.
+	m.Put(subnet.Lease{Subnet: gw.Masked(), Expiration: time.Now().Add(time.Hour),
+		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.0.99"), BackendType: alloc.Type}})
+	waitFor(t, "a new subnet", func() bool {
+		f, err := subnet.ReadFile(filepath.Join(n.dir, "subnet.env"))
+		return err == nil && f.Subnet != gw
+	})
+	waitFor(t, "the warning", func() bool { return logs.count(warning) == 1 })
+	if logs.count(pod.String()+" (pod-a)") != 1 {
+		t.Errorf("the warning does not name the pod %s (pod-a):\n%s", pod, logs.String())
+	}
+}
+
 // syncBuffer is a log sink safe for the daemon's goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -506,6 +536,12 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func (s *syncBuffer) count(sub string) int {
@@ -523,7 +559,7 @@ func startLogged(t *testing.T, m subnet.Manager, newBackend backend.Constructor)
 	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr("198.18.0.1")}
 	d, err := New(Config{
 		SubnetFile: filepath.Join(dir, "subnet.env"), CNIConfDir: filepath.Join(dir, "net.d"), HealthzAddr: "off",
-		ConfigPollInterval: 10 * time.Millisecond,
+		CNIIPAMDir: filepath.Join(dir, "ipam"), ConfigPollInterval: 10 * time.Millisecond,
 	}, Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: newBackend}, Underlay: &u,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {

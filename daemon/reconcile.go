@@ -8,6 +8,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/daemon/masq"
+	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -35,6 +36,7 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 		return err
 	}
 	d.subnetFileWritten.Store(true)
+	d.warnPodsOutside(own.Subnet)
 	if d.deps.Masq != nil && (d.cfg.IPMasq || d.cfg.ForwardRules) {
 		rules := masq.Rules{Network: g.cfg.Network, Subnet: own.Subnet, Masquerade: d.cfg.IPMasq}
 		if info.IPv6Subnet.IsValid() {
@@ -48,6 +50,29 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 	d.setGeneration(g.cfg, g.be.MTU())
 	d.leaseHeld.Store(true)
 	return nil
+}
+
+// warnPodsOutside logs the pods whose address the CNI plugin gave from a
+// subnet this node no longer holds (its lease was taken over or expired
+// while it was down, or the network changed): no peer routes those
+// addresses here, so the pods have no network until they are recreated.
+func (d *Daemon) warnPodsOutside(sn netip.Prefix) {
+	stranded, err := ipam.Outside(d.cfg.CNIIPAMDir, CNINetworkName, sn)
+	if err != nil {
+		d.log.Warn("cannot check the pod addresses against the new subnet", "subnet", sn, "err", err)
+		return
+	}
+	if len(stranded) == 0 {
+		return
+	}
+	const shown = 5
+	pods := make([]string, 0, shown)
+	for _, a := range stranded[:min(len(stranded), shown)] {
+		pods = append(pods, a.IP.String()+" ("+a.ContainerID+")")
+	}
+	d.log.Warn("pods hold addresses outside this node's subnet and have no network until they are recreated",
+		"subnet", sn, "pods", len(stranded), "first", pods,
+		"hint", "delete those pods so the runtime recreates them; addresses of pods already gone are freed by the runtime's CNI GC or DEL")
 }
 
 // reconcile is the one goroutine that owns the peer set and the backend. It

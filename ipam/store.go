@@ -289,6 +289,26 @@ func (s *Store) List() ([]Allocation, error) {
 	return allocs, nil
 }
 
+// Outside returns the allocations in the store of network under dataDir
+// whose address is not in subnet: pods holding an address from a subnet the
+// node no longer has. It never creates a store; where there is none,
+// nothing is outside.
+func Outside(dataDir, network string, subnet netip.Prefix) ([]Allocation, error) {
+	if _, err := os.Stat(filepath.Join(dataDir, network, lockName)); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	s, err := Open(dataDir, network)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	all, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(a Allocation) bool { return subnet.Contains(a.IP) }), nil
+}
+
 // Find returns the addresses att holds, in any subnet.
 func (s *Store) Find(att Attachment) ([]netip.Addr, error) {
 	allocs, err := s.List()

@@ -226,6 +226,29 @@ func TestSubnetChange(t *testing.T) {
 	}
 }
 
+func TestOutside(t *testing.T) {
+	dir := t.TempDir()
+	if got, err := Outside(dir, "net", netip.MustParsePrefix("10.2.0.0/24")); err != nil || got != nil {
+		t.Fatalf("no store: %v, %v; want nothing", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "net")); !os.IsNotExist(err) {
+		t.Fatalf("Outside created the store (%v)", err)
+	}
+	s := openT(t, dir)
+	stale := mustAlloc(t, s, "10.1.0.1/24", att("old"))
+	mustAlloc(t, s, "10.2.0.1/24", att("new"))
+	got, err := Outside(dir, "net", netip.MustParsePrefix("10.2.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].IP != stale || got[0].Attachment != att("old") {
+		t.Errorf("outside 10.2.0.0/24: %v, want only %s of old", got, stale)
+	}
+	if got, _ := Outside(dir, "net", netip.MustParsePrefix("10.0.0.0/8")); len(got) != 0 {
+		t.Errorf("outside 10.0.0.0/8: %v, want none", got)
+	}
+}
+
 func TestReleaseUnknownAndReleaseIP(t *testing.T) {
 	s := openT(t, t.TempDir())
 	if freed, err := s.Release(att("nobody")); err != nil || len(freed) != 0 {
