@@ -60,10 +60,10 @@ type Store struct {
 // Open opens (creating if needed) the store of network under dataDir.
 // network must be a single path element, as CNI network names are.
 func Open(dataDir, network string) (*Store, error) {
-	if network == "" || network == "." || network == ".." || strings.ContainsAny(network, `/\`) {
-		return nil, fmt.Errorf("open ipam store: network name %q is not a valid directory name", network)
+	dir, err := storeDir(dataDir, network)
+	if err != nil {
+		return nil, fmt.Errorf("open ipam store: %w", err)
 	}
-	dir := filepath.Join(dataDir, network)
 	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("open ipam store: %w", err)
 	}
@@ -72,6 +72,14 @@ func Open(dataDir, network string) (*Store, error) {
 		return nil, fmt.Errorf("open ipam store: %w", err)
 	}
 	return &Store{dir: dir, lock: f}, nil
+}
+
+// storeDir is the directory of network's store under dataDir.
+func storeDir(dataDir, network string) (string, error) {
+	if network == "" || network == "." || network == ".." || strings.ContainsAny(network, `/\`) {
+		return "", fmt.Errorf("network name %q is not a valid directory name", network)
+	}
+	return filepath.Join(dataDir, network), nil
 }
 
 // Dir is the directory holding the network's allocations.
@@ -292,19 +300,21 @@ func (s *Store) List() ([]Allocation, error) {
 // Outside returns the allocations in the store of network under dataDir
 // whose address is not in subnet: pods holding an address from a subnet the
 // node no longer has. It never creates a store; where there is none,
-// nothing is outside.
+// nothing is outside. It reads without the lock, so a plugin process hung
+// while holding it cannot stall the caller: an allocation file is whole
+// once its name exists (link(2)), and one made or freed meanwhile may be
+// missed or seen, which is fine for what this is for, a warning.
 func Outside(dataDir, network string, subnet netip.Prefix) ([]Allocation, error) {
-	if _, err := os.Stat(filepath.Join(dataDir, network, lockName)); errors.Is(err, fs.ErrNotExist) {
+	dir, err := storeDir(dataDir, network)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	s, err := Open(dataDir, network)
+	all, err := (&Store{dir: dir}).listLocked()
 	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	all, err := s.List()
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list allocations: %w", err)
 	}
 	return slices.DeleteFunc(all, func(a Allocation) bool { return subnet.Contains(a.IP) }), nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // The cross-process test re-executes this test binary as a helper that
@@ -246,6 +247,23 @@ func TestOutside(t *testing.T) {
 	}
 	if got, _ := Outside(dir, "net", netip.MustParsePrefix("10.0.0.0/8")); len(got) != 0 {
 		t.Errorf("outside 10.0.0.0/8: %v, want none", got)
+	}
+	// A holder of the lock (a hung plugin process) does not stall it.
+	err = s.withLock(func() error {
+		done := make(chan error, 1)
+		go func() { _, err := Outside(dir, "net", netip.MustParsePrefix("10.2.0.0/24")); done <- err }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			return errors.New("Outside waited for the store's lock")
+		}
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	if _, err := Outside(dir, "../net", netip.MustParsePrefix("10.2.0.0/24")); err == nil {
+		t.Error("Outside accepted the network name ../net")
 	}
 }
 
