@@ -524,6 +524,9 @@ func TestWarnsOfPodsLeftOutsideANewSubnet(t *testing.T) {
 	if logs.count(pod.String()+" (pod-a)") != 1 {
 		t.Errorf("the warning does not name the pod %s (pod-a):\n%s", pod, logs.String())
 	}
+	if got := n.d.Status().StrandedPods; len(got) != 1 || got[0] != pod.String()+" (pod-a)" {
+		t.Errorf("status lists stranded pods %q, want [%s (pod-a)]", got, pod)
+	}
 }
 
 // syncBuffer is a log sink safe for the daemon's goroutines.

@@ -30,6 +30,10 @@ type Status struct {
 	LastSyncError   string               `json:"lastSyncError,omitempty"`
 	Ready           map[string]bool      `json:"ready"`
 	Peers           []backend.PeerStatus `json:"peers"`
+	// StrandedPods are the pod addresses, as "IP (container ID)", that the
+	// CNI plugin's store holds outside Subnet: those pods have no network
+	// until they are recreated.
+	StrandedPods []string `json:"strandedPods,omitempty"`
 }
 
 func (d *Daemon) setLease(l subnet.Lease) {
@@ -54,6 +58,9 @@ func (d *Daemon) Status() Status {
 	d.mu.Unlock()
 	s.LeaseExpiration = d.leaseExpiry()
 	s.Ready = d.readiness()
+	if s.Subnet.IsValid() {
+		s.StrandedPods, _ = d.strandedPods(s.Subnet) // an unreadable store is logged at adoption
+	}
 	if r := d.running.Load(); r != nil {
 		if dev, ok := r.Backend.(backend.Device); ok {
 			s.Device = dev.Device()

@@ -57,7 +57,7 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 // while it was down, or the network changed): no peer routes those
 // addresses here, so the pods have no network until they are recreated.
 func (d *Daemon) warnPodsOutside(sn netip.Prefix) {
-	stranded, err := ipam.Outside(d.cfg.CNIIPAMDir, CNINetworkName, sn)
+	stranded, err := d.strandedPods(sn)
 	if err != nil {
 		d.log.Warn("cannot check the pod addresses against the new subnet", "subnet", sn, "err", err)
 		return
@@ -65,14 +65,23 @@ func (d *Daemon) warnPodsOutside(sn netip.Prefix) {
 	if len(stranded) == 0 {
 		return
 	}
-	const shown = 5
-	pods := make([]string, 0, shown)
-	for _, a := range stranded[:min(len(stranded), shown)] {
+	d.log.Warn("pods hold addresses outside this node's subnet and have no network until they are recreated",
+		"subnet", sn, "pods", len(stranded), "first", stranded[:min(len(stranded), 5)],
+		"hint", "delete those pods so the runtime recreates them; addresses of pods already gone are freed by the runtime's CNI GC or DEL")
+}
+
+// strandedPods lists, as "IP (container ID)", the CNI plugin's allocations
+// outside sn.
+func (d *Daemon) strandedPods(sn netip.Prefix) ([]string, error) {
+	allocs, err := ipam.Outside(d.cfg.CNIIPAMDir, CNINetworkName, sn)
+	if err != nil {
+		return nil, err
+	}
+	var pods []string
+	for _, a := range allocs {
 		pods = append(pods, a.IP.String()+" ("+a.ContainerID+")")
 	}
-	d.log.Warn("pods hold addresses outside this node's subnet and have no network until they are recreated",
-		"subnet", sn, "pods", len(stranded), "first", pods,
-		"hint", "delete those pods so the runtime recreates them; addresses of pods already gone are freed by the runtime's CNI GC or DEL")
+	return pods, nil
 }
 
 // reconcile is the one goroutine that owns the peer set and the backend. It

@@ -147,6 +147,10 @@ func writeStatusTable(w io.Writer, v statusView, now time.Time) error {
 	}
 	row("Peers", "%d (%d programmed, %d refused, %d failed)", len(v.Peers),
 		counts[backend.PeerProgrammed], counts[backend.PeerRefused], counts[backend.PeerFailed])
+	if n := len(v.StrandedPods); n > 0 {
+		row("Stranded", "%d pods hold addresses outside the subnet, no network until recreated: %s",
+			n, strings.Join(v.StrandedPods[:min(n, 5)], ", "))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

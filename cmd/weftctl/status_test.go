@@ -77,6 +77,18 @@ func TestStatusTable(t *testing.T) {
 		!strings.Contains(out, "Device     -") || strings.Contains(out, "PEER SUBNET") {
 		t.Errorf("table with a sync error and no peers:\n%s", out)
 	}
+	if strings.Contains(b.String(), "Stranded") {
+		t.Errorf("a node with no stranded pods shows a Stranded row:\n%s", b.String())
+	}
+
+	st.StrandedPods = []string{"10.244.9.2 (abc)", "10.244.9.3 (def)"}
+	b.Reset()
+	if err := writeStatusTable(&b, statusView{Status: st}, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Stranded   2 pods hold addresses outside the subnet, no network until recreated: 10.244.9.2 (abc), 10.244.9.3 (def)"; !strings.Contains(b.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, b.String())
+	}
 }
 
 // fakeWeftd serves st on /status like weftd does.
