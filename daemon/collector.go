@@ -47,7 +47,9 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	if r == nil {
 		return
 	}
-	name := c.d.Status().Backend
+	c.d.mu.Lock()
+	name := c.d.status.Backend
+	c.d.mu.Unlock()
 	counts := map[string]int{"programmed": 0, "refused": 0, "failed": 0}
 	for _, p := range r.Peers() {
 		counts[string(p.State)]++
