@@ -33,6 +33,11 @@ type Config struct {
 	CNIIPAMDir string
 	CNIBridge  string
 
+	// StateDir is the node's own state directory (cmd/weftd defaults it to
+	// DefaultStateDir): what weftd keeps across restarts that is not in the
+	// lease store. Empty keeps nothing there (tests, embedders).
+	StateDir string
+
 	// ResyncInterval is the period of full reconcile passes.
 	ResyncInterval time.Duration
 	// ConfigPollInterval is how often the network config is re-read.
@@ -50,6 +55,7 @@ const (
 	DefaultCNIConfDir         = "/etc/cni/net.d"
 	DefaultCNIIPAMDir         = "/var/lib/weft/ipam"
 	DefaultCNIBridge          = "weft0"
+	DefaultStateDir           = "/var/lib/weft"
 	DefaultResyncInterval     = 30 * time.Second
 	DefaultConfigPollInterval = 10 * time.Second
 	MasqNFTables              = "nftables"

@@ -80,6 +80,13 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 // Run runs the daemon until ctx is done. It returns nil on a clean stop:
 // the lease and the kernel state stay, so a restart reuses both.
 func (d *Daemon) Run(ctx context.Context) error {
+	if d.cfg.StateDir != "" {
+		// Private: the state dir holds key material (wireguard) and what
+		// this node knows of its peers.
+		if err := os.MkdirAll(d.cfg.StateDir, 0o700); err != nil {
+			return fmt.Errorf("state directory: %w (change --state-dir)", err)
+		}
+	}
 	ln, err := d.listen()
 	if err != nil {
 		return err

@@ -70,6 +70,7 @@ func startNodeWith(t *testing.T, m subnet.Manager, ip string, dir string, fake *
 		SubnetFile:         filepath.Join(dir, "subnet.env"),
 		CNIConfDir:         filepath.Join(dir, "net.d"),
 		CNIIPAMDir:         filepath.Join(dir, "ipam"),
+		StateDir:           filepath.Join(dir, "state"),
 		HealthzAddr:        "127.0.0.1:0",
 		IPMasq:             true,
 		ForwardRules:       true,
@@ -179,6 +180,9 @@ func TestNodesComeUpAndSeeEachOther(t *testing.T) {
 	}
 	if !bytes.Equal(conf, CNIConfList(filepath.Join(a.dir, "subnet.env"), filepath.Join(a.dir, "ipam"), DefaultCNIBridge)) {
 		t.Errorf("conflist = %s", conf)
+	}
+	if fi, err := os.Stat(filepath.Join(a.dir, "state")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("state dir: %v, %v; want a 0700 directory", fi, err)
 	}
 	rules, ok := fake.Rules()
 	if !ok || rules.Subnet != fa.Subnet.Masked() || !rules.Masquerade {

@@ -387,6 +387,7 @@ func (l *Lab) startNode(ctx context.Context) (*Node, error) {
 		CNIConfDir: filepath.Join(dir, "net.d"),
 		IPAMDir:    filepath.Join(dir, "ipam"),
 		CNICache:   filepath.Join(dir, "cni-cache"),
+		StateDir:   filepath.Join(dir, "state"),
 		Log:        filepath.Join(dir, "weftd.log"),
 	}
 	if k > MaxNodes {
@@ -418,6 +419,9 @@ func (l *Lab) startWeftd(n *Node) error {
 		"--cni-conf-dir", n.CNIConfDir,
 		"--cni-ipam-dir", n.IPAMDir,
 		"--healthz-addr", healthzAddr,
+	}
+	if n.StateDir != "" {
+		args = append(args, "--state-dir", n.StateDir)
 	}
 	if l.IPMasq {
 		args = append(args, "--ip-masq")

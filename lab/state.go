@@ -76,6 +76,7 @@ type Node struct {
 	CNIConfDir string       `json:"cniConfDir"`
 	IPAMDir    string       `json:"ipamDir"`
 	CNICache   string       `json:"cniCache"`
+	StateDir   string       `json:"stateDir,omitempty"` // weftd's --state-dir
 	Log        string       `json:"log"`
 	Subnet     netip.Prefix `json:"subnet,omitzero"`
 	Weftd      *Proc        `json:"weftd,omitempty"`

@@ -65,6 +65,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.node.HealthzAddr, "healthz-addr", daemon.DefaultHealthzAddr, "address of /healthz, /readyz, /metrics and /status (\"off\" to disable)")
 	fs.StringVar(&o.node.CNIConfDir, "cni-conf-dir", daemon.DefaultCNIConfDir, "directory to install the CNI conflist into")
 	fs.StringVar(&o.node.CNIIPAMDir, "cni-ipam-dir", daemon.DefaultCNIIPAMDir, "IPAM data directory written into the CNI conflist")
+	fs.StringVar(&o.node.StateDir, "state-dir", daemon.DefaultStateDir, "directory for the node's own state kept across restarts (created 0700)")
 	fs.StringVar(&o.node.CNIBridge, "cni-bridge", daemon.DefaultCNIBridge, "bridge name written into the CNI conflist")
 	fs.DurationVar(&o.node.ResyncInterval, "resync-interval", daemon.DefaultResyncInterval, "period of full reconcile passes that repair drifted kernel state")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
