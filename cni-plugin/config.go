@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -71,8 +72,26 @@ type NetConf struct {
 	DNS types.DNS `json:"dns,omitzero"`
 
 	// Set by the runtime, not by the operator.
-	RawPrevResult    map[string]any       `json:"prevResult,omitempty"`
+	RawPrevResult map[string]any `json:"prevResult,omitempty"`
+	// ValidAttachments is GC's list of attachments still in use, under the
+	// spec's key. AttachmentsAlias is the same list under the key an early
+	// draft of the spec used, which libcni still sends beside it (CNI
+	// #1101); GCKeep reads both.
 	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+	AttachmentsAlias []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
+}
+
+// GCKeep returns the attachments a GC must keep: the union of the lists
+// under the spec's key and its alias. An empty result means the runtime
+// named none, and GC must then release nothing (see cmdGC).
+func (c *NetConf) GCKeep() []types.GCAttachment {
+	var keep []types.GCAttachment
+	for _, a := range slices.Concat(c.ValidAttachments, c.AttachmentsAlias) {
+		if !slices.Contains(keep, a) {
+			keep = append(keep, a)
+		}
+	}
+	return keep
 }
 
 // DefaultGateway reports whether pods get a default route via the gateway.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -109,6 +110,43 @@ func TestNetConfRoundTrip(t *testing.T) {
 	}
 }
 
+// GC's valid list arrives under the spec's key, its alias, or both (libcni
+// sends both); GCKeep is their union, empty only when neither names one.
+func TestGCKeep(t *testing.T) {
+	a := `{"containerID":"a","ifname":"eth0"}`
+	b := `{"containerID":"b","ifname":"eth0"}`
+	tests := []struct {
+		name, members string
+		want          []string
+	}{
+		{name: "no key"},
+		{name: "null", members: `,"cni.dev/valid-attachments":null,"cni.dev/attachments":null`},
+		{name: "empty", members: `,"cni.dev/valid-attachments":[]`},
+		{name: "spec key", members: `,"cni.dev/valid-attachments":[` + a + `]`, want: []string{"a"}},
+		{name: "alias", members: `,"cni.dev/attachments":[` + b + `]`, want: []string{"b"}},
+		{name: "both, same list", members: `,"cni.dev/valid-attachments":[` + a + `,` + b + `],"cni.dev/attachments":[` + a + `,` + b + `]`, want: []string{"a", "b"}},
+		{name: "both, different lists", members: `,"cni.dev/valid-attachments":[` + a + `],"cni.dev/attachments":[` + b + `]`, want: []string{"a", "b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","type":"weft"` + tt.members + `}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, k := range c.GCKeep() {
+				if k.IfName != "eth0" {
+					t.Errorf("attachment %+v", k)
+				}
+				got = append(got, k.ContainerID)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("GCKeep = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestParseNode(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -172,6 +210,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"1.1.0","name":"weft","type":"weft","subnetFile":"/run/weft/subnet.env","dataDir":"/var/lib/weft/ipam","bridge":"weft0"}`))
 	f.Add([]byte(`{"name":"n","mtu":1400,"isDefaultGateway":false,"routes":[{"dst":"10.0.0.0/8","gw":"10.1.0.1"}]}`))
 	f.Add([]byte(`{"name":"n","prevResult":{"cniVersion":"1.0.0","ips":[]},"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}`))
+	f.Add([]byte(`{"name":"n","cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}`))
 	f.Add([]byte(`{"name":`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseConfig(data)

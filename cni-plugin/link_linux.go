@@ -160,3 +160,17 @@ func attachHostVeth(host, br netlink.Link, mtu int, hairpin bool) error {
 	}
 	return nil
 }
+
+// sameNetNS reports whether a and b are one network namespace: the same
+// nsfs inode on the same device. Paths cannot tell: /proc/self/ns/net,
+// /proc/1/ns/net and a bind mount under /run/netns can all be the node's.
+func sameNetNS(a, b ns.NetNS) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Fstat(int(a.Fd()), &sa); err != nil {
+		return false, fmt.Errorf("stat netns %s: %w", a.Path(), err)
+	}
+	if err := unix.Fstat(int(b.Fd()), &sb); err != nil {
+		return false, fmt.Errorf("stat netns %s: %w", b.Path(), err)
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}

@@ -84,6 +84,16 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) (err error) {
 		return fmt.Errorf("open node netns: %w", err)
 	}
 	defer hostNS.Close()
+	// Before anything is allocated or created: in the node's own namespace
+	// the pod's default route would replace the node's.
+	same, err := sameNetNS(netns, hostNS)
+	if err != nil {
+		return err
+	}
+	if same {
+		return types.NewError(types.ErrInvalidNetNS,
+			fmt.Sprintf("CNI_NETNS %s is the node's own network namespace; a pod needs a namespace of its own", args.Netns), "")
+	}
 
 	store, err := ipam.Open(conf.DataDir, conf.Name)
 	if err != nil {
@@ -207,22 +217,11 @@ func (p *Plugin) cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	log := p.log.With("container", args.ContainerID, "ifname", args.IfName, "network", conf.Name)
-	// The pod end first: deleting it deletes the pair. A namespace that is
-	// gone took the pair with it.
-	if args.Netns != "" {
-		err := ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
-			return nl.New(nil).DeleteLink(args.IfName)
-		})
-		var notExist ns.NSPathNotExistErr
-		var notNS ns.NSPathNotNSErr
-		switch {
-		case errors.As(err, &notExist), errors.As(err, &notNS):
-			log.Debug("netns gone; releasing anyway", "netns", args.Netns)
-		case err != nil:
-			return fmt.Errorf("delete %s in %s: %w", args.IfName, args.Netns, err)
-		}
-	}
-	// A killed ADD can leave the node end without a pod end.
+	// Only the node end, by its derived name: deleting one end of a veth
+	// deletes the pair, so this removes the pod end too, wherever it is,
+	// and works when the pod's namespace is gone. DEL never deletes
+	// CNI_IFNAME in the pod by name: that may be an interface this plugin
+	// did not create (one that made ADD fail, or another plugin's).
 	if err := nl.New(nil).DeleteLink(HostVethName(args.ContainerID, args.IfName)); err != nil {
 		return err
 	}
@@ -281,8 +280,23 @@ func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	valid := make(map[ipam.Attachment]bool, len(conf.ValidAttachments))
-	for _, a := range conf.ValidAttachments {
+	keep := conf.GCKeep()
+	if len(keep) == 0 {
+		// A GC that names no attachment (no key, null, or an empty list)
+		// would otherwise release every pod on the node, live ones
+		// included. A runtime with pods names them; one without has its
+		// own attachments DELed by libcni before GC, so releasing nothing
+		// here loses at most the orphans, which the next GC that names a
+		// pod frees.
+		if conf.ValidAttachments == nil && conf.AttachmentsAlias == nil {
+			p.log.Warn("GC without cni.dev/valid-attachments; releasing nothing", "network", conf.Name)
+		} else {
+			p.log.Info("GC names no valid attachments; releasing nothing", "network", conf.Name)
+		}
+		return nil
+	}
+	valid := make(map[ipam.Attachment]bool, len(keep))
+	for _, a := range keep {
 		valid[ipam.Attachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
 	}
 	store, err := ipam.Open(conf.DataDir, conf.Name)
@@ -312,7 +326,7 @@ func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 		p.log.Info("released stale allocation", "ip", a.IP, "container", a.ContainerID, "ifname", a.IfName)
 	}
 	if conf.IPMasq {
-		if err := ip.GCIPMasqForNetwork(conf.Name, conf.ValidAttachments); err != nil {
+		if err := ip.GCIPMasqForNetwork(conf.Name, keep); err != nil {
 			errs = append(errs, fmt.Errorf("gc masquerade: %w", err))
 		}
 	}

@@ -404,16 +404,127 @@ func TestGCReleasesStale(t *testing.T) {
 	if err := e.check(list, rts[1]); err != nil {
 		t.Errorf("the kept pod fails CHECK: %v", err)
 	}
-	if err := e.gcPlugin(list); err != nil {
-		t.Fatal(err)
-	}
-	if a := e.allocs(); len(a) != 0 {
-		t.Errorf("store after GC with nothing valid: %v", a)
-	}
 	for _, r := range rts {
 		if err := e.del(list, r); err != nil {
 			t.Errorf("DEL after GC: %v", err)
 		}
+	}
+}
+
+// TestGCValidAttachmentKeys runs the plugin's GC with each form of the
+// valid list a runtime may send: the spec's key, its alias, both, and none.
+// A GC that names no attachment releases nothing; the steps run in order
+// on the same pods, each starting from what the one before left.
+func TestGCValidAttachmentKeys(t *testing.T) {
+	e := newEnv(t, "10.244.11.1/24")
+	list := e.confList("1.1.0")
+	ids := []string{"ka", "kb", "kc"}
+	var rts []*libcni.RuntimeConf
+	for _, id := range ids {
+		r := rt(nstest.New(t, "wcp"), id)
+		e.mustAdd(list, r)
+		rts = append(rts, r)
+	}
+	t.Cleanup(func() {
+		for _, r := range rts {
+			_ = e.del(list, r)
+		}
+	})
+	gcEnv := []string{"CNI_COMMAND=GC", "CNI_PATH=" + testBinDir}
+	att := func(ids ...string) string {
+		out := make([]string, 0, len(ids))
+		for _, id := range ids {
+			out = append(out, fmt.Sprintf(`{"containerID":%q,"ifname":"eth0"}`, id))
+		}
+		return "[" + strings.Join(out, ",") + "]"
+	}
+	steps := []struct {
+		name  string
+		extra string // JSON members after the base config
+		want  []string
+	}{
+		{name: "no key", want: ids},
+		{name: "null", extra: `,"cni.dev/valid-attachments":null,"cni.dev/attachments":null`, want: ids},
+		{name: "empty lists", extra: `,"cni.dev/valid-attachments":[],"cni.dev/attachments":[]`, want: ids},
+		{name: "alias only", extra: `,"cni.dev/attachments":` + att("ka", "kb"), want: []string{"ka", "kb"}},
+		{name: "both keys, union kept", extra: `,"cni.dev/valid-attachments":` + att("ka") + `,"cni.dev/attachments":` + att("kb"), want: []string{"ka", "kb"}},
+		{name: "spec key only", extra: `,"cni.dev/valid-attachments":` + att("ka"), want: []string{"ka"}},
+	}
+	for _, st := range steps {
+		stdin := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"weft","subnetFile":%q,"dataDir":%q%s}`,
+			e.netName, e.subnetFile, e.dataDir, st.extra)
+		if out, err := e.runPlugin(gcEnv, stdin); err != nil {
+			t.Fatalf("%s: GC: %v: %s", st.name, err, out)
+		}
+		var got []string
+		for _, a := range e.allocs() {
+			got = append(got, a.ContainerID)
+		}
+		slices.Sort(got)
+		var veths []string
+		for _, id := range st.want {
+			veths = append(veths, HostVethName(id, "eth0"))
+		}
+		slices.Sort(veths)
+		if !slices.Equal(got, st.want) || !slices.Equal(e.nodeVeths(), veths) {
+			t.Errorf("%s: after GC the store holds %v and the node veths %v, want %v", st.name, got, e.nodeVeths(), st.want)
+		}
+	}
+}
+
+// TestDelLeavesForeignInterface: ADD refuses a pod whose CNI_IFNAME is
+// taken by an interface weft did not create; the runtime's DEL that follows
+// must not delete that interface.
+func TestDelLeavesForeignInterface(t *testing.T) {
+	e := newEnv(t, "10.244.12.1/24")
+	list := e.confList("1.1.0")
+	pod := nstest.New(t, "wcp")
+	pod.MustRun(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0")
+	r := rt(pod, "foreign")
+	if _, err := e.add(list, r); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("ADD over a foreign eth0: %v, want an error saying it exists", err)
+	}
+	if err := e.del(list, r); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if out, err := pod.Run("ip", "-o", "link", "show", "eth0"); err != nil || !strings.Contains(out, "eth0@other0") {
+		t.Errorf("DEL deleted the pod's own eth0 (weft did not create it): %v %s", err, out)
+	}
+	if a, v := e.allocs(), e.nodeVeths(); len(a) != 0 || len(v) != 0 {
+		t.Errorf("after the refused ADD and DEL: allocations %v, veths %v", a, v)
+	}
+}
+
+// TestAddRefusesNodeNamespace: CNI_NETNS naming the namespace the plugin
+// runs in (the test's node namespace stands for the host's) is refused
+// before anything is allocated or created, whatever path names it.
+func TestAddRefusesNodeNamespace(t *testing.T) {
+	e := newEnv(t, "10.244.13.1/24")
+	stdin := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"weft","subnetFile":%q,"dataDir":%q}`,
+		e.netName, e.subnetFile, e.dataDir)
+	e.node.MustRun(t, "ip", "link", "add", "wup", "type", "veth", "peer", "name", "wup1")
+	e.node.MustRun(t, "ip", "addr", "add", "192.0.2.2/24", "dev", "wup")
+	e.node.MustRun(t, "ip", "link", "set", "wup", "up")
+	e.node.MustRun(t, "ip", "route", "add", "default", "via", "192.0.2.1")
+	snapshot := func() string {
+		return e.node.MustRun(t, "ip", "-o", "link") + e.node.MustRun(t, "ip", "-o", "addr") + e.node.MustRun(t, "ip", "route")
+	}
+	before := snapshot()
+	for _, path := range []string{e.node.Path(), "/proc/self/ns/net"} {
+		t.Run(path, func(t *testing.T) {
+			env := []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=hostns", "CNI_NETNS=" + path, "CNI_IFNAME=eth0", "CNI_PATH=" + testBinDir}
+			out, err := e.runPlugin(env, stdin)
+			var cerr types.Error
+			if err == nil || json.Unmarshal([]byte(out), &cerr) != nil || cerr.Code != types.ErrInvalidNetNS || !strings.Contains(cerr.Msg, "node's own network namespace") {
+				t.Errorf("ADD into the node's namespace: err %v, stdout %q; want code 8 naming the node's namespace", err, out)
+			}
+			if after := snapshot(); after != before {
+				t.Errorf("the node's links, addresses or routes changed:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+			if _, err := os.Stat(filepath.Join(e.dataDir, e.netName)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the IPAM store was touched: %v", err)
+			}
+		})
 	}
 }
 
