@@ -222,12 +222,16 @@ func sameNetwork(a, b *subnet.Config) bool {
 // generation is the state of one network config's run. Its fields are owned
 // by the reconcile goroutine once the generation is running.
 type generation struct {
-	d       *Daemon
-	cfg     *subnet.Config
-	be      backend.Backend
-	own     subnet.Lease
-	peers   map[netip.Prefix]subnet.Lease
-	ignored map[netip.Prefix]string // subnet → why it is not a peer, to log once
+	d     *Daemon
+	cfg   *subnet.Config
+	be    backend.Backend
+	own   subnet.Lease
+	peers map[netip.Prefix]subnet.Lease
+	// underlay is this node's, as leases are checked against it.
+	underlay backend.Underlay
+	ignored  map[netip.Prefix]string // subnet → why it is not a peer, to log once
+	// ignoredFull is set once ignored reached maxIgnored (said once).
+	ignoredFull bool
 	// checkOwn asks keepLease to verify our lease with the store now.
 	checkOwn chan struct{}
 	// filter is the peer filter as last installed.
@@ -247,7 +251,7 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	if err != nil {
 		return nilOnDone(ctx, err)
 	}
-	g := &generation{d: d, cfg: cfg, be: be, peers: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}}
+	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}}
 	req := subnet.AcquireRequest{
 		Config:   cfg,
 		Attrs:    subnet.LeaseAttrs{PublicIP: underlay.PublicIP, BackendType: cfg.BackendType, BackendData: data},

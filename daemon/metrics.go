@@ -31,7 +31,7 @@ func newMetrics(leaseExpiry func() time.Time) *metrics {
 		leaseAcquisitions: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_lease_acquisitions_total", Help: "Subnet leases acquired (including re-acquisitions)."}),
 		leaseFailures:     prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_lease_acquire_failures_total", Help: "Failed lease acquisition attempts."}),
 		leaseLosses:       prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_lease_losses_total", Help: "Times the lease was found lost and had to be acquired again."}),
-		peersIgnored:      prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_peer_leases_ignored_total", Help: "Peer leases ignored as unusable (outside the network, overlapping, wrong backend)."}),
+		peersIgnored:      prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_peer_leases_ignored_total", Help: "Peer leases ignored as unusable (outside the network, overlapping, wrong backend, unusable PublicIP), counted once per subnet and reason."}),
 		reconcilePasses:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_reconcile_passes_total", Help: "Reconcile passes by kind (full, incremental)."}, []string{"kind"}),
 		repairs:           prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_reconcile_repairs_total", Help: "Kernel entries (routes, neighbours, FDB entries) a periodic full pass had to write or delete: drift."}),
 		reconcileErrors:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_reconcile_errors_total", Help: "Reconcile passes that returned an error, by kind."}, []string{"kind"}),

@@ -186,16 +186,26 @@ func (d *Daemon) recordPass(kind string, start time.Time, err error) {
 }
 
 // replacePeers sets the peer set to the acceptable leases of a snapshot.
+// What is remembered of ignored leases is cut down to the snapshot's, so a
+// lease refused once is not logged again by every re-list, and the memory
+// of refusals never outgrows the store.
 func (g *generation) replacePeers(leases []subnet.Lease) {
 	g.peers = make(map[netip.Prefix]subnet.Lease, len(leases))
+	present := make(map[netip.Prefix]bool, len(leases))
 	ownSeen := false
 	for _, l := range leases {
+		present[l.Subnet] = true
 		if l.Subnet == g.own.Subnet {
 			ownSeen = true
 			g.checkOwnLease(subnet.Event{Type: subnet.EventAdded, Lease: l})
 		}
 		if g.accept(l) {
 			g.peers[l.Subnet] = l
+		}
+	}
+	for sn := range g.ignored {
+		if !present[sn] {
+			delete(g.ignored, sn)
 		}
 	}
 	if !ownSeen {
@@ -227,6 +237,9 @@ func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
 		g.checkOwnLease(ev)
 		sn := ev.Lease.Subnet
 		_, known := g.peers[sn]
+		if ev.Type == subnet.EventRemoved {
+			delete(g.ignored, sn)
+		}
 		if ev.Type == subnet.EventAdded && g.accept(ev.Lease) {
 			g.peers[sn] = ev.Lease
 			out = append(out, ev)
@@ -240,38 +253,43 @@ func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
 	return out
 }
 
-// accept reports whether l is a peer this node should program. Our own
-// lease is silently skipped; anything else unusable is logged once per
-// subnet and reason and counted.
+// maxIgnored bounds the refusals remembered (to log each once): a store
+// flooded with bad keys costs counting, not memory.
+const maxIgnored = 4096
+
+// peerNode is this node as backend.CheckPeer judges leases against it.
+func (g *generation) peerNode() backend.PeerNode {
+	return backend.PeerNode{Config: g.cfg, Own: g.own, PublicIP: g.underlay.PublicIP}
+}
+
+// accept reports whether l is a peer this node should program, by
+// backend.CheckPeer, the rules every backend applies too. Our own lease is
+// silently skipped; anything else unusable is logged once per subnet and
+// reason and counted.
 func (g *generation) accept(l subnet.Lease) bool {
-	if l.Subnet == g.own.Subnet {
+	v := backend.CheckPeer(g.peerNode(), l)
+	if v.Own {
 		return false
 	}
-	why := ""
-	switch {
-	case !l.Subnet.IsValid() || !g.cfg.Network.Contains(l.Subnet.Addr()) || l.Subnet.Bits() < g.cfg.Network.Bits():
-		why = "subnet outside the network " + g.cfg.Network.String()
-	case l.Subnet.Bits() != g.cfg.SubnetLen:
-		// Leases of the network's own length can only be equal or
-		// disjoint (one key per subnet), so this also refuses any lease
-		// overlapping another peer's: its more specific route would steal
-		// that peer's traffic.
-		why = fmt.Sprintf("subnet length /%d, this network hands out /%d", l.Subnet.Bits(), g.cfg.SubnetLen)
-	case l.Subnet.Overlaps(g.own.Subnet):
-		why = "subnet overlaps this node's subnet " + g.own.Subnet.String()
-	case !l.Attrs.PublicIP.IsValid():
-		why = "no public IP"
-	case l.Attrs.BackendType != g.cfg.BackendType:
-		why = fmt.Sprintf("backend %q, this network uses %q", l.Attrs.BackendType, g.cfg.BackendType)
-	}
-	if why == "" {
+	if v.Usable() {
 		delete(g.ignored, l.Subnet)
 		return true
 	}
-	if g.ignored[l.Subnet] != why {
-		g.ignored[l.Subnet] = why
-		g.d.metrics.peersIgnored.Inc()
-		g.d.log.Warn("ignoring a lease", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "reason", why)
+	why := v.Reason()
+	prev, seen := g.ignored[l.Subnet]
+	if seen && prev == why {
+		return false
 	}
+	g.d.metrics.peersIgnored.Inc()
+	if !seen && len(g.ignored) >= maxIgnored {
+		if !g.ignoredFull {
+			g.ignoredFull = true
+			g.d.log.Warn("many unusable leases in the store; further ones are counted in weft_peer_leases_ignored_total, not logged",
+				"logged", len(g.ignored))
+		}
+		return false
+	}
+	g.ignored[l.Subnet] = why
+	g.d.log.Warn("ignoring a lease", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "reason", why)
 	return false
 }

@@ -31,6 +31,11 @@ type Lease struct {
 	// Revision is the store's modification revision of the key when this
 	// Lease was read or written. RenewLease compares against it.
 	Revision int64
+	// CreateRevision is the store revision at which the key was created:
+	// renewals and rewrites keep it, a key deleted and created again gets a
+	// new one. Of two leases, the one with the lower CreateRevision is the
+	// older (e.g. it keeps a VtepMAC both claim). Zero when unknown.
+	CreateRevision int64
 	// LeaseID is the store's TTL handle (an etcd lease ID); 0 for a
 	// reservation.
 	LeaseID int64

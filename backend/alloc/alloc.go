@@ -5,8 +5,10 @@
 package alloc
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"net/netip"
 	"sync"
 
 	"github.com/weftnet/weft/backend"
@@ -16,12 +18,16 @@ import (
 // Type is the Backend.Type name of this backend.
 const Type = "alloc"
 
-// Backend records the peer set it is given and programs nothing.
+// Backend records the peer set it is given and programs nothing. Its
+// Peers judge each lease by backend.CheckPeer, as the kernel backends do.
 type Backend struct {
-	mtu int
+	mtu      int
+	cfg      *subnet.Config
+	publicIP netip.Addr
 
 	mu    sync.Mutex
-	peers map[string]subnet.Lease
+	own   subnet.Lease            // guarded by mu
+	peers map[string]subnet.Lease // guarded by mu
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -32,13 +38,20 @@ func New(opts backend.Options) (backend.Backend, error) {
 	if mtu == 0 {
 		mtu = 1500
 	}
-	return &Backend{mtu: mtu, peers: map[string]subnet.Lease{}}, nil
+	return &Backend{mtu: mtu, cfg: opts.Config, publicIP: opts.Underlay.PublicIP, peers: map[string]subnet.Lease{}}, nil
 }
 
 func (b *Backend) Prepare(context.Context) (json.RawMessage, error) { return nil, nil }
-func (b *Backend) Configure(context.Context, subnet.Lease) error    { return nil }
 func (b *Backend) MTU() int                                         { return b.mtu }
 func (b *Backend) Close() error                                     { return nil }
+
+// Configure records own, so Peers refuses leases overlapping it.
+func (b *Backend) Configure(_ context.Context, own subnet.Lease) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.own = own
+	return nil
+}
 
 func (b *Backend) Run(ctx context.Context) error {
 	<-ctx.Done()
@@ -68,12 +81,21 @@ func (b *Backend) Apply(_ context.Context, events []subnet.Event) error {
 	return nil
 }
 
+// Peers reports every lease it was given: programmed when backend.CheckPeer
+// finds it usable (IPv4 or IPv6), else refused with the reason.
 func (b *Backend) Peers() []backend.PeerStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// No BackendType: peers must run the network's (alloc programs
+	// nothing, so it stands in for any backend in control-plane tests).
+	node := backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.publicIP}
 	out := make([]backend.PeerStatus, 0, len(b.peers))
 	for _, p := range b.peers {
-		out = append(out, backend.PeerStatus{Subnet: p.Subnet, PublicIP: p.Attrs.PublicIP, State: backend.PeerProgrammed})
+		st := backend.PeerStatus{Subnet: p.Subnet, PublicIP: p.Attrs.PublicIP, State: backend.PeerProgrammed}
+		if v := backend.CheckPeer(node, p); !v.Usable() {
+			st.State, st.Reason = backend.PeerRefused, cmp.Or(v.Reason(), "subnet is this node's own")
+		}
+		out = append(out, st)
 	}
 	return out
 }

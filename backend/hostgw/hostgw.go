@@ -1,6 +1,7 @@
 package hostgw
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,7 +24,8 @@ import (
 type Backend struct {
 	log     *slog.Logger
 	ul      backend.Underlay
-	network netip.Prefix // pod network; zero when the config has none
+	cfg     *subnet.Config // peers are checked against it; nil refuses every peer
+	network netip.Prefix   // pod network; zero when the config has none
 	h       *nl.Handle
 
 	// Set by Prepare, refreshed by Sync.
@@ -69,6 +71,7 @@ func New(opts backend.Options) (backend.Backend, error) {
 		log:     log,
 		status:  backend.NewStatusBook(log),
 		ul:      opts.Underlay,
+		cfg:     opts.Config,
 		network: network,
 		h:       nl.New(nil),
 		peers:   backend.PeerSet{},
@@ -166,16 +169,16 @@ type plan struct {
 }
 
 type env struct {
-	publicIP  netip.Addr
-	own       netip.Prefix
-	network   netip.Prefix
+	// node is what backend.CheckPeer judges leases against.
+	node      backend.PeerNode
 	ulIndex   int
 	ulName    string
 	connected []netip.Prefix
 }
 
 // planPeers decides, without touching the kernel, each peer's route or why
-// it is refused.
+// it is refused: the rules every backend shares (backend.CheckPeer), then
+// host-gw's own, a PublicIP on a directly connected subnet.
 func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*plan {
 	out := make(map[netip.Prefix]*plan, len(peers))
 	for sn, l := range peers {
@@ -183,19 +186,13 @@ func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*pla
 		out[sn] = p
 		pub := l.Attrs.PublicIP.Unmap()
 		why := ""
+		v := backend.CheckPeer(e.node, l)
+		fv := v.Family(backend.IPv4)
 		switch {
-		case sn == e.own:
+		case v.Own:
 			why = "subnet is this node's own"
-		case !sn.IsValid() || !sn.Addr().Is4():
-			why = "subnet is not an IPv4 prefix"
-		case e.network.IsValid() && (!e.network.Contains(sn.Addr()) || sn.Bits() < e.network.Bits()):
-			why = fmt.Sprintf("subnet is outside the pod network %s", e.network)
-		case l.Attrs.BackendType != subnet.BackendHostGW:
-			why = fmt.Sprintf("backend type %q, want %q", l.Attrs.BackendType, subnet.BackendHostGW)
-		case !pub.IsValid() || pub.Is4() != e.publicIP.Is4():
-			why = "PublicIP is missing or of another address family than this node's"
-		case pub == e.publicIP:
-			why = "PublicIP is this node's own"
+		case !fv.Usable:
+			why = cmp.Or(fv.Reason, "the network does not use IPv4")
 		case !containsAddr(e.connected, pub):
 			why = fmt.Sprintf("PublicIP is not on a subnet directly connected to %s (connected: %v); "+
 				"host-gw needs every node on one L2 segment: use the vxlan backend (DirectRouting keeps "+
@@ -224,7 +221,8 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 // everything, including routes for subnets nobody has).
 func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 	e := env{
-		publicIP: b.ul.PublicIP.Unmap(), own: b.own.Subnet.Masked(), network: b.network,
+		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(),
+			BackendType: subnet.BackendHostGW, Connected: b.connected},
 		ulIndex: b.underlay.Attrs().Index, ulName: b.underlay.Attrs().Name, connected: b.connected,
 	}
 	plans := planPeers(e, b.peers)

@@ -61,7 +61,7 @@ func (n *node) start(t *testing.T, peers []subnet.Lease) {
 		bk, err := New(backend.Options{
 			Logger:   log,
 			Underlay: backend.Underlay{Link: "eth0", Index: eth0.Attrs().Index, PublicIP: n.PublicIP},
-			Config:   &subnet.Config{Network: nltest.Network(), BackendType: "host-gw"},
+			Config:   &subnet.Config{EnableIPv4: true, Network: nltest.Network(), SubnetLen: 24, BackendType: "host-gw"},
 		})
 		if err != nil {
 			return err

@@ -11,10 +11,15 @@ import (
 )
 
 func TestPlanPeers(t *testing.T) {
+	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	connected := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("192.0.2.7/32")}
 	e := env{
-		publicIP: netip.MustParseAddr("198.18.0.10"), own: netip.MustParsePrefix("10.244.1.0/24"),
-		network: netip.MustParsePrefix("10.244.0.0/16"), ulIndex: 2, ulName: "eth0",
-		connected: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("192.0.2.7/32")},
+		node: backend.PeerNode{Config: cfg, Own: subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24")},
+			PublicIP: netip.MustParseAddr("198.18.0.10"), BackendType: "host-gw", Connected: connected},
+		ulIndex: 2, ulName: "eth0", connected: connected,
 	}
 	peers := map[netip.Prefix]subnet.Lease{}
 	for _, l := range []struct{ sn, pub, typ string }{
@@ -27,6 +32,9 @@ func TestPlanPeers(t *testing.T) {
 		{"10.244.8.0/24", "fd00::8", "host-gw"},
 		{"10.245.0.0/24", "198.18.0.13", "host-gw"},
 		{"10.244.1.0/24", "198.18.0.10", "host-gw"},
+		{"10.244.9.0/24", "198.18.0.255", "host-gw"},
+		{"10.244.10.0/24", "224.0.0.1", "host-gw"},
+		{"10.244.11.0/24", "10.244.3.3", "host-gw"},
 	} {
 		lease := subnet.Lease{Subnet: netip.MustParsePrefix(l.sn), Attrs: subnet.LeaseAttrs{BackendType: l.typ}}
 		if l.pub != "" {
@@ -41,12 +49,15 @@ func TestPlanPeers(t *testing.T) {
 		{sn: "10.244.2.0/24", gw: "198.18.0.11"},
 		{sn: "10.244.3.0/24", gw: "192.0.2.7"},
 		{sn: "10.244.4.0/24", reason: "not on a subnet directly connected to eth0"},
-		{sn: "10.244.5.0/24", reason: `backend type "vxlan"`},
+		{sn: "10.244.5.0/24", reason: `backend "vxlan"`},
 		{sn: "10.244.6.0/24", reason: "this node's own"},
-		{sn: "10.244.7.0/24", reason: "PublicIP is missing"},
-		{sn: "10.244.8.0/24", reason: "address family"},
-		{sn: "10.245.0.0/24", reason: "outside the pod network"},
+		{sn: "10.244.7.0/24", reason: "no PublicIP"},
+		{sn: "10.244.8.0/24", reason: "not an IPv4 address"},
+		{sn: "10.245.0.0/24", reason: "outside the network"},
 		{sn: "10.244.1.0/24", reason: "subnet is this node's own"},
+		{sn: "10.244.9.0/24", reason: "broadcast address of the underlay subnet 198.18.0.0/24"},
+		{sn: "10.244.10.0/24", reason: "multicast"},
+		{sn: "10.244.11.0/24", reason: "inside the pod network"},
 	} {
 		t.Run(tc.sn, func(t *testing.T) {
 			p := plans[netip.MustParsePrefix(tc.sn)]

@@ -14,7 +14,7 @@ import (
 func FuzzTxPath(f *testing.F) {
 	f.Add(tsoRead(46*1400, 1400), tsoRead(46*1400, 1400), uint8(0))
 	f.Add(tsoRead(10*1400, 1400), tsoRead(5*1400-100, 1400), uint8(0))
-	f.Add(tsoRead(10*1400, 1400), tsoReadTo("10.244.2.200", 3*1400, 1400), uint8(2))
+	f.Add(tsoRead(10*1400, 1400), tsoReadTo("10.244.4.9", 3*1400, 1400), uint8(2))
 	f.Add(tsoRead(3*1400, 1400), []byte{}, uint8(1))
 	f.Fuzz(func(t *testing.T, a, b []byte, flags uint8) {
 		io := &fakeIO{}

@@ -26,16 +26,37 @@ func ip4(s string) uint32 { return be32(netip.MustParseAddr(s).As4()) }
 
 func testTable() *table { return testTableWith(nil) }
 
+// testNode is the node the tables are built for: 10.244.1.0/24 on
+// 198.18.60.11 in a udp network.
+func testNode() backend.PeerNode {
+	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`))
+	if err != nil {
+		panic(err)
+	}
+	return backend.PeerNode{Config: cfg, Own: subnet.Lease{Subnet: ownSubnet},
+		PublicIP: netip.MustParseAddr("198.18.60.11"), BackendType: subnet.BackendUDP}
+}
+
 // testTableWith is testTable with peerSubnet's lease carrying data as its
 // BackendData.
 func testTableWith(data json.RawMessage) *table {
-	return buildTable(ownSubnet, map[netip.Prefix]subnet.Lease{
+	lease := func(sn, ip, typ string) (netip.Prefix, subnet.Lease) {
+		p := netip.MustParsePrefix(sn)
+		return p, subnet.Lease{Subnet: p, Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(ip), BackendType: typ}}
+	}
+	peers := map[netip.Prefix]subnet.Lease{
 		peerSubnet: {Subnet: peerSubnet, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp", BackendData: data}},
-		netip.MustParsePrefix("10.244.3.0/24"): {Subnet: netip.MustParsePrefix("10.244.3.0/24"),
-			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.13"), BackendType: "vxlan"}},
-		netip.MustParsePrefix("10.244.2.128/25"): {Subnet: netip.MustParsePrefix("10.244.2.128/25"),
-			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.14")}},
-	}, DefaultPort, true)
+	}
+	for _, l := range []struct{ sn, ip, typ string }{
+		{"10.244.3.0/24", "198.18.60.13", "vxlan"}, // another backend
+		{"10.244.4.0/24", "198.18.60.14", ""},      // Flannel's udp lease: no BackendType
+		{"10.244.2.128/25", "198.18.60.15", "udp"}, // inside peerSubnet: not of SubnetLen
+		{"10.244.5.0/24", "198.18.60.11", "udp"},   // claims this node's PublicIP
+	} {
+		sn, ls := lease(l.sn, l.ip, l.typ)
+		peers[sn] = ls
+	}
+	return buildTable(testNode(), peers, DefaultPort, true)
 }
 
 var partialData = json.RawMessage(`{"PartialChecksums":true}`)
@@ -64,8 +85,10 @@ func TestTable(t *testing.T) {
 		want string // peer PublicIP, "" for none
 	}{
 		{"10.244.2.5", "198.18.60.12"},
-		{"10.244.2.200", "198.18.60.14"}, // longest prefix wins
+		{"10.244.2.200", "198.18.60.12"}, // the /25 inside it is refused
+		{"10.244.4.9", "198.18.60.14"},   // a Flannel udp lease is a peer
 		{"10.244.3.1", ""},               // refused: other backend
+		{"10.244.5.1", ""},               // refused: this node's PublicIP
 		{"10.244.9.1", ""},
 		{"10.244.1.7", ""}, // own subnet is not a peer
 	}
@@ -87,14 +110,14 @@ func TestTable(t *testing.T) {
 			refused++
 		}
 	}
-	if refused != 1 || len(tb.statuses) != 3 {
+	if refused != 3 || len(tb.statuses) != 5 {
 		t.Fatalf("statuses %+v", tb.statuses)
 	}
 }
 
 func TestTablePartialChecksums(t *testing.T) {
 	one := func(data json.RawMessage, ownPartial bool) *table {
-		return buildTable(ownSubnet, map[netip.Prefix]subnet.Lease{
+		return buildTable(testNode(), map[netip.Prefix]subnet.Lease{
 			peerSubnet: {Subnet: peerSubnet, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp", BackendData: data}},
 		}, DefaultPort, ownPartial)
 	}
@@ -122,7 +145,7 @@ func TestTablePartialChecksums(t *testing.T) {
 	}
 	// Two leases of one node: partial only if both announce it.
 	other := netip.MustParsePrefix("10.244.7.0/24")
-	tb := buildTable(ownSubnet, map[netip.Prefix]subnet.Lease{
+	tb := buildTable(testNode(), map[netip.Prefix]subnet.Lease{
 		peerSubnet: {Subnet: peerSubnet, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp", BackendData: partialData}},
 		other:      {Subnet: other, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: "udp"}},
 	}, DefaultPort, true)
@@ -296,7 +319,7 @@ func TestTxJoinsSplits(t *testing.T) {
 	}{
 		{"46 + 46 to one peer", []read{{"10.244.2.5", 46 * mss}, {"10.244.2.6", 46 * mss}}, []int{45, 45, 2}},
 		{"short last segment closes the send", []read{{"10.244.2.5", 46*mss - 100}, {"10.244.2.5", 46 * mss}}, []int{45, 1, 45, 1}},
-		{"another peer in between", []read{{"10.244.2.5", 46 * mss}, {"10.244.2.200", 2 * mss}, {"10.244.2.5", 2 * mss}}, []int{45, 1, 2, 2}},
+		{"another peer in between", []read{{"10.244.2.5", 46 * mss}, {"10.244.4.9", 2 * mss}, {"10.244.2.5", 2 * mss}}, []int{45, 1, 2, 2}},
 		{"short tail of a joined split closes the send", []read{{"10.244.2.5", 10 * mss}, {"10.244.2.5", 5*mss - 100}, {"10.244.2.5", 10 * mss}}, []int{15, 10}},
 		{"small splits add up", []read{{"10.244.2.5", 10 * mss}, {"10.244.2.5", 10 * mss}, {"10.244.2.5", 30 * mss}}, []int{45, 5}},
 	}

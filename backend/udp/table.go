@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"cmp"
 	"encoding/json"
 	"net"
 	"net/netip"
@@ -68,13 +69,14 @@ func (t *table) lookup(dst uint32) *peerHost {
 	return nil
 }
 
-// buildTable makes the table for own and peers. Leases without a usable
-// IPv4 PublicIP, of another backend type, or overlapping own are refused.
+// buildTable makes the table for node's own lease and peers. Peers are
+// judged by backend.CheckPeer (its IPv4 verdict): the rules every backend
+// shares, with a lease of no backend type taken as a (Flannel) udp peer.
 // ownPartial says this node takes partial TCP checksums (it announces
 // PartialChecksums); only then are they used with peers that announce it.
-func buildTable(own netip.Prefix, peers map[netip.Prefix]subnet.Lease, port int, ownPartial bool) *table {
+func buildTable(node backend.PeerNode, peers map[netip.Prefix]subnet.Lease, port int, ownPartial bool) *table {
 	t := &table{hosts: make(map[uint32]*peerHost)}
-	if own.IsValid() && own.Addr().Is4() {
+	if own := node.Own.Subnet; own.IsValid() && own.Addr().Is4() {
 		t.own, t.hasOwn = toPrefix4(own), true
 	}
 	keys := make([]netip.Prefix, 0, len(peers))
@@ -85,20 +87,18 @@ func buildTable(own netip.Prefix, peers map[netip.Prefix]subnet.Lease, port int,
 	for _, sn := range keys {
 		l := peers[sn]
 		st := backend.PeerStatus{Subnet: sn, PublicIP: l.Attrs.PublicIP, State: backend.PeerProgrammed}
-		switch {
-		case !sn.Addr().Is4():
-			st.State, st.Reason = backend.PeerRefused, "subnet is not IPv4"
-		case !l.Attrs.PublicIP.Is4():
-			st.State, st.Reason = backend.PeerRefused, "lease has no IPv4 PublicIP"
-		case l.Attrs.BackendType != "" && l.Attrs.BackendType != subnet.BackendUDP:
-			st.State, st.Reason = backend.PeerRefused, "peer runs backend "+l.Attrs.BackendType
-		case own.IsValid() && sn.Overlaps(own):
-			st.State, st.Reason = backend.PeerRefused, "subnet overlaps this node's"
+		v := backend.CheckPeer(node, l)
+		switch fv := v.Family(backend.IPv4); {
+		case v.Own:
+			st.State, st.Reason = backend.PeerRefused, "subnet is this node's own"
+		case !fv.Usable:
+			st.State, st.Reason = backend.PeerRefused, cmp.Or(fv.Reason, "the network does not use IPv4")
 		}
 		t.statuses = append(t.statuses, st)
 		if st.State != backend.PeerProgrammed {
 			continue
 		}
+		l.Attrs.PublicIP = l.Attrs.PublicIP.Unmap()
 		ip := be32(l.Attrs.PublicIP.As4())
 		partial := partialChecksums(l.Attrs.BackendData) && ownPartial
 		h := t.hosts[ip]

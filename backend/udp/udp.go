@@ -66,16 +66,18 @@ type Backend struct {
 	log      *slog.Logger
 	opts     Options
 	underlay backend.Underlay
+	cfg      *subnet.Config // peers are checked against it; nil refuses every peer
 	network  netip.Prefix
 	mtu      int
 	now      func() time.Time
 
 	// Owned by the daemon goroutine (Prepare/Configure/Sync/Apply).
-	own   netip.Prefix
-	peers map[netip.Prefix]subnet.Lease
-	dev   *tun.Device
-	socks []*os.File // UDP sockets, one per queue, not in the Go poller
-	stop  *os.File   // eventfd, readable once the packet path must stop
+	own      netip.Prefix
+	ownLease subnet.Lease
+	peers    map[netip.Prefix]subnet.Lease
+	dev      *tun.Device
+	socks    []*os.File // UDP sockets, one per queue, not in the Go poller
+	stop     *os.File   // eventfd, readable once the packet path must stop
 
 	table atomic.Pointer[table]
 	gso   atomic.Bool
@@ -131,7 +133,7 @@ func newBackend(opts backend.Options) (*Backend, error) {
 		stopped:  make(chan struct{}),
 	}
 	if opts.Config != nil {
-		b.network = opts.Config.Network
+		b.cfg, b.network = opts.Config, opts.Config.Network
 	}
 	b.mtu = o.MTU
 	if b.mtu <= 0 {
@@ -140,7 +142,7 @@ func newBackend(opts backend.Options) (*Backend, error) {
 	if b.mtu < 576 {
 		return nil, fmt.Errorf("udp backend: MTU %d too small (underlay MTU %d); set Backend.MTU or fix the underlay", b.mtu, opts.Underlay.MTU)
 	}
-	b.table.Store(buildTable(netip.Prefix{}, nil, o.Port, false))
+	b.table.Store(buildTable(b.peerNode(), nil, o.Port, false))
 	return b, nil
 }
 
@@ -353,7 +355,7 @@ func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
 			return fmt.Errorf("udp backend: route %s dev %s: %w", b.network, DeviceName, err)
 		}
 	}
-	b.own = own.Subnet.Masked()
+	b.own, b.ownLease = own.Subnet.Masked(), own
 	delete(b.peers, b.own)
 	b.rebuild()
 	b.log.Info("udp tunnel configured", "subnet", b.own, "network", b.network)
@@ -413,8 +415,13 @@ func (b *Backend) Apply(_ context.Context, events []subnet.Event) error {
 	return nil
 }
 
+// peerNode is this node as backend.CheckPeer judges leases against it.
+func (b *Backend) peerNode() backend.PeerNode {
+	return backend.PeerNode{Config: b.cfg, Own: b.ownLease, PublicIP: b.underlay.PublicIP, BackendType: subnet.BackendUDP}
+}
+
 func (b *Backend) rebuild() {
-	t := buildTable(b.own, b.peers, b.opts.Port, b.vnet)
+	t := buildTable(b.peerNode(), b.peers, b.opts.Port, b.vnet)
 	b.table.Store(t)
 	b.log.Debug("peer table updated", "peers", len(t.statuses))
 }

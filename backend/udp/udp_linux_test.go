@@ -99,7 +99,7 @@ func (n *node) prepare(t *testing.T, opts string) {
 		n.b, err = newBackend(backend.Options{
 			Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 			Underlay: backend.Underlay{Link: "eth0", PublicIP: n.ip, MTU: 1500},
-			Config:   &subnet.Config{Network: network, BackendType: "udp", Backend: raw},
+			Config:   &subnet.Config{EnableIPv4: true, Network: network, SubnetLen: 24, BackendType: "udp", Backend: raw},
 		})
 		if err != nil {
 			return err

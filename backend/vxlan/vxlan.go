@@ -28,8 +28,10 @@ type Backend struct {
 	log  *slog.Logger
 	opts Options
 	ul   backend.Underlay
-	// network is the pod network; peers outside it are refused. Zero when
-	// the config has none.
+	// cfg is the network config peers are checked against (nil: none,
+	// and every peer is refused); network is its pod network, zero when
+	// there is none.
+	cfg     *subnet.Config
 	network netip.Prefix
 	h       *nl.Handle
 
@@ -85,6 +87,7 @@ func New(opts backend.Options) (backend.Backend, error) {
 		status:  backend.NewStatusBook(log),
 		opts:    o,
 		ul:      opts.Underlay,
+		cfg:     opts.Config,
 		network: network,
 		h:       nl.New(nil),
 		peers:   backend.PeerSet{},
@@ -280,10 +283,9 @@ type plan struct {
 
 // env is the node-side input of planning.
 type env struct {
-	vni       int
-	publicIP  netip.Addr
-	own       netip.Prefix
-	network   netip.Prefix
+	vni int
+	// node is what backend.CheckPeer judges leases against.
+	node      backend.PeerNode
 	devIndex  int
 	ulIndex   int
 	direct    bool
@@ -291,15 +293,15 @@ type env struct {
 }
 
 // planPeers computes, without touching the kernel, what each peer needs or
-// why it is refused. Peers are visited in subnet order so that conflicts
-// (a VtepMAC claimed twice) are resolved the same way on every pass.
+// why it is refused: first the rules every backend shares
+// (backend.CheckPeer), then vxlan's own (BackendData, a VtepMAC claimed
+// twice). Peers are visited oldest lease first (lowest CreateRevision, then
+// subnet order), so of two leases claiming one VtepMAC the older keeps it on
+// every pass: a newcomer cannot take over a legitimate peer's MAC.
 func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*plan {
-	keys := make([]netip.Prefix, 0, len(peers))
-	for k := range peers {
-		keys = append(keys, k)
-	}
+	keys := slices.Collect(maps.Keys(peers))
 	slices.SortFunc(keys, func(a, c netip.Prefix) int {
-		return cmp.Or(a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
+		return cmp.Or(olderFirst(peers[a], peers[c]), a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
 	})
 	macOwner := map[string]netip.Prefix{}
 	out := make(map[netip.Prefix]*plan, len(peers))
@@ -311,27 +313,16 @@ func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*pla
 			p.state = backend.PeerRefused
 			p.reason = fmt.Sprintf("peer %s (%s): ", sn, l.Attrs.PublicIP) + fmt.Sprintf(format, args...)
 		}
-		pub := l.Attrs.PublicIP.Unmap()
-		switch {
-		case sn == e.own:
+		v := backend.CheckPeer(e.node, l)
+		if v.Own {
 			refuse("subnet is this node's own")
 			continue
-		case !sn.IsValid() || !sn.Addr().Is4():
-			refuse("subnet is not an IPv4 prefix")
-			continue
-		case e.network.IsValid() && (!e.network.Contains(sn.Addr()) || sn.Bits() < e.network.Bits()):
-			refuse("subnet is outside the pod network %s", e.network)
-			continue
-		case l.Attrs.BackendType != subnet.BackendVXLAN:
-			refuse("backend type %q, want %q", l.Attrs.BackendType, subnet.BackendVXLAN)
-			continue
-		case !pub.IsValid() || pub.Is4() != e.publicIP.Is4():
-			refuse("PublicIP is not a usable %s address", map[bool]string{true: "IPv4", false: "IPv6"}[e.publicIP.Is4()])
-			continue
-		case pub == e.publicIP:
-			refuse("PublicIP is this node's own")
+		}
+		if fv := v.Family(backend.IPv4); !fv.Usable {
+			refuse("%s", cmp.Or(fv.Reason, "the network does not use IPv4"))
 			continue
 		}
+		pub := l.Attrs.PublicIP.Unmap()
 		gw := sn.Addr() // peerSubnet.0
 		if e.direct && containsAddr(e.connected, pub) {
 			p.state = backend.PeerProgrammed
@@ -344,7 +335,7 @@ func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*pla
 			continue
 		}
 		if other, dup := macOwner[mac.String()]; dup {
-			refuse("VtepMAC %s is already used by peer %s", mac, other)
+			refuse("VtepMAC %s is already used by the older lease of peer %s (%s)", mac, other, peers[other].Attrs.PublicIP)
 			continue
 		}
 		macOwner[mac.String()] = sn
@@ -353,6 +344,20 @@ func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*pla
 		p.route = nl.Route{Dst: sn, Gw: gw, LinkIndex: e.devIndex, OnLink: true}
 	}
 	return out
+}
+
+// olderFirst orders leases by age: a lower CreateRevision first, and a lease
+// of unknown age (0) after every known one.
+func olderFirst(a, c subnet.Lease) int {
+	switch {
+	case a.CreateRevision == c.CreateRevision:
+		return 0
+	case a.CreateRevision == 0:
+		return 1
+	case c.CreateRevision == 0:
+		return -1
+	}
+	return cmp.Compare(a.CreateRevision, c.CreateRevision)
 }
 
 func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
@@ -372,7 +377,9 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 // replace.
 func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 	e := env{
-		vni: b.opts.VNI, publicIP: b.ul.PublicIP.Unmap(), own: b.own.Subnet.Masked(), network: b.network,
+		vni: b.opts.VNI,
+		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(),
+			BackendType: subnet.BackendVXLAN, Connected: b.connected},
 		devIndex: b.dev.Attrs().Index, ulIndex: b.underlay.Attrs().Index,
 		direct: b.opts.DirectRouting, connected: b.connected,
 	}

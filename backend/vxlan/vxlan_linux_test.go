@@ -65,7 +65,7 @@ func (n *node) start(t *testing.T) {
 		bk, err := New(backend.Options{
 			Logger:   testLogger(t).With("node", n.PublicIP),
 			Underlay: backend.Underlay{Link: "eth0", Index: eth0.Attrs().Index, PublicIP: n.PublicIP},
-			Config:   &subnet.Config{Network: nltest.Network(), BackendType: "vxlan", Backend: json.RawMessage(n.cfg)},
+			Config:   &subnet.Config{EnableIPv4: true, Network: nltest.Network(), SubnetLen: 24, BackendType: "vxlan", Backend: json.RawMessage(n.cfg)},
 		})
 		if err != nil {
 			return err

@@ -88,10 +88,16 @@ func lease(sn, pub, typ, data string) subnet.Lease {
 }
 
 func TestPlanPeers(t *testing.T) {
+	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	connected := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")}
 	e := env{
-		vni: 1, publicIP: netip.MustParseAddr("198.18.0.10"), own: netip.MustParsePrefix("10.244.1.0/24"),
-		network: netip.MustParsePrefix("10.244.0.0/16"), devIndex: 9, ulIndex: 2,
-		connected: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
+		vni: 1,
+		node: backend.PeerNode{Config: cfg, Own: subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24")},
+			PublicIP: netip.MustParseAddr("198.18.0.10"), BackendType: "vxlan", Connected: connected},
+		devIndex: 9, ulIndex: 2, connected: connected,
 	}
 	good := `{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}`
 	peers := map[netip.Prefix]subnet.Lease{}
@@ -109,6 +115,20 @@ func TestPlanPeers(t *testing.T) {
 	add(lease("10.244.12.0/24", "198.18.0.19", "vxlan", `{"VNI":1,"VtepMAC":"01:00:00:00:00:0c"}`))
 	add(lease("10.244.1.0/24", "198.18.0.10", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`))
 	add(lease("10.244.13.0/24", "203.0.113.5", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:0d"}`))
+	// Hostile PublicIPs (backend.CheckPeer's rules, applied here too).
+	add(lease("10.244.16.0/24", "224.0.0.5", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:10"}`))
+	add(lease("10.244.17.0/24", "10.244.99.1", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:11"}`))
+	add(lease("10.244.18.0/24", "198.18.0.255", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:12"}`))
+	add(lease("10.244.19.0/24", "127.0.0.1", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:13"}`))
+	add(lease("10.244.21.0/24", "169.254.0.9", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:15"}`))
+	// A VtepMAC claimed by a newer lease on a lower subnet: the older lease
+	// keeps it.
+	older := lease("10.244.20.0/24", "203.0.113.20", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:14"}`)
+	older.CreateRevision = 3
+	add(older)
+	newer := lease("10.244.15.0/24", "203.0.113.15", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:14"}`)
+	newer.CreateRevision = 9
+	add(newer)
 
 	for _, direct := range []bool{false, true} {
 		e.direct = direct
@@ -124,14 +144,21 @@ func TestPlanPeers(t *testing.T) {
 			{"10.244.4.0/24", "BackendData", true},
 			{"10.244.5.0/24", "missing", true},
 			{"10.244.6.0/24", "VNI 2", true},
-			{"10.244.7.0/24", `backend type "host-gw"`, false},
-			{"10.244.8.0/24", "already used by peer 10.244.2.0/24", true},
-			{"10.245.0.0/24", "outside the pod network", false},
+			{"10.244.7.0/24", `backend "host-gw"`, false},
+			{"10.244.8.0/24", "already used by the older lease of peer 10.244.2.0/24", true},
+			{"10.245.0.0/24", "outside the network", false},
 			{"10.244.10.0/24", "this node's own", false},
 			{"10.244.11.0/24", "IPv4", false},
 			{"10.244.12.0/24", "unicast", true},
 			{"10.244.1.0/24", "own", false},
 			{"10.244.13.0/24", "", false},
+			{"10.244.16.0/24", "multicast", false},
+			{"10.244.17.0/24", "inside the pod network", false},
+			{"10.244.18.0/24", "broadcast address of the underlay subnet", false},
+			{"10.244.19.0/24", "loopback", false},
+			{"10.244.21.0/24", "link-local", false},
+			{"10.244.20.0/24", "", false},
+			{"10.244.15.0/24", "already used by the older lease of peer 10.244.20.0/24", false},
 		} {
 			p := plans[netip.MustParsePrefix(tc.sn)]
 			if tc.reason == "" || (direct && tc.directOK) {

@@ -132,7 +132,7 @@ func (m *Manager) parse(kv *mvccpb.KeyValue) (subnet.Lease, error) {
 	if err != nil {
 		return subnet.Lease{}, err
 	}
-	l := subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Revision: kv.ModRevision, LeaseID: kv.Lease}
+	l := subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Revision: kv.ModRevision, CreateRevision: kv.CreateRevision, LeaseID: kv.Lease}
 	if kv.Value != nil {
 		if err := json.Unmarshal(kv.Value, &l.Attrs); err != nil {
 			return l, fmt.Errorf("%s: %w", kv.Key, err)
@@ -356,7 +356,8 @@ func (m *Manager) create(ctx context.Context, sn, sn6 netip.Prefix, attrs subnet
 		return nil, errConflict
 	}
 	id, exp := g.take()
-	return &subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs, Expiration: exp, Revision: resp.Header.Revision, LeaseID: int64(id)}, nil
+	return &subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs, Expiration: exp, Revision: resp.Header.Revision,
+		CreateRevision: resp.Header.Revision, LeaseID: int64(id)}, nil
 }
 
 // rewrite puts val on the key of l if l.Revision is still its ModRevision.
@@ -382,7 +383,7 @@ func (m *Manager) rewrite(ctx context.Context, l subnet.Lease, attrs subnet.Leas
 	if !resp.Succeeded {
 		return nil, errConflict
 	}
-	out := &subnet.Lease{Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet, Attrs: attrs, Revision: resp.Header.Revision}
+	out := &subnet.Lease{Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet, Attrs: attrs, Revision: resp.Header.Revision, CreateRevision: l.CreateRevision}
 	if !l.Reserved() {
 		id, exp := g.take()
 		out.LeaseID, out.Expiration = int64(id), exp

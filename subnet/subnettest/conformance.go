@@ -26,6 +26,7 @@ func TestManager(t *testing.T, newManager func(t *testing.T) subnet.Manager) {
 		{"Reservation", testReservation},
 		{"Exhaustion", testExhaustion},
 		{"RenewCAS", testRenewCAS},
+		{"CreateRevision", testCreateRevision},
 		{"Release", testRelease},
 		{"ConfigChangeDropsOwnLease", testConfigChange},
 		{"Watch", testWatch},
@@ -266,6 +267,55 @@ func testRenewCAS(t *testing.T, m subnet.Manager) {
 	if err := m.RenewLease(ctx, other, time.Hour); !errors.Is(err, subnet.ErrLeaseLost) {
 		t.Fatalf("renew of a released lease = %v, want ErrLeaseLost", err)
 	}
+}
+
+// testCreateRevision: a key's creation revision orders leases by age. It
+// survives renewals and rewrites of the same key, and a key created again
+// after a release is younger than every other.
+func testCreateRevision(t *testing.T, m subnet.Manager) {
+	ctx := testCtx(t)
+	cfg := MustConfig(t, `{"Network":"10.19.0.0/16"}`)
+	l1 := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(19, 1), TTL: time.Hour})
+	l2 := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(19, 2), TTL: time.Hour})
+	if l1.CreateRevision <= 0 || l2.CreateRevision <= l1.CreateRevision {
+		t.Fatalf("CreateRevision of the first lease %d, of the second %d: want 0 < first < second", l1.CreateRevision, l2.CreateRevision)
+	}
+	created := l1.CreateRevision
+	if err := m.RenewLease(ctx, l1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	attrs := Node(19, 1)
+	attrs.BackendData = []byte(`{"VNI":1,"VtepMAC":"02:00:00:00:13:ff"}`)
+	again := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: attrs, TTL: time.Hour})
+	got := listMap(t, m)
+	if l1.CreateRevision != created || again.CreateRevision != created || got[l1.Subnet].CreateRevision != created {
+		t.Fatalf("after a renewal and a rewrite CreateRevision is %d (renewed), %d (re-acquired), %d (listed); want %d",
+			l1.CreateRevision, again.CreateRevision, got[l1.Subnet].CreateRevision, created)
+	}
+	if got[l2.Subnet].CreateRevision != l2.CreateRevision {
+		t.Fatalf("listed CreateRevision %d, acquired %d", got[l2.Subnet].CreateRevision, l2.CreateRevision)
+	}
+	if err := m.ReleaseLease(ctx, l1.Subnet); err != nil {
+		t.Fatal(err)
+	}
+	l3 := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(19, 3), Previous: l1.Subnet, TTL: time.Hour})
+	if l3.Subnet != l1.Subnet || l3.CreateRevision <= l2.CreateRevision {
+		t.Fatalf("re-created %s has CreateRevision %d, want it on %s and above %d", l3.Subnet, l3.CreateRevision, l1.Subnet, l2.CreateRevision)
+	}
+	// The watch reports it too.
+	wctx, cancel := context.WithCancel(ctx)
+	ch := make(chan subnet.LeaseBatch, 16)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.WatchLeases(wctx, ch) }()
+	defer func() { cancel(); <-done }()
+	w := NewWatchState(ch)
+	w.WaitFor(t, 10*time.Second, func(s map[netip.Prefix]subnet.Lease) bool {
+		return s[l3.Subnet].CreateRevision == l3.CreateRevision && s[l2.Subnet].CreateRevision == l2.CreateRevision
+	})
+	l4 := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(19, 4), TTL: time.Hour})
+	w.WaitFor(t, 10*time.Second, func(s map[netip.Prefix]subnet.Lease) bool {
+		return s[l4.Subnet].CreateRevision == l4.CreateRevision && l4.CreateRevision > l3.CreateRevision
+	})
 }
 
 func testRelease(t *testing.T, m subnet.Manager) {

@@ -190,13 +190,18 @@ func (m *Manager) claimedLocked(sn, sn6 netip.Prefix) bool {
 // putLocked writes a lease (or a reservation) and returns a copy.
 func (m *Manager) putLocked(sn, sn6 netip.Prefix, attrs subnet.LeaseAttrs, ttl time.Duration, reserved bool) *subnet.Lease {
 	m.rev++
-	l := subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: cloneAttrs(attrs), Revision: m.rev}
+	key := subnet.KeyName(sn, sn6)
+	created := m.rev
+	if cur, ok := m.leases[key]; ok {
+		created = cur.CreateRevision // a rewrite keeps it, as in etcd
+	}
+	l := subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: cloneAttrs(attrs), Revision: m.rev, CreateRevision: created}
 	if !reserved {
 		m.nextID++
 		l.LeaseID = m.nextID
 		l.Expiration = m.clock.Now().Add(ttl)
 	}
-	m.leases[subnet.KeyName(sn, sn6)] = l
+	m.leases[key] = l
 	m.recordLocked(subnet.Event{Type: subnet.EventAdded, Lease: l})
 	out := l
 	out.Attrs = cloneAttrs(l.Attrs)

@@ -1,0 +1,171 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/alloc"
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/subnettest"
+)
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// testGeneration is a generation of a daemon logging to logs, holding own
+// on 198.18.0.1 in cfg, for driving the peer bookkeeping directly.
+func testGeneration(t *testing.T, cfg string, logs *syncBuffer) *generation {
+	t.Helper()
+	d, err := New(Config{}, Deps{Manager: subnettest.New(subnettest.Options{}),
+		Backends: map[string]backend.Constructor{alloc.Type: alloc.New}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &generation{d: d, cfg: subnettest.MustConfig(t, cfg),
+		own:      subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.0.1")}},
+		underlay: backend.Underlay{PublicIP: netip.MustParseAddr("198.18.0.1")},
+		peers:    map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}, checkOwn: make(chan struct{}, 1)}
+}
+
+func aLease(sn, ip, typ string) subnet.Lease {
+	return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(ip), BackendType: typ}}
+}
+
+// TestIgnoredLeasesLoggedOnceAndForgotten: a refused lease is logged and
+// counted once however often the store is re-listed, and what is remembered
+// of refusals follows the store: a lease gone from it is forgotten, and the
+// memory is bounded.
+func TestIgnoredLeasesLoggedOnceAndForgotten(t *testing.T) {
+	logs := &syncBuffer{}
+	g := testGeneration(t, allocConfig, logs)
+	bad := aLease("10.244.7.0/24", "224.0.0.9", "alloc")
+	good := aLease("10.244.2.0/24", "198.18.0.2", "alloc")
+	for range 3 {
+		g.replacePeers([]subnet.Lease{bad, good})
+	}
+	if n := logs.count("ignoring a lease"); n != 1 {
+		t.Errorf("a bad lease re-listed 3 times logged %d times, want 1:\n%s", n, logs.String())
+	}
+	if v := counterValue(t, g.d.metrics.peersIgnored); v != 1 {
+		t.Errorf("weft_peer_leases_ignored_total = %v, want 1", v)
+	}
+	if _, ok := g.peers[good.Subnet]; !ok || len(g.peers) != 1 {
+		t.Errorf("peers %v, want only %s", g.peers, good.Subnet)
+	}
+	// Gone from the store (a snapshot without it, or its removal): forgotten.
+	g.replacePeers([]subnet.Lease{good})
+	if len(g.ignored) != 0 {
+		t.Errorf("after a snapshot without it the bad lease is still remembered: %v", g.ignored)
+	}
+	g.applyEvents([]subnet.Event{{Type: subnet.EventAdded, Lease: bad}})
+	g.applyEvents([]subnet.Event{{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: bad.Subnet}}})
+	if len(g.ignored) != 0 {
+		t.Errorf("after its removal the bad lease is still remembered: %v", g.ignored)
+	}
+	// A flood of bad keys: remembered up to maxIgnored, counted beyond, and
+	// said once.
+	flood := make([]subnet.Lease, 0, maxIgnored+10)
+	for i := range maxIgnored + 10 {
+		flood = append(flood, aLease(fmt.Sprintf("10.244.%d.%d/32", i/256, i%256), "198.18.0.9", "alloc"))
+	}
+	before := counterValue(t, g.d.metrics.peersIgnored)
+	g.replacePeers(flood)
+	if len(g.ignored) != maxIgnored {
+		t.Errorf("%d refusals remembered, want the bound %d", len(g.ignored), maxIgnored)
+	}
+	if n := counterValue(t, g.d.metrics.peersIgnored) - before; n != float64(len(flood)) {
+		t.Errorf("%v refusals counted, want %d", n, len(flood))
+	}
+	if n := logs.count("many unusable leases"); n != 1 {
+		t.Errorf("the flood was announced %d times, want 1", n)
+	}
+}
+
+// TestPeerLeasesCheckedByTheSharedRules: the daemon filters with
+// backend.CheckPeer, so it refuses what the backends refuse, including the
+// PublicIP rules its own copy lacked.
+func TestPeerLeasesCheckedByTheSharedRules(t *testing.T) {
+	logs := &syncBuffer{}
+	g := testGeneration(t, allocConfig, logs)
+	for _, tc := range []struct {
+		l      subnet.Lease
+		reason string // "" accepted
+	}{
+		{aLease("10.244.2.0/24", "198.18.0.2", "alloc"), ""},
+		{aLease("10.244.3.0/24", "198.18.0.1", "alloc"), "this node's own"},
+		{aLease("10.244.4.0/24", "239.1.2.3", "alloc"), "multicast"},
+		{aLease("10.244.5.0/24", "127.0.0.1", "alloc"), "loopback"},
+		{aLease("10.244.6.0/24", "10.244.9.9", "alloc"), "inside the pod network"},
+		{aLease("10.244.7.0/24", "169.254.1.1", "alloc"), "link-local"},
+		{aLease("10.244.8.0/24", "255.255.255.255", "alloc"), "broadcast"},
+		{aLease("10.244.9.0/24", "198.18.0.9", "vxlan"), "this network uses"},
+		{aLease("10.244.1.0/24", "198.18.0.1", "alloc"), ""}, // own: skipped, not logged
+	} {
+		ok := g.accept(tc.l)
+		if want := tc.reason == "" && tc.l.Subnet != g.own.Subnet; ok != want {
+			t.Errorf("%s (%s): accepted %v, want %v", tc.l.Subnet, tc.l.Attrs.PublicIP, ok, want)
+		}
+		if tc.reason != "" && g.ignored[tc.l.Subnet] == "" {
+			t.Errorf("%s: not recorded as ignored", tc.l.Subnet)
+		}
+		if tc.reason != "" && logs.count(tc.reason) == 0 {
+			t.Errorf("%s: no log line naming %q:\n%s", tc.l.Subnet, tc.reason, logs.String())
+		}
+	}
+	if _, ok := g.ignored[g.own.Subnet]; ok {
+		t.Error("this node's own lease was recorded as ignored")
+	}
+}
+
+// TestFlannelUDPLeaseIsAPeer: Flannel's udp backend writes its lease with no
+// BackendType ({"PublicIP":"…","PublicIPv6":null}); in a udp network that is
+// a peer, not a lease of "another backend" (issue 14: a mixed udp cluster
+// passed no traffic).
+func TestFlannelUDPLeaseIsAPeer(t *testing.T) {
+	m := newStore(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr("198.18.0.1")}
+	dir := t.TempDir()
+	d, err := New(Config{SubnetFile: dir + "/subnet.env", CNIConfDir: dir + "/net.d", CNIIPAMDir: dir + "/ipam", HealthzAddr: "off"},
+		Deps{Manager: m, Backends: map[string]backend.Constructor{subnet.BackendUDP: alloc.New}, Underlay: &u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{d: d, dir: dir, ip: u.PublicIP, stop: cancel, done: make(chan error, 1)}
+	go func() { n.done <- d.Run(ctx) }()
+	t.Cleanup(func() { n.shutdown(t) })
+	waitFor(t, "ready", n.ready)
+
+	var attrs subnet.LeaseAttrs
+	if err := json.Unmarshal([]byte(`{"PublicIP":"198.18.0.9","PublicIPv6":null}`), &attrs); err != nil {
+		t.Fatal(err)
+	}
+	flannel := netip.MustParsePrefix("10.244.200.0/24")
+	if n.subnetFile(t).Subnet.Masked() == flannel {
+		flannel = netip.MustParsePrefix("10.244.201.0/24")
+	}
+	m.Put(subnet.Lease{Subnet: flannel, Attrs: attrs, Expiration: time.Now().Add(time.Hour)})
+	waitFor(t, "the Flannel udp lease as a peer", func() bool {
+		for _, p := range n.d.Status().Peers {
+			if p.Subnet == flannel && p.State == backend.PeerProgrammed {
+				return true
+			}
+		}
+		return false
+	})
+}
