@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/netip"
 
@@ -28,6 +29,10 @@ type Options struct {
 	// Config is the network config; Config.Backend holds this backend's
 	// options as raw JSON.
 	Config *subnet.Config
+	// StateDir is the node's state directory (weftd --state-dir, mode
+	// 0700), where a backend keeps what must survive restarts (the
+	// wireguard private key). Empty when the node has none.
+	StateDir string
 }
 
 // Constructor builds a backend. It must not touch the kernel or start
@@ -68,7 +73,9 @@ type Backend interface {
 	Apply(ctx context.Context, events []subnet.Event) error
 
 	// Run does the backend's background work (the udp packet path) until ctx
-	// is done. Kernel backends return nil when ctx is done.
+	// is done. Kernel backends return nil when ctx is done. An error
+	// wrapping ErrLeaseDataChanged asks for a new backend: the BackendData
+	// Prepare returned is out of date.
 	Run(ctx context.Context) error
 
 	// Peers reports the state of each known peer. Safe for concurrent use.
@@ -78,6 +85,12 @@ type Backend interface {
 	// that a restart keeps traffic flowing. Safe to call more than once.
 	Close() error
 }
+
+// ErrLeaseDataChanged, returned (wrapped) by Run, means the node's
+// BackendData changed (e.g. its wireguard key was rotated): the daemon closes
+// the backend, builds and prepares a new one and republishes the lease with
+// its BackendData, as for a changed network config.
+var ErrLeaseDataChanged = errors.New("backend data changed")
 
 // PeerState is how a backend handled one peer.
 type PeerState string

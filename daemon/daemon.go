@@ -117,6 +117,10 @@ func (d *Daemon) runGenerations(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, backend.ErrLeaseDataChanged) {
+			d.log.Info("the backend's lease data changed; preparing it again and republishing the lease", "err", err)
+			continue
+		}
 		if !errors.Is(err, errConfigChanged) {
 			return err
 		}
@@ -203,7 +207,7 @@ func (d *Daemon) checkBackend(cfg *subnet.Config, underlay backend.Underlay) err
 	if !ok {
 		return fmt.Errorf("%w: backend type %q is not built into this weftd", errBackendRefused, cfg.BackendType)
 	}
-	be, err := newBackend(backend.Options{Logger: d.log, Underlay: underlay, Config: cfg})
+	be, err := newBackend(backend.Options{Logger: d.log, Underlay: underlay, Config: cfg, StateDir: d.cfg.StateDir})
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", errBackendRefused, cfg.BackendType, err)
 	}
@@ -242,7 +246,7 @@ type generation struct {
 
 func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay backend.Underlay) error {
 	log := d.log.With("backend", cfg.BackendType, "network", cfg.Network)
-	be, err := d.deps.Backends[cfg.BackendType](backend.Options{Logger: log, Underlay: underlay, Config: cfg})
+	be, err := d.deps.Backends[cfg.BackendType](backend.Options{Logger: log, Underlay: underlay, Config: cfg, StateDir: d.cfg.StateDir})
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/weftnet/weft/backend/hostgw"
 	"github.com/weftnet/weft/backend/udp"
 	"github.com/weftnet/weft/backend/vxlan"
+	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/daemon/masq"
 	"github.com/weftnet/weft/subnet"
 	etcdstore "github.com/weftnet/weft/subnet/etcd"
@@ -22,10 +23,11 @@ import (
 // map, not init() registration: what weftd can run is visible here.
 func Backends() map[string]backend.Constructor {
 	return map[string]backend.Constructor{
-		subnet.BackendVXLAN:  vxlan.New,
-		subnet.BackendHostGW: hostgw.New,
-		subnet.BackendUDP:    udp.New,
-		subnet.BackendAlloc:  alloc.New,
+		subnet.BackendVXLAN:     vxlan.New,
+		subnet.BackendHostGW:    hostgw.New,
+		subnet.BackendUDP:       udp.New,
+		subnet.BackendWireGuard: wireguard.New,
+		subnet.BackendAlloc:     alloc.New,
 	}
 }
 

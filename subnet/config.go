@@ -17,6 +17,9 @@ const (
 	BackendVXLAN  = "vxlan"
 	BackendHostGW = "host-gw"
 	BackendUDP    = "udp"
+	// BackendWireGuard encrypts pod traffic between nodes (Flannel's
+	// wireguard backend).
+	BackendWireGuard = "wireguard"
 	// BackendAlloc only takes leases and programs nothing (Flannel's
 	// "alloc"): for clusters that route pod subnets some other way, and for
 	// control-plane tests.
@@ -24,7 +27,9 @@ const (
 )
 
 // BackendTypes lists the accepted Backend.Type values, the default first.
-func BackendTypes() []string { return []string{BackendVXLAN, BackendHostGW, BackendUDP, BackendAlloc} }
+func BackendTypes() []string {
+	return []string{BackendVXLAN, BackendHostGW, BackendUDP, BackendWireGuard, BackendAlloc}
+}
 
 // Limits Flannel applies to subnet sizes: every node subnet needs room for
 // the network address, the gateway, at least one pod and the broadcast

@@ -35,15 +35,16 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"config":   {"get | set FILE|-    show or replace the network config (validated first)", runConfig},
-		"leases":   {"[-o table|json]      list subnet leases and reservations", runLeases},
-		"lease":    {"release SUBNET       delete a node's lease (or a reservation)", runLease},
-		"reserve":  {"SUBNET PUBLICIP      reserve a subnet for a node; never expires", runReserve},
-		"etcd":     {"[--data-dir D] [--listen-client-urls URL]   run an embedded single-node etcd", runEtcd},
-		"lab":      {"up|down|status|test|exec|add-node|remove-node|restart|list   a multi-node weft cluster in network namespaces", runLab},
-		"version":  {"                     print the version", runVersion},
-		"status":   {"[--cluster] [--weftd-addr HOST:PORT] [-o table|json]   this node's lease, backend, peers; --cluster: every lease and its reachability", runStatus},
-		"diagnose": {"POD_IP [-o text|json]   why this node can or cannot reach a pod: owner, expected route/FDB/neighbour, what the kernel has", runDiagnose},
+		"config":    {"get | set FILE|-    show or replace the network config (validated first)", runConfig},
+		"leases":    {"[-o table|json]      list subnet leases and reservations", runLeases},
+		"lease":     {"release SUBNET       delete a node's lease (or a reservation)", runLease},
+		"reserve":   {"SUBNET PUBLICIP      reserve a subnet for a node; never expires", runReserve},
+		"etcd":      {"[--data-dir D] [--listen-client-urls URL]   run an embedded single-node etcd", runEtcd},
+		"lab":       {"up|down|status|test|exec|add-node|remove-node|restart|list   a multi-node weft cluster in network namespaces", runLab},
+		"version":   {"                     print the version", runVersion},
+		"status":    {"[--cluster] [--weftd-addr HOST:PORT] [-o table|json]   this node's lease, backend, peers; --cluster: every lease and its reachability", runStatus},
+		"wireguard": {"public-key | rotate-key [--state-dir D]   print this node's wireguard public key, or replace its private key (weftd republishes the lease)", runWireGuard},
+		"diagnose":  {"POD_IP [-o text|json]   why this node can or cannot reach a pod: owner, expected route/FDB/neighbour, what the kernel has", runDiagnose},
 	}
 }
 
