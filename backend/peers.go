@@ -96,3 +96,18 @@ func (b *StatusBook) Peers() []PeerStatus {
 func comparePrefix(a, c netip.Prefix) int {
 	return cmp.Or(a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
 }
+
+// OlderFirst orders leases by age, for backends that resolve a claim two
+// leases make (a VtepMAC, a public key) in favour of the older: a lower
+// CreateRevision first, and a lease of unknown age (0) after every known one.
+func OlderFirst(a, c subnet.Lease) int {
+	switch {
+	case a.CreateRevision == c.CreateRevision:
+		return 0
+	case a.CreateRevision == 0:
+		return 1
+	case c.CreateRevision == 0:
+		return -1
+	}
+	return cmp.Compare(a.CreateRevision, c.CreateRevision)
+}

@@ -301,7 +301,7 @@ type env struct {
 func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*plan {
 	keys := slices.Collect(maps.Keys(peers))
 	slices.SortFunc(keys, func(a, c netip.Prefix) int {
-		return cmp.Or(olderFirst(peers[a], peers[c]), a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
+		return cmp.Or(backend.OlderFirst(peers[a], peers[c]), a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
 	})
 	macOwner := map[string]netip.Prefix{}
 	out := make(map[netip.Prefix]*plan, len(peers))
@@ -344,20 +344,6 @@ func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*pla
 		p.route = nl.Route{Dst: sn, Gw: gw, LinkIndex: e.devIndex, OnLink: true}
 	}
 	return out
-}
-
-// olderFirst orders leases by age: a lower CreateRevision first, and a lease
-// of unknown age (0) after every known one.
-func olderFirst(a, c subnet.Lease) int {
-	switch {
-	case a.CreateRevision == c.CreateRevision:
-		return 0
-	case a.CreateRevision == 0:
-		return 1
-	case c.CreateRevision == 0:
-		return -1
-	}
-	return cmp.Compare(a.CreateRevision, c.CreateRevision)
 }
 
 func containsAddr(ps []netip.Prefix, a netip.Addr) bool {

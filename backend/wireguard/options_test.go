@@ -158,8 +158,8 @@ func TestParseBackendData(t *testing.T) {
 	}
 }
 
-// TestPlanPeers: the refusals and the deterministic handling of a key
-// claimed twice.
+// TestPlanPeers: the shared verdict's refusals, wireguard's own, and a key
+// claimed twice kept by the older lease.
 func TestPlanPeers(t *testing.T) {
 	own := mustGen(t)
 	k1, k2 := mustGen(t).PublicKey(), mustGen(t).PublicKey()
@@ -169,9 +169,11 @@ func TestPlanPeers(t *testing.T) {
 	}
 	data := func(k wgtypes.Key) string { return `{"PublicKey":"` + k.String() + `","Port":51820}` }
 	peers := backend.PeerSet{}
+	younger, older := lease("10.244.2.0/24", "198.18.0.12", "wireguard", data(k1)), lease("10.244.3.0/24", "198.18.0.13", "wireguard", data(k1))
+	younger.CreateRevision, older.CreateRevision = 9, 5
 	peers.Replace([]subnet.Lease{
-		lease("10.244.2.0/24", "198.18.0.12", "wireguard", data(k1)),
-		lease("10.244.3.0/24", "198.18.0.13", "wireguard", data(k1)), // k1 again
+		younger,
+		older, // k1 again, and first
 		lease("10.244.4.0/24", "198.18.0.14", "wireguard", data(own.PublicKey())),
 		lease("10.244.5.0/24", "198.18.0.15", "vxlan", `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`),
 		lease("10.244.6.0/24", "198.18.0.11", "wireguard", data(k2)), // our PublicIP
@@ -179,16 +181,20 @@ func TestPlanPeers(t *testing.T) {
 		lease("10.244.7.0/24", "198.18.0.17", "wireguard", `{}`),
 		lease("10.244.8.0/24", "198.18.0.18", "wireguard", data(k2)),
 	})
-	e := env{own: netip.MustParsePrefix("10.244.1.0/24"), network: network, publicIP: netip.MustParseAddr("198.18.0.11"),
-		pub: own.PublicKey(), port: 51820}
+	e := env{node: backend.PeerNode{
+		Config:      &subnet.Config{EnableIPv4: true, Network: network, SubnetLen: 24, BackendType: "wireguard"},
+		Own:         subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24")},
+		PublicIP:    netip.MustParseAddr("198.18.0.11"),
+		BackendType: "wireguard",
+	}, pub: own.PublicKey(), port: 51820}
 	plans := planPeers(e, peers)
 	for sn, want := range map[string]string{
-		"10.244.2.0/24": "",
-		"10.244.3.0/24": "already used by peer 10.244.2.0/24",
-		"10.244.4.0/24": "this node's own",
-		"10.244.5.0/24": `backend type "vxlan"`,
-		"10.244.6.0/24": "PublicIP is this node's own",
-		"10.245.0.0/24": "outside the pod network",
+		"10.244.2.0/24": "already used by the older lease of peer 10.244.3.0/24",
+		"10.244.3.0/24": "",
+		"10.244.4.0/24": "PublicKey is this node's own",
+		"10.244.5.0/24": `backend "vxlan", this network uses "wireguard"`,
+		"10.244.6.0/24": "PublicIP 198.18.0.11 is this node's own",
+		"10.245.0.0/24": "outside the network",
 		"10.244.7.0/24": "no PublicKey",
 		"10.244.8.0/24": "",
 	} {

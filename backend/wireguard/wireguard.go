@@ -31,9 +31,12 @@ import (
 // and Close are called from one goroutine, in the network namespace weftd
 // runs in.
 type Backend struct {
-	log      *slog.Logger
-	opts     Options
-	ul       backend.Underlay
+	log  *slog.Logger
+	opts Options
+	ul   backend.Underlay
+	// cfg is the network config peers are checked against (nil: none, and
+	// no lease is a usable peer); network is its Network.
+	cfg      *subnet.Config
 	network  netip.Prefix
 	stateDir string
 	h        *nl.Handle
@@ -100,6 +103,7 @@ func newBackend(opts backend.Options) (*Backend, error) {
 		log:      log,
 		opts:     o,
 		ul:       opts.Underlay,
+		cfg:      opts.Config,
 		network:  network,
 		stateDir: opts.StateDir,
 		h:        nl.New(nil),
@@ -459,27 +463,36 @@ type plan struct {
 
 // env is the node-side input of planning.
 type env struct {
-	own      netip.Prefix
-	network  netip.Prefix
-	publicIP netip.Addr
-	pub      wgtypes.Key
-	port     int
+	// node is what backend.CheckPeer judges leases against.
+	node backend.PeerNode
+	pub  wgtypes.Key
+	port int
 }
 
 // planPeers computes, without touching the kernel, what each peer needs or
-// why it is refused. Peers are visited in subnet order so that a public key
-// claimed twice is resolved the same way on every pass: the first subnet
-// keeps it.
+// why it is refused: first the checks every backend makes
+// (backend.CheckPeer, IPv4), then wireguard's own (BackendData, keys).
+// Peers are visited oldest lease first (lowest CreateRevision, then subnet),
+// so a public key claimed twice stays with the node that had it first (a new
+// node with a copied state directory cannot take over a peer's identity),
+// the same way on every pass.
 func planPeers(e env, peers backend.PeerSet) map[netip.Prefix]*plan {
-	keys := slices.SortedFunc(maps.Keys(peers), comparePrefix)
+	keys := slices.SortedFunc(maps.Keys(peers), func(a, c netip.Prefix) int {
+		return cmp.Or(backend.OlderFirst(peers[a], peers[c]), comparePrefix(a, c))
+	})
 	keyOwner := map[wgtypes.Key]netip.Prefix{}
 	out := make(map[netip.Prefix]*plan, len(peers))
 	for _, sn := range keys {
 		l := peers[sn]
 		p := &plan{lease: l, subnet: sn}
 		out[sn] = p
-		if why := genericRefusal(e, sn, l); why != "" {
-			p.refuse(why)
+		v := backend.CheckPeer(e.node, l)
+		if v.Own {
+			p.refuse("subnet is this node's own")
+			continue
+		}
+		if fv := v.Family(backend.IPv4); !fv.Usable {
+			p.refuse(cmp.Or(fv.Reason, "the network does not use IPv4"))
 			continue
 		}
 		d, err := parseBackendData(l.Attrs.BackendData, e.port)
@@ -492,7 +505,7 @@ func planPeers(e env, peers backend.PeerSet) map[netip.Prefix]*plan {
 			continue
 		}
 		if other, dup := keyOwner[d.key]; dup {
-			p.refuse(fmt.Sprintf("PublicKey is already used by peer %s", other))
+			p.refuse(fmt.Sprintf("PublicKey is already used by the older lease of peer %s (%s)", other, peers[other].Attrs.PublicIP))
 			continue
 		}
 		keyOwner[d.key] = sn
@@ -504,31 +517,6 @@ func planPeers(e env, peers backend.PeerSet) map[netip.Prefix]*plan {
 func (p *plan) refuse(why string) {
 	p.state = backend.PeerRefused
 	p.reason = fmt.Sprintf("peer %s (%s): %s", p.subnet, p.lease.Attrs.PublicIP, why)
-}
-
-// genericRefusal is the minimal "is this lease a usable peer" check every
-// backend makes. TODO(wireguard): replace with backend.CheckPeer, the
-// unified, family-aware verdict, when it lands on main; the wireguard checks
-// (BackendData, keys) then run after its verdict.
-func genericRefusal(e env, sn netip.Prefix, l subnet.Lease) string {
-	pub := l.Attrs.PublicIP.Unmap()
-	switch {
-	case sn == e.own:
-		return "subnet is this node's own"
-	case !sn.IsValid() || !sn.Addr().Is4():
-		return "subnet is not an IPv4 prefix"
-	case e.network.IsValid() && (!e.network.Contains(sn.Addr()) || sn.Bits() < e.network.Bits()):
-		return fmt.Sprintf("subnet is outside the pod network %s", e.network)
-	case e.own.IsValid() && sn.Overlaps(e.own):
-		return fmt.Sprintf("subnet overlaps this node's subnet %s", e.own)
-	case l.Attrs.BackendType != subnet.BackendWireGuard:
-		return fmt.Sprintf("backend type %q, want %q", l.Attrs.BackendType, subnet.BackendWireGuard)
-	case !pub.IsValid() || !pub.Is4() || pub.IsUnspecified() || pub.IsLoopback() || pub.IsMulticast():
-		return "PublicIP is not a usable IPv4 address"
-	case pub == e.publicIP:
-		return "PublicIP is this node's own"
-	}
-	return ""
 }
 
 func comparePrefix(a, c netip.Prefix) int {
@@ -545,8 +533,8 @@ func comparePrefix(a, c netip.Prefix) int {
 // pass.
 func (b *Backend) reconcile(full bool) error {
 	e := env{
-		own: b.own.Subnet.Masked(), network: b.network, publicIP: b.ul.PublicIP.Unmap(),
-		pub: b.key.public(), port: b.opts.ListenPort,
+		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(), BackendType: subnet.BackendWireGuard},
+		pub:  b.key.public(), port: b.opts.ListenPort,
 	}
 	plans := planPeers(e, b.peers)
 	var errs []error

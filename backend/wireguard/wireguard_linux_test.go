@@ -99,7 +99,7 @@ func (n *node) tryPrepare(opts string) error {
 		b, err := newBackend(backend.Options{
 			Logger:   slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Underlay: backend.Underlay{Link: "eth0", PublicIP: n.ip, MTU: 1500},
-			Config:   &subnet.Config{Network: network, SubnetLen: 24, BackendType: "wireguard", Backend: raw},
+			Config:   &subnet.Config{EnableIPv4: true, Network: network, SubnetLen: 24, BackendType: "wireguard", Backend: raw},
 			StateDir: n.dir,
 		})
 		if err != nil {
