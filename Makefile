@@ -7,12 +7,18 @@ PKG     := github.com/weftnet/weft
 LDFLAGS := -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
 # The suite must stay well under CI's limit on 2 cores.
 TEST_TIMEOUT ?= 25m
+RACE_TIMEOUT ?= 20m
 FUZZTIME ?= 5s
 NODES   ?= 3
 BACKEND ?= vxlan
 PODS    ?= 2
 
-.PHONY: all build test unit lint fuzz reliability soak deps lab lab-down bench bench-quick soak install clean
+.PHONY: all build test race unit lint fuzz reliability soak deps lab lab-down bench bench-quick soak install clean
+
+# pipefail: a go test piped into testgate fails the recipe by its own exit
+# status too.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 
 all: build
 
@@ -24,11 +30,27 @@ build:
 	$(GO) build -o $(BIN)/portmap github.com/containernetworking/plugins/plugins/meta/portmap
 	$(GO) build -o $(BIN)/cnitool github.com/containernetworking/cni/cnitool
 
-# The whole suite: unit tests everywhere, kernel and lab tests as root, then
-# every fuzz target for a bounded time.
+# The whole suite: unit tests everywhere, kernel and lab tests as root; then
+# the unit and kernel suite again under the race detector (make race); then
+# every fuzz target for a bounded time. go test's output goes through
+# scripts/testgate, which prints what go test prints and lists the tests
+# that skipped. CI (.ci/run) sets WEFT_CI=1: a kernel or e2e test that
+# cannot run (not root, -short) then fails instead of skipping, and testgate
+# fails the run on any skipped test or a package that ran none of its tests.
 test: deps build lint
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -json ./... | $(GO) run ./scripts/testgate
+	$(MAKE) race
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+# The race pass: the unit and kernel suite again with -race, and the lab
+# e2e tests (lab) with the binaries they run built with -race too
+# (lab.BuildBinaries), failing on any data race weftd or etcd reports in
+# its log. e2e/reliability is left out: its fault scenarios run the same
+# weftd code paths for minutes each, and race-built they would cost far more
+# than the rest of CI (they run in the first pass, without -race).
+RACE_PKGS = $$($(GO) list ./... | grep -v -e '/e2e/')
+race:
+	$(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) -json $(RACE_PKGS) | $(GO) run ./scripts/testgate
 
 # The fault-injection suite alone (part of `make test` too), with each
 # result line collected; and the long soak (SOAK=30m by default).

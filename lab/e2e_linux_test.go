@@ -3,13 +3,13 @@ package lab
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 
 func runTests(m *testing.M) int {
 	flag.Parse()
-	if os.Geteuid() == 0 && os.Getenv("WEFT_E2E_SKIP") == "" && !testing.Short() {
+	if os.Geteuid() == 0 && !testing.Short() {
 		dir, err := os.MkdirTemp("", "weft-e2e-bin-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -39,12 +39,13 @@ func runTests(m *testing.M) int {
 }
 
 // e2eBins returns the built binaries or ends the test: skipped when not
-// root, failed when they did not build.
-func e2eBins(t *testing.T) string {
+// root or under -short (failed in CI: nstest.CannotRun), failed when they
+// did not build.
+func e2eBins(t testing.TB) string {
 	t.Helper()
 	nstest.RequireRoot(t)
 	if e2eBinDir == "" {
-		t.Skip("e2e: skipped under -short or with WEFT_E2E_SKIP set")
+		nstest.CannotRun(t, "e2e: skipped under -short")
 	}
 	if e2eBuildErr != nil {
 		t.Fatalf("e2e binaries: %v", e2eBuildErr)
@@ -53,7 +54,7 @@ func e2eBins(t *testing.T) string {
 }
 
 // testWriter sends progress lines to the test log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -61,32 +62,96 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// upForTest brings a lab up and always tears it down. A backend weftd does
-// not know yet skips the test with weftd's own words.
-func upForTest(t *testing.T, o Options) *Lab {
+// upForTest brings a lab up and always tears it down. Any failure to come
+// up fails the test, also a backend weftd does not know (weftd's own words
+// are in the error): an e2e test never skips a backend.
+func upForTest(t testing.TB, o Options) *Lab {
 	t.Helper()
-	o.BinDir = e2eBins(t)
+	if o.BinDir == "" {
+		o.BinDir = e2eBins(t)
+	}
 	o.Progress = testWriter{t}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 45 * time.Second
 	}
+	var l *Lab
 	t.Cleanup(func() {
+		if l != nil {
+			if err := l.DataRaces(); err != nil {
+				t.Errorf("a lab process reported a data race: %v", err)
+			}
+		}
 		if err := Down(context.Background(), o.StateRoot, o.Name); err != nil {
 			t.Errorf("down: %v", err)
 		}
 	})
 	l, err := Up(t.Context(), o)
 	if err != nil {
-		notBuilt := strings.Contains(err.Error(), "unknown backend") || strings.Contains(err.Error(), "not built into this weftd")
-		if (errors.Is(err, ErrWeftdExited) || errors.Is(err, ErrNotReady)) && notBuilt {
-			t.Skipf("backend %s is not registered in weftd yet: %v", o.Backend, err)
-		}
-		t.Fatalf("lab up: %v", err)
+		t.Fatalf("lab up (backend %s): %v", o.Backend, err)
 	}
 	var b bytes.Buffer
 	_ = l.Status(t.Context()).WriteSummary(&b)
 	t.Logf("lab %s up:\n%s", l.Name, b.String())
 	return l
+}
+
+// ending records how a helper ended a test, without ending the test: its
+// Fatal and Skip end only the goroutine the helper runs on (see endedBy).
+// Everything else (Cleanup, Log, Errorf) is the real test's.
+type ending struct {
+	testing.TB
+	how, msg string
+}
+
+func (e *ending) end(how, msg string) { e.how, e.msg = how, msg; runtime.Goexit() }
+
+func (e *ending) Fatal(a ...any)            { e.end("fail", fmt.Sprint(a...)) }
+func (e *ending) Fatalf(f string, a ...any) { e.end("fail", fmt.Sprintf(f, a...)) }
+func (e *ending) FailNow()                  { e.end("fail", "") }
+func (e *ending) Skip(a ...any)             { e.end("skip", fmt.Sprint(a...)) }
+func (e *ending) Skipf(f string, a ...any)  { e.end("skip", fmt.Sprintf(f, a...)) }
+func (e *ending) SkipNow()                  { e.end("skip", "") }
+
+// endedBy runs f as a test helper and reports how it ended the test:
+// "fail", "skip", or "" when it returned.
+func endedBy(t *testing.T, f func(testing.TB)) *ending {
+	e := &ending{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(e)
+	}()
+	<-done
+	return e
+}
+
+// TestUpForTestFailsUnknownBackend: when weftd does not know the lab's
+// backend (one dropped from weftd's map, or never added), the e2e test
+// fails with weftd's words instead of skipping, so a backend cannot go
+// untested unnoticed.
+func TestUpForTestFailsUnknownBackend(t *testing.T) {
+	bins := e2eBins(t)
+	dir := t.TempDir()
+	for _, b := range binaries {
+		if err := os.Symlink(filepath.Join(bins, b), filepath.Join(dir, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A weftd whose backend map lacks the lab's backend says so and exits,
+	// as the real one does (daemon.checkBackend).
+	weftd := "#!/bin/sh\n" + `echo 'level=ERROR msg="backend type \"vxlan\" is not built into this weftd"' >&2` + "\nexit 1\n"
+	if err := os.Remove(filepath.Join(dir, "weftd")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "weftd"), []byte(weftd), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := endedBy(t, func(tb testing.TB) {
+		upForTest(tb, Options{Name: testLabName("e2eunk-"), Nodes: 1, Backend: "vxlan", StateRoot: t.TempDir(), BinDir: dir, ReadyTimeout: 20 * time.Second})
+	})
+	if e.how != "fail" || !strings.Contains(e.msg, "not built into this weftd") {
+		t.Errorf("upForTest with a backend weftd does not know ended the test with %q %q, want a failure quoting weftd", e.how, e.msg)
+	}
 }
 
 // requireMatrix runs the matrix and fails unless every probe succeeded and

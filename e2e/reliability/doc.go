@@ -5,8 +5,9 @@
 // and lease values, TLS and auth refusals, injected VXLAN packets — and
 // measures what was lost (pings counted with bounded ping runs, kernel
 // state compared with etcd, IPAM compared with live pods). The tests need
-// root and are skipped otherwise; every one is bounded in time and tears
-// its lab down in t.Cleanup.
+// root: without it they skip on a developer's machine and fail in CI
+// (nstest.CannotRun); every one is bounded in time and tears its lab down
+// in t.Cleanup.
 //
 // Flags (go test ./e2e/reliability -args ...):
 //

@@ -32,7 +32,7 @@ func runTests(m *testing.M) int {
 	if !parallelSet {
 		_ = flag.Set("test.parallel", "8")
 	}
-	if os.Geteuid() == 0 && os.Getenv("WEFT_E2E_SKIP") == "" && !testing.Short() {
+	if os.Geteuid() == 0 && !testing.Short() {
 		dir, err := os.MkdirTemp("", "weft-reliability-bin-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

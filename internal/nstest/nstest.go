@@ -17,11 +17,33 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
-// RequireRoot skips t unless it runs as root, which kernel tests need.
+// CIEnv names the environment variable CI sets (.ci/run exports
+// WEFT_CI=1). With it set, a kernel or e2e test that cannot run fails
+// instead of skipping, and scripts/testgate fails the run on any skipped
+// test: a CI run is green only when every suite ran. Without it (go test on
+// a developer's machine, not root) such tests skip with a message.
+const CIEnv = "WEFT_CI"
+
+// InCI reports whether CIEnv is set (to anything but the empty string).
+func InCI() bool { return os.Getenv(CIEnv) != "" }
+
+// CannotRun ends a test that cannot run here, saying why: a skip on a
+// developer's machine, a failure in CI (InCI). Kernel and e2e tests call it
+// instead of t.Skip.
+func CannotRun(t testing.TB, why string) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("%s; %s is set, and CI must run every kernel and e2e test, so this is a failure, not a skip", why, CIEnv)
+	}
+	t.Skip(why)
+}
+
+// RequireRoot ends t unless it runs as root, which kernel tests need:
+// skipped on a developer's machine, failed in CI (see CannotRun).
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("kernel test: needs root to create network namespaces (run `make test` as root)")
+		CannotRun(t, "kernel test: needs root to create network namespaces (run `make test` as root)")
 	}
 }
 
@@ -33,7 +55,7 @@ type NS struct {
 }
 
 // New creates a network namespace named prefix-<random>, brings its loopback
-// up and deletes it in t.Cleanup. It skips t when not root.
+// up and deletes it in t.Cleanup. Without root it ends t (RequireRoot).
 func New(t testing.TB, prefix string) *NS {
 	t.Helper()
 	RequireRoot(t)
