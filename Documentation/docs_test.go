@@ -194,3 +194,80 @@ func TestLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestGoTestCommands keeps the `go test` commands the pages quote able to
+// produce what the text after them reports: every Benchmark and Test named
+// between such a command and the next heading is defined in one of the
+// packages the command lists.
+func TestGoTestCommands(t *testing.T) {
+	pages, err := filepath.Glob("*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	command := regexp.MustCompile("`(go test [^`]*)`")
+	named := regexp.MustCompile(`\b(?:Benchmark|Test)[A-Z][A-Za-z0-9_]*\b`)
+	checked := 0
+	for _, page := range pages {
+		raw, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := string(raw)
+		locs := command.FindAllStringSubmatchIndex(doc, -1)
+		for i, loc := range locs {
+			cmd := doc[loc[2]:loc[3]]
+			var pkgs []string
+			for _, f := range strings.Fields(cmd) {
+				if strings.HasPrefix(f, "./") && !strings.Contains(f, "...") {
+					pkgs = append(pkgs, filepath.Join("..", f))
+				}
+			}
+			if len(pkgs) == 0 || !strings.Contains(cmd, "-bench") && !strings.Contains(cmd, "-run") {
+				continue
+			}
+			// The section the command's figures are in: up to the next
+			// heading or the next go test command.
+			end := len(doc)
+			if h := strings.Index(doc[loc[1]:], "\n#"); h >= 0 {
+				end = loc[1] + h
+			}
+			if i+1 < len(locs) && locs[i+1][0] < end {
+				end = locs[i+1][0]
+			}
+			defined := funcsIn(t, pkgs)
+			for _, name := range named.FindAllString(cmd+" "+doc[loc[1]:end], -1) {
+				checked++
+				if !defined[name] && (strings.HasPrefix(name, "Benchmark") || strings.Contains(cmd, name)) {
+					t.Errorf("%s: `%s` cannot produce %s: none of %v defines it", page, cmd, name, pkgs)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no go test command with named tests or benchmarks found: has the way the pages quote them changed?")
+	}
+}
+
+// funcsIn returns the Test and Benchmark functions of the _test.go files
+// directly in dirs.
+func funcsIn(t *testing.T, dirs []string) map[string]bool {
+	t.Helper()
+	def := regexp.MustCompile(`(?m)^func ((?:Benchmark|Test)[A-Za-z0-9_]*)\(`)
+	out := map[string]bool{}
+	for _, dir := range dirs {
+		files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+		if err != nil || len(files) == 0 {
+			t.Errorf("%s has no test files (%v)", dir, err)
+		}
+		for _, f := range files {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range def.FindAllStringSubmatch(string(src), -1) {
+				out[m[1]] = true
+			}
+		}
+	}
+	return out
+}

@@ -20,7 +20,7 @@ var (
 	udpBytes      = prometheus.NewDesc("weft_udp_bytes_total", "Bytes of inner packets through the udp tunnel by direction.", []string{"direction"}, nil)
 	udpDrops      = prometheus.NewDesc("weft_udp_drops_total", "Packets the udp backend dropped, by reason.", []string{"reason"}, nil)
 	udpOffload    = prometheus.NewDesc("weft_udp_offload_enabled", "1 when the udp backend uses the offload (tso, gso, gro).", []string{"offload"}, nil)
-	udpQueues     = prometheus.NewDesc("weft_udp_queues", "TUN queues (and packet goroutine pairs) of the udp backend.", nil, nil)
+	udpQueues     = prometheus.NewDesc("weft_udp_queues", "TUN queues of the udp backend, each with its UDP socket and one packet goroutine serving both directions.", nil, nil)
 )
 
 // storeCounters is what the etcd store reports about its watch.

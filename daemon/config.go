@@ -23,7 +23,8 @@ type Config struct {
 	IPMasq bool
 	// ForwardRules installs rules accepting forwarded pod traffic (Flannel's
 	// --iptables-forward-rules). With it and IPMasq both off, weftd installs
-	// no firewall rules at all.
+	// no masquerade or forwarding rules; the vxlan backend's peer filter
+	// (Backend.PeerFilter, on by default) is installed regardless.
 	ForwardRules bool
 	MasqBackend  string // "nftables" or "iptables"
 

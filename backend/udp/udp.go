@@ -51,8 +51,8 @@ type Options struct {
 	Port int
 	// MTU overrides the pod MTU; 0 means underlay MTU − Overhead.
 	MTU int
-	// Queues is the number of TUN queues and UDP sockets, each with a
-	// reader goroutine per direction; 0 means GOMAXPROCS.
+	// Queues is the number of TUN queues and UDP sockets, each served
+	// (both directions) by one goroutine; 0 means GOMAXPROCS.
 	Queues int
 	// DisableOffloads turns off TUN TSO/virtio headers, UDP GSO and UDP
 	// GRO (for debugging or comparison).

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/backend/udp"
 	"github.com/weftnet/weft/lab"
 )
 
@@ -12,7 +13,8 @@ import (
 // the restart (zero expected for vxlan and host-gw, whose data plane is the
 // kernel; the udp backend's data plane is weftd, so its loss window is
 // measured), the subnet (must be the same), and the ifindex of the
-// backend's device and of the pod bridge (unchanged: nothing re-created).
+// backend's device (weft.1, or udp's persistent TUN device) and of the pod
+// bridge (unchanged: nothing re-created).
 func TestWeftdKillRestart(t *testing.T) {
 	bins(t)
 	parallelEach(t, allBackends, func(t *testing.T, backend string) {
@@ -23,6 +25,10 @@ func TestWeftdKillRestart(t *testing.T) {
 		switch backend {
 		case "vxlan":
 			devices = append(devices, "weft.1")
+		case "udp":
+			// The TUN device is persistent: the restarted weftd
+			// attaches to it, so it and its route stay.
+			devices = append(devices, udp.DeviceName)
 		}
 		before := map[string]int{}
 		for _, d := range devices {
@@ -46,8 +52,8 @@ func TestWeftdKillRestart(t *testing.T) {
 		}
 		readyAfter := time.Since(killed)
 		st := p.Wait(t)
-		record(t, "weftd SIGKILL + restart on the pinging pod's node, backend %s: ready again %v after the kill; ping n1→n2 %v; same subnet %v; devices re-created: %v",
-			backend, readyAfter.Round(10*time.Millisecond), st, sn == oldSubnet, recreated(t, l, before))
+		record(t, "weftd SIGKILL + restart on the pinging pod's node, backend %s: ready again %v after the kill; ping n1→n2 %v; same subnet %v; of %v re-created: %v",
+			backend, readyAfter.Round(10*time.Millisecond), st, sn == oldSubnet, devices, recreated(t, l, before))
 		if sn != oldSubnet {
 			t.Errorf("subnet %s after the restart, had %s", sn, oldSubnet)
 		}
