@@ -52,14 +52,22 @@ RACE_PKGS = $$($(GO) list ./... | grep -v -e '/e2e/')
 race:
 	$(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) -json $(RACE_PKGS) | $(GO) run ./scripts/testgate
 
-# The fault-injection suite alone (part of `make test` too), with each
-# result line collected; and the long soak (SOAK=30m by default).
+# The fault-injection suite alone (part of `make test` too), keeping its
+# figures: the RESULT lines of a passing run replace
+# Documentation/reliability-results.txt (kept in the repo), and
+# Documentation/reliability.md's tables are regenerated from them (its test,
+# TestReliabilityDoc, fails when they differ). A failed run keeps the old
+# file. And the long soak (SOAK=30m by default; its results are not kept).
 SOAK ?= 30m
+RELIABILITY_RESULTS = Documentation/reliability-results.txt
 reliability: deps build
-	$(GO) test -count=1 -timeout 20m -v ./e2e/reliability -results=reliability-results.txt
+	rm -f $(RELIABILITY_RESULTS).new
+	$(GO) test -count=1 -timeout 20m -v ./e2e/reliability -results=$(CURDIR)/$(RELIABILITY_RESULTS).new
+	mv $(RELIABILITY_RESULTS).new $(RELIABILITY_RESULTS)
+	$(GO) test -count=1 -run TestReliabilityDoc ./Documentation -update
 
 soak: deps build
-	$(GO) test -count=1 -run TestSoak -timeout 60m ./e2e/reliability -soak=$(SOAK) -results=soak-results.txt
+	$(GO) test -count=1 -run TestSoak -timeout 60m ./e2e/reliability -soak=$(SOAK) -results=$(CURDIR)/soak-results.txt
 
 # Longer fuzzing: make fuzz FUZZTIME=5m
 fuzz:

@@ -13,7 +13,10 @@
 //
 //	-etcd-down D   how long etcd stays stopped in TestEtcdDown (default 60s)
 //	-soak D        how long TestSoak runs (default 2m; `make soak` uses 30m)
-//	-results FILE  append one summary line per measured fault to FILE
+//	-results FILE  append one summary line per measured fault to FILE,
+//	               between a "# started" and a "# finished" line
 //
-// Documentation/reliability.md records the figures of real runs.
+// `make reliability` keeps a passing run's results in
+// Documentation/reliability-results.txt and generates the tables of
+// Documentation/reliability.md from them.
 package reliability

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,16 +104,31 @@ func record(t *testing.T, format string, args ...any) {
 	t.Helper()
 	line := fmt.Sprintf("RESULT %s: %s", t.Name(), fmt.Sprintf(format, args...))
 	t.Log(line)
-	if *resultsFlag == "" {
-		return
+	if err := appendResults(time.Now().UTC().Format(time.RFC3339) + " " + line); err != nil {
+		t.Error(err)
 	}
+}
+
+// resultsMu serialises appends to the -results file: parallel tests record
+// at once, and each line must land whole.
+var resultsMu sync.Mutex
+
+// appendResults appends line to the -results file, if one was given.
+func appendResults(line string) error {
+	if *resultsFlag == "" {
+		return nil
+	}
+	resultsMu.Lock()
+	defer resultsMu.Unlock()
 	f, err := os.OpenFile(*resultsFlag, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Errorf("results file: %v", err)
-		return
+		return fmt.Errorf("results file: %w", err)
 	}
-	defer f.Close()
-	fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format(time.RFC3339), line)
+	if _, err := fmt.Fprintln(f, line); err != nil {
+		f.Close()
+		return fmt.Errorf("results file: %w", err)
+	}
+	return f.Close()
 }
 
 // pingStats is what one bounded ping run saw.

@@ -5,6 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,5 +44,41 @@ func runTests(m *testing.M) int {
 		defer os.RemoveAll(dir)
 		binDir, buildErr = dir, lab.BuildBinaries(context.Background(), dir)
 	}
-	return m.Run()
+	if *resultsFlag == "" {
+		return m.Run()
+	}
+	start := time.Now()
+	if err := appendResults(resultsHeader(start)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	status := "passed"
+	if code != 0 {
+		status = "FAILED"
+	}
+	if err := appendResults(fmt.Sprintf("# finished %s: %s after %v", time.Now().UTC().Format(time.RFC3339), status, time.Since(start).Round(time.Second))); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return code
+}
+
+// resultsHeader says where the figures of a -results file come from: when,
+// which commit, which Go, how many CPUs, which kernel, how loaded.
+func resultsHeader(start time.Time) string {
+	commit, err := exec.Command("git", "describe", "--always", "--dirty").Output()
+	if err != nil {
+		commit = []byte("unknown")
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	load, _ := os.ReadFile("/proc/loadavg")
+	loadFields := strings.Fields(string(load))
+	if len(loadFields) > 3 {
+		loadFields = loadFields[:3]
+	}
+	args := strings.Join(os.Args[1:], " ")
+	return fmt.Sprintf("# started %s: commit %s, %s %s/%s, %d CPUs, Linux %s, load average %s; test flags: %s",
+		start.UTC().Format(time.RFC3339), strings.TrimSpace(string(commit)), runtime.Version(), runtime.GOOS, runtime.GOARCH,
+		runtime.NumCPU(), strings.TrimSpace(string(kernel)), strings.Join(loadFields, " "), args)
 }
