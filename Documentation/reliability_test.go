@@ -79,7 +79,11 @@ var resultBlock = regexp.MustCompile(`(?s)(<!-- results: ([^>]*?) -->\n)(.*?)(<!
 
 func renderBlock(r results, names []string) string {
 	if slices.Equal(names, []string{"run"}) {
-		return fmt.Sprintf("Measured by `make reliability`, started %s; finished %s.\n", r.started, r.finished)
+		// The file's header may end with the test binary's flags, which
+		// name paths of the machine it ran on; the flags that matter are
+		// those of make reliability, above.
+		started, _, _ := strings.Cut(r.started, "; test flags:")
+		return fmt.Sprintf("Measured by `make reliability`, started %s; finished %s.\n", started, r.finished)
 	}
 	var rows []resultLine
 	for _, l := range r.lines {

@@ -77,8 +77,8 @@ func resultsHeader(start time.Time) string {
 	if len(loadFields) > 3 {
 		loadFields = loadFields[:3]
 	}
-	args := strings.Join(os.Args[1:], " ")
-	return fmt.Sprintf("# started %s: commit %s, %s %s/%s, %d CPUs, Linux %s, load average %s; test flags: %s",
+	return fmt.Sprintf("# started %s: commit %s, %s %s/%s, %d CPUs, Linux %s, load average %s; -etcd-down %v, -soak %v, -test.parallel %s",
 		start.UTC().Format(time.RFC3339), strings.TrimSpace(string(commit)), runtime.Version(), runtime.GOOS, runtime.GOARCH,
-		runtime.NumCPU(), strings.TrimSpace(string(kernel)), strings.Join(loadFields, " "), args)
+		runtime.NumCPU(), strings.TrimSpace(string(kernel)), strings.Join(loadFields, " "), *etcdDownFlag, *soakFlag,
+		flag.Lookup("test.parallel").Value)
 }
