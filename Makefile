@@ -12,7 +12,7 @@ NODES   ?= 3
 BACKEND ?= vxlan
 PODS    ?= 2
 
-.PHONY: all build test unit lint fuzz reliability soak deps lab lab-down bench bench-quick soak install clean
+.PHONY: all build test refs unit lint fuzz reliability soak deps lab lab-down bench bench-quick soak install clean
 
 all: build
 
@@ -26,7 +26,7 @@ build:
 
 # The whole suite: unit tests everywhere, kernel and lab tests as root, then
 # every fuzz target for a bounded time.
-test: deps build lint
+test: deps build lint refs
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
@@ -38,6 +38,12 @@ reliability: deps build
 
 soak: deps build
 	$(GO) test -count=1 -run TestSoak -timeout 60m ./e2e/reliability -soak=$(SOAK) -results=soak-results.txt
+
+# Reference binaries the tests run against, built once per machine into
+# $WEFT_REF_CACHE (default /var/cache/weft/ref) when absent: kube-apiserver
+# and kube-controller-manager (about 11 minutes the first time).
+refs:
+	./scripts/kube.sh
 
 # Longer fuzzing: make fuzz FUZZTIME=5m
 fuzz:
