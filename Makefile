@@ -13,7 +13,7 @@ NODES   ?= 3
 BACKEND ?= vxlan
 PODS    ?= 2
 
-.PHONY: all build test race unit lint fuzz reliability soak deps lab lab-down bench bench-quick soak install clean
+.PHONY: all build test race refs unit lint fuzz reliability soak deps lab lab-down bench bench-quick soak install clean
 
 # pipefail: a go test piped into testgate fails the recipe by its own exit
 # status too.
@@ -37,7 +37,7 @@ build:
 # that skipped. CI (.ci/run) sets WEFT_CI=1: a kernel or e2e test that
 # cannot run (not root, -short) then fails instead of skipping, and testgate
 # fails the run on any skipped test or a package that ran none of its tests.
-test: deps build lint
+test: deps build lint refs
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -json ./... | $(GO) run ./scripts/testgate
 	$(MAKE) race
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
@@ -68,6 +68,12 @@ reliability: deps build
 
 soak: deps build
 	$(GO) test -count=1 -run TestSoak -timeout 60m ./e2e/reliability -soak=$(SOAK) -results=$(CURDIR)/soak-results.txt
+
+# Reference binaries the tests run against, built once per machine into
+# $WEFT_REF_CACHE (default /var/cache/weft/ref) when absent: kube-apiserver
+# and kube-controller-manager (about 11 minutes the first time).
+refs:
+	./scripts/kube.sh
 
 # Longer fuzzing: make fuzz FUZZTIME=5m
 fuzz:

@@ -193,7 +193,8 @@ func podAddr(t *testing.T, l *Lab, pod string) netip.Addr {
 	return netip.Addr{}
 }
 
-// TestE2E runs, for each backend, in parallel and so also proving that labs
+// TestE2E runs, for each backend (wireguard also: requireWireGuard), in
+// parallel and so also proving that labs
 // with different names coexist: a 3-node lab with 2 pods per node at full
 // connectivity; a 4th node joins and is reached; weftd on one node is
 // SIGKILLed (pods keep working) and restarted (same subnet, same pod IPs);
@@ -210,11 +211,13 @@ func TestE2E(t *testing.T) {
 		// inner source is not in the sending node's subnet), so udp runs
 		// masqueraded, as a Flannel deployment does; host-gw covers
 		// masquerade on a kernel backend, vxlan the unmasqueraded path.
+		// WireGuard's cryptokey routing drops such replies too.
 		ipMasq bool
 	}{
 		{"vxlan", false},
 		{"host-gw", true},
 		{"udp", true},
+		{"wireguard", true},
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
 			t.Parallel()
@@ -234,6 +237,9 @@ func testBackend(t *testing.T, root, backend string, ipMasq bool) {
 	})
 	requireMatrix(t, l, "3 nodes × 2 pods")
 	requireObservable(t, l, backend, 3)
+	if backend == "wireguard" {
+		requireWireGuard(t, l)
+	}
 
 	n4, err := l.AddNode(t.Context())
 	if err != nil {
@@ -254,9 +260,10 @@ func testBackend(t *testing.T, root, backend string, ipMasq bool) {
 	if err := l.StopWeftd(t.Context(), "n2", true); err != nil {
 		t.Fatal(err)
 	}
-	if backend != "udp" {
+	if forwardsWithoutWeftd(t, l, backend, "n2") {
 		// Kernel backends keep forwarding without their daemon; udp's
-		// data plane is weftd itself and resumes with the restart.
+		// and the embedded WireGuard's data plane is weftd itself and
+		// resumes with the restart.
 		requireMatrix(t, l, "weftd on n2 killed")
 	}
 	sn, err := l.StartWeftd(t.Context(), "n2")

@@ -35,7 +35,7 @@ var ErrNotReady = errors.New("weftd not ready")
 type Options struct {
 	Name        string // default DefaultName
 	Nodes       int    // at least 1
-	Backend     string // vxlan, host-gw or udp
+	Backend     string // vxlan, host-gw, udp or wireguard
 	PodsPerNode int
 	// BinDir holds weftd, weft, weftctl and portmap.
 	BinDir string
@@ -409,6 +409,18 @@ func (l *Lab) startNode(ctx context.Context) (*Node, error) {
 	return n, l.startWeftd(n)
 }
 
+// privateRun wraps argv so that it runs with its own, empty /run/wireguard
+// (a tmpfs in the mount namespace `ip netns exec` gives it): the embedded
+// WireGuard device of every node is served on
+// /run/wireguard/weft-wg.sock, a path wgctrl and wg(8) fix, which separate
+// hosts have each for themselves but the lab's nodes would share. sh execs
+// argv, so the PID is still argv's. To look at a node's device:
+// nsenter -t <weftd pid> -m -n wg show.
+func privateRun(argv []string) []string {
+	const script = `mkdir -p /run/wireguard && mount -t tmpfs -o mode=0755,size=1m weft-lab /run/wireguard && exec "$@"`
+	return append([]string{"sh", "-c", script, "weftd"}, argv...)
+}
+
 func (l *Lab) startWeftd(n *Node) error {
 	args := []string{
 		l.bin("weftd"),
@@ -427,10 +439,11 @@ func (l *Lab) startWeftd(n *Node) error {
 		args = append(args, "--ip-masq")
 	}
 	args = append(append(args, l.WeftdArgs...), n.Args...)
-	p, done, err := startInNS(n.NS, n.Log, nil, args...)
+	p, done, err := startInNS(n.NS, n.Log, nil, privateRun(args)...)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
+	p.Cmd = args[0]
 	n.Weftd = p
 	l.exited[p.PID] = done
 	return l.save()

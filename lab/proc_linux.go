@@ -53,13 +53,23 @@ func newProc(pid int, cmd string) (*Proc, error) {
 	return &Proc{PID: pid, StartTime: start, Cmd: cmd}, nil
 }
 
-// Alive reports whether p still runs (a zombie does not count).
+// Alive reports whether p still runs (a zombie does not count). A killed
+// multi-threaded process shows its leader as a zombie while other threads
+// are still exiting, holding its descriptors (a listening port a restart
+// needs): it counts as running until its last thread is gone.
 func (p *Proc) Alive() bool {
 	if p == nil || p.PID <= 0 {
 		return false
 	}
 	state, start, err := procStat(p.PID)
-	return err == nil && start == p.StartTime && state != 'Z' && state != 'X'
+	if err != nil || start != p.StartTime {
+		return false
+	}
+	if state != 'Z' && state != 'X' {
+		return true
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p.PID))
+	return err == nil && len(tasks) > 1
 }
 
 // signal sends sig to p if it is still the process we started.

@@ -16,7 +16,7 @@ import (
 
 const labUsage = `usage: weftctl lab SUBCOMMAND [flags]
 
-  up      --nodes N --backend vxlan|host-gw|udp [--pods-per-node K] [--name NAME] [--bin-dir DIR] [--test] [--down]
+  up      --nodes N --backend vxlan|host-gw|udp|wireguard [--pods-per-node K] [--name NAME] [--bin-dir DIR] [--test] [--down]
   down    [--name NAME]
   status  [--name NAME]
   test    [--name NAME] [--json]
@@ -158,7 +158,7 @@ func parseLabFlags(fs *flag.FlagSet, args []string, e *env) error {
 
 func labUp(ctx context.Context, e *env, fs *flag.FlagSet, name, root *string, args []string) error {
 	nodes := fs.Int("nodes", 3, "number of nodes")
-	backend := fs.String("backend", "vxlan", "backend: vxlan, host-gw or udp")
+	backend := fs.String("backend", "vxlan", "backend: vxlan, host-gw, udp or wireguard")
 	pods := fs.Int("pods-per-node", 2, "pods attached to each node through the weft CNI plugin")
 	binDir := fs.String("bin-dir", "", "directory with weftd, weft, weftctl, portmap (default: this weftctl's directory)")
 	network := fs.String("network", "10.244.0.0/16", "pod network")

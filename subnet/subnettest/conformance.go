@@ -16,22 +16,122 @@ import (
 // newManager (each must start with no config and no leases). Every
 // implementation runs it, so the fake and the etcd store behave alike.
 func TestManager(t *testing.T, newManager func(t *testing.T) subnet.Manager) {
-	for _, tc := range []struct {
-		name string
-		fn   func(t *testing.T, m subnet.Manager)
-	}{
+	TestStore(t, Suite{New: func(t *testing.T) Store {
+		m := newManager(t)
+		return Store{Manager: func(*testing.T, subnet.LeaseAttrs) subnet.Manager { return m }}
+	}})
+}
+
+// Store is a lease store under test together with the operator's hand on
+// it, for stores where a Manager cannot simply act for any node.
+type Store struct {
+	// Manager returns the store as the node with attrs' PublicIP uses it;
+	// zero attrs ask for an observer's view (list and watch only). Stores
+	// where any client acts for any node (etcd, the fake) return one
+	// Manager for all; the Kubernetes store registers a Node per node.
+	Manager func(t *testing.T, attrs subnet.LeaseAttrs) subnet.Manager
+	// UseNetwork prepares the store to give out subnets of cfg (the
+	// Kubernetes store runs the controller manager with cfg's Network as
+	// its cluster CIDR). Nil: the store carves subnets from the request's
+	// Config itself.
+	UseNetwork func(t *testing.T, cfg *subnet.Config)
+	// WriteConfig stores raw as the network config the way the store's
+	// operator does (a file, a ConfigMap); nil: SetNetworkConfig.
+	WriteConfig func(t *testing.T, raw []byte)
+	// Evict takes sn away from its holder the way an operator does (the
+	// Kubernetes store deletes the Node); nil: ReleaseLease.
+	Evict func(t *testing.T, sn netip.Prefix)
+
+	assigned bool // set by TestStore from Suite.Assigned
+}
+
+// Suite says how to run the contract against a store.
+type Suite struct {
+	// New makes a fresh store: no config, no leases.
+	New func(t *testing.T) Store
+	// Assigned marks a store that does not choose subnets: something else
+	// gives each node its subnet (Kubernetes: kube-controller-manager sets
+	// the Node's podCIDR), and a lease lasts as long as the node (no TTL:
+	// it is Reserved). The contract's parts about choosing and freeing
+	// subnets — Previous, reservations, exhaustion, moving to a new
+	// network, release and retake, refusing a stale revision — do not
+	// apply; instead ReserveSubnet, ReleaseLease and SetNetworkConfig must
+	// fail with errors.ErrUnsupported and change nothing. Its Store needs
+	// UseNetwork, WriteConfig and Evict.
+	Assigned bool
+}
+
+type subtest struct {
+	name string
+	fn   func(t *testing.T, s Store)
+}
+
+// TestStore runs the subnet.Manager contract against the stores of s.
+func TestStore(t *testing.T, s Suite) {
+	tests := []subtest{
 		{"Config", testConfig},
 		{"AcquireDistinctAndReuse", testAcquireDistinctAndReuse},
-		{"Previous", testPrevious},
-		{"Reservation", testReservation},
-		{"Exhaustion", testExhaustion},
-		{"RenewCAS", testRenewCAS},
-		{"CreateRevision", testCreateRevision},
-		{"Release", testRelease},
-		{"ConfigChangeDropsOwnLease", testConfigChange},
+		{"RenewAfterEvict", testRenewAfterEvict},
 		{"Watch", testWatch},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newManager(t)) })
+	}
+	if s.Assigned {
+		t.Log("subnets are assigned to nodes from outside this store: the contract's parts about choosing and freeing them do not apply")
+		tests = append(tests, subtest{"Unsupported", testUnsupported})
+	} else {
+		for _, c := range []struct {
+			name string
+			fn   func(t *testing.T, m subnet.Manager)
+		}{
+			{"Previous", testPrevious},
+			{"Reservation", testReservation},
+			{"Exhaustion", testExhaustion},
+			{"RenewCAS", testRenewCAS},
+			{"CreateRevision", testCreateRevision},
+			{"Release", testRelease},
+			{"ConfigChangeDropsOwnLease", testConfigChange},
+		} {
+			// A store that chooses subnets lets any client act for any
+			// node: one Manager does it all.
+			tests = append(tests, subtest{c.name, func(t *testing.T, s Store) { c.fn(t, s.observer(t)) }})
+		}
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := s.New(t)
+			st.assigned = s.Assigned
+			tc.fn(t, st)
+		})
+	}
+}
+
+// node is the store as node attrs uses it, prepared for cfg's network.
+func (s Store) node(t *testing.T, cfg *subnet.Config, attrs subnet.LeaseAttrs) subnet.Manager {
+	t.Helper()
+	if s.UseNetwork != nil && cfg != nil {
+		s.UseNetwork(t, cfg)
+	}
+	return s.Manager(t, attrs)
+}
+
+// observer is the store as an operator listing and watching sees it.
+func (s Store) observer(t *testing.T) subnet.Manager { return s.Manager(t, subnet.LeaseAttrs{}) }
+
+func (s Store) writeConfig(t *testing.T, raw []byte) error {
+	if s.WriteConfig != nil {
+		s.WriteConfig(t, raw)
+		return nil
+	}
+	return s.observer(t).SetNetworkConfig(testCtx(t), raw)
+}
+
+func (s Store) evict(t *testing.T, sn netip.Prefix) {
+	t.Helper()
+	if s.Evict != nil {
+		s.Evict(t, sn)
+		return
+	}
+	if err := s.observer(t).ReleaseLease(testCtx(t), sn); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -82,20 +182,30 @@ func listMap(t *testing.T, m subnet.Manager) map[netip.Prefix]subnet.Lease {
 	return out
 }
 
-func testConfig(t *testing.T, m subnet.Manager) {
+func testConfig(t *testing.T, s Store) {
 	ctx := testCtx(t)
+	m := s.observer(t)
 	if _, err := m.GetNetworkConfig(ctx); !errors.Is(err, subnet.ErrNoConfig) {
 		t.Fatalf("GetNetworkConfig on empty store = %v, want ErrNoConfig", err)
 	}
+	bad := []byte(`{"Network":"10.9.0.0/16","SubnetLen":31}`)
 	var ce *subnet.ConfigError
-	if err := m.SetNetworkConfig(ctx, []byte(`{"Network":"10.9.0.0/16","SubnetLen":31}`)); !errors.As(err, &ce) || ce.Key != "SubnetLen" {
-		t.Fatalf("SetNetworkConfig(bad) = %v, want a *ConfigError for SubnetLen", err)
-	}
-	if _, err := m.GetNetworkConfig(ctx); !errors.Is(err, subnet.ErrNoConfig) {
-		t.Fatalf("a rejected config was stored: %v", err)
+	if s.WriteConfig == nil {
+		if err := m.SetNetworkConfig(ctx, bad); !errors.As(err, &ce) || ce.Key != "SubnetLen" {
+			t.Fatalf("SetNetworkConfig(bad) = %v, want a *ConfigError for SubnetLen", err)
+		}
+		if _, err := m.GetNetworkConfig(ctx); !errors.Is(err, subnet.ErrNoConfig) {
+			t.Fatalf("a rejected config was stored: %v", err)
+		}
+	} else {
+		// The operator's write is outside the store: reading validates.
+		s.WriteConfig(t, bad)
+		if _, err := m.GetNetworkConfig(ctx); !errors.As(err, &ce) || ce.Key != "SubnetLen" {
+			t.Fatalf("GetNetworkConfig of a bad config = %v, want a *ConfigError for SubnetLen", err)
+		}
 	}
 	raw := `{"Network":"10.9.0.0/16","Backend":{"Type":"host-gw"}}`
-	if err := m.SetNetworkConfig(ctx, []byte(raw)); err != nil {
+	if err := s.writeConfig(t, []byte(raw)); err != nil {
 		t.Fatal(err)
 	}
 	c, err := m.GetNetworkConfig(ctx)
@@ -107,16 +217,30 @@ func testConfig(t *testing.T, m subnet.Manager) {
 	}
 }
 
-func testAcquireDistinctAndReuse(t *testing.T, m subnet.Manager) {
+// fits reports whether l is a subnet of cfg the store may give: a candidate
+// of cfg, or for an Assigned store any subnet of cfg's length inside its
+// Network (kube-controller-manager hands out the network's first subnet
+// too).
+func (s Store) fits(cfg *subnet.Config, l *subnet.Lease) bool {
+	if s.assigned {
+		return l.Subnet.IsValid() && cfg.Network.Contains(l.Subnet.Addr()) && l.Subnet.Bits() == cfg.SubnetLen
+	}
+	return cfg.Contains(l.Subnet, l.IPv6Subnet)
+}
+
+func testAcquireDistinctAndReuse(t *testing.T, s Store) {
 	cfg := MustConfig(t, `{"Network":"10.10.0.0/16"}`)
 	seen := make(map[netip.Prefix]bool)
 	var first *subnet.Lease
 	for i := 1; i <= 10; i++ {
-		l := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(10, i), TTL: time.Hour})
-		if !cfg.Contains(l.Subnet, l.IPv6Subnet) || seen[l.Subnet] {
+		l := acquire(t, s.node(t, cfg, Node(10, i)), subnet.AcquireRequest{Config: cfg, Attrs: Node(10, i), TTL: time.Hour})
+		if !s.fits(cfg, l) || seen[l.Subnet] {
 			t.Fatalf("node %d got %s: outside the config or duplicate", i, l.Subnet)
 		}
-		if l.Reserved() || l.Revision == 0 || l.Expiration.IsZero() {
+		if s.assigned && (!l.Reserved() || l.Revision == 0 || !l.Expiration.IsZero()) {
+			t.Fatalf("node %d lease %+v: want a lease with no TTL (it lasts as long as the node) and a revision", i, l)
+		}
+		if !s.assigned && (l.Reserved() || l.Revision == 0 || l.Expiration.IsZero()) {
 			t.Fatalf("node %d lease %+v: want a TTL lease with a revision", i, l)
 		}
 		seen[l.Subnet] = true
@@ -127,11 +251,11 @@ func testAcquireDistinctAndReuse(t *testing.T, m subnet.Manager) {
 	// A restart of node 1 with new backend data gets the same subnet back.
 	attrs := Node(10, 1)
 	attrs.BackendData = []byte(`{"VNI":1,"VtepMAC":"02:00:00:00:ff:ff"}`)
-	again := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: attrs, TTL: time.Hour})
+	again := acquire(t, s.node(t, cfg, attrs), subnet.AcquireRequest{Config: cfg, Attrs: attrs, TTL: time.Hour})
 	if again.Subnet != first.Subnet {
 		t.Fatalf("restart got %s, want its old %s", again.Subnet, first.Subnet)
 	}
-	got := listMap(t, m)
+	got := listMap(t, s.observer(t))
 	if len(got) != 10 {
 		t.Fatalf("%d leases listed, want 10", len(got))
 	}
@@ -318,6 +442,57 @@ func testCreateRevision(t *testing.T, m subnet.Manager) {
 	})
 }
 
+func testRenewAfterEvict(t *testing.T, s Store) {
+	ctx := testCtx(t)
+	cfg := MustConfig(t, `{"Network":"10.14.0.0/16"}`)
+	m := s.node(t, cfg, Node(14, 1))
+	l := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(14, 1), TTL: time.Hour})
+	if err := m.RenewLease(ctx, l, time.Hour); err != nil {
+		t.Fatalf("renew of a held lease: %v", err)
+	}
+	s.evict(t, l.Subnet)
+	before := *l
+	if err := m.RenewLease(ctx, l, time.Hour); !errors.Is(err, subnet.ErrLeaseLost) {
+		t.Fatalf("renew of an evicted lease = %v, want ErrLeaseLost", err)
+	}
+	if l.Revision != before.Revision || l.Subnet != before.Subnet {
+		t.Fatalf("a failed renewal changed the caller's lease: %+v, was %+v", l, before)
+	}
+	if _, ok := listMap(t, s.observer(t))[l.Subnet]; ok {
+		t.Fatalf("%s still listed after it was evicted", l.Subnet)
+	}
+}
+
+func testUnsupported(t *testing.T, s Store) {
+	ctx := testCtx(t)
+	raw := `{"Network":"10.19.0.0/16"}`
+	cfg := MustConfig(t, raw)
+	s.WriteConfig(t, []byte(raw))
+	m := s.node(t, cfg, Node(19, 1))
+	l := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(19, 1)})
+	if err := m.ReserveSubnet(ctx, netip.MustParsePrefix("10.19.200.0/24"), Node(19, 9).PublicIP); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("ReserveSubnet = %v, want errors.ErrUnsupported", err)
+	}
+	if err := m.ReleaseLease(ctx, l.Subnet); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("ReleaseLease = %v, want errors.ErrUnsupported", err)
+	}
+	if err := m.SetNetworkConfig(ctx, []byte(`{"Network":"10.20.0.0/16"}`)); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("SetNetworkConfig = %v, want errors.ErrUnsupported", err)
+	}
+	got := listMap(t, s.observer(t))
+	if len(got) != 1 || got[l.Subnet].Attrs.PublicIP != Node(19, 1).PublicIP {
+		t.Fatalf("after the refused calls the leases are %v, want only %s", got, l.Subnet)
+	}
+	if c, err := m.GetNetworkConfig(ctx); err != nil || c.Network != cfg.Network {
+		t.Fatalf("after the refused SetNetworkConfig the config is %+v, %v", c, err)
+	}
+	for _, l := range got {
+		if !l.Reserved() {
+			t.Fatalf("lease %+v has a TTL; an assigned subnet lasts as long as its node", l)
+		}
+	}
+}
+
 func testRelease(t *testing.T, m subnet.Manager) {
 	ctx := testCtx(t)
 	cfg := MustConfig(t, `{"Network":"10.15.0.0/16"}`)
@@ -346,11 +521,12 @@ func testConfigChange(t *testing.T, m subnet.Manager) {
 	}
 }
 
-func testWatch(t *testing.T, m subnet.Manager) {
+func testWatch(t *testing.T, s Store) {
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	cfg := MustConfig(t, `{"Network":"10.18.0.0/16"}`)
-	l1 := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(18, 1)})
+	l1 := acquire(t, s.node(t, cfg, Node(18, 1)), subnet.AcquireRequest{Config: cfg, Attrs: Node(18, 1)})
+	m := s.observer(t)
 	out := make(chan subnet.LeaseBatch)
 	errc := make(chan error, 1)
 	go func() { errc <- m.WatchLeases(ctx, out) }()
@@ -362,13 +538,11 @@ func testWatch(t *testing.T, m subnet.Manager) {
 	if !w.Snapshots() {
 		t.Fatal("first batch was not a snapshot")
 	}
-	l2 := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(18, 2)})
+	l2 := acquire(t, s.node(t, cfg, Node(18, 2)), subnet.AcquireRequest{Config: cfg, Attrs: Node(18, 2)})
 	w.WaitFor(t, 10*time.Second, func(s map[netip.Prefix]subnet.Lease) bool {
 		return len(s) == 2 && s[l2.Subnet].Attrs.PublicIP == Node(18, 2).PublicIP
 	})
-	if err := m.ReleaseLease(ctx, l1.Subnet); err != nil {
-		t.Fatal(err)
-	}
+	s.evict(t, l1.Subnet)
 	w.WaitFor(t, 10*time.Second, func(s map[netip.Prefix]subnet.Lease) bool {
 		_, ok := s[l1.Subnet]
 		return len(s) == 1 && !ok

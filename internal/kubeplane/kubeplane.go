@@ -1,0 +1,506 @@
+// Package kubeplane runs a minimal Kubernetes control plane as processes for
+// tests, benchmarks and the lab: kube-apiserver (token authentication, RBAC
+// authorization, TLS with its own CA, service-account tokens) on an etcd the
+// caller runs, and kube-controller-manager with only the node IPAM
+// controller, so Nodes get their podCIDRs as in a real cluster. The
+// binaries are the ones scripts/kube.sh builds. Everything listens on the
+// address given (loopback, or an address inside the caller's own network
+// namespace); every process started is stopped by PID.
+//
+// It uses no client-go: readiness is plain HTTPS with the admin token.
+package kubeplane
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Version is the Kubernetes release the tests run against; scripts/kube.sh
+// builds the same one (a test keeps them equal).
+const Version = "v1.37.2"
+
+// BinDir is where scripts/kube.sh puts the binaries of Version:
+// $WEFT_REF_CACHE/kubernetes-<Version>/bin (default /var/cache/weft/ref).
+func BinDir() string {
+	root := os.Getenv("WEFT_REF_CACHE")
+	if root == "" {
+		root = "/var/cache/weft/ref"
+	}
+	return filepath.Join(root, "kubernetes-"+Version, "bin")
+}
+
+// ErrNoBinaries means scripts/kube.sh has not built the binaries.
+var ErrNoBinaries = errors.New("kube-apiserver and kube-controller-manager are not built")
+
+// CheckBinaries returns an error wrapping ErrNoBinaries, saying what to
+// run, unless the build of Version is complete.
+func CheckBinaries() error {
+	dir := BinDir()
+	if _, err := os.Stat(filepath.Join(filepath.Dir(dir), ".complete")); err != nil {
+		return fmt.Errorf("%w in %s: run scripts/kube.sh (about 11 minutes the first time)", ErrNoBinaries, filepath.Dir(dir))
+	}
+	return nil
+}
+
+// Options configure Start.
+type Options struct {
+	// Dir holds certificates, tokens, kubeconfigs and logs. Required.
+	Dir string
+	// EtcdServers are the etcd client URLs the API server stores in.
+	// Required.
+	EtcdServers []string
+	// Addr is the address the API server binds and advertises; 127.0.0.1
+	// when zero.
+	Addr netip.Addr
+	// Port is the API server's secure port; a free one when zero.
+	Port int
+	// ServiceCIDR is --service-cluster-ip-range; 10.96.0.0/16 when zero.
+	ServiceCIDR netip.Prefix
+	// Log, when set, also receives the processes' output.
+	Log io.Writer
+}
+
+// Plane is a running control plane.
+type Plane struct {
+	// URL is the API server's base URL, e.g. https://127.0.0.1:41234.
+	URL string
+	// AdminToken authenticates as a member of system:masters.
+	AdminToken string
+	// CAFile and CAData are the CA that signed the serving certificate.
+	CAFile string
+	CAData []byte
+	// AdminKubeconfig is a kubeconfig file for the admin.
+	AdminKubeconfig string
+
+	opts    Options
+	apiArgs []string
+
+	mu  sync.Mutex
+	api *proc // nil while stopped; guarded by mu
+	kcm *proc // guarded by mu
+}
+
+// Start writes the certificates and tokens, starts kube-apiserver and
+// waits until it is ready (at most a minute, or until ctx is done).
+func Start(ctx context.Context, opts Options) (*Plane, error) {
+	if err := CheckBinaries(); err != nil {
+		return nil, err
+	}
+	if opts.Dir == "" || len(opts.EtcdServers) == 0 {
+		return nil, errors.New("kubeplane: Dir and EtcdServers are required")
+	}
+	if !opts.Addr.IsValid() {
+		opts.Addr = netip.MustParseAddr("127.0.0.1")
+	}
+	if !opts.ServiceCIDR.IsValid() {
+		opts.ServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
+	}
+	if opts.Port == 0 {
+		p, err := freePort(opts.Addr)
+		if err != nil {
+			return nil, err
+		}
+		opts.Port = p
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	p := &Plane{opts: opts, URL: "https://" + net.JoinHostPort(opts.Addr.String(), strconv.Itoa(opts.Port))}
+	if err := p.writeFiles(); err != nil {
+		return nil, fmt.Errorf("kubeplane: %w", err)
+	}
+	d := opts.Dir
+	p.apiArgs = []string{
+		"--etcd-servers=" + strings.Join(opts.EtcdServers, ","),
+		"--etcd-prefix=/registry",
+		"--bind-address=" + opts.Addr.String(),
+		"--advertise-address=" + opts.Addr.String(),
+		"--secure-port=" + strconv.Itoa(opts.Port),
+		// No kubernetes Service endpoints to keep: the "master" is not a
+		// routable node here (kube-apiserver refuses loopback otherwise).
+		"--endpoint-reconciler-type=none",
+		"--tls-cert-file=" + filepath.Join(d, "apiserver.crt"),
+		"--tls-private-key-file=" + filepath.Join(d, "apiserver.key"),
+		"--client-ca-file=" + filepath.Join(d, "ca.crt"),
+		"--cert-dir=" + filepath.Join(d, "certs"),
+		"--token-auth-file=" + filepath.Join(d, "tokens.csv"),
+		"--authorization-mode=RBAC",
+		"--anonymous-auth=false",
+		"--service-account-issuer=https://kubernetes.default.svc",
+		"--service-account-key-file=" + filepath.Join(d, "sa.pub"),
+		"--service-account-signing-key-file=" + filepath.Join(d, "sa.key"),
+		"--service-cluster-ip-range=" + opts.ServiceCIDR.String(),
+		// DaemonSets of network plugins run privileged, as in every real
+		// cluster.
+		"--allow-privileged=true",
+		"--profiling=false",
+		"--enable-priority-and-fairness=false",
+		"--v=0",
+	}
+	if err := p.StartAPIServer(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// StartAPIServer starts kube-apiserver (again, after StopAPIServer) with
+// the same address, data and credentials, and waits until it is ready.
+func (p *Plane) StartAPIServer(ctx context.Context) error {
+	p.mu.Lock()
+	if p.api != nil {
+		p.mu.Unlock()
+		return nil
+	}
+	api, err := p.spawn("kube-apiserver", p.apiArgs)
+	if err == nil {
+		p.api = api
+	}
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := p.waitReady(ctx, api, time.Minute); err != nil {
+		p.StopAPIServer()
+		return err
+	}
+	return nil
+}
+
+// StopAPIServer stops kube-apiserver; clients see it as down.
+func (p *Plane) StopAPIServer() {
+	p.mu.Lock()
+	api := p.api
+	p.api = nil
+	p.mu.Unlock()
+	api.stop()
+}
+
+// APIServerPID is the running API server's PID, 0 when stopped.
+func (p *Plane) APIServerPID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.api == nil {
+		return 0
+	}
+	return p.api.cmd.Process.Pid
+}
+
+// StartControllerManager (re)starts kube-controller-manager with only the
+// node IPAM controller, assigning each Node a /maskSize of clusterCIDR (and
+// of clusterCIDR6 too, when valid: dual stack).
+func (p *Plane) StartControllerManager(clusterCIDR, clusterCIDR6 netip.Prefix, maskSize, maskSize6 int) error {
+	p.StopControllerManager()
+	cidrs := clusterCIDR.String()
+	args := []string{
+		"--kubeconfig=" + p.AdminKubeconfig,
+		"--controllers=nodeipam",
+		"--allocate-node-cidrs=true",
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--use-service-account-credentials=false",
+		"--service-cluster-ip-range=" + p.opts.ServiceCIDR.String(),
+		"--v=0",
+	}
+	if clusterCIDR6.IsValid() {
+		cidrs += "," + clusterCIDR6.String()
+		args = append(args, "--node-cidr-mask-size-ipv4="+strconv.Itoa(maskSize), "--node-cidr-mask-size-ipv6="+strconv.Itoa(maskSize6))
+	} else {
+		args = append(args, "--node-cidr-mask-size="+strconv.Itoa(maskSize))
+	}
+	args = append(args, "--cluster-cidr="+cidrs)
+	kcm, err := p.spawn("kube-controller-manager", args)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.kcm = kcm
+	p.mu.Unlock()
+	return nil
+}
+
+// StopControllerManager stops kube-controller-manager if it runs.
+func (p *Plane) StopControllerManager() {
+	p.mu.Lock()
+	kcm := p.kcm
+	p.kcm = nil
+	p.mu.Unlock()
+	kcm.stop()
+}
+
+// Stop stops every process the plane started.
+func (p *Plane) Stop() {
+	p.StopControllerManager()
+	p.StopAPIServer()
+}
+
+// WriteKubeconfig writes a kubeconfig for token to path.
+func (p *Plane) WriteKubeconfig(path, token string) error {
+	return os.WriteFile(path, []byte(Kubeconfig(p.URL, p.CAData, token)), 0o600)
+}
+
+// Kubeconfig renders a kubeconfig for server, CA and bearer token.
+func Kubeconfig(server string, ca []byte, token string) string {
+	var b strings.Builder
+	b.WriteString("apiVersion: v1\nkind: Config\nclusters:\n- name: weft\n  cluster:\n    server: " + server + "\n")
+	b.WriteString("    certificate-authority-data: " + b64(ca) + "\n")
+	b.WriteString("users:\n- name: weft\n  user:\n    token: " + token + "\n")
+	b.WriteString("contexts:\n- name: weft\n  context:\n    cluster: weft\n    user: weft\ncurrent-context: weft\n")
+	return b.String()
+}
+
+// Do makes an authenticated request to the API server with the admin
+// token and returns the status and body.
+func (p *Plane) Do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	return p.do(ctx, p.AdminToken, method, path, body, "application/json")
+}
+
+func (p *Plane) do(ctx context.Context, token, method, path string, body []byte, ctype string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, p.URL+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := p.httpClient().Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return resp.StatusCode, out, err
+}
+
+func (p *Plane) httpClient() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.CAData)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+func (p *Plane) waitReady(ctx context.Context, api *proc, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last := ""
+	for {
+		code, body, err := p.do(ctx, p.AdminToken, http.MethodGet, "/readyz", nil, "")
+		if err == nil && code == http.StatusOK {
+			return nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("HTTP %d: %.200s", code, body)
+		}
+		select {
+		case <-api.done:
+			return fmt.Errorf("kube-apiserver exited: %v; its log: %s", api.err, api.tail())
+		case <-ctx.Done():
+			return fmt.Errorf("kube-apiserver not ready within %v (last: %s); its log: %s", limit, last, api.tail())
+		case <-tick.C:
+		}
+	}
+}
+
+// proc is one started process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error // set before done closes
+}
+
+func (p *Plane) spawn(name string, args []string) (*proc, error) {
+	logPath := filepath.Join(p.opts.Dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(BinDir(), name), args...)
+	var w io.Writer = f
+	if p.opts.Log != nil {
+		w = io.MultiWriter(f, p.opts.Log)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	// Its own process group, and killed if this process dies (a test
+	// binary that times out runs no cleanup).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := startOnLockedThread(cmd); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	pr := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		pr.err = cmd.Wait()
+		f.Close()
+		close(pr.done)
+	}()
+	return pr, nil
+}
+
+// stop ends the process by its PID: SIGTERM, then SIGKILL after 10 s.
+func (pr *proc) stop() {
+	if pr == nil {
+		return
+	}
+	_ = pr.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-pr.done:
+	case <-time.After(10 * time.Second):
+		_ = pr.cmd.Process.Kill()
+		<-pr.done
+	}
+}
+
+// tail is the end of the process's log.
+func (pr *proc) tail() string {
+	b, _ := os.ReadFile(pr.log)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
+
+// writeFiles makes the CA, the serving certificate, the service-account
+// key pair, the admin token and the admin kubeconfig.
+func (p *Plane) writeFiles() error {
+	d := p.opts.Dir
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "weft-test-ca"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	srvTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.IP(p.opts.Addr.AsSlice())},
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	p.CAData = pemBlock("CERTIFICATE", caDER)
+	p.CAFile = filepath.Join(d, "ca.crt")
+	token := make([]byte, 24)
+	if _, err := rand.Read(token); err != nil {
+		return err
+	}
+	p.AdminToken = fmt.Sprintf("%x", token)
+	files := map[string][]byte{
+		"ca.crt":         p.CAData,
+		"apiserver.crt":  pemBlock("CERTIFICATE", srvDER),
+		"apiserver.key":  pemKey(srvKey),
+		"sa.key":         pemKey(saKey),
+		"sa.pub":         pemPub(&saKey.PublicKey),
+		"tokens.csv":     []byte(p.AdminToken + ",weft-admin,weft-admin,\"system:masters\"\n"),
+		"admin.kubeconf": []byte(Kubeconfig(p.URL, p.CAData, p.AdminToken)),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(d, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	p.AdminKubeconfig = filepath.Join(d, "admin.kubeconf")
+	return nil
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+func pemKey(k *ecdsa.PrivateKey) []byte {
+	der, _ := x509.MarshalECPrivateKey(k)
+	return pemBlock("EC PRIVATE KEY", der)
+}
+
+func pemPub(k *ecdsa.PublicKey) []byte {
+	der, _ := x509.MarshalPKIXPublicKey(k)
+	return pemBlock("PUBLIC KEY", der)
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func freePort(addr netip.Addr) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
+	if err != nil {
+		return 0, fmt.Errorf("kubeplane: free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Pdeathsig fires when the thread that forked the child exits, not the
+// process; Go ends threads whose goroutine exits locked (ns.Do does). So
+// every child is started from one goroutine locked, for good, to a thread
+// that never exits.
+var (
+	spawnOnce sync.Once
+	spawnReq  chan spawnCall
+)
+
+type spawnCall struct {
+	cmd  *exec.Cmd
+	errc chan error
+}
+
+func startOnLockedThread(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnReq = make(chan spawnCall)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for c := range spawnReq {
+				c.errc <- c.cmd.Start()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawnReq <- spawnCall{cmd, errc}
+	return <-errc
+}

@@ -1,0 +1,269 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// WatchLeases implements subnet.Manager with one informer on Node objects:
+// one list, then one watch, resumed by the informer after every break (it
+// re-lists when its version is too old) — never polling. The first batch is
+// a snapshot, sent once the informer has synced; then every change of a
+// Node's lease is an event: a Node that gains a valid lease is added, one
+// whose lease changes is added again (removed first if its podCIDR
+// changed), one deleted or turned corrupt is removed. Node updates that
+// change no lease (status heartbeats) send nothing. If the receiver falls
+// far behind, the pending events are dropped for one snapshot.
+//
+// While the API server is unreachable the informer retries with backoff;
+// the outage is logged once, and the recovery once.
+func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.LeaseBatch) error {
+	w := &watcher{m: m, state: make(map[string]subnet.Lease), wake: make(chan struct{}, 1)}
+	nodes := m.client.CoreV1().Nodes()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			l, err := nodes.List(ctx, o)
+			w.answered(err)
+			return l, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			wi, err := nodes.Watch(ctx, o)
+			w.answered(err)
+			return wi, err
+		},
+	}
+	inf := cache.NewSharedIndexInformerWithOptions(lw, &corev1.Node{}, cache.SharedIndexInformerOptions{})
+	// Keep only what a lease needs: a Node object of a real cluster is
+	// kilobytes of status, and the cache holds every Node.
+	if err := inf.SetTransform(m.slim); err != nil {
+		return fmt.Errorf("watch nodes: %w", err)
+	}
+	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) { w.failed(err) }); err != nil {
+		return fmt.Errorf("watch nodes: %w", err)
+	}
+	reg, err := inf.AddEventHandler(w)
+	if err != nil {
+		return fmt.Errorf("watch nodes: %w", err)
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); inf.RunWithContext(ictx) }()
+	defer wg.Wait()
+	defer cancel()
+
+	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+		return ctx.Err()
+	}
+	for {
+		b, ok := w.take()
+		if ok {
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		select {
+		case <-w.wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// maxPending caps the events kept for a slow receiver: past it they are
+// replaced by one snapshot.
+const maxPending = 4096
+
+// watcher turns informer notifications into lease batches. The informer
+// calls its On* methods from one goroutine; WatchLeases takes batches from
+// another.
+type watcher struct {
+	m    *Manager
+	wake chan struct{} // a batch may be ready
+
+	mu       sync.Mutex
+	state    map[string]subnet.Lease // node name → its valid lease; guarded by mu
+	pending  []subnet.Event          // guarded by mu
+	snapshot bool                    // the next batch is a snapshot; guarded by mu
+	started  bool                    // the first snapshot was taken; guarded by mu
+	rev      int64                   // guarded by mu
+
+	downSince time.Time // guarded by mu
+}
+
+// take returns the next batch, if there is one.
+func (w *watcher) take() (subnet.LeaseBatch, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.started || w.snapshot {
+		w.started, w.snapshot, w.pending = true, false, nil
+		leases := make([]subnet.Lease, 0, len(w.state))
+		for _, l := range w.state {
+			leases = append(leases, l)
+		}
+		return subnet.LeaseBatch{Snapshot: true, Leases: leases, Revision: w.rev}, true
+	}
+	if len(w.pending) == 0 {
+		return subnet.LeaseBatch{}, false
+	}
+	b := subnet.LeaseBatch{Events: w.pending, Revision: w.rev}
+	w.pending = nil
+	return b, true
+}
+
+func (w *watcher) emitLocked(ev subnet.Event) {
+	if !w.started || w.snapshot {
+		return // the coming snapshot has it
+	}
+	if len(w.pending) >= maxPending {
+		w.snapshot, w.pending = true, nil
+		w.m.log.Warn("watch nodes: the receiver fell behind; sending a snapshot instead of the pending events")
+		return
+	}
+	w.pending = append(w.pending, ev)
+}
+
+func (w *watcher) notify() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// update folds in the current version of a Node.
+func (w *watcher) update(n *corev1.Node) {
+	l, ok := w.m.nodeLease(n)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.rev = max(w.rev, revision(n.ResourceVersion))
+	old, had := w.state[n.Name]
+	switch {
+	case !ok && had:
+		delete(w.state, n.Name)
+		w.emitLocked(removed(old))
+	case !ok:
+		return
+	case had && sameLease(old, l):
+		w.state[n.Name] = l // newer revision, same lease: nothing to send
+		return
+	default:
+		if had && (old.Subnet != l.Subnet || old.IPv6Subnet != l.IPv6Subnet) {
+			w.emitLocked(removed(old))
+		}
+		w.state[n.Name] = l
+		w.emitLocked(subnet.Event{Type: subnet.EventAdded, Lease: l})
+	}
+	w.notify()
+}
+
+// OnAdd implements cache.ResourceEventHandler.
+func (w *watcher) OnAdd(obj any, _ bool) {
+	if n, ok := obj.(*corev1.Node); ok {
+		w.update(n)
+	}
+}
+
+// OnUpdate implements cache.ResourceEventHandler.
+func (w *watcher) OnUpdate(_, obj any) { w.OnAdd(obj, false) }
+
+// OnDelete implements cache.ResourceEventHandler. A delete the informer
+// missed while disconnected comes as a DeletedFinalStateUnknown.
+func (w *watcher) OnDelete(obj any) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return
+	}
+	w.m.forget(n.Name)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old, had := w.state[n.Name]
+	if !had {
+		return
+	}
+	delete(w.state, n.Name)
+	w.emitLocked(removed(old))
+	w.notify()
+}
+
+func removed(l subnet.Lease) subnet.Event {
+	return subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet, Revision: l.Revision}}
+}
+
+func sameLease(a, b subnet.Lease) bool {
+	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet &&
+		a.Attrs.PublicIP == b.Attrs.PublicIP && a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 &&
+		a.Attrs.BackendType == b.Attrs.BackendType &&
+		string(a.Attrs.BackendData) == string(b.Attrs.BackendData) &&
+		string(a.Attrs.BackendV6Data) == string(b.Attrs.BackendV6Data)
+}
+
+// failed is the informer's list or watch error: the start of an outage,
+// logged once. A watch whose version is too old is routine (the informer
+// re-lists) and not an outage.
+func (w *watcher) failed(err error) {
+	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) || errors.Is(err, context.Canceled) {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.downSince.IsZero() {
+		w.downSince = time.Now()
+		w.m.log.Warn("watch nodes: the API server does not answer; keeping the current peers and retrying", "err", hint(err))
+	}
+}
+
+// answered records the result of a list or watch request: the first
+// success after an outage ends it, logged once.
+func (w *watcher) answered(err error) {
+	if err != nil {
+		w.failed(err)
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.downSince.IsZero() {
+		w.m.log.Info("watch nodes: the API server answers again", "down_for", time.Since(w.downSince).Round(time.Millisecond))
+		w.downSince = time.Time{}
+	}
+}
+
+// slim is the informer's transform: it keeps of a Node only its name,
+// version, this store's annotations and its podCIDRs.
+func (m *Manager) slim(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	s := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
+		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+	}
+	for k, v := range n.Annotations {
+		if strings.HasPrefix(k, m.ann.prefix) {
+			if s.Annotations == nil {
+				s.Annotations = make(map[string]string, 8)
+			}
+			s.Annotations[k] = v
+		}
+	}
+	return s, nil
+}
