@@ -386,7 +386,10 @@ func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
 // backend, which takes the new key, and republishes the lease. A key file
 // removed while running is written back from the key in use.
 func (b *Backend) Run(ctx context.Context) error {
-	if b.link == nil {
+	// The key, not the link: Prepare sets the key before Run starts and
+	// nothing changes it after, while Sync, which runs beside Run, sets
+	// the link.
+	if b.key.k == (wgtypes.Key{}) {
 		return errors.New("wireguard: Run before Prepare")
 	}
 	t := time.NewTicker(b.keyCheck)

@@ -392,6 +392,17 @@ func TestDriftRepaired(t *testing.T) {
 	a, b := nds[0], nds[1]
 	a.prepare(t, `,"Implementation":"userspace"`)
 	b.prepare(t, `,"Implementation":"userspace"`)
+	// Run goes on beside Configure and the repairing Syncs, as in the
+	// daemon (the race-built lab caught it reading the link Sync sets).
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- a.b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 	a.configure(t, b)
 	b.configure(t, a)
 	ping(t, a.pod, b.podIP())
