@@ -39,6 +39,9 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 	d.warnPodsOutside(own.Subnet)
 	if d.deps.Masq != nil && (d.cfg.IPMasq || d.cfg.ForwardRules) {
 		rules := masq.Rules{Network: g.cfg.Network, Subnet: own.Subnet, Masquerade: d.cfg.IPMasq}
+		if t, ok := g.be.(backend.Tunneled); ok {
+			rules.TunnelPorts = []uint16{t.TunnelPort()}
+		}
 		if info.IPv6Subnet.IsValid() {
 			rules.IPv6Network, rules.IPv6Subnet = g.cfg.IPv6Network, own.IPv6Subnet
 		}

@@ -56,6 +56,7 @@ var (
 	_ backend.Backend       = (*Backend)(nil)
 	_ backend.Constructor   = New
 	_ backend.PeerFiltered  = (*Backend)(nil)
+	_ backend.Tunneled      = (*Backend)(nil)
 	_ backend.RepairCounter = (*Backend)(nil)
 )
 
@@ -96,6 +97,9 @@ func New(opts backend.Options) (backend.Backend, error) {
 
 // Options returns the parsed options.
 func (b *Backend) Options() Options { return b.opts }
+
+// TunnelPort implements backend.Tunneled.
+func (b *Backend) TunnelPort() uint16 { return uint16(b.opts.Port) }
 
 // FilterPort implements backend.PeerFiltered.
 func (b *Backend) FilterPort() (uint16, bool) { return b.opts.FilterPort() }
