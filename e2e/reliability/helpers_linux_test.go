@@ -294,7 +294,7 @@ func leaseKey(sn netip.Prefix) string {
 }
 
 // freeSubnets returns n /24s of the lab network (10.244.0.0/16) that no
-// lab node leases, counting down from 10.244.254.0 (SubnetMax). A test
+// lab node leases, counting down from 10.244.254.0. A test
 // that writes made-up leases must use these: the nodes' subnets are chosen
 // at random, and a made-up lease must not land on a node's own.
 func freeSubnets(l *lab.Lab, n int) []netip.Prefix {
