@@ -138,10 +138,10 @@ func (b *Backend) ensureDevice() error {
 	if ulMTU == 0 {
 		ulMTU = ul.Attrs().MTU
 	}
-	b.mtu = b.opts.MTU
-	if b.mtu == 0 {
-		b.mtu = ulMTU - Overhead(b.ul.PublicIP)
+	if b.opts.MTU != 0 {
+		ulMTU = b.opts.MTU // Flannel's meaning: the path MTU, not the device's
 	}
+	b.mtu = ulMTU - Overhead(b.ul.PublicIP)
 	b.mac = VtepMAC(b.ul.PublicIP, b.opts.VNI)
 	name := DeviceName(b.opts.VNI)
 	want := &netlink.Vxlan{
