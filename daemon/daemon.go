@@ -257,11 +257,11 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	}
 	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}}
 	req := subnet.AcquireRequest{
-		Config:   cfg,
-		Attrs:    subnet.LeaseAttrs{PublicIP: underlay.PublicIP, BackendType: cfg.BackendType, BackendData: data},
-		TTL:      d.cfg.SubnetLeaseTTL,
-		Previous: d.previousSubnet(cfg),
+		Config: cfg,
+		Attrs:  subnet.LeaseAttrs{PublicIP: underlay.PublicIP, BackendType: cfg.BackendType, BackendData: data},
+		TTL:    d.cfg.SubnetLeaseTTL,
 	}
+	req.Previous, req.PreviousIPv6 = d.previousSubnets(cfg)
 	lease, err := d.acquire(ctx, req)
 	if err != nil {
 		return nilOnDone(ctx, err)
@@ -291,21 +291,24 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	return eg.Wait()
 }
 
-// previousSubnet returns the subnet recorded in the existing subnet file,
-// if it belongs to cfg's network.
-func (d *Daemon) previousSubnet(cfg *subnet.Config) netip.Prefix {
+// previousSubnets returns the subnets recorded in the existing subnet file
+// (FLANNEL_SUBNET, FLANNEL_IPV6_SUBNET: weft's or Flannel's), each only if it
+// belongs to cfg's network. The lease store checks the rest.
+func (d *Daemon) previousSubnets(cfg *subnet.Config) (sn, sn6 netip.Prefix) {
 	f, err := subnet.ReadFile(d.cfg.SubnetFile)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			d.log.Warn("ignoring the previous subnet file", "path", d.cfg.SubnetFile, "err", err)
 		}
-		return netip.Prefix{}
+		return netip.Prefix{}, netip.Prefix{}
 	}
-	sn := f.Subnet.Masked()
-	if !sn.IsValid() || !cfg.Network.Contains(sn.Addr()) || sn.Bits() != cfg.SubnetLen {
-		return netip.Prefix{}
+	if p := f.Subnet.Masked(); p.IsValid() && cfg.EnableIPv4 && cfg.Network.Contains(p.Addr()) && p.Bits() == cfg.SubnetLen {
+		sn = p
 	}
-	return sn
+	if p := f.IPv6Subnet.Masked(); p.IsValid() && cfg.EnableIPv6 && cfg.IPv6Network.Contains(p.Addr()) && p.Bits() == cfg.IPv6SubnetLen {
+		sn6 = p
+	}
+	return sn, sn6
 }
 
 // acquire gets a lease, retrying transient errors with backoff.
