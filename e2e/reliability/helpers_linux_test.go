@@ -388,4 +388,11 @@ func parallelEach(t *testing.T, backends []string, f func(t *testing.T, backend 
 	}
 }
 
-var allBackends = []string{"vxlan", "host-gw", "udp"}
+var allBackends = []string{"vxlan", "host-gw", "udp", "wireguard"}
+
+// wgKernel reports whether node's weft-wg is the kernel's WireGuard rather
+// than the embedded one (a TUN device).
+func wgKernel(t *testing.T, l *lab.Lab, node string) bool {
+	t.Helper()
+	return strings.Contains(run(t, l, node, "ip", "-d", "link", "show", "weft-wg"), "wireguard")
+}
