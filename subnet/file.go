@@ -3,12 +3,14 @@ package subnet
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // DefaultFilePath is where weftd writes the subnet file and the CNI plugin
@@ -158,7 +160,8 @@ func WriteFile(path string, f FileInfo) error {
 }
 
 // WriteFileAtomic writes data to path through a temp file in the same
-// directory, fsyncs it and renames it over path.
+// directory, fsyncs it, renames it over path and fsyncs the directory, so
+// the new file survives a crash once it returns.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -186,6 +189,23 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// syncDir makes a rename in dir durable. File systems that cannot sync a
+// directory (EINVAL) are left as they are.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("sync directory: %w", err)
 	}
 	return nil
 }
