@@ -1,9 +1,10 @@
 package lab
 
-// Fault injection for the reliability suite (e2e/reliability): stop and
-// start etcd or one member of an etcd cluster, start a node without waiting
-// for it, reboot a node (its namespaces and kernel state gone, its disk
-// kept), CNI GC, and dialing from inside a lab namespace.
+// Fault injection for the reliability suite (e2e/reliability): stop, start,
+// freeze and thaw etcd, or stop and start one member of an etcd cluster,
+// start a node without waiting for it, reboot a node (its namespaces and
+// kernel state gone, its disk kept), CNI GC, and dialing from inside a lab
+// namespace.
 
 import (
 	"context"
@@ -130,15 +131,21 @@ func (e *Etcd) Member(name string) *EtcdMember {
 	return nil
 }
 
-func stopProc(ctx context.Context, p *Proc, kill bool) error {
-	if !kill {
-		return p.stop(ctx, stopGrace)
+// stopProc stops p — SIGKILL when kill, else SIGTERM and SIGKILL after
+// stopGrace — and returns once p is gone: reaped, when this process started
+// it (see alive), so its ports are free for the next one.
+func (l *Lab) stopProc(ctx context.Context, p *Proc, kill bool) error {
+	var err error
+	if kill {
+		err = p.signal(syscall.SIGKILL)
+	} else {
+		err = p.stop(ctx, stopGrace)
 	}
-	if err := p.signal(syscall.SIGKILL); err != nil {
+	if err != nil {
 		return err
 	}
-	if !p.waitGone(ctx, 5*time.Second) {
-		return fmt.Errorf("process %d (%s) survived SIGKILL", p.PID, p.Cmd)
+	if !poll(ctx, 5*time.Second, 10*time.Millisecond, func() bool { return !l.alive(p) }) {
+		return fmt.Errorf("process %d (%s) still running after it was stopped", p.PID, p.Cmd)
 	}
 	return nil
 }
@@ -150,7 +157,7 @@ func (l *Lab) StopEtcd(ctx context.Context, kill bool) error {
 		return errors.New("lab runs an etcd cluster: use StopEtcdMember")
 	}
 	l.progress.step("etcd: stopping (pid %d, kill=%v)", l.Etcd.Proc.PID, kill)
-	return stopProc(ctx, l.Etcd.Proc, kill)
+	return l.stopProc(ctx, l.Etcd.Proc, kill)
 }
 
 // StartEtcd starts the lab's single etcd again on its data directory and
@@ -179,6 +186,30 @@ func (l *Lab) StartEtcd(ctx context.Context, extra ...string) error {
 	return l.waitMember(ctx, &EtcdMember{Name: "etcd", ClientURL: e.Endpoint, Log: e.Log, Proc: p})
 }
 
+// FreezeEtcd stops the lab's single etcd with SIGSTOP: its port still
+// accepts connections and its open connections stay up, but nothing
+// answers — a hung control plane, which clients notice only by timeouts.
+// ThawEtcd resumes it; Down resumes it too.
+func (l *Lab) FreezeEtcd() error {
+	if len(l.Etcd.Members) > 0 {
+		return errors.New("lab runs an etcd cluster: freeze one member's process instead")
+	}
+	if !l.alive(l.Etcd.Proc) {
+		return errors.New("etcd is not running")
+	}
+	l.progress.step("etcd: frozen (SIGSTOP pid %d)", l.Etcd.Proc.PID)
+	return l.Etcd.Proc.signal(syscall.SIGSTOP)
+}
+
+// ThawEtcd resumes an etcd FreezeEtcd stopped (SIGCONT).
+func (l *Lab) ThawEtcd() error {
+	if len(l.Etcd.Members) > 0 {
+		return errors.New("lab runs an etcd cluster")
+	}
+	l.progress.step("etcd: thawed (SIGCONT pid %d)", l.Etcd.Proc.PID)
+	return l.Etcd.Proc.signal(syscall.SIGCONT)
+}
+
 // StopEtcdMember stops one member of the lab's etcd cluster.
 func (l *Lab) StopEtcdMember(ctx context.Context, name string, kill bool) error {
 	m := l.Etcd.Member(name)
@@ -186,7 +217,7 @@ func (l *Lab) StopEtcdMember(ctx context.Context, name string, kill bool) error 
 		return fmt.Errorf("lab %s has no etcd member %q", l.Name, name)
 	}
 	l.progress.step("etcd member %s: stopping (pid %d, kill=%v)", m.Name, m.Proc.PID, kill)
-	return stopProc(ctx, m.Proc, kill)
+	return l.stopProc(ctx, m.Proc, kill)
 }
 
 // StartEtcdMember starts a stopped member again on its data directory (it
@@ -279,7 +310,7 @@ func (l *Lab) RebootNode(ctx context.Context, name string) error {
 		return fmt.Errorf("lab %s has no node %q", l.Name, name)
 	}
 	l.progress.step("node %s: reboot (namespace deleted, disk kept)", n.Name)
-	if err := stopProc(ctx, n.Weftd, true); err != nil {
+	if err := l.stopProc(ctx, n.Weftd, true); err != nil {
 		return err
 	}
 	pods := len(n.Pods)
