@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -14,8 +15,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/backend/udp"
+	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/daemon/laststate"
 	"github.com/weftnet/weft/lab"
+	"github.com/weftnet/weft/subnet"
 )
 
 // restoreBudget is how soon after weftd starts its pods must reach the
@@ -45,6 +49,9 @@ const restoreBudget = time.Second
 //     without one, and a good file written again.
 func TestRestartDuringOutage(t *testing.T) {
 	bins(t)
+	// wireguard joins allBackends once the lab runs several embedded
+	// WireGuard nodes on one host (each needs its own /run/wireguard);
+	// coldRestart and fakePeer know it already.
 	parallelEach(t, allBackends, func(t *testing.T, backend string) {
 		l := up(t, lab.Options{Name: labName("of"), Nodes: 3, PodsPerNode: 1, Backend: backend})
 		cli := etcdClient(t, l)
@@ -152,10 +159,18 @@ func coldRestart(t *testing.T, l *lab.Lab, backend string, src *lab.Pod, dsts []
 		t.Fatal(err)
 	}
 	switch backend {
-	case "vxlan":
+	case subnet.BackendVXLAN:
 		run(t, l, "n1", "ip", "link", "del", "weft.1")
-	case "udp":
-		run(t, l, "n1", "ip", "link", "del", "weft-udp")
+	case subnet.BackendUDP:
+		run(t, l, "n1", "ip", "link", "del", udp.DeviceName)
+	case subnet.BackendWireGuard:
+		// The embedded wireguard-go's TUN may have gone with weftd.
+		if _, err := l.Run(t.Context(), "n1", "ip", "link", "show", wireguard.DeviceName); err == nil {
+			run(t, l, "n1", "ip", "link", "del", wireguard.DeviceName)
+		}
+	case subnet.BackendHostGW: // routes only
+	default:
+		t.Fatalf("coldRestart does not know what backend %s programs: add it", backend)
 	}
 	run(t, l, "n1", "ip", "route", "flush", "proto", "87")
 	_, _ = l.Run(t.Context(), "n1", "nft", "delete", "table", "inet", "weft") // absent without rules
@@ -260,8 +275,15 @@ func fakePeer(t *testing.T, l *lab.Lab, cli *clientv3.Client, backend string) ne
 	a[3] = 9 // between etcd's members and the nodes: nobody's
 	ip := netip.AddrFrom4(a)
 	value := fmt.Sprintf(`{"PublicIP":%q,"BackendType":%q}`, ip, backend)
-	if backend == "vxlan" {
+	switch backend {
+	case subnet.BackendVXLAN:
 		value = fmt.Sprintf(`{"PublicIP":%q,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:58:00:00:00:c8"}}`, ip)
+	case subnet.BackendWireGuard:
+		var key [32]byte
+		for i := range key {
+			key[i] = byte(200 + i)
+		}
+		value = fmt.Sprintf(`{"PublicIP":%q,"BackendType":"wireguard","BackendData":{"PublicKey":%q,"Port":51820}}`, ip, base64.StdEncoding.EncodeToString(key[:]))
 	}
 	grant, err := cli.Grant(t.Context(), 600)
 	if err != nil {
