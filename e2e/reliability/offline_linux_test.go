@@ -141,7 +141,7 @@ func TestRestartDuringOutage(t *testing.T) {
 		}
 		requireMatrix(t, l, "after the outage")
 		record(t, "weftd SIGKILLed, device/routes/firewall/subnet file deleted, started again, backend %s: first pod reply from the other nodes %v after start with etcd up, %v with etcd frozen (restored from the last known state); a pod added during the outage reached both nodes; n1 ready (not degraded) %v after etcd resumed; the lease deleted during the outage gone on every node and from n1's file; %v reconcile errors",
-			backend, withCP.Round(time.Millisecond), withoutCP.Round(time.Millisecond), rejoined.Round(100*time.Millisecond), reconcileErrors)
+			backend, withCP.Round(time.Millisecond), withoutCP.Round(time.Millisecond), rejoined.Round(10*time.Millisecond), reconcileErrors)
 
 		badStateFiles(t, l)
 	})
@@ -223,6 +223,7 @@ func badStateFiles(t *testing.T, l *lab.Lab) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var seen []string
 	for _, tc := range []struct {
 		name, problem string
 		data          []byte
@@ -257,13 +258,21 @@ func badStateFiles(t *testing.T, l *lab.Lab) {
 			t.Errorf("%s: no good last known state written again", tc.name)
 		}
 		if len(said) == 1 {
-			record(t, "last known state %s: %s", tc.name, said[0][strings.Index(said[0], "msg="):])
+			// What weftd said, without the path: `... .json is truncated: ...`.
+			detail := said[0]
+			if i := strings.Index(detail, laststate.FileName+" "); i >= 0 {
+				detail = detail[i+len(laststate.FileName)+1:]
+			}
+			detail, _, _ = strings.Cut(detail, `" movedTo=`)
+			seen = append(seen, fmt.Sprintf("%s (%s)", tc.name, detail))
 		}
 	}
 	aside, _ := filepath.Glob(path + ".bad-*")
 	if len(aside) != laststate.KeepBad {
 		t.Errorf("%d files moved aside kept, want the %d newest: %v", len(aside), laststate.KeepBad, aside)
 	}
+	record(t, "bad last known state, etcd up: %s; each reported once with a hint, moved aside, the node ready as without one and a good file written again; %d moved-aside files kept",
+		strings.Join(seen, "; "), len(aside))
 }
 
 // fakePeer writes a lease for a node that does not exist (an unused
@@ -299,7 +308,7 @@ func fakePeer(t *testing.T, l *lab.Lab, cli *clientv3.Client, backend string) ne
 func waitStatus(t *testing.T, l *lab.Lab, node, want string, d time.Duration) {
 	t.Helper()
 	var body string
-	if !lab.Poll(t.Context(), d, 100*time.Millisecond, func() bool {
+	if !lab.Poll(t.Context(), d, 20*time.Millisecond, func() bool {
 		_, body, _ = get(t, l, node, "/readyz")
 		return strings.Contains(body, fmt.Sprintf(`"status": %q`, want))
 	}) {
