@@ -131,21 +131,15 @@ func (e *Etcd) Member(name string) *EtcdMember {
 	return nil
 }
 
-// stopProc stops p — SIGKILL when kill, else SIGTERM and SIGKILL after
-// stopGrace — and returns once p is gone: reaped, when this process started
-// it (see alive), so its ports are free for the next one.
-func (l *Lab) stopProc(ctx context.Context, p *Proc, kill bool) error {
-	var err error
-	if kill {
-		err = p.signal(syscall.SIGKILL)
-	} else {
-		err = p.stop(ctx, stopGrace)
+func stopProc(ctx context.Context, p *Proc, kill bool) error {
+	if !kill {
+		return p.stop(ctx, stopGrace)
 	}
-	if err != nil {
+	if err := p.signal(syscall.SIGKILL); err != nil {
 		return err
 	}
-	if !poll(ctx, 5*time.Second, 10*time.Millisecond, func() bool { return !l.alive(p) }) {
-		return fmt.Errorf("process %d (%s) still running after it was stopped", p.PID, p.Cmd)
+	if !p.waitGone(ctx, 5*time.Second) {
+		return fmt.Errorf("process %d (%s) survived SIGKILL", p.PID, p.Cmd)
 	}
 	return nil
 }
@@ -157,7 +151,7 @@ func (l *Lab) StopEtcd(ctx context.Context, kill bool) error {
 		return errors.New("lab runs an etcd cluster: use StopEtcdMember")
 	}
 	l.progress.step("etcd: stopping (pid %d, kill=%v)", l.Etcd.Proc.PID, kill)
-	return l.stopProc(ctx, l.Etcd.Proc, kill)
+	return stopProc(ctx, l.Etcd.Proc, kill)
 }
 
 // StartEtcd starts the lab's single etcd again on its data directory and
@@ -217,7 +211,7 @@ func (l *Lab) StopEtcdMember(ctx context.Context, name string, kill bool) error 
 		return fmt.Errorf("lab %s has no etcd member %q", l.Name, name)
 	}
 	l.progress.step("etcd member %s: stopping (pid %d, kill=%v)", m.Name, m.Proc.PID, kill)
-	return l.stopProc(ctx, m.Proc, kill)
+	return stopProc(ctx, m.Proc, kill)
 }
 
 // StartEtcdMember starts a stopped member again on its data directory (it
@@ -310,7 +304,7 @@ func (l *Lab) RebootNode(ctx context.Context, name string) error {
 		return fmt.Errorf("lab %s has no node %q", l.Name, name)
 	}
 	l.progress.step("node %s: reboot (namespace deleted, disk kept)", n.Name)
-	if err := l.stopProc(ctx, n.Weftd, true); err != nil {
+	if err := stopProc(ctx, n.Weftd, true); err != nil {
 		return err
 	}
 	pods := len(n.Pods)

@@ -330,11 +330,8 @@ func (l *Lab) startEtcd(ctx context.Context) error {
 	return nil
 }
 
-// alive reports whether p runs, by the exit channel when this process
-// started it: that closes once the process is reaped, when its last thread
-// is gone. /proc shows a killed multi-threaded process as a zombie while
-// its other threads still exit and hold its files (its listening socket):
-// a restart then finds the port still bound.
+// alive reports whether p runs, using the exit channel when this process
+// started it.
 func (l *Lab) alive(p *Proc) bool {
 	if p == nil {
 		return false
@@ -344,7 +341,6 @@ func (l *Lab) alive(p *Proc) bool {
 		case <-done:
 			return false
 		default:
-			return true
 		}
 	}
 	return p.Alive()

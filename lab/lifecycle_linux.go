@@ -95,13 +95,16 @@ func (l *Lab) StopWeftd(ctx context.Context, name string, kill bool) error {
 	if n == nil {
 		return fmt.Errorf("lab %s has no node %q", l.Name, name)
 	}
-	sig := "SIGTERM"
-	if kill {
-		sig = "SIGKILL"
+	if !kill {
+		l.progress.step("node %s: SIGTERM weftd (pid %d)", n.Name, n.Weftd.PID)
+		return n.Weftd.stop(ctx, stopGrace)
 	}
-	l.progress.step("node %s: %s weftd (pid %d)", n.Name, sig, n.Weftd.PID)
-	if err := l.stopProc(ctx, n.Weftd, kill); err != nil {
-		return fmt.Errorf("node %s: %w", n.Name, err)
+	l.progress.step("node %s: SIGKILL weftd (pid %d)", n.Name, n.Weftd.PID)
+	if err := n.Weftd.signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	if !n.Weftd.waitGone(ctx, 5*time.Second) {
+		return fmt.Errorf("node %s: weftd %d survived SIGKILL", n.Name, n.Weftd.PID)
 	}
 	return nil
 }
