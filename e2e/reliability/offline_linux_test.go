@@ -49,7 +49,7 @@ const restoreBudget = time.Second
 //     without one, and a good file written again.
 func TestRestartDuringOutage(t *testing.T) {
 	bins(t)
-	parallelEach(t, dataPlaneBackends(), func(t *testing.T, backend string) {
+	parallelEach(t, allBackends, func(t *testing.T, backend string) {
 		l := up(t, lab.Options{Name: labName("of"), Nodes: 3, PodsPerNode: 1, Backend: backend})
 		cli := etcdClient(t, l)
 		n1 := l.Node("n1")
@@ -142,18 +142,6 @@ func TestRestartDuringOutage(t *testing.T) {
 
 		badStateFiles(t, l)
 	})
-}
-
-// dataPlaneBackends is every backend type but alloc (which programs
-// nothing), so a new backend is tested here as soon as it exists.
-func dataPlaneBackends() []string {
-	var out []string
-	for _, b := range subnet.BackendTypes() {
-		if b != subnet.BackendAlloc {
-			out = append(out, b)
-		}
-	}
-	return out
 }
 
 // coldRestart SIGKILLs n1's weftd, deletes what a reboot deletes of the
