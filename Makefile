@@ -74,6 +74,7 @@ soak: deps build
 # and kube-controller-manager (about 11 minutes the first time).
 refs:
 	./scripts/kube.sh
+	./scripts/flannel.sh build
 
 # Longer fuzzing: make fuzz FUZZTIME=5m
 fuzz:

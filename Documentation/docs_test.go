@@ -175,7 +175,7 @@ func TestMetricsDoc(t *testing.T) {
 // TestLinks checks that the relative links of the pages kept with this test
 // lead to files that exist.
 func TestLinks(t *testing.T) {
-	pages := []string{"install.md", "troubleshooting.md", "migrating-from-flannel.md", "architecture.md", "metrics.md"}
+	pages := []string{"install.md", "troubleshooting.md", "migrating-from-flannel.md", "architecture.md", "metrics.md", "flannel-compatibility.md", "configuration.md"}
 	link := regexp.MustCompile(`\]\(([^)#\s]+)(?:#[^)]*)?\)`)
 	for _, page := range pages {
 		raw, err := os.ReadFile(page)

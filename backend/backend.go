@@ -131,6 +131,14 @@ type PeerFiltered interface {
 	FilterPort() (port uint16, on bool)
 }
 
+// Tunneled is implemented by backends that carry pod traffic in UDP to one
+// port on every node (vxlan, udp). The daemon drops forwarded traffic from
+// the pod network to that port, so a pod cannot have a tunnel packet it
+// crafted leave (masqueraded) with this node's address.
+type Tunneled interface {
+	TunnelPort() uint16
+}
+
 // RepairCounter is implemented by backends that count the kernel changes
 // their full passes (Sync) had to make: drift someone caused, or changes the
 // incremental path missed. Safe for concurrent use.

@@ -95,7 +95,7 @@ func TestCheckPeer(t *testing.T) {
 		{name: "longer than SubnetLen", node: node(vx), lease: v4only(sn("10.244.2.128/25")), v4: "subnet length /25, this network hands out /24", v6: "-"},
 		{name: "shorter than SubnetLen", node: node(vx), lease: v4only(sn("10.244.0.0/23")), v4: "subnet length /23", v6: "-"},
 		{name: "next to own in a /25 network", node: func() PeerNode {
-			n := node(mustConfig(t, `{"Network":"10.244.0.0/16","SubnetLen":25}`))
+			n := node(mustConfig(t, `{"Network":"10.244.0.0/16","SubnetLen":25,"Backend":{"Type":"vxlan"}}`))
 			n.Own.Subnet = p("10.244.1.0/25")
 			return n
 		}(), lease: v4only(sn("10.244.1.128/25")), v4: "", v6: "-"},

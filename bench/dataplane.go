@@ -28,6 +28,7 @@ func backendSpecs(network string) []backendSpec {
 		{name: "vxlan-directrouting", labName: "wb-vxlandr", labBackend: "vxlan",
 			config: fmt.Sprintf(`{"Network": %q, "Backend": {"Type": "vxlan", "DirectRouting": true}}`, network)},
 		{name: "udp", labName: "wb-udp", labBackend: "udp"},
+		{name: "wireguard", labName: "wb-wg", labBackend: "wireguard"},
 	}
 }
 

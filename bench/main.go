@@ -68,7 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.jsonOut, "json", "bench/results.json", "machine-readable results to write (\"\" for none)")
 	fs.BoolVar(&c.quick, "quick", false, "shorter runs and fewer samples (under 3 minutes); no profiles")
 	areas := fs.String("areas", strings.Join(allAreas(), ","), "comma-separated areas to run: "+strings.Join(allAreas(), ", "))
-	backends := fs.String("backends", "", "comma-separated data-plane backends (default all: vxlan, host-gw, vxlan-directrouting, udp)")
+	backends := fs.String("backends", "", "comma-separated data-plane backends (default all: vxlan, host-gw, vxlan-directrouting, udp, wireguard)")
 	fs.StringVar(&c.udpRate, "udp-rate", "500M", "offered load of the UDP test (iperf3 -b)")
 	noProf := fs.Bool("no-profiles", false, "skip the perf profiles")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "abort (and clean up) after this long")

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/daemon/laststate"
 	"github.com/weftnet/weft/daemon/masq"
 	"github.com/weftnet/weft/subnet"
 )
@@ -30,6 +31,10 @@ type Deps struct {
 	Masq masq.Manager
 	// Underlay, when set, is used instead of detecting it from the kernel.
 	Underlay *backend.Underlay
+	// StoreScope names the store and network Manager serves (e.g. "etcd
+	// /coreos.com/network"). The last known state records it, and a file
+	// recorded under another scope is refused.
+	StoreScope string
 }
 
 // Daemon is one node's weftd.
@@ -54,6 +59,10 @@ type Daemon struct {
 	// metrics read the lease's expiry from it.
 	session    atomic.Pointer[subnet.Session]
 	healthAddr atomic.Pointer[string]
+	// controlPlane is whether the lease store last answered.
+	controlPlane atomic.Bool
+	// lastState writes the last known state; nil without Config.StateDir.
+	lastState *laststate.Writer
 }
 
 // New checks cfg and deps and returns a daemon. It starts nothing.
@@ -72,7 +81,8 @@ func New(cfg Config, deps Deps) (*Daemon, error) {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
 	d := &Daemon{cfg: cfg, deps: deps, log: deps.Logger}
-	d.metrics = newMetrics(d.leaseExpiry)
+	d.lastState = d.newLastStateWriter()
+	d.metrics = newMetrics(d.leaseExpiry, d.controlPlane.Load)
 	d.metrics.registry.MustRegister(&scrapeCollector{d: d})
 	return d, nil
 }
@@ -95,6 +105,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.Go(func() error { return d.serveHTTP(ctx, ln) })
 	g.Go(func() error { return d.runGenerations(ctx) })
 	g.Go(func() error { return d.runWatchdog(ctx) })
+	if d.lastState != nil {
+		g.Go(func() error { return d.lastState.Run(ctx) })
+	}
 	err = g.Wait()
 	d.notify("STOPPING=1")
 	return err
@@ -107,12 +120,20 @@ func (d *Daemon) runGenerations(ctx context.Context) error {
 		return err
 	}
 	d.log.Info("underlay", "link", underlay.Link, "publicIP", underlay.PublicIP, "mtu", underlay.MTU)
+	last := d.loadLastState(underlay)
 	for {
-		cfg, err := d.waitConfig(ctx, nil, underlay)
-		if err != nil {
-			return nilOnDone(ctx, err)
+		var cfg *subnet.Config
+		var from *laststate.State
+		if last != nil { // only the first generation may start from the file
+			cfg, from = d.firstConfig(ctx, last, underlay)
+			last = nil
 		}
-		err = d.runGeneration(ctx, cfg, underlay)
+		if cfg == nil {
+			if cfg, err = d.waitConfig(ctx, nil, underlay); err != nil {
+				return nilOnDone(ctx, err)
+			}
+		}
+		err = d.runGeneration(ctx, cfg, underlay, from)
 		d.setNotReady()
 		if ctx.Err() != nil {
 			return nil
@@ -151,6 +172,7 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		d.setControlPlane(storeAnswered(err))
 		if err == nil {
 			err = d.checkBackend(cfg, underlay)
 		}
@@ -170,11 +192,14 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 			if cfg != nil {
 				key += string(cfg.Raw) // same refusal, another config: news
 			}
+		case errors.Is(err, errNotConnected):
+			// Not connected yet: the dial (dialEtcd) reports that, once.
 		default:
 			now = "cannot read the network config from etcd; keeping the current state and retrying"
 			key = now
 		}
 		switch {
+		case errors.Is(err, errNotConnected):
 		case now != "" && key != problem:
 			d.log.Warn(now, "err", err)
 			problem = key
@@ -189,6 +214,13 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 			return nil, err
 		}
 	}
+}
+
+// storeAnswered reports whether a config read's error still means the store
+// answered (no config, an invalid one).
+func storeAnswered(err error) bool {
+	var cfgErr *subnet.ConfigError
+	return err == nil || errors.Is(err, subnet.ErrNoConfig) || errors.As(err, &cfgErr)
 }
 
 // storeCallTimeout bounds one read of the lease store, so an unreachable etcd
@@ -242,9 +274,21 @@ type generation struct {
 	filter peerFilterState
 	// synced is set after the generation's first full pass.
 	synced bool
+	// restored is set when the generation started from the last known
+	// state; live once a watch snapshot came from the store, ownConfirmed
+	// once own was acquired from it. Only live, confirmed state is saved.
+	restored, live, ownConfirmed bool
+	// revision is the store revision of the last batch applied.
+	revision int64
+	// store is every lease the watch last reported, peers or not, so the
+	// peer set can be judged again when the own lease moves.
+	store map[netip.Prefix]subnet.Lease
 }
 
-func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay backend.Underlay) error {
+// runGeneration runs cfg until it changes or ctx is done. With last, it
+// starts from the last known state: the node is programmed before the store
+// is heard, and the lease is acquired once it answers.
+func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay backend.Underlay, last *laststate.State) error {
 	log := d.log.With("backend", cfg.BackendType, "network", cfg.Network)
 	be, err := d.deps.Backends[cfg.BackendType](backend.Options{Logger: log, Underlay: underlay, Config: cfg, StateDir: d.cfg.StateDir})
 	if err != nil {
@@ -255,19 +299,31 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	if err != nil {
 		return nilOnDone(ctx, err)
 	}
-	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}}
+	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, store: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}}
 	req := subnet.AcquireRequest{
-		Config:   cfg,
-		Attrs:    subnet.LeaseAttrs{PublicIP: underlay.PublicIP, BackendType: cfg.BackendType, BackendData: data},
-		TTL:      d.cfg.SubnetLeaseTTL,
-		Previous: d.previousSubnet(cfg),
+		Config: cfg,
+		Attrs:  subnet.LeaseAttrs{PublicIP: underlay.PublicIP, BackendType: cfg.BackendType, BackendData: data},
+		TTL:    d.cfg.SubnetLeaseTTL,
 	}
-	lease, err := d.acquire(ctx, req)
-	if err != nil {
-		return nilOnDone(ctx, err)
+	req.Previous, req.PreviousIPv6 = d.previousSubnets(cfg)
+	lease := &subnet.Lease{}
+	if last != nil {
+		*lease = last.Own
+		lease.Attrs = req.Attrs // what this node publishes now
+		// Until the store confirms it, status and metrics read the
+		// recorded expiry from a session that is not run.
+		d.session.Store(subnet.NewSession(d.deps.Manager, lease, req.TTL, subnet.SessionOptions{}))
+	} else {
+		if lease, err = d.acquire(ctx, req); err != nil {
+			return nilOnDone(ctx, err)
+		}
+		g.ownConfirmed = true
 	}
 	if err := g.adopt(ctx, *lease); err != nil {
 		return nilOnDone(ctx, err)
+	}
+	if last != nil {
+		g.restorePeers(ctx, last)
 	}
 	d.backendReady.Store(true)
 	if err := d.installCNIConf(); err != nil {
@@ -276,36 +332,43 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	d.cniConfInstalled.Store(true)
 	d.running.Store(&runningBackend{be})
 	defer d.running.Store(nil)
-	log.Info("node ready", "subnet", lease.Subnet, "mtu", be.MTU())
-	d.notify(fmt.Sprintf("READY=1\nSTATUS=subnet %s, backend %s", lease.Subnet, cfg.BackendType))
+	status := fmt.Sprintf("subnet %s, backend %s", lease.Subnet, cfg.BackendType)
+	if last != nil {
+		status += ", lease store unreachable: running on the last known state"
+	}
+	log.Info("node ready", "subnet", lease.Subnet, "mtu", be.MTU(), "fromLastKnownState", last != nil)
+	d.notify("READY=1\nSTATUS=" + status)
 
 	batches := make(chan subnet.LeaseBatch, 64)
 	ownLeases := make(chan subnet.Lease, 1)
 	g.checkOwn = make(chan struct{}, 1)
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return nilOnDone(ctx, d.deps.Manager.WatchLeases(ctx, batches)) })
-	eg.Go(func() error { return d.keepLease(ctx, *lease, req, g.checkOwn, ownLeases) })
+	eg.Go(func() error { return d.keepLease(ctx, *lease, req, last != nil, g.checkOwn, ownLeases) })
 	eg.Go(func() error { return be.Run(ctx) })
 	eg.Go(func() error { return d.watchConfig(ctx, cfg, underlay) })
 	eg.Go(func() error { return g.reconcile(ctx, batches, ownLeases) })
 	return eg.Wait()
 }
 
-// previousSubnet returns the subnet recorded in the existing subnet file,
-// if it belongs to cfg's network.
-func (d *Daemon) previousSubnet(cfg *subnet.Config) netip.Prefix {
+// previousSubnets returns the subnets recorded in the existing subnet file
+// (FLANNEL_SUBNET, FLANNEL_IPV6_SUBNET: weft's or Flannel's), each only if it
+// belongs to cfg's network. The lease store checks the rest.
+func (d *Daemon) previousSubnets(cfg *subnet.Config) (sn, sn6 netip.Prefix) {
 	f, err := subnet.ReadFile(d.cfg.SubnetFile)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			d.log.Warn("ignoring the previous subnet file", "path", d.cfg.SubnetFile, "err", err)
 		}
-		return netip.Prefix{}
+		return netip.Prefix{}, netip.Prefix{}
 	}
-	sn := f.Subnet.Masked()
-	if !sn.IsValid() || !cfg.Network.Contains(sn.Addr()) || sn.Bits() != cfg.SubnetLen {
-		return netip.Prefix{}
+	if p := f.Subnet.Masked(); p.IsValid() && cfg.EnableIPv4 && cfg.Network.Contains(p.Addr()) && p.Bits() == cfg.SubnetLen {
+		sn = p
 	}
-	return sn
+	if p := f.IPv6Subnet.Masked(); p.IsValid() && cfg.EnableIPv6 && cfg.IPv6Network.Contains(p.Addr()) && p.Bits() == cfg.IPv6SubnetLen {
+		sn6 = p
+	}
+	return sn, sn6
 }
 
 // acquire gets a lease, retrying transient errors with backoff.
@@ -322,6 +385,7 @@ func (d *Daemon) acquire(ctx context.Context, req subnet.AcquireRequest) (*subne
 		return nil, err
 	}
 	d.metrics.leaseAcquisitions.Inc()
+	d.setControlPlane(true)
 	d.log.Info("lease acquired", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "expires", l.Expiration.Format(time.RFC3339))
 	return l, nil
 }
@@ -330,8 +394,23 @@ func (d *Daemon) acquire(ctx context.Context, req subnet.AcquireRequest) (*subne
 // again (the same subnet when it is still free) and handed to the reconcile
 // goroutine on own; losing a lease is never a reason to exit. A signal on
 // check (the watch saw our key deleted or taken over) makes it ask the store
-// at once instead of at the next renewal, hours away with a long TTL.
-func (d *Daemon) keepLease(ctx context.Context, lease subnet.Lease, req subnet.AcquireRequest, check <-chan struct{}, own chan<- subnet.Lease) error {
+// at once instead of at the next renewal, hours away with a long TTL. With
+// confirm (lease came from the last known state), it first acquires the
+// lease as a start does, waiting for the store, and hands it on own.
+func (d *Daemon) keepLease(ctx context.Context, lease subnet.Lease, req subnet.AcquireRequest, confirm bool, check <-chan struct{}, own chan<- subnet.Lease) error {
+	if confirm {
+		req.Previous, req.PreviousIPv6 = lease.Subnet, lease.IPv6Subnet
+		l, err := d.acquire(ctx, req)
+		if err != nil {
+			return nilOnDone(ctx, err)
+		}
+		lease = *l
+		select {
+		case own <- lease:
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	for {
 		err := d.holdLease(ctx, &lease, req.TTL, check)
 		if ctx.Err() != nil {

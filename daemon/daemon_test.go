@@ -58,13 +58,36 @@ func newFilteredAlloc(o backend.Options) (backend.Backend, error) {
 
 func startNodeWith(t *testing.T, m subnet.Manager, ip string, dir string, fake *masqtest.Fake, newBackend backend.Constructor) *node {
 	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
+	return startNodeOpts(t, nodeOpts{store: m, ip: ip, dir: dir, fake: fake, newBackend: newBackend})
+}
+
+// nodeOpts say how startNodeOpts runs a daemon; zero fields take the
+// defaults of startNode.
+type nodeOpts struct {
+	store      subnet.Manager
+	ip, dir    string
+	fake       *masqtest.Fake
+	newBackend backend.Constructor
+	logs       *syncBuffer // nil: discarded
+	scope      string      // Deps.StoreScope
+}
+
+func startNodeOpts(t *testing.T, o nodeOpts) *node {
+	t.Helper()
+	if o.dir == "" {
+		o.dir = t.TempDir()
 	}
-	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr(ip)}
-	deps := Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: newBackend}, Underlay: &u}
-	if fake != nil {
-		deps.Masq = fake
+	if o.newBackend == nil {
+		o.newBackend = alloc.New
+	}
+	dir := o.dir
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr(o.ip)}
+	deps := Deps{Manager: o.store, Backends: map[string]backend.Constructor{alloc.Type: o.newBackend}, Underlay: &u, StoreScope: o.scope}
+	if o.fake != nil {
+		deps.Masq = o.fake
+	}
+	if o.logs != nil {
+		deps.Logger = slog.New(slog.NewTextHandler(o.logs, nil))
 	}
 	d, err := New(Config{
 		SubnetFile:         filepath.Join(dir, "subnet.env"),

@@ -19,17 +19,21 @@ import (
 
 // Status is what GET /status returns: this node as weftd sees it.
 type Status struct {
-	Network         netip.Prefix         `json:"network"`
-	Subnet          netip.Prefix         `json:"subnet"`
-	PublicIP        netip.Addr           `json:"publicIP"`
-	Backend         string               `json:"backend"`
-	Device          string               `json:"device,omitempty"`
-	MTU             int                  `json:"mtu"`
-	LeaseExpiration time.Time            `json:"leaseExpiration"`
-	LastSync        time.Time            `json:"lastSync"`
-	LastSyncError   string               `json:"lastSyncError,omitempty"`
-	Ready           map[string]bool      `json:"ready"`
-	Peers           []backend.PeerStatus `json:"peers"`
+	Network         netip.Prefix    `json:"network"`
+	Subnet          netip.Prefix    `json:"subnet"`
+	PublicIP        netip.Addr      `json:"publicIP"`
+	Backend         string          `json:"backend"`
+	Device          string          `json:"device,omitempty"`
+	MTU             int             `json:"mtu"`
+	LeaseExpiration time.Time       `json:"leaseExpiration"`
+	LastSync        time.Time       `json:"lastSync"`
+	LastSyncError   string          `json:"lastSyncError,omitempty"`
+	Ready           map[string]bool `json:"ready"`
+	// ControlPlaneConnected is whether the lease store answered weftd's
+	// last request. While it is false a ready node serves from its current
+	// or last known state: /readyz says "degraded".
+	ControlPlaneConnected bool                 `json:"controlPlaneConnected"`
+	Peers                 []backend.PeerStatus `json:"peers"`
 	// StrandedPods are the pod addresses, as "IP (container ID)", that the
 	// CNI plugin's store holds outside Subnet: those pods have no network
 	// until they are recreated.
@@ -58,6 +62,7 @@ func (d *Daemon) Status() Status {
 	d.mu.Unlock()
 	s.LeaseExpiration = d.leaseExpiry()
 	s.Ready = d.readiness()
+	s.ControlPlaneConnected = d.controlPlane.Load()
 	if s.Subnet.IsValid() {
 		s.StrandedPods, _ = d.strandedPods(s.Subnet) // an unreadable store is logged at adoption
 	}
@@ -152,15 +157,34 @@ func (d *Daemon) stuckFor() time.Duration {
 	return 0
 }
 
+// Statuses of /readyz.
+const (
+	readyOK       = "ready"
+	readyDegraded = "degraded"
+	readyNot      = "not ready"
+)
+
+// handleReadyz answers 200 when the node serves pods: "ready", or
+// "degraded" while the lease store does not answer (peers are as last
+// known, changes wait for the store). 503 "not ready" names the missing
+// step.
 func (d *Daemon) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	r := d.readiness()
-	code := http.StatusOK
+	code, status := http.StatusOK, readyOK
 	for _, ok := range r {
 		if !ok {
-			code = http.StatusServiceUnavailable
+			code, status = http.StatusServiceUnavailable, readyNot
 		}
 	}
-	writeJSON(w, code, r)
+	connected := d.controlPlane.Load()
+	if code == http.StatusOK && !connected {
+		status = readyDegraded
+	}
+	body := map[string]any{"status": status, "controlPlaneConnected": connected}
+	for k, ok := range r {
+		body[k] = ok
+	}
+	writeJSON(w, code, body)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -22,8 +22,9 @@ type metrics struct {
 	reconcileSeconds                              *prometheus.HistogramVec
 }
 
-// newMetrics builds the series; leaseExpiry is read at scrape time.
-func newMetrics(leaseExpiry func() time.Time) *metrics {
+// newMetrics builds the series; leaseExpiry and connected are read at
+// scrape time.
+func newMetrics(leaseExpiry func() time.Time, connected func() bool) *metrics {
 	r := prometheus.NewRegistry()
 	f := func(c prometheus.Collector) { r.MustRegister(c) }
 	m := &metrics{
@@ -50,6 +51,15 @@ func newMetrics(leaseExpiry func() time.Time) *metrics {
 	}, func() float64 {
 		if t := leaseExpiry(); !t.IsZero() {
 			return float64(t.Unix())
+		}
+		return 0
+	}))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "weft_control_plane_connected",
+		Help: "1 when the lease store (etcd) answered weftd's last request, 0 while it does not (the node runs on its current or last known state).",
+	}, func() float64 {
+		if connected() {
+			return 1
 		}
 		return 0
 	}))

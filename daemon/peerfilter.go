@@ -1,19 +1,22 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/daemon/masq"
+	"github.com/weftnet/weft/subnet"
 )
 
 // peerFilterState is what the peer filter was last set to.
 type peerFilterState struct {
 	installed bool // EnsurePeerFilter succeeded with peers below
 	removed   bool // RemovePeerFilter succeeded (the backend has it off)
-	peers     []netip.Addr
+	peers     []masq.FilterPeer
 }
 
 // updatePeerFilter keeps the firewall filter of a PeerFiltered backend (vxlan)
@@ -44,13 +47,8 @@ func (g *generation) updatePeerFilter(ctx context.Context) {
 		}
 		return
 	}
-	peers := make([]netip.Addr, 0, len(g.peers))
-	for _, l := range g.peers {
-		peers = append(peers, l.Attrs.PublicIP)
-	}
-	slices.SortFunc(peers, netip.Addr.Compare)
-	peers = slices.Compact(peers)
-	if g.filter.installed && slices.Equal(peers, g.filter.peers) {
+	peers := filterPeers(g.peers)
+	if g.filter.installed && slices.EqualFunc(peers, g.filter.peers, sameFilterPeer) {
 		return
 	}
 	if err := pf.EnsurePeerFilter(ctx, port, peers); err != nil {
@@ -59,4 +57,31 @@ func (g *generation) updatePeerFilter(ctx context.Context) {
 		return
 	}
 	g.filter = peerFilterState{installed: true, peers: peers}
+}
+
+// filterPeers is the peer set as the filter takes it, sorted: per PublicIP
+// the inner sources its VXLAN traffic may carry, which are its pod subnets
+// and its own address (its host answering our pods keeps that source).
+func filterPeers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
+	by := map[netip.Addr][]netip.Prefix{}
+	for _, l := range peers {
+		a := l.Attrs.PublicIP.Unmap()
+		if _, ok := by[a]; !ok {
+			by[a] = []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}
+		}
+		by[a] = append(by[a], l.Subnet.Masked())
+	}
+	out := make([]masq.FilterPeer, 0, len(by))
+	for _, a := range slices.SortedFunc(maps.Keys(by), netip.Addr.Compare) {
+		src := by[a]
+		slices.SortFunc(src, func(x, y netip.Prefix) int {
+			return cmp.Or(x.Addr().Compare(y.Addr()), cmp.Compare(x.Bits(), y.Bits()))
+		})
+		out = append(out, masq.FilterPeer{Addr: a, Sources: slices.Compact(src)})
+	}
+	return out
+}
+
+func sameFilterPeer(a, b masq.FilterPeer) bool {
+	return a.Addr == b.Addr && slices.Equal(a.Sources, b.Sources)
 }

@@ -39,6 +39,9 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 	d.warnPodsOutside(own.Subnet)
 	if d.deps.Masq != nil && (d.cfg.IPMasq || d.cfg.ForwardRules) {
 		rules := masq.Rules{Network: g.cfg.Network, Subnet: own.Subnet, Masquerade: d.cfg.IPMasq}
+		if t, ok := g.be.(backend.Tunneled); ok {
+			rules.TunnelPorts = []uint16{t.TunnelPort()}
+		}
 		if info.IPv6Subnet.IsValid() {
 			rules.IPv6Network, rules.IPv6Subnet = g.cfg.IPv6Network, own.IPv6Subnet
 		}
@@ -93,7 +96,8 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 	d := g.d
 	ticker := time.NewTicker(d.cfg.ResyncInterval)
 	defer ticker.Stop()
-	haveSnapshot := false
+	// Restored peers stand in for a snapshot until the store sends one.
+	haveSnapshot := g.restored
 	for {
 		d.heartbeat.Store(time.Now().UnixNano())
 		var events []subnet.Event
@@ -106,8 +110,11 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 			// Take every batch already waiting, so a burst of events is one
 			// backend call.
 			for more := true; more; {
+				g.revision = max(g.revision, b.Revision)
 				if b.Snapshot {
 					haveSnapshot, full, events = true, true, nil
+					g.live = true
+					d.setControlPlane(true)
 					g.replacePeers(b.Leases)
 				} else {
 					events = append(events, g.applyEvents(b.Events)...)
@@ -119,11 +126,17 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 				}
 			}
 		case l := <-own:
+			moved := l.Subnet != g.own.Subnet || l.IPv6Subnet != g.own.IPv6Subnet
 			if err := g.adopt(ctx, l); err != nil {
 				d.log.Error("cannot program the re-acquired lease; retrying on the next pass", "subnet", l.Subnet, "err", err)
 			}
+			if moved {
+				g.reaccept()
+			}
+			g.ownConfirmed = true
 			full = true
 		case <-ticker.C:
+			g.dropExpired(time.Now())
 			full = true
 		}
 		if !haveSnapshot {
@@ -136,6 +149,7 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 			err := g.be.Apply(ctx, events)
 			d.recordPass("incremental", start, err)
 		}
+		g.saveState()
 	}
 }
 
@@ -191,10 +205,12 @@ func (d *Daemon) recordPass(kind string, start time.Time, err error) {
 // of refusals never outgrows the store.
 func (g *generation) replacePeers(leases []subnet.Lease) {
 	g.peers = make(map[netip.Prefix]subnet.Lease, len(leases))
+	g.store = make(map[netip.Prefix]subnet.Lease, len(leases))
 	present := make(map[netip.Prefix]bool, len(leases))
 	ownSeen := false
 	for _, l := range leases {
 		present[l.Subnet] = true
+		g.store[l.Subnet] = l
 		if l.Subnet == g.own.Subnet {
 			ownSeen = true
 			g.checkOwnLease(subnet.Event{Type: subnet.EventAdded, Lease: l})
@@ -236,6 +252,11 @@ func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
 	for _, ev := range events {
 		g.checkOwnLease(ev)
 		sn := ev.Lease.Subnet
+		if ev.Type == subnet.EventAdded {
+			g.store[sn] = ev.Lease
+		} else {
+			delete(g.store, sn)
+		}
 		_, known := g.peers[sn]
 		if ev.Type == subnet.EventRemoved {
 			delete(g.ignored, sn)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/alloc"
+	"github.com/weftnet/weft/daemon/masq/masqtest"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnettest"
 )
@@ -167,5 +169,35 @@ func TestFlannelUDPLeaseIsAPeer(t *testing.T) {
 			}
 		}
 		return false
+	})
+}
+
+// tunneledAlloc is the alloc backend claiming vxlan's tunnel port and peer
+// filter.
+type tunneledAlloc struct{ backend.Backend }
+
+func (tunneledAlloc) FilterPort() (uint16, bool) { return 8472, true }
+func (tunneledAlloc) TunnelPort() uint16         { return 8472 }
+
+// TestTunnelRulesFollowThePeers: the forwarding rules guard the backend's
+// tunnel port, and the peer filter lets each peer's tunnel traffic carry
+// only its own pod subnet or its own address as inner source.
+func TestTunnelRulesFollowThePeers(t *testing.T) {
+	m := newStore(t, allocConfig)
+	fake := &masqtest.Fake{}
+	a := startNodeWith(t, m, "198.18.0.1", "", fake, func(o backend.Options) (backend.Backend, error) {
+		b, err := alloc.New(o)
+		return tunneledAlloc{b}, err
+	})
+	b := startNode(t, m, "198.18.0.2", "", nil)
+	waitFor(t, "both ready", func() bool { return a.ready() && b.ready() })
+	if r, ok := fake.Rules(); !ok || !slices.Equal(r.TunnelPorts, []uint16{8472}) {
+		t.Errorf("rules %+v, want the tunnel port 8472 guarded", r)
+	}
+	bSubnet := b.subnetFile(t).Subnet.Masked()
+	want := []netip.Prefix{netip.MustParsePrefix("198.18.0.2/32"), bSubnet}
+	slices.SortFunc(want, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	waitFor(t, "b's inner sources in the filter", func() bool {
+		return slices.Equal(fake.PeerFilterSources()[b.ip], want)
 	})
 }

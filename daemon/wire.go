@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/subnet"
 	etcdstore "github.com/weftnet/weft/subnet/etcd"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 )
 
 // Backends is every backend built into weftd, by Backend.Type. An explicit
@@ -31,26 +32,21 @@ func Backends() map[string]backend.Constructor {
 	}
 }
 
-// Run is weftd: it connects to etcd, builds the production dependencies and
-// runs the daemon until ctx is done.
+// Run is weftd: it builds the production dependencies and runs the daemon
+// until ctx is done. etcd is connected in the background (dialEtcd), so a
+// node whose etcd is unreachable at start still comes up from its last
+// known state; every store call waits for the connection.
 func Run(ctx context.Context, cfg Config, ec EtcdConfig, log *slog.Logger) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return err
 	}
-	client, err := dialEtcd(ctx, log, etcdstore.ClientConfig{
-		Endpoints: ec.Endpoints, CAFile: ec.CAFile, CertFile: ec.CertFile, KeyFile: ec.KeyFile,
-		Username: ec.Username, Password: ec.Password,
-	})
-	if err != nil {
-		return nilOnDone(ctx, err)
-	}
-	defer client.Close()
-	log.Info("connected to etcd", "endpoints", ec.Endpoints, "prefix", ec.Prefix)
+	store := newConnectingStore()
 	deps := Deps{
-		Logger:   log,
-		Manager:  etcdstore.New(client, etcdstore.Options{Prefix: ec.Prefix, Logger: log}),
-		Backends: Backends(),
+		Logger:     log,
+		Manager:    store,
+		Backends:   Backends(),
+		StoreScope: "etcd " + ec.Prefix,
 	}
 	switch cfg.MasqBackend {
 	case MasqIPTables:
@@ -65,7 +61,27 @@ func Run(ctx context.Context, cfg Config, ec EtcdConfig, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	return d.Run(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	var client *etcdClient // set by the dial goroutine; read after g.Wait
+	g.Go(func() error {
+		c, err := dialEtcd(gctx, log, etcdstore.ClientConfig{
+			Endpoints: ec.Endpoints, CAFile: ec.CAFile, CertFile: ec.CertFile, KeyFile: ec.KeyFile,
+			Username: ec.Username, Password: ec.Password,
+		})
+		if err != nil {
+			return nilOnDone(gctx, err) // a refusal retrying cannot fix stops weftd
+		}
+		client = c
+		log.Info("connected to etcd", "endpoints", ec.Endpoints, "prefix", ec.Prefix)
+		store.connect(etcdstore.New(c, etcdstore.Options{Prefix: ec.Prefix, Logger: log}))
+		return nil
+	})
+	g.Go(func() error { return d.Run(gctx) })
+	err = g.Wait()
+	if client != nil {
+		client.Close()
+	}
+	return err
 }
 
 type etcdClient = clientv3.Client

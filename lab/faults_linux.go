@@ -1,9 +1,10 @@
 package lab
 
-// Fault injection for the reliability suite (e2e/reliability): stop and
-// start etcd or one member of an etcd cluster, start a node without waiting
-// for it, reboot a node (its namespaces and kernel state gone, its disk
-// kept), CNI GC, and dialing from inside a lab namespace.
+// Fault injection for the reliability suite (e2e/reliability): stop, start,
+// freeze and thaw etcd, or stop and start one member of an etcd cluster,
+// start a node without waiting for it, reboot a node (its namespaces and
+// kernel state gone, its disk kept), CNI GC, and dialing from inside a lab
+// namespace.
 
 import (
 	"context"
@@ -177,6 +178,30 @@ func (l *Lab) StartEtcd(ctx context.Context, extra ...string) error {
 	}
 	l.progress.step("etcd: started again (pid %d)", p.PID)
 	return l.waitMember(ctx, &EtcdMember{Name: "etcd", ClientURL: e.Endpoint, Log: e.Log, Proc: p})
+}
+
+// FreezeEtcd stops the lab's single etcd with SIGSTOP: its port still
+// accepts connections and its open connections stay up, but nothing
+// answers — a hung control plane, which clients notice only by timeouts.
+// ThawEtcd resumes it; Down resumes it too.
+func (l *Lab) FreezeEtcd() error {
+	if len(l.Etcd.Members) > 0 {
+		return errors.New("lab runs an etcd cluster: freeze one member's process instead")
+	}
+	if !l.alive(l.Etcd.Proc) {
+		return errors.New("etcd is not running")
+	}
+	l.progress.step("etcd: frozen (SIGSTOP pid %d)", l.Etcd.Proc.PID)
+	return l.Etcd.Proc.signal(syscall.SIGSTOP)
+}
+
+// ThawEtcd resumes an etcd FreezeEtcd stopped (SIGCONT).
+func (l *Lab) ThawEtcd() error {
+	if len(l.Etcd.Members) > 0 {
+		return errors.New("lab runs an etcd cluster")
+	}
+	l.progress.step("etcd: thawed (SIGCONT pid %d)", l.Etcd.Proc.PID)
+	return l.Etcd.Proc.signal(syscall.SIGCONT)
 }
 
 // StopEtcdMember stops one member of the lab's etcd cluster.

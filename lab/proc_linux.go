@@ -88,12 +88,17 @@ func (p *Proc) waitGone(ctx context.Context, timeout time.Duration) bool {
 	return poll(ctx, timeout, 20*time.Millisecond, func() bool { return !p.Alive() })
 }
 
-// stop sends SIGTERM, waits up to grace, then SIGKILLs and waits again.
+// stop sends SIGTERM (and SIGCONT, for a frozen process), waits up to
+// grace, then SIGKILLs and waits again.
 func (p *Proc) stop(ctx context.Context, grace time.Duration) error {
 	if p == nil {
 		return nil
 	}
 	if err := p.signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	// A frozen process (FreezeEtcd) acts on the SIGTERM only once resumed.
+	if err := p.signal(syscall.SIGCONT); err != nil {
 		return err
 	}
 	if p.waitGone(ctx, grace) {

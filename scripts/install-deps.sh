@@ -12,6 +12,8 @@ have iperf3  || need+=(iperf3)
 have ping    || need+=(iputils-ping)
 have ethtool || need+=(ethtool)
 have tcpdump || need+=(tcpdump)
+# scripts/flannel.sh: flanneld's udp backend is cgo.
+have gcc     || need+=(gcc libc6-dev)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

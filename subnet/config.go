@@ -26,15 +26,17 @@ const (
 	BackendAlloc = "alloc"
 )
 
-// BackendTypes lists the accepted Backend.Type values, the default first.
+// BackendTypes lists the accepted Backend.Type values (DefaultBackendType
+// is what a config without Backend runs).
 func BackendTypes() []string {
 	return []string{BackendVXLAN, BackendHostGW, BackendUDP, BackendWireGuard, BackendAlloc}
 }
 
 // Limits Flannel applies to subnet sizes: every node subnet needs room for
 // the network address, the gateway, at least one pod and the broadcast
-// address, and the network must hold at least four subnets because the first
-// and the last are never handed out.
+// address, and the network must hold at least four subnets (Flannel's rule:
+// the first is never handed out, and fewer would leave room for one or two
+// nodes).
 const (
 	maxSubnetLen4 = 30
 	maxSubnetLen6 = 126
@@ -102,14 +104,20 @@ type rawConfig struct {
 }
 
 // ParseConfig parses the network config JSON, applies Flannel's defaults and
-// validates it. Every rejection is a *ConfigError naming the key and what is
-// allowed. Unknown keys are ignored, as Flannel ignores them.
+// validates it the way Flannel v0.28.9's code does (its ParseConfig and
+// CheckNetworkConfig), so a config one accepts the other accepts too. Every
+// rejection is a *ConfigError naming the key and what is allowed. Unknown
+// keys are ignored, as Flannel ignores them.
 //
-// Defaults: EnableIPv4 is true when Network is set; SubnetLen is 24 when the
-// network holds at least four /24s, else the network's length + 2; SubnetMin
-// is the second subnet of the network and SubnetMax the one before the last
-// (the first and last are never handed out, so no pod ever gets the network
-// or broadcast address). IPv6 works alike with /64.
+// Defaults: EnableIPv4 is true (an IPv6-only network sets it to false);
+// SubnetLen is 24 when the network holds at least four /24s, else the
+// network's length + 2; SubnetMin is the second subnet of the network and
+// SubnetMax the last one (the first is never handed out: its .0 would be the
+// network address); an address key given as "0.0.0.0" (or "::") is unset,
+// as in Flannel. A config with no Backend key runs udp, as Flannel's code
+// does (its documentation says vxlan); a Backend without a Type is refused,
+// as Flannel refuses it. Backend.Type is matched case-insensitively. IPv6
+// works alike with /64.
 func ParseConfig(data []byte) (*Config, error) {
 	var raw rawConfig
 	if err := json.Unmarshal(data, &raw); err != nil {
@@ -122,17 +130,28 @@ func ParseConfig(data []byte) (*Config, error) {
 
 	cfg := &Config{Raw: bytes.Clone(data)}
 	var err error
-	if raw.Network != nil && *raw.Network != "" {
+	// Flannel's address types refuse an empty string: "Network": "" is an
+	// error there, not an absent key.
+	for _, k := range []struct {
+		key string
+		val *string
+	}{{"Network", raw.Network}, {"IPv6Network", raw.IPv6Network}, {"SubnetMin", raw.SubnetMin},
+		{"SubnetMax", raw.SubnetMax}, {"IPv6SubnetMin", raw.IPv6SubnetMin}, {"IPv6SubnetMax", raw.IPv6SubnetMax}} {
+		if k.val != nil && strings.TrimSpace(*k.val) == "" {
+			return nil, cfgErr(k.key, "is an empty string, which Flannel refuses: leave the key out or give a value")
+		}
+	}
+	if raw.Network != nil {
 		if cfg.Network, err = parseNetwork("Network", *raw.Network, false); err != nil {
 			return nil, err
 		}
 	}
-	if raw.IPv6Network != nil && *raw.IPv6Network != "" {
+	if raw.IPv6Network != nil {
 		if cfg.IPv6Network, err = parseNetwork("IPv6Network", *raw.IPv6Network, true); err != nil {
 			return nil, err
 		}
 	}
-	cfg.EnableIPv4 = cfg.Network.IsValid()
+	cfg.EnableIPv4 = true
 	if raw.EnableIPv4 != nil {
 		cfg.EnableIPv4 = *raw.EnableIPv4
 	}
@@ -140,15 +159,15 @@ func ParseConfig(data []byte) (*Config, error) {
 		cfg.EnableIPv6 = *raw.EnableIPv6
 	}
 	if !cfg.EnableIPv4 && !cfg.EnableIPv6 {
-		if raw.EnableIPv4 != nil {
-			return nil, cfgErr("EnableIPv4", "is false and EnableIPv6 is not true: enable at least one address family")
-		}
-		return nil, cfgErr("Network", "is missing: set it to the pod network, e.g. \"10.244.0.0/16\"")
+		return nil, cfgErr("EnableIPv4", "is false and EnableIPv6 is not true: enable at least one address family")
 	}
 
 	if cfg.EnableIPv4 {
 		if !cfg.Network.IsValid() {
-			return nil, cfgErr("Network", "is missing but EnableIPv4 is true: set it to the pod network, e.g. \"10.244.0.0/16\"")
+			if cfg.EnableIPv6 && raw.EnableIPv4 == nil {
+				return nil, cfgErr("Network", "is missing: set it to the pod network, or set EnableIPv4 to false for an IPv6-only network (EnableIPv4 defaults to true, as in Flannel)")
+			}
+			return nil, cfgErr("Network", "is missing: set it to the pod network, e.g. \"10.244.0.0/16\"")
 		}
 		fam := family{net: "Network", len: "SubnetLen", min: "SubnetMin", max: "SubnetMax",
 			maxLen: maxSubnetLen4, defLen: defaultSubnetLen4}
@@ -169,28 +188,47 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 	}
 
-	cfg.BackendType = BackendVXLAN
-	if len(raw.Backend) > 0 && string(raw.Backend) != "null" {
-		var be struct{ Type *json.RawMessage }
-		if err := json.Unmarshal(raw.Backend, &be); err != nil {
-			return nil, cfgErr("Backend", "must be a JSON object such as {\"Type\": \"vxlan\"}")
-		}
-		if be.Type != nil {
-			var t string
-			if err := json.Unmarshal(*be.Type, &t); err != nil {
-				return nil, cfgErr("Backend.Type", "must be a string, one of %s", strings.Join(BackendTypes(), ", "))
-			}
-			switch {
-			case t == "":
-			case slices.Contains(BackendTypes(), t):
-				cfg.BackendType = t
-			default:
-				return nil, cfgErr("Backend.Type", "%q is not supported: use one of %s", t, strings.Join(BackendTypes(), ", "))
-			}
-		}
-		cfg.Backend = bytes.Clone(raw.Backend)
+	if cfg.BackendType, err = parseBackendType(raw.Backend); err != nil {
+		return nil, err
 	}
+	cfg.Backend = bytes.Clone(raw.Backend)
 	return cfg, nil
+}
+
+// DefaultBackendType is what a config without a Backend key runs. Flannel's
+// documentation says vxlan, but its code (v0.28.9 parseBackendType) runs
+// udp, and a mixed cluster must agree with the code.
+const DefaultBackendType = BackendUDP
+
+// parseBackendType returns Backend.Type, lower-cased as Flannel's backend
+// manager looks it up. raw is nil when the key is absent.
+func parseBackendType(raw json.RawMessage) (string, error) {
+	if raw == nil {
+		return DefaultBackendType, nil
+	}
+	types := strings.Join(BackendTypes(), ", ")
+	if string(raw) == "null" {
+		return "", cfgErr("Backend", "is null: give an object such as {\"Type\": \"vxlan\"}, or leave Backend out to run %s", DefaultBackendType)
+	}
+	var be struct{ Type *json.RawMessage }
+	if err := json.Unmarshal(raw, &be); err != nil {
+		return "", cfgErr("Backend", "must be a JSON object such as {\"Type\": \"vxlan\"}")
+	}
+	var t string
+	if be.Type != nil {
+		if err := json.Unmarshal(*be.Type, &t); err != nil {
+			return "", cfgErr("Backend.Type", "must be a string, one of %s", types)
+		}
+	}
+	if t == "" {
+		// Flannel fails with "unknown backend type" here; say it plainly.
+		return "", cfgErr("Backend.Type", "is missing or empty (Flannel refuses it too): set it to one of %s", types)
+	}
+	lt := strings.ToLower(t)
+	if !slices.Contains(BackendTypes(), lt) {
+		return "", cfgErr("Backend.Type", "%q is not supported: use one of %s", t, types)
+	}
+	return lt, nil
 }
 
 func jsonKind(field string) string {
@@ -263,12 +301,17 @@ func (f family) resolve(network netip.Prefix, rawLen *json.RawMessage, rawMin, r
 	last := addOffset(first, new(big.Int).Sub(subnetSize(bits, netLen), size))
 
 	parseBound := func(key string, raw *string, def netip.Addr) (netip.Addr, error) {
-		if raw == nil || *raw == "" {
+		if raw == nil {
 			return def, nil
 		}
 		a, err := netip.ParseAddr(*raw)
 		if err != nil || a.BitLen() != bits || a.Is4In6() || a.Zone() != "" {
 			return netip.Addr{}, cfgErr(key, "%q is not an address of %s %s", *raw, f.net, network)
+		}
+		if a.IsUnspecified() {
+			// Flannel stores addresses as integers and takes zero for
+			// "not set".
+			return def, nil
 		}
 		if !network.Contains(a) {
 			return netip.Addr{}, cfgErr(key, "%s is outside %s %s: use an address inside it", a, f.net, network)
@@ -282,11 +325,12 @@ func (f family) resolve(network netip.Prefix, rawLen *json.RawMessage, rawMin, r
 	if err != nil {
 		return 0, netip.Addr{}, netip.Addr{}, err
 	}
-	hi, err := parseBound(f.max, rawMax, subOffset(last, size))
+	hi, err := parseBound(f.max, rawMax, last)
 	if err != nil {
 		return 0, netip.Addr{}, netip.Addr{}, err
 	}
 	if hi.Less(lo) {
+		// Flannel accepts this and then never finds a free subnet.
 		return 0, netip.Addr{}, netip.Addr{}, cfgErr(f.max, "%s is below %s %s: no subnet lies between them", hi, f.min, lo)
 	}
 	return subLen, lo, hi, nil
@@ -314,14 +358,6 @@ func intAddr(v *big.Int, bits int) (netip.Addr, bool) {
 
 func addOffset(a netip.Addr, off *big.Int) netip.Addr {
 	r, ok := intAddr(new(big.Int).Add(addrInt(a), off), a.BitLen())
-	if !ok {
-		return netip.Addr{}
-	}
-	return r
-}
-
-func subOffset(a netip.Addr, off *big.Int) netip.Addr {
-	r, ok := intAddr(new(big.Int).Sub(addrInt(a), off), a.BitLen())
 	if !ok {
 		return netip.Addr{}
 	}

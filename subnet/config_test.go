@@ -20,26 +20,24 @@ func TestParseConfigDefaults(t *testing.T) {
 		enableV4, enable6 bool
 	}{
 		{name: "flannel default /16", json: `{"Network":"10.244.0.0/16"}`,
-			subnetLen: 24, min: "10.244.1.0", max: "10.244.254.0", backend: "vxlan", subnets: 254, enableV4: true},
+			subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "udp", subnets: 255, enableV4: true},
 		{name: "/22 still gets /24", json: `{"Network":"10.0.0.0/22","Backend":{"Type":"host-gw"}}`,
-			subnetLen: 24, min: "10.0.1.0", max: "10.0.2.0", backend: "host-gw", subnets: 2, enableV4: true},
+			subnetLen: 24, min: "10.0.1.0", max: "10.0.3.0", backend: "host-gw", subnets: 3, enableV4: true},
 		{name: "/23 gets /25", json: `{"Network":"10.0.0.0/23"}`,
-			subnetLen: 25, min: "10.0.0.128", max: "10.0.1.0", backend: "vxlan", subnets: 2, enableV4: true},
+			subnetLen: 25, min: "10.0.0.128", max: "10.0.1.128", backend: "udp", subnets: 3, enableV4: true},
 		{name: "/28 gets /30", json: `{"Network":"10.0.0.0/28","Backend":{"Type":"udp","Port":8285}}`,
-			subnetLen: 30, min: "10.0.0.4", max: "10.0.0.8", backend: "udp", subnets: 2, enableV4: true},
+			subnetLen: 30, min: "10.0.0.4", max: "10.0.0.12", backend: "udp", subnets: 3, enableV4: true},
 		{name: "explicit range", json: `{"Network":"10.244.0.0/16","SubnetLen":26,"SubnetMin":"10.244.0.64","SubnetMax":"10.244.0.192"}`,
-			subnetLen: 26, min: "10.244.0.64", max: "10.244.0.192", backend: "vxlan", subnets: 3, enableV4: true},
-		{name: "host bits dropped like net.ParseCIDR", json: `{"Network":"10.244.7.9/16"}`,
-			subnetLen: 24, min: "10.244.1.0", max: "10.244.254.0", backend: "vxlan", subnets: 254, enableV4: true},
+			subnetLen: 26, min: "10.244.0.64", max: "10.244.0.192", backend: "udp", subnets: 3, enableV4: true},
+		{name: "host bits dropped like net.ParseCIDR", json: `{"Network":"10.244.7.9/16","Backend":{"Type":"vxlan"}}`,
+			subnetLen: 24, min: "10.244.1.0", max: "10.244.255.0", backend: "vxlan", subnets: 255, enableV4: true},
 		{name: "lower-case keys as encoding/json", json: `{"network":"10.1.0.0/16","backend":{"type":"host-gw"}}`,
-			subnetLen: 24, min: "10.1.1.0", max: "10.1.254.0", backend: "host-gw", subnets: 254, enableV4: true},
-		{name: "empty Backend.Type", json: `{"Network":"10.1.0.0/16","Backend":{"VNI":4}}`,
-			subnetLen: 24, min: "10.1.1.0", max: "10.1.254.0", backend: "vxlan", subnets: 254, enableV4: true},
-		{name: "dual stack", json: `{"Network":"10.1.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}`,
-			subnetLen: 24, min: "10.1.1.0", max: "10.1.254.0", backend: "vxlan", subnets: 254, enableV4: true, enable6: true,
-			v6Len: 64, v6Min: "fc00:0:0:1::", v6Max: "fc00:0:0:fffe::"},
-		{name: "ipv6 only", json: `{"EnableIPv6":true,"IPv6Network":"fc00::/120"}`,
-			backend: "vxlan", subnets: 2, enable6: true, v6Len: 122, v6Min: "fc00::40", v6Max: "fc00::80"},
+			subnetLen: 24, min: "10.1.1.0", max: "10.1.255.0", backend: "host-gw", subnets: 255, enableV4: true},
+		{name: "dual stack", json: `{"Network":"10.1.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}`,
+			subnetLen: 24, min: "10.1.1.0", max: "10.1.255.0", backend: "vxlan", subnets: 255, enableV4: true, enable6: true,
+			v6Len: 64, v6Min: "fc00:0:0:1::", v6Max: "fc00:0:0:ffff::"},
+		{name: "ipv6 only", json: `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/120","Backend":{"Type":"vxlan"}}`,
+			backend: "vxlan", subnets: 3, enable6: true, v6Len: 122, v6Min: "fc00::40", v6Max: "fc00::c0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,7 +90,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"backend not object", `{"Network":"10.244.0.0/16","Backend":"vxlan"}`, "Backend", "JSON object"},
 		{"both disabled", `{"Network":"10.244.0.0/16","EnableIPv4":false}`, "EnableIPv4", "enable at least one"},
 		{"v6 without network", `{"Network":"10.244.0.0/16","EnableIPv6":true}`, "IPv6Network", "is missing"},
-		{"v6 len", `{"EnableIPv6":true,"IPv6Network":"fc00::/48","IPv6SubnetLen":127}`, "IPv6SubnetLen", "use at most 126"},
+		{"v6 len", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48","IPv6SubnetLen":127}`, "IPv6SubnetLen", "use at most 126"},
 		{"v6 network v4", `{"EnableIPv6":true,"IPv6Network":"10.0.0.0/8"}`, "IPv6Network", "not an IPv6 prefix"},
 	}
 	for _, tt := range tests {
@@ -129,7 +127,10 @@ func TestConfigSubnetIndex(t *testing.T) {
 	if sn, sn6 := c.Subnet(2); sn.String() != "10.1.3.0/24" || sn6.String() != "fc00:0:0:3::/64" {
 		t.Errorf("Subnet(2) = %s %s", sn, sn6)
 	}
-	for _, p := range []string{"10.1.0.0/24", "10.1.255.0/24", "10.1.3.0/25", "10.2.3.0/24"} {
+	if _, ok := c.Index(netip.MustParsePrefix("10.1.255.0/24"), netip.Prefix{}); !ok {
+		t.Error("Index(10.1.255.0/24): the last subnet is a candidate, as in Flannel")
+	}
+	for _, p := range []string{"10.1.0.0/24", "10.1.3.0/25", "10.2.3.0/24"} {
 		if _, ok := c.Index(netip.MustParsePrefix(p), netip.Prefix{}); ok {
 			t.Errorf("Index(%s) ok, want not a candidate", p)
 		}

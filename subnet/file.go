@@ -3,12 +3,14 @@ package subnet
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // DefaultFilePath is where weftd writes the subnet file and the CNI plugin
@@ -54,7 +56,9 @@ func (f FileInfo) Marshal() []byte {
 
 // ParseFile parses the subnet file format. Unknown keys are ignored (other
 // tools add their own); a file without FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET,
-// or with a malformed value, is an error that names the key.
+// or with a malformed value, is an error that names the key. Besides what
+// Flannel writes it reads what flanneld reads back (godotenv): comments,
+// `export KEY=...` and quoted values.
 func ParseFile(data []byte) (FileInfo, error) {
 	var f FileInfo
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -63,9 +67,13 @@ func ParseFile(data []byte) (FileInfo, error) {
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		key, val, ok := strings.Cut(text, "=")
+		key, val, ok := strings.Cut(strings.TrimPrefix(text, "export "), "=")
 		if !ok {
 			return FileInfo{}, fmt.Errorf("line %d: %q is not KEY=VALUE", line, text)
+		}
+		key = strings.TrimSpace(key)
+		if val, ok = dotenvValue(val); !ok {
+			return FileInfo{}, fmt.Errorf("line %d: %s has an unterminated quote", line, key)
 		}
 		var err error
 		switch key {
@@ -92,8 +100,19 @@ func ParseFile(data []byte) (FileInfo, error) {
 	if err := sc.Err(); err != nil {
 		return FileInfo{}, err
 	}
-	if f.Subnet.IsValid() && !f.Subnet.Addr().Is4() {
-		return FileInfo{}, fmt.Errorf("FLANNEL_SUBNET=%s is not IPv4", f.Subnet)
+	for _, k := range []struct {
+		key string
+		p   netip.Prefix
+		v6  bool
+	}{{"FLANNEL_NETWORK", f.Network, false}, {"FLANNEL_SUBNET", f.Subnet, false},
+		{"FLANNEL_IPV6_NETWORK", f.IPv6Network, true}, {"FLANNEL_IPV6_SUBNET", f.IPv6Subnet, true}} {
+		if k.p.IsValid() && (k.p.Addr().Is6() != k.v6 || k.p.Addr().Is4In6()) {
+			want := "IPv4"
+			if k.v6 {
+				want = "IPv6"
+			}
+			return FileInfo{}, fmt.Errorf("%s=%s is not %s", k.key, k.p, want)
+		}
 	}
 	if !f.Subnet.IsValid() && !f.IPv6Subnet.IsValid() {
 		return FileInfo{}, fmt.Errorf("no FLANNEL_SUBNET: the file is incomplete")
@@ -102,6 +121,23 @@ func ParseFile(data []byte) (FileInfo, error) {
 		return FileInfo{}, fmt.Errorf("no FLANNEL_MTU: the file is incomplete")
 	}
 	return f, nil
+}
+
+// dotenvValue unquotes a value the way godotenv does: 'single' or "double"
+// quotes are stripped; an unquoted value ends at a " #" comment.
+func dotenvValue(v string) (string, bool) {
+	v = strings.TrimSpace(v)
+	if len(v) > 0 && (v[0] == '"' || v[0] == '\'') {
+		end := strings.IndexByte(v[1:], v[0])
+		if end < 0 {
+			return "", false
+		}
+		return v[1 : 1+end], true
+	}
+	if i := strings.Index(v, " #"); i >= 0 {
+		v = strings.TrimSpace(v[:i])
+	}
+	return v, true
 }
 
 // ReadFile reads and parses the subnet file at path.
@@ -124,7 +160,8 @@ func WriteFile(path string, f FileInfo) error {
 }
 
 // WriteFileAtomic writes data to path through a temp file in the same
-// directory, fsyncs it and renames it over path.
+// directory, fsyncs it, renames it over path and fsyncs the directory, so
+// the new file survives a crash once it returns.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -152,6 +189,23 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// syncDir makes a rename in dir durable. File systems that cannot sync a
+// directory (EINVAL) are left as they are.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("sync directory: %w", err)
 	}
 	return nil
 }

@@ -46,10 +46,11 @@ type Lease struct {
 func (l Lease) Reserved() bool { return l.LeaseID == 0 }
 
 // leaseJSON is Flannel's lease value layout; field order and omitempty
-// match Flannel's LeaseAttrs so the bytes are the same.
+// match Flannel's LeaseAttrs so the bytes are the same. PublicIPv6 has no
+// omitempty there: a node without IPv6 writes "PublicIPv6":null.
 type leaseJSON struct {
 	PublicIP      string
-	PublicIPv6    *string         `json:",omitempty"`
+	PublicIPv6    *string
 	BackendType   string          `json:",omitempty"`
 	BackendData   json.RawMessage `json:",omitempty"`
 	BackendV6Data json.RawMessage `json:",omitempty"`
@@ -59,8 +60,9 @@ type leaseJSON struct {
 // underlay (its IP4 type marshals the zero address).
 const noPublicIP = "0.0.0.0"
 
-// MarshalJSON renders a in Flannel's lease format. A zero PublicIP is
-// written as "0.0.0.0" (Flannel's IPv6-only form); PublicIPv6 and the
+// MarshalJSON renders a in Flannel's lease format, byte for byte what
+// Flannel v0.28.9 writes for the same attributes. A zero PublicIP is written
+// as "0.0.0.0" (Flannel's IPv6-only form), a zero PublicIPv6 as null; the
 // backend fields are omitted when unset.
 func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
 	v := leaseJSON{
@@ -115,6 +117,9 @@ func (a *LeaseAttrs) UnmarshalJSON(data []byte) error {
 		return errors.New("lease value: PublicIP is missing")
 	}
 	ip, err := netip.ParseAddr(*v.PublicIP)
+	if err == nil && ip.Is4In6() {
+		ip = ip.Unmap() // Flannel's IP4 takes "::ffff:a.b.c.d" as a.b.c.d
+	}
 	if err != nil || !ip.Is4() {
 		return fmt.Errorf("lease value: PublicIP %q is not an IPv4 address", *v.PublicIP)
 	}

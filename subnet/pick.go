@@ -23,17 +23,35 @@ const exhaustiveLimit = 1 << 16
 func (c *Config) PickFree(leases []Lease, skip func(sn, sn6 netip.Prefix) bool) (sn, sn6 netip.Prefix, err error) {
 	used4 := make(map[netip.Prefix]bool, len(leases))
 	used6 := make(map[netip.Prefix]bool)
+	// odd are leases of another length than the config hands out (left by
+	// an earlier config): like Flannel, never hand out a subnet that
+	// overlaps one, or two nodes would route the same addresses.
+	var odd4, odd6 []netip.Prefix
 	for _, l := range leases {
 		if l.Subnet.IsValid() {
 			used4[l.Subnet] = true
+			if l.Subnet.Bits() != c.SubnetLen {
+				odd4 = append(odd4, l.Subnet)
+			}
 		}
 		if l.IPv6Subnet.IsValid() {
 			used6[l.IPv6Subnet] = true
+			if l.IPv6Subnet.Bits() != c.IPv6SubnetLen {
+				odd6 = append(odd6, l.IPv6Subnet)
+			}
 		}
+	}
+	overlaps := func(p netip.Prefix, odd []netip.Prefix) bool {
+		for _, o := range odd {
+			if p.Overlaps(o) {
+				return true
+			}
+		}
+		return false
 	}
 	taken := func(i int) bool {
 		a, b := c.Subnet(i)
-		if a.IsValid() && used4[a] || b.IsValid() && used6[b] {
+		if a.IsValid() && (used4[a] || overlaps(a, odd4)) || b.IsValid() && (used6[b] || overlaps(b, odd6)) {
 			return true
 		}
 		return skip != nil && skip(a, b)

@@ -175,13 +175,15 @@ func (r *udpReceiver) readBatch() (int, error) {
 	}
 }
 
-// message returns datagram i: its source (host order; 0 if not IPv4), its
-// bytes, the GRO segment size (0 when not coalesced) and whether it was
-// truncated.
-func (r *udpReceiver) message(i int) (src uint32, data []byte, gsoSize int, trunc bool) {
+// message returns datagram i: its source address and port (host order; 0
+// if not IPv4), its bytes, the GRO segment size (0 when not coalesced) and
+// whether it was truncated.
+func (r *udpReceiver) message(i int) (src uint32, sport uint16, data []byte, gsoSize int, trunc bool) {
 	h := &r.hs[i]
 	if r.names[i].Family == unix.AF_INET && h.Hdr.Namelen >= unix.SizeofSockaddrInet4 {
 		src = be32(r.names[i].Addr)
+		port := (*[2]byte)(unsafe.Pointer(&r.names[i].Port)) // network byte order
+		sport = uint16(port[0])<<8 | uint16(port[1])
 	}
 	data = r.bufs[i][:min(int(h.Len), len(r.bufs[i]))]
 	trunc = h.Hdr.Flags&unix.MSG_TRUNC != 0
@@ -205,7 +207,7 @@ func (r *udpReceiver) message(i int) (src uint32, data []byte, gsoSize int, trun
 		}
 		oob = oob[next:]
 	}
-	return src, data, gsoSize, trunc
+	return src, sport, data, gsoSize, trunc
 }
 
 // udpSender is sendmmsg on a blocking UDP socket with preallocated

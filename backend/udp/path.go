@@ -346,17 +346,31 @@ type rxPath struct {
 	cnt      local
 }
 
-// handle processes one received UDP payload from src (host order): a run of
-// gsoSize-byte datagrams when the kernel coalesced them (UDP GRO), else one.
-func (p *rxPath) handle(t *table, src uint32, data []byte, gsoSize int) {
+// handle processes one received UDP payload from src:sport (host order): a
+// run of gsoSize-byte datagrams when the kernel coalesced them (UDP GRO),
+// else one.
+//
+// A peer is its PublicIP and the tunnel port together: every node sends
+// from the port it listens on, which its weftd holds. Another process on
+// that node (an unprivileged one cannot bind the port), or a pod whose
+// datagram left masqueraded with the node's address, sends from another
+// port and is dropped (wrong_port) before its inner packet is read.
+func (p *rxPath) handle(t *table, src uint32, sport uint16, data []byte, gsoSize int) {
 	if gsoSize <= 0 || gsoSize > len(data) {
 		gsoSize = len(data)
 	}
 	peer := t.hosts[src]
+	why := wire.OK
+	switch {
+	case peer == nil:
+		why = wire.ReasonUnknownPeer
+	case sport != t.port:
+		why = wire.ReasonWrongPort
+	}
 	for off := 0; off < len(data); off += gsoSize {
 		d := data[off:min(off+gsoSize, len(data))]
-		if peer == nil {
-			p.cnt.drop(wire.ReasonUnknownPeer, 1)
+		if why != wire.OK {
+			p.cnt.drop(why, 1)
 			continue
 		}
 		h, r := wire.ParseIPv4(d)

@@ -537,7 +537,7 @@ func TestRxPartialChecksums(t *testing.T) {
 			f := &fakeIO{}
 			p := &rxPath{vnet: true, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
 			pkt := packet("10.244.2.5", "10.244.1.5", 63, 100)
-			p.handle(testTableWith(tt.data), ip4("198.18.60.12"), append([]byte(nil), pkt...), 0)
+			p.handle(testTableWith(tt.data), ip4("198.18.60.12"), DefaultPort, append([]byte(nil), pkt...), 0)
 			p.flush()
 			if len(f.tun) != 1 {
 				t.Fatalf("%d written", len(f.tun))
@@ -564,26 +564,29 @@ func TestRxPath(t *testing.T) {
 	tests := []struct {
 		name     string
 		src      uint32
+		sport    uint16
 		pkt      []byte
 		wantTUN  int
 		wantDrop wire.Reason
 	}{
-		{"from peer", peer, packet("10.244.2.5", "10.244.1.5", 63, 100), 1, wire.OK},
-		{"unknown peer", stranger, packet("10.244.2.5", "10.244.1.5", 63, 100), 0, wire.ReasonUnknownPeer},
-		{"spoofed inner source", peer, packet("10.244.5.5", "10.244.1.5", 63, 100), 0, wire.ReasonSpoofedSource},
-		{"the peer node's own address", peer, packet("198.18.60.12", "10.244.1.5", 63, 100), 1, wire.OK},
-		{"another node's address", peer, packet("198.18.60.13", "10.244.1.5", 63, 100), 0, wire.ReasonSpoofedSource},
-		{"not for our subnet", peer, packet("10.244.2.5", "10.244.8.5", 63, 100), 0, wire.ReasonNotLocal},
-		{"truncated", peer, packet("10.244.2.5", "10.244.1.5", 63, 100)[:50], 0, wire.ReasonShort},
-		{"bad ihl", peer, append([]byte{0x41}, make([]byte, 30)...), 0, wire.ReasonBadHeader},
-		{"empty", peer, []byte{}, 0, wire.OK},
+		{"from peer", peer, DefaultPort, packet("10.244.2.5", "10.244.1.5", 63, 100), 1, wire.OK},
+		{"unknown peer", stranger, DefaultPort, packet("10.244.2.5", "10.244.1.5", 63, 100), 0, wire.ReasonUnknownPeer},
+		{"peer address, another port", peer, 40000, packet("10.244.2.5", "10.244.1.5", 63, 100), 0, wire.ReasonWrongPort},
+		{"peer address, another port, its own address inside", peer, 8284, packet("198.18.60.12", "10.244.1.5", 63, 100), 0, wire.ReasonWrongPort},
+		{"spoofed inner source", peer, DefaultPort, packet("10.244.5.5", "10.244.1.5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"the peer node's own address", peer, DefaultPort, packet("198.18.60.12", "10.244.1.5", 63, 100), 1, wire.OK},
+		{"another node's address", peer, DefaultPort, packet("198.18.60.13", "10.244.1.5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"not for our subnet", peer, DefaultPort, packet("10.244.2.5", "10.244.8.5", 63, 100), 0, wire.ReasonNotLocal},
+		{"truncated", peer, DefaultPort, packet("10.244.2.5", "10.244.1.5", 63, 100)[:50], 0, wire.ReasonShort},
+		{"bad ihl", peer, DefaultPort, append([]byte{0x41}, make([]byte, 30)...), 0, wire.ReasonBadHeader},
+		{"empty", peer, DefaultPort, []byte{}, 0, wire.OK},
 	}
 	for _, tt := range tests {
 		for _, vnet := range []bool{false, true} {
 			t.Run(tt.name, func(t *testing.T) {
 				f := &fakeIO{}
 				p := &rxPath{vnet: vnet, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
-				p.handle(testTable(), tt.src, tt.pkt, 0)
+				p.handle(testTable(), tt.src, tt.sport, tt.pkt, 0)
 				p.flush()
 				if len(f.tun) != tt.wantTUN {
 					t.Fatalf("vnet %v: %d written, want %d", vnet, len(f.tun), tt.wantTUN)
@@ -615,7 +618,7 @@ func TestRxGROCoalesces(t *testing.T) {
 	f := &fakeIO{}
 	p := &rxPath{vnet: true, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
 	run, seg := groRun(20, 1400)
-	p.handle(testTable(), ip4("198.18.60.12"), run, seg)
+	p.handle(testTable(), ip4("198.18.60.12"), DefaultPort, run, seg)
 	p.flush()
 	if len(f.tun) != 1 || p.cnt[cRxPackets] != 20 || p.cnt[cGROMerged] != 20 {
 		t.Fatalf("%d TUN writes, counters %v", len(f.tun), p.cnt)
@@ -657,15 +660,15 @@ func TestZeroAllocs(t *testing.T) {
 			}
 			tx.handle(tb, noRoute)
 			tx.flush()
-			rx.handle(tb, ip4("198.18.60.12"), run, seg)
-			rx.handle(tb, ip4("198.18.60.12"), one, 0)
-			rx.handle(tb, ip4("198.18.60.99"), one, 0)
+			rx.handle(tb, ip4("198.18.60.12"), DefaultPort, run, seg)
+			rx.handle(tb, ip4("198.18.60.12"), DefaultPort, one, 0)
+			rx.handle(tb, ip4("198.18.60.99"), DefaultPort, one, 0)
 			rx.flush()
 			if vnet { // partial checksums, both ways
 				tso[wire.VirtioNetHdrLen+8] = 64
 				tx.handle(tbp, tso)
 				tx.flush()
-				rx.handle(tbp, ip4("198.18.60.12"), one, 0)
+				rx.handle(tbp, ip4("198.18.60.12"), DefaultPort, one, 0)
 				rx.flush()
 			}
 			tx.cnt.publish(&counters{})
@@ -714,7 +717,7 @@ func BenchmarkRxGRO(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(run)))
 	for b.Loop() {
-		rx.handle(tb, ip4("198.18.60.12"), run, seg)
+		rx.handle(tb, ip4("198.18.60.12"), DefaultPort, run, seg)
 		rx.flush()
 	}
 }

@@ -44,6 +44,7 @@ func be32(a [4]byte) uint32 {
 // table is the immutable routing state the packet path reads through an
 // atomic.Pointer. A new table is built for every change.
 type table struct {
+	port     uint16 // the tunnel port: peers send from it
 	own      prefix4
 	hasOwn   bool
 	lens     []int                    // prefix lengths present, longest first
@@ -75,7 +76,7 @@ func (t *table) lookup(dst uint32) *peerHost {
 // ownPartial says this node takes partial TCP checksums (it announces
 // PartialChecksums); only then are they used with peers that announce it.
 func buildTable(node backend.PeerNode, peers map[netip.Prefix]subnet.Lease, port int, ownPartial bool) *table {
-	t := &table{hosts: make(map[uint32]*peerHost)}
+	t := &table{port: uint16(port), hosts: make(map[uint32]*peerHost)}
 	if own := node.Own.Subnet; own.IsValid() && own.Addr().Is4() {
 		t.own, t.hasOwn = toPrefix4(own), true
 	}

@@ -94,7 +94,13 @@ type Backend struct {
 	fdsOnce   sync.Once
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend  = (*Backend)(nil)
+	_ backend.Tunneled = (*Backend)(nil)
+)
+
+// TunnelPort implements backend.Tunneled.
+func (b *Backend) TunnelPort() uint16 { return uint16(b.opts.Port) }
 
 // New builds the backend from opts; it touches neither the kernel nor
 // starts goroutines.
@@ -661,12 +667,12 @@ func (q *queue) fromPeers() error {
 	}
 	t := q.b.table.Load()
 	for i := range n {
-		src, data, gsoSize, trunc := q.recv.message(i)
+		src, sport, data, gsoSize, trunc := q.recv.message(i)
 		if trunc {
 			q.rx.cnt.drop(wire.ReasonShort, 1)
 			continue
 		}
-		q.rx.handle(t, src, data, gsoSize)
+		q.rx.handle(t, src, sport, data, gsoSize)
 	}
 	q.rx.flush()
 	q.rx.cnt.publish(q.rxc)

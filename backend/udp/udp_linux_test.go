@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -23,8 +24,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/backend/udp/wire"
 	"github.com/weftnet/weft/internal/nstest"
+	"github.com/weftnet/weft/internal/packettest"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -166,32 +167,34 @@ func ping(t *testing.T, from *nstest.NS, to string) {
 	from.MustRun(t, "ping", "-c", "3", "-i", "0.2", "-W", "2", to)
 }
 
-// innerUDP builds an IPv4/UDP packet src → dst:port carrying payload.
+// innerUDP builds an IPv4/UDP packet src:4000 → dst:port carrying payload.
 func innerUDP(src, dst string, port int, payload []byte) []byte {
-	p := make([]byte, 28+len(payload))
-	p[0] = 0x45
-	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
-	p[8], p[9] = 64, wire.ProtoUDP
-	copy(p[12:16], netip.MustParseAddr(src).AsSlice())
-	copy(p[16:20], netip.MustParseAddr(dst).AsSlice())
-	wire.SetIPv4Checksum(p, 20)
-	binary.BigEndian.PutUint16(p[20:], 4000)
-	binary.BigEndian.PutUint16(p[22:], uint16(port))
-	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
-	copy(p[28:], payload)
-	return p
+	return packettest.IPv4UDP(netip.MustParseAddr(src), netip.MustParseAddr(dst), 4000, uint16(port), payload)
 }
 
-// sendFrom sends one datagram to dst from inside n (from any port).
-func sendFrom(t *testing.T, n *nstest.NS, dst string, b []byte) {
+// sendFrom sends one datagram to dst from inside n, from the address and
+// port src (":0" for any). The socket joins an existing SO_REUSEPORT group
+// on src (a peer's tunnel socket), as only the owner's user may.
+func sendFrom(t *testing.T, n *nstest.NS, src, dst string, b []byte) {
 	t.Helper()
 	err := n.Do(func(ns.NetNS) error {
-		c, err := net.Dial("udp4", dst)
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) }); err != nil {
+				return err
+			}
+			return serr
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", src)
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		_, err = c.Write(b)
+		defer pc.Close()
+		to, err := net.ResolveUDPAddr("udp4", dst)
+		if err != nil {
+			return err
+		}
+		_, err = pc.WriteTo(b, to)
 		return err
 	})
 	if err != nil {
@@ -250,15 +253,26 @@ func TestTunnel(t *testing.T) {
 	b.ns.MustRun(t, "ip", "addr", "add", fmt.Sprintf("198.18.%d.67/32", baseTunnel), "dev", "evil")
 	b.ns.MustRun(t, "ip", "route", "add", fmt.Sprintf("198.18.%d.66/32", baseTunnel), "dev", "evil")
 
+	peerPort := netip.AddrPortFrom(a.ip, DefaultPort).String() // a's tunnel socket
 	t.Run("datagram from a peer is delivered", func(t *testing.T) {
-		sendFrom(t, a.ns, target, innerUDP("10.244.1.2", "10.244.2.2", 9999, []byte("legit")))
+		sendFrom(t, a.ns, peerPort, target, innerUDP("10.244.1.2", "10.244.2.2", 9999, []byte("legit")))
 		if got := recv(); got != "legit" {
 			t.Fatalf("pod got %q, want the peer's datagram", got)
 		}
 	})
+	t.Run("datagram from a peer's address but not its tunnel port is dropped", func(t *testing.T) {
+		// What a pod's datagram masqueraded by its node, or another
+		// process on the node, looks like.
+		before := b.b.Stats().Drops["wrong_port"]
+		sendFrom(t, a.ns, a.ip.String()+":0", target, innerUDP("10.244.1.2", "10.244.2.2", 9999, []byte("crafted")))
+		waitFor(t, "wrong_port drop", 5*time.Second, func() bool { return b.b.Stats().Drops["wrong_port"] > before })
+		if got := recv(); got != "" {
+			t.Fatalf("pod received %q from the peer's address on another port", got)
+		}
+	})
 	t.Run("spoofed outer source is dropped", func(t *testing.T) {
 		before := b.b.Stats().Drops["unknown_peer"]
-		sendFrom(t, attacker, target, innerUDP("10.244.1.2", "10.244.2.2", 9999, []byte("evil")))
+		sendFrom(t, attacker, ":"+strconv.Itoa(DefaultPort), target, innerUDP("10.244.1.2", "10.244.2.2", 9999, []byte("evil")))
 		waitFor(t, "unknown_peer drop", 5*time.Second, func() bool { return b.b.Stats().Drops["unknown_peer"] > before })
 		if got := recv(); got != "" {
 			t.Fatalf("pod received %q from a non-peer", got)
@@ -266,7 +280,7 @@ func TestTunnel(t *testing.T) {
 	})
 	t.Run("inner source outside the peer's subnet is dropped", func(t *testing.T) {
 		before := b.b.Stats().Drops["spoofed_source"]
-		sendFrom(t, a.ns, target, innerUDP("10.244.5.5", "10.244.2.2", 9999, []byte("spoof")))
+		sendFrom(t, a.ns, peerPort, target, innerUDP("10.244.5.5", "10.244.2.2", 9999, []byte("spoof")))
 		waitFor(t, "spoofed_source drop", 5*time.Second, func() bool { return b.b.Stats().Drops["spoofed_source"] > before })
 		if got := recv(); got != "" {
 			t.Fatalf("pod received %q with a spoofed inner source", got)
@@ -274,7 +288,7 @@ func TestTunnel(t *testing.T) {
 	})
 	t.Run("malformed datagram is dropped", func(t *testing.T) {
 		before := b.b.Stats().Drops["bad_header"]
-		sendFrom(t, a.ns, target, []byte{0x41, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 244, 1, 2, 10, 244, 2, 2})
+		sendFrom(t, a.ns, peerPort, target, []byte{0x41, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 244, 1, 2, 10, 244, 2, 2})
 		waitFor(t, "bad_header drop", 5*time.Second, func() bool { return b.b.Stats().Drops["bad_header"] > before })
 	})
 
@@ -474,9 +488,9 @@ func TestSocketIO(t *testing.T) {
 				return err
 			}
 			for i := range k {
-				src, data, gso, trunc := r.message(i)
-				if src != ip4("127.0.0.1") || trunc {
-					return fmt.Errorf("message %d from %#x, truncated %v", i, src, trunc)
+				src, sport, data, gso, trunc := r.message(i)
+				if src != ip4("127.0.0.1") || sport != 8285 || trunc {
+					return fmt.Errorf("message %d from %#x:%d, truncated %v", i, src, sport, trunc)
 				}
 				got = append(got, fmt.Sprintf("%s/%d", data, gso))
 			}

@@ -24,6 +24,7 @@ const (
 	DefaultVNI  = 1
 	DefaultPort = 8472 // the Linux kernel's historical VXLAN port, Flannel's default
 	maxVNI      = 1<<24 - 1
+	minMTU      = 68 // the least MTU IPv4 allows
 )
 
 // Options are the backend options read from the network config's "Backend"
@@ -33,8 +34,9 @@ type Options struct {
 	Port     int  // UDP destination port; default 8472
 	GBP      bool // VXLAN Group Based Policy extension; default off
 	Learning bool // source-address learning on the device; default off
-	// MTU of the device and of pods; 0 (default) means underlay MTU minus
-	// OverheadIPv4 or OverheadIPv6.
+	// MTU is, as in Flannel, the MTU of the path the encapsulated packets
+	// take: the device and the pods get MTU minus OverheadIPv4 (or
+	// OverheadIPv6). 0 (default) takes the underlay link's MTU.
 	MTU int
 	// DirectRouting routes peers on the same L2 subnet as the underlay
 	// without encapsulation; default off.
@@ -63,13 +65,18 @@ func ParseOptions(raw json.RawMessage) (Options, error) {
 	if err := backend.DecodeOptions(raw, &o); err != nil {
 		return Options{}, fmt.Errorf("vxlan options: %w", err)
 	}
+	if o.Port == 0 {
+		// Flannel passes 0 on to the kernel, which then uses its default,
+		// 8472.
+		o.Port = DefaultPort
+	}
 	switch {
 	case o.VNI < 0 || o.VNI > maxVNI:
 		return Options{}, fmt.Errorf("vxlan options: VNI %d out of range 0..%d", o.VNI, maxVNI)
 	case o.Port < 1 || o.Port > 65535:
 		return Options{}, fmt.Errorf("vxlan options: Port %d out of range 1..65535", o.Port)
-	case o.MTU < 0 || (o.MTU != 0 && o.MTU < 68):
-		return Options{}, fmt.Errorf("vxlan options: MTU %d too small (minimum 68, or 0 for automatic)", o.MTU)
+	case o.MTU < 0 || (o.MTU != 0 && o.MTU < minMTU+OverheadIPv6):
+		return Options{}, fmt.Errorf("vxlan options: MTU %d too small: it is the underlay path's MTU, pods get %d less; use at least %d, or 0 for the underlay link's", o.MTU, OverheadIPv4, minMTU+OverheadIPv6)
 	}
 	return o, nil
 }

@@ -56,6 +56,7 @@ var (
 	_ backend.Backend       = (*Backend)(nil)
 	_ backend.Constructor   = New
 	_ backend.PeerFiltered  = (*Backend)(nil)
+	_ backend.Tunneled      = (*Backend)(nil)
 	_ backend.RepairCounter = (*Backend)(nil)
 )
 
@@ -97,6 +98,9 @@ func New(opts backend.Options) (backend.Backend, error) {
 // Options returns the parsed options.
 func (b *Backend) Options() Options { return b.opts }
 
+// TunnelPort implements backend.Tunneled.
+func (b *Backend) TunnelPort() uint16 { return uint16(b.opts.Port) }
+
 // FilterPort implements backend.PeerFiltered.
 func (b *Backend) FilterPort() (uint16, bool) { return b.opts.FilterPort() }
 
@@ -134,10 +138,10 @@ func (b *Backend) ensureDevice() error {
 	if ulMTU == 0 {
 		ulMTU = ul.Attrs().MTU
 	}
-	b.mtu = b.opts.MTU
-	if b.mtu == 0 {
-		b.mtu = ulMTU - Overhead(b.ul.PublicIP)
+	if b.opts.MTU != 0 {
+		ulMTU = b.opts.MTU // Flannel's meaning: the path MTU, not the device's
 	}
+	b.mtu = ulMTU - Overhead(b.ul.PublicIP)
 	b.mac = VtepMAC(b.ul.PublicIP, b.opts.VNI)
 	name := DeviceName(b.opts.VNI)
 	want := &netlink.Vxlan{

@@ -23,7 +23,8 @@ func TestParseOptions(t *testing.T) {
 		{raw: `{"vni":7,"directrouting":true}`, want: Options{VNI: 7, Port: 8472, DirectRouting: true}}, // case-insensitive like Flannel
 		{raw: `{"VNI":16777216}`, wantErr: "VNI"},
 		{raw: `{"Port":70000}`, wantErr: "Port"},
-		{raw: `{"Port":0}`, wantErr: "Port"},
+		{raw: `{"Port":0}`, want: Options{VNI: 1, Port: 8472}}, // Flannel: 0 is the kernel's default, 8472
+		{raw: `{"MTU":130}`, wantErr: "MTU"},
 		{raw: `{"MTU":20}`, wantErr: "MTU"},
 		{raw: `{"VNI":"x"}`, wantErr: "vxlan options"},
 	} {

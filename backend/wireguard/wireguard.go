@@ -452,6 +452,10 @@ func (b *Backend) countRepair(full bool) {
 	}
 }
 
+// handshakeKick is the keepalive a new peer is given for a moment, so that
+// the device handshakes with it at once (see syncDevice).
+const handshakeKick = time.Second
+
 // ---- desired state ----
 
 // plan is what one peer needs.
@@ -595,16 +599,28 @@ func (b *Backend) syncDevice(plans map[netip.Prefix]*plan, full bool) error {
 	removals := len(cfg.Peers)
 	psk, keepalive := b.opts.psk(), time.Duration(b.opts.PersistentKeepaliveInterval)*time.Second
 	var written []*plan
+	var kick []wgtypes.PeerConfig // new peers whose keepalive goes back to 0
 	for _, sn := range slices.SortedFunc(maps.Keys(plans), comparePrefix) {
 		p := plans[sn]
 		if p.state != backend.PeerProgrammed {
 			continue
 		}
 		pc, changed := peerConfig(p, have, psk, keepalive)
-		if changed {
-			cfg.Peers = append(cfg.Peers, pc)
-			written = append(written, p)
+		if !changed {
+			continue
 		}
+		if _, known := have[p.key]; !known && keepalive == 0 {
+			// A new peer gets a handshake at once: WireGuard sends a
+			// keepalive (and so handshakes) when a peer's keepalive is
+			// turned on. The peer then drops the session it may hold from
+			// before this device (re)started and talks to us at once,
+			// instead of after its own 15 s rekey timeout.
+			on, off := handshakeKick, time.Duration(0)
+			pc.PersistentKeepaliveInterval = &on
+			kick = append(kick, wgtypes.PeerConfig{PublicKey: p.key, UpdateOnly: true, PersistentKeepaliveInterval: &off})
+		}
+		cfg.Peers = append(cfg.Peers, pc)
+		written = append(written, p)
 	}
 	if cfg.PrivateKey == nil && cfg.ListenPort == nil && len(cfg.Peers) == 0 {
 		return nil
@@ -614,6 +630,13 @@ func (b *Backend) syncDevice(plans map[netip.Prefix]*plan, full bool) error {
 			p.state, p.reason = backend.PeerFailed, err.Error()
 		}
 		return fmt.Errorf("wireguard: configure device %s: %w", b.name, err)
+	}
+	if len(kick) > 0 {
+		// Keepalive back off; if this fails, the next pass sees the
+		// difference and sets it.
+		if err := b.wg.ConfigureDevice(b.name, wgtypes.Config{Peers: kick}); err != nil {
+			return fmt.Errorf("wireguard: configure device %s: %w", b.name, err)
+		}
 	}
 	if cfg.PrivateKey != nil || cfg.ListenPort != nil {
 		b.log.Info("set device key and listen port", "publicKey", b.key.public().String(), "port", b.opts.ListenPort)

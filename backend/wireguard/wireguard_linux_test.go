@@ -496,10 +496,14 @@ func TestRestart(t *testing.T) {
 		t.Errorf("a fresh embedded device has peers before Sync")
 	}
 	a.configure(t, b)
-	ping(t, a.pod, b.podIP())
-	// b still holds the old session's keys; its own traffic gets through
-	// once a's handshake (above) replaced them.
+	// b still holds the session of a's old device. a handshakes with each
+	// new peer at once, so b's own traffic gets through (without it, only
+	// after b's 15 s rekey timeout, or once a sends b something).
 	ping(t, b.pod, a.podIP())
+	ping(t, a.pod, b.podIP())
+	if p, _ := a.peer(t, b); p.PersistentKeepaliveInterval != 0 {
+		t.Errorf("keepalive %v left on after the handshake kick", p.PersistentKeepaliveInterval)
+	}
 }
 
 // TestRotation: a new key in the key file makes Run ask for a new backend,

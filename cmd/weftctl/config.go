@@ -41,6 +41,7 @@ func runConfig(ctx context.Context, e *env, args []string) error {
 		})
 	case "set":
 		var raw []byte
+		var cfg *subnet.Config
 		parse := func(rest []string) error {
 			if len(rest) != 1 {
 				return fmt.Errorf("%w: give one FILE, or - for standard input", errUsage)
@@ -56,7 +57,7 @@ func runConfig(ctx context.Context, e *env, args []string) error {
 			}
 			// Validate before connecting: a bad file is the user's to fix,
 			// whether etcd is up or not.
-			_, err = subnet.ParseConfig(raw)
+			cfg, err = subnet.ParseConfig(raw)
 			return err
 		}
 		return withStore(ctx, e, fs, sf, args, parse, func(ctx context.Context, m subnet.Manager) error {
@@ -64,6 +65,9 @@ func runConfig(ctx context.Context, e *env, args []string) error {
 				return err
 			}
 			fmt.Fprintf(e.stderr, "network config stored at %s/config\n", sf.prefix)
+			if cfg.Backend == nil {
+				fmt.Fprintf(e.stderr, "note: the config has no Backend, so every node runs %s (Flannel's code does; its documentation says vxlan); add \"Backend\": {\"Type\": \"vxlan\"} for vxlan\n", cfg.BackendType)
+			}
 			return nil
 		})
 	}

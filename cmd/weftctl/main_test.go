@@ -46,6 +46,10 @@ func TestStoreCommands(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "SubnetLen 31") {
 		t.Errorf("invalid config: exit %d, stderr %q", code, stderr)
 	}
+	code, _, stderr = weftctl(t, ep, `{"Network":"10.244.0.0/16"}`, "config", "set", "-")
+	if code != 0 || !strings.Contains(stderr, "no Backend, so every node runs udp") {
+		t.Errorf("config without Backend: exit %d, stderr %q; want 0 and a note that it runs udp", code, stderr)
+	}
 	file := filepath.Join(t.TempDir(), "net.json")
 	cfg := `{"Network":"10.244.0.0/16","Backend":{"Type":"alloc"}}`
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {

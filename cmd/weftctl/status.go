@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/daemon/laststate"
 	"github.com/weftnet/weft/internal/nl"
 	"github.com/weftnet/weft/subnet"
 )
@@ -75,6 +77,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	sf := addStoreFlags(fs)
 	addr := fs.String("weftd-addr", daemon.DefaultHealthzAddr, "weftd's HTTP address (its --healthz-addr)")
 	output := fs.String("o", "table", "output format: table or json")
+	stateDir := fs.String("state-dir", daemon.DefaultStateDir, "weftd's --state-dir: where the last known state is read from when weftd is down")
 	cluster := fs.Bool("cluster", false, "list every lease in etcd with its reachability from this node")
 	probeTimeout := fs.Duration("probe-timeout", time.Second, "with --cluster: how long to wait for each peer's echo reply")
 	workers := fs.Int("probe-workers", 16, "with --cluster: peers probed at once")
@@ -100,6 +103,9 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		return clusterStatus(ctx, e, m, *addr, sf.timeout, p, *output)
 	}
 	st, err := fetchStatus(ctx, *addr, sf.timeout)
+	if errors.Is(err, errWeftdUnreachable) {
+		return lastKnownStatus(e, err, filepath.Join(*stateDir, laststate.FileName), *output, time.Now())
+	}
 	if err != nil {
 		return err
 	}
@@ -131,6 +137,13 @@ func writeStatusTable(w io.Writer, v statusView, now time.Time) error {
 	row("Device", "%s", dash(v.Device))
 	row("MTU", "%s", intOrDash(v.MTU))
 	row("Ready", "%s", readyText(v.Ready))
+	if len(v.Ready) > 0 {
+		cp := "connected"
+		if !v.ControlPlaneConnected {
+			cp = "unreachable (serving from the peers last known; changes wait for the store)"
+		}
+		row("Store", "%s", cp)
+	}
 	sync := "never"
 	if !v.LastSync.IsZero() {
 		sync = fmt.Sprintf("%s ago", now.Sub(v.LastSync).Round(time.Millisecond))

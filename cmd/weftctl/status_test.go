@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/alloc"
 	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/daemon/laststate"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcd/etcdtest"
 	"github.com/weftnet/weft/subnet/subnettest"
@@ -36,6 +38,8 @@ func sampleStatus() daemon.Status {
 		LastSync:        fixedNow.Add(-1500 * time.Millisecond),
 		LastSyncError:   "",
 		Ready:           map[string]bool{"leaseHeld": true, "backendReady": true, "cniConfInstalled": false, "subnetFileWritten": true},
+
+		ControlPlaneConnected: true,
 		Peers: []backend.PeerStatus{
 			{Subnet: netip.MustParsePrefix("10.244.2.0/24"), PublicIP: netip.MustParseAddr("198.18.102.11"), State: backend.PeerProgrammed},
 			{Subnet: netip.MustParsePrefix("10.244.3.0/24"), PublicIP: netip.MustParseAddr("2001:db8::3"), State: backend.PeerRefused, Reason: "PublicIP of another family"},
@@ -56,6 +60,7 @@ func TestStatusTable(t *testing.T) {
 		"Device     weft.1",
 		"MTU        1450",
 		"Ready      NO (backendReady ✓ cniConfInstalled ✗ leaseHeld ✓ subnetFileWritten ✓)",
+		"Store      connected",
 		"Last sync  1.5s ago, ok",
 		"Peers      2 (1 programmed, 1 refused, 0 failed)",
 		"10.244.2.0/24  198.18.102.11  programmed  -",
@@ -69,11 +74,13 @@ func TestStatusTable(t *testing.T) {
 	st := sampleStatus()
 	st.LastSyncError = "replace route: permission denied"
 	st.Peers = nil
+	st.ControlPlaneConnected = false
 	b.Reset()
 	if err := writeStatusTable(&b, statusView{Status: st}, fixedNow); err != nil {
 		t.Fatal(err)
 	}
 	if out := b.String(); !strings.Contains(out, "error: replace route: permission denied") ||
+		!strings.Contains(out, "Store      unreachable (serving from the peers last known") ||
 		!strings.Contains(out, "Device     -") || strings.Contains(out, "PEER SUBNET") {
 		t.Errorf("table with a sync error and no peers:\n%s", out)
 	}
@@ -138,8 +145,9 @@ func TestStatusFromFakeWeftd(t *testing.T) {
 
 func TestStatusWeftdDown(t *testing.T) {
 	addr := closedAddr(t)
-	code, _, stderr := weftctl(t, "", "", "status", "--weftd-addr", addr)
-	if code != 1 || !strings.Contains(stderr, "is weftd running? it serves on --healthz-addr") || !strings.Contains(stderr, addr) {
+	code, _, stderr := weftctl(t, "", "", "status", "--weftd-addr", addr, "--state-dir", t.TempDir())
+	if code != 1 || !strings.Contains(stderr, "is weftd running? it serves on --healthz-addr") || !strings.Contains(stderr, addr) ||
+		!strings.Contains(stderr, "no last known state at") {
 		t.Errorf("status with weftd down: exit %d, stderr %q", code, stderr)
 	}
 	// Something else answering on the port is reported as such.
@@ -337,5 +345,71 @@ func TestStatusClusterCommand(t *testing.T) {
 	code, _, stderr = weftctl(t, etcd.Endpoints[0], "", "status", "--cluster", "--probe-workers", "0")
 	if code != 2 || !strings.Contains(stderr, "must be positive") {
 		t.Errorf("--probe-workers 0: exit %d %q", code, stderr)
+	}
+}
+
+// TestStatusLastKnownState: with weftd down, status shows the last known
+// state weftd left in --state-dir (and still exits 1: weftd is down); a
+// damaged file is named, not shown.
+func TestStatusLastKnownState(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs := func(ip string) subnet.LeaseAttrs {
+		return subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(ip), BackendType: "host-gw"}
+	}
+	now := time.Now()
+	st := &laststate.State{
+		Scope: "etcd /coreos.com/network", Config: cfg, Revision: 42,
+		Own: subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: attrs("198.18.102.10"), Expiration: now.Add(20 * time.Hour), LeaseID: 7},
+		Peers: []subnet.Lease{
+			{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Attrs: attrs("198.18.102.11"), Expiration: now.Add(5 * time.Hour), LeaseID: 8},
+			{Subnet: netip.MustParsePrefix("10.244.3.0/24"), Attrs: attrs("198.18.102.12")},
+		},
+	}
+	data, err := laststate.Encode(st, "weftd test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, laststate.FileName)
+	if err := laststate.Save(path, data); err != nil {
+		t.Fatal(err)
+	}
+	addr := closedAddr(t)
+	code, stdout, stderr := weftctl(t, "", "", "status", "--weftd-addr", addr, "--state-dir", dir)
+	for _, want := range []string{
+		"weftd is not reachable; its last known state (" + path,
+		"Node     198.18.102.10",
+		"Subnet   10.244.1.0/24  (expires in ",
+		"Backend  host-gw",
+		"Store    etcd /coreos.com/network at revision 42",
+		"Peers    2",
+		"10.244.2.0/24  198.18.102.11  expires in ",
+		"10.244.3.0/24  198.18.102.12  reserved",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if code != 1 || !strings.Contains(stderr, "shown: its last known state") {
+		t.Errorf("exit %d, stderr %q; want 1 saying weftd is down", code, stderr)
+	}
+	code, stdout, _ = weftctl(t, "", "", "status", "--weftd-addr", addr, "--state-dir", dir, "-o", "json")
+	var v lastKnownView
+	if err := json.Unmarshal([]byte(stdout), &v); code != 1 || err != nil {
+		t.Fatalf("status -o json: exit %d, %v\n%s", code, err, stdout)
+	}
+	if v.WeftdReachable || v.Subnet != st.Own.Subnet || len(v.Peers) != 2 || !v.Peers[1].Reserved || v.Revision != 42 || v.Saved.IsZero() {
+		t.Errorf("status -o json = %+v", v)
+	}
+
+	if err := os.WriteFile(path, data[:len(data)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = weftctl(t, "", "", "status", "--weftd-addr", addr, "--state-dir", dir)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "the last known state is unreadable") || !strings.Contains(stderr, "truncated") {
+		t.Errorf("damaged file: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }

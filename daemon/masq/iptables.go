@@ -248,6 +248,9 @@ func (r rule) iptablesArgs(randomFully bool) []string {
 		}
 		a = append(a, m.flag, m.am.prefix.Masked().String())
 	}
+	if r.udpDport != 0 {
+		a = append(a, "-p", "udp", "-m", "udp", "--dport", strconv.Itoa(int(r.udpDport)))
+	}
 	if r.kubeMark {
 		mark := fmt.Sprintf("0x%x/0x%x", KubeProxyMark, KubeProxyMark)
 		a = append(a, "-m", "mark", "--mark", mark)
@@ -258,6 +261,8 @@ func (r rule) iptablesArgs(randomFully bool) []string {
 		a = append(a, "-j", "RETURN")
 	case verdictAccept:
 		a = append(a, "-j", "ACCEPT")
+	case verdictDrop:
+		a = append(a, "-j", "DROP")
 	case verdictMasquerade:
 		a = append(a, "-j", "MASQUERADE")
 		if randomFully {

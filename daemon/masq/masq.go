@@ -23,6 +23,11 @@ type Rules struct {
 	// masqueraded connections. The zero value (random-fully on) is what
 	// avoids the conntrack SNAT port races behind dropped SYNs.
 	DisableRandomFully bool
+	// TunnelPorts are the UDP ports the overlay uses on every node (vxlan
+	// 8472, udp 8285): forwarded traffic from the pod network to them is
+	// dropped and counted, so a pod cannot have a crafted tunnel packet
+	// leave with this node's address.
+	TunnelPorts []uint16
 }
 
 // Manager installs weft's masquerade and forwarding rules.
@@ -43,15 +48,28 @@ type Manager interface {
 	Remove(ctx context.Context) error
 }
 
-// PeerFilter accepts VXLAN datagrams only from current peers.
+// PeerFilter accepts VXLAN datagrams only from current peers, carrying
+// inner packets only from what each peer may send.
 type PeerFilter interface {
 	// EnsurePeerFilter makes UDP to port accepted only from the given peer
-	// addresses and dropped from anyone else. peers is the complete set
-	// (not a delta); it replaces the previous set atomically. The caller
-	// keeps ownership of the slice.
-	EnsurePeerFilter(ctx context.Context, port uint16, peers []netip.Addr) error
+	// addresses and dropped from anyone else; where the kernel allows, an
+	// IPv4 datagram from a peer is accepted only when it carries an IPv4
+	// packet whose source is in that peer's Sources. peers is the complete
+	// set (not a delta); it replaces the previous set atomically. The
+	// caller keeps ownership of the slice.
+	EnsurePeerFilter(ctx context.Context, port uint16, peers []FilterPeer) error
 	// RemovePeerFilter removes the filter; nothing installed is success.
 	RemovePeerFilter(ctx context.Context) error
+}
+
+// FilterPeer is one peer of the PeerFilter.
+type FilterPeer struct {
+	// Addr is the peer's underlay address (its PublicIP).
+	Addr netip.Addr
+	// Sources are the prefixes the source of an inner IPv4 packet from
+	// this peer must be in: its pod subnets, and its own address (replies
+	// from its host network to our pods keep it as source).
+	Sources []netip.Prefix
 }
 
 // ErrInvalidRules is wrapped by errors about a Rules value that cannot be
@@ -69,6 +87,11 @@ const KubeProxyMark = 0x4000
 func (r Rules) Validate() error {
 	if err := checkPair(r.Network, r.Subnet, false); err != nil {
 		return err
+	}
+	for _, p := range r.TunnelPorts {
+		if p == 0 {
+			return fmt.Errorf("%w: tunnel port 0", ErrInvalidRules)
+		}
 	}
 	if !r.IPv6Network.IsValid() && !r.IPv6Subnet.IsValid() {
 		return nil

@@ -28,6 +28,7 @@ func TestValidate(t *testing.T) {
 			IPv6Network: p("10.0.0.0/8"), IPv6Subnet: p("10.1.0.0/16")}, false},
 		{"ipv6 subnet outside", Rules{Network: p("10.244.0.0/16"), Subnet: p("10.244.3.0/24"),
 			IPv6Network: p("fd00::/56"), IPv6Subnet: p("fd01::/64")}, false},
+		{"tunnel port 0", Rules{Network: p("10.244.0.0/16"), Subnet: p("10.244.3.0/24"), TunnelPorts: []uint16{0}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,6 +49,8 @@ func TestIPTablesRendering(t *testing.T) {
 		IPv6Network: netip.MustParsePrefix("fd00::/56"), IPv6Subnet: netip.MustParsePrefix("fd00:0:0:3::/64"),
 		Masquerade: true,
 	}
+	guarded := r
+	guarded.TunnelPorts = []uint16{8472, 8285}
 	render := func(rules []rule, randomFully bool) []string {
 		var out []string
 		for _, rl := range rules {
@@ -74,6 +77,18 @@ func TestIPTablesRendering(t *testing.T) {
 			"! -s fd00::/56 -d fd00:0:0:3::/64 -m comment --comment weft-masq -j RETURN",
 			"-s fd00::/56 ! -d ff00::/8 -m comment --comment weft-masq -j MASQUERADE",
 			"! -s fd00::/56 -d fd00::/56 -m comment --comment weft-masq -j MASQUERADE",
+		}},
+		{"forward v4 with tunnel ports", familyRules(forwardRules(guarded), false), false, []string{
+			"-s 10.244.0.0/16 -p udp -m udp --dport 8472 -m comment --comment weft-tunnel-guard -j DROP",
+			"-s 10.244.0.0/16 -p udp -m udp --dport 8285 -m comment --comment weft-tunnel-guard -j DROP",
+			"-s 10.244.0.0/16 -m comment --comment weft-forward -j ACCEPT",
+			"-d 10.244.0.0/16 -m comment --comment weft-forward -j ACCEPT",
+		}},
+		{"forward v6 with tunnel ports", familyRules(forwardRules(guarded), true), false, []string{
+			"-s fd00::/56 -p udp -m udp --dport 8472 -m comment --comment weft-tunnel-guard -j DROP",
+			"-s fd00::/56 -p udp -m udp --dport 8285 -m comment --comment weft-tunnel-guard -j DROP",
+			"-s fd00::/56 -m comment --comment weft-forward -j ACCEPT",
+			"-d fd00::/56 -m comment --comment weft-forward -j ACCEPT",
 		}},
 		{"forward v4", familyRules(forwardRules(r), false), false, []string{
 			"-s 10.244.0.0/16 -m comment --comment weft-forward -j ACCEPT",

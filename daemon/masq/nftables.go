@@ -1,10 +1,12 @@
 package masq
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/google/nftables"
@@ -24,6 +26,7 @@ const (
 	nftInput       = "input"
 	nftPeers4      = "vxlan-peers4"
 	nftPeers6      = "vxlan-peers6"
+	nftSources4    = "vxlan-sources4"
 )
 
 // Options configures NewNFTables.
@@ -44,6 +47,9 @@ type NFTables struct {
 	netns  interface{ Fd() uintptr }
 
 	mu sync.Mutex // serialises batches so two of ours never interleave
+	// inner is whether the kernel takes the VXLAN inner source check;
+	// guarded by mu.
+	inner innerSupport
 }
 
 var (
@@ -200,12 +206,17 @@ func (r rule) nftExprs(randomFully bool) []expr.Any {
 		e = append(e, prefixMatch(r.src, srcOff)...)
 		e = append(e, prefixMatch(r.dst, dstOff)...)
 	}
+	if r.udpDport != 0 {
+		e = append(e, udpDport(r.udpDport)...)
+	}
 	e = append(e, &expr.Counter{})
 	switch r.verdict {
 	case verdictReturn:
 		e = append(e, &expr.Verdict{Kind: expr.VerdictReturn})
 	case verdictAccept:
 		e = append(e, &expr.Verdict{Kind: expr.VerdictAccept})
+	case verdictDrop:
+		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
 	case verdictMasquerade:
 		e = append(e, &expr.Masq{FullyRandom: randomFully})
 	}
@@ -250,46 +261,46 @@ func prefixMatch(m addrMatch, offset uint32) []expr.Any {
 }
 
 // EnsurePeerFilter implements PeerFilter with an input-hook chain in weft's
-// table and one named set per family. The sets are flushed and refilled and
-// the chain rewritten in one batch, so there is no moment where a current
-// peer is dropped or a removed one still accepted after the call returns.
-func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []netip.Addr) error {
+// table and named sets: the peers' addresses per family and, for IPv4, the
+// pairs (peer address . inner source prefix) in a concatenated interval set.
+// The sets are flushed and refilled and the chain rewritten in one batch, so
+// there is no moment where a current peer is dropped or a removed one still
+// accepted after the call returns.
+//
+// The inner check reads the outer datagram: after the UDP (8) and VXLAN (8)
+// headers and the inner Ethernet header (14) comes the inner IPv4 header,
+// so its EtherType is at transport offset 28 and its source address at 42
+// (nft's @th,224,16 and @th,336,32). A kernel without concatenated interval
+// sets (before Linux 5.6) refuses the set; the filter then matches the outer
+// address only, and says so once.
+func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []FilterPeer) error {
 	if port == 0 {
 		return fmt.Errorf("%w: peer filter port 0", ErrInvalidRules)
 	}
-	var v4, v6 []nftables.SetElement
-	seen := make(map[netip.Addr]bool, len(peers))
-	for _, p := range peers {
-		p = p.Unmap()
-		if !p.IsValid() || p.Zone() != "" {
-			return fmt.Errorf("%w: peer address %q", ErrInvalidRules, p)
-		}
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		if p.Is4() {
-			v4 = append(v4, nftables.SetElement{Key: p.AsSlice()})
-		} else {
-			v6 = append(v6, nftables.SetElement{Key: p.AsSlice()})
-		}
+	f, err := newFilterSets(peers)
+	if err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.probeLocked()
 	c, err := m.conn()
 	if err != nil {
 		return err
 	}
 	c.AddTable(m.table)
-	set4 := &nftables.Set{Table: m.table, Name: nftPeers4, KeyType: nftables.TypeIPAddr, Comment: "weft vxlan peers"}
-	set6 := &nftables.Set{Table: m.table, Name: nftPeers6, KeyType: nftables.TypeIP6Addr, Comment: "weft vxlan peers"}
-	for _, s := range []struct {
-		set  *nftables.Set
-		elem []nftables.SetElement
-	}{{set4, v4}, {set6, v6}} {
+	inner := m.inner == innerSupported
+	sets := []*filterSet{
+		{set: &nftables.Set{Table: m.table, Name: nftPeers4, KeyType: nftables.TypeIPAddr, Comment: "weft vxlan peers"}, elem: f.v4},
+		{set: &nftables.Set{Table: m.table, Name: nftPeers6, KeyType: nftables.TypeIP6Addr, Comment: "weft vxlan peers"}, elem: f.v6},
+	}
+	if inner {
+		sets = append(sets, &filterSet{set: sourcesSet(m.table), elem: f.sources4})
+	}
+	for _, s := range sets {
 		if err := c.AddSet(s.set, nil); err != nil {
 			return fmt.Errorf("nftables: add set %s: %w", s.set.Name, err)
 		}
@@ -302,31 +313,196 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []ne
 	}
 	in := c.AddChain(m.input())
 	c.FlushChain(in)
-	for _, s := range []struct {
-		set *nftables.Set
-		v6  bool
-	}{{set4, false}, {set6, true}} {
-		match := append(nfproto(s.v6), udpDport(port)...)
-		srcOff := uint32(12)
-		size := uint32(4)
-		if s.v6 {
-			srcOff, size = 8, 16
-		}
-		accept := append(append([]expr.Any{}, match...),
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: size},
-			&expr.Lookup{SourceRegister: 1, SetName: s.set.Name, SetID: s.set.ID},
-			&expr.Counter{},
-			&expr.Verdict{Kind: expr.VerdictAccept},
-		)
-		drop := append(append([]expr.Any{}, match...), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
-		c.AddRule(&nftables.Rule{Table: m.table, Chain: in, Exprs: accept, UserData: nftComment("weft-peer-accept")})
-		c.AddRule(&nftables.Rule{Table: m.table, Chain: in, Exprs: drop, UserData: nftComment("weft-peer-drop")})
+	for _, r := range peerFilterRules(port, sets[0].set, sets[1].set, sourcesOf(sets, inner)) {
+		c.AddRule(&nftables.Rule{Table: m.table, Chain: in, Exprs: r.exprs, UserData: nftComment(r.comment)})
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: ensure peer filter on udp port %d: %w", port, err)
 	}
-	m.logger.Debug("nftables peer filter ensured", "table", m.table.Name, "port", port, "peers", len(seen))
+	m.logger.Debug("nftables peer filter ensured", "table", m.table.Name, "port", port, "peers", len(f.v4)+len(f.v6), "innerCheck", inner)
 	return nil
+}
+
+// innerSupport is what the probe found about the inner source check.
+type innerSupport int
+
+const (
+	innerUnknown innerSupport = iota
+	innerSupported
+	innerUnsupported
+)
+
+// probeLocked finds out once whether the kernel takes the inner check.
+func (m *NFTables) probeLocked() {
+	if m.inner != innerUnknown {
+		return
+	}
+	m.inner = m.probeInnerCheckLocked()
+	if m.inner == innerUnsupported {
+		m.logger.Warn("this kernel has no nftables concatenated interval sets (Linux 5.6+): VXLAN datagrams are filtered by peer address only, their inner source is not checked")
+	}
+}
+
+// probeInnerCheckLocked asks the kernel for a concatenated interval set in
+// weft's table (created and deleted in one batch).
+func (m *NFTables) probeInnerCheckLocked() innerSupport {
+	c, err := m.conn()
+	if err != nil {
+		return innerUnknown
+	}
+	c.AddTable(m.table)
+	probe := sourcesSet(m.table)
+	probe.Name = "probe-concat-interval"
+	if err := c.AddSet(probe, nil); err != nil {
+		return innerUnsupported
+	}
+	c.DelSet(probe)
+	if err := c.Flush(); err != nil {
+		m.logger.Debug("nftables concatenated interval set refused", "err", err)
+		return innerUnsupported
+	}
+	return innerSupported
+}
+
+// sourcesSet is the set of (peer address . inner source range) pairs.
+func sourcesSet(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: nftSources4, Comment: "weft vxlan peer inner sources",
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr), Concatenation: true, Interval: true}
+}
+
+func sourcesOf(sets []*filterSet, inner bool) *nftables.Set {
+	if !inner {
+		return nil
+	}
+	return sets[2].set
+}
+
+type filterSet struct {
+	set  *nftables.Set
+	elem []nftables.SetElement
+}
+
+// filterSets are the elements of the peer filter's sets.
+type filterSets struct {
+	v4, v6, sources4 []nftables.SetElement
+}
+
+// newFilterSets validates peers and builds the set elements. Duplicate
+// peers are merged; of two nested source prefixes of one peer the wider is
+// kept (interval sets refuse overlaps).
+func newFilterSets(peers []FilterPeer) (filterSets, error) {
+	var f filterSets
+	sources := map[netip.Addr][]netip.Prefix{}
+	var order []netip.Addr
+	for _, p := range peers {
+		a := p.Addr.Unmap()
+		if !a.IsValid() || a.Zone() != "" {
+			return f, fmt.Errorf("%w: peer address %q", ErrInvalidRules, p.Addr)
+		}
+		if _, seen := sources[a]; !seen {
+			order = append(order, a)
+			sources[a] = nil
+			if a.Is4() {
+				f.v4 = append(f.v4, nftables.SetElement{Key: a.AsSlice()})
+			} else {
+				f.v6 = append(f.v6, nftables.SetElement{Key: a.AsSlice()})
+			}
+		}
+		for _, sp := range p.Sources {
+			if !sp.IsValid() {
+				return f, fmt.Errorf("%w: inner source %q of peer %s", ErrInvalidRules, sp, a)
+			}
+			if sp.Addr().Unmap().Is4() {
+				sources[a] = append(sources[a], netip.PrefixFrom(sp.Addr().Unmap(), min(sp.Bits(), 32)).Masked())
+			}
+		}
+	}
+	for _, a := range order {
+		if !a.Is4() {
+			continue
+		}
+		ps := sources[a]
+		slices.SortFunc(ps, func(x, y netip.Prefix) int { return cmp.Compare(x.Bits(), y.Bits()) })
+		var kept []netip.Prefix
+		for _, p := range ps {
+			if !slices.ContainsFunc(kept, p.Overlaps) {
+				kept = append(kept, p)
+			}
+		}
+		slices.SortFunc(kept, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+		for _, p := range kept {
+			f.sources4 = append(f.sources4, nftables.SetElement{
+				Key:    append(a.AsSlice(), p.Addr().AsSlice()...),
+				KeyEnd: append(a.AsSlice(), lastAddr4(p).AsSlice()...),
+			})
+		}
+	}
+	return f, nil
+}
+
+// lastAddr4 is the highest address of the IPv4 prefix p.
+func lastAddr4(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(b)
+}
+
+// Registers for the concatenated lookup: the kernel reads the key from
+// consecutive 32-bit registers, and NFT_REG_1 is NFT_REG32_00.
+const (
+	regConcat0 = 1 // NFT_REG_1 (= NFT_REG32_00)
+	regConcat1 = 9 // NFT_REG32_01
+)
+
+// Offsets into the transport header of a VXLAN datagram (UDP 8, VXLAN 8,
+// inner Ethernet 14).
+const (
+	vxlanInnerEtherType = 8 + 8 + 12 // bytes, @th,224,16
+	vxlanInnerSrc       = 8 + 8 + 14 + 12
+)
+
+type nftRule struct {
+	exprs   []expr.Any
+	comment string
+}
+
+// peerFilterRules is the input chain: per family accept from peers (IPv4:
+// only IPv4 packets from the peer's sources, when sources is set), drop
+// the rest of IPv4 from peers ("weft-inner-drop"), drop everyone else.
+func peerFilterRules(port uint16, peers4, peers6, sources *nftables.Set) []nftRule {
+	var out []nftRule
+	for _, s := range []struct {
+		set *nftables.Set
+		v6  bool
+	}{{peers4, false}, {peers6, true}} {
+		match := append(nfproto(s.v6), udpDport(port)...)
+		srcOff, size := uint32(12), uint32(4)
+		if s.v6 {
+			srcOff, size = 8, 16
+		}
+		fromPeer := append(slices.Clone(match),
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: size},
+			&expr.Lookup{SourceRegister: 1, SetName: s.set.Name, SetID: s.set.ID},
+		)
+		accept := slices.Clone(fromPeer)
+		if sources != nil && !s.v6 {
+			accept = append(accept,
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: vxlanInnerEtherType, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)},
+				&expr.Payload{DestRegister: regConcat0, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+				&expr.Payload{DestRegister: regConcat1, Base: expr.PayloadBaseTransportHeader, Offset: vxlanInnerSrc, Len: 4},
+				&expr.Lookup{SourceRegister: regConcat0, SetName: sources.Name, SetID: sources.ID},
+			)
+		}
+		out = append(out, nftRule{append(accept, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}), "weft-peer-accept"})
+		if sources != nil && !s.v6 {
+			out = append(out, nftRule{append(fromPeer, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}), "weft-inner-drop"})
+		}
+		out = append(out, nftRule{append(slices.Clone(match), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}), "weft-peer-drop"})
+	}
+	return out
 }
 
 // udpDport matches UDP to port (after nfproto).
@@ -352,14 +528,19 @@ func (m *NFTables) RemovePeerFilter(ctx context.Context) error {
 	}
 	// Add-then-delete each object in one batch: succeeds whatever exists.
 	// The chain goes first: it references the sets.
+	m.probeLocked()
 	c.AddTable(m.table)
 	in := c.AddChain(m.input())
 	c.FlushChain(in)
 	c.DelChain(in)
-	for _, s := range []*nftables.Set{
+	sets := []*nftables.Set{
 		{Table: m.table, Name: nftPeers4, KeyType: nftables.TypeIPAddr},
 		{Table: m.table, Name: nftPeers6, KeyType: nftables.TypeIP6Addr},
-	} {
+	}
+	if m.inner == innerSupported {
+		sets = append(sets, sourcesSet(m.table))
+	}
+	for _, s := range sets {
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("nftables: add set %s: %w", s.Name, err)
 		}

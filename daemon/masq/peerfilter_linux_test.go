@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/nstest"
+	"github.com/weftnet/weft/internal/packettest"
 )
 
 // dropCount returns the packet counter of the IPv4 drop rule of the peer
@@ -80,19 +81,14 @@ func TestPeerFilter(t *testing.T) {
 	}
 	t.Cleanup(func() { l.Close() })
 
+	// send sends a VXLAN datagram whose inner packet comes from the
+	// sender's own address (always one of its allowed sources) and carries
+	// the sender's address as payload.
 	send := func(from int) {
 		t.Helper()
-		if err := nodes[from].Do(func(ns.NetNS) error {
-			c, err := net.Dial("udp4", net.JoinHostPort(addrs[0], "8472"))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_, err = c.Write([]byte(addrs[from]))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		a := netip.MustParseAddr(addrs[from])
+		sendVXLAN(t, nodes[from], addrs[0], packettest.VXLAN(1, vxMAC, 0x0800,
+			packettest.IPv4UDP(a, netip.MustParseAddr("10.244.9.9"), 40000, 9999, []byte(addrs[from]))))
 	}
 	// waitDrops polls until the drop counter reaches want.
 	waitDrops := func(want uint64) {
@@ -111,7 +107,7 @@ func TestPeerFilter(t *testing.T) {
 	// recv returns the next delivered datagram's payload (the sender).
 	recv := func() string {
 		t.Helper()
-		buf := make([]byte, 64)
+		buf := make([]byte, 128)
 		if err := l.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +115,7 @@ func TestPeerFilter(t *testing.T) {
 		if err != nil {
 			t.Fatalf("no datagram delivered: %v", err)
 		}
-		return string(buf[:n])
+		return string(buf[innerPayload:n])
 	}
 	// check: a datagram from the non-peer is dropped (counter reaches
 	// wantDrops before the peer sends), then the peer's is the first one
@@ -134,7 +130,7 @@ func TestPeerFilter(t *testing.T) {
 		}
 	}
 
-	if err := m.EnsurePeerFilter(ctx, port, []netip.Addr{netip.MustParseAddr(addrs[1]), netip.MustParseAddr(addrs[1])}); err != nil {
+	if err := m.EnsurePeerFilter(ctx, port, []FilterPeer{self(addrs[1]), self(addrs[1])}); err != nil {
 		t.Fatalf("EnsurePeerFilter: %v", err)
 	}
 	check(1, 2, 1)
@@ -145,7 +141,7 @@ func TestPeerFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m2.EnsurePeerFilter(ctx, port, []netip.Addr{netip.MustParseAddr(addrs[1])}); err != nil {
+	if err := m2.EnsurePeerFilter(ctx, port, []FilterPeer{self(addrs[1])}); err != nil {
 		t.Fatalf("EnsurePeerFilter again: %v", err)
 	}
 	out := nodes[0].MustRun(t, "nft", "list", "chain", "inet", DefaultTable, nftInput)
@@ -154,7 +150,7 @@ func TestPeerFilter(t *testing.T) {
 	}
 
 	// The peer set changes: node 2 in, node 1 out.
-	if err := m.EnsurePeerFilter(ctx, port, []netip.Addr{netip.MustParseAddr(addrs[2])}); err != nil {
+	if err := m.EnsurePeerFilter(ctx, port, []FilterPeer{self(addrs[2])}); err != nil {
 		t.Fatalf("EnsurePeerFilter with new peers: %v", err)
 	}
 	set := nodes[0].MustRun(t, "nft", "list", "set", "inet", DefaultTable, nftPeers4)
@@ -184,6 +180,167 @@ func TestPeerFilter(t *testing.T) {
 	}
 }
 
+// vxMAC is the inner destination MAC of the datagrams the tests send.
+var vxMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+
+// innerPayload is where the inner UDP payload starts in a VXLAN datagram's
+// UDP payload: VXLAN 8, Ethernet 14, IPv4 20, UDP 8.
+const innerPayload = 8 + 14 + 20 + 8
+
+// self is a filter peer whose only inner source is its own address.
+func self(a string) FilterPeer {
+	ip := netip.MustParseAddr(a)
+	return FilterPeer{Addr: ip, Sources: []netip.Prefix{netip.PrefixFrom(ip, 32)}}
+}
+
+// sendVXLAN sends payload in a UDP datagram from n to to:8472.
+func sendVXLAN(t *testing.T, n *nstest.NS, to string, payload []byte) {
+	t.Helper()
+	if err := n.Do(func(ns.NetNS) error {
+		c, err := net.Dial("udp4", net.JoinHostPort(to, "8472"))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(payload)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ruleCount is the packet counter of the rule commented comment in n's
+// peer filter.
+func ruleCount(t *testing.T, n *nstest.NS, comment string) uint64 {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := &nftables.Table{Name: DefaultTable, Family: nftables.TableFamilyINet}
+	rules, err := c.GetRules(table, &nftables.Chain{Name: nftInput, Table: table})
+	if err != nil {
+		t.Fatalf("list peer filter rules: %v", err)
+	}
+	for _, r := range rules {
+		if got, _ := userdata.GetString(r.UserData, userdata.TypeComment); got != comment {
+			continue
+		}
+		for _, e := range r.Exprs {
+			if e, ok := e.(*expr.Counter); ok {
+				return e.Packets
+			}
+		}
+	}
+	t.Fatalf("no rule %q with a counter in the peer filter", comment)
+	return 0
+}
+
+// TestPeerFilterInnerSource: a peer's VXLAN datagram is delivered only when
+// its inner IPv4 source is one the peer may use (its pod subnet, its own
+// address); one spoofing another node's pods, one carrying something other
+// than IPv4, and a truncated one are dropped and counted.
+func TestPeerFilterInnerSource(t *testing.T) {
+	t.Parallel()
+	nodes, addrs := nstest.Underlay(t, 2, 43)
+	nodes[1].MustRun(t, "ping", "-c", "1", "-W", "2", addrs[0])
+	m, err := NewNFTables(testLogger(t), Options{NetNS: nodes[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l *net.UDPConn
+	if err := nodes[0].Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 8472})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	peer := netip.MustParseAddr(addrs[1])
+	podNet := netip.MustParsePrefix("10.244.2.0/24")
+	if err := m.EnsurePeerFilter(t.Context(), 8472, []FilterPeer{{Addr: peer,
+		Sources: []netip.Prefix{podNet, netip.PrefixFrom(peer, 32), netip.MustParsePrefix("10.244.2.128/25")}}}); err != nil {
+		t.Fatalf("EnsurePeerFilter: %v", err)
+	}
+	dst := netip.MustParseAddr("10.244.1.5")
+	inner := func(src string) []byte {
+		return packettest.VXLAN(1, vxMAC, 0x0800, packettest.IPv4UDP(netip.MustParseAddr(src), dst, 40000, 9999, []byte(src)))
+	}
+	delivered := func() string {
+		buf := make([]byte, 128)
+		_ = l.SetReadDeadline(time.Now().Add(time.Second))
+		n, _, err := l.ReadFromUDP(buf)
+		if err != nil {
+			return ""
+		}
+		return string(buf[innerPayload:n])
+	}
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		ok      bool
+	}{
+		{"pod of the peer", inner("10.244.2.77"), true},
+		{"the peer's host", inner(addrs[1]), true},
+		{"spoofing another node's pod", inner("10.244.3.77"), false},
+		{"spoofing this node's pod", inner("10.244.1.9"), false},
+		{"not IPv4 inside", packettest.VXLAN(1, vxMAC, 0x0806, make([]byte, 28)), false},
+		{"truncated", inner("10.244.2.77")[:30], false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := ruleCount(t, nodes[0], "weft-inner-drop")
+			sendVXLAN(t, nodes[1], addrs[0], tc.payload)
+			got := delivered()
+			if tc.ok && got == "" || !tc.ok && got != "" {
+				t.Fatalf("delivered %q, want delivered %v", got, tc.ok)
+			}
+			if after := ruleCount(t, nodes[0], "weft-inner-drop"); !tc.ok && after != before+1 || tc.ok && after != before {
+				t.Errorf("inner drop counter %d → %d", before, after)
+			}
+		})
+	}
+}
+
+// TestPeerFilterWithoutInnerCheck: on a kernel without concatenated
+// interval sets (the probe said so) the filter still installs, matching the
+// outer address only, and RemovePeerFilter works without naming the set
+// such a kernel refuses.
+func TestPeerFilterWithoutInnerCheck(t *testing.T) {
+	t.Parallel()
+	nodes, addrs := nstest.Underlay(t, 2, 44)
+	full, err := NewNFTables(testLogger(t), Options{NetNS: nodes[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := []FilterPeer{self(addrs[1])}
+	if err := full.EnsurePeerFilter(t.Context(), 8472, peers); err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewNFTables(testLogger(t), Options{NetNS: nodes[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.inner = innerUnsupported // what the probe returns on such a kernel
+	// Such a kernel never had the sources set: start without it.
+	if err := full.RemovePeerFilter(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.EnsurePeerFilter(t.Context(), 8472, peers); err != nil {
+		t.Fatalf("EnsurePeerFilter without the inner check: %v", err)
+	}
+	out := nodes[0].MustRun(t, "nft", "list", "table", "inet", DefaultTable)
+	if strings.Contains(out, "weft-inner-drop") || strings.Contains(out, nftSources4) || !strings.Contains(out, "weft-peer-accept") {
+		t.Errorf("fallback filter:\n%s", out)
+	}
+	if err := m.RemovePeerFilter(t.Context()); err != nil {
+		t.Fatalf("RemovePeerFilter: %v", err)
+	}
+	if out := nodes[0].MustRun(t, "nft", "list", "table", "inet", DefaultTable); strings.Contains(out, "chain input") {
+		t.Errorf("after RemovePeerFilter:\n%s", out)
+	}
+}
+
 func TestPeerFilterRejectsBadInput(t *testing.T) {
 	n := nstest.New(t, "wmq")
 	m, err := NewNFTables(testLogger(t), Options{NetNS: n})
@@ -193,10 +350,11 @@ func TestPeerFilterRejectsBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		port  uint16
-		peers []netip.Addr
+		peers []FilterPeer
 	}{
 		{"port 0", 0, nil},
-		{"invalid address", 8472, []netip.Addr{{}}},
+		{"invalid address", 8472, []FilterPeer{{}}},
+		{"invalid source", 8472, []FilterPeer{{Addr: netip.MustParseAddr("198.18.0.1"), Sources: []netip.Prefix{{}}}}},
 	} {
 		if err := m.EnsurePeerFilter(t.Context(), tc.port, tc.peers); err == nil {
 			t.Errorf("%s: accepted", tc.name)

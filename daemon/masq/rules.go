@@ -11,6 +11,7 @@ const (
 	verdictReturn verdict = iota
 	verdictMasquerade
 	verdictAccept
+	verdictDrop
 )
 
 // addrMatch matches a source or destination prefix, or its complement.
@@ -23,6 +24,7 @@ type rule struct {
 	v6       bool // family of src/dst; ignored when neither is set
 	kubeMark bool // match mark & KubeProxyMark == KubeProxyMark
 	src, dst addrMatch
+	udpDport uint16 // match UDP to this port; 0: any packet
 	verdict  verdict
 	comment  string
 }
@@ -30,6 +32,9 @@ type rule struct {
 const (
 	commentMasq    = "weft-masq"
 	commentForward = "weft-forward"
+	// commentGuard marks the drop of forwarded pod traffic to the tunnel
+	// ports.
+	commentGuard = "weft-tunnel-guard"
 )
 
 var (
@@ -64,19 +69,27 @@ func natFamily(n, sn, mc netip.Prefix, v6 bool) []rule {
 	}
 }
 
-// forwardRules returns the forward rules for r: the pod network is
-// forwarded in both directions.
+// forwardRules returns the forward rules for r: pod traffic to the tunnel
+// ports is dropped, then the pod network is forwarded in both directions.
 func forwardRules(r Rules) []rule {
-	rules := forwardFamily(r.Network.Masked(), false)
+	rules := forwardFamily(r.Network.Masked(), r.TunnelPorts, false)
 	if r.IPv6Network.IsValid() {
-		rules = append(rules, forwardFamily(r.IPv6Network.Masked(), true)...)
+		rules = append(rules, forwardFamily(r.IPv6Network.Masked(), r.TunnelPorts, true)...)
 	}
 	return rules
 }
 
-func forwardFamily(n netip.Prefix, v6 bool) []rule {
-	return []rule{
-		{v6: v6, src: addrMatch{prefix: n}, verdict: verdictAccept, comment: commentForward},
-		{v6: v6, dst: addrMatch{prefix: n}, verdict: verdictAccept, comment: commentForward},
+func forwardFamily(n netip.Prefix, tunnelPorts []uint16, v6 bool) []rule {
+	var rules []rule
+	// A pod's datagram to a node's tunnel port, masqueraded to this node's
+	// PublicIP, would look to the peer like tunnel traffic from this node:
+	// a packet the pod crafted delivered to a remote pod. Pods never have
+	// a reason to talk to the tunnel port.
+	for _, p := range tunnelPorts {
+		rules = append(rules, rule{v6: v6, src: addrMatch{prefix: n}, udpDport: p, verdict: verdictDrop, comment: commentGuard})
 	}
+	return append(rules,
+		rule{v6: v6, src: addrMatch{prefix: n}, verdict: verdictAccept, comment: commentForward},
+		rule{v6: v6, dst: addrMatch{prefix: n}, verdict: verdictAccept, comment: commentForward},
+	)
 }

@@ -1,8 +1,9 @@
 // Package reliability is weft's fault-injection suite. It holds only tests:
 // each one brings up a lab (package lab) in network namespaces, injects one
-// fault — etcd stopped, an etcd leader killed, weftd SIGKILLed, a lease
-// expired, peer churn, a node rebooted, CNI plugins killed, hostile config
-// and lease values, TLS and auth refusals, injected VXLAN packets — and
+// fault — etcd stopped or frozen, an etcd leader killed, weftd SIGKILLed
+// (also while etcd is frozen), a lease expired, peer churn, a node
+// rebooted, CNI plugins killed, hostile config and lease values, TLS and
+// auth refusals, injected VXLAN packets — and
 // measures what was lost (pings counted with bounded ping runs, kernel
 // state compared with etcd, IPAM compared with live pods). The tests need
 // root: without it they skip on a developer's machine and fail in CI

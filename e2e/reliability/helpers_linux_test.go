@@ -137,6 +137,8 @@ type pingStats struct {
 	Interval       time.Duration
 	Elapsed        time.Duration
 	Out            string
+	// FirstReply is when the first reply arrived (startTimedPing only).
+	FirstReply time.Time
 }
 
 func (s pingStats) Lost() int { return s.Sent - s.Received }
@@ -148,7 +150,11 @@ func (s pingStats) String() string {
 	return fmt.Sprintf("%d sent, %d received, %d lost (%v at %v intervals)", s.Sent, s.Received, s.Lost(), s.Window(), s.Interval)
 }
 
-var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+var (
+	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+	// pingReply is a reply line of ping -D: "[1733212345.123456] 64 bytes from ...".
+	pingReply = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] \d+ bytes from`)
+)
 
 // pinger is a bounded ping run in the background.
 type pinger struct {
@@ -162,6 +168,18 @@ type pinger struct {
 // last request). Wait returns what it saw.
 func startPing(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d time.Duration) *pinger {
 	t.Helper()
+	return startPingOpts(t, l, pod, to, interval, d, false)
+}
+
+// startTimedPing is startPing that also records when the first reply came
+// (ping -D timestamps each reply; the wall clock, as time.Now's).
+func startTimedPing(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d time.Duration) *pinger {
+	t.Helper()
+	return startPingOpts(t, l, pod, to, interval, d, true)
+}
+
+func startPingOpts(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d time.Duration, timed bool) *pinger {
+	t.Helper()
 	ns, err := l.Resolve(pod)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +192,11 @@ func startPing(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d 
 	// does not exit. (Not -w: with it ping also stops at the first ICMP
 	// error, such as the unreachable a restarting udp node answers.)
 	ctx, cancel := context.WithTimeout(context.Background(), d+d/10+30*time.Second)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ping", "-n", "-q",
+	mode := "-q"
+	if timed {
+		mode = "-D"
+	}
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ping", "-n", mode,
 		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(count), "-W", "1", to.String())
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) } // `ip netns exec` execs ping: this PID is ping
 	cmd.WaitDelay = 5 * time.Second
@@ -191,6 +213,11 @@ func startPing(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d 
 		}
 		p.stats.Sent, _ = strconv.Atoi(m[1])
 		p.stats.Received, _ = strconv.Atoi(m[2])
+		if r := pingReply.FindStringSubmatch(string(out)); r != nil {
+			sec, _ := strconv.ParseInt(r[1], 10, 64)
+			usec, _ := strconv.ParseInt((r[2] + "000000")[:6], 10, 64)
+			p.stats.FirstReply = time.Unix(sec, usec*1000)
+		}
 		if p.stats.Sent < count*9/10 {
 			p.err = fmt.Errorf("ping %s from %s: sent %d of %d (cut short?): %q", to, pod, p.stats.Sent, count, out)
 		}
@@ -319,7 +346,7 @@ func leaseKey(sn netip.Prefix) string {
 }
 
 // freeSubnets returns n /24s of the lab network (10.244.0.0/16) that no
-// lab node leases, counting down from 10.244.254.0 (SubnetMax). A test
+// lab node leases, counting down from 10.244.254.0. A test
 // that writes made-up leases must use these: the nodes' subnets are chosen
 // at random, and a made-up lease must not land on a node's own.
 func freeSubnets(l *lab.Lab, n int) []netip.Prefix {
@@ -413,4 +440,11 @@ func parallelEach(t *testing.T, backends []string, f func(t *testing.T, backend 
 	}
 }
 
-var allBackends = []string{"vxlan", "host-gw", "udp"}
+var allBackends = []string{"vxlan", "host-gw", "udp", "wireguard"}
+
+// wgKernel reports whether node's weft-wg is the kernel's WireGuard rather
+// than the embedded one (a TUN device).
+func wgKernel(t *testing.T, l *lab.Lab, node string) bool {
+	t.Helper()
+	return strings.Contains(run(t, l, node, "ip", "-d", "link", "show", "weft-wg"), "wireguard")
+}

@@ -1,49 +1,17 @@
 package reliability
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/weftnet/weft/internal/packettest"
 	"github.com/weftnet/weft/lab"
 )
-
-// vxlanDatagram builds a VXLAN payload (VNI 1) carrying an Ethernet frame
-// to dstMAC with an IPv4/UDP packet from src to dst:9999.
-func vxlanDatagram(dstMAC net.HardwareAddr, src, dst netip.Addr, payload []byte) []byte {
-	udp := make([]byte, 8+len(payload))
-	binary.BigEndian.PutUint16(udp[0:], 40000)
-	binary.BigEndian.PutUint16(udp[2:], 9999)
-	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
-	copy(udp[8:], payload) // checksum 0: none, allowed for IPv4
-	ip := make([]byte, 20)
-	ip[0], ip[8], ip[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
-	binary.BigEndian.PutUint16(ip[6:], 0x4000)
-	s4, d4 := src.As4(), dst.As4()
-	copy(ip[12:], s4[:])
-	copy(ip[16:], d4[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
-	eth := append(append(append([]byte{}, dstMAC...), 0x0a, 0x58, 0xde, 0xad, 0xbe, 0xef), 0x08, 0x00)
-	vx := []byte{0x08, 0, 0, 0, 0, 0, 1, 0}
-	return append(append(append(vx, eth...), ip...), udp...)
-}
-
-var dropCounter = regexp.MustCompile(`udp dport 8472 counter packets (\d+) bytes \d+ drop`)
 
 // TestVXLANPeerFilter injects a VXLAN datagram addressed to a pod on n1
 // from a namespace on the lab's switch that is not a peer, and the same
@@ -82,14 +50,7 @@ func TestVXLANPeerFilter(t *testing.T) {
 		}
 		return string(buf[:n])
 	}
-	drops := func() int {
-		m := dropCounter.FindStringSubmatch(run(t, l, "n1", "nft", "list", "ruleset"))
-		if m == nil {
-			t.Fatalf("no peer filter drop rule with a counter in n1's ruleset:\n%s", run(t, l, "n1", "nft", "list", "ruleset"))
-		}
-		v, _ := strconv.Atoi(m[1])
-		return v
-	}
+	drops := func() int { return nftCounter(t, l, "n1", "weft-peer-drop") }
 	send := func(from string, msg string) {
 		dial, err := l.DialContext(from)
 		if err != nil {
@@ -101,7 +62,7 @@ func TestVXLANPeerFilter(t *testing.T) {
 		}
 		defer c.Close()
 		inner := netip.PrefixFrom(n2.Subnet.Addr(), 32).Addr().Next().Next().Next() // an address in the peer's subnet
-		if _, err := c.Write(vxlanDatagram(mac, inner, pod.IP, []byte(msg))); err != nil {
+		if _, err := c.Write(packettest.VXLAN(1, mac, 0x0800, packettest.IPv4UDP(inner, pod.IP, 40000, 9999, []byte(msg)))); err != nil {
 			t.Fatal(err)
 		}
 	}

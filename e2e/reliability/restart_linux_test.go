@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,11 +11,12 @@ import (
 
 // TestWeftdKillRestart SIGKILLs weftd on the node of a pinging pod and
 // starts it again, on each backend. Measured: ping loss across the kill and
-// the restart (zero expected for vxlan and host-gw, whose data plane is the
-// kernel; the udp backend's data plane is weftd, so its loss window is
-// measured), the subnet (must be the same), and the ifindex of the
-// backend's device (weft.1, or udp's persistent TUN device) and of the pod
-// bridge (unchanged: nothing re-created).
+// the restart (zero expected for vxlan, host-gw and a kernel WireGuard
+// device, whose data plane is the kernel; the udp backend's and the embedded
+// WireGuard's data plane is weftd, so their loss window is measured, for
+// wireguard in both directions), the subnet (must be the same), and the
+// ifindex of the backend's device (weft.1, udp's persistent TUN device,
+// weft-wg) and of the pod bridge (unchanged: nothing re-created).
 func TestWeftdKillRestart(t *testing.T) {
 	bins(t)
 	parallelEach(t, allBackends, func(t *testing.T, backend string) {
@@ -29,7 +31,12 @@ func TestWeftdKillRestart(t *testing.T) {
 			// The TUN device is persistent: the restarted weftd
 			// attaches to it, so it and its route stay.
 			devices = append(devices, udp.DeviceName)
+		case "wireguard":
+			devices = append(devices, "weft-wg")
 		}
+		// The embedded WireGuard, like udp, is weftd itself; the kernel's
+		// forwards without it.
+		kernelPath := backend != "udp" && (backend != "wireguard" || wgKernel(t, l, "n1"))
 		before := map[string]int{}
 		for _, d := range devices {
 			before[d] = ifindex(t, l, "n1", d)
@@ -39,6 +46,12 @@ func TestWeftdKillRestart(t *testing.T) {
 
 		const interval = 20 * time.Millisecond
 		p := startPing(t, l, src.Name, dst.IP, interval, 8*time.Second)
+		var back *pinger
+		if backend == "wireguard" {
+			// The peer holds the session of n1's old device: traffic it
+			// starts itself must come back as soon as n1's does.
+			back = startPing(t, l, dst.Name, src.IP, interval, 8*time.Second)
+		}
 		// Let the ping run a moment before the kill, so it measures the
 		// path before, during and after.
 		requireReach(t, l, src.Name, dst.IP, 5*time.Second)
@@ -52,8 +65,18 @@ func TestWeftdKillRestart(t *testing.T) {
 		}
 		readyAfter := time.Since(killed)
 		st := p.Wait(t)
-		record(t, "weftd SIGKILL + restart on the pinging pod's node, backend %s: ready again %v after the kill; ping n1→n2 %v; same subnet %v; of %v re-created: %v",
-			backend, readyAfter.Round(10*time.Millisecond), st, sn == oldSubnet, devices, recreated(t, l, before))
+		reverse := ""
+		var bst pingStats
+		if back != nil {
+			bst = back.Wait(t)
+			reverse = fmt.Sprintf("; ping n2→n1 %v", bst)
+		}
+		impl := ""
+		if backend == "wireguard" {
+			impl = map[bool]string{true: " (kernel)", false: " (userspace)"}[kernelPath]
+		}
+		record(t, "weftd SIGKILL + restart on the pinging pod's node, backend %s%s: ready again %v after the kill; ping n1→n2 %v%s; same subnet %v; of %v re-created: %v",
+			backend, impl, readyAfter.Round(10*time.Millisecond), st, reverse, sn == oldSubnet, devices, recreated(t, l, before))
 		if sn != oldSubnet {
 			t.Errorf("subnet %s after the restart, had %s", sn, oldSubnet)
 		}
@@ -61,14 +84,21 @@ func TestWeftdKillRestart(t *testing.T) {
 			t.Errorf("devices re-created by the restart: %v", r)
 		}
 		if backend != "udp" {
-			if st.Lost() != 0 {
-				t.Errorf("lost %d pings across the restart (want 0 on a kernel backend)", st.Lost())
-			}
+			// The embedded WireGuard's TUN device outlives weftd: its
+			// routes too.
 			if routesAfter := run(t, l, "n1", "ip", "route", "show", "proto", "all"); routesAfter != routesBefore {
 				t.Errorf("routes changed across the restart:\nbefore:\n%s\nafter:\n%s", routesBefore, routesAfter)
 			}
-		} else if st.Window() > readyAfter+2*time.Second {
-			t.Errorf("udp lost %v of pings, more than the %v restart window", st.Window(), readyAfter)
+		}
+		switch {
+		case kernelPath && st.Lost() != 0:
+			t.Errorf("lost %d pings across the restart (want 0 on a kernel data path)", st.Lost())
+		case kernelPath && back != nil && bst.Lost() != 0:
+			t.Errorf("lost %d pings n2→n1 across the restart (want 0 on a kernel data path)", bst.Lost())
+		case !kernelPath && st.Window() > readyAfter+2*time.Second:
+			t.Errorf("%s lost %v of pings, more than the %v restart window", backend, st.Window(), readyAfter)
+		case !kernelPath && back != nil && bst.Window() > readyAfter+2*time.Second:
+			t.Errorf("%s lost %v of pings n2→n1, more than the %v restart window: the peer kept the old session", backend, bst.Window(), readyAfter)
 		}
 		requireMatrix(t, l, "after the restart")
 	})

@@ -33,6 +33,7 @@ ref_module_src() {
 # ref_stage).
 ref_publish() {
   local stage=$1 dir=$2
+  chmod 755 "$stage" # mktemp -d made it 0700; other users run the binaries
   touch "$stage/.complete"
   rm -rf "$dir"
   mv "$stage" "$dir"

@@ -290,7 +290,7 @@ func testPrevious(t *testing.T, m subnet.Manager) {
 func testReservation(t *testing.T, m subnet.Manager) {
 	ctx := testCtx(t)
 	// Exactly two candidates: 10.12.0.64/26 and 10.12.0.128/26.
-	cfg := MustConfig(t, `{"Network":"10.12.0.0/24","SubnetLen":26}`)
+	cfg := MustConfig(t, `{"Network":"10.12.0.0/24","SubnetLen":26,"SubnetMax":"10.12.0.128"}`)
 	res := netip.MustParsePrefix("10.12.0.64/26")
 	owner := Node(12, 9)
 	if err := m.ReserveSubnet(ctx, res, owner.PublicIP); err != nil {
@@ -334,7 +334,8 @@ func testReservation(t *testing.T, m subnet.Manager) {
 }
 
 func testExhaustion(t *testing.T, m subnet.Manager) {
-	cfg := MustConfig(t, `{"Network":"10.13.0.0/24","SubnetLen":26}`)
+	// Two candidates: 10.13.0.64/26 and 10.13.0.128/26.
+	cfg := MustConfig(t, `{"Network":"10.13.0.0/24","SubnetLen":26,"SubnetMax":"10.13.0.128"}`)
 	acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(13, 1)})
 	acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(13, 2)})
 	_, err := m.AcquireLease(testCtx(t), subnet.AcquireRequest{Config: cfg, Attrs: Node(13, 3)})

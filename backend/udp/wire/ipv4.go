@@ -42,6 +42,9 @@ const (
 	ReasonBadHeader
 	// ReasonUnknownPeer: the datagram's source is not a current peer.
 	ReasonUnknownPeer
+	// ReasonWrongPort: the datagram comes from a peer's address but not
+	// from its tunnel port.
+	ReasonWrongPort
 	// ReasonSpoofedSource: the inner source is outside the sender's subnet.
 	ReasonSpoofedSource
 	// ReasonNotLocal: the inner destination is outside this node's subnet.
@@ -64,6 +67,7 @@ var reasonNames = [NumReasons]string{
 	ReasonNotIPv4:       "not_ipv4",
 	ReasonBadHeader:     "bad_header",
 	ReasonUnknownPeer:   "unknown_peer",
+	ReasonWrongPort:     "wrong_port",
 	ReasonSpoofedSource: "spoofed_source",
 	ReasonNotLocal:      "not_local",
 	ReasonNoRoute:       "no_route",

@@ -18,7 +18,7 @@ type Fake struct {
 	ensures     int
 	removes     int
 	filterPort  uint16
-	filterPeers []netip.Addr
+	filterPeers []masq.FilterPeer
 	filterOn    bool
 }
 
@@ -46,6 +46,7 @@ func (f *Fake) Ensure(ctx context.Context, r masq.Rules) error {
 		return err
 	}
 	f.ensures++
+	r.TunnelPorts = slices.Clone(r.TunnelPorts)
 	f.rules = &r
 	return nil
 }
@@ -64,13 +65,17 @@ func (f *Fake) Remove(ctx context.Context) error {
 }
 
 // EnsurePeerFilter implements masq.PeerFilter.
-func (f *Fake) EnsurePeerFilter(ctx context.Context, port uint16, peers []netip.Addr) error {
+func (f *Fake) EnsurePeerFilter(ctx context.Context, port uint16, peers []masq.FilterPeer) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return f.err
 	}
-	f.filterOn, f.filterPort, f.filterPeers = true, port, slices.Clone(peers)
+	f.filterOn, f.filterPort = true, port
+	f.filterPeers = make([]masq.FilterPeer, len(peers))
+	for i, p := range peers {
+		f.filterPeers[i] = masq.FilterPeer{Addr: p.Addr, Sources: slices.Clone(p.Sources)}
+	}
 	return nil
 }
 
@@ -92,7 +97,9 @@ func (f *Fake) Rules() (masq.Rules, bool) {
 	if f.rules == nil {
 		return masq.Rules{}, false
 	}
-	return *f.rules, true
+	r := *f.rules
+	r.TunnelPorts = slices.Clone(r.TunnelPorts)
+	return r, true
 }
 
 // Calls returns how many Ensure and Remove calls succeeded.
@@ -102,10 +109,25 @@ func (f *Fake) Calls() (ensures, removes int) {
 	return f.ensures, f.removes
 }
 
-// PeerFilter returns the filter's port and peers (a copy) and whether it is
-// installed.
+// PeerFilter returns the filter's port and peer addresses (a copy) and
+// whether it is installed.
 func (f *Fake) PeerFilter() (port uint16, peers []netip.Addr, on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.filterPort, slices.Clone(f.filterPeers), f.filterOn
+	for _, p := range f.filterPeers {
+		peers = append(peers, p.Addr)
+	}
+	return f.filterPort, peers, f.filterOn
+}
+
+// PeerFilterSources returns the inner sources the filter allows per peer
+// address (a copy).
+func (f *Fake) PeerFilterSources() map[netip.Addr][]netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[netip.Addr][]netip.Prefix, len(f.filterPeers))
+	for _, p := range f.filterPeers {
+		out[p.Addr] = append(out[p.Addr], p.Sources...)
+	}
+	return out
 }

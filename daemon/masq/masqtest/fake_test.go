@@ -3,6 +3,7 @@ package masqtest
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/weftnet/weft/daemon/masq"
@@ -15,7 +16,7 @@ func TestFake(t *testing.T) {
 	if err := f.Ensure(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := f.Rules(); !ok || got != r {
+	if got, ok := f.Rules(); !ok || !reflect.DeepEqual(got, r) {
 		t.Fatalf("Rules() = %v, %v", got, ok)
 	}
 	bad := r
@@ -23,13 +24,17 @@ func TestFake(t *testing.T) {
 	if err := f.Ensure(ctx, bad); !errors.Is(err, masq.ErrInvalidRules) {
 		t.Fatalf("Ensure(bad) = %v", err)
 	}
-	peers := []netip.Addr{netip.MustParseAddr("198.18.0.11")}
+	sn := netip.MustParsePrefix("10.244.2.0/24")
+	peers := []masq.FilterPeer{{Addr: netip.MustParseAddr("198.18.0.11"), Sources: []netip.Prefix{sn}}}
 	if err := f.EnsurePeerFilter(ctx, 8472, peers); err != nil {
 		t.Fatal(err)
 	}
-	peers[0] = netip.Addr{} // the fake must have copied
+	peers[0].Addr, peers[0].Sources[0] = netip.Addr{}, netip.Prefix{} // the fake must have copied
 	if port, got, on := f.PeerFilter(); !on || port != 8472 || got[0] != netip.MustParseAddr("198.18.0.11") {
 		t.Fatalf("PeerFilter() = %d %v %v", port, got, on)
+	}
+	if src := f.PeerFilterSources()[netip.MustParseAddr("198.18.0.11")]; len(src) != 1 || src[0] != sn {
+		t.Fatalf("PeerFilterSources() = %v", src)
 	}
 	boom := errors.New("boom")
 	f.SetErr(boom)
