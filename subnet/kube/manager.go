@@ -84,6 +84,10 @@ func New(opts Options) (*Manager, error) {
 	}, nil
 }
 
+// AnnotationPrefix is the prefix the annotation names start with (with its
+// separator, e.g. "flannel.alpha.coreos.com/").
+func (m *Manager) AnnotationPrefix() string { return m.ann.prefix }
+
 // Refused counts Node objects whose annotations were refused as corrupt
 // (each time a Node was read in that state).
 func (m *Manager) Refused() int64 { return m.refused.Load() }
