@@ -155,6 +155,7 @@ func (m *Manager) AcquireLease(ctx context.Context, req subnet.AcquireRequest) (
 		return nil, fmt.Errorf("acquire lease for node %s: %w", m.nodeName, err)
 	}
 	l.Subnet, l.IPv6Subnet = sn, sn6
+	l.CreateRevision = createRevision(n)
 	m.log.Info("lease is the node's podCIDR", "node", m.nodeName, "subnet", sn, "ipv6Subnet", sn6, "publicIP", l.Attrs.PublicIP)
 	return l, nil
 }
