@@ -35,6 +35,12 @@ type Deps struct {
 	// /coreos.com/network"). The last known state records it, and a file
 	// recorded under another scope is refused.
 	StoreScope string
+	// OnReady, when set, is called once per generation after the node is
+	// ready (lease held, backend configured, CNI config installed), and
+	// retried with backoff until it succeeds or the generation ends. The
+	// Kubernetes wiring clears the Node's NetworkUnavailable condition
+	// with it.
+	OnReady func(ctx context.Context) error
 }
 
 // Daemon is one node's weftd.
@@ -348,6 +354,12 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	eg.Go(func() error { return be.Run(ctx) })
 	eg.Go(func() error { return d.watchConfig(ctx, cfg, underlay) })
 	eg.Go(func() error { return g.reconcile(ctx, batches, ownLeases) })
+	if d.deps.OnReady != nil {
+		eg.Go(func() error {
+			_, err := retry(ctx, log, "report the node ready", func() (struct{}, error) { return struct{}{}, d.deps.OnReady(ctx) })
+			return nilOnDone(ctx, err)
+		})
+	}
 	return eg.Wait()
 }
 

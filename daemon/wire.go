@@ -42,22 +42,7 @@ func Run(ctx context.Context, cfg Config, ec EtcdConfig, log *slog.Logger) error
 		return err
 	}
 	store := newConnectingStore()
-	deps := Deps{
-		Logger:     log,
-		Manager:    store,
-		Backends:   Backends(),
-		StoreScope: "etcd " + ec.Prefix,
-	}
-	switch cfg.MasqBackend {
-	case MasqIPTables:
-		deps.Masq, err = masq.NewIPTables(log)
-	default:
-		deps.Masq, err = masq.NewNFTables(log, masq.Options{})
-	}
-	if err != nil {
-		return fmt.Errorf("masquerade (%s): %w", cfg.MasqBackend, err)
-	}
-	d, err := New(cfg, deps)
+	d, err := newProduction(cfg, log, Deps{Manager: store, StoreScope: "etcd " + ec.Prefix})
 	if err != nil {
 		return err
 	}
@@ -82,6 +67,26 @@ func Run(ctx context.Context, cfg Config, ec EtcdConfig, log *slog.Logger) error
 		client.Close()
 	}
 	return err
+}
+
+// newProduction completes deps, whose Manager is the chosen lease store
+// (and StoreScope its name for the last known state), with the production
+// parts and builds the daemon. Nothing from here on knows which store it
+// has.
+func newProduction(cfg Config, log *slog.Logger, deps Deps) (*Daemon, error) {
+	var err error
+	deps.Logger = log
+	deps.Backends = Backends()
+	switch cfg.MasqBackend {
+	case MasqIPTables:
+		deps.Masq, err = masq.NewIPTables(log)
+	default:
+		deps.Masq, err = masq.NewNFTables(log, masq.Options{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("masquerade (%s): %w", cfg.MasqBackend, err)
+	}
+	return New(cfg, deps)
 }
 
 type etcdClient = clientv3.Client

@@ -54,6 +54,11 @@ type Options struct {
 	EtcdMembers int
 	// WeftdArgs are extra flags for every weftd (Node.Args).
 	WeftdArgs []string
+	// Kube runs the lab in Kubernetes mode: a kube-apiserver and
+	// kube-controller-manager on the lab's etcd, one Node object per lab
+	// node (the lab plays kubelet's part) and every weftd with
+	// --kube-subnet-mgr. Needs the binaries of scripts/kube.sh.
+	Kube bool
 }
 
 // Lab is a running lab: its recorded state plus the handles of the processes
@@ -229,7 +234,11 @@ func (l *Lab) build(ctx context.Context, o Options) error {
 	if err := l.startEtcdMembers(ctx, o.EtcdMembers); err != nil {
 		return err
 	}
-	if err := l.writeConfig(ctx); err != nil {
+	if o.Kube {
+		if err := l.startKube(ctx); err != nil {
+			return err
+		}
+	} else if err := l.writeConfig(ctx); err != nil {
 		return err
 	}
 	var nodes []*Node
@@ -406,6 +415,11 @@ func (l *Lab) startNode(ctx context.Context) (*Node, error) {
 	if _, err := nsRun(ctx, n.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
 		return nil, err
 	}
+	if l.Kube != nil {
+		if err := l.registerNode(ctx, n); err != nil {
+			return nil, err
+		}
+	}
 	return n, l.startWeftd(n)
 }
 
@@ -422,16 +436,21 @@ func privateRun(argv []string) []string {
 }
 
 func (l *Lab) startWeftd(n *Node) error {
-	args := []string{
-		l.bin("weftd"),
-		"--etcd-endpoints", l.Etcd.Endpoint,
+	store := []string{"--etcd-endpoints", l.Etcd.Endpoint}
+	var env []string
+	if l.Kube != nil {
+		store = l.kubeWeftdArgs()
+		env = []string{"NODE_NAME=" + n.Name}
+	}
+	args := append([]string{l.bin("weftd")}, store...)
+	args = append(args,
 		"--iface", underlayIface,
 		"--public-ip", n.Underlay.String(),
 		"--subnet-file", n.SubnetFile,
 		"--cni-conf-dir", n.CNIConfDir,
 		"--cni-ipam-dir", n.IPAMDir,
 		"--healthz-addr", healthzAddr,
-	}
+	)
 	if n.StateDir != "" {
 		args = append(args, "--state-dir", n.StateDir)
 	}
@@ -439,7 +458,7 @@ func (l *Lab) startWeftd(n *Node) error {
 		args = append(args, "--ip-masq")
 	}
 	args = append(append(args, l.WeftdArgs...), n.Args...)
-	p, done, err := startInNS(n.NS, n.Log, nil, privateRun(args)...)
+	p, done, err := startInNS(n.NS, n.Log, env, privateRun(args)...)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}

@@ -50,7 +50,13 @@ func (l *Lab) RemoveNode(ctx context.Context, name string) error {
 	if err := n.Weftd.stop(ctx, stopGrace); err != nil {
 		errs = append(errs, err)
 	}
-	if n.Subnet.IsValid() {
+	if l.Kube != nil {
+		// Kubernetes mode: the subnet is the Node's; deleting the Node
+		// frees it, as kubectl delete node does.
+		if err := l.DeleteKubeNode(ctx, n.Name); err != nil {
+			errs = append(errs, err)
+		}
+	} else if n.Subnet.IsValid() {
 		cctx, cancel := context.WithTimeout(ctx, l.timeout)
 		_, err := l.weftctl(cctx, "", "lease", "release", n.Subnet.String())
 		cancel()
@@ -173,6 +179,13 @@ func Down(ctx context.Context, root, name string) error {
 		for _, p := range procs {
 			if err := p.stop(ctx, stopGrace); err != nil {
 				errs = append(errs, err)
+			}
+		}
+		if s.Kube != nil {
+			for _, p := range []*Proc{s.Kube.ControllerManager, s.Kube.APIServer} {
+				if err := p.stop(ctx, stopGrace); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 		if err := s.Etcd.Proc.stop(ctx, stopGrace); err != nil {

@@ -38,7 +38,10 @@ type State struct {
 	// in creation order.
 	Namespaces []string `json:"namespaces"`
 	Etcd       Etcd     `json:"etcd"`
-	Nodes      []*Node  `json:"nodes"`
+	// Kube is the Kubernetes control plane of a lab in Kubernetes mode
+	// (Options.Kube); nil otherwise.
+	Kube  *Kube   `json:"kube,omitempty"`
+	Nodes []*Node `json:"nodes"`
 	// NextNode is the index the next added node gets; indexes are never
 	// reused, so a removed node's name does not come back.
 	NextNode    int `json:"nextNode"`
@@ -63,6 +66,19 @@ type Etcd struct {
 	// > 1), all in namespace NS; Endpoint then lists every client URL and
 	// Proc is the first member's.
 	Members []*EtcdMember `json:"members,omitempty"`
+}
+
+// Kube is a lab's Kubernetes control plane: kube-apiserver and
+// kube-controller-manager in the etcd namespace, on the lab's etcd.
+type Kube struct {
+	Dir string `json:"dir"` // certificates, tokens, logs
+	URL string `json:"url"`
+	// NetConfig is the network config file every weftd reads.
+	NetConfig string `json:"netConfig"`
+	// WeftKubeconfig holds the token of weftd's ServiceAccount.
+	WeftKubeconfig    string `json:"weftKubeconfig"`
+	APIServer         *Proc  `json:"apiServer,omitempty"`
+	ControllerManager *Proc  `json:"controllerManager,omitempty"`
 }
 
 // Node is one weft node: a namespace with its weftd.

@@ -69,6 +69,23 @@ func TestKeyFile(t *testing.T) {
 	}
 }
 
+// TestFlannelKeyFile: flanneld's /run/flannel/wgkey (the key in base64, no
+// newline) is read as it is, so a node moved from Flannel can keep its key.
+func TestFlannelKeyFile(t *testing.T) {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := KeyPath(t.TempDir())
+	if err := os.WriteFile(path, []byte(k.String()), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	got, created, tightened, err := loadOrCreateKey(path)
+	if err != nil || created || tightened || got.k != k {
+		t.Fatalf("flannel's key file: created %v tightened %v err %v, same key %v", created, tightened, err, got.k == k)
+	}
+}
+
 // TestBadKeyFile: garbage is refused, never quoted.
 func TestBadKeyFile(t *testing.T) {
 	for _, content := range []string{"", "hunter2-not-a-key\n", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"} {

@@ -35,6 +35,7 @@ const (
 	basePSK
 	baseKernel
 	baseRotation
+	baseBench
 )
 
 var network = netip.MustParsePrefix("10.244.0.0/16")
@@ -52,7 +53,7 @@ type node struct {
 }
 
 // nodes builds n nodes on one underlay, each with a pod; no backend yet.
-func nodes(t *testing.T, n, base int) []*node {
+func nodes(t testing.TB, n, base int) []*node {
 	t.Helper()
 	nss, addrs := nstest.Underlay(t, n, base)
 	out := make([]*node, n)
@@ -83,7 +84,7 @@ func (n *node) podIP() string { return n.lease.Subnet.Addr().Next().Next().Strin
 // prepare builds the backend with opts (JSON members after "Type") and
 // prepares it inside the node's namespace; its BackendData goes into the
 // node's lease, as the daemon publishes it.
-func (n *node) prepare(t *testing.T, opts string) {
+func (n *node) prepare(t testing.TB, opts string) {
 	t.Helper()
 	if err := n.tryPrepare(opts); err != nil {
 		t.Fatal(err)
@@ -117,7 +118,7 @@ func (n *node) tryPrepare(opts string) error {
 }
 
 // do runs f with the backend inside the node's namespace.
-func (n *node) do(t *testing.T, f func(b *Backend) error) {
+func (n *node) do(t testing.TB, f func(b *Backend) error) {
 	t.Helper()
 	if err := n.ns.Do(func(ns.NetNS) error { return f(n.b) }); err != nil {
 		t.Fatal(err)
@@ -125,7 +126,7 @@ func (n *node) do(t *testing.T, f func(b *Backend) error) {
 }
 
 // configure gives the node its lease and syncs peers.
-func (n *node) configure(t *testing.T, peers ...*node) {
+func (n *node) configure(t testing.TB, peers ...*node) {
 	t.Helper()
 	n.do(t, func(b *Backend) error {
 		if err := b.Configure(context.Background(), n.lease); err != nil {
@@ -135,7 +136,7 @@ func (n *node) configure(t *testing.T, peers ...*node) {
 	})
 }
 
-func (n *node) sync(t *testing.T, peers ...subnet.Lease) {
+func (n *node) sync(t testing.TB, peers ...subnet.Lease) {
 	t.Helper()
 	n.do(t, func(b *Backend) error { return b.Sync(context.Background(), peers) })
 }
@@ -149,7 +150,7 @@ func leases(nodes ...*node) []subnet.Lease {
 }
 
 // device reads the node's device through wgctrl.
-func (n *node) device(t *testing.T) *wgtypes.Device {
+func (n *node) device(t testing.TB) *wgtypes.Device {
 	t.Helper()
 	d, err := n.b.wg.Device(n.dev)
 	if err != nil {
@@ -158,7 +159,7 @@ func (n *node) device(t *testing.T) *wgtypes.Device {
 	return d
 }
 
-func (n *node) peer(t *testing.T, of *node) (wgtypes.Peer, bool) {
+func (n *node) peer(t testing.TB, of *node) (wgtypes.Peer, bool) {
 	t.Helper()
 	for _, p := range n.device(t).Peers {
 		if p.PublicKey == of.b.PublicKey() {
@@ -168,7 +169,7 @@ func (n *node) peer(t *testing.T, of *node) (wgtypes.Peer, bool) {
 	return wgtypes.Peer{}, false
 }
 
-func (n *node) logs(t *testing.T) string {
+func (n *node) logs(t testing.TB) string {
 	t.Helper()
 	data, err := os.ReadFile(n.log.Name())
 	if err != nil {
@@ -596,4 +597,42 @@ func (n *node) linkIn(t *testing.T) (netlink.Link, error) {
 		return err
 	})
 	return l, err
+}
+
+// BenchmarkTunnel moves 100 MB per iteration pod→pod with iperf3 through
+// two embedded devices in this process, so a CPU profile of the benchmark
+// (-cpuprofile) shows where wireguard-go spends the time, both ends:
+//
+//	go test -run '^$' -bench Tunnel -benchtime 5x -cpuprofile wg.prof ./backend/wireguard
+//	go tool pprof -top wg.prof
+func BenchmarkTunnel(b *testing.B) {
+	nds := nodes(b, 2, baseBench)
+	a, c := nds[0], nds[1]
+	a.prepare(b, `,"Implementation":"userspace"`)
+	c.prepare(b, `,"Implementation":"userspace"`)
+	a.configure(b, c)
+	c.configure(b, a)
+	srv := exec.Command("ip", "netns", "exec", c.pod.Name, "iperf3", "-s", "-B", c.podIP())
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := a.pod.Run("timeout", "5", "iperf3", "-c", c.podIP(), "-n", "1M"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("iperf3 server not reachable")
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+	const chunk = 100 << 20
+	b.SetBytes(chunk)
+	b.ResetTimer()
+	for range b.N {
+		if out, err := a.pod.Run("timeout", "60", "iperf3", "-c", c.podIP(), "-n", strconv.Itoa(chunk)); err != nil {
+			b.Fatalf("iperf3: %v: %s", err, out)
+		}
+	}
 }

@@ -164,6 +164,7 @@ func labUp(ctx context.Context, e *env, fs *flag.FlagSet, name, root *string, ar
 	network := fs.String("network", "10.244.0.0/16", "pod network")
 	ipMasq := fs.Bool("ip-masq", true, "run weftd with --ip-masq, as a Kubernetes deployment does (pod → node-address replies need it on udp)")
 	timeout := fs.Duration("ready-timeout", 60*time.Second, "how long to wait for etcd and each weftd")
+	kube := fs.Bool("kube", false, "Kubernetes mode: a kube-apiserver and kube-controller-manager on the lab's etcd, one Node per lab node, weftd --kube-subnet-mgr (binaries: scripts/kube.sh)")
 	runTest := fs.Bool("test", false, "run the connectivity matrix once the lab is up")
 	down := fs.Bool("down", false, "tear the lab down at the end (after --test)")
 	if err := parseLabFlags(fs, args, e); err != nil {
@@ -181,7 +182,7 @@ func labUp(ctx context.Context, e *env, fs *flag.FlagSet, name, root *string, ar
 	}
 	l, err := lab.Up(ctx, lab.Options{
 		Name: *name, Nodes: *nodes, Backend: *backend, PodsPerNode: *pods, BinDir: *binDir,
-		StateRoot: *root, Network: *network, IPMasq: *ipMasq, Progress: e.stdout, ReadyTimeout: *timeout,
+		StateRoot: *root, Network: *network, IPMasq: *ipMasq, Kube: *kube, Progress: e.stdout, ReadyTimeout: *timeout,
 	})
 	if err != nil {
 		if l != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/weftnet/weft/internal/sdnotify"
 	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/subnet"
+	kubestore "github.com/weftnet/weft/subnet/kube"
 )
 
 func main() {
@@ -28,6 +29,8 @@ func main() {
 type options struct {
 	node        daemon.Config
 	etcd        daemon.EtcdConfig
+	kubeMgr     bool
+	kube        daemon.KubeConfig
 	logFormat   string
 	logLevel    slog.Level
 	showVersion bool
@@ -51,6 +54,12 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.etcd.KeyFile, "etcd-keyfile", "", "client key file for etcd")
 	fs.StringVar(&o.etcd.Username, "etcd-username", "", "etcd user name (etcd auth)")
 	fs.StringVar(&o.etcd.Password, "etcd-password", "", "etcd password (etcd auth); prefer the WEFTD_ETCD_PASSWORD variable")
+	fs.BoolVar(&o.kubeMgr, "kube-subnet-mgr", false, "use the Kubernetes API as the lease store instead of etcd: the subnet is the Node's podCIDR (Flannel's flag)")
+	fs.StringVar(&o.kube.APIURL, "kube-api-url", "", "Kubernetes API server URL (default: in-cluster config)")
+	fs.StringVar(&o.kube.Kubeconfig, "kubeconfig-file", "", "kubeconfig file (default: in-cluster config)")
+	fs.StringVar(&o.kube.AnnotationPrefix, "kube-annotation-prefix", kubestore.DefaultAnnotationPrefix, "prefix of the Node annotations (Flannel's, so Flannel nodes are peers)")
+	fs.StringVar(&o.kube.NetConfigPath, "net-config-path", daemon.DefaultNetConfigPath, "network config file in Kubernetes mode (the mounted ConfigMap)")
+	fs.BoolVar(&o.kube.SetNodeNetworkUnavailable, "set-node-network-unavailable", true, "in Kubernetes mode, clear the Node's NetworkUnavailable condition once the node is ready")
 	fs.StringVar(&o.node.Iface, "iface", "", "underlay interface, by name or address (default: the interface of --public-ip, else of the default route)")
 	fs.Func("public-ip", "address other nodes reach this node at (default: first IPv4 address of the underlay interface)", func(s string) error {
 		ip, err := netip.ParseAddr(s)
@@ -105,7 +114,14 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger.Info("starting", "version", version.Version, "commit", version.Commit)
-	if err := daemon.Run(ctx, o.node, o.etcd, logger); err != nil {
+	if o.kubeMgr {
+		// The downward API's name for it, as Flannel reads it.
+		o.kube.NodeName = getenv("NODE_NAME")
+		err = daemon.RunKube(ctx, o.node, o.kube, logger)
+	} else {
+		err = daemon.Run(ctx, o.node, o.etcd, logger)
+	}
+	if err != nil {
 		logger.Error("weftd stopped", "err", err)
 		return 1
 	}

@@ -141,8 +141,9 @@ func TestManifest(t *testing.T) {
 		}
 	}
 	// weftd writes the subnet file and the conflist where the CNI plugin
-	// and the runtime on the host read them.
-	for _, p := range []string{"/run/weft", "/etc/cni/net.d"} {
+	// and the runtime on the host read them, and keeps its state (and reads
+	// the plugin's IPAM store) on the host's disk.
+	for _, p := range []string{"/run/weft", "/etc/cni/net.d", "/var/lib/weft"} {
 		if hostPaths[mounts[p]] != p {
 			t.Errorf("weftd's %s is not the host's %s (mount %q → %q)", p, p, mounts[p], hostPaths[mounts[p]])
 		}

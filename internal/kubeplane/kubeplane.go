@@ -20,6 +20,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -31,12 +32,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"sigs.k8s.io/yaml"
 )
 
 // Version is the Kubernetes release the tests run against; scripts/kube.sh
@@ -82,6 +87,16 @@ type Options struct {
 	ServiceCIDR netip.Prefix
 	// Log, when set, also receives the processes' output.
 	Log io.Writer
+	// NetNS, when set, is the named network namespace (ip netns) the
+	// processes run in; Addr must be one of its addresses.
+	NetNS string
+	// Dial, when set, makes the connections to the API server (e.g. from
+	// inside NetNS); a plain dialer when nil.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Detach lets the processes outlive this one (the lab's, which
+	// `weftctl lab down` stops by PID); otherwise they are killed when it
+	// dies.
+	Detach bool
 }
 
 // Plane is a running control plane.
@@ -96,8 +111,7 @@ type Plane struct {
 	// AdminKubeconfig is a kubeconfig file for the admin.
 	AdminKubeconfig string
 
-	opts    Options
-	apiArgs []string
+	opts Options
 
 	mu  sync.Mutex
 	api *proc // nil while stopped; guarded by mu
@@ -133,8 +147,33 @@ func Start(ctx context.Context, opts Options) (*Plane, error) {
 	if err := p.writeFiles(); err != nil {
 		return nil, fmt.Errorf("kubeplane: %w", err)
 	}
-	d := opts.Dir
-	p.apiArgs = []string{
+	if err := p.StartAPIServer(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Connect returns a Plane for requests to an API server Start made with
+// the same opts (from another process: the lab's later commands). It
+// starts and stops nothing.
+func Connect(opts Options, url string) (*Plane, error) {
+	ca, err := os.ReadFile(filepath.Join(opts.Dir, "ca.crt"))
+	if err != nil {
+		return nil, fmt.Errorf("kubeplane: %w", err)
+	}
+	tokens, err := os.ReadFile(filepath.Join(opts.Dir, "tokens.csv"))
+	if err != nil {
+		return nil, fmt.Errorf("kubeplane: %w", err)
+	}
+	token, _, _ := strings.Cut(string(tokens), ",")
+	return &Plane{opts: opts, URL: url, AdminToken: token, CAData: ca, CAFile: filepath.Join(opts.Dir, "ca.crt"),
+		AdminKubeconfig: filepath.Join(opts.Dir, "admin.kubeconf")}, nil
+}
+
+// apiServerArgs are kube-apiserver's flags for p's options.
+func (p *Plane) apiServerArgs() []string {
+	d, opts := p.opts.Dir, p.opts
+	return []string{
 		"--etcd-servers=" + strings.Join(opts.EtcdServers, ","),
 		"--etcd-prefix=/registry",
 		"--bind-address=" + opts.Addr.String(),
@@ -161,10 +200,6 @@ func Start(ctx context.Context, opts Options) (*Plane, error) {
 		"--enable-priority-and-fairness=false",
 		"--v=0",
 	}
-	if err := p.StartAPIServer(ctx); err != nil {
-		return nil, err
-	}
-	return p, nil
 }
 
 // StartAPIServer starts kube-apiserver (again, after StopAPIServer) with
@@ -175,7 +210,7 @@ func (p *Plane) StartAPIServer(ctx context.Context) error {
 		p.mu.Unlock()
 		return nil
 	}
-	api, err := p.spawn("kube-apiserver", p.apiArgs)
+	api, err := p.spawn("kube-apiserver", p.apiServerArgs())
 	if err == nil {
 		p.api = api
 	}
@@ -242,6 +277,17 @@ func (p *Plane) StartControllerManager(clusterCIDR, clusterCIDR6 netip.Prefix, m
 	return nil
 }
 
+// ControllerManagerPID is the running controller manager's PID, 0 when
+// stopped.
+func (p *Plane) ControllerManagerPID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.kcm == nil {
+		return 0
+	}
+	return p.kcm.cmd.Process.Pid
+}
+
 // StopControllerManager stops kube-controller-manager if it runs.
 func (p *Plane) StopControllerManager() {
 	p.mu.Lock()
@@ -299,7 +345,7 @@ func (p *Plane) do(ctx context.Context, token, method, path string, body []byte,
 func (p *Plane) httpClient() *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(p.CAData)
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: p.opts.Dial}}
 }
 
 func (p *Plane) waitReady(ctx context.Context, api *proc, limit time.Duration) error {
@@ -343,7 +389,11 @@ func (p *Plane) spawn(name string, args []string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(BinDir(), name), args...)
+	argv := append([]string{filepath.Join(BinDir(), name)}, args...)
+	if p.opts.NetNS != "" {
+		argv = append([]string{"ip", "netns", "exec", p.opts.NetNS}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	var w io.Writer = f
 	if p.opts.Log != nil {
 		w = io.MultiWriter(f, p.opts.Log)
@@ -352,7 +402,12 @@ func (p *Plane) spawn(name string, args []string) (*proc, error) {
 	// Its own process group, and killed if this process dies (a test
 	// binary that times out runs no cleanup).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := startOnLockedThread(cmd); err != nil {
+	start := startOnLockedThread
+	if p.opts.Detach {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		start = (*exec.Cmd).Start
+	}
+	if err := start(cmd); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -503,4 +558,86 @@ func startOnLockedThread(cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	spawnReq <- spawnCall{cmd, errc}
 	return <-errc
+}
+
+// kindPaths are the API collections Apply creates objects in, by kind;
+// "NS" stands for the object's namespace.
+var kindPaths = map[string]string{
+	"Namespace":          "/api/v1/namespaces",
+	"ServiceAccount":     "/api/v1/namespaces/NS/serviceaccounts",
+	"ConfigMap":          "/api/v1/namespaces/NS/configmaps",
+	"Node":               "/api/v1/nodes",
+	"ClusterRole":        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+	"ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+	"DaemonSet":          "/apis/apps/v1/namespaces/NS/daemonsets",
+}
+
+// Apply creates, as the admin, every object of a multi-document YAML
+// manifest whose kind is in kinds (all of them when kinds is empty), with
+// strict field validation: the API server refuses an unknown or misspelt
+// field. An object that exists already is left as it is.
+func (p *Plane) Apply(ctx context.Context, manifest []byte, kinds ...string) error {
+	for i, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(manifest), -1) {
+		js, err := yaml.YAMLToJSON([]byte(doc))
+		if err != nil {
+			return fmt.Errorf("manifest document %d: %w", i, err)
+		}
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(js, &meta); err != nil {
+			return fmt.Errorf("manifest document %d: %w", i, err)
+		}
+		if meta.Kind == "" || (len(kinds) > 0 && !slices.Contains(kinds, meta.Kind)) {
+			continue
+		}
+		path, ok := kindPaths[meta.Kind]
+		if !ok {
+			return fmt.Errorf("manifest document %d: kind %s: kubeplane.Apply does not know it", i, meta.Kind)
+		}
+		path = strings.Replace(path, "NS", meta.Metadata.Namespace, 1)
+		if err := p.Create(ctx, path+"?fieldValidation=Strict", js); err != nil {
+			return fmt.Errorf("manifest document %d (%s): %w", i, meta.Kind, err)
+		}
+	}
+	return nil
+}
+
+// Create POSTs the JSON object obj to the collection at path as the admin;
+// an object that exists already is not an error.
+func (p *Plane) Create(ctx context.Context, path string, obj []byte) error {
+	code, body, err := p.Do(ctx, http.MethodPost, path, obj)
+	switch {
+	case err != nil:
+		return err
+	case code == http.StatusConflict || code/100 == 2:
+		return nil
+	}
+	return fmt.Errorf("POST %s: HTTP %d: %.300s", path, code, body)
+}
+
+// ServiceAccountToken returns a token for the ServiceAccount namespace/name
+// (which must exist), valid for about d.
+func (p *Plane) ServiceAccountToken(ctx context.Context, namespace, name string, d time.Duration) (string, error) {
+	req := fmt.Sprintf(`{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":%d}}`, int64(d.Seconds()))
+	path := "/api/v1/namespaces/" + namespace + "/serviceaccounts/" + name + "/token"
+	code, body, err := p.Do(ctx, http.MethodPost, path, []byte(req))
+	if err != nil {
+		return "", err
+	}
+	if code/100 != 2 {
+		return "", fmt.Errorf("token for %s/%s: HTTP %d: %.300s", namespace, name, code, body)
+	}
+	var tr struct {
+		Status struct {
+			Token string `json:"token"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(body, &tr); err != nil || tr.Status.Token == "" {
+		return "", fmt.Errorf("token for %s/%s: no token in %.200s", namespace, name, body)
+	}
+	return tr.Status.Token, nil
 }

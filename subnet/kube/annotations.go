@@ -153,7 +153,19 @@ func (a annotations) lease(n *corev1.Node) (subnet.Lease, error) {
 		return l, err
 	}
 	l.Revision = revision(n.ResourceVersion)
+	l.CreateRevision = createRevision(n)
 	return l, nil
+}
+
+// createRevision orders Nodes by age for Lease.CreateRevision: the API
+// does not expose the revision an object was created at, so it is the
+// creation time in Unix seconds (a Node deleted and created again is
+// younger; two created in the same second tie).
+func createRevision(n *corev1.Node) int64 {
+	if n.CreationTimestamp.IsZero() {
+		return 0
+	}
+	return n.CreationTimestamp.Unix()
 }
 
 // jsonAnnotation returns the JSON value of annotation key, nil when it is

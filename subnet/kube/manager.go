@@ -84,6 +84,10 @@ func New(opts Options) (*Manager, error) {
 	}, nil
 }
 
+// AnnotationPrefix is the prefix the annotation names start with (with its
+// separator, e.g. "flannel.alpha.coreos.com/").
+func (m *Manager) AnnotationPrefix() string { return m.ann.prefix }
+
 // Refused counts Node objects whose annotations were refused as corrupt
 // (each time a Node was read in that state).
 func (m *Manager) Refused() int64 { return m.refused.Load() }
@@ -151,6 +155,7 @@ func (m *Manager) AcquireLease(ctx context.Context, req subnet.AcquireRequest) (
 		return nil, fmt.Errorf("acquire lease for node %s: %w", m.nodeName, err)
 	}
 	l.Subnet, l.IPv6Subnet = sn, sn6
+	l.CreateRevision = createRevision(n)
 	m.log.Info("lease is the node's podCIDR", "node", m.nodeName, "subnet", sn, "ipv6Subnet", sn6, "publicIP", l.Attrs.PublicIP)
 	return l, nil
 }

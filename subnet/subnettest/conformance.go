@@ -237,6 +237,9 @@ func testAcquireDistinctAndReuse(t *testing.T, s Store) {
 		if !s.fits(cfg, l) || seen[l.Subnet] {
 			t.Fatalf("node %d got %s: outside the config or duplicate", i, l.Subnet)
 		}
+		if l.CreateRevision <= 0 {
+			t.Fatalf("node %d lease %+v has no CreateRevision", i, l)
+		}
 		if s.assigned && (!l.Reserved() || l.Revision == 0 || !l.Expiration.IsZero()) {
 			t.Fatalf("node %d lease %+v: want a lease with no TTL (it lasts as long as the node) and a revision", i, l)
 		}

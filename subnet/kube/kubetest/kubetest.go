@@ -13,23 +13,18 @@ package kubetest
 
 import (
 	"context"
-	"fmt"
-	"regexp"
 
 	"net/netip"
 	"os"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/weftnet/weft/internal/kubeplane"
 	"github.com/weftnet/weft/subnet/etcd/etcdtest"
@@ -174,72 +169,14 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // Apply creates every object of the multi-document YAML manifest at path
-// (Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, ConfigMap,
-// DaemonSet) through the admin client, so the API server validates each
-// one as kubectl apply would have it. Other kinds fail t.
+// through the admin, with strict field validation (kubeplane.Plane.Apply).
 func (c *Cluster) Apply(t testing.TB, path string) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := Ctx(t, time.Minute)
-	for i, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(raw), -1) {
-		var meta struct {
-			Kind string `json:"kind"`
-		}
-		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
-			t.Fatalf("kubetest: %s document %d: %v", path, i, err)
-		}
-		if meta.Kind == "" {
-			continue // comments only
-		}
-		if err := c.create(ctx, meta.Kind, []byte(doc)); err != nil {
-			t.Fatalf("kubetest: %s document %d (%s): %v", path, i, meta.Kind, err)
-		}
+	if err := c.Plane.Apply(Ctx(t, time.Minute), raw); err != nil {
+		t.Fatalf("kubetest: %s: %v", path, err)
 	}
-}
-
-func (c *Cluster) create(ctx context.Context, kind string, doc []byte) error {
-	decode := func(into any) error { return yaml.UnmarshalStrict(doc, into) }
-	opts := metav1.CreateOptions{FieldValidation: "Strict"}
-	var err error
-	switch kind {
-	case "Namespace":
-		var o corev1.Namespace
-		if err = decode(&o); err == nil {
-			_, err = c.Client.CoreV1().Namespaces().Create(ctx, &o, opts)
-		}
-	case "ServiceAccount":
-		var o corev1.ServiceAccount
-		if err = decode(&o); err == nil {
-			_, err = c.Client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, &o, opts)
-		}
-	case "ConfigMap":
-		var o corev1.ConfigMap
-		if err = decode(&o); err == nil {
-			_, err = c.Client.CoreV1().ConfigMaps(o.Namespace).Create(ctx, &o, opts)
-		}
-	case "ClusterRole":
-		var o rbacv1.ClusterRole
-		if err = decode(&o); err == nil {
-			_, err = c.Client.RbacV1().ClusterRoles().Create(ctx, &o, opts)
-		}
-	case "ClusterRoleBinding":
-		var o rbacv1.ClusterRoleBinding
-		if err = decode(&o); err == nil {
-			_, err = c.Client.RbacV1().ClusterRoleBindings().Create(ctx, &o, opts)
-		}
-	case "DaemonSet":
-		var o appsv1.DaemonSet
-		if err = decode(&o); err == nil {
-			_, err = c.Client.AppsV1().DaemonSets(o.Namespace).Create(ctx, &o, opts)
-		}
-	default:
-		return fmt.Errorf("kind %s: kubetest.Apply does not know it", kind)
-	}
-	if apierrors.IsAlreadyExists(err) {
-		return nil
-	}
-	return err
 }
