@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -26,8 +25,8 @@ func TestChildNeedsRoot(t *testing.T) {
 }
 
 // TestRequireRootFailsInCI runs a kernel test in a child process that is
-// not root (this test binary, as nobody when this one is root): it skips
-// with a message when CIEnv is unset and fails when CIEnv is set.
+// not root (this test binary, Unprivileged): it skips with a message when
+// CIEnv is unset and fails when CIEnv is set.
 func TestRequireRootFailsInCI(t *testing.T) {
 	exe := unprivilegedCopy(t)
 	for _, tc := range []struct {
@@ -46,9 +45,7 @@ func TestRequireRootFailsInCI(t *testing.T) {
 			if tc.ci {
 				cmd.Env = append(cmd.Env, CIEnv+"=1")
 			}
-			if os.Geteuid() == 0 {
-				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-			}
+			Unprivileged(cmd)
 			out, err := cmd.CombinedOutput()
 			var exited *exec.ExitError
 			if err != nil && !errors.As(err, &exited) {
@@ -74,14 +71,7 @@ func unprivilegedCopy(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "weft-nstest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := PublicDir(t, "weft-nstest-")
 	src, err := os.Open(self)
 	if err != nil {
 		t.Fatal(err)

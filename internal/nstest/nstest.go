@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -160,4 +161,30 @@ func Underlay(t testing.TB, n int, base int) ([]*NS, []string) {
 		nodes[i] = node
 	}
 	return nodes, addrs
+}
+
+// PublicDir returns a new directory that any user can read and enter,
+// removed when t ends (t.TempDir's is private to the user running the
+// test). Tests that run something as another user (Unprivileged) put it
+// there.
+func PublicDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Unprivileged makes cmd run as nobody (uid and gid 65534) when the test
+// runs as root; a test that is not root runs it as itself, which is
+// unprivileged already.
+func Unprivileged(cmd *exec.Cmd) {
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
 }

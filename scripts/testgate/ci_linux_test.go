@@ -5,8 +5,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
+
+	"github.com/weftnet/weft/internal/nstest"
 )
 
 // TestCIRunRefuses: .ci/run stops before running anything when it is not
@@ -18,19 +19,12 @@ func TestCIRunRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tree, err := os.MkdirTemp("", "weft-cirun-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tree) })
+	tree := nstest.PublicDir(t, "weft-cirun-")
 	if err := os.Mkdir(filepath.Join(tree, ".ci"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	run := filepath.Join(tree, ".ci", "run")
 	if err := os.WriteFile(run, script, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(tree, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -54,8 +48,8 @@ func TestCIRunRefuses(t *testing.T) {
 			cmd := exec.Command("bash", run)
 			cmd.Dir = tree
 			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "GOFLAGS=" + tt.goflags}
-			if tt.nobody && os.Geteuid() == 0 {
-				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			if tt.nobody {
+				nstest.Unprivileged(cmd)
 			}
 			out, err := cmd.CombinedOutput()
 			if err == nil || !strings.Contains(string(out), tt.want) {
