@@ -41,6 +41,10 @@ type Deps struct {
 	// Kubernetes wiring clears the Node's NetworkUnavailable condition
 	// with it.
 	OnReady func(ctx context.Context) error
+	// Connected, when set, lists the prefixes directly connected to the
+	// underlay (a pod network overlapping one is refused). Nil: read from
+	// the kernel, or, with Underlay set, none known.
+	Connected func(backend.Underlay) ([]netip.Prefix, error)
 }
 
 // Daemon is one node's weftd.
@@ -182,6 +186,9 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 		if err == nil {
 			err = d.checkBackend(cfg, underlay)
 		}
+		if err == nil {
+			err = d.checkUnderlay(cfg, underlay)
+		}
 		// now says what is wrong; key decides when that is news. Each
 		// distinct bad config is reported once; an outage once as a whole,
 		// as its error text changes (timeouts, unavailable) while it lasts.
@@ -192,7 +199,7 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 		case errors.Is(err, subnet.ErrNoConfig):
 			now = "waiting for the network config; set it with `weftctl config set FILE`"
 			key = now
-		case errors.As(err, &cfgErr) || errors.Is(err, errBackendRefused):
+		case errors.As(err, &cfgErr) || errors.Is(err, errBackendRefused) || errors.Is(err, errUnderlayOverlap):
 			now = "cannot use the network config; fix it with `weftctl config set FILE` (the node keeps its current state)"
 			key = err.Error()
 			if cfg != nil {

@@ -1,6 +1,7 @@
 package nl
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -242,6 +243,67 @@ func TestLinkAddrRouteNeighFDB(t *testing.T) {
 	}
 	if out := n.MustRun(t, "ip", "-o", "link", "show"); strings.Contains(out, "wx1") {
 		t.Fatalf("wx1 still present after DeleteLink: %s", out)
+	}
+}
+
+// TestForeignRoutesAreLeftAlone: a route weft did not install (the
+// underlay's connected route, an operator's static route) is never replaced
+// by EnsureRoute nor removed by DeleteRoute, and the error says so; weft's
+// own route to a destination is still replaced even when the caller did not
+// know it was there.
+func TestForeignRoutesAreLeftAlone(t *testing.T) {
+	n := testNode(t)
+	h := New(nil)
+	n.MustRun(t, "ip", "route", "add", "10.60.0.0/16", "via", "198.18.20.2", "proto", "static")
+	do(t, n, func() error {
+		eth0, err := h.Netlink().LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		idx := eth0.Attrs().Index
+		for _, dst := range []string{"198.18.20.0/24", "10.60.0.0/16"} { // connected (proto kernel), static
+			r := Route{Dst: netip.MustParsePrefix(dst), Gw: netip.MustParseAddr("198.18.20.7"), LinkIndex: idx}
+			wrote, err := h.EnsureRoute(r, nil)
+			if wrote || !errors.Is(err, ErrForeignRoute) || !strings.Contains(err.Error(), "weft did not install") ||
+				!strings.Contains(err.Error(), "dev eth0") {
+				t.Errorf("EnsureRoute over %s: wrote=%v err=%v; want ErrForeignRoute naming the route", dst, wrote, err)
+			}
+			if err := h.DeleteRoute(r); err != nil {
+				t.Errorf("DeleteRoute(%s): %v", dst, err)
+			}
+		}
+		// Ours, unknown to the caller: replaced.
+		ours := Route{Dst: netip.MustParsePrefix("10.61.0.0/16"), Gw: netip.MustParseAddr("198.18.20.2"), LinkIndex: idx}
+		if _, err := h.EnsureRoute(ours, nil); err != nil {
+			return err
+		}
+		moved := ours
+		moved.Gw = netip.MustParseAddr("198.18.20.3")
+		if wrote, err := h.EnsureRoute(moved, nil); err != nil || !wrote {
+			t.Errorf("EnsureRoute over weft's own route without knowing it: wrote=%v err=%v", wrote, err)
+		}
+		routes, err := h.WeftRoutes(unix.AF_INET)
+		if err != nil {
+			return err
+		}
+		if r := routes[ours.Dst]; !r.Equal(moved) || len(routes) != 1 {
+			t.Errorf("weft routes %v, want only %v", routes, moved)
+		}
+		// A preferred source is part of the route.
+		src := Route{Dst: netip.MustParsePrefix("10.62.0.0/16"), LinkIndex: idx, Src: netip.MustParseAddr("198.18.20.1")}
+		if _, err := h.EnsureRoute(src, nil); err != nil {
+			return err
+		}
+		routes, _ = h.WeftRoutes(unix.AF_INET)
+		if r := routes[src.Dst]; !r.Equal(src) {
+			t.Errorf("route with src listed as %v, want %v", r, src)
+		}
+		return nil
+	})
+	for _, want := range []string{"198.18.20.0/24 dev eth0 proto kernel", "10.60.0.0/16 via 198.18.20.2 dev eth0 proto static"} {
+		if out := n.MustRun(t, "ip", "route", "show"); !strings.Contains(out, want) {
+			t.Errorf("route %q changed or gone:\n%s", want, out)
+		}
 	}
 }
 
