@@ -51,8 +51,8 @@ type Manager struct {
 
 	refused   atomic.Int64
 	mu        sync.Mutex
-	watchErrs int64 // list and watch requests of WatchLeases that failed; guarded by mu
-	watchErr  error // the last of them; guarded by mu
+	watchErrs int64             // list and watch requests of WatchLeases that failed; guarded by mu
+	watchErr  error             // the last of them; guarded by mu
 	reasons   map[string]string // node name → why its lease was last refused; guarded by mu
 	waitNoted string            // what AcquireLease last said it waits for; guarded by mu
 }
