@@ -41,6 +41,9 @@ type Deps struct {
 	// Kubernetes wiring clears the Node's NetworkUnavailable condition
 	// with it.
 	OnReady func(ctx context.Context) error
+	// Blackholes keeps the unreachable routes for the pod network
+	// (Config.BlackholeRoute); nil programs none (tests).
+	Blackholes Blackholes
 	// Connected, when set, lists the prefixes directly connected to the
 	// underlay (a pod network overlapping one is refused). Nil: read from
 	// the kernel, or, with Underlay set, none known.
@@ -281,6 +284,8 @@ type generation struct {
 	ignored  map[netip.Prefix]string // subnet → why it is not a peer, to log once
 	// ignoredFull is set once ignored reached maxIgnored (said once).
 	ignoredFull bool
+	// blackholeErr is the last error setting the unreachable routes.
+	blackholeErr string
 	// checkOwn asks keepLease to verify our lease with the store now.
 	checkOwn chan struct{}
 	// filter is the peer filter as last installed.

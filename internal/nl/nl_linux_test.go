@@ -307,6 +307,58 @@ func TestForeignRoutesAreLeftAlone(t *testing.T) {
 	}
 }
 
+// TestEnsureUnreachable: weft's unreachable routes for the pod network are
+// kept exactly as asked, below (in preference) any route to the same prefix,
+// and an unreachable route that is not weft's is left alone.
+func TestEnsureUnreachable(t *testing.T) {
+	n := testNode(t)
+	h := New(nil)
+	n.MustRun(t, "ip", "route", "add", "unreachable", "10.70.0.0/16", "proto", "static")
+	ensure := func(dsts ...string) bool {
+		t.Helper()
+		var ps []netip.Prefix
+		for _, d := range dsts {
+			ps = append(ps, netip.MustParsePrefix(d))
+		}
+		var changed bool
+		do(t, n, func() error {
+			var err error
+			changed, err = h.EnsureUnreachable(unix.AF_INET, ps)
+			return err
+		})
+		return changed
+	}
+	if !ensure("10.244.0.0/16") || ensure("10.244.0.0/16") {
+		t.Error("EnsureUnreachable: want a change, then none")
+	}
+	if out, err := n.Run("ip", "route", "get", "10.244.9.9"); err == nil || !strings.Contains(out, "No route to host") {
+		t.Errorf("route get into the pod network: %v: %s", err, out)
+	}
+	// A weft route to the same prefix (udp's device route) wins over it.
+	do(t, n, func() error {
+		eth0, err := h.Netlink().LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		_, err = h.EnsureRoute(Route{Dst: netip.MustParsePrefix("10.244.0.0/16"), LinkIndex: eth0.Attrs().Index}, nil)
+		return err
+	})
+	if out := n.MustRun(t, "ip", "route", "get", "10.244.9.9"); !strings.Contains(out, "dev eth0") {
+		t.Errorf("route get with a device route to the network too: %s", out)
+	}
+	if !ensure("10.50.0.0/16") {
+		t.Error("moving the network changed nothing")
+	}
+	out := n.MustRun(t, "ip", "route", "show", "type", "unreachable")
+	if strings.Contains(out, "10.244.0.0/16") || !strings.Contains(out, "10.50.0.0/16 proto 87 metric 4242") || !strings.Contains(out, "10.70.0.0/16 proto static") {
+		t.Errorf("unreachable routes after the move:\n%s", out)
+	}
+	ensure()
+	if out := n.MustRun(t, "ip", "route", "show", "type", "unreachable"); strings.Contains(out, "proto 87") || !strings.Contains(out, "10.70.0.0/16") {
+		t.Errorf("unreachable routes after removal:\n%s", out)
+	}
+}
+
 // TestHandleAt proves a Handle over netlink.NewHandleAt works in that
 // namespace from the test goroutine (no ns.Do).
 func TestHandleAt(t *testing.T) {

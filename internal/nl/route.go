@@ -207,6 +207,70 @@ func (h *Handle) DeleteRoute(r Route) error {
 	return nil
 }
 
+// UnreachableMetric is the metric of weft's unreachable routes for the pod
+// network. Every other route weft installs has metric 0, so a peer route,
+// or the udp backend's route of the whole network into its device, wins
+// over the unreachable one; it only catches what nothing else routes.
+const UnreachableMetric = 4242
+
+// UnreachableRoutes lists weft's unreachable routes of family (main table,
+// RouteProtocol, UnreachableMetric) by destination.
+func (h *Handle) UnreachableRoutes(family int) (map[netip.Prefix]bool, error) {
+	nrs, err := h.n().RouteListFiltered(family,
+		&netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNREACHABLE},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+	if err != nil {
+		return nil, fmt.Errorf("list weft unreachable routes: %w", err)
+	}
+	out := make(map[netip.Prefix]bool, len(nrs))
+	for _, nr := range nrs {
+		if d, ok := routeDst(nr); ok && nr.Priority == UnreachableMetric {
+			out[d] = true
+		}
+	}
+	return out, nil
+}
+
+// EnsureUnreachable makes weft's unreachable routes of family exactly dsts:
+// the missing ones are added, the others deleted. Unreachable routes that
+// are not weft's are left alone. It reports whether it changed anything.
+func (h *Handle) EnsureUnreachable(family int, dsts []netip.Prefix) (bool, error) {
+	have, err := h.UnreachableRoutes(family)
+	if err != nil {
+		return false, err
+	}
+	want := make(map[netip.Prefix]bool, len(dsts))
+	changed := false
+	for _, d := range dsts {
+		d = d.Masked()
+		want[d] = true
+		if have[d] {
+			continue
+		}
+		if err := h.n().RouteAdd(unreachable(d)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return changed, fmt.Errorf("add unreachable route %s: %w", d, err)
+		}
+		changed = true
+	}
+	for d := range have {
+		if want[d] {
+			continue
+		}
+		if err := h.n().RouteDel(unreachable(d)); err != nil && !IsNotFound(err) {
+			return changed, fmt.Errorf("delete unreachable route %s: %w", d, err)
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+func unreachable(dst netip.Prefix) *netlink.Route {
+	return &netlink.Route{
+		Dst: IPNet(dst), Type: unix.RTN_UNREACHABLE, Protocol: RouteProtocol, Priority: UnreachableMetric,
+		Table: unix.RT_TABLE_MAIN, Family: family(dst.Addr()),
+	}
+}
+
 // ---- neighbours (ARP/NDP) ----
 
 // Neigh is one neighbour entry: IP → MAC on a link.
