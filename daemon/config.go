@@ -27,6 +27,10 @@ type Config struct {
 	// (Backend.PeerFilter, on by default) is installed regardless.
 	ForwardRules bool
 	MasqBackend  string // "nftables" or "iptables"
+	// BlackholeRoute keeps an unreachable route for the whole pod network
+	// (Flannel's --ip-blackhole-route, on by default in weftd) so traffic
+	// to subnets no peer holds never leaves through the default route.
+	BlackholeRoute bool
 
 	HealthzAddr string
 

@@ -41,6 +41,13 @@ type Deps struct {
 	// Kubernetes wiring clears the Node's NetworkUnavailable condition
 	// with it.
 	OnReady func(ctx context.Context) error
+	// Blackholes keeps the unreachable routes for the pod network
+	// (Config.BlackholeRoute); nil programs none (tests).
+	Blackholes Blackholes
+	// Connected, when set, lists the prefixes directly connected to the
+	// underlay (a pod network overlapping one is refused). Nil: read from
+	// the kernel, or, with Underlay set, none known.
+	Connected func(backend.Underlay) ([]netip.Prefix, error)
 }
 
 // Daemon is one node's weftd.
@@ -182,6 +189,9 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 		if err == nil {
 			err = d.checkBackend(cfg, underlay)
 		}
+		if err == nil {
+			err = d.checkUnderlay(cfg, underlay)
+		}
 		// now says what is wrong; key decides when that is news. Each
 		// distinct bad config is reported once; an outage once as a whole,
 		// as its error text changes (timeouts, unavailable) while it lasts.
@@ -192,7 +202,7 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 		case errors.Is(err, subnet.ErrNoConfig):
 			now = "waiting for the network config; set it with `weftctl config set FILE`"
 			key = now
-		case errors.As(err, &cfgErr) || errors.Is(err, errBackendRefused):
+		case errors.As(err, &cfgErr) || errors.Is(err, errBackendRefused) || errors.Is(err, errUnderlayOverlap):
 			now = "cannot use the network config; fix it with `weftctl config set FILE` (the node keeps its current state)"
 			key = err.Error()
 			if cfg != nil {
@@ -274,6 +284,8 @@ type generation struct {
 	ignored  map[netip.Prefix]string // subnet → why it is not a peer, to log once
 	// ignoredFull is set once ignored reached maxIgnored (said once).
 	ignoredFull bool
+	// blackholeErr is the last error setting the unreachable routes.
+	blackholeErr string
 	// checkOwn asks keepLease to verify our lease with the store now.
 	checkOwn chan struct{}
 	// filter is the peer filter as last installed.

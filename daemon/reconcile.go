@@ -49,6 +49,7 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 			return fmt.Errorf("forwarding and masquerade rules: %w", err)
 		}
 	}
+	g.ensureBlackholes()
 	d.setLease(own)
 	d.setGeneration(g.cfg, g.be.MTU())
 	d.leaseHeld.Store(true)
@@ -164,6 +165,7 @@ func (g *generation) sync(ctx context.Context, start time.Time) {
 		before = rc.Repairs()
 	}
 	err := g.be.Sync(ctx, peers)
+	g.ensureBlackholes()
 	g.d.recordPass("full", start, err)
 	// The first pass of a generation programs the node; later ones find
 	// drift, which is what the repairs metric reports.

@@ -14,6 +14,7 @@ import (
 	"github.com/weftnet/weft/backend/vxlan"
 	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/daemon/masq"
+	"github.com/weftnet/weft/internal/nl"
 	"github.com/weftnet/weft/subnet"
 	etcdstore "github.com/weftnet/weft/subnet/etcd"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -77,6 +78,7 @@ func newProduction(cfg Config, log *slog.Logger, deps Deps) (*Daemon, error) {
 	var err error
 	deps.Logger = log
 	deps.Backends = Backends()
+	deps.Blackholes = nl.New(nil)
 	switch cfg.MasqBackend {
 	case MasqIPTables:
 		deps.Masq, err = masq.NewIPTables(log)

@@ -281,13 +281,15 @@ func (b *Backend) countRepair(scope map[netip.Prefix]bool) {
 // Repairs implements backend.RepairCounter.
 func (b *Backend) Repairs() uint64 { return b.repairs.Load() }
 
-// ownsRoute: a weft-protocol route is this backend's if it leads into the pod
-// network (or, with no network configured, sits on the underlay).
+// ownsRoute: a weft-protocol route is this backend's if it sits on the
+// underlay (peer routes of this pod network or of an earlier one: weft puts
+// nothing else there) or leads into the pod network. Weft routes on other
+// devices (another backend's) are left alone.
 func (b *Backend) ownsRoute(r nl.Route) bool {
-	if b.network.IsValid() {
-		return b.network.Contains(r.Dst.Addr()) && r.Dst.Bits() >= b.network.Bits()
+	if r.LinkIndex == b.underlay.Attrs().Index {
+		return true
 	}
-	return r.LinkIndex == b.underlay.Attrs().Index
+	return b.network.IsValid() && b.network.Contains(r.Dst.Addr()) && r.Dst.Bits() >= b.network.Bits()
 }
 
 // updateStatus records outcomes for subnets in scope (all when nil).

@@ -226,15 +226,22 @@ func TestHostGWCluster(t *testing.T) {
 
 	t.Run("stale routes removed, foreign routes kept", func(t *testing.T) {
 		n0.run(t, "ip", "route", "add", "10.244.99.0/24", "via", n1.PublicIP.String(), "proto", "87")
-		// Someone else's routes on the same device: another protocol, or
-		// weft's protocol outside the pod network.
-		n0.run(t, "ip", "route", "add", "10.244.98.0/24", "via", n1.PublicIP.String(), "proto", "static")
+		// A peer route of an earlier pod network (the config's Network
+		// changed): weft's, on the underlay, so it goes too.
 		n0.run(t, "ip", "route", "add", "10.99.0.0/16", "via", n1.PublicIP.String(), "proto", "87")
+		// Someone else's route on the same device (another protocol), and
+		// a weft route on another device (another backend's): kept.
+		n0.run(t, "ip", "route", "add", "10.244.98.0/24", "via", n1.PublicIP.String(), "proto", "static")
+		n0.run(t, "ip", "link", "add", "wdummy", "type", "veth", "peer", "name", "wdummy1")
+		n0.run(t, "ip", "link", "set", "wdummy", "up")
+		n0.run(t, "ip", "route", "add", "10.98.0.0/16", "dev", "wdummy", "proto", "87")
 		n0.start(t, leases(nodes, n0))
-		if out := n0.run(t, "ip", "route", "show", "10.244.99.0/24"); out != "" {
-			t.Errorf("stale route left: %s", out)
+		for _, dst := range []string{"10.244.99.0/24", "10.99.0.0/16"} {
+			if out := n0.run(t, "ip", "route", "show", dst); out != "" {
+				t.Errorf("stale route left: %s", out)
+			}
 		}
-		for _, dst := range []string{"10.244.98.0/24", "10.99.0.0/16"} {
+		for _, dst := range []string{"10.244.98.0/24", "10.98.0.0/16"} {
 			if out := n0.run(t, "ip", "route", "show", dst); !strings.Contains(out, dst) {
 				t.Errorf("foreign route %s deleted", dst)
 			}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -21,6 +20,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/udp/tun"
 	"github.com/weftnet/weft/backend/udp/wire"
+	"github.com/weftnet/weft/internal/nl"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -334,31 +334,18 @@ func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
 	if !own.Subnet.Addr().Is4() {
 		return fmt.Errorf("udp backend: subnet %s is not IPv4", own.Subnet)
 	}
-	link, err := netlink.LinkByName(DeviceName)
+	h := nl.New(nil)
+	link, err := h.Netlink().LinkByName(DeviceName)
 	if err != nil {
 		return fmt.Errorf("udp backend: configure: %w (call Prepare first)", err)
 	}
 	gw := own.Subnet.Masked().Addr()
-	want := netip.PrefixFrom(gw, 32)
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("udp backend: list addresses of %s: %w", DeviceName, err)
-	}
-	for _, a := range addrs {
-		if p, ok := netipPrefix(a.IPNet); ok && p != want {
-			if err := netlink.AddrDel(link, &a); err != nil {
-				return fmt.Errorf("udp backend: remove stale address %s: %w", p, err)
-			}
-		}
-	}
-	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: ipNet(want)}); err != nil {
-		return fmt.Errorf("udp backend: address %s on %s: %w", want, DeviceName, err)
+	if err := h.EnsureAddrs(link, unix.AF_INET, []netip.Prefix{netip.PrefixFrom(gw, 32)}); err != nil {
+		return fmt.Errorf("udp backend: %w", err)
 	}
 	if b.network.IsValid() {
-		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(b.network.Masked()),
-			Src: gw.AsSlice(), Scope: netlink.SCOPE_LINK}
-		if err := netlink.RouteReplace(r); err != nil {
-			return fmt.Errorf("udp backend: route %s dev %s: %w", b.network, DeviceName, err)
+		if err := ensureNetworkRoute(h, link, nl.Route{Dst: b.network.Masked(), LinkIndex: link.Attrs().Index, Src: gw}); err != nil {
+			return fmt.Errorf("udp backend: %w", err)
 		}
 	}
 	b.own, b.ownLease = own.Subnet.Masked(), own
@@ -368,20 +355,31 @@ func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
 	return nil
 }
 
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-func netipPrefix(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
+// ensureNetworkRoute installs want, the pod network into the TUN, as a weft
+// route. A route on the TUN without weft's protocol is one an older weftd
+// installed: the device is weft's, so that route is replaced too.
+func ensureNetworkRoute(h *nl.Handle, link netlink.Link, want nl.Route) error {
+	nrs, err := h.Netlink().RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list routes of %s: %w", DeviceName, err)
 	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
+	for _, nr := range nrs {
+		if r, ok := nl.FromNetlinkRoute(nr); ok && r.Dst == want.Dst && nr.Protocol != nl.RouteProtocol && nr.Priority == 0 {
+			if err := h.Netlink().RouteDel(&nr); err != nil && !nl.IsNotFound(err) {
+				return fmt.Errorf("replace old route %s dev %s: %w", r.Dst, DeviceName, err)
+			}
+		}
 	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
+	routes, err := h.WeftRoutes(unix.AF_INET)
+	if err != nil {
+		return err
+	}
+	var have *nl.Route
+	if r, ok := routes[want.Dst]; ok {
+		have = &r
+	}
+	_, err = h.EnsureRoute(want, have)
+	return err
 }
 
 // Sync replaces the peer table with peers. Nothing per peer lives in the

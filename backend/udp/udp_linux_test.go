@@ -220,6 +220,22 @@ func TestTunnel(t *testing.T) {
 		t.Logf("node a stats: %+v", s)
 	})
 
+	t.Run("network route is weft's, and an older weftd's is taken over", func(t *testing.T) {
+		want := "10.244.0.0/16 proto 87 scope link src 10.244.1.0"
+		if out := a.ns.MustRun(t, "ip", "route", "show", "dev", DeviceName); !strings.Contains(out, want) {
+			t.Fatalf("routes of %s:\n%s\nwant %q", DeviceName, out, want)
+		}
+		// What weftd before weft's route protocol left: proto boot.
+		a.ns.MustRun(t, "ip", "route", "replace", "10.244.0.0/16", "dev", DeviceName, "proto", "boot", "scope", "link", "src", "10.244.1.0")
+		if err := a.ns.Do(func(ns.NetNS) error { return a.b.Configure(context.Background(), a.lease) }); err != nil {
+			t.Fatal(err)
+		}
+		if out := a.ns.MustRun(t, "ip", "route", "show", "dev", DeviceName); !strings.Contains(out, want) || strings.Contains(out, "boot") {
+			t.Fatalf("after Configure over an old route:\n%s", out)
+		}
+		ping(t, a.pod, "10.244.2.2")
+	})
+
 	t.Run("no peer gets ICMP net unreachable", func(t *testing.T) {
 		out, err := a.pod.Run("ping", "-c", "1", "-W", "2", "10.244.9.2")
 		if err == nil || !strings.Contains(out, "Unreachable") {

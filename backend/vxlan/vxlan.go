@@ -535,10 +535,12 @@ func (b *Backend) countRepair(scope map[netip.Prefix]bool) {
 // Repairs implements backend.RepairCounter.
 func (b *Backend) Repairs() uint64 { return b.repairs.Load() }
 
-// ownsRoute: a weft-protocol route is this backend's if it uses the device or
-// leads into the pod network (DirectRouting routes sit on the underlay).
+// ownsRoute: a weft-protocol route is this backend's if it uses the device,
+// sits on the underlay (DirectRouting routes, also those of an earlier pod
+// network: weft puts nothing else there) or leads into the pod network.
 func (b *Backend) ownsRoute(r nl.Route) bool {
-	return r.LinkIndex == b.dev.Attrs().Index || (b.network.IsValid() && b.network.Contains(r.Dst.Addr()))
+	return r.LinkIndex == b.dev.Attrs().Index || r.LinkIndex == b.underlay.Attrs().Index ||
+		(b.network.IsValid() && b.network.Contains(r.Dst.Addr()))
 }
 
 // updateStatus records the outcome for subnets in scope (all when nil).

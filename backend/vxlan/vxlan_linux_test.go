@@ -351,12 +351,17 @@ func TestVXLANCluster(t *testing.T) {
 		n0.run(t, "ip", "route", "add", stale, "via", "10.244.99.0", "dev", "weft.1", "onlink", "proto", "87")
 		n0.run(t, "ip", "neigh", "add", "10.244.99.0", "lladdr", mac, "dev", "weft.1", "nud", "permanent")
 		n0.run(t, "bridge", "fdb", "append", mac, "dev", "weft.1", "dst", fmt.Sprintf("198.18.%d.99", baseCluster), "self", "permanent")
+		// A DirectRouting route of an earlier pod network: weft's, on the
+		// underlay, so it goes too.
+		n0.run(t, "ip", "route", "add", "10.98.0.0/24", "via", n1.PublicIP.String(), "proto", "87")
 		// Not weft's: another protocol, must survive.
 		n0.run(t, "ip", "route", "add", "10.99.0.0/16", "via", n1.PublicIP.String(), "proto", "static")
 		n0.start(t)
 		n0.configureAndSync(t, peersOf(nodes, n0))
-		if out := n0.run(t, "ip", "route", "show", stale); out != "" {
-			t.Errorf("stale route left: %s", out)
+		for _, dst := range []string{stale, "10.98.0.0/24"} {
+			if out := n0.run(t, "ip", "route", "show", dst); out != "" {
+				t.Errorf("stale route left: %s", out)
+			}
 		}
 		if out := n0.run(t, "ip", "neigh", "show", "dev", "weft.1", "10.244.99.0"); out != "" {
 			t.Errorf("stale neighbour left: %s", out)

@@ -71,6 +71,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.node.IPMasq, "ip-masq", false, "masquerade traffic from the pod network to outside it")
 	fs.BoolVar(&o.node.ForwardRules, "forward-rules", true, "install rules that accept forwarded pod-network traffic")
 	fs.StringVar(&o.node.MasqBackend, "masq-backend", daemon.MasqNFTables, "masquerade rules through nftables or iptables")
+	fs.BoolVar(&o.node.BlackholeRoute, "ip-blackhole-route", true, "keep an unreachable route for the whole pod network, so traffic to subnets no node holds never leaves through the default route")
 	fs.StringVar(&o.node.HealthzAddr, "healthz-addr", daemon.DefaultHealthzAddr, "address of /healthz, /readyz, /metrics and /status (\"off\" to disable)")
 	fs.StringVar(&o.node.CNIConfDir, "cni-conf-dir", daemon.DefaultCNIConfDir, "directory to install the CNI conflist into")
 	fs.StringVar(&o.node.CNIIPAMDir, "cni-ipam-dir", daemon.DefaultCNIIPAMDir, "IPAM data directory written into the CNI conflist")

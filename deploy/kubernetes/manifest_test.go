@@ -58,9 +58,9 @@ type (
 	}
 )
 
-func loadManifest(t *testing.T) map[string]object {
+func loadManifest(t *testing.T, name string) map[string]object {
 	t.Helper()
-	raw, err := os.ReadFile("weft.yml")
+	raw, err := os.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func loadManifest(t *testing.T) map[string]object {
 }
 
 func TestManifest(t *testing.T) {
-	objs := loadManifest(t)
+	objs := loadManifest(t, "weft.yml")
 	for _, kind := range []string{"Namespace", "ConfigMap", "Job", "DaemonSet"} {
 		if _, ok := objs[kind]; !ok {
 			t.Fatalf("manifest has no %s", kind)
@@ -172,10 +172,16 @@ func TestManifest(t *testing.T) {
 // TestManifestVariablesNameRealFlags catches a misspelt WEFTD_/WEFTCTL_
 // variable, which flagenv would silently never read.
 func TestManifestVariablesNameRealFlags(t *testing.T) {
-	raw, err := os.ReadFile("weft.yml")
-	if err != nil {
-		t.Fatal(err)
+	for _, manifest := range []string{"weft.yml", "weft-kube.yml"} {
+		raw, err := os.ReadFile(manifest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkManifestVariables(t, manifest, raw)
 	}
+}
+
+func checkManifestVariables(t *testing.T, manifest string, raw []byte) {
 	for _, tc := range []struct{ prefix, dir string }{{"WEFTD", "../../cmd/weftd"}, {"WEFTCTL", "../../cmd/weftctl"}} {
 		vars := map[string]bool{}
 		for _, name := range flagNames(t, tc.dir) {
@@ -187,7 +193,7 @@ func TestManifestVariablesNameRealFlags(t *testing.T) {
 		// Commented-out variables count too: they are instructions.
 		for _, m := range regexp.MustCompile(`\b`+tc.prefix+`_[A-Z0-9_]+\b`).FindAll(raw, -1) {
 			if !vars[string(m)] {
-				t.Errorf("weft.yml sets %s, which is no %s flag", m, strings.ToLower(tc.prefix))
+				t.Errorf("%s sets %s, which is no %s flag", manifest, m, strings.ToLower(tc.prefix))
 			}
 		}
 	}

@@ -163,6 +163,16 @@ func TestTunnelInjection(t *testing.T) {
 			}
 			return
 		}
+		// --ip-blackhole-route (on by default): a pod subnet no node holds is
+		// unreachable, it does not leak out of the default route.
+		nowhere := freeSubnets(l, 1)[0].Addr().Next().Next()
+		out, _ := l.Run(t.Context(), attacker.Name, "ping", "-c", "1", "-W", "2", nowhere.String())
+		routes := run(t, l, "n1", "ip", "route", "show", "type", "unreachable")
+		record(t, "vxlan: ping from a pod to %s (no node holds it): %q; n1 unreachable routes %q", nowhere, lastLine(out), strings.TrimSpace(routes))
+		if !strings.Contains(out, "Unreachable") || !strings.Contains(routes, "10.244.0.0/16 proto 87 metric 4242") {
+			t.Errorf("ping to a pod subnet no node holds: %s\nunreachable routes on n1: %s", out, routes)
+		}
+
 		spoof := netip.PrefixFrom(n2.Subnet.Addr(), 32).Addr().Next().Next().Next() // a pod address of n2's own
 		d0 := nftCounter(t, l, "n2", "weft-inner-drop")
 		sendFromNS(t, hostNS(n1), ":0", target, craft(spoof, "spoofed-inner"))
@@ -173,4 +183,9 @@ func TestTunnelInjection(t *testing.T) {
 			t.Errorf("inner source %s from n1: received %q, n2's inner-source drops %d → %d", spoof, got, d0, d1)
 		}
 	})
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

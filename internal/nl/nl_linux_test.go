@@ -1,6 +1,7 @@
 package nl
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -242,6 +243,119 @@ func TestLinkAddrRouteNeighFDB(t *testing.T) {
 	}
 	if out := n.MustRun(t, "ip", "-o", "link", "show"); strings.Contains(out, "wx1") {
 		t.Fatalf("wx1 still present after DeleteLink: %s", out)
+	}
+}
+
+// TestForeignRoutesAreLeftAlone: a route weft did not install (the
+// underlay's connected route, an operator's static route) is never replaced
+// by EnsureRoute nor removed by DeleteRoute, and the error says so; weft's
+// own route to a destination is still replaced even when the caller did not
+// know it was there.
+func TestForeignRoutesAreLeftAlone(t *testing.T) {
+	n := testNode(t)
+	h := New(nil)
+	n.MustRun(t, "ip", "route", "add", "10.60.0.0/16", "via", "198.18.20.2", "proto", "static")
+	do(t, n, func() error {
+		eth0, err := h.Netlink().LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		idx := eth0.Attrs().Index
+		for _, dst := range []string{"198.18.20.0/24", "10.60.0.0/16"} { // connected (proto kernel), static
+			r := Route{Dst: netip.MustParsePrefix(dst), Gw: netip.MustParseAddr("198.18.20.7"), LinkIndex: idx}
+			wrote, err := h.EnsureRoute(r, nil)
+			if wrote || !errors.Is(err, ErrForeignRoute) || !strings.Contains(err.Error(), "weft did not install") ||
+				!strings.Contains(err.Error(), "dev eth0") {
+				t.Errorf("EnsureRoute over %s: wrote=%v err=%v; want ErrForeignRoute naming the route", dst, wrote, err)
+			}
+			if err := h.DeleteRoute(r); err != nil {
+				t.Errorf("DeleteRoute(%s): %v", dst, err)
+			}
+		}
+		// Ours, unknown to the caller: replaced.
+		ours := Route{Dst: netip.MustParsePrefix("10.61.0.0/16"), Gw: netip.MustParseAddr("198.18.20.2"), LinkIndex: idx}
+		if _, err := h.EnsureRoute(ours, nil); err != nil {
+			return err
+		}
+		moved := ours
+		moved.Gw = netip.MustParseAddr("198.18.20.3")
+		if wrote, err := h.EnsureRoute(moved, nil); err != nil || !wrote {
+			t.Errorf("EnsureRoute over weft's own route without knowing it: wrote=%v err=%v", wrote, err)
+		}
+		routes, err := h.WeftRoutes(unix.AF_INET)
+		if err != nil {
+			return err
+		}
+		if r := routes[ours.Dst]; !r.Equal(moved) || len(routes) != 1 {
+			t.Errorf("weft routes %v, want only %v", routes, moved)
+		}
+		// A preferred source is part of the route.
+		src := Route{Dst: netip.MustParsePrefix("10.62.0.0/16"), LinkIndex: idx, Src: netip.MustParseAddr("198.18.20.1")}
+		if _, err := h.EnsureRoute(src, nil); err != nil {
+			return err
+		}
+		routes, _ = h.WeftRoutes(unix.AF_INET)
+		if r := routes[src.Dst]; !r.Equal(src) {
+			t.Errorf("route with src listed as %v, want %v", r, src)
+		}
+		return nil
+	})
+	for _, want := range []string{"198.18.20.0/24 dev eth0 proto kernel", "10.60.0.0/16 via 198.18.20.2 dev eth0 proto static"} {
+		if out := n.MustRun(t, "ip", "route", "show"); !strings.Contains(out, want) {
+			t.Errorf("route %q changed or gone:\n%s", want, out)
+		}
+	}
+}
+
+// TestEnsureUnreachable: weft's unreachable routes for the pod network are
+// kept exactly as asked, below (in preference) any route to the same prefix,
+// and an unreachable route that is not weft's is left alone.
+func TestEnsureUnreachable(t *testing.T) {
+	n := testNode(t)
+	h := New(nil)
+	n.MustRun(t, "ip", "route", "add", "unreachable", "10.70.0.0/16", "proto", "static")
+	ensure := func(dsts ...string) bool {
+		t.Helper()
+		var ps []netip.Prefix
+		for _, d := range dsts {
+			ps = append(ps, netip.MustParsePrefix(d))
+		}
+		var changed bool
+		do(t, n, func() error {
+			var err error
+			changed, err = h.EnsureUnreachable(unix.AF_INET, ps)
+			return err
+		})
+		return changed
+	}
+	if !ensure("10.244.0.0/16") || ensure("10.244.0.0/16") {
+		t.Error("EnsureUnreachable: want a change, then none")
+	}
+	if out, err := n.Run("ip", "route", "get", "10.244.9.9"); err == nil || !strings.Contains(out, "No route to host") {
+		t.Errorf("route get into the pod network: %v: %s", err, out)
+	}
+	// A weft route to the same prefix (udp's device route) wins over it.
+	do(t, n, func() error {
+		eth0, err := h.Netlink().LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		_, err = h.EnsureRoute(Route{Dst: netip.MustParsePrefix("10.244.0.0/16"), LinkIndex: eth0.Attrs().Index}, nil)
+		return err
+	})
+	if out := n.MustRun(t, "ip", "route", "get", "10.244.9.9"); !strings.Contains(out, "dev eth0") {
+		t.Errorf("route get with a device route to the network too: %s", out)
+	}
+	if !ensure("10.50.0.0/16") {
+		t.Error("moving the network changed nothing")
+	}
+	out := n.MustRun(t, "ip", "route", "show", "type", "unreachable")
+	if strings.Contains(out, "10.244.0.0/16") || !strings.Contains(out, "10.50.0.0/16 proto 87 metric 4242") || !strings.Contains(out, "10.70.0.0/16 proto static") {
+		t.Errorf("unreachable routes after the move:\n%s", out)
+	}
+	ensure()
+	if out := n.MustRun(t, "ip", "route", "show", "type", "unreachable"); strings.Contains(out, "proto 87") || !strings.Contains(out, "10.70.0.0/16") {
+		t.Errorf("unreachable routes after removal:\n%s", out)
 	}
 }
 

@@ -1,6 +1,7 @@
 package nl
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -18,6 +19,8 @@ type Route struct {
 	// OnLink sets RTNH_F_ONLINK: the gateway is reachable on the link even
 	// though no address of the link covers it (vxlan's peerSubnet.0).
 	OnLink bool
+	// Src is the preferred source address; zero for none.
+	Src netip.Addr
 }
 
 func (r Route) String() string {
@@ -29,6 +32,9 @@ func (r Route) String() string {
 	if r.OnLink {
 		s += " onlink"
 	}
+	if r.Src.IsValid() {
+		s += " src " + r.Src.String()
+	}
 	return s
 }
 
@@ -37,6 +43,7 @@ func (r Route) netlink() *netlink.Route {
 	nr := &netlink.Route{
 		Dst:       IPNet(dst),
 		Gw:        IP(r.Gw),
+		Src:       IP(r.Src),
 		LinkIndex: r.LinkIndex,
 		Protocol:  RouteProtocol,
 		Table:     unix.RT_TABLE_MAIN,
@@ -74,12 +81,17 @@ func FromNetlinkRoute(nr netlink.Route) (Route, bool) {
 			return Route{}, false
 		}
 	}
+	if nr.Src != nil {
+		if r.Src, ok = Addr(nr.Src); !ok {
+			return Route{}, false
+		}
+	}
 	return r, true
 }
 
 // Equal reports whether r and o program the same forwarding.
 func (r Route) Equal(o Route) bool {
-	return r.Dst.Masked() == o.Dst.Masked() && r.Gw == o.Gw && r.LinkIndex == o.LinkIndex && r.OnLink == o.OnLink
+	return r.Dst.Masked() == o.Dst.Masked() && r.Gw == o.Gw && r.LinkIndex == o.LinkIndex && r.OnLink == o.OnLink && r.Src == o.Src
 }
 
 // WeftRoutes lists the main-table routes of family that carry RouteProtocol,
@@ -104,27 +116,159 @@ func (h *Handle) WeftRoutes(family int) (map[netip.Prefix]Route, error) {
 	return out, nil
 }
 
-// EnsureRoute installs want (replacing any route to the same destination and
-// metric in the main table) unless have, the route the kernel holds now (nil
-// if none), already equals it. It reports whether it wrote.
+// ErrForeignRoute is wrapped by EnsureRoute's error when the main table
+// holds a route to the destination (same metric) that weft did not install.
+var ErrForeignRoute = errors.New("a route weft did not install is in the way")
+
+// EnsureRoute installs want unless have, weft's route to the destination as
+// the kernel holds it now (nil if none), already equals it. It reports
+// whether it wrote. It replaces only weft's own route (RouteProtocol): when
+// another route to the destination and metric is in the main table (the
+// underlay's connected route, an operator's), it changes nothing and
+// returns an error wrapping ErrForeignRoute that names that route.
 func (h *Handle) EnsureRoute(want Route, have *Route) (bool, error) {
 	if have != nil && have.Equal(want) {
 		return false, nil
 	}
-	if err := h.n().RouteReplace(want.netlink()); err != nil {
-		return false, fmt.Errorf("replace route %s: %w", want, err)
+	nr := want.netlink()
+	if have != nil {
+		// The kernel keys routes by destination, TOS and metric: the one
+		// replaced is have, ours.
+		if err := h.n().RouteReplace(nr); err != nil {
+			return false, fmt.Errorf("replace route %s: %w", want, err)
+		}
+		return true, nil
 	}
-	return true, nil
+	// Nothing of ours there: add, never replace, so a route someone else
+	// owns is left alone.
+	err := h.n().RouteAdd(nr)
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, unix.EEXIST) {
+		return false, fmt.Errorf("add route %s: %w", want, err)
+	}
+	other, err := h.routeAt(want.Dst.Masked())
+	if err != nil {
+		return false, fmt.Errorf("add route %s: %w", want, err)
+	}
+	if other == nil || other.Protocol == RouteProtocol {
+		// Ours after all (the caller's snapshot was older), or gone.
+		if err := h.n().RouteReplace(nr); err != nil {
+			return false, fmt.Errorf("replace route %s: %w", want, err)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("route %s: the main table already has %s (protocol %s), which weft did not install, and weft never replaces or deletes such a route: %w; "+
+		"remove it, or change the network config so that pod subnets do not overlap it", want.Dst.Masked(), h.describe(*other), other.Protocol, ErrForeignRoute)
+}
+
+// routeAt returns the main-table route to dst with metric 0, or nil.
+func (h *Handle) routeAt(dst netip.Prefix) (*netlink.Route, error) {
+	nrs, err := h.n().RouteListFiltered(family(dst.Addr()),
+		&netlink.Route{Dst: IPNet(dst), Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes to %s: %w", dst, err)
+	}
+	for _, nr := range nrs {
+		if nr.Priority == 0 {
+			return &nr, nil
+		}
+	}
+	return nil, nil
+}
+
+// describe renders a kernel route the way `ip route` would, roughly.
+func (h *Handle) describe(nr netlink.Route) string {
+	s := "route"
+	if d, ok := routeDst(nr); ok {
+		s = d.String()
+	}
+	if nr.Gw != nil {
+		s += " via " + nr.Gw.String()
+	}
+	if l, err := h.n().LinkByIndex(nr.LinkIndex); err == nil {
+		s += " dev " + l.Attrs().Name
+	} else if nr.LinkIndex > 0 {
+		s += fmt.Sprintf(" dev #%d", nr.LinkIndex)
+	}
+	return s
 }
 
 // DeleteRoute deletes the weft route r; a route that is already gone is not
-// an error.
+// an error. Only a route carrying RouteProtocol matches: the kernel compares
+// the protocol of a delete request, so a route weft did not install is never
+// removed.
 func (h *Handle) DeleteRoute(r Route) error {
 	err := h.n().RouteDel(r.netlink())
 	if err != nil && !IsNotFound(err) {
 		return fmt.Errorf("delete route %s: %w", r, err)
 	}
 	return nil
+}
+
+// UnreachableMetric is the metric of weft's unreachable routes for the pod
+// network. Every other route weft installs has metric 0, so a peer route,
+// or the udp backend's route of the whole network into its device, wins
+// over the unreachable one; it only catches what nothing else routes.
+const UnreachableMetric = 4242
+
+// UnreachableRoutes lists weft's unreachable routes of family (main table,
+// RouteProtocol, UnreachableMetric) by destination.
+func (h *Handle) UnreachableRoutes(family int) (map[netip.Prefix]bool, error) {
+	nrs, err := h.n().RouteListFiltered(family,
+		&netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNREACHABLE},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+	if err != nil {
+		return nil, fmt.Errorf("list weft unreachable routes: %w", err)
+	}
+	out := make(map[netip.Prefix]bool, len(nrs))
+	for _, nr := range nrs {
+		if d, ok := routeDst(nr); ok && nr.Priority == UnreachableMetric {
+			out[d] = true
+		}
+	}
+	return out, nil
+}
+
+// EnsureUnreachable makes weft's unreachable routes of family exactly dsts:
+// the missing ones are added, the others deleted. Unreachable routes that
+// are not weft's are left alone. It reports whether it changed anything.
+func (h *Handle) EnsureUnreachable(family int, dsts []netip.Prefix) (bool, error) {
+	have, err := h.UnreachableRoutes(family)
+	if err != nil {
+		return false, err
+	}
+	want := make(map[netip.Prefix]bool, len(dsts))
+	changed := false
+	for _, d := range dsts {
+		d = d.Masked()
+		want[d] = true
+		if have[d] {
+			continue
+		}
+		if err := h.n().RouteAdd(unreachable(d)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return changed, fmt.Errorf("add unreachable route %s: %w", d, err)
+		}
+		changed = true
+	}
+	for d := range have {
+		if want[d] {
+			continue
+		}
+		if err := h.n().RouteDel(unreachable(d)); err != nil && !IsNotFound(err) {
+			return changed, fmt.Errorf("delete unreachable route %s: %w", d, err)
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+func unreachable(dst netip.Prefix) *netlink.Route {
+	return &netlink.Route{
+		Dst: IPNet(dst), Type: unix.RTN_UNREACHABLE, Protocol: RouteProtocol, Priority: UnreachableMetric,
+		Table: unix.RT_TABLE_MAIN, Family: family(dst.Addr()),
+	}
 }
 
 // ---- neighbours (ARP/NDP) ----

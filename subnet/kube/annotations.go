@@ -149,8 +149,12 @@ func (a annotations) lease(n *corev1.Node) (subnet.Lease, error) {
 	if l.Attrs.BackendData, err = jsonAnnotation(n, a.backendData); err != nil {
 		return l, err
 	}
-	if l.Attrs.BackendV6Data, err = jsonAnnotation(n, a.backendV6Data); err != nil {
-		return l, err
+	// IPv6 backend data means something only beside an IPv6 address, and
+	// publish writes it only then: read it only then too.
+	if l.Attrs.PublicIPv6.IsValid() {
+		if l.Attrs.BackendV6Data, err = jsonAnnotation(n, a.backendV6Data); err != nil {
+			return l, err
+		}
 	}
 	l.Revision = revision(n.ResourceVersion)
 	l.CreateRevision = createRevision(n)

@@ -51,6 +51,8 @@ type Manager struct {
 
 	refused   atomic.Int64
 	mu        sync.Mutex
+	watchErrs int64             // list and watch requests of WatchLeases that failed; guarded by mu
+	watchErr  error             // the last of them; guarded by mu
 	reasons   map[string]string // node name → why its lease was last refused; guarded by mu
 	waitNoted string            // what AcquireLease last said it waits for; guarded by mu
 }
@@ -87,6 +89,22 @@ func New(opts Options) (*Manager, error) {
 // AnnotationPrefix is the prefix the annotation names start with (with its
 // separator, e.g. "flannel.alpha.coreos.com/").
 func (m *Manager) AnnotationPrefix() string { return m.ann.prefix }
+
+// WatchErrors returns how many list and watch requests of WatchLeases
+// failed (other than for a version too old, which is routine), and the
+// last such error.
+func (m *Manager) WatchErrors() (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.watchErrs, m.watchErr
+}
+
+func (m *Manager) noteWatchError(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.watchErrs++
+	m.watchErr = err
+}
 
 // Refused counts Node objects whose annotations were refused as corrupt
 // (each time a Node was read in that state).

@@ -223,6 +223,7 @@ func (w *watcher) failed(err error) {
 	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) || errors.Is(err, context.Canceled) {
 		return
 	}
+	w.m.noteWatchError(err)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.downSince.IsZero() {
