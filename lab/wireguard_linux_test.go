@@ -78,8 +78,11 @@ func requireNoPlaintext(t *testing.T, l *Lab) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	// ip netns exec execs tcpdump: the process is tcpdump itself.
+	// --immediate-mode: without it the kernel hands captured packets over
+	// in blocks, and the last ones before the SIGINT below can be lost
+	// (under the race pass the control marker was).
 	dump := exec.CommandContext(ctx, "ip", "netns", "exec", switchNS(l.Name),
-		"tcpdump", "-i", bridgeName, "-nn", "-U", "-s", "0", "-c", "20000", "-w", pcap)
+		"tcpdump", "-i", bridgeName, "-nn", "-U", "--immediate-mode", "-s", "0", "-c", "20000", "-w", pcap)
 	stderr, err := dump.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
