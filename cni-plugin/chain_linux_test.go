@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,12 +184,29 @@ func TestPortmapChain(t *testing.T) {
 	}
 }
 
-// TestConcurrentAdds attaches 200 pods to one node at once, then detaches
-// them at once.
+// TestConcurrentAdds attaches many pods to one node at once, then detaches
+// them at once: 200 IPv4 pods, and 100 dual-stack pods (two addresses each
+// from one store, no duplicate in either family).
 func TestConcurrentAdds(t *testing.T) {
-	e := newEnv(t, "10.244.13.1/24")
+	for _, tc := range []struct {
+		name, v4, v6 string
+		n            int
+	}{
+		{"ipv4", "10.244.13.1/24", "", 200},
+		{"dual-stack", "10.244.15.1/24", "fd10:0:0:15::1/64", 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testConcurrentAdds(t, newEnvDual(t, tc.v4, tc.v6), tc.n)
+		})
+	}
+}
+
+func testConcurrentAdds(t *testing.T, e *env, n int) {
 	list := e.confList("1.1.0")
-	const n = 200
+	families := 1
+	if e.subnet.IsValid() && e.subnet6.IsValid() {
+		families = 2
+	}
 	rts := make([]*libcni.RuntimeConf, n)
 	for i := range n {
 		rts[i] = rt(nstest.New(t, "wcp"), fmt.Sprint("many", i))
@@ -209,11 +227,16 @@ func TestConcurrentAdds(t *testing.T) {
 				errs = append(errs, fmt.Errorf("ADD %s: %w", r.ContainerID, err))
 				return
 			}
-			ip := res.IPs[0].Address.IP.String()
-			if prev, dup := ips[ip]; dup {
-				errs = append(errs, fmt.Errorf("%s given to %s and %s", ip, prev, r.ContainerID))
+			if len(res.IPs) != families {
+				errs = append(errs, fmt.Errorf("ADD %s: %d addresses, want %d", r.ContainerID, len(res.IPs), families))
 			}
-			ips[ip] = r.ContainerID
+			for _, ipc := range res.IPs {
+				ip := ipc.Address.IP.String()
+				if prev, dup := ips[ip]; dup {
+					errs = append(errs, fmt.Errorf("%s given to %s and %s", ip, prev, r.ContainerID))
+				}
+				ips[ip] = r.ContainerID
+			}
 		})
 	}
 	wg.Wait()
@@ -221,11 +244,11 @@ func TestConcurrentAdds(t *testing.T) {
 	for _, err := range errs {
 		t.Error(err)
 	}
-	if len(ips) != n {
-		t.Fatalf("%d distinct addresses for %d pods", len(ips), n)
+	if len(ips) != n*families {
+		t.Fatalf("%d distinct addresses for %d pods of %d families", len(ips), n, families)
 	}
-	if a := e.allocs(); len(a) != n {
-		t.Errorf("store holds %d allocations, want %d", len(a), n)
+	if a := e.allocs(); len(a) != n*families {
+		t.Errorf("store holds %d allocations, want %d", len(a), n*families)
 	}
 	if v := e.nodeVeths(); len(v) != n {
 		t.Errorf("node has %d veths, want %d", len(v), n)
@@ -261,9 +284,25 @@ func TestConcurrentAdds(t *testing.T) {
 // TestKilledAdds kills plugin processes with SIGKILL at random points of
 // ADD and shows that DEL (for some) and GC (for the rest) leave the store
 // and the node exactly matching the pods that were attached.
+// A dual-stack node gets the same test: both of a pod's addresses go
+// together.
 func TestKilledAdds(t *testing.T) {
-	e := newEnv(t, "10.244.14.1/24")
+	for _, tc := range []struct{ name, v4, v6 string }{
+		{"ipv4", "10.244.14.1/24", ""},
+		{"dual-stack", "10.244.16.1/24", "fd10:0:0:16::1/64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testKilledAdds(t, newEnvDual(t, tc.v4, tc.v6)) })
+	}
+}
+
+func testKilledAdds(t *testing.T, e *env) {
 	const n = 40
+	var subnets []netip.Prefix
+	for _, sn := range []netip.Prefix{e.subnet, e.subnet6} {
+		if sn.IsValid() {
+			subnets = append(subnets, sn)
+		}
+	}
 	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"weft","subnetFile":%q,"dataDir":%q}`, e.netName, e.subnetFile, e.dataDir)
 	pods := make([]*nstest.NS, n)
 	for i := range pods {
@@ -319,7 +358,7 @@ func TestKilledAdds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := s.Allocate(e.subnet, ipam.Attachment{ContainerID: p, IfName: "eth0"}); err != nil {
+		if _, err := s.AllocateEach(subnets, ipam.Attachment{ContainerID: p, IfName: "eth0"}); err != nil {
 			t.Fatal(err)
 		}
 		s.Close()
@@ -354,8 +393,8 @@ func TestKilledAdds(t *testing.T) {
 		t.Fatalf("GC: %v", err)
 	}
 	got := e.allocs()
-	if len(got) != len(ok) {
-		t.Errorf("store holds %d allocations, %d pods are attached", len(got), len(ok))
+	if len(got) != len(ok)*len(subnets) {
+		t.Errorf("store holds %d allocations, %d pods of %d families are attached", len(got), len(ok), len(subnets))
 	}
 	for _, a := range got {
 		if !wantAllocs[a.Attachment] {
@@ -372,8 +411,11 @@ func TestKilledAdds(t *testing.T) {
 		}
 	}
 	for _, i := range ok {
-		if out := pods[i].MustRun(t, "ip", "-4", "-o", "addr", "show", "dev", "eth0"); !strings.Contains(out, "10.244.14.") {
-			t.Errorf("attached pod %s lost its address: %s", id(i), out)
+		out := pods[i].MustRun(t, "ip", "-o", "addr", "show", "dev", "eth0", "scope", "global")
+		for _, sn := range subnets {
+			if prefix := sn.Masked().Addr().String(); !strings.Contains(out, prefix[:len(prefix)-1]) {
+				t.Errorf("attached pod %s lost its address in %s: %s", id(i), sn, out)
+			}
 		}
 		if err := e.del(list, rt(pods[i], id(i))); err != nil {
 			t.Errorf("DEL %s: %v", id(i), err)

@@ -75,6 +75,8 @@ func (p *Plugin) cmdCheck(args *skel.CmdArgs) error {
 	if contIdx < 0 {
 		return checkMismatch("prevResult has no interface %s with a sandbox", args.IfName)
 	}
+	// Every family the node has must be there, each inside the node's
+	// subnet of its family.
 	var want []netip.Prefix
 	for _, c := range prev.IPs {
 		if c.Interface == nil || *c.Interface != contIdx {
@@ -84,16 +86,19 @@ func (p *Plugin) cmdCheck(args *skel.CmdArgs) error {
 		if !ok {
 			return checkMismatch("prevResult address %s is not an IP prefix", c.Address.String())
 		}
-		if !pfx.Addr().Is4() {
-			continue
+		f := nd.of(pfx.Addr())
+		if !f.ok() {
+			return checkMismatch("address %s is of a family the node no longer has a subnet of (the network changed; recreate the pod)", pfx)
 		}
-		if pfx.Masked() != nd.subnet {
-			return checkMismatch("address %s is outside the node subnet %s (the node's subnet changed; recreate the pod)", pfx, nd.subnet)
+		if pfx.Masked() != f.subnet {
+			return checkMismatch("address %s is outside the node subnet %s (the node's subnet changed; recreate the pod)", pfx, f.subnet)
 		}
 		want = append(want, pfx)
 	}
-	if len(want) == 0 {
-		return checkMismatch("prevResult has no IPv4 address on %s", args.IfName)
+	for _, f := range nd.families() {
+		if !slices.ContainsFunc(want, func(p netip.Prefix) bool { return p.Addr().Is4() == f.subnet.Addr().Is4() }) {
+			return checkMismatch("prevResult has no %s address on %s, and the node has the subnet %s (the network changed; recreate the pod)", familyName(f.subnet.Addr()), args.IfName, f.subnet)
+		}
 	}
 
 	// The store must still hold the addresses for this attachment.
@@ -160,7 +165,7 @@ func checkPod(ifName, wantMAC string, hostIdx int, want []netip.Prefix, routes [
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		return checkMismatch("interface %s is down", ifName)
 	}
-	have, err := nl.New(nil).Addrs(link, unix.AF_INET)
+	have, err := nl.New(nil).Addrs(link, unix.AF_UNSPEC)
 	if err != nil {
 		return err
 	}
@@ -169,14 +174,11 @@ func checkPod(ifName, wantMAC string, hostIdx int, want []netip.Prefix, routes [
 			return checkMismatch("interface %s lacks address %s (has %v)", ifName, w, have)
 		}
 	}
-	kernel, err := netlinksafe.RouteList(link, unix.AF_INET)
+	kernel, err := netlinksafe.RouteList(link, unix.AF_UNSPEC)
 	if err != nil {
 		return fmt.Errorf("list routes of %s: %w", ifName, err)
 	}
 	for _, r := range routes {
-		if r.Dst.IP.To4() == nil {
-			continue
-		}
 		if !hasRoute(kernel, r) {
 			return checkMismatch("route %s via %s is missing in the pod", r.Dst.String(), r.GW)
 		}
@@ -192,6 +194,9 @@ func hasRoute(kernel []netlink.Route, r *types.Route) bool {
 	wantDst = wantDst.Masked()
 	for _, k := range kernel {
 		dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		if k.Family == unix.AF_INET6 {
+			dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
 		if k.Dst != nil {
 			p, ok := nl.Prefix(k.Dst)
 			if !ok {
@@ -207,4 +212,11 @@ func hasRoute(kernel []netlink.Route, r *types.Route) bool {
 		}
 	}
 	return false
+}
+
+func familyName(a netip.Addr) string {
+	if a.Unmap().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }

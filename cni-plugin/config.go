@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/weftnet/weft/internal/nl"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -145,11 +145,15 @@ func (c *NetConf) validate() error {
 		return fmt.Errorf("mtu %d is outside 68..65535", c.MTU)
 	}
 	for i, r := range c.Routes {
-		if r.Dst.IP.To4() == nil || len(r.Dst.Mask) != net.IPv4len {
-			return fmt.Errorf("routes[%d]: dst %q is not an IPv4 CIDR", i, r.Dst.String())
+		dst, ok := nl.Prefix(&r.Dst)
+		if !ok {
+			return fmt.Errorf("routes[%d]: dst %q is not an IPv4 or IPv6 CIDR", i, r.Dst.String())
 		}
-		if r.GW != nil && r.GW.To4() == nil {
-			return fmt.Errorf("routes[%d]: gw %s is not IPv4", i, r.GW)
+		if r.GW != nil {
+			gw, ok := nl.Addr(r.GW)
+			if !ok || gw.Is4() != dst.Addr().Is4() {
+				return fmt.Errorf("routes[%d]: gw %s is not of the family of dst %s", i, r.GW, dst)
+			}
 		}
 	}
 	return nil

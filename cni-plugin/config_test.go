@@ -64,7 +64,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "mtu too small", in: `{"name":"n","mtu":20}`, code: types.ErrInvalidNetworkConfig, msg: "mtu 20"},
 		{name: "mtu too big", in: `{"name":"n","mtu":70000}`, code: types.ErrInvalidNetworkConfig, msg: "mtu 70000"},
 		{name: "route bad cidr", in: `{"name":"n","routes":[{"dst":"10.0.0.0/40"}]}`, code: types.ErrDecodingFailure, msg: "decode"},
-		{name: "route ipv6", in: `{"name":"n","routes":[{"dst":"fd00::/8"}]}`, code: types.ErrInvalidNetworkConfig, msg: "routes[0]"},
+		{name: "route gw of the other family", in: `{"name":"n","routes":[{"dst":"fd00::/8","gw":"10.0.0.1"}]}`, code: types.ErrInvalidNetworkConfig, msg: "routes[0]: gw 10.0.0.1 is not of the family"},
 		{name: "route no dst", in: `{"name":"n","routes":[{"gw":"10.0.0.1"}]}`, code: types.ErrInvalidNetworkConfig, msg: "routes[0]"},
 		{name: "route ipv6 gw", in: `{"name":"n","routes":[{"dst":"10.0.0.0/8","gw":"fd00::1"}]}`, code: types.ErrInvalidNetworkConfig, msg: "gw"},
 	}
@@ -149,24 +149,42 @@ func TestGCKeep(t *testing.T) {
 
 func TestParseNode(t *testing.T) {
 	tests := []struct {
-		name    string
-		in      string
-		subnet  string
-		gateway string
-		network string
+		name string
+		in   string
+		// v4 and v6 are "subnet gateway network" ("" for an absent
+		// family, "-" for an absent network).
+		v4, v6  string
 		mtu     int
 		wantErr string
 	}{
 		{name: "flannel file", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
-			subnet: "10.244.3.0/24", gateway: "10.244.3.1", network: "10.244.0.0/16", mtu: 1450},
+			v4: "10.244.3.0/24 10.244.3.1 10.244.0.0/16", mtu: 1450},
 		{name: "no network", in: "FLANNEL_SUBNET=10.1.2.1/24\nFLANNEL_MTU=1500\n",
-			subnet: "10.1.2.0/24", gateway: "10.1.2.1", mtu: 1500},
+			v4: "10.1.2.0/24 10.1.2.1 -", mtu: 1500},
+		{name: "dual stack", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPV6_NETWORK=fd10::/56\nFLANNEL_IPV6_SUBNET=fd10:0:0:3::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n",
+			v4: "10.244.3.0/24 10.244.3.1 10.244.0.0/16", v6: "fd10:0:0:3::/64 fd10:0:0:3::1 fd10::/56", mtu: 1430},
+		{name: "ipv6 only", in: "FLANNEL_IPV6_NETWORK=fd10::/56\nFLANNEL_IPV6_SUBNET=fd10:0:0:3::1/64\nFLANNEL_MTU=1430\n",
+			v6: "fd10:0:0:3::/64 fd10:0:0:3::1 fd10::/56", mtu: 1430},
+		{name: "ipv6 only, no network", in: "FLANNEL_IPV6_SUBNET=fd00::/64\nFLANNEL_MTU=1450\n",
+			v6: "fd00::/64 fd00::1 -", mtu: 1450},
 		{name: "truncated", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUB", wantErr: "KEY=VALUE"},
 		{name: "truncated after subnet", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\n", wantErr: "FLANNEL_MTU"},
+		{name: "no subnet", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=1450\n", wantErr: "FLANNEL_SUBNET"},
 		{name: "malformed cidr", in: "FLANNEL_SUBNET=10.244.3.1/33\nFLANNEL_MTU=1450\n", wantErr: "FLANNEL_SUBNET"},
-		{name: "ipv6 only", in: "FLANNEL_IPV6_SUBNET=fd00::/64\nFLANNEL_MTU=1450\n", wantErr: "IPv4"},
 		{name: "subnet too small", in: "FLANNEL_SUBNET=10.244.3.1/31\nFLANNEL_MTU=1450\n", wantErr: "smaller than a /30"},
+		{name: "ipv6 subnet too small", in: "FLANNEL_IPV6_SUBNET=fd00::1/127\nFLANNEL_MTU=1450\n", wantErr: "smaller than a /126"},
 		{name: "subnet outside network", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.9.3.1/24\nFLANNEL_MTU=1450\n", wantErr: "not inside"},
+		{name: "ipv6 subnet outside network", in: "FLANNEL_SUBNET=10.9.3.1/24\nFLANNEL_IPV6_NETWORK=fd10::/56\nFLANNEL_IPV6_SUBNET=fd11::1/64\nFLANNEL_MTU=1450\n", wantErr: "FLANNEL_IPV6_SUBNET=fd11::1/64 is not inside"},
+	}
+	show := func(f family) string {
+		if !f.ok() {
+			return ""
+		}
+		network := "-"
+		if f.network.IsValid() {
+			network = f.network.String()
+		}
+		return f.subnet.String() + " " + f.gateway.String() + " " + network
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,12 +198,8 @@ func TestParseNode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			network := ""
-			if n.network.IsValid() {
-				network = n.network.String()
-			}
-			if n.subnet.String() != tt.subnet || n.gateway.String() != tt.gateway || network != tt.network || n.mtu != tt.mtu {
-				t.Errorf("parseNode = %+v", n)
+			if show(n.v4) != tt.v4 || show(n.v6) != tt.v6 || n.mtu != tt.mtu {
+				t.Errorf("parseNode = v4 %q v6 %q mtu %d, want %q %q %d", show(n.v4), show(n.v6), n.mtu, tt.v4, tt.v6, tt.mtu)
 			}
 		})
 	}
@@ -238,23 +252,36 @@ func FuzzParseNode(f *testing.F) {
 	f.Add([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"))
 	f.Add([]byte("FLANNEL_SUBNET=10.244.3.1/30\nFLANNEL_MTU=68\n"))
 	f.Add([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUB"))
+	f.Add([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPV6_NETWORK=fd10::/56\nFLANNEL_IPV6_SUBNET=fd10:0:0:3::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n"))
+	f.Add([]byte("FLANNEL_IPV6_NETWORK=fd10::/56\nFLANNEL_IPV6_SUBNET=fd10:0:0:3::1/64\nFLANNEL_MTU=1430\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		n, err := parseNode(data)
 		if err != nil {
 			return
 		}
-		first, last, err := ipam.Usable(n.subnet)
-		if err != nil {
-			t.Fatalf("accepted subnet %s the allocator cannot use: %v", n.subnet, err)
+		if len(n.families()) == 0 || n.mtu < 68 {
+			t.Fatalf("accepted a node with no family or a bad MTU: %+v", n)
 		}
-		if n.subnet != n.subnet.Masked() || !n.subnet.Contains(n.gateway) || n.gateway != n.subnet.Addr().Next() {
-			t.Fatalf("bad subnet/gateway %s %s", n.subnet, n.gateway)
+		for _, fa := range n.families() {
+			first, last, err := ipam.Usable(fa.subnet)
+			if err != nil {
+				t.Fatalf("accepted subnet %s the allocator cannot use: %v", fa.subnet, err)
+			}
+			if fa.subnet != fa.subnet.Masked() || !fa.subnet.Contains(fa.gateway) || fa.gateway != fa.subnet.Addr().Next() {
+				t.Fatalf("bad subnet/gateway %s %s", fa.subnet, fa.gateway)
+			}
+			if !fa.subnet.Contains(first) || !fa.subnet.Contains(last) || first == fa.gateway {
+				t.Fatalf("usable range %s-%s wrong for %s", first, last, fa.subnet)
+			}
+			if fa.gatewayPrefix() != netip.PrefixFrom(fa.gateway, fa.subnet.Bits()) {
+				t.Fatalf("bad gateway prefix %+v", fa)
+			}
+			if n.of(fa.gateway) != fa {
+				t.Fatalf("family of %s is not %+v", fa.gateway, fa)
+			}
 		}
-		if !n.subnet.Contains(first) || !n.subnet.Contains(last) || first == n.gateway {
-			t.Fatalf("usable range %s-%s wrong for %s", first, last, n.subnet)
-		}
-		if n.gatewayPrefix() != netip.PrefixFrom(n.gateway, n.subnet.Bits()) || n.mtu < 68 {
-			t.Fatalf("bad node %+v", n)
+		if n.v4.ok() && !n.v4.subnet.Addr().Is4() || n.v6.ok() && !n.v6.subnet.Addr().Is6() {
+			t.Fatalf("a family holds a subnet of the other: %+v", n)
 		}
 	})
 }

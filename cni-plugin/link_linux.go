@@ -1,10 +1,13 @@
 package cniplugin
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ip"
@@ -16,18 +19,36 @@ import (
 	"github.com/weftnet/weft/internal/nl"
 )
 
-// bridgeMAC is a fixed, locally administered MAC derived from the gateway
-// address (0a:58:<gateway>). A Linux bridge without an explicit MAC takes
-// the lowest MAC of its ports, so the gateway's MAC would change as pods
-// come and go and pods' ARP caches would go stale.
-func bridgeMAC(gw netip.Addr) net.HardwareAddr {
-	b := gw.As4()
-	return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
+// bridgeMAC is a fixed, locally administered MAC derived from the node's
+// gateway address: 0a:58:<IPv4 gateway>, or for an IPv6-only node 0a:58 and
+// four bytes of a hash of the IPv6 gateway. A Linux bridge without an
+// explicit MAC takes the lowest MAC of its ports, so the gateway's MAC would
+// change as pods come and go and pods' ARP and neighbour caches would go
+// stale.
+func bridgeMAC(nd node) net.HardwareAddr {
+	if nd.v4.ok() {
+		b := nd.v4.gateway.As4()
+		return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
+	}
+	b := nd.v6.gateway.As16()
+	h := sha256.Sum256(b[:])
+	return net.HardwareAddr{0x0a, 0x58, h[0], h[1], h[2], h[3]}
+}
+
+// gatewayPrefixes are the bridge's addresses: the gateway of each family the
+// node has.
+func (n node) gatewayPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, f := range n.families() {
+		out = append(out, f.gatewayPrefix())
+	}
+	return out
 }
 
 // ensureBridge makes sure the node bridge exists, is up, and carries the
-// gateway address as its only IPv4 address (a subnet change replaces the
-// old gateway). It runs in the node namespace. Concurrent plugin processes
+// gateway address of each family the node has as its only addresses (a
+// subnet change replaces the old gateway; the kernel's IPv6 link-local
+// address stays). It runs in the node namespace. Concurrent plugin processes
 // may race to create it; the loser uses the winner's bridge.
 func ensureBridge(name string, nd node, mtu int) (netlink.Link, error) {
 	h := nl.New(nil)
@@ -39,7 +60,7 @@ func ensureBridge(name string, nd node, mtu int) (netlink.Link, error) {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = name
 		attrs.MTU = mtu
-		attrs.HardwareAddr = bridgeMAC(nd.gateway)
+		attrs.HardwareAddr = bridgeMAC(nd)
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil && !errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("create bridge %s: %w", name, err)
 		}
@@ -54,7 +75,10 @@ func ensureBridge(name string, nd node, mtu int) (netlink.Link, error) {
 	if link, err = h.EnsureLinkState(link, nl.LinkState{MTU: mtu, Up: true}); err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
-	if err := h.EnsureAddrs(link, unix.AF_INET, []netip.Prefix{nd.gatewayPrefix()}); err != nil {
+	// Both families in one listing: a dual-stack gateway costs no extra
+	// round trip, and an IPv4-only node still drops an IPv6 gateway left
+	// from a dual-stack network (and the other way round).
+	if err := h.EnsureAddrs(link, unix.AF_UNSPEC, nd.gatewayPrefixes()); err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	return link, nil
@@ -111,15 +135,28 @@ func setupVeth(netns, hostNS ns.NetNS, ifName, hostName string, mtu int) (host, 
 	return host, cont, created, nil
 }
 
-// configurePod sets the pod interface's address and routes and brings it
-// up. It runs in the pod's namespace and is idempotent.
-func configurePod(ifName string, pod netip.Prefix, gw netip.Addr, routes []*types.Route) error {
+// configurePod sets the pod interface's addresses (one per family) and
+// routes and brings it up. It runs in the pod's namespace and is idempotent.
+//
+// With an IPv6 address, duplicate address detection is turned off on the
+// interface first (accept_dad=0, as the CNI bridge plugin does), so neither
+// the kernel's link-local address nor the pod's waits a second or more as
+// tentative, and a hairpin bridge port echoing the probes back cannot fail
+// them; the pod's address is unique by its IPAM reservation.
+func configurePod(ifName string, pod []netip.Prefix, routes []*types.Route) error {
 	h := nl.New(nil)
 	link, err := netlinksafe.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("look up %s: %w", ifName, err)
 	}
-	if err := h.EnsureAddrs(link, unix.AF_INET, []netip.Prefix{pod}); err != nil {
+	if slices.ContainsFunc(pod, func(p netip.Prefix) bool { return p.Addr().Is6() }) && link.Attrs().Flags&net.FlagUp == 0 {
+		// One write, no read back: the file is per interface of the
+		// calling thread's network namespace.
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/accept_dad", []byte("0"), 0); err != nil {
+			return fmt.Errorf("turn off IPv6 duplicate address detection on %s (does the kernel have IPv6?): %w", ifName, err)
+		}
+	}
+	if err := h.EnsureAddrs(link, unix.AF_UNSPEC, pod); err != nil {
 		return err
 	}
 	if _, err := h.EnsureLinkState(link, nl.LinkState{Up: true}); err != nil {
@@ -132,6 +169,10 @@ func configurePod(ifName string, pod netip.Prefix, gw netip.Addr, routes []*type
 			Gw:        r.GW,
 			Priority:  r.Priority,
 			MTU:       r.MTU,
+			Family:    unix.AF_INET,
+		}
+		if r.Dst.IP.To4() == nil {
+			nr.Family = unix.AF_INET6
 		}
 		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
 			nr.Dst = nil // the default route

@@ -117,25 +117,40 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 	}()
 
-	addr, created, err := store.Allocate(nd.subnet, att)
+	fams := nd.families()
+	subnets := make([]netip.Prefix, len(fams))
+	for i, f := range fams {
+		subnets[i] = f.subnet
+	}
+	got, err := store.AllocateEach(subnets, att)
 	if errors.Is(err, ipam.ErrExhausted) {
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	}
 	if err != nil {
 		return err
 	}
-	if created {
-		undo = append(undo, func() error { return store.ReleaseIP(addr, att) })
+	addrs := make([]netip.Addr, len(got))
+	for i, a := range got {
+		addrs[i] = a.IP
+		if a.Created {
+			undo = append(undo, func() error { return store.ReleaseIP(a.IP, att) })
+		}
 	}
-	log = log.With("ip", addr)
+	log = log.With("ips", addrs)
 
+	routes, err := podRoutes(conf, nd)
+	if err != nil {
+		return err
+	}
 	br, err := ensureBridge(conf.Bridge, nd, mtu)
 	if err != nil {
 		return err
 	}
 
-	pod := netip.PrefixFrom(addr, nd.subnet.Bits())
-	routes := podRoutes(conf, nd)
+	pod := make([]netip.Prefix, len(fams))
+	for i, f := range fams {
+		pod[i] = netip.PrefixFrom(addrs[i], f.subnet.Bits())
+	}
 	hostName := HostVethName(args.ContainerID, args.IfName)
 	hostVeth, contVeth, vethCreated, err := setupVeth(netns, hostNS, args.IfName, hostName, mtu)
 	if err != nil {
@@ -146,7 +161,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) (err error) {
 	}
 
 	if err := netns.Do(func(ns.NetNS) error {
-		return configurePod(args.IfName, pod, nd.gateway, routes)
+		return configurePod(args.IfName, pod, routes)
 	}); err != nil {
 		return fmt.Errorf("configure %s in %s: %w", args.IfName, args.Netns, err)
 	}
@@ -154,16 +169,12 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	if conf.IPMasq {
-		masqNet := nd.network
-		if !masqNet.IsValid() {
-			masqNet = nd.subnet
-		}
-		ipn := &net.IPNet{IP: nl.IP(addr), Mask: net.CIDRMask(masqNet.Bits(), 32)}
-		if err := ip.SetupIPMasqForNetworks(nil, []*net.IPNet{ipn}, conf.Name, args.IfName, args.ContainerID); err != nil {
-			return fmt.Errorf("set up masquerade for %s: %w", addr, err)
+		ipns := masqNets(fams, addrs)
+		if err := ip.SetupIPMasqForNetworks(nil, ipns, conf.Name, args.IfName, args.ContainerID); err != nil {
+			return fmt.Errorf("set up masquerade for %v: %w", addrs, err)
 		}
 		undo = append(undo, func() error {
-			return ip.TeardownIPMasqForNetworks([]*net.IPNet{ipn}, conf.Name, args.IfName, args.ContainerID)
+			return ip.TeardownIPMasqForNetworks(ipns, conf.Name, args.IfName, args.ContainerID)
 		})
 	}
 
@@ -175,40 +186,67 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) (err error) {
 			{Name: hostVeth.Attrs().Name, Mac: hostVeth.Attrs().HardwareAddr.String()},
 			{Name: contVeth.Attrs().Name, Mac: contVeth.Attrs().HardwareAddr.String(), Sandbox: args.Netns},
 		},
-		IPs: []*current.IPConfig{{
-			Interface: &contIdx,
-			Address:   *nl.IPNet(pod),
-			Gateway:   nl.IP(nd.gateway),
-		}},
+		IPs:    make([]*current.IPConfig, len(fams)),
 		Routes: routes,
 		DNS:    conf.DNS,
+	}
+	for i, f := range fams {
+		result.IPs[i] = &current.IPConfig{Interface: &contIdx, Address: *nl.IPNet(pod[i]), Gateway: nl.IP(f.gateway)}
 	}
 	if err := types.PrintResult(result, conf.CNIVersion); err != nil {
 		return types.NewError(types.ErrIOFailure, fmt.Sprintf("write result: %v", err), "")
 	}
-	log.Debug("pod attached", "created", created)
+	log.Debug("pod attached", "created", vethCreated)
 	return nil
 }
 
-// podRoutes are the routes a pod gets: a default route via the gateway (or,
-// without isDefaultGateway, a route to the cluster network via it) and the
-// configured routes, whose gateway defaults to the node gateway.
-func podRoutes(conf *NetConf, nd node) []*types.Route {
-	gw := nl.IP(nd.gateway)
+// masqNets are the per-pod masquerade rules' networks: each pod address
+// with its cluster network's length (the subnet's when the file names no
+// network).
+func masqNets(fams []family, addrs []netip.Addr) []*net.IPNet {
+	out := make([]*net.IPNet, len(fams))
+	for i, f := range fams {
+		n := f.network
+		if !n.IsValid() {
+			n = f.subnet
+		}
+		out[i] = nl.IPNet(netip.PrefixFrom(addrs[i], n.Bits()))
+	}
+	return out
+}
+
+// podRoutes are the routes a pod gets: per family it has, a default route
+// via that family's gateway (or, without isDefaultGateway, a route to the
+// family's cluster network via it), then the configured routes, whose
+// gateway defaults to the node gateway of the route's family.
+func podRoutes(conf *NetConf, nd node) ([]*types.Route, error) {
 	var routes []*types.Route
-	if conf.DefaultGateway() {
-		routes = append(routes, &types.Route{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: gw})
-	} else if nd.network.IsValid() {
-		routes = append(routes, &types.Route{Dst: *nl.IPNet(nd.network), GW: gw})
+	for _, f := range nd.families() {
+		gw := nl.IP(f.gateway)
+		if conf.DefaultGateway() {
+			any := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+			if f.gateway.Is6() {
+				any = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+			}
+			routes = append(routes, &types.Route{Dst: *nl.IPNet(any), GW: gw})
+		} else if f.network.IsValid() {
+			routes = append(routes, &types.Route{Dst: *nl.IPNet(f.network), GW: gw})
+		}
 	}
 	for _, r := range conf.Routes {
 		r := r.Copy()
 		if r.GW == nil {
-			r.GW = gw
+			dst, ok := nl.Addr(r.Dst.IP)
+			f := nd.of(dst)
+			if !ok || !f.ok() {
+				return nil, types.NewError(types.ErrInvalidNetworkConfig,
+					fmt.Sprintf("route %s has no gateway and the node has no subnet of its family to take the gateway from; give \"gw\" or remove the route", r.Dst.String()), "")
+			}
+			r.GW = nl.IP(f.gateway)
 		}
 		routes = append(routes, r)
 	}
-	return routes
+	return routes, nil
 }
 
 func (p *Plugin) cmdDel(args *skel.CmdArgs) error {
@@ -251,7 +289,7 @@ func (p *Plugin) cmdDel(args *skel.CmdArgs) error {
 func hostNets(ips []netip.Addr) []*net.IPNet {
 	out := make([]*net.IPNet, 0, len(ips))
 	for _, a := range ips {
-		out = append(out, nl.IPNet(netip.PrefixFrom(a, 32)))
+		out = append(out, nl.IPNet(netip.PrefixFrom(a, a.BitLen())))
 	}
 	return out
 }

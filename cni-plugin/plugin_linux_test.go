@@ -40,11 +40,19 @@ type env struct {
 	dataDir    string
 	netName    string
 	bridge     string
-	subnet     netip.Prefix // with the gateway address, as in the file
+	subnet     netip.Prefix // with the gateway address, as in the file; zero for IPv6-only
+	subnet6    netip.Prefix // likewise, IPv6; zero unless dual-stack or IPv6-only
 	cni        *libcni.CNIConfig
 }
 
 func newEnv(t *testing.T, subnetWithGW string) *env {
+	t.Helper()
+	return newEnvDual(t, subnetWithGW, "")
+}
+
+// newEnvDual is newEnv for a node with an IPv4 subnet, an IPv6 subnet, or
+// both ("" for none of a family).
+func newEnvDual(t *testing.T, subnetWithGW, subnet6WithGW string) *env {
 	t.Helper()
 	nstest.RequireRoot(t)
 	if testBinDir == "" {
@@ -56,7 +64,12 @@ func newEnv(t *testing.T, subnetWithGW string) *env {
 		dir:     t.TempDir(),
 		netName: nstest.UniqueName("wt"),
 		bridge:  "weft0",
-		subnet:  netip.MustParsePrefix(subnetWithGW),
+	}
+	if subnetWithGW != "" {
+		e.subnet = netip.MustParsePrefix(subnetWithGW)
+	}
+	if subnet6WithGW != "" {
+		e.subnet6 = netip.MustParsePrefix(subnet6WithGW)
 	}
 	e.subnetFile = filepath.Join(e.dir, "subnet.env")
 	e.dataDir = filepath.Join(e.dir, "ipam")
@@ -72,12 +85,18 @@ func pluginExec() invoke.Exec {
 	return &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
 }
 
+// writeSubnetFile writes the subnet file with sn as the IPv4 subnet (zero:
+// none) and e.subnet6 as the IPv6 one.
 func (e *env) writeSubnetFile(sn netip.Prefix) {
 	e.t.Helper()
-	err := subnet.WriteFile(e.subnetFile, subnet.FileInfo{
-		Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: sn, MTU: 1450, IPMasq: true,
-	})
-	if err != nil {
+	fi := subnet.FileInfo{Subnet: sn, MTU: 1450, IPMasq: true}
+	if sn.IsValid() {
+		fi.Network = netip.MustParsePrefix("10.244.0.0/16")
+	}
+	if e.subnet6.IsValid() {
+		fi.IPv6Network, fi.IPv6Subnet = netip.MustParsePrefix("fd10::/56"), e.subnet6
+	}
+	if err := subnet.WriteFile(e.subnetFile, fi); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -655,6 +674,7 @@ func TestBadInput(t *testing.T) {
 		{name: "missing netns", env: []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=bad6", "CNI_NETNS=/run/netns/nope", "CNI_IFNAME=eth0", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidNetNS, msg: "/run/netns/nope"},
 		{name: "bad ifname", env: []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=bad7", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=a/b", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidEnvironmentVariables, msg: "interface name"},
 		{name: "bridge name taken", env: addEnv("bad8"), stdin: good(`,"bridge":"wdum"`), code: types.ErrInvalidNetworkConfig, msg: "not a bridge"},
+		{name: "route of a family the node lacks", env: addEnv("bad10"), stdin: good(`,"routes":[{"dst":"fd99::/16"}]`), code: types.ErrInvalidNetworkConfig, msg: "no subnet of its family"},
 		{name: "route unreachable", env: addEnv("bad9"), stdin: good(`,"routes":[{"dst":"192.168.0.0/16","gw":"172.31.0.1"}]`), code: types.ErrInternal, msg: "add route 192.168.0.0/16 via 172.31.0.1"},
 		{name: "check before 0.4.0", env: []string{"CNI_COMMAND=CHECK", "CNI_CONTAINERID=x", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=/x"}, stdin: strings.Replace(good(""), "1.1.0", "0.3.1", 1), code: types.ErrIncompatibleCNIVersion, msg: "CHECK"},
 		{name: "check without prevResult", env: []string{"CNI_COMMAND=CHECK", "CNI_CONTAINERID=x", "CNI_NETNS=" + pod.Path(), "CNI_IFNAME=eth0", "CNI_PATH=/x"}, stdin: good(""), code: types.ErrInvalidNetworkConfig, msg: "prevResult"},
@@ -710,5 +730,160 @@ func TestBadInput(t *testing.T) {
 		if err := e.del(list, r); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestDualStackAndIPv6Only attaches dual-stack and IPv6-only pods: one
+// address per family on eth0 (IPv4 first), a default route per family via
+// that family's gateway, the bridge holding both gateways, IPv6 usable at
+// once (DAD off on the pod's interface, so nothing is tentative, and no
+// false duplicate from the hairpin port), CHECK verifying both families, and
+// DEL releasing both.
+func TestDualStackAndIPv6Only(t *testing.T) {
+	for _, tc := range []struct {
+		name, v4, v6 string
+	}{
+		{"dual-stack", "10.244.21.1/24", "fd10:0:0:21::1/64"},
+		{"ipv6-only", "", "fd10:0:0:22::1/64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnvDual(t, tc.v4, tc.v6)
+			// An extra IPv6 route without a gateway goes via the IPv6
+			// gateway.
+			list := e.confList("1.1.0", e.pluginConf(map[string]any{"hairpinMode": true,
+				"routes": []map[string]string{{"dst": "fd99::/16"}}}))
+			pod := nstest.New(t, "wcp")
+			r := rt(pod, "ds-"+tc.name)
+			res := e.mustAdd(list, r)
+			t.Cleanup(func() { _ = e.del(list, r) })
+
+			var want []string // "address gateway" per family, in result order
+			var wantRoutes []string
+			if tc.v4 != "" {
+				want = append(want, "10.244.21. 10.244.21.1")
+				wantRoutes = append(wantRoutes, "0.0.0.0/0 10.244.21.1")
+			}
+			gw6 := netip.MustParsePrefix(tc.v6).Addr().String()
+			want = append(want, netip.MustParsePrefix(tc.v6).Masked().Addr().String()[:len(gw6)-1]+" "+gw6)
+			wantRoutes = append(wantRoutes, "::/0 "+gw6, "fd99::/16 "+gw6)
+			if len(res.IPs) != len(want) {
+				t.Fatalf("result has %d IPs, want %d: %+v", len(res.IPs), len(want), res.IPs)
+			}
+			var podAddrs []string
+			for i, ipc := range res.IPs {
+				prefix, gw, _ := strings.Cut(want[i], " ")
+				if !strings.HasPrefix(ipc.Address.IP.String(), prefix) || ipc.Gateway.String() != gw || *ipc.Interface != 2 {
+					t.Errorf("IP %d = %s via %s (interface %d), want one in %s* via %s", i, ipc.Address.String(), ipc.Gateway, *ipc.Interface, prefix, gw)
+				}
+				podAddrs = append(podAddrs, ipc.Address.String())
+			}
+			var routes []string
+			for _, rr := range res.Routes {
+				routes = append(routes, rr.Dst.String()+" "+rr.GW.String())
+			}
+			if !slices.Equal(routes, wantRoutes) {
+				t.Errorf("routes %v, want %v", routes, wantRoutes)
+			}
+
+			// The pod: addresses, routes, DAD off, nothing tentative.
+			addrs := pod.MustRun(t, "ip", "-o", "addr", "show", "dev", "eth0")
+			for _, a := range podAddrs {
+				if !strings.Contains(addrs, a) {
+					t.Errorf("pod eth0 lacks %s: %s", a, addrs)
+				}
+			}
+			if strings.Contains(addrs, "tentative") || strings.Contains(addrs, "dadfailed") {
+				t.Errorf("pod address not usable at once (DAD ran): %s", addrs)
+			}
+			if v := strings.TrimSpace(pod.MustRun(t, "sysctl", "-n", "net.ipv6.conf.eth0.accept_dad")); v != "0" {
+				t.Errorf("accept_dad on the pod's eth0 = %s, want 0", v)
+			}
+			if r6 := pod.MustRun(t, "ip", "-6", "route", "show"); !strings.Contains(r6, "default via "+gw6+" dev eth0") || !strings.Contains(r6, "fd99::/16 via "+gw6+" dev eth0") {
+				t.Errorf("pod IPv6 routes: %q", r6)
+			}
+			if r4 := pod.MustRun(t, "ip", "-4", "route", "show"); (tc.v4 != "") != strings.Contains(r4, "default via 10.244.21.1") {
+				t.Errorf("pod IPv4 routes: %q", r4)
+			}
+			// The bridge holds each family's gateway, usable at once.
+			br := e.node.MustRun(t, "ip", "-o", "addr", "show", "dev", "weft0", "scope", "global")
+			if !strings.Contains(br, tc.v6) || (tc.v4 != "") != strings.Contains(br, "10.244.21.1/24") || strings.Contains(br, "tentative") {
+				t.Errorf("bridge addresses: %s", br)
+			}
+			pod.MustRun(t, "ping", "-6", "-c1", "-W2", gw6)
+			if tc.v4 != "" {
+				pod.MustRun(t, "ping", "-c1", "-W2", "10.244.21.1")
+			}
+
+			// Repeated ADD: the same addresses, one allocation per family.
+			again := e.mustAdd(list, r)
+			for i := range res.IPs {
+				if again.IPs[i].Address.String() != res.IPs[i].Address.String() {
+					t.Errorf("second ADD gave %s, first %s", again.IPs[i].Address.String(), res.IPs[i].Address.String())
+				}
+			}
+			if n := len(e.allocs()); n != len(want) {
+				t.Errorf("store has %d allocations, want %d", n, len(want))
+			}
+
+			// CHECK passes, and sees drift in the IPv6 family.
+			if err := e.check(list, r); err != nil {
+				t.Fatalf("CHECK: %v", err)
+			}
+			pod.MustRun(t, "ip", "-6", "route", "del", "default")
+			if err := e.check(list, r); cniCode(err) != types.ErrInternal || !strings.Contains(err.Error(), "route ::/0") {
+				t.Errorf("CHECK with the IPv6 default route gone: %v", err)
+			}
+			pod.MustRun(t, "ip", "-6", "route", "add", "default", "via", gw6)
+			v6addr := podAddrs[len(podAddrs)-1]
+			pod.MustRun(t, "ip", "addr", "del", v6addr, "dev", "eth0")
+			if err := e.check(list, r); cniCode(err) != types.ErrInternal || !strings.Contains(err.Error(), "lacks address "+v6addr) {
+				t.Errorf("CHECK with the IPv6 address gone: %v", err)
+			}
+			pod.MustRun(t, "ip", "addr", "add", v6addr, "dev", "eth0", "nodad")
+			if err := e.check(list, r); err != nil {
+				t.Fatalf("CHECK after repair: %v", err)
+			}
+
+			if err := e.del(list, r); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+			if a := e.allocs(); len(a) != 0 {
+				t.Errorf("store after DEL: %v", a)
+			}
+		})
+	}
+}
+
+// TestNetworkBecomesDualStack: a node whose network gains IPv6 gives new pods
+// both families and its bridge both gateways; CHECK tells a pod made before
+// that it lacks the IPv6 family the node now has.
+func TestNetworkBecomesDualStack(t *testing.T) {
+	e := newEnv(t, "10.244.23.1/24")
+	list := e.confList("1.1.0")
+	old := rt(nstest.New(t, "wcp"), "v4-era")
+	e.mustAdd(list, old)
+	t.Cleanup(func() { _ = e.del(list, old) })
+	e.subnet6 = netip.MustParsePrefix("fd10:0:0:23::1/64")
+	e.writeSubnetFile(e.subnet)
+	nw := rt(nstest.New(t, "wcp"), "dual-era")
+	res := e.mustAdd(list, nw)
+	t.Cleanup(func() { _ = e.del(list, nw) })
+	if len(res.IPs) != 2 {
+		t.Fatalf("ADD after the network became dual-stack: %+v", res.IPs)
+	}
+	if br := e.node.MustRun(t, "ip", "-o", "addr", "show", "dev", "weft0"); !strings.Contains(br, "10.244.23.1/24") || !strings.Contains(br, "fd10:0:0:23::1/64") {
+		t.Errorf("bridge: %s", br)
+	}
+	if err := e.check(list, old); cniCode(err) != types.ErrInternal || !strings.Contains(err.Error(), "no IPv6 address") {
+		t.Errorf("CHECK of the IPv4-era pod: %v, want one saying it has no IPv6 address", err)
+	}
+	// Back to IPv4 only: the IPv6 gateway leaves the bridge.
+	e.subnet6 = netip.Prefix{}
+	e.writeSubnetFile(e.subnet)
+	third := rt(nstest.New(t, "wcp"), "v4-again")
+	e.mustAdd(list, third)
+	t.Cleanup(func() { _ = e.del(list, third) })
+	if br := e.node.MustRun(t, "ip", "-o", "addr", "show", "dev", "weft0", "scope", "global"); strings.Contains(br, "fd10:") {
+		t.Errorf("bridge kept the IPv6 gateway: %s", br)
 	}
 }

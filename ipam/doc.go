@@ -8,12 +8,14 @@
 //
 //	<dataDir>/<network>/             directory, mode 0700
 //	<dataDir>/<network>/lock         flock(2) target serialising every process
-//	<dataDir>/<network>/10.244.3.7   one file per allocated address, mode 0600,
+//	<dataDir>/<network>/10.244.3.7   one file per allocated address (IPv4 or
+//	                                 IPv6, e.g. fd10:0:0:3::7), mode 0600,
 //	                                 content "containerID\nifname"
-//	<dataDir>/<network>/last_reserved_ip
-//	                                 the last address handed out, so allocation
-//	                                 goes round-robin instead of reusing a just
-//	                                 freed address at once
+//	<dataDir>/<network>/last_reserved_ip, last_reserved_ip6
+//	                                 the last IPv4 (IPv6) address handed out, so
+//	                                 allocation goes round-robin in each family
+//	                                 instead of reusing a just freed address at
+//	                                 once
 //
 // An allocation file is written to a temp file, fsynced and then hard-linked
 // to its final name: link(2) fails when the name exists, so a reservation is
@@ -22,5 +24,6 @@
 //
 // Every operation takes the lock for its whole read-modify-write, so two
 // plugin processes (or two goroutines with their own or a shared Store) never
-// hand out the same address.
+// hand out the same address. A dual-stack pod's two addresses are reserved in
+// one such step (AllocateEach): both or neither.
 package ipam

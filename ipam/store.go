@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -17,9 +18,13 @@ import (
 )
 
 const (
-	lockName         = "lock"
-	lastReservedName = "last_reserved_ip"
-	tmpPrefix        = ".tmp-"
+	lockName = "lock"
+	// lastReservedName is the last IPv4 address handed out;
+	// lastReservedName6 the last IPv6 one. One file per family, so the two
+	// families of dual-stack pods go round-robin each on its own.
+	lastReservedName  = "last_reserved_ip"
+	lastReservedName6 = "last_reserved_ip6"
+	tmpPrefix         = ".tmp-"
 
 	dirMode  = 0o700
 	fileMode = 0o600
@@ -30,7 +35,7 @@ const (
 var ErrExhausted = errors.New("no free address")
 
 // ErrBadSubnet is returned (wrapped) for a subnet the allocator cannot use:
-// not IPv4, or too small to hold a gateway and one pod.
+// not an IP prefix, or too small to hold a gateway and one pod.
 var ErrBadSubnet = errors.New("unusable subnet")
 
 // Attachment names one pod interface: the runtime's container ID and the
@@ -139,28 +144,36 @@ func (s *Store) removeTempFilesLocked() error {
 }
 
 // Usable returns the first and last address pods may get in subnet: the
-// network address, the gateway (network+1) and the broadcast address are
-// skipped. subnet may carry a host address (10.244.3.1/24), as the subnet
-// file does.
+// network address, the gateway (network+1) and, for IPv4, the broadcast
+// address are skipped (IPv6 has no broadcast address; its network address
+// is the subnet-router anycast address, RFC 4291). subnet may carry a host
+// address (10.244.3.1/24, fd10:0:0:3::1/64), as the subnet file does.
 func Usable(subnet netip.Prefix) (first, last netip.Addr, err error) {
-	if !subnet.IsValid() || !subnet.Addr().Is4() {
-		return netip.Addr{}, netip.Addr{}, fmt.Errorf("%w: %s is not an IPv4 prefix", ErrBadSubnet, subnet)
+	if !subnet.IsValid() || subnet.Addr().Is4In6() || subnet.Addr().Zone() != "" {
+		return netip.Addr{}, netip.Addr{}, fmt.Errorf("%w: %s is not an IPv4 or IPv6 prefix", ErrBadSubnet, subnet)
 	}
-	if subnet.Bits() > 30 {
-		return netip.Addr{}, netip.Addr{}, fmt.Errorf("%w: %s is smaller than a /30 and has no room for a gateway and a pod", ErrBadSubnet, subnet)
+	bits := subnet.Addr().BitLen()
+	if subnet.Bits() > bits-2 {
+		return netip.Addr{}, netip.Addr{}, fmt.Errorf("%w: %s is smaller than a /%d and has no room for a gateway and a pod", ErrBadSubnet, subnet, bits-2)
 	}
 	p := subnet.Masked()
 	gw := p.Addr().Next()
 	first = gw.Next()
-	b := p.Addr().As4()
-	hostBits := 32 - p.Bits()
-	for i := 3; i >= 0 && hostBits > 0; i-- {
-		n := min(hostBits, 8)
-		b[i] |= byte(1<<n - 1)
-		hostBits -= n
+	last = lastAddr(p)
+	if p.Addr().Is4() {
+		last = last.Prev() // before the broadcast address
 	}
-	last = netip.AddrFrom4(b).Prev() // before the broadcast address
 	return first, last, nil
+}
+
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // Gateway returns the gateway address of subnet: the network address + 1.
@@ -175,63 +188,137 @@ func Gateway(subnet netip.Prefix) netip.Addr {
 // are handed out. When every usable address is taken the error wraps
 // ErrExhausted.
 func (s *Store) Allocate(subnet netip.Prefix, att Attachment) (ip netip.Addr, created bool, err error) {
-	first, last, err := Usable(subnet)
+	got, err := s.AllocateEach([]netip.Prefix{subnet}, att)
 	if err != nil {
 		return netip.Addr{}, false, err
 	}
+	return got[0].IP, got[0].Created, nil
+}
+
+// Allocated is one address AllocateEach returned.
+type Allocated struct {
+	IP netip.Addr
+	// Created reports whether this call reserved IP (false: att held it
+	// already, e.g. a repeated ADD).
+	Created bool
+}
+
+// AllocateEach does what Allocate does for each of subnets (one per address
+// family of a dual-stack pod) in one locked step: it returns one address per
+// subnet, in order, or reserves nothing. A failure in a later subnet undoes
+// the reservations of the earlier ones, so a pod never keeps half its
+// addresses.
+func (s *Store) AllocateEach(subnets []netip.Prefix, att Attachment) ([]Allocated, error) {
 	if err := validAttachment(att); err != nil {
-		return netip.Addr{}, false, err
+		return nil, err
 	}
-	p := subnet.Masked()
-	err = s.withLock(func() error {
+	type want struct {
+		p           netip.Prefix
+		first, last netip.Addr
+	}
+	wants := make([]want, 0, len(subnets))
+	for _, sn := range subnets {
+		first, last, err := Usable(sn)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range wants {
+			if w.p.Addr().Is4() == sn.Addr().Is4() {
+				return nil, fmt.Errorf("allocate for %s/%s: %s and %s are of one family: give at most one subnet per family", att.ContainerID, att.IfName, w.p, sn.Masked())
+			}
+		}
+		wants = append(wants, want{sn.Masked(), first, last})
+	}
+	out := make([]Allocated, len(wants))
+	var cur netip.Prefix // the subnet an error is about
+	err := s.withLock(func() error {
 		allocs, err := s.listLocked()
 		if err != nil {
 			return err
 		}
 		taken := make(map[netip.Addr]bool, len(allocs))
 		for _, a := range allocs {
-			if a.Attachment == att && p.Contains(a.IP) && inRange(a.IP, first, last) {
-				ip = a.IP
-				return nil
-			}
 			taken[a.IP] = true
 		}
-		start := first
-		if lr, err := s.lastReservedLocked(); err != nil {
+		var reserved []netip.Addr
+		undo := func(err error) error {
+			for _, ip := range reserved {
+				err = errors.Join(err, s.removeLocked(ip))
+			}
 			return err
-		} else if lr.IsValid() && inRange(lr, first, last) && lr != last {
-			start = lr.Next()
 		}
-		cand := start
-		for {
-			if !taken[cand] {
-				ok, err := s.reserveLocked(cand, att)
-				if err != nil {
-					return err
-				}
-				if ok {
-					ip, created = cand, true
-					if err := s.writeLastReservedLocked(cand); err != nil {
-						return errors.Join(err, s.removeLocked(cand))
-					}
-					return s.syncDirLocked()
-				}
+		for i, w := range wants {
+			cur = w.p
+			if ip, ok := held(allocs, att, w.p, w.first, w.last); ok {
+				out[i] = Allocated{IP: ip}
+				continue
 			}
-			if cand == last {
-				cand = first
-			} else {
-				cand = cand.Next()
+			ip, err := s.reserveNextLocked(w.p, w.first, w.last, taken, att)
+			if err != nil {
+				return undo(err)
 			}
-			if cand == start {
-				n := addrCount(first, last)
-				return fmt.Errorf("%w: all %d usable addresses are allocated; delete pods or run CNI GC to free stale ones", ErrExhausted, n)
-			}
+			reserved = append(reserved, ip)
+			out[i] = Allocated{IP: ip, Created: true}
 		}
+		if len(reserved) == 0 {
+			return nil
+		}
+		return s.syncDirLocked()
 	})
 	if err != nil {
-		return netip.Addr{}, false, fmt.Errorf("allocate in %s for %s/%s: %w", p, att.ContainerID, att.IfName, err)
+		return nil, fmt.Errorf("allocate in %s for %s/%s: %w", cur, att.ContainerID, att.IfName, err)
 	}
-	return ip, created, nil
+	return out, nil
+}
+
+// held returns the address att holds in p between first and last.
+func held(allocs []Allocation, att Attachment, p netip.Prefix, first, last netip.Addr) (netip.Addr, bool) {
+	for _, a := range allocs {
+		if a.Attachment == att && p.Contains(a.IP) && inRange(a.IP, first, last) {
+			return a.IP, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// reserveNextLocked reserves the first address not in taken after the last
+// reserved one of p's family, wrapping around, and records it as the last
+// reserved.
+func (s *Store) reserveNextLocked(p netip.Prefix, first, last netip.Addr, taken map[netip.Addr]bool, att Attachment) (netip.Addr, error) {
+	lastName := lastReservedName
+	if p.Addr().Is6() {
+		lastName = lastReservedName6
+	}
+	start := first
+	if lr, err := s.lastReservedLocked(lastName); err != nil {
+		return netip.Addr{}, err
+	} else if lr.IsValid() && inRange(lr, first, last) && lr != last {
+		start = lr.Next()
+	}
+	cand := start
+	for {
+		if !taken[cand] {
+			ok, err := s.reserveLocked(cand, att)
+			if err != nil {
+				return netip.Addr{}, err
+			}
+			if ok {
+				taken[cand] = true
+				if err := s.writeLastReservedLocked(lastName, cand); err != nil {
+					return netip.Addr{}, errors.Join(err, s.removeLocked(cand))
+				}
+				return cand, nil
+			}
+		}
+		if cand == last {
+			cand = first
+		} else {
+			cand = cand.Next()
+		}
+		if cand == start {
+			return netip.Addr{}, fmt.Errorf("%w: all %s usable addresses are allocated; delete pods or run CNI GC to free stale ones", ErrExhausted, addrCount(first, last))
+		}
+	}
 }
 
 // Release frees every address held by att, in any subnet, and returns them.
@@ -298,13 +385,14 @@ func (s *Store) List() ([]Allocation, error) {
 }
 
 // Outside returns the allocations in the store of network under dataDir
-// whose address is not in subnet: pods holding an address from a subnet the
+// whose address is in none of subnets (the node's subnet of each family it
+// has; zero prefixes are skipped): pods holding an address from a subnet the
 // node no longer has. It never creates a store; where there is none,
 // nothing is outside. It reads without the lock, so a plugin process hung
 // while holding it cannot stall the caller: an allocation file is whole
 // once its name exists (link(2)), and one made or freed meanwhile may be
 // missed or seen, which is fine for what this is for, a warning.
-func Outside(dataDir, network string, subnet netip.Prefix) ([]Allocation, error) {
+func Outside(dataDir, network string, subnets ...netip.Prefix) ([]Allocation, error) {
 	dir, err := storeDir(dataDir, network)
 	if err != nil {
 		return nil, err
@@ -316,7 +404,9 @@ func Outside(dataDir, network string, subnet netip.Prefix) ([]Allocation, error)
 	if err != nil {
 		return nil, fmt.Errorf("list allocations: %w", err)
 	}
-	return slices.DeleteFunc(all, func(a Allocation) bool { return subnet.Contains(a.IP) }), nil
+	return slices.DeleteFunc(all, func(a Allocation) bool {
+		return slices.ContainsFunc(subnets, func(p netip.Prefix) bool { return p.Contains(a.IP) })
+	}), nil
 }
 
 // Find returns the addresses att holds, in any subnet.
@@ -403,8 +493,8 @@ func (s *Store) removeLocked(ip netip.Addr) error {
 	return nil
 }
 
-func (s *Store) lastReservedLocked() (netip.Addr, error) {
-	data, err := os.ReadFile(filepath.Join(s.dir, lastReservedName))
+func (s *Store) lastReservedLocked(name string) (netip.Addr, error) {
+	data, err := os.ReadFile(filepath.Join(s.dir, name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return netip.Addr{}, nil
 	}
@@ -418,12 +508,12 @@ func (s *Store) lastReservedLocked() (netip.Addr, error) {
 	return ip, nil
 }
 
-func (s *Store) writeLastReservedLocked(ip netip.Addr) error {
+func (s *Store) writeLastReservedLocked(name string, ip netip.Addr) error {
 	tmp, err := s.writeTempLocked([]byte(ip.String()))
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, lastReservedName)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(s.dir, name)); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write last reserved address: %w", err)
 	}
@@ -480,10 +570,9 @@ func inRange(ip, first, last netip.Addr) bool {
 	return ip.Compare(first) >= 0 && ip.Compare(last) <= 0
 }
 
-func addrCount(first, last netip.Addr) uint64 {
-	a, b := first.As4(), last.As4()
-	u := func(x [4]byte) uint64 {
-		return uint64(x[0])<<24 | uint64(x[1])<<16 | uint64(x[2])<<8 | uint64(x[3])
-	}
-	return u(b) - u(a) + 1
+// addrCount is the number of addresses from first to last, in decimal (an
+// IPv6 range may hold more than a uint64 counts).
+func addrCount(first, last netip.Addr) string {
+	n := new(big.Int).Sub(new(big.Int).SetBytes(last.AsSlice()), new(big.Int).SetBytes(first.AsSlice()))
+	return n.Add(n, big.NewInt(1)).String()
 }

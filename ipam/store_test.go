@@ -92,7 +92,11 @@ func TestUsable(t *testing.T) {
 		{subnet: "10.0.0.0/8", first: "10.0.0.2", last: "10.255.255.254"},
 		{subnet: "10.244.3.0/31", wantErr: true},
 		{subnet: "10.244.3.0/32", wantErr: true},
-		{subnet: "fd00::/64", wantErr: true},
+		{subnet: "fd00::/64", first: "fd00::2", last: "fd00::ffff:ffff:ffff:ffff"},
+		{subnet: "fd10:0:0:3::1/64", first: "fd10:0:0:3::2", last: "fd10::3:ffff:ffff:ffff:ffff"},
+		{subnet: "fd10::/126", first: "fd10::2", last: "fd10::3"},
+		{subnet: "fd10::/127", wantErr: true},
+		{subnet: "::ffff:10.0.0.0/120", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.subnet, func(t *testing.T) {
@@ -136,6 +140,62 @@ func TestAllocateSkipsReservedAndExhausts(t *testing.T) {
 	}
 	if ip := mustAlloc(t, s, "10.0.0.0/29", att("c-more")); ip.String() != "10.0.0.4" {
 		t.Errorf("after release got %s, want 10.0.0.4", ip)
+	}
+}
+
+// TestAllocateEachDualStack is a dual-stack pod: one address per family in
+// one step, idempotent, each family round-robin on its own, and all or
+// nothing when one family is full.
+func TestAllocateEachDualStack(t *testing.T) {
+	s := openT(t, t.TempDir())
+	v4, v6 := netip.MustParsePrefix("10.0.0.1/29"), netip.MustParsePrefix("fd10:0:0:3::1/64")
+	dual := []netip.Prefix{v4, v6}
+	got, err := s.AllocateEach(dual, att("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != (Allocated{IP: netip.MustParseAddr("10.0.0.2"), Created: true}) ||
+		got[1] != (Allocated{IP: netip.MustParseAddr("fd10:0:0:3::2"), Created: true}) {
+		t.Fatalf("first dual-stack pod got %+v", got)
+	}
+	again, err := s.AllocateEach(dual, att("a"))
+	if err != nil || again[0] != (Allocated{IP: got[0].IP}) || again[1] != (Allocated{IP: got[1].IP}) {
+		t.Fatalf("repeated AllocateEach = %+v, %v; want the same addresses, not created", again, err)
+	}
+	// An IPv6-only pod takes the next IPv6 address; the IPv4 round-robin
+	// is untouched by it.
+	if ip := mustAlloc(t, s, "fd10:0:0:3::/64", att("b")); ip.String() != "fd10:0:0:3::3" {
+		t.Errorf("IPv6-only pod got %s, want fd10:0:0:3::3", ip)
+	}
+	if ip := mustAlloc(t, s, "10.0.0.0/29", att("c")); ip.String() != "10.0.0.3" {
+		t.Errorf("IPv4-only pod got %s, want 10.0.0.3", ip)
+	}
+	// Fill the IPv4 /29 (.2-.6); a dual-stack pod then gets nothing, not
+	// an IPv6 address alone.
+	for i := range 3 {
+		mustAlloc(t, s, "10.0.0.0/29", att(fmt.Sprint("fill", i)))
+	}
+	before, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AllocateEach([]netip.Prefix{v6, v4}, att("full")); !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "10.0.0.0/29") {
+		t.Fatalf("dual-stack pod in a full IPv4 subnet: err = %v, want ErrExhausted naming 10.0.0.0/29", err)
+	}
+	after, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Errorf("a failed AllocateEach left allocations: before %v, after %v", before, after)
+	}
+	// Release frees both families of the pod.
+	freed, err := s.Release(att("a"))
+	if err != nil || len(freed) != 2 {
+		t.Errorf("Release(a) = %v, %v; want its two addresses", freed, err)
+	}
+	if _, err := s.AllocateEach([]netip.Prefix{v4, netip.MustParsePrefix("10.1.0.0/24")}, att("x")); err == nil {
+		t.Error("AllocateEach took two IPv4 subnets")
 	}
 }
 
@@ -247,6 +307,17 @@ func TestOutside(t *testing.T) {
 	}
 	if got, _ := Outside(dir, "net", netip.MustParsePrefix("10.0.0.0/8")); len(got) != 0 {
 		t.Errorf("outside 10.0.0.0/8: %v, want none", got)
+	}
+	// Dual stack: an address is outside when no subnet of the node holds
+	// it, whatever its family.
+	v6 := mustAlloc(t, s, "fd10:2::/64", att("new"))
+	got, err = Outside(dir, "net", netip.MustParsePrefix("10.2.0.0/24"), netip.MustParsePrefix("fd10:2::/64"))
+	if err != nil || len(got) != 1 || got[0].IP != stale {
+		t.Errorf("outside the dual-stack pair: %v, %v; want only %s", got, err, stale)
+	}
+	got, err = Outside(dir, "net", netip.MustParsePrefix("10.2.0.0/24"), netip.Prefix{})
+	if err != nil || len(got) != 2 || got[1].IP != v6 {
+		t.Errorf("outside the IPv4 subnet alone: %v, %v; want %s and %s", got, err, stale, v6)
 	}
 	// A holder of the lock (a hung plugin process) does not stall it.
 	err = s.withLock(func() error {
@@ -413,14 +484,23 @@ func TestConcurrentGoroutines(t *testing.T) {
 			}
 			for i := range each {
 				a := att(fmt.Sprintf("w%d-%d", w, i))
-				ip, _, err := s.Allocate(netip.MustParsePrefix("10.9.0.0/24"), a)
+				// Every third pod is dual-stack: both families under
+				// the same guarantees.
+				subnets := []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}
+				if i%3 == 0 {
+					subnets = append(subnets, netip.MustParsePrefix("fd10:9::/64"))
+				}
+				got, err := s.AllocateEach(subnets, a)
 				mu.Lock()
 				if err != nil {
 					errs = append(errs, err)
-				} else if prev, dup := seen[ip]; dup {
-					errs = append(errs, fmt.Errorf("%s given to %v and %v", ip, prev, a))
-				} else {
-					seen[ip] = a
+				}
+				for _, g := range got {
+					if prev, dup := seen[g.IP]; dup {
+						errs = append(errs, fmt.Errorf("%s given to %v and %v", g.IP, prev, a))
+					} else {
+						seen[g.IP] = a
+					}
 				}
 				mu.Unlock()
 			}
@@ -434,8 +514,9 @@ func TestConcurrentGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(seen) != workers*each || len(allocs) != workers*each {
-		t.Fatalf("%d distinct addresses handed out, %d in store; want %d", len(seen), len(allocs), workers*each)
+	want := workers*each + workers*((each+2)/3)
+	if len(seen) != want || len(allocs) != want {
+		t.Fatalf("%d distinct addresses handed out, %d in store; want %d", len(seen), len(allocs), want)
 	}
 	for _, a := range allocs {
 		if seen[a.IP] != a.Attachment {

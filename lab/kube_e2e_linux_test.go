@@ -8,7 +8,7 @@ import (
 	"github.com/weftnet/weft/subnet/kube/kubetest"
 )
 
-// TestKubeE2E runs, for each backend in parallel, a 3-node lab in
+// TestKubeE2E runs, for each backend in parallel (wireguard too), a 3-node lab in
 // Kubernetes mode (the Nodes' podCIDRs from kube-controller-manager, weftd
 // with --kube-subnet-mgr and the manifest's RBAC): full connectivity, the
 // NetworkUnavailable condition cleared, weftd restart → same subnet, a
@@ -24,6 +24,7 @@ func TestKubeE2E(t *testing.T) {
 		{"vxlan", false},
 		{"host-gw", true},
 		{"udp", true},
+		{"wireguard", true},
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
 			t.Parallel()

@@ -177,3 +177,61 @@ func (l *Lab) podNetwork() (netip.Prefix, int, error) {
 func (l *Lab) kubeWeftdArgs() []string {
 	return []string{"--kube-subnet-mgr", "--kubeconfig-file", l.Kube.WeftKubeconfig, "--net-config-path", l.Kube.NetConfig}
 }
+
+// StopKubeAPIServer stops the lab's kube-apiserver: SIGKILL when kill,
+// else SIGTERM. etcd keeps its data; StartKubeAPIServer brings it back.
+func (l *Lab) StopKubeAPIServer(ctx context.Context, kill bool) error {
+	if l.Kube == nil {
+		return fmt.Errorf("lab %s is not in Kubernetes mode", l.Name)
+	}
+	l.progress.step("kubernetes: stopping kube-apiserver (pid %d, kill=%v)", l.Kube.APIServer.PID, kill)
+	return stopProc(ctx, l.Kube.APIServer, kill)
+}
+
+// StartKubeAPIServer starts the lab's kube-apiserver again, with the same
+// address, certificates and tokens, and waits until it is ready.
+func (l *Lab) StartKubeAPIServer(ctx context.Context) error {
+	if l.Kube == nil {
+		return fmt.Errorf("lab %s is not in Kubernetes mode", l.Name)
+	}
+	if l.alive(l.Kube.APIServer) {
+		return fmt.Errorf("kube-apiserver %d is still running", l.Kube.APIServer.PID)
+	}
+	p, err := l.kubeAdmin()
+	if err != nil {
+		return err
+	}
+	if err := p.StartAPIServer(ctx); err != nil {
+		return err
+	}
+	if l.Kube.APIServer, err = newProc(p.APIServerPID(), "kube-apiserver"); err != nil {
+		return err
+	}
+	l.progress.step("kubernetes: kube-apiserver started again (pid %d)", l.Kube.APIServer.PID)
+	return l.save()
+}
+
+// PatchKubeNode applies a JSON merge patch to node name's Node object (to
+// its status subresource when status), as an operator or another agent
+// would.
+func (l *Lab) PatchKubeNode(ctx context.Context, name string, status bool, patch string) error {
+	if l.Kube == nil {
+		return fmt.Errorf("lab %s is not in Kubernetes mode", l.Name)
+	}
+	p, err := l.kubeAdmin()
+	if err != nil {
+		return err
+	}
+	path := "/api/v1/nodes/" + name
+	if status {
+		path += "/status"
+	}
+	code, body, err := p.DoContent(ctx, http.MethodPatch, path, "application/merge-patch+json", []byte(patch))
+	if err != nil {
+		return err
+	}
+	if code/100 != 2 {
+		return fmt.Errorf("patch node %s: HTTP %d: %.200s", name, code, body)
+	}
+	return nil
+}

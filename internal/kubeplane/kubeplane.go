@@ -127,12 +127,7 @@ func Start(ctx context.Context, opts Options) (*Plane, error) {
 	if opts.Dir == "" || len(opts.EtcdServers) == 0 {
 		return nil, errors.New("kubeplane: Dir and EtcdServers are required")
 	}
-	if !opts.Addr.IsValid() {
-		opts.Addr = netip.MustParseAddr("127.0.0.1")
-	}
-	if !opts.ServiceCIDR.IsValid() {
-		opts.ServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
-	}
+	opts = opts.withDefaults()
 	if opts.Port == 0 {
 		p, err := freePort(opts.Addr)
 		if err != nil {
@@ -153,6 +148,16 @@ func Start(ctx context.Context, opts Options) (*Plane, error) {
 	return p, nil
 }
 
+func (o Options) withDefaults() Options {
+	if !o.Addr.IsValid() {
+		o.Addr = netip.MustParseAddr("127.0.0.1")
+	}
+	if !o.ServiceCIDR.IsValid() {
+		o.ServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
+	}
+	return o
+}
+
 // Connect returns a Plane for requests to an API server Start made with
 // the same opts (from another process: the lab's later commands). It
 // starts and stops nothing.
@@ -166,7 +171,7 @@ func Connect(opts Options, url string) (*Plane, error) {
 		return nil, fmt.Errorf("kubeplane: %w", err)
 	}
 	token, _, _ := strings.Cut(string(tokens), ",")
-	return &Plane{opts: opts, URL: url, AdminToken: token, CAData: ca, CAFile: filepath.Join(opts.Dir, "ca.crt"),
+	return &Plane{opts: opts.withDefaults(), URL: url, AdminToken: token, CAData: ca, CAFile: filepath.Join(opts.Dir, "ca.crt"),
 		AdminKubeconfig: filepath.Join(opts.Dir, "admin.kubeconf")}, nil
 }
 
@@ -324,6 +329,12 @@ func (p *Plane) Do(ctx context.Context, method, path string, body []byte) (int, 
 	return p.do(ctx, p.AdminToken, method, path, body, "application/json")
 }
 
+// DoContent is Do with a body of content type ctype (a PATCH's
+// application/merge-patch+json).
+func (p *Plane) DoContent(ctx context.Context, method, path, ctype string, body []byte) (int, []byte, error) {
+	return p.do(ctx, p.AdminToken, method, path, body, ctype)
+}
+
 func (p *Plane) do(ctx context.Context, token, method, path string, body []byte, ctype string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, p.URL+path, bytes.NewReader(body))
 	if err != nil {
@@ -379,8 +390,11 @@ type proc struct {
 	name string
 	cmd  *exec.Cmd
 	log  string
-	done chan struct{}
-	err  error // set before done closes
+	// logFrom is where this run's output starts in log (a restart
+	// appends).
+	logFrom int64
+	done    chan struct{}
+	err     error // set before done closes
 }
 
 func (p *Plane) spawn(name string, args []string) (*proc, error) {
@@ -411,7 +425,11 @@ func (p *Plane) spawn(name string, args []string) (*proc, error) {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	pr := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	var from int64
+	if st, err := f.Stat(); err == nil {
+		from = st.Size()
+	}
+	pr := &proc{name: name, cmd: cmd, log: logPath, logFrom: from, done: make(chan struct{})}
 	go func() {
 		pr.err = cmd.Wait()
 		f.Close()
@@ -437,6 +455,7 @@ func (pr *proc) stop() {
 // tail is the end of the process's log.
 func (pr *proc) tail() string {
 	b, _ := os.ReadFile(pr.log)
+	b = b[min(int64(len(b)), pr.logFrom):]
 	if len(b) > 3000 {
 		b = b[len(b)-3000:]
 	}

@@ -48,6 +48,23 @@ func IsNotFound(err error) bool {
 		errors.Is(err, unix.ENODEV)
 }
 
+// maxDumpAttempts bounds retries of a dump the kernel interrupted.
+const maxDumpAttempts = 5
+
+// retryDump calls dump again while the kernel says it was interrupted
+// (NLM_F_DUMP_INTR: the table changed while it was read, so the result may
+// miss entries), at most maxDumpAttempts times, as CNI's netlinksafe does.
+// Any address change in the namespace interrupts an address dump of the
+// family, e.g. a pod veth's link-local address during a dual-stack dump.
+func retryDump[T any](dump func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || attempt == maxDumpAttempts {
+			return v, err
+		}
+	}
+}
+
 // ---- conversions between net/netip and the net types netlink uses ----
 
 // IP converts a to a net.IP (4 bytes for IPv4); nil for the zero Addr.
@@ -188,12 +205,19 @@ func (h *Handle) DeleteLink(name string) error {
 
 // ---- addresses ----
 
-// EnsureAddrs makes the addresses of family (unix.AF_INET or AF_INET6) on
-// link exactly want: missing ones are added, others deleted. IPv6 link-local
-// addresses are never touched. Every prefix in want must be of family.
+// EnsureAddrs makes the addresses of family (unix.AF_INET, AF_INET6, or
+// AF_UNSPEC for both) on link exactly want: missing ones are added, others
+// deleted, with one listing whatever the family. IPv6 link-local addresses
+// are never touched. Every prefix in want must be of family.
+//
+// IPv6 addresses are added with IFA_F_NODAD: weft's addresses are unique by
+// construction (a node's lease, a pod's IPAM reservation), and duplicate
+// address detection would only hold each one tentative, unusable, for a
+// second or more, and fail it outright on a bridge port in hairpin mode,
+// which echoes the node's own probe back.
 func (h *Handle) EnsureAddrs(link netlink.Link, family int, want []netip.Prefix) error {
 	name := link.Attrs().Name
-	have, err := h.n().AddrList(link, family)
+	have, err := retryDump(func() ([]netlink.Addr, error) { return h.n().AddrList(link, family) })
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", name, err)
 	}
@@ -215,17 +239,22 @@ func (h *Handle) EnsureAddrs(link netlink.Link, family int, want []netip.Prefix)
 		if present[p] {
 			continue
 		}
-		if err := h.n().AddrAdd(link, &netlink.Addr{IPNet: IPNet(p)}); err != nil && !errors.Is(err, unix.EEXIST) {
+		a := &netlink.Addr{IPNet: IPNet(p)}
+		if !p.Addr().Unmap().Is4() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.n().AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add address %s to %s: %w", p, name, err)
 		}
 	}
 	return nil
 }
 
-// Addrs lists the prefixes (with host bits, e.g. 198.18.0.10/24) of family on
-// link, skipping IPv6 link-local addresses.
+// Addrs lists the prefixes (with host bits, e.g. 198.18.0.10/24) of family
+// (AF_INET, AF_INET6, or AF_UNSPEC for both) on link, skipping IPv6
+// link-local addresses.
 func (h *Handle) Addrs(link netlink.Link, family int) ([]netip.Prefix, error) {
-	have, err := h.n().AddrList(link, family)
+	have, err := retryDump(func() ([]netlink.Addr, error) { return h.n().AddrList(link, family) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
 	}

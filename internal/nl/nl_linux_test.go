@@ -387,3 +387,58 @@ func TestHandleAt(t *testing.T) {
 		t.Fatalf("route not in namespace with proto 87: %q", out)
 	}
 }
+
+// TestEnsureAddrsBothFamilies manages IPv4 and IPv6 addresses with one call
+// (AF_UNSPEC): the set is exact in both families, the kernel's link-local
+// address stays, and IPv6 addresses are usable at once (IFA_F_NODAD: never
+// tentative, even on a bridge whose hairpin port would echo DAD probes).
+func TestEnsureAddrsBothFamilies(t *testing.T) {
+	n := testNode(t)
+	n.MustRun(t, "ip", "link", "add", "wbr", "type", "bridge")
+	n.MustRun(t, "ip", "link", "set", "wbr", "up")
+	h := New(nil)
+	p := netip.MustParsePrefix
+	for _, want := range [][]netip.Prefix{
+		{p("10.244.1.1/24"), p("fd10:0:0:1::1/64")},
+		{p("10.244.2.1/24"), p("fd10:0:0:2::1/64")},
+		{p("fd10:0:0:2::1/64")}, // IPv6 only: the IPv4 gateway goes
+		{p("10.244.2.1/24")},    // IPv4 only: the IPv6 gateway goes
+	} {
+		do(t, n, func() error {
+			l, err := h.Netlink().LinkByName("wbr")
+			if err != nil {
+				return err
+			}
+			if err := h.EnsureAddrs(l, unix.AF_UNSPEC, want); err != nil {
+				return err
+			}
+			got, err := h.Addrs(l, unix.AF_UNSPEC)
+			if err != nil {
+				return err
+			}
+			if len(got) != len(want) || !containsAll(got, want) {
+				t.Fatalf("addresses = %v, want %v", got, want)
+			}
+			return nil
+		})
+		if out := n.MustRun(t, "ip", "-6", "addr", "show", "dev", "wbr", "scope", "global"); strings.Contains(out, "tentative") {
+			t.Errorf("an IPv6 address is tentative (DAD ran): %s", out)
+		}
+	}
+	if out := n.MustRun(t, "ip", "-6", "addr", "show", "dev", "wbr", "scope", "link"); !strings.Contains(out, "fe80::") {
+		t.Errorf("the link-local address was removed: %q", out)
+	}
+}
+
+func containsAll(have, want []netip.Prefix) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			found = found || h == w
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
