@@ -153,6 +153,9 @@ func (b *Backend) ensureDevice() error {
 		Learning:     b.opts.Learning,
 		GBP:          b.opts.GBP,
 	}
+	if err := b.clearConflicts(name); err != nil {
+		return err
+	}
 	dev, created, err := b.h.EnsureLink(want, func(have netlink.Link) bool { return compatible(have.(*netlink.Vxlan), want) })
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
