@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/weftnet/weft/subnet"
@@ -35,6 +36,9 @@ type Config struct {
 
 	CNIConfDir string
 	CNIIPAMDir string
+	// CNINetwork is the conflist's network name, which names the IPAM
+	// store's directory under CNIIPAMDir.
+	CNINetwork string
 	CNIBridge  string
 
 	// StateDir is the node's own state directory (cmd/weftd defaults it to
@@ -92,6 +96,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.CNIBridge == "" {
 		c.CNIBridge = DefaultCNIBridge
+	}
+	if c.CNINetwork == "" {
+		c.CNINetwork = CNINetworkName
+	}
+	if c.CNINetwork == "." || c.CNINetwork == ".." || strings.ContainsAny(c.CNINetwork, "/\\\x00") {
+		return c, fmt.Errorf("CNI network name %q cannot name a directory: use e.g. %s, or cbr0 for Flannel's host-local store", c.CNINetwork, CNINetworkName)
 	}
 	if c.ResyncInterval == 0 {
 		c.ResyncInterval = DefaultResyncInterval
