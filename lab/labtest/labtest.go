@@ -1,0 +1,177 @@
+// Package labtest holds what e2e tests on labs share: bounded background
+// pings that count what they lose, and an etcd client that reaches a lab's
+// etcd from inside its namespace. It imports the testing package; only
+// tests import it.
+package labtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/weftnet/weft/lab"
+)
+
+// PingStats is what one bounded ping run saw.
+type PingStats struct {
+	Sent, Received int
+	Interval       time.Duration
+	Elapsed        time.Duration
+	Out            string
+	// FirstReply is when the first reply arrived (StartTimedPing only).
+	FirstReply time.Time
+}
+
+// Lost is how many requests got no reply.
+func (s PingStats) Lost() int { return s.Sent - s.Received }
+
+// Window is the time the lost pings cover.
+func (s PingStats) Window() time.Duration { return time.Duration(s.Lost()) * s.Interval }
+
+func (s PingStats) String() string {
+	return fmt.Sprintf("%d sent, %d received, %d lost (%v at %v intervals)", s.Sent, s.Received, s.Lost(), s.Window(), s.Interval)
+}
+
+var (
+	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+	// pingReply is a reply line of ping -D: "[1733212345.123456] 64 bytes from ...".
+	pingReply = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] \d+ bytes from`)
+)
+
+// Pinger is a bounded ping running in the background.
+type Pinger struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+	stats  PingStats
+	err    error
+	count  int
+}
+
+// StartPing pings to from inside the namespace of target (a pod or node of
+// l) at interval, at most max requests (each reply awaited at most 1 s),
+// until max is reached or Stop. It is stopped when the test ends.
+func StartPing(t testing.TB, l *lab.Lab, target string, to netip.Addr, interval time.Duration, max int) *Pinger {
+	t.Helper()
+	return startPing(t, l, target, to, interval, max, false)
+}
+
+// StartTimedPing is StartPing that also records when the first reply came
+// (ping -D timestamps each reply with the wall clock, as time.Now's).
+func StartTimedPing(t testing.TB, l *lab.Lab, target string, to netip.Addr, interval time.Duration, max int) *Pinger {
+	t.Helper()
+	return startPing(t, l, target, to, interval, max, true)
+}
+
+func startPing(t testing.TB, l *lab.Lab, target string, to netip.Addr, interval time.Duration, max int, timed bool) *Pinger {
+	t.Helper()
+	ns, err := l.Resolve(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := time.Duration(max) * interval
+	// ping's timers drift behind the wall clock under load, so the
+	// deadline has slack that grows with the run. At the deadline (or on
+	// Stop) ping gets SIGINT, on which it still prints its summary. (Not
+	// -w: with it ping also stops at the first ICMP error, such as the
+	// unreachable a restarting node answers.)
+	ctx, cancel := context.WithTimeout(context.Background(), d+d/10+30*time.Second)
+	mode := "-q"
+	if timed {
+		mode = "-D"
+	}
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ping", "-n", mode,
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(max), "-W", "1", to.String())
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) } // `ip netns exec` execs ping: this PID is ping
+	cmd.WaitDelay = 5 * time.Second
+	p := &Pinger{done: make(chan struct{}), cancel: cancel, count: max}
+	start := time.Now()
+	go func() {
+		defer close(p.done)
+		defer cancel()
+		out, _ := cmd.CombinedOutput() // exit 1 means "some lost": the summary says how many
+		p.stats = PingStats{Interval: interval, Elapsed: time.Since(start), Out: string(out)}
+		m := pingSummary.FindStringSubmatch(string(out))
+		if m == nil {
+			p.err = fmt.Errorf("ping %s from %s: no summary in %q", to, target, out)
+			return
+		}
+		p.stats.Sent, _ = strconv.Atoi(m[1])
+		p.stats.Received, _ = strconv.Atoi(m[2])
+		if r := pingReply.FindStringSubmatch(string(out)); r != nil {
+			sec, _ := strconv.ParseInt(r[1], 10, 64)
+			usec, _ := strconv.ParseInt((r[2] + "000000")[:6], 10, 64)
+			p.stats.FirstReply = time.Unix(sec, usec*1000)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-p.done })
+	return p
+}
+
+// Wait waits for the run to end by itself (max requests sent) and returns
+// what it saw; a run cut short by its deadline fails the test.
+func (p *Pinger) Wait(t testing.TB) PingStats {
+	t.Helper()
+	<-p.done
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	if p.stats.Sent < p.count*9/10 {
+		t.Fatalf("ping sent %d of %d (cut short?): %q", p.stats.Sent, p.count, p.stats.Out)
+	}
+	return p.stats
+}
+
+// Stop ends the run now (SIGINT) and returns what it saw.
+func (p *Pinger) Stop(t testing.TB) PingStats {
+	t.Helper()
+	p.cancel()
+	<-p.done
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return p.stats
+}
+
+// PingOnce reports whether one ping from target to addr is answered within
+// 1 s.
+func PingOnce(ctx context.Context, l *lab.Lab, target string, to netip.Addr) bool {
+	_, err := l.Run(ctx, target, "ping", "-n", "-q", "-c", "1", "-W", "1", to.String())
+	return err == nil
+}
+
+// EtcdClient is a client of the lab's etcd whose connections start in the
+// etcd namespace (the only place its underlay is reachable from), closed
+// when the test ends. Endpoints default to the lab's.
+func EtcdClient(t testing.TB, l *lab.Lab, cfg clientv3.Config) *clientv3.Client {
+	t.Helper()
+	dial, err := l.DialContext("etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Endpoints == nil {
+		cfg.Endpoints = strings.Split(l.Etcd.Endpoint, ",")
+	}
+	cfg.DialTimeout = 5 * time.Second
+	cfg.Logger = zap.NewNop()
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		return dial(ctx, "tcp", addr)
+	}))
+	c, err := clientv3.New(cfg)
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
