@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -320,4 +321,19 @@ func stopDaemons(ctx context.Context, s *State) []error {
 		}
 	}
 	return errs
+}
+
+// FlannelRef returns the directory scripts/flannel.sh (at script) builds the
+// reference Flannel into, or an error saying how to build it when that
+// build is not complete: for tests, which must fail, not skip, without it.
+func FlannelRef(ctx context.Context, script string) (string, error) {
+	out, err := exec.CommandContext(ctx, script, "dir").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s dir: %w", script, err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if _, err := os.Stat(filepath.Join(dir, ".complete")); err != nil {
+		return dir, fmt.Errorf("reference Flannel is not built in %s: run %s (make test does)", dir, script)
+	}
+	return checkFlannelBinaries(dir)
 }

@@ -1,0 +1,261 @@
+package interop
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/lab"
+	"github.com/weftnet/weft/lab/labtest"
+	"github.com/weftnet/weft/subnet"
+)
+
+const subnetsPrefix = "/coreos.com/network/subnets/"
+
+// mixedCase is one backend's mixed cluster.
+type mixedCase struct {
+	backend string
+	// config is the network config; "" for lab.NetworkConfig.
+	config string
+	// ipMasq: udp drops a pod's replies from another node's underlay
+	// address by design (not from the sender's subnet), so it runs
+	// masqueraded as a Flannel deployment does; host-gw covers masquerade
+	// on a kernel backend, vxlan the plain path.
+	ipMasq bool
+}
+
+var mixedCases = []mixedCase{
+	{backend: "vxlan"},
+	{backend: "host-gw", ipMasq: true},
+	// No Backend at all: Flannel's code and weft both run udp.
+	{backend: "udp", config: `{"Network": "10.244.0.0/16"}`, ipMasq: true},
+}
+
+// weftTTL is the weft nodes' lease TTL here: renewed every 6 s, gone 12 s
+// after its weftd dies. Flannel's TTL is fixed at 24 h; its renewal margin
+// of 1439 minutes makes it renew one minute after each renewal.
+const weftTTL = 12 * time.Second
+
+// TestMixed runs, per backend and in parallel, a cluster of two weft nodes
+// and one real Flannel node on one etcd and prefix: the full matrix both
+// ways (pods, pod → node, node → pod); the leases and subnet file Flannel
+// writes are byte for byte what weft writes; a Flannel node and a weft node
+// join and are reached; renewals on both sides lose no ping; a weft lease
+// that expires and a Flannel lease that expires are each dropped by the
+// other side.
+func TestMixed(t *testing.T) {
+	bins(t)
+	for _, tc := range mixedCases {
+		t.Run(tc.backend, func(t *testing.T) {
+			t.Parallel()
+			testMixed(t, tc)
+		})
+	}
+}
+
+func testMixed(t *testing.T, tc mixedCase) {
+	l := up(t, lab.Options{
+		Name:         labName("mx" + strings.ReplaceAll(tc.backend, "-", "") + "-"),
+		Nodes:        3,
+		PodsPerNode:  2,
+		Backend:      tc.backend,
+		Config:       tc.config,
+		IPMasq:       tc.ipMasq,
+		FlannelNodes: []string{"n2"},
+		WeftdArgs:    []string{"--subnet-lease-ttl=" + weftTTL.String()},
+		FlanneldArgs: []string{"--subnet-lease-renew-margin=1439"},
+	})
+	requireMatrix(t, l, "n1 and n3 weft, n2 Flannel")
+	requireWireFormats(t, l)
+
+	// Peers appearing on either side.
+	nf, err := l.AddFlannelNode(t.Context())
+	if err != nil {
+		t.Fatalf("add a Flannel node: %v", err)
+	}
+	nw, err := l.AddNode(t.Context())
+	if err != nil {
+		t.Fatalf("add a weft node: %v", err)
+	}
+	requireMatrix(t, l, fmt.Sprintf("Flannel node %s and weft node %s joined", nf.Name, nw.Name))
+
+	requireRenewalsHarmless(t, l, "n2", "n1")
+	requireExpiryDropped(t, l, tc.backend)
+}
+
+// requireWireFormats checks every lease and the Flannel node's subnet file
+// against what weft would write for the same content.
+func requireWireFormats(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	c := labtest.EtcdClient(t, l, clientv3.Config{})
+	resp, err := c.Get(t.Context(), subnetsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != len(l.Nodes) {
+		t.Fatalf("%d leases for %d nodes", len(resp.Kvs), len(l.Nodes))
+	}
+	for _, kv := range resp.Kvs {
+		var a subnet.LeaseAttrs
+		if err := json.Unmarshal(kv.Value, &a); err != nil {
+			t.Fatalf("lease %s = %s: %v", kv.Key, kv.Value, err)
+		}
+		again, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, kv.Value) {
+			t.Errorf("lease %s:\nstored     %s\nweft writes %s", kv.Key, kv.Value, again)
+		}
+		t.Logf("lease %s = %s", kv.Key, kv.Value)
+	}
+	for _, n := range l.Nodes {
+		raw, err := os.ReadFile(n.SubnetFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := subnet.ParseFile(raw)
+		if err != nil {
+			t.Fatalf("%s's subnet file (%s): %v", n.Name, n.DaemonName(), err)
+		}
+		if got := fi.Marshal(); !bytes.Equal(got, raw) {
+			t.Errorf("%s's subnet file, by %s:\n%s\nweft writes:\n%s", n.Name, n.DaemonName(), raw, got)
+		}
+	}
+}
+
+// requireRenewalsHarmless pings both ways between Flannel node fl and weft
+// node wf until each has renewed its lease (weft every TTL/2, Flannel a
+// minute after the last renewal) and requires that no ping was lost.
+func requireRenewalsHarmless(t *testing.T, l *lab.Lab, fl, wf string) {
+	t.Helper()
+	c := labtest.EtcdClient(t, l, clientv3.Config{})
+	rev := func(sn netip.Prefix) int64 {
+		resp, err := c.Get(t.Context(), subnetsPrefix+subnet.KeyName(sn, netip.Prefix{}))
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("lease of %s: %v (%d keys)", sn, err, len(resp.Kvs))
+		}
+		return resp.Kvs[0].ModRevision
+	}
+	f, w := l.Node(fl), l.Node(wf)
+	f0, w0 := rev(f.Subnet), rev(w.Subnet)
+	const interval = 20 * time.Millisecond
+	ps := []*labtest.Pinger{
+		labtest.StartPing(t, l, w.Pods[0].Name, f.Pods[0].IP, interval, 6000),
+		labtest.StartPing(t, l, f.Pods[0].Name, w.Pods[0].IP, interval, 6000),
+	}
+	start := time.Now()
+	renewed := lab.Poll(t.Context(), 100*time.Second, 500*time.Millisecond, func() bool {
+		return rev(f.Subnet) != f0 && rev(w.Subnet) != w0
+	})
+	if !renewed {
+		t.Fatalf("no renewal of both leases within 100s (Flannel %s: %v, weft %s: %v)", f.Subnet, rev(f.Subnet) != f0, w.Subnet, rev(w.Subnet) != w0)
+	}
+	t.Logf("both leases renewed within %v", time.Since(start).Round(time.Second))
+	for i, p := range ps {
+		st := p.Stop(t)
+		if st.Lost() > 0 {
+			t.Errorf("ping %d across the renewals: %v", i, st)
+		} else {
+			t.Logf("ping %d across the renewals: %v", i, st)
+		}
+	}
+}
+
+// requireExpiryDropped lets a weft lease expire (its weftd SIGKILLed) and a
+// Flannel lease expire (flanneld SIGKILLed, its etcd lease revoked as etcd
+// does at the end of its 24 h TTL) and requires every node of the other
+// kind to drop the gone subnet.
+func requireExpiryDropped(t *testing.T, l *lab.Lab, backend string) {
+	t.Helper()
+	c := labtest.EtcdClient(t, l, clientv3.Config{})
+	keyGone := func(sn netip.Prefix) bool {
+		resp, err := c.Get(t.Context(), subnetsPrefix+subnet.KeyName(sn, netip.Prefix{}))
+		return err == nil && len(resp.Kvs) == 0
+	}
+	var weftNodes, flannelNodes []*lab.Node
+	for _, n := range l.Nodes {
+		if n.Flannel {
+			flannelNodes = append(flannelNodes, n)
+		} else {
+			weftNodes = append(weftNodes, n)
+		}
+	}
+	gone := func(by *lab.Node, sn netip.Prefix) bool {
+		if !by.Flannel && hasPeer(t, l, by.Name, sn) {
+			return false
+		}
+		if backend == "udp" { // routes live in userspace
+			return by.Flannel && fileHas(by.FlannelLog, "Subnet removed: "+sn.String()) || !by.Flannel
+		}
+		return routeTo(t, l, by.Name, sn) == ""
+	}
+
+	// A weft lease expires: its weftd dies without a word.
+	w := weftNodes[len(weftNodes)-1]
+	if err := l.StopWeftd(t.Context(), w.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if !lab.Poll(t.Context(), 3*weftTTL, 200*time.Millisecond, func() bool { return keyGone(w.Subnet) }) {
+		t.Fatalf("weft lease %s still in etcd %v after its weftd died (TTL %v)", w.Subnet, 3*weftTTL, weftTTL)
+	}
+	t.Logf("weft lease %s expired %v after its weftd died", w.Subnet, time.Since(start).Round(100*time.Millisecond))
+	for _, f := range flannelNodes {
+		if !lab.Poll(t.Context(), 20*time.Second, 200*time.Millisecond, func() bool { return gone(f, w.Subnet) }) {
+			t.Errorf("Flannel node %s still routes expired weft subnet %s: %s", f.Name, w.Subnet, routeTo(t, l, f.Name, w.Subnet))
+		}
+	}
+
+	// A Flannel lease expires: flanneld dies, etcd ends its lease.
+	f := flannelNodes[0]
+	resp, err := c.Get(t.Context(), subnetsPrefix+subnet.KeyName(f.Subnet, netip.Prefix{}))
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("Flannel lease %s: %v %+v", f.Subnet, err, resp)
+	}
+	if err := l.StopFlanneld(t.Context(), f.Name, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Revoke(t.Context(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatalf("revoke Flannel's etcd lease: %v", err)
+	}
+	for _, w := range weftNodes[:len(weftNodes)-1] {
+		if !lab.Poll(t.Context(), 20*time.Second, 200*time.Millisecond, func() bool { return gone(w, f.Subnet) }) {
+			t.Errorf("weft node %s still has expired Flannel subnet %s: %s", w.Name, f.Subnet, routeTo(t, l, w.Name, f.Subnet))
+		}
+	}
+}
+
+// hasPeer reports whether weftd on node lists sn among its peers (/status).
+func hasPeer(t *testing.T, l *lab.Lab, node string, sn netip.Prefix) bool {
+	t.Helper()
+	dial, err := l.DialContext(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
+	resp, err := c.Get("http://127.0.0.1:9474/status")
+	if err != nil {
+		t.Fatalf("status of %s: %v", node, err)
+	}
+	defer resp.Body.Close()
+	var st daemon.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("status of %s: %v", node, err)
+	}
+	for _, p := range st.Peers {
+		if p.Subnet == sn {
+			return true
+		}
+	}
+	return false
+}
