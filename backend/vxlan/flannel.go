@@ -31,7 +31,10 @@ func (b *Backend) clearConflicts(name string) error {
 			return fmt.Errorf("vxlan: device %s already uses VNI %d on UDP port %d, so %s cannot be made: delete it, or give this network another VNI or Port",
 				v.Name, b.opts.VNI, b.opts.Port, name)
 		}
-		b.log.Warn("deleting Flannel's VXLAN device, which holds this network's VNI and port; its routes go with it and weft programs its own (stop flanneld before weftd starts)",
+		// Info, not Warn: this is the documented way from Flannel to weft
+		// (migrating-from-flannel.md), which the interop e2e checks runs
+		// without a warning.
+		b.log.Info("deleting Flannel's VXLAN device, which holds this network's VNI and port; its routes go with it and weft programs its own (flanneld must not run beside weftd)",
 			"flannelDevice", v.Name, "vni", b.opts.VNI, "port", b.opts.Port)
 		if err := b.h.Netlink().LinkDel(v); err != nil {
 			return fmt.Errorf("vxlan: delete Flannel's device %s: %w", v.Name, err)
