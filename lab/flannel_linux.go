@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -271,6 +272,131 @@ func (l *Lab) SwitchToWeft(ctx context.Context, name string, extra ...string) (n
 	n.Flannel = false
 	n.Args = append(slices.Clip(n.Args), extra...)
 	return l.StartWeftd(ctx, name)
+}
+
+// Restart stops the node's daemon (SIGKILL when kill, else SIGTERM) and
+// starts it again: weftd, or flanneld on a Flannel node. It waits until the
+// daemon is ready and returns the subnet it holds.
+func (l *Lab) Restart(ctx context.Context, name string, kill bool) (netip.Prefix, error) {
+	n := l.Node(name)
+	if n == nil || !n.Flannel {
+		return l.RestartWeftd(ctx, name, kill)
+	}
+	if err := l.StopFlanneld(ctx, name, kill); err != nil {
+		return netip.Prefix{}, err
+	}
+	return l.StartFlanneld(ctx, name)
+}
+
+// Switch moves a node from Flannel to weft (MoveToWeft) or from weft to
+// Flannel (MoveToFlannel), whichever it runs now.
+func (l *Lab) Switch(ctx context.Context, name string) (netip.Prefix, error) {
+	n := l.Node(name)
+	if n == nil {
+		return netip.Prefix{}, fmt.Errorf("lab %s has no node %q", l.Name, name)
+	}
+	if n.Flannel {
+		return l.MoveToWeft(ctx, name)
+	}
+	return l.MoveToFlannel(ctx, name)
+}
+
+// FlannelCNIFlags are the weftd flags of migrating-from-flannel.md that
+// keep a Flannel node's pods: new pods go on Flannel's bridge and take their
+// addresses from host-local's store (network cbr0 under ipamDir, which is
+// /var/lib/cni/networks on a real node).
+func FlannelCNIFlags(ipamDir string) []string {
+	return []string{"--cni-bridge=" + FlannelBridge, "--cni-ipam-dir=" + ipamDir, "--cni-network-name=cbr0"}
+}
+
+// weftRouteProtocol is the route protocol weft tags its routes with
+// (internal/nl.RouteProtocol; the e2e tests see weftd own the routes).
+const weftRouteProtocol = 87
+
+// HandOverRoutes is the shell command of migrating-from-flannel.md that
+// gives the routes flanneld left for the pod network (protocol boot: it sets
+// none) to weft, without changing where a packet goes: weft never replaces
+// a route it did not install, so Flannel's host-gw routes would stay in its
+// way.
+func HandOverRoutes(network netip.Prefix) string {
+	return fmt.Sprintf("ip -o route show root %s proto boot | while read -r r; do ip route replace $r proto %d; done",
+		network, weftRouteProtocol)
+}
+
+// MoveToWeft moves a node from Flannel to weft, its pods kept, by the steps
+// of Documentation/migrating-from-flannel.md: flanneld stopped (SIGTERM),
+// Flannel's conflist removed, Flannel's routes handed over
+// (HandOverRoutes), weftd started on the same subnet file with
+// FlannelCNIFlags. It waits until weftd is ready and returns its subnet.
+func (l *Lab) MoveToWeft(ctx context.Context, name string) (netip.Prefix, error) {
+	n := l.Node(name)
+	if n == nil {
+		return netip.Prefix{}, fmt.Errorf("lab %s has no node %q", l.Name, name)
+	}
+	if !n.Flannel {
+		return netip.Prefix{}, fmt.Errorf("node %s runs weft already", n.Name)
+	}
+	network, err := netip.ParsePrefix(l.Network)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("lab network: %w", err)
+	}
+	if l.alive(n.Flanneld) {
+		if err := l.StopFlanneld(ctx, name, false); err != nil {
+			return netip.Prefix{}, err
+		}
+	}
+	if err := os.Remove(filepath.Join(n.CNIConfDir, FlannelConfFile)); err != nil && !os.IsNotExist(err) {
+		return netip.Prefix{}, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	l.progress.step("node %s: %s", n.Name, HandOverRoutes(network))
+	if out, err := nsRun(ctx, n.NS, "sh", "-c", HandOverRoutes(network)); err != nil {
+		return netip.Prefix{}, fmt.Errorf("node %s: hand Flannel's routes over: %w: %s", n.Name, err, out)
+	}
+	return l.SwitchToWeft(ctx, name, FlannelCNIFlags(n.HostLocalDir)...)
+}
+
+// weftDevice matches the devices weftd leaves in place when it stops, which
+// flanneld cannot make its own beside: weft.<VNI> (vxlan: same VNI and
+// port) and weft-udp (udp: the pod network's route).
+var weftDevice = regexp.MustCompile(`^(weft\.[0-9]+|weft-udp)$`)
+
+// MoveToFlannel moves a node from weft back to Flannel, its pods kept, by
+// the steps of Documentation/migrating-from-flannel.md: weftd stopped
+// (SIGTERM), weft's VXLAN or UDP device deleted, weft's conflist removed,
+// flanneld started (with its conflist, as kube-flannel's init container
+// installs it). It waits until flanneld is ready and returns its subnet.
+func (l *Lab) MoveToFlannel(ctx context.Context, name string) (netip.Prefix, error) {
+	n := l.Node(name)
+	if n == nil {
+		return netip.Prefix{}, fmt.Errorf("lab %s has no node %q", l.Name, name)
+	}
+	if n.Flannel {
+		return netip.Prefix{}, fmt.Errorf("node %s runs Flannel already", n.Name)
+	}
+	if l.alive(n.Weftd) {
+		if err := l.StopWeftd(ctx, name, false); err != nil {
+			return netip.Prefix{}, err
+		}
+	}
+	out, err := nsRun(ctx, n.NS, "ip", "-o", "link", "show")
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("node %s: list links: %w", n.Name, err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line) // "6: weft.1: <...>"
+		if len(f) < 2 || !weftDevice.MatchString(strings.TrimSuffix(f[1], ":")) {
+			continue
+		}
+		dev := strings.TrimSuffix(f[1], ":")
+		l.progress.step("node %s: ip link del %s", n.Name, dev)
+		if out, err := nsRun(ctx, n.NS, "ip", "link", "del", dev); err != nil {
+			return netip.Prefix{}, fmt.Errorf("node %s: ip link del %s: %w: %s", n.Name, dev, err, out)
+		}
+	}
+	if err := os.Remove(n.ConfList()); err != nil && !os.IsNotExist(err) {
+		return netip.Prefix{}, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	return l.StartFlanneld(ctx, name)
 }
 
 // ActiveConfList is the conflist a runtime would use on the node: the first

@@ -114,7 +114,7 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 		o.StateRoot = DefaultStateRoot
 	}
 	if o.Network == "" {
-		o.Network = "10.244.0.0/16"
+		o.Network = DefaultNetwork
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 60 * time.Second
@@ -566,31 +566,13 @@ func (l *Lab) addPods(ctx context.Context, n *Node, count int) error {
 	return nil
 }
 
+// addPod attaches the node's next pod. Its container ID is the namespace
+// name and a lab-wide count: a deleted pod's name is given again, its ID
+// never, so no state a plugin kept of the old sandbox (the flannel
+// plugin's record of its ADD) is taken for the new one.
 func (l *Lab) addPod(ctx context.Context, n *Node) error {
-	j := len(n.Pods) + 1
-	for l.podExists(n, j) {
-		j++
-	}
-	short := podName(n.Index, j)
-	p := &Pod{Name: short, NS: nsName(l.Name, short), ContainerID: nsName(l.Name, short)}
-	n.Pods = append(n.Pods, p)
-	if err := l.addNamespace(p.NS); err != nil {
-		return err
-	}
-	if err := addNS(ctx, p.NS); err != nil {
-		return err
-	}
-	ip, err := l.cniAdd(ctx, n, p)
-	if err != nil {
-		return fmt.Errorf("pod %s: %w", p.Name, err)
-	}
-	p.IP = ip
-	plugin := "weft"
-	if n.Flannel {
-		plugin = "flannel"
-	}
-	l.progress.step("pod %s: namespace %s, eth0 %s (%s CNI via libcni)", p.Name, p.NS, ip, plugin)
-	return l.save()
+	l.PodAdds++
+	return l.addPodID(ctx, n, fmt.Sprintf("-%d", l.PodAdds))
 }
 
 func (l *Lab) podExists(n *Node, j int) bool {

@@ -101,6 +101,9 @@ func (l *Lab) StopWeftd(ctx context.Context, name string, kill bool) error {
 	if n == nil {
 		return fmt.Errorf("lab %s has no node %q", l.Name, name)
 	}
+	if n.Weftd == nil {
+		return fmt.Errorf("node %s never ran weftd (it runs %s)", n.Name, n.DaemonName())
+	}
 	if !kill {
 		l.progress.step("node %s: SIGTERM weftd (pid %d)", n.Name, n.Weftd.PID)
 		return n.Weftd.stop(ctx, stopGrace)

@@ -44,7 +44,11 @@ type State struct {
 	Nodes []*Node `json:"nodes"`
 	// NextNode is the index the next added node gets; indexes are never
 	// reused, so a removed node's name does not come back.
-	NextNode    int `json:"nextNode"`
+	NextNode int `json:"nextNode"`
+	// PodAdds counts the pods attached so far; it makes each container ID
+	// unique in the lab, as a runtime's sandbox IDs are, even when a
+	// deleted pod's name is given again.
+	PodAdds     int `json:"podAdds,omitempty"`
 	PodsPerNode int `json:"podsPerNode"`
 	// IPMasq is passed to every weftd as --ip-masq.
 	IPMasq bool `json:"ipMasq"`
