@@ -140,6 +140,7 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 			g.dropExpired(time.Now())
 			full = true
 		}
+		g.publishIgnored()
 		if !haveSnapshot {
 			continue
 		}

@@ -2,17 +2,21 @@ package interop
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/daemon"
 	"github.com/weftnet/weft/lab"
 	"github.com/weftnet/weft/lab/labtest"
@@ -49,7 +53,8 @@ const weftTTL = 12 * time.Second
 // and one real Flannel node on one etcd and prefix: the full matrix both
 // ways (pods, pod → node, node → pod); the leases and subnet file Flannel
 // writes are byte for byte what weft writes; a Flannel node and a weft node
-// join and are reached; renewals on both sides lose no ping; a weft lease
+// join and are reached; leases weft cannot serve are reported once, listed,
+// counted and shown by `weftctl status --cluster`, breaking no peer; renewals on both sides lose no ping; a weft lease
 // that expires and a Flannel lease that expires are each dropped by the
 // other side.
 func TestMixed(t *testing.T) {
@@ -88,6 +93,7 @@ func testMixed(t *testing.T, tc mixedCase) {
 	}
 	requireMatrix(t, l, fmt.Sprintf("Flannel node %s and weft node %s joined", nf.Name, nw.Name))
 
+	requireUnservableHarmless(t, l, tc.backend)
 	requireRenewalsHarmless(t, l, "n2", "n1")
 	requireExpiryDropped(t, l, tc.backend)
 }
@@ -235,27 +241,143 @@ func requireExpiryDropped(t *testing.T, l *lab.Lab, backend string) {
 	}
 }
 
+// weftdStatus is node's weftd /status.
+func weftdStatus(t *testing.T, l *lab.Lab, node string) daemon.Status {
+	t.Helper()
+	code, body, err := labtest.WeftdGet(t, l, node, "/status")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("status of %s: %d %v", node, code, err)
+	}
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("status of %s: %v", node, err)
+	}
+	return st
+}
+
 // hasPeer reports whether weftd on node lists sn among its peers (/status).
 func hasPeer(t *testing.T, l *lab.Lab, node string, sn netip.Prefix) bool {
 	t.Helper()
-	dial, err := l.DialContext(node)
+	return slices.ContainsFunc(weftdStatus(t, l, node).Peers, func(p backend.PeerStatus) bool { return p.Subnet == sn })
+}
+
+// unservable are leases a weft node of this network cannot serve, as the
+// Flannel backends weft does not have write them (ipip, ipsec: no
+// BackendData; extension: its command's output as a JSON string), and a
+// lease of one of weft's backends that this network does not run.
+func unservable(backendType string) []struct{ backend, value string } {
+	other := "host-gw"
+	if backendType == "host-gw" {
+		other = "vxlan"
+	}
+	return []struct{ backend, value string }{
+		{"ipip", `{"PublicIP":%q,"PublicIPv6":null,"BackendType":"ipip"}`},
+		{"ipsec", `{"PublicIP":%q,"PublicIPv6":null,"BackendType":"ipsec"}`},
+		{"extension", `{"PublicIP":%q,"PublicIPv6":null,"BackendType":"extension","BackendData":"output of the pre-startup command\n"}`},
+		{other, `{"PublicIP":%q,"PublicIPv6":null,"BackendType":"` + other + `"}`},
+	}
+}
+
+// requireUnservableHarmless writes, on free subnets and with etcd leases as
+// Flannel nodes would, the leases of unservable(backend) and requires each
+// weft node to report each once in its log, list it in /status with the
+// reason, count it in weft_peer_leases_ignored, show it in `weftctl status
+// --cluster`, and keep every other peer (the full matrix, Flannel's node
+// included); once they are deleted, the lists are empty again.
+func requireUnservableHarmless(t *testing.T, l *lab.Lab, backendType string) {
+	t.Helper()
+	c := labtest.EtcdClient(t, l, clientv3.Config{})
+	bad := unservable(backendType)
+	free := labtest.FreeSubnets(l, len(bad))
+	grant, err := c.Grant(t.Context(), 600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
-	resp, err := c.Get("http://127.0.0.1:9474/status")
-	if err != nil {
-		t.Fatalf("status of %s: %v", node, err)
-	}
-	defer resp.Body.Close()
-	var st daemon.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("status of %s: %v", node, err)
-	}
-	for _, p := range st.Peers {
-		if p.Subnet == sn {
-			return true
+	t.Cleanup(func() { _, _ = c.Revoke(context.Background(), grant.ID) })
+	underlay := l.Node("n1").Underlay
+	var weftNodes []*lab.Node
+	logAt := map[string]int64{}
+	for _, n := range l.Nodes {
+		if !n.Flannel && l.WeftdAlive(n.Name) {
+			weftNodes = append(weftNodes, n)
+			logAt[n.Name] = fileSize(n.Log)
 		}
 	}
-	return false
+	want := map[netip.Prefix]string{}
+	for i, b := range bad {
+		ip := netip.AddrFrom4([4]byte{underlay.As4()[0], underlay.As4()[1], underlay.As4()[2], byte(200 + i)})
+		key := subnetsPrefix + subnet.KeyName(free[i], netip.Prefix{})
+		if _, err := c.Put(t.Context(), key, fmt.Sprintf(b.value, ip), clientv3.WithLease(grant.ID)); err != nil {
+			t.Fatal(err)
+		}
+		want[free[i]] = b.backend
+	}
+	for _, n := range weftNodes {
+		var st daemon.Status
+		if !lab.Poll(t.Context(), 20*time.Second, 100*time.Millisecond, func() bool {
+			st = weftdStatus(t, l, n.Name)
+			return len(st.Ignored) == len(bad)
+		}) {
+			t.Fatalf("%s lists %d ignored leases, want the %d unservable ones: %+v", n.Name, len(st.Ignored), len(bad), st.Ignored)
+		}
+		for _, ig := range st.Ignored {
+			if want[ig.Subnet] != ig.BackendType || !strings.Contains(ig.Reason, fmt.Sprintf("%q", ig.BackendType)) {
+				t.Errorf("%s: ignored %+v, want backend %q with a reason naming it", n.Name, ig, want[ig.Subnet])
+			}
+		}
+		if v := labtest.Metric(t, l, n.Name, "weft_peer_leases_ignored"); v != float64(len(bad)) {
+			t.Errorf("%s: weft_peer_leases_ignored = %v, want %d", n.Name, v, len(bad))
+		}
+	}
+	requireMatrix(t, l, "with leases weft cannot serve in the store")
+	for _, n := range weftNodes {
+		b, _ := os.ReadFile(n.Log)
+		log := string(b[min(logAt[n.Name], int64(len(b))):])
+		for sn := range want {
+			if got := strings.Count(log, `msg="ignoring a lease" subnet=`+sn.String()+" "); got != 1 {
+				t.Errorf("%s logged the lease of %s %d times, want once", n.Name, sn, got)
+			}
+		}
+	}
+	// weftctl status --cluster on a weft node: the ignored leases with the
+	// reason, not probed; it exits non-zero, saying only they are out of reach.
+	n := weftNodes[0]
+	out, err := l.Run(t.Context(), n.Name, filepath.Join(l.BinDir, "weftctl"), "status", "--cluster", "-o", "json", "--etcd-endpoints", l.Etcd.Endpoint)
+	if err == nil || !strings.Contains(err.Error(), "weftd ignores their leases") {
+		t.Errorf("weftctl status --cluster on %s: err %v, want it to name the ignored leases as the only unreachable", n.Name, err)
+	}
+	var rows []struct {
+		Subnet      netip.Prefix `json:"subnet"`
+		Backend     string       `json:"backend"`
+		WeftdState  string       `json:"weftdState"`
+		WeftdReason string       `json:"weftdReason"`
+		Reachable   bool         `json:"reachable"`
+		Self        bool         `json:"self"`
+	}
+	if jerr := json.Unmarshal([]byte(out[:strings.LastIndex(out, "]")+1]), &rows); jerr != nil {
+		t.Fatalf("weftctl status --cluster -o json: %v\n%s", jerr, out)
+	}
+	ignored := 0
+	for _, r := range rows {
+		switch {
+		case want[r.Subnet] != "":
+			ignored++
+			if r.WeftdState != "ignored" || r.WeftdReason == "" || r.Backend != want[r.Subnet] {
+				t.Errorf("status --cluster row %+v, want ignored with weftd's reason", r)
+			}
+		case !r.Self && !r.Reachable:
+			t.Errorf("status --cluster: peer %s (%s) unreachable beside the ignored leases", r.Subnet, r.Backend)
+		}
+	}
+	if ignored != len(bad) {
+		t.Errorf("status --cluster shows %d of the %d ignored leases:\n%s", ignored, len(bad), out)
+	}
+	if _, err := c.Revoke(t.Context(), grant.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range weftNodes {
+		if !lab.Poll(t.Context(), 20*time.Second, 100*time.Millisecond, func() bool { return len(weftdStatus(t, l, n.Name).Ignored) == 0 }) {
+			t.Errorf("%s still lists ignored leases after they were deleted", n.Name)
+		}
+	}
 }

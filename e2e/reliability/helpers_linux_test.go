@@ -1,13 +1,11 @@
 package reliability
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -151,50 +149,21 @@ func requireMatrix(t *testing.T, l *lab.Lab, what string) {
 	}
 }
 
-// httpIn returns an HTTP client whose connections start in target's
-// namespace.
+// httpIn, get and metric are labtest's, shared with the other lab e2e
+// tests.
 func httpIn(t *testing.T, l *lab.Lab, target string) *http.Client {
 	t.Helper()
-	dial, err := l.DialContext(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
+	return labtest.HTTPClient(t, l, target)
 }
 
-// get fetches a path of node's weftd HTTP endpoint: status code and body.
 func get(t *testing.T, l *lab.Lab, node, path string) (int, string, error) {
 	t.Helper()
-	resp, err := httpIn(t, l, node).Get("http://127.0.0.1:9474" + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	return labtest.WeftdGet(t, l, node, path)
 }
 
-// metric returns the value of a metric line (name with labels as written,
-// e.g. `weft_reconcile_errors_total{kind="full"}`) of node's weftd; 0 when
-// absent.
 func metric(t *testing.T, l *lab.Lab, node, name string) float64 {
 	t.Helper()
-	code, body, err := get(t, l, node, "/metrics")
-	if err != nil || code != http.StatusOK {
-		t.Fatalf("metrics of %s: %d %v", node, code, err)
-	}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", name, err)
-			}
-			return f
-		}
-	}
-	return 0
+	return labtest.Metric(t, l, node, name)
 }
 
 // etcdClient is a client of the lab's etcd whose connections start in the
@@ -214,24 +183,7 @@ func leaseKey(sn netip.Prefix) string {
 	return fmt.Sprintf("%s/subnets/%s-%d", prefix, sn.Addr(), sn.Bits())
 }
 
-// freeSubnets returns n /24s of the lab network (10.244.0.0/16) that no
-// lab node leases, counting down from 10.244.254.0. A test
-// that writes made-up leases must use these: the nodes' subnets are chosen
-// at random, and a made-up lease must not land on a node's own.
-func freeSubnets(l *lab.Lab, n int) []netip.Prefix {
-	used := map[netip.Prefix]bool{}
-	for _, node := range l.Nodes {
-		used[node.Subnet] = true
-	}
-	var free []netip.Prefix
-	for i := 254; i > 0 && len(free) < n; i-- {
-		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
-		if !used[sn] {
-			free = append(free, sn)
-		}
-	}
-	return free
-}
+func freeSubnets(l *lab.Lab, n int) []netip.Prefix { return labtest.FreeSubnets(l, n) }
 
 // logSince returns the lines of node's weftd log from byte offset off on.
 func logSince(t *testing.T, l *lab.Lab, node string, off int64) []string {

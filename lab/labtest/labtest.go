@@ -1,13 +1,16 @@
 // Package labtest holds what e2e tests on labs share: bounded background
-// pings that count what they lose, and an etcd client that reaches a lab's
-// etcd from inside its namespace. It imports the testing package; only
+// pings that count what they lose, an etcd client that reaches a lab's
+// etcd from inside its namespace, and reads of a node's weftd endpoint. It imports the testing package; only
 // tests import it.
 package labtest
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -174,4 +177,68 @@ func EtcdClient(t testing.TB, l *lab.Lab, cfg clientv3.Config) *clientv3.Client 
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// HTTPClient is a client whose connections start in target's namespace (a
+// node, pod, "etcd"), for a node's weftd on its loopback.
+func HTTPClient(t testing.TB, l *lab.Lab, target string) *http.Client {
+	t.Helper()
+	dial, err := l.DialContext(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
+}
+
+// WeftdGet fetches a path of node's weftd HTTP endpoint (127.0.0.1:9474 in
+// the node): status code and body.
+func WeftdGet(t testing.TB, l *lab.Lab, node, path string) (int, string, error) {
+	t.Helper()
+	resp, err := HTTPClient(t, l, node).Get("http://127.0.0.1:9474" + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// Metric returns the value of a metric line of node's weftd (name with
+// labels as written, e.g. `weft_reconcile_errors_total{kind="full"}`); 0
+// when absent.
+func Metric(t testing.TB, l *lab.Lab, node, name string) float64 {
+	t.Helper()
+	code, body, err := WeftdGet(t, l, node, "/metrics")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("metrics of %s: %d %v", node, code, err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// FreeSubnets returns n /24s of 10.244.0.0/16 that no node of l holds,
+// from the top down (new nodes pick at random, so a test that writes made-up
+// leases there should do it after its nodes joined).
+func FreeSubnets(l *lab.Lab, n int) []netip.Prefix {
+	used := map[netip.Prefix]bool{}
+	for _, node := range l.Nodes {
+		used[node.Subnet] = true
+	}
+	var free []netip.Prefix
+	for i := 254; i > 0 && len(free) < n; i-- {
+		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
+		if !used[sn] {
+			free = append(free, sn)
+		}
+	}
+	return free
 }
