@@ -51,7 +51,51 @@ var (
 	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 	// pingReply is a reply line of ping -D: "[1733212345.123456] 64 bytes from ...".
 	pingReply = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] \d+ bytes from`)
+	// pingSeq is a reply line of ping -D with its sequence number.
+	pingSeq = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] \d+ bytes from .*\bicmp_seq=(\d+)\b`)
 )
+
+// LostAt estimates when each request of a StartTimedPing run that got no
+// reply was sent: the wall-clock time of the nearest earlier reply (else
+// the nearest later one) moved by the requests between them at Interval.
+// (A reply's time is its request's plus the round trip, a millisecond or
+// so in a lab.) Nil for a StartPing run, whose output has no replies.
+func (s PingStats) LostAt() []time.Time {
+	got := map[int]time.Time{}
+	for _, m := range pingSeq.FindAllStringSubmatch(s.Out, -1) {
+		sec, _ := strconv.ParseInt(m[1], 10, 64)
+		usec, _ := strconv.ParseInt((m[2] + "000000")[:6], 10, 64)
+		seq, _ := strconv.Atoi(m[3])
+		if _, dup := got[seq]; !dup {
+			got[seq] = time.Unix(sec, usec*1000)
+		}
+	}
+	if len(got) == 0 {
+		return nil
+	}
+	// ping numbers requests from 1 (iputils) or 0; take the run's own.
+	first := 1
+	if _, ok := got[0]; ok {
+		first = 0
+	}
+	var lost []time.Time
+	for seq := first; seq < first+s.Sent; seq++ {
+		if _, ok := got[seq]; ok {
+			continue
+		}
+		for d := 1; d < s.Sent; d++ {
+			if at, ok := got[seq-d]; ok {
+				lost = append(lost, at.Add(time.Duration(d)*s.Interval))
+				break
+			}
+			if at, ok := got[seq+d]; ok {
+				lost = append(lost, at.Add(-time.Duration(d)*s.Interval))
+				break
+			}
+		}
+	}
+	return lost
+}
 
 // Pinger is a bounded ping running in the background.
 type Pinger struct {
