@@ -3,9 +3,14 @@ package docs
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/weftnet/weft/backend/udp"
+	"github.com/weftnet/weft/backend/vxlan"
+	"github.com/weftnet/weft/subnet"
 )
 
 // tableRows returns the rows (cells trimmed) of the markdown table between
@@ -123,4 +128,40 @@ func hasCase(named map[string]bool, fn string) bool {
 		}
 	}
 	return false
+}
+
+// TestFlannelConfigKeyTable: each weft key named in the config-keys table
+// of flannel-compatibility.md exists (a field of subnet.Config, of the vxlan
+// backend's options, of the udp backend's options), and a key marked "none"
+// does not, so the table changes when weft gains it.
+func TestFlannelConfigKeyTable(t *testing.T) {
+	structs := map[string]reflect.Type{
+		"config": reflect.TypeFor[subnet.Config](),
+		"vxlan":  reflect.TypeFor[vxlan.Options](),
+		"udp":    reflect.TypeFor[udp.Options](),
+	}
+	rows := tableRows(t, "flannel-compatibility.md", "flannel-config-keys")
+	if len(rows) == 0 {
+		t.Fatal("no rows")
+	}
+	for _, r := range rows {
+		where, weft := r[0], strings.Trim(r[2], "`")
+		typ, ok := structs[where]
+		if !ok {
+			t.Errorf("row %q: unknown scope %q", r, where)
+			continue
+		}
+		flannelKey := strings.Trim(r[1], "`")
+		_, has := typ.FieldByName(flannelKey)
+		switch {
+		case strings.HasPrefix(weft, "none"):
+			if has {
+				t.Errorf("%s %s is marked none, but weft has it: update the row", where, flannelKey)
+			}
+		case weft != flannelKey:
+			t.Errorf("%s %s: weft column %q, want the same key name", where, flannelKey, weft)
+		case !has:
+			t.Errorf("%s %s: weft has no such key", where, flannelKey)
+		}
+	}
 }

@@ -18,9 +18,26 @@ type Underlay struct {
 	Index int
 	// PublicIP is the address peers reach this node at.
 	PublicIP netip.Addr
+	// LocalIP is the link's address tunnels are sent from and received at
+	// (Flannel's interface address). It differs from PublicIP on a node
+	// behind a 1:1 NAT; zero means PublicIP (see Local).
+	LocalIP netip.Addr
 	// MTU of the underlay link.
 	MTU int
 }
+
+// Local is the address the node's tunnels use on the underlay link:
+// LocalIP, or PublicIP when LocalIP is unset.
+func (u Underlay) Local() netip.Addr {
+	if u.LocalIP.IsValid() {
+		return u.LocalIP
+	}
+	return u.PublicIP
+}
+
+// BehindNAT reports whether the node is behind a NAT: peers reach it at a
+// PublicIP that is not its local address.
+func (u Underlay) BehindNAT() bool { return u.LocalIP.IsValid() && u.LocalIP != u.PublicIP }
 
 // Options is what every backend constructor gets.
 type Options struct {

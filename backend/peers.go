@@ -67,7 +67,7 @@ func (b *StatusBook) Update(scope map[netip.Prefix]bool, want map[netip.Prefix]P
 		}
 	}
 	// Sorted, so logs of one pass read in a stable order.
-	for _, sn := range slices.SortedFunc(maps.Keys(want), comparePrefix) {
+	for _, sn := range slices.SortedFunc(maps.Keys(want), ComparePrefix) {
 		st := want[sn]
 		if scope != nil && !scope[sn] {
 			continue
@@ -89,11 +89,13 @@ func (b *StatusBook) Peers() []PeerStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := slices.Collect(maps.Values(b.m))
-	slices.SortFunc(out, func(a, c PeerStatus) int { return comparePrefix(a.Subnet, c.Subnet) })
+	slices.SortFunc(out, func(a, c PeerStatus) int { return ComparePrefix(a.Subnet, c.Subnet) })
 	return out
 }
 
-func comparePrefix(a, c netip.Prefix) int {
+// ComparePrefix orders prefixes by address, then length, for sorted peer
+// lists.
+func ComparePrefix(a, c netip.Prefix) int {
 	return cmp.Or(a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
 }
 

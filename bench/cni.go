@@ -55,7 +55,7 @@ func runCNI(ctx context.Context, cfg *config) (*CNI, *Profile, error) {
 	out.ExecFloorMS = floor
 	plain := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "weft", "plugins": [{"type": "weft", "subnetFile": %q, "dataDir": %q, "bridge": %q}]}`,
 		b.subnetFile, filepath.Join(b.dir, "ipam"), cniBridge)
-	chained := string(daemon.CNIConfList(b.subnetFile, filepath.Join(b.dir, "ipam"), cniBridge))
+	chained := string(daemon.CNIConfList(daemon.CNIConf{SubnetFile: b.subnetFile, IPAMDir: filepath.Join(b.dir, "ipam"), Network: daemon.CNINetworkName, Bridge: cniBridge}))
 	runs := []struct {
 		name, plugins, conf string
 		conc                int

@@ -14,18 +14,30 @@ import (
 // prefix sorts it before most other networks, as runtimes take the first.
 const CNIConfFile = "10-weft.conflist"
 
-// CNINetworkName is the network name in the conflist; the CNI plugin keeps
-// its address store under <ipam dir>/<CNINetworkName>.
+// CNINetworkName is the default network name in the conflist; the CNI
+// plugin keeps its address store under <ipam dir>/<network name>.
 const CNINetworkName = "weft"
 
-// CNIConfList renders the conflist: the weft plugin, then portmap for
-// hostPort support.
-func CNIConfList(subnetFile, ipamDir, bridge string) []byte {
+// CNIConf is what the installed conflist says.
+type CNIConf struct {
+	SubnetFile string
+	// IPAMDir and Network place the address store at IPAMDir/Network. A node
+	// moving from Flannel points them at host-local's store
+	// (/var/lib/cni/networks and "cbr0"), whose layout the plugin shares,
+	// so new pods never take an address a Flannel pod holds.
+	IPAMDir string
+	Network string
+	Bridge  string
+}
+
+// CNIConfList renders the conflist: the weft plugin (hairpin on, as
+// kube-flannel's conflist has it), then portmap for hostPort support.
+func CNIConfList(c CNIConf) []byte {
 	conf := map[string]any{
 		"cniVersion": "1.1.0",
-		"name":       CNINetworkName,
+		"name":       c.Network,
 		"plugins": []any{
-			map[string]any{"type": "weft", "subnetFile": subnetFile, "dataDir": ipamDir, "bridge": bridge},
+			map[string]any{"type": "weft", "subnetFile": c.SubnetFile, "dataDir": c.IPAMDir, "bridge": c.Bridge, "hairpinMode": true},
 			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true},
 		},
 	}
@@ -37,7 +49,7 @@ func CNIConfList(subnetFile, ipamDir, bridge string) []byte {
 // differs, so runtimes watching the directory see no spurious change.
 func (d *Daemon) installCNIConf() error {
 	path := filepath.Join(d.cfg.CNIConfDir, CNIConfFile)
-	want := CNIConfList(d.cfg.SubnetFile, d.cfg.CNIIPAMDir, d.cfg.CNIBridge)
+	want := CNIConfList(d.cfg.cniConf())
 	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
 		return nil
 	}
@@ -46,4 +58,8 @@ func (d *Daemon) installCNIConf() error {
 	}
 	d.log.Info("installed CNI config", "path", path)
 	return nil
+}
+
+func (c Config) cniConf() CNIConf {
+	return CNIConf{SubnetFile: c.SubnetFile, IPAMDir: c.CNIIPAMDir, Network: c.CNINetwork, Bridge: c.CNIBridge}
 }

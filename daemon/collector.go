@@ -15,6 +15,7 @@ type scrapeCollector struct{ d *Daemon }
 var (
 	peersDesc     = prometheus.NewDesc("weft_peers", "Peers by how the backend handled them (programmed, refused, failed).", []string{"backend", "state"}, nil)
 	malformedDesc = prometheus.NewDesc("weft_peer_leases_malformed_total", "Lease values in etcd that could not be parsed and were skipped.", nil, nil)
+	ignoredDesc   = prometheus.NewDesc("weft_peer_leases_ignored", "Leases in the store this node does not use as peers now (another backend, unusable PublicIP, outside the network); /status lists them with the reason.", nil, nil)
 	relistsDesc   = prometheus.NewDesc("weft_lease_watch_relists_total", "Times the lease watch re-listed all leases (compaction, lost connection).", nil, nil)
 	udpPackets    = prometheus.NewDesc("weft_udp_packets_total", "Packets through the udp tunnel by direction (tx: to peers, rx: from peers, local: own subnet).", []string{"direction"}, nil)
 	udpBytes      = prometheus.NewDesc("weft_udp_bytes_total", "Bytes of inner packets through the udp tunnel by direction.", []string{"direction"}, nil)
@@ -33,7 +34,7 @@ type storeCounters interface {
 type udpStats interface{ Stats() udp.Stats }
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{peersDesc, malformedDesc, relistsDesc, udpPackets, udpBytes, udpDrops, udpOffload, udpQueues} {
+	for _, d := range []*prometheus.Desc{peersDesc, ignoredDesc, malformedDesc, relistsDesc, udpPackets, udpBytes, udpDrops, udpOffload, udpQueues} {
 		ch <- d
 	}
 }
@@ -43,13 +44,14 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(malformedDesc, prometheus.CounterValue, float64(s.Malformed()))
 		ch <- prometheus.MustNewConstMetric(relistsDesc, prometheus.CounterValue, float64(s.Relists()))
 	}
+	c.d.mu.Lock()
+	name, ignored := c.d.status.Backend, len(c.d.status.Ignored)
+	c.d.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(ignoredDesc, prometheus.GaugeValue, float64(ignored))
 	r := c.d.running.Load()
 	if r == nil {
 		return
 	}
-	c.d.mu.Lock()
-	name := c.d.status.Backend
-	c.d.mu.Unlock()
 	counts := map[string]int{"programmed": 0, "refused": 0, "failed": 0}
 	for _, p := range r.Peers() {
 		counts[string(p.State)]++

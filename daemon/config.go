@@ -3,6 +3,8 @@ package daemon
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/weftnet/weft/subnet"
@@ -10,15 +12,27 @@ import (
 
 // Config is weftd's configuration, filled from flags (cmd/weftd).
 type Config struct {
-	// Iface is the underlay interface, by name or by one of its addresses.
-	// Empty: the interface of PublicIP, else of the default route.
-	Iface string
-	// PublicIP is the address peers reach this node at. Empty: the first
-	// IPv4 address of the underlay interface.
+	// Iface lists underlay interfaces, by name or by one of their
+	// addresses, tried in order; IfaceRegex expressions tried after them;
+	// IfaceCanReach an address whose route names the interface, tried last
+	// (Flannel's --iface, --iface-regex, --iface-can-reach; UnderlayChoice
+	// has the rules). All empty: the interface of PublicIP, else of the
+	// default route.
+	Iface         []string
+	IfaceRegex    []*regexp.Regexp
+	IfaceCanReach netip.Addr
+	// PublicIP is the address peers reach this node at. Empty: the
+	// underlay interface's address. Another address than the interface's
+	// puts the node behind a 1:1 NAT: tunnels use the interface's address,
+	// the lease carries PublicIP.
 	PublicIP netip.Addr
 
 	SubnetFile     string
 	SubnetLeaseTTL time.Duration
+	// SubnetLeaseRenewMargin is how much of the lease must be left when it
+	// is renewed (Flannel's --subnet-lease-renew-margin); zero: half the
+	// TTL.
+	SubnetLeaseRenewMargin time.Duration
 
 	IPMasq bool
 	// ForwardRules installs rules accepting forwarded pod traffic (Flannel's
@@ -36,6 +50,9 @@ type Config struct {
 
 	CNIConfDir string
 	CNIIPAMDir string
+	// CNINetwork is the conflist's network name, which names the IPAM
+	// store's directory under CNIIPAMDir.
+	CNINetwork string
 	CNIBridge  string
 
 	// StateDir is the node's own state directory (cmd/weftd defaults it to
@@ -79,6 +96,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SubnetLeaseTTL < 10*time.Second {
 		return c, fmt.Errorf("subnet lease TTL %s is too short: use at least 10s", c.SubnetLeaseTTL)
 	}
+	if c.SubnetLeaseRenewMargin < 0 || c.SubnetLeaseRenewMargin >= c.SubnetLeaseTTL {
+		return c, fmt.Errorf("subnet lease renew margin %s must be more than 0 and less than the lease TTL %s", c.SubnetLeaseRenewMargin, c.SubnetLeaseTTL)
+	}
 	if c.MasqBackend == "" {
 		c.MasqBackend = MasqNFTables
 	}
@@ -93,6 +113,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.CNIBridge == "" {
 		c.CNIBridge = DefaultCNIBridge
+	}
+	if c.CNINetwork == "" {
+		c.CNINetwork = CNINetworkName
+	}
+	if c.CNINetwork == "." || c.CNINetwork == ".." || strings.ContainsAny(c.CNINetwork, "/\\\x00") {
+		return c, fmt.Errorf("CNI network name %q cannot name a directory: use e.g. %s, or cbr0 for Flannel's host-local store", c.CNINetwork, CNINetworkName)
 	}
 	if c.ResyncInterval == 0 {
 		c.ResyncInterval = DefaultResyncInterval

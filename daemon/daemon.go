@@ -132,7 +132,7 @@ func (d *Daemon) runGenerations(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.log.Info("underlay", "link", underlay.Link, "publicIP", underlay.PublicIP, "mtu", underlay.MTU)
+	d.log.Info("underlay", "link", underlay.Link, "publicIP", underlay.PublicIP, "localIP", underlay.Local(), "mtu", underlay.MTU)
 	last := d.loadLastState(underlay)
 	for {
 		var cfg *subnet.Config
@@ -167,7 +167,7 @@ func (d *Daemon) underlay() (backend.Underlay, error) {
 	if d.deps.Underlay != nil {
 		return *d.deps.Underlay, nil
 	}
-	return findUnderlay(d.cfg.Iface, d.cfg.PublicIP)
+	return findUnderlay(UnderlayChoice{Iface: d.cfg.Iface, IfaceRegex: d.cfg.IfaceRegex, IfaceCanReach: d.cfg.IfaceCanReach, PublicIP: d.cfg.PublicIP})
 }
 
 // waitConfig returns the stored network config, waiting with backoff while
@@ -465,7 +465,7 @@ func (d *Daemon) keepLease(ctx context.Context, lease subnet.Lease, req subnet.A
 func (d *Daemon) holdLease(ctx context.Context, lease *subnet.Lease, ttl time.Duration, check <-chan struct{}) error {
 	for {
 		sctx, cancel := context.WithCancel(ctx)
-		s := subnet.NewSession(d.deps.Manager, lease, ttl, subnet.SessionOptions{Logger: d.log})
+		s := subnet.NewSession(d.deps.Manager, lease, ttl, subnet.SessionOptions{Logger: d.log, RenewBefore: d.cfg.SubnetLeaseRenewMargin})
 		d.session.Store(s)
 		errc := make(chan error, 1)
 		go func() { errc <- s.Run(sctx) }()

@@ -201,7 +201,7 @@ func TestNodesComeUpAndSeeEachOther(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(conf, CNIConfList(filepath.Join(a.dir, "subnet.env"), filepath.Join(a.dir, "ipam"), DefaultCNIBridge)) {
+	if !bytes.Equal(conf, CNIConfList(CNIConf{SubnetFile: filepath.Join(a.dir, "subnet.env"), IPAMDir: filepath.Join(a.dir, "ipam"), Network: CNINetworkName, Bridge: DefaultCNIBridge})) {
 		t.Errorf("conflist = %s", conf)
 	}
 	if fi, err := os.Stat(filepath.Join(a.dir, "state")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {

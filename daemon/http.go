@@ -38,6 +38,10 @@ type Status struct {
 	// CNI plugin's store holds outside Subnet: those pods have no network
 	// until they are recreated.
 	StrandedPods []string `json:"strandedPods,omitempty"`
+	// Ignored are the leases in the store this node does not use as peers,
+	// each with the reason (logged once, counted in
+	// weft_peer_leases_ignored_total).
+	Ignored []IgnoredLease `json:"ignored,omitempty"`
 }
 
 func (d *Daemon) setLease(l subnet.Lease) {

@@ -77,7 +77,7 @@ func (d *Daemon) warnPodsOutside(sn netip.Prefix) {
 // strandedPods lists, as "IP (container ID)", the CNI plugin's allocations
 // outside sn.
 func (d *Daemon) strandedPods(sn netip.Prefix) ([]string, error) {
-	allocs, err := ipam.Outside(d.cfg.CNIIPAMDir, CNINetworkName, sn)
+	allocs, err := ipam.Outside(d.cfg.CNIIPAMDir, d.cfg.CNINetwork, sn)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +140,7 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 			g.dropExpired(time.Now())
 			full = true
 		}
+		g.publishIgnored()
 		if !haveSnapshot {
 			continue
 		}

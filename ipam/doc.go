@@ -10,7 +10,10 @@
 //	<dataDir>/<network>/lock         flock(2) target serialising every process
 //	<dataDir>/<network>/10.244.3.7   one file per allocated address (IPv4 or
 //	                                 IPv6, e.g. fd10:0:0:3::7), mode 0600,
-//	                                 content "containerID\nifname"
+//	                                 content "containerID\r\nifname" as
+//	                                 host-local writes it (its DEL and GC
+//	                                 match it whole); "containerID\nifname"
+//	                                 of older weft is read too
 //	<dataDir>/<network>/last_reserved_ip, last_reserved_ip6
 //	                                 the last IPv4 (IPv6) address handed out, so
 //	                                 allocation goes round-robin in each family

@@ -19,6 +19,12 @@ import (
 
 const (
 	lockName = "lock"
+	// hostLocalLineBreak separates the container ID and the interface
+	// name in an allocation file, as host-local writes it: host-local's
+	// DEL and GC (a node moving from Flannel shares its store) match the
+	// whole content, so a file in another form is never released by DEL
+	// and is deleted by a GC that lists its pod as live.
+	hostLocalLineBreak = "\r\n"
 	// lastReservedName is the last IPv4 address handed out;
 	// lastReservedName6 the last IPv6 one. One file per family, so the two
 	// families of dual-stack pods go round-robin each on its own.
@@ -456,7 +462,8 @@ func (s *Store) readLocked(ip netip.Addr) (a Allocation, ok bool, err error) {
 	if err != nil {
 		return Allocation{}, false, fmt.Errorf("read allocation: %w", err)
 	}
-	// host-local writes "id\r\nifname"; we write "id\nifname". Accept both.
+	// host-local's "id\r\nifname", as we write it; older weft wrote
+	// "id\nifname". Accept both.
 	id, ifname, _ := strings.Cut(string(data), "\n")
 	return Allocation{
 		IP: ip,
@@ -470,7 +477,7 @@ func (s *Store) readLocked(ip netip.Addr) (a Allocation, ok bool, err error) {
 // reserveLocked creates the allocation file of ip atomically. ok is false if
 // the file already exists.
 func (s *Store) reserveLocked(ip netip.Addr, att Attachment) (ok bool, err error) {
-	tmp, err := s.writeTempLocked([]byte(att.ContainerID + "\n" + att.IfName))
+	tmp, err := s.writeTempLocked([]byte(att.ContainerID + hostLocalLineBreak + att.IfName))
 	if err != nil {
 		return false, err
 	}

@@ -374,8 +374,9 @@ func TestOnDiskLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(data) != "ctr1\neth0" {
-		t.Errorf("allocation file holds %q, want %q", data, "ctr1\neth0")
+	// host-local's form: its DEL and GC match the content whole.
+	if string(data) != "ctr1\r\neth0" {
+		t.Errorf("allocation file holds %q, want host-local's %q", data, "ctr1\r\neth0")
 	}
 	for p, want := range map[string]os.FileMode{
 		dataDir:                               0o700 | os.ModeDir,
@@ -413,6 +414,7 @@ func TestReadsHostLocalFilesAndCleansTemps(t *testing.T) {
 	dir := s.Dir()
 	for name, content := range map[string]string{
 		"10.0.0.7":       "hl-ctr\r\neth0",
+		"10.0.0.8":       "old-weft\neth1",
 		".tmp-deadbeef0": "half-written",
 		"10.0.0.300":     "not an address: ignored",
 	} {
@@ -424,8 +426,9 @@ func TestReadsHostLocalFilesAndCleansTemps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(allocs) != 1 || allocs[0].ContainerID != "hl-ctr" || allocs[0].IfName != "eth0" {
-		t.Errorf("List = %+v, want the host-local allocation", allocs)
+	if len(allocs) != 2 || allocs[0].ContainerID != "hl-ctr" || allocs[0].IfName != "eth0" ||
+		allocs[1].ContainerID != "old-weft" || allocs[1].IfName != "eth1" {
+		t.Errorf("List = %+v, want the host-local allocation and the older weft one", allocs)
 	}
 	if _, err := os.Stat(filepath.Join(dir, ".tmp-deadbeef0")); !os.IsNotExist(err) {
 		t.Errorf("stale temp file survived a locked operation: %v", err)

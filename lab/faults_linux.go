@@ -370,7 +370,11 @@ func (l *Lab) addPodID(ctx context.Context, n *Node, idSuffix string) error {
 		return fmt.Errorf("pod %s: %w", p.Name, err)
 	}
 	p.IP = ip
-	l.progress.step("pod %s: namespace %s, eth0 %s, container %s", p.Name, p.NS, ip, p.ContainerID)
+	plugin := "weft"
+	if n.Flannel {
+		plugin = "flannel"
+	}
+	l.progress.step("pod %s: namespace %s, eth0 %s, container %s (%s CNI via libcni)", p.Name, p.NS, ip, p.ContainerID, plugin)
 	return l.save()
 }
 

@@ -59,6 +59,18 @@ type Options struct {
 	// node (the lab plays kubelet's part) and every weftd with
 	// --kube-subnet-mgr. Needs the binaries of scripts/kube.sh.
 	Kube bool
+	// Config, when set, is the network config JSON to write instead of
+	// NetworkConfig(Network, Backend); Backend must still name the backend
+	// it runs.
+	Config string
+	// FlannelNodes names the nodes (n2, n3, ...) that run the real Flannel
+	// instead of weft: flanneld and the flannel CNI plugin from
+	// FlannelBinDir (scripts/flannel.sh), on the same etcd and prefix.
+	FlannelNodes []string
+	// FlannelBinDir holds flanneld, flannel, bridge and host-local.
+	FlannelBinDir string
+	// FlanneldArgs are extra flags for every flanneld.
+	FlanneldArgs []string
 }
 
 // Lab is a running lab: its recorded state plus the handles of the processes
@@ -102,7 +114,7 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 		o.StateRoot = DefaultStateRoot
 	}
 	if o.Network == "" {
-		o.Network = "10.244.0.0/16"
+		o.Network = DefaultNetwork
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 60 * time.Second
@@ -125,6 +137,19 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	binDir, err := checkBinaries(o.BinDir)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := flannelNodeNames(o); err != nil {
+		return nil, err
+	}
+	if len(o.FlannelNodes) > 0 || o.FlannelBinDir != "" {
+		if o.FlannelBinDir, err = checkFlannelBinaries(o.FlannelBinDir); err != nil {
+			return nil, err
+		}
+	}
+	if o.Config != "" {
+		if _, err := subnet.ParseConfig([]byte(o.Config)); err != nil {
+			return nil, fmt.Errorf("lab config: %w", err)
+		}
 	}
 	l := &Lab{root: o.StateRoot, progress: newProgress(o.Progress), timeout: o.ReadyTimeout, exited: map[int]<-chan struct{}{}}
 	if err := l.create(o, binDir); err != nil {
@@ -220,6 +245,10 @@ func (l *Lab) create(o Options, binDir string) error {
 		PodsPerNode: o.PodsPerNode,
 		IPMasq:      o.IPMasq,
 		WeftdArgs:   o.WeftdArgs,
+		Config:      o.Config,
+
+		FlannelBinDir: o.FlannelBinDir,
+		FlanneldArgs:  o.FlanneldArgs,
 	}
 	return l.save()
 }
@@ -241,9 +270,10 @@ func (l *Lab) build(ctx context.Context, o Options) error {
 	} else if err := l.writeConfig(ctx); err != nil {
 		return err
 	}
+	flannel, _ := flannelNodeNames(o) // checked by Up
 	var nodes []*Node
 	for range o.Nodes {
-		n, err := l.startNode(ctx)
+		n, err := l.startNodeKind(ctx, flannel[nodeName(l.NextNode)])
 		if err != nil {
 			return err
 		}
@@ -372,7 +402,10 @@ func NetworkConfig(network, backend string) string {
 }
 
 func (l *Lab) writeConfig(ctx context.Context) error {
-	cfg := NetworkConfig(l.Network, l.Backend)
+	cfg := l.Config
+	if cfg == "" {
+		cfg = NetworkConfig(l.Network, l.Backend)
+	}
 	l.progress.step("config: %s (weftctl config set)", cfg)
 	cctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
@@ -381,7 +414,11 @@ func (l *Lab) writeConfig(ctx context.Context) error {
 }
 
 // startNode makes the next node's namespace and starts its weftd.
-func (l *Lab) startNode(ctx context.Context) (*Node, error) {
+func (l *Lab) startNode(ctx context.Context) (*Node, error) { return l.startNodeKind(ctx, false) }
+
+// startNodeKind makes the next node's namespace and starts its weftd, or
+// its flanneld when flannel is set.
+func (l *Lab) startNodeKind(ctx context.Context, flannel bool) (*Node, error) {
 	k := l.NextNode
 	l.NextNode++
 	name := nodeName(k)
@@ -419,6 +456,10 @@ func (l *Lab) startNode(ctx context.Context) (*Node, error) {
 		if err := l.registerNode(ctx, n); err != nil {
 			return nil, err
 		}
+	}
+	if flannel {
+		n.flannelPaths()
+		return n, l.startFlanneld(n)
 	}
 	return n, l.startWeftd(n)
 }
@@ -473,6 +514,10 @@ func (l *Lab) startWeftd(n *Node) error {
 func (l *Lab) waitNodesReady(ctx context.Context, nodes []*Node) error {
 	var g errgroup.Group
 	for _, n := range nodes {
+		if n.Flannel {
+			g.Go(func() error { return l.waitFlannelReady(ctx, n) })
+			continue
+		}
 		g.Go(func() error { return l.waitReady(ctx, n) })
 	}
 	err := g.Wait()
@@ -491,7 +536,7 @@ func (l *Lab) waitNodesReady(ctx context.Context, nodes []*Node) error {
 		if !n.Subnet.IsValid() {
 			return fmt.Errorf("node %s is ready but its subnet file %s is unreadable", n.Name, n.SubnetFile)
 		}
-		l.progress.step("node %s: weftd ready (pid %d), lease %s", n.Name, n.Weftd.PID, n.Subnet)
+		l.progress.step("node %s: %s ready (pid %d), lease %s", n.Name, n.DaemonName(), n.daemon().PID, n.Subnet)
 	}
 	return nil
 }
@@ -521,27 +566,13 @@ func (l *Lab) addPods(ctx context.Context, n *Node, count int) error {
 	return nil
 }
 
+// addPod attaches the node's next pod. Its container ID is the namespace
+// name and a lab-wide count: a deleted pod's name is given again, its ID
+// never, so no state a plugin kept of the old sandbox (the flannel
+// plugin's record of its ADD) is taken for the new one.
 func (l *Lab) addPod(ctx context.Context, n *Node) error {
-	j := len(n.Pods) + 1
-	for l.podExists(n, j) {
-		j++
-	}
-	short := podName(n.Index, j)
-	p := &Pod{Name: short, NS: nsName(l.Name, short), ContainerID: nsName(l.Name, short)}
-	n.Pods = append(n.Pods, p)
-	if err := l.addNamespace(p.NS); err != nil {
-		return err
-	}
-	if err := addNS(ctx, p.NS); err != nil {
-		return err
-	}
-	ip, err := l.cniAdd(ctx, n, p)
-	if err != nil {
-		return fmt.Errorf("pod %s: %w", p.Name, err)
-	}
-	p.IP = ip
-	l.progress.step("pod %s: namespace %s, eth0 %s (weft CNI via libcni)", p.Name, p.NS, ip)
-	return l.save()
+	l.PodAdds++
+	return l.addPodID(ctx, n, fmt.Sprintf("-%d", l.PodAdds))
 }
 
 func (l *Lab) podExists(n *Node, j int) bool {
@@ -553,12 +584,22 @@ func (l *Lab) podExists(n *Node, j int) bool {
 	return false
 }
 
+// cniConfig returns the CNI runner and the conflist a runtime would use on
+// n now (Node.ActiveConfList): weftd's, or on a Flannel node the flannel one.
 func (l *Lab) cniConfig(n *Node) (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
-	conf, err := libcni.ConfListFromFile(n.ConfList())
+	path, err := n.ActiveConfList()
 	if err != nil {
-		return nil, nil, fmt.Errorf("read conflist weftd wrote: %w", err)
+		return nil, nil, err
 	}
-	return libcni.NewCNIConfigWithCacheDir([]string{l.BinDir}, n.CNICache, nil), conf, nil
+	conf, err := libcni.ConfListFromFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read conflist %s: %w", path, err)
+	}
+	dirs := []string{l.BinDir}
+	if l.FlannelBinDir != "" {
+		dirs = append(dirs, l.FlannelBinDir)
+	}
+	return libcni.NewCNIConfigWithCacheDir(dirs, n.CNICache, nil), conf, nil
 }
 
 // cniAdd runs the CNI ADD of the node's conflist for pod p, the way a

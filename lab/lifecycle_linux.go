@@ -47,7 +47,7 @@ func (l *Lab) RemoveNode(ctx context.Context, name string) error {
 			errs = append(errs, fmt.Errorf("pod %s: cni del: %w", p.Name, err))
 		}
 	}
-	if err := n.Weftd.stop(ctx, stopGrace); err != nil {
+	if err := n.daemon().stop(ctx, stopGrace); err != nil {
 		errs = append(errs, err)
 	}
 	if l.Kube != nil {
@@ -100,6 +100,9 @@ func (l *Lab) StopWeftd(ctx context.Context, name string, kill bool) error {
 	n := l.Node(name)
 	if n == nil {
 		return fmt.Errorf("lab %s has no node %q", l.Name, name)
+	}
+	if n.Weftd == nil {
+		return fmt.Errorf("node %s never ran weftd (it runs %s)", n.Name, n.DaemonName())
 	}
 	if !kill {
 		l.progress.step("node %s: SIGTERM weftd (pid %d)", n.Name, n.Weftd.PID)
@@ -166,21 +169,9 @@ func Down(ctx context.Context, root, name string) error {
 	s, err := loadState(root, name)
 	switch {
 	case err == nil:
-		// Stop weftds first (clean stop, as a node shutdown), then etcd.
-		var procs []*Proc
-		for _, n := range s.Nodes {
-			procs = append(procs, n.Weftd)
-		}
-		for _, p := range procs {
-			if p != nil {
-				_ = p.signal(syscall.SIGTERM)
-			}
-		}
-		for _, p := range procs {
-			if err := p.stop(ctx, stopGrace); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		// Stop weftds and flannelds first (clean stop, as a node
+		// shutdown), then the Kubernetes control plane, then etcd.
+		errs = append(errs, stopDaemons(ctx, s)...)
 		if s.Kube != nil {
 			for _, p := range []*Proc{s.Kube.ControllerManager, s.Kube.APIServer} {
 				if err := p.stop(ctx, stopGrace); err != nil {
@@ -234,9 +225,13 @@ func Down(ctx context.Context, root, name string) error {
 func (l *Lab) Status(ctx context.Context) *Status {
 	st := &Status{State: &l.State, EtcdAlive: l.alive(l.Etcd.Proc)}
 	for _, n := range l.Nodes {
-		ns := NodeStatus{Node: n, WeftdAlive: l.alive(n.Weftd)}
+		ns := NodeStatus{Node: n, WeftdAlive: l.alive(n.daemon())}
+		url := "http://" + healthzAddr + "/readyz"
+		if n.Flannel {
+			url = fmt.Sprintf("http://127.0.0.1:%d/healthz", flannelHealthzPort)
+		}
 		if ns.WeftdAlive {
-			ns.Ready = httpOK(ctx, httpClientIn(n.NS, time.Second), "http://"+healthzAddr+"/readyz")
+			ns.Ready = httpOK(ctx, httpClientIn(n.NS, time.Second), url)
 		}
 		st.Nodes = append(st.Nodes, ns)
 	}

@@ -12,6 +12,9 @@ import (
 // DefaultName is the lab name used when none is given.
 const DefaultName = "weft"
 
+// DefaultNetwork is the pod network of a lab that names none.
+const DefaultNetwork = "10.244.0.0/16"
+
 // DefaultStateRoot holds one directory per lab. It is on tmpfs: a reboot
 // forgets labs, as it forgets their namespaces.
 const DefaultStateRoot = "/run/weft-lab"

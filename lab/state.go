@@ -44,12 +44,23 @@ type State struct {
 	Nodes []*Node `json:"nodes"`
 	// NextNode is the index the next added node gets; indexes are never
 	// reused, so a removed node's name does not come back.
-	NextNode    int `json:"nextNode"`
+	NextNode int `json:"nextNode"`
+	// PodAdds counts the pods attached so far; it makes each container ID
+	// unique in the lab, as a runtime's sandbox IDs are, even when a
+	// deleted pod's name is given again.
+	PodAdds     int `json:"podAdds,omitempty"`
 	PodsPerNode int `json:"podsPerNode"`
 	// IPMasq is passed to every weftd as --ip-masq.
 	IPMasq bool `json:"ipMasq"`
 	// WeftdArgs are extra flags for every weftd (Options.WeftdArgs).
 	WeftdArgs []string `json:"weftdArgs,omitempty"`
+	// Config is the network config JSON the lab wrote (Options.Config).
+	Config string `json:"config,omitempty"`
+	// FlannelBinDir holds flanneld, flannel, bridge and host-local, for
+	// Flannel nodes (Options.FlannelBinDir).
+	FlannelBinDir string `json:"flannelBinDir,omitempty"`
+	// FlanneldArgs are extra flags for every flanneld.
+	FlanneldArgs []string `json:"flanneldArgs,omitempty"`
 	// Ready is set once `up` finished.
 	Ready bool `json:"ready"`
 }
@@ -81,7 +92,7 @@ type Kube struct {
 	ControllerManager *Proc  `json:"controllerManager,omitempty"`
 }
 
-// Node is one weft node: a namespace with its weftd.
+// Node is one node: a namespace with its weftd, or with flanneld (Flannel).
 type Node struct {
 	Name       string       `json:"name"` // n1
 	Index      int          `json:"index"`
@@ -99,6 +110,19 @@ type Node struct {
 	Pods       []*Pod       `json:"pods"`
 	// Args are extra weftd flags, after the lab's own (a later flag wins).
 	Args []string `json:"args,omitempty"`
+
+	// Flannel is set while the node runs the real Flannel (flanneld and the
+	// flannel CNI plugin) instead of weft.
+	Flannel  bool  `json:"flannel,omitempty"`
+	Flanneld *Proc `json:"flanneld,omitempty"`
+	// FlannelLog, FlannelCNIDir (the flannel plugin's dataDir) and
+	// HostLocalDir (host-local's dataDir) are set once the node ran
+	// Flannel; all are inside Dir.
+	FlannelLog    string `json:"flannelLog,omitempty"`
+	FlannelCNIDir string `json:"flannelCNIDir,omitempty"`
+	HostLocalDir  string `json:"hostLocalDir,omitempty"`
+	// FlanneldArgs are extra flanneld flags of this node.
+	FlanneldArgs []string `json:"flanneldArgs,omitempty"`
 }
 
 // Pod is a namespace attached to its node through the CNI plugin.

@@ -9,7 +9,9 @@ import (
 
 // NodeStatus is a node as seen now.
 type NodeStatus struct {
-	Node       *Node
+	Node *Node
+	// WeftdAlive is whether the node's daemon runs: weftd, or flanneld on a
+	// Flannel node (Node.Flannel).
 	WeftdAlive bool
 	Ready      bool
 }
@@ -22,7 +24,8 @@ type Status struct {
 }
 
 // WriteSummary prints the node table: node, underlay IP, subnet, backend,
-// weftd state and the node's pods with their IPs.
+// the state of its daemon (weftd, or flanneld on a Flannel node) and the
+// node's pods with their IPs.
 func (st *Status) WriteSummary(w io.Writer) error {
 	s := st.State
 	etcd := "running"
@@ -32,15 +35,15 @@ func (st *Status) WriteSummary(w io.Writer) error {
 	fmt.Fprintf(w, "lab %s: underlay %s (switch %s), etcd %s %s, pod network %s\n",
 		s.Name, s.Underlay, switchNS(s.Name), s.Etcd.Endpoint, etcd, s.Network)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tNAMESPACE\tUNDERLAY\tSUBNET\tBACKEND\tWEFTD\tPODS")
+	fmt.Fprintln(tw, "NODE\tNAMESPACE\tUNDERLAY\tSUBNET\tBACKEND\tDAEMON\tPODS")
 	for _, ns := range st.Nodes {
 		n := ns.Node
-		weftd := "stopped"
+		weftd := n.DaemonName() + " stopped"
 		switch {
 		case ns.Ready:
-			weftd = fmt.Sprintf("ready (pid %d)", n.Weftd.PID)
+			weftd = fmt.Sprintf("%s ready (pid %d)", n.DaemonName(), n.daemon().PID)
 		case ns.WeftdAlive:
-			weftd = fmt.Sprintf("not ready (pid %d)", n.Weftd.PID)
+			weftd = fmt.Sprintf("%s not ready (pid %d)", n.DaemonName(), n.daemon().PID)
 		}
 		sn := "-"
 		if n.Subnet.IsValid() {

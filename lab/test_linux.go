@@ -18,6 +18,10 @@ type TestOptions struct {
 	Timeout time.Duration
 	// SkipNodes leaves out the pod → other node's underlay probes.
 	SkipNodes bool
+	// FromNodes adds every node as a source: node → pods of the other
+	// nodes, from the node's own namespace (the node's stack, as a
+	// kubelet's probes or a hostNetwork pod would send).
+	FromNodes bool
 }
 
 type target struct{ name, addr, node string }
@@ -67,6 +71,16 @@ func (l *Lab) Test(ctx context.Context, o TestOptions) (*Matrix, error) {
 		t        target
 	}
 	var jobs []job
+	if o.FromNodes {
+		for _, n := range l.Nodes {
+			m.Sources = append(m.Sources, n.Name)
+			for _, t := range targets {
+				if t.node != n.Name && t.name != t.node { // other nodes' pods
+					jobs = append(jobs, job{len(jobs), n.Name, n.NS, t})
+				}
+			}
+		}
+	}
 	for _, n := range l.Nodes {
 		for _, p := range n.Pods {
 			for _, t := range targets {

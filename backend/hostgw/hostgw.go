@@ -55,6 +55,12 @@ func New(opts backend.Options) (backend.Backend, error) {
 	if !opts.Underlay.PublicIP.IsValid() {
 		return nil, errors.New("host-gw: underlay PublicIP is not set")
 	}
+	if opts.Underlay.BehindNAT() {
+		// Peers route pod traffic to PublicIP as a next hop on their own
+		// link: it must be this node's address there (Flannel refuses too).
+		return nil, fmt.Errorf("host-gw: PublicIP %s is not the address of %s (%s), so this node is behind a NAT, which host-gw cannot cross: use vxlan, udp or wireguard, or leave --public-ip to the interface's address",
+			opts.Underlay.PublicIP, opts.Underlay.Link, opts.Underlay.LocalIP)
+	}
 	if opts.Underlay.Index == 0 && opts.Underlay.Link == "" {
 		return nil, errors.New("host-gw: underlay link is not set")
 	}

@@ -81,6 +81,16 @@ func TestNewValidates(t *testing.T) {
 	if _, err := New(backend.Options{Underlay: backend.Underlay{PublicIP: netip.MustParseAddr("198.18.0.1")}}); err == nil {
 		t.Error("missing link accepted")
 	}
+	// Behind a NAT (PublicIP not the interface's): peers could not route
+	// to it as a next hop. Flannel refuses too.
+	nat := backend.Underlay{Link: "eth0", Index: 2, PublicIP: netip.MustParseAddr("203.0.113.5"), LocalIP: netip.MustParseAddr("198.18.0.1")}
+	if _, err := New(backend.Options{Underlay: nat}); err == nil || !strings.Contains(err.Error(), "behind a NAT") {
+		t.Errorf("a node behind a NAT: %v, want a refusal saying so", err)
+	}
+	nat.LocalIP = nat.PublicIP
+	if _, err := New(backend.Options{Underlay: nat}); err != nil && strings.Contains(err.Error(), "NAT") {
+		t.Errorf("LocalIP equal to PublicIP refused as NAT: %v", err)
+	}
 }
 
 // TestRefusalLoggedOncePerChange: repeated passes with the same outcome log

@@ -244,11 +244,12 @@ func (b *Backend) listen(n int) ([]*os.File, error) {
 	var sa unix.SockaddrInet4
 	sa.Port = b.opts.Port
 	addr := netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(b.opts.Port))
-	if b.underlay.PublicIP.Is4() {
-		// Bound to PublicIP, so datagrams leave with the source address
-		// peers check against our lease.
-		sa.Addr = b.underlay.PublicIP.As4()
-		addr = netip.AddrPortFrom(b.underlay.PublicIP, uint16(b.opts.Port))
+	if local := b.underlay.Local(); local.Is4() {
+		// Bound to the local address, so datagrams leave with the source
+		// address peers check against our lease's PublicIP (the same one,
+		// or what a 1:1 NAT in front of the node turns it into).
+		sa.Addr = local.As4()
+		addr = netip.AddrPortFrom(local, uint16(b.opts.Port))
 	}
 	socks := make([]*os.File, 0, n)
 	for range n {

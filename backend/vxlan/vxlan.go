@@ -141,24 +141,28 @@ func (b *Backend) ensureDevice() error {
 	if b.opts.MTU != 0 {
 		ulMTU = b.opts.MTU // Flannel's meaning: the path MTU, not the device's
 	}
-	b.mtu = ulMTU - Overhead(b.ul.PublicIP)
+	b.mtu = ulMTU - Overhead(b.ul.Local())
 	b.mac = VtepMAC(b.ul.PublicIP, b.opts.VNI)
 	name := DeviceName(b.opts.VNI)
 	want := &netlink.Vxlan{
 		LinkAttrs:    netlink.LinkAttrs{Name: name, HardwareAddr: b.mac, MTU: b.mtu},
 		VxlanId:      b.opts.VNI,
 		VtepDevIndex: ul.Attrs().Index,
-		SrcAddr:      nl.IP(b.ul.PublicIP),
-		Port:         b.opts.Port,
-		Learning:     b.opts.Learning,
-		GBP:          b.opts.GBP,
+		// The interface's address: behind a NAT, PublicIP is not local.
+		SrcAddr:  nl.IP(b.ul.Local()),
+		Port:     b.opts.Port,
+		Learning: b.opts.Learning,
+		GBP:      b.opts.GBP,
+	}
+	if err := b.clearConflicts(name); err != nil {
+		return err
 	}
 	dev, created, err := b.h.EnsureLink(want, func(have netlink.Link) bool { return compatible(have.(*netlink.Vxlan), want) })
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
 	if created {
-		b.log.Info("created vxlan device", "ifindex", dev.Attrs().Index, "vni", b.opts.VNI, "port", b.opts.Port, "local", b.ul.PublicIP)
+		b.log.Info("created vxlan device", "ifindex", dev.Attrs().Index, "vni", b.opts.VNI, "port", b.opts.Port, "local", b.ul.Local())
 	}
 	// Set MAC after creation too: udev (MACAddressPolicy=persistent) may
 	// rewrite a new device's MAC behind us, which would strand every peer's
@@ -173,7 +177,7 @@ func (b *Backend) ensureDevice() error {
 		}
 	}
 	b.dev = dev
-	conn, err := b.h.ConnectedPrefixes(ul, familyOf(b.ul.PublicIP))
+	conn, err := b.h.ConnectedPrefixes(ul, familyOf(b.ul.Local()))
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}

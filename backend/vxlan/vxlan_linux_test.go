@@ -36,6 +36,9 @@ type node struct {
 	cfg   string
 	b     *Backend
 	lease subnet.Lease
+	// nat, when set, is the PublicIP peers reach the node at through a
+	// 1:1 NAT; the node's own eth0 address is then its LocalIP.
+	nat netip.Addr
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -62,9 +65,13 @@ func (n *node) start(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		ul := backend.Underlay{Link: "eth0", Index: eth0.Attrs().Index, PublicIP: n.PublicIP}
+		if n.nat.IsValid() {
+			ul.PublicIP, ul.LocalIP = n.nat, n.PublicIP
+		}
 		bk, err := New(backend.Options{
 			Logger:   testLogger(t).With("node", n.PublicIP),
-			Underlay: backend.Underlay{Link: "eth0", Index: eth0.Attrs().Index, PublicIP: n.PublicIP},
+			Underlay: ul,
 			Config:   &subnet.Config{EnableIPv4: true, Network: nltest.Network(), SubnetLen: 24, BackendType: "vxlan", Backend: json.RawMessage(n.cfg)},
 		})
 		if err != nil {
@@ -436,6 +443,18 @@ func TestVXLANDevice(t *testing.T) {
 		nd.start(t)
 		if d := data(); d.VtepMAC != want {
 			t.Errorf("VtepMAC changed across restart: %s → %s", want, d.VtepMAC)
+		}
+	})
+
+	t.Run("behind a NAT", func(t *testing.T) {
+		// The device sends from the interface's address; the MAC (and the
+		// lease) follow the PublicIP peers know.
+		nd.nat = netip.MustParseAddr("203.0.113.17")
+		defer func() { nd.nat = netip.Addr{} }()
+		nd.start(t)
+		v := link()
+		if got, _ := netip.AddrFromSlice(v.SrcAddr.To4()); got != nd.PublicIP || v.Attrs().HardwareAddr.String() != VtepMAC(nd.nat, 1).String() {
+			t.Errorf("local %s mac %s, want local %s (eth0's) and the MAC of %s", v.SrcAddr, v.Attrs().HardwareAddr, nd.PublicIP, nd.nat)
 		}
 	})
 

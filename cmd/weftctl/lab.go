@@ -17,13 +17,16 @@ import (
 const labUsage = `usage: weftctl lab SUBCOMMAND [flags]
 
   up      --nodes N --backend vxlan|host-gw|udp|wireguard [--pods-per-node K] [--name NAME] [--bin-dir DIR] [--test] [--down]
+          [--flannel-nodes n2,n3 --flannel-bin-dir DIR]   those nodes run the real Flannel (scripts/flannel.sh builds it)
   down    [--name NAME]
   status  [--name NAME]
   test    [--name NAME] [--json]
   exec    [--name NAME] NODE|POD -- CMD [ARGS...]      (NODE: n1, POD: n1-p1; also sw, etcd)
-  add-node     [--name NAME]                           a node with --pods-per-node pods joins
+  add-node     [--name NAME] [--flannel]               a node with --pods-per-node pods joins (--flannel: it runs Flannel)
   remove-node  [--name NAME] NODE                      pods deleted, weftd stopped, lease released
-  restart      [--name NAME] [--kill] NODE             restart weftd (--kill: SIGKILL first)
+  restart      [--name NAME] [--kill] NODE             restart weftd, or flanneld on a Flannel node (--kill: SIGKILL first)
+  switch       [--name NAME] NODE                      move the node from Flannel to weft or back, pods kept
+                                                       (the steps of Documentation/migrating-from-flannel.md)
   list                                                 the labs on this machine
 
 Every subcommand takes --name (default weft) and --state-root (default /run/weft-lab);
@@ -94,6 +97,7 @@ func runLab(ctx context.Context, e *env, args []string) error {
 		}
 		return l.Exec(ctx, target, cmd, os.Stdin, e.stdout, e.stderr)
 	case "add-node":
+		flannel := fs.Bool("flannel", false, "the new node runs the real Flannel (the lab needs a Flannel bin dir)")
 		if err := parseLabFlags(fs, args, e); err != nil {
 			return err
 		}
@@ -102,12 +106,17 @@ func runLab(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		l.SetProgress(e.stdout)
-		if _, err := l.AddNode(ctx); err != nil {
+		if *flannel {
+			_, err = l.AddFlannelNode(ctx)
+		} else {
+			_, err = l.AddNode(ctx)
+		}
+		if err != nil {
 			return err
 		}
 		return l.Status(ctx).WriteSummary(e.stdout)
-	case "remove-node", "restart":
-		kill := fs.Bool("kill", false, "restart: SIGKILL weftd (a crash) instead of SIGTERM")
+	case "remove-node", "restart", "switch":
+		kill := fs.Bool("kill", false, "restart: SIGKILL the daemon (a crash) instead of SIGTERM")
 		if err := parseLabFlags(fs, args, e); err != nil {
 			return err
 		}
@@ -119,9 +128,12 @@ func runLab(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		l.SetProgress(e.stdout)
-		if sub == "restart" {
-			_, err = l.RestartWeftd(ctx, fs.Arg(0), *kill)
-		} else {
+		switch sub {
+		case "restart":
+			_, err = l.Restart(ctx, fs.Arg(0), *kill)
+		case "switch":
+			_, err = l.Switch(ctx, fs.Arg(0))
+		default:
 			err = l.RemoveNode(ctx, fs.Arg(0))
 		}
 		if err != nil {
@@ -161,12 +173,19 @@ func labUp(ctx context.Context, e *env, fs *flag.FlagSet, name, root *string, ar
 	backend := fs.String("backend", "vxlan", "backend: vxlan, host-gw, udp or wireguard")
 	pods := fs.Int("pods-per-node", 2, "pods attached to each node through the weft CNI plugin")
 	binDir := fs.String("bin-dir", "", "directory with weftd, weft, weftctl, portmap (default: this weftctl's directory)")
-	network := fs.String("network", "10.244.0.0/16", "pod network")
+	network := fs.String("network", lab.DefaultNetwork, "pod network")
 	ipMasq := fs.Bool("ip-masq", true, "run weftd with --ip-masq, as a Kubernetes deployment does (pod → node-address replies need it on udp)")
 	timeout := fs.Duration("ready-timeout", 60*time.Second, "how long to wait for etcd and each weftd")
 	kube := fs.Bool("kube", false, "Kubernetes mode: a kube-apiserver and kube-controller-manager on the lab's etcd, one Node per lab node, weftd --kube-subnet-mgr (binaries: scripts/kube.sh)")
 	runTest := fs.Bool("test", false, "run the connectivity matrix once the lab is up")
 	down := fs.Bool("down", false, "tear the lab down at the end (after --test)")
+	var flannelNodes []string
+	fs.Func("flannel-nodes", "comma-separated nodes (n2,n3) that run the real Flannel instead of weft", func(s string) error {
+		flannelNodes = flagenv.SplitList(s)
+		return nil
+	})
+	flannelBinDir := fs.String("flannel-bin-dir", "", "directory with flanneld, flannel, bridge, host-local (what scripts/flannel.sh prints)")
+	config := fs.String("config", "", "network config JSON to write instead of the one --network and --backend make")
 	if err := parseLabFlags(fs, args, e); err != nil {
 		return err
 	}
@@ -183,6 +202,7 @@ func labUp(ctx context.Context, e *env, fs *flag.FlagSet, name, root *string, ar
 	l, err := lab.Up(ctx, lab.Options{
 		Name: *name, Nodes: *nodes, Backend: *backend, PodsPerNode: *pods, BinDir: *binDir,
 		StateRoot: *root, Network: *network, IPMasq: *ipMasq, Kube: *kube, Progress: e.stdout, ReadyTimeout: *timeout,
+		FlannelNodes: flannelNodes, FlannelBinDir: *flannelBinDir, Config: *config,
 	})
 	if err != nil {
 		if l != nil {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/weftnet/weft/internal/flagenv"
 	"github.com/weftnet/weft/internal/version"
 )
 
@@ -67,6 +68,12 @@ func main() {
 // run dispatches args to a command and turns its error into an exit code.
 func run(ctx context.Context, e *env, args []string) int {
 	cmds := commands()
+	args, err := globalFlags(e, args)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "weftctl: %v\n", err)
+		printUsage(e.stderr, cmds)
+		return 2
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(e.stderr, cmds)
 		return 2
@@ -80,7 +87,7 @@ func run(ctx context.Context, e *env, args []string) int {
 		printUsage(e.stderr, cmds)
 		return 2
 	}
-	err := c.run(ctx, e, args[1:])
+	err = c.run(ctx, e, args[1:])
 	switch {
 	case err == nil:
 		return 0
@@ -95,6 +102,35 @@ func run(ctx context.Context, e *env, args []string) int {
 	}
 }
 
+// globalFlags takes the store flags given before the command, as etcdctl
+// takes its global flags (weftctl --etcd-endpoints URL leases), and returns
+// the rest. They reach every command as its WEFTCTL_<FLAG> variable would:
+// a flag after the command still wins.
+func globalFlags(e *env, args []string) ([]string, error) {
+	if len(args) == 0 || !strings.HasPrefix(args[0], "-") || args[0] == "-h" || args[0] == "--help" || args[0] == "--version" {
+		return args, nil
+	}
+	fs := flag.NewFlagSet("weftctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	addStoreFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return []string{"--help"}, nil
+		}
+		return nil, fmt.Errorf("%w (before the command weftctl takes the etcd flags: --etcd-endpoints, --etcd-prefix, --etcd-cafile, --etcd-certfile, --etcd-keyfile, --etcd-username, --etcd-password, --timeout; give the others after it)", err)
+	}
+	given := map[string]string{}
+	fs.Visit(func(f *flag.Flag) { given[flagenv.VarName("WEFTCTL", f.Name)] = f.Value.String() })
+	getenv := e.getenv
+	e.getenv = func(k string) string {
+		if v, ok := given[k]; ok {
+			return v
+		}
+		return getenv(k)
+	}
+	return fs.Args(), nil
+}
+
 func printUsage(w io.Writer, cmds map[string]command) {
 	names := make([]string, 0, len(cmds))
 	for n := range cmds {
@@ -102,11 +138,12 @@ func printUsage(w io.Writer, cmds map[string]command) {
 	}
 	sort.Strings(names)
 	var b strings.Builder
-	b.WriteString("usage: weftctl COMMAND [flags] [args]\n\ncommands:\n")
+	b.WriteString("usage: weftctl [etcd flags] COMMAND [flags] [args]\n\ncommands:\n")
 	for _, n := range names {
 		fmt.Fprintf(&b, "  %-8s %s\n", n, cmds[n].usage)
 	}
-	b.WriteString("\nEvery flag can also be set as WEFTCTL_<FLAG> (e.g. WEFTCTL_ETCD_ENDPOINTS).\n")
+	b.WriteString("\nThe etcd flags (--etcd-endpoints, --etcd-prefix, TLS, auth, --timeout) go before or after the command.\n")
+	b.WriteString("Every flag can also be set as WEFTCTL_<FLAG> (e.g. WEFTCTL_ETCD_ENDPOINTS).\n")
 	io.WriteString(w, b.String())
 }
 

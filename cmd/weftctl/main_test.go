@@ -116,3 +116,32 @@ func TestUnreachableEtcdFailsFast(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 1 with a reason", code, stderr)
 	}
 }
+
+// TestGlobalFlags: the etcd flags go before the command too, as etcdctl's
+// (weftctl --etcd-endpoints URL leases); a flag after the command wins, and
+// a flag weftctl does not take before the command is a usage error.
+func TestGlobalFlags(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	ep := etcd.Endpoints[0]
+	// The environment points at nothing: only the global flag reaches etcd.
+	dead := "http://127.0.0.1:1"
+	if code, _, stderr := weftctl(t, dead, `{"Network":"10.244.0.0/16","Backend":{"Type":"alloc"}}`,
+		"--etcd-endpoints", ep, "--etcd-prefix=/other", "config", "set", "-"); code != 0 {
+		t.Fatalf("global flags before config set: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := weftctl(t, dead, "", "--etcd-endpoints="+ep, "--etcd-prefix", "/other", "config", "get")
+	if code != 0 || !strings.Contains(stdout, "alloc") {
+		t.Errorf("global flags before config get: exit %d %q %s", code, stdout, stderr)
+	}
+	// The prefix matters: the default one holds nothing.
+	if code, _, _ := weftctl(t, dead, "", "--etcd-endpoints", ep, "config", "get"); code != 1 {
+		t.Errorf("config get under the default prefix: exit %d, want 1 (no config there)", code)
+	}
+	// After the command wins over before.
+	if code, _, stderr := weftctl(t, dead, "", "--etcd-endpoints", dead, "--timeout", "2s", "leases", "--etcd-endpoints", ep, "--etcd-prefix", "/other"); code != 0 {
+		t.Errorf("flag after the command did not win: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := weftctl(t, dead, "", "--cluster", "status"); code != 2 || !strings.Contains(stderr, "before the command weftctl takes the etcd flags") {
+		t.Errorf("a command flag before the command: exit %d %q, want 2 and which flags go there", code, stderr)
+	}
+}

@@ -160,6 +160,9 @@ func writeStatusTable(w io.Writer, v statusView, now time.Time) error {
 	}
 	row("Peers", "%d (%d programmed, %d refused, %d failed)", len(v.Peers),
 		counts[backend.PeerProgrammed], counts[backend.PeerRefused], counts[backend.PeerFailed])
+	if n := len(v.Ignored); n > 0 {
+		row("Ignored", "%d leases in the store are not peers of this node (listed below)", n)
+	}
 	if n := len(v.StrandedPods); n > 0 {
 		row("Stranded", "%d pods hold addresses outside the subnet, no network until recreated: %s",
 			n, strings.Join(v.StrandedPods[:min(n, 5)], ", "))
@@ -167,7 +170,7 @@ func writeStatusTable(w io.Writer, v statusView, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(v.Peers) == 0 {
+	if len(v.Peers) == 0 && len(v.Ignored) == 0 {
 		return nil
 	}
 	fmt.Fprintln(w)
@@ -175,6 +178,9 @@ func writeStatusTable(w io.Writer, v statusView, now time.Time) error {
 	fmt.Fprintln(tw, "PEER SUBNET\tPUBLIC IP\tSTATE\tREASON")
 	for _, p := range v.Peers {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Subnet, orDash(p.PublicIP), p.State, dash(p.Reason))
+	}
+	for _, ig := range v.Ignored {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ig.Subnet, orDash(ig.PublicIP), peerIgnored, ig.Reason)
 	}
 	return tw.Flush()
 }
@@ -280,6 +286,10 @@ type clusterRow struct {
 	Error     string     `json:"error,omitempty"`
 }
 
+// peerIgnored is the WEFTD state of a lease weftd does not use as a peer
+// (daemon.Status.Ignored): not a backend state, so it is weftctl's.
+const peerIgnored backend.PeerState = "ignored"
+
 // clusterProbe says how peers are probed; ping is injectable for tests.
 type clusterProbe struct {
 	timeout time.Duration
@@ -315,6 +325,11 @@ func clusterStatus(ctx context.Context, e *env, m subnet.Manager, addr string, t
 	for _, ps := range st.Peers {
 		peerState[ps.Subnet] = ps
 	}
+	// Leases weftd does not use (another backend, a bad PublicIP): shown as
+	// such, and not probed, since this node has no route to them.
+	for _, ig := range st.Ignored {
+		peerState[ig.Subnet] = backend.PeerStatus{Subnet: ig.Subnet, PublicIP: ig.PublicIP, State: peerIgnored, Reason: ig.Reason}
+	}
 	rows := make([]clusterRow, len(leases))
 	for i, l := range leases {
 		r := clusterRow{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP, Backend: l.Attrs.BackendType, Reserved: l.Reserved(), Expiration: l.Expiration}
@@ -322,7 +337,7 @@ func clusterStatus(ctx context.Context, e *env, m subnet.Manager, addr string, t
 		if ps, ok := peerState[l.Subnet]; ok {
 			r.WeftdState, r.WeftdReason = string(ps.State), ps.Reason
 		}
-		if !r.Self {
+		if !r.Self && r.WeftdState != string(peerIgnored) {
 			r.Probe = probeTarget(l)
 		}
 		rows[i] = r
@@ -330,10 +345,13 @@ func clusterStatus(ctx context.Context, e *env, m subnet.Manager, addr string, t
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Subnet.Addr().Less(rows[j].Subnet.Addr()) })
 	probeAll(ctx, rows, p)
 
-	unreachable := 0
+	unreachable, ignored := 0, 0
 	for _, r := range rows {
 		if !r.Self && !r.Reachable {
 			unreachable++
+		}
+		if r.WeftdState == string(peerIgnored) {
+			ignored++
 		}
 	}
 	if output == "json" {
@@ -343,8 +361,11 @@ func clusterStatus(ctx context.Context, e *env, m subnet.Manager, addr string, t
 	} else if err := writeClusterTable(e.stdout, rows, time.Now()); err != nil {
 		return err
 	}
-	if unreachable > 0 {
+	switch {
+	case unreachable > ignored:
 		return fmt.Errorf("%d of %d peers unreachable over the overlay: run `weftctl diagnose <pod IP>` for one of them", unreachable, len(rows)-selfCount(rows))
+	case unreachable > 0:
+		return fmt.Errorf("%d of %d peers unreachable: weftd ignores their leases (the WEFTD column says why); the others answer", unreachable, len(rows)-selfCount(rows))
 	}
 	return nil
 }

@@ -413,3 +413,64 @@ func TestStatusLastKnownState(t *testing.T) {
 		t.Errorf("damaged file: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
+
+// TestStatusShowsIgnoredLeases: leases weftd ignores (a Flannel ipip node,
+// a host-gw lease in a vxlan network) are listed with weftd's reason by
+// `weftctl status` and `status --cluster`, not probed (this node has no
+// route to them), and the error says that only they are unreachable.
+func TestStatusShowsIgnoredLeases(t *testing.T) {
+	m := subnettest.New(subnettest.Options{})
+	if err := m.SetNetworkConfig(context.Background(), []byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour)
+	put := func(sn, ip, typ string) {
+		m.Put(subnet.Lease{Subnet: netip.MustParsePrefix(sn), LeaseID: 1, Expiration: exp,
+			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(ip), BackendType: typ}})
+	}
+	put("10.244.1.0/24", "198.18.102.10", "vxlan") // this node
+	put("10.244.2.0/24", "198.18.102.11", "vxlan")
+	put("10.244.5.0/24", "198.18.102.15", "ipip")
+	put("10.244.6.0/24", "198.18.102.16", "host-gw")
+	st := sampleStatus()
+	st.Peers = st.Peers[:1]
+	st.Ignored = []daemon.IgnoredLease{
+		{Subnet: netip.MustParsePrefix("10.244.5.0/24"), PublicIP: netip.MustParseAddr("198.18.102.15"), BackendType: "ipip", Reason: `backend "ipip", this network uses "vxlan"`},
+		{Subnet: netip.MustParsePrefix("10.244.6.0/24"), PublicIP: netip.MustParseAddr("198.18.102.16"), BackendType: "host-gw", Reason: `backend "host-gw", this network uses "vxlan"`},
+	}
+
+	var b strings.Builder
+	if err := writeStatusTable(&b, statusView{Status: st}, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Ignored    2 leases in the store are not peers of this node (listed below)",
+		`10.244.5.0/24  198.18.102.15  ignored     backend "ipip", this network uses "vxlan"`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+
+	probed := map[netip.Addr]bool{}
+	var mu sync.Mutex
+	ping := func(_ context.Context, to netip.Addr, _ time.Duration) (time.Duration, error) {
+		mu.Lock()
+		probed[to] = true
+		mu.Unlock()
+		return time.Millisecond, nil
+	}
+	var out, errOut strings.Builder
+	err := clusterStatus(context.Background(), &env{stdout: &out, stderr: &errOut}, m, fakeWeftd(t, st), 5*time.Second,
+		clusterProbe{timeout: time.Second, workers: 2, ping: ping}, "table")
+	t.Log("\n" + out.String())
+	if err == nil || !strings.Contains(err.Error(), "2 of 3 peers unreachable: weftd ignores their leases") {
+		t.Errorf("error = %v, want the two ignored ones named as the only unreachable", err)
+	}
+	if len(probed) != 1 || !probed[netip.MustParseAddr("10.244.2.0")] {
+		t.Errorf("probed %v, want only the vxlan peer", probed)
+	}
+	if want := `10.244.5.0/24  198.18.102.15  ipip     ignored (backend "ipip", this network uses "vxlan")`; !strings.Contains(out.String(), want) {
+		t.Errorf("cluster table lacks %q", want)
+	}
+}

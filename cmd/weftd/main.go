@@ -8,10 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
+	"regexp"
+	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/weftnet/weft/daemon"
 	"github.com/weftnet/weft/internal/flagenv"
@@ -34,6 +38,11 @@ type options struct {
 	logFormat   string
 	logLevel    slog.Level
 	showVersion bool
+	// verbosity is Flannel's -v.
+	verbosity int
+	// healthzIP and healthzPort are Flannel's spelling of --healthz-addr.
+	healthzIP   string
+	healthzPort int
 }
 
 // newFlagSet defines weftd's flags into o. Documentation/configuration.md
@@ -60,48 +69,71 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.kube.AnnotationPrefix, "kube-annotation-prefix", kubestore.DefaultAnnotationPrefix, "prefix of the Node annotations (Flannel's, so Flannel nodes are peers)")
 	fs.StringVar(&o.kube.NetConfigPath, "net-config-path", daemon.DefaultNetConfigPath, "network config file in Kubernetes mode (the mounted ConfigMap)")
 	fs.BoolVar(&o.kube.SetNodeNetworkUnavailable, "set-node-network-unavailable", true, "in Kubernetes mode, clear the Node's NetworkUnavailable condition once the node is ready")
-	fs.StringVar(&o.node.Iface, "iface", "", "underlay interface, by name or address (default: the interface of --public-ip, else of the default route)")
-	fs.Func("public-ip", "address other nodes reach this node at (default: first IPv4 address of the underlay interface)", func(s string) error {
+	fs.Func("iface", "underlay interface, by name or address; repeat (or separate with commas) to try each in order, the first that exists wins (default: the interface of --public-ip, else of the default route)", func(s string) error {
+		o.node.Iface = append(o.node.Iface, flagenv.SplitList(s)...)
+		return nil
+	})
+	fs.Func("iface-regex", "regular expression matched against the interfaces' IPv4 addresses, then their names; repeatable, tried in order after every --iface", func(s string) error {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return fmt.Errorf("regular expression %q: %w", s, err)
+		}
+		o.node.IfaceRegex = append(o.node.IfaceRegex, re)
+		return nil
+	})
+	fs.Func("iface-can-reach", "use the interface (and source address) of the route to this address, as ip route get says; tried after --iface and --iface-regex", func(s string) error {
+		ip, err := netip.ParseAddr(s)
+		o.node.IfaceCanReach = ip
+		return err
+	})
+	fs.Func("public-ip", "address other nodes reach this node at (default: the underlay interface's address); another address than the interface's means a 1:1 NAT in front of the node", func(s string) error {
 		ip, err := netip.ParseAddr(s)
 		o.node.PublicIP = ip
 		return err
 	})
 	fs.StringVar(&o.node.SubnetFile, "subnet-file", subnet.DefaultFilePath, "where to write the node's subnet file")
 	fs.DurationVar(&o.node.SubnetLeaseTTL, "subnet-lease-ttl", subnet.DefaultLeaseTTL, "lifetime of the subnet lease; renewed well before it ends")
+	fs.Func("subnet-lease-renew-margin", "renew the lease when this many minutes of it are left (Flannel's flag; default: when half the TTL is left)", func(s string) error {
+		m, err := strconv.Atoi(s)
+		if err != nil || m < 1 {
+			return fmt.Errorf("%q is not a number of minutes, 1 or more", s)
+		}
+		o.node.SubnetLeaseRenewMargin = time.Duration(m) * time.Minute
+		return nil
+	})
 	fs.BoolVar(&o.node.IPMasq, "ip-masq", false, "masquerade traffic from the pod network to outside it")
 	fs.BoolVar(&o.node.ForwardRules, "forward-rules", true, "install rules that accept forwarded pod-network traffic")
+	fs.BoolVar(&o.node.ForwardRules, "iptables-forward-rules", true, "Flannel's name for --forward-rules")
 	fs.StringVar(&o.node.MasqBackend, "masq-backend", daemon.MasqNFTables, "masquerade rules through nftables or iptables")
 	fs.BoolVar(&o.node.BlackholeRoute, "ip-blackhole-route", true, "keep an unreachable route for the whole pod network, so traffic to subnets no node holds never leaves through the default route")
 	fs.StringVar(&o.node.HealthzAddr, "healthz-addr", daemon.DefaultHealthzAddr, "address of /healthz, /readyz, /metrics and /status (\"off\" to disable)")
+	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "Flannel's: with --healthz-port, the address to serve on instead of --healthz-addr's")
+	fs.IntVar(&o.healthzPort, "healthz-port", 0, "Flannel's: serve /healthz (and the rest) on --healthz-ip:PORT instead of --healthz-addr; 0 turns it off")
 	fs.StringVar(&o.node.CNIConfDir, "cni-conf-dir", daemon.DefaultCNIConfDir, "directory to install the CNI conflist into")
 	fs.StringVar(&o.node.CNIIPAMDir, "cni-ipam-dir", daemon.DefaultCNIIPAMDir, "IPAM data directory written into the CNI conflist")
 	fs.StringVar(&o.node.StateDir, "state-dir", daemon.DefaultStateDir, "directory for the node's own state kept across restarts (created 0700)")
-	fs.StringVar(&o.node.CNIBridge, "cni-bridge", daemon.DefaultCNIBridge, "bridge name written into the CNI conflist")
+	fs.StringVar(&o.node.CNIBridge, "cni-bridge", daemon.DefaultCNIBridge, "bridge name written into the CNI conflist (cni0 to keep a Flannel node's bridge)")
+	fs.StringVar(&o.node.CNINetwork, "cni-network-name", daemon.CNINetworkName, "network name in the CNI conflist; the IPAM store is <cni-ipam-dir>/<name> (cbr0 with --cni-ipam-dir /var/lib/cni/networks shares a Flannel node's host-local store)")
 	fs.DurationVar(&o.node.ResyncInterval, "resync-interval", daemon.DefaultResyncInterval, "period of full reconcile passes that repair drifted kernel state")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	fs.IntVar(&o.verbosity, "v", 0, "Flannel's (klog's) verbosity: 1 or more logs at debug level, unless --log-level is given")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	return fs
 }
 
 func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	var o options
-	fs := newFlagSet(&o)
-	fs.SetOutput(stderr)
-	if err := flagenv.Parse(fs, "WEFTD", args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	o, fs, err := parseOptions(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "weftd: %v\n", err)
 		return 1
 	}
 	if o.showVersion {
 		fmt.Fprintln(stdout, version.String("weftd"))
 		return 0
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "weftd: unexpected arguments %q\n", fs.Args())
-		return 1
 	}
 	// Set by systemd for a Type=notify unit, not flags: the protocol's own
 	// variables.
@@ -115,6 +147,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger.Info("starting", "version", version.Version, "commit", version.Commit)
+	warnFlannelEnv(logger, fs, getenv)
 	if o.kubeMgr {
 		// The downward API's name for it, as Flannel reads it.
 		o.kube.NodeName = getenv("NODE_NAME")
@@ -128,6 +161,56 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	}
 	logger.Info("stopped cleanly; the lease is kept for the next start")
 	return 0
+}
+
+// parseOptions parses the command line and the environment (WEFTD_, then
+// Flannel's FLANNELD_ names) into options; flag errors also go to stderr.
+func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, *flag.FlagSet, error) {
+	o := &options{}
+	fs := newFlagSet(o)
+	fs.SetOutput(stderr)
+	if err := flagenv.Parse(fs, "WEFTD", args, getenv, "FLANNELD"); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.verbosity > 0 && !isGiven(fs, "log-level") {
+		o.logLevel = slog.LevelDebug
+	}
+	if err := o.flannelHealthz(fs); err != nil {
+		return nil, nil, err
+	}
+	return o, fs, nil
+}
+
+// isGiven reports whether the flag was set, on the command line or from
+// the environment.
+func isGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
+// flannelHealthz applies Flannel's --healthz-ip/--healthz-port, which
+// replace --healthz-addr when given.
+func (o *options) flannelHealthz(fs *flag.FlagSet) error {
+	given := func(name string) bool { return isGiven(fs, name) }
+	switch {
+	case !given("healthz-port") && given("healthz-ip"):
+		return errors.New("--healthz-ip needs --healthz-port (or give --healthz-addr IP:PORT)")
+	case !given("healthz-port"):
+		return nil
+	case given("healthz-addr"):
+		return errors.New("give --healthz-addr or Flannel's --healthz-port, not both")
+	case o.healthzPort < 0 || o.healthzPort > 65535:
+		return fmt.Errorf("--healthz-port %d is not a port", o.healthzPort)
+	case o.healthzPort == 0:
+		o.node.HealthzAddr = "off"
+	default:
+		o.node.HealthzAddr = net.JoinHostPort(o.healthzIP, strconv.Itoa(o.healthzPort))
+	}
+	return nil
 }
 
 func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {

@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"flag"
+	"io"
+	"log/slog"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/internal/flagenv"
 )
@@ -90,6 +94,12 @@ func TestRunFlagErrors(t *testing.T) {
 		{name: "bad public ip", args: []string{"--public-ip", "1.2.3"}, want: 1, out: "public-ip"},
 		{name: "bad log format", args: []string{"--log-format", "xml"}, want: 1, out: "log format"},
 		{name: "stray argument", args: []string{"extra"}, want: 1, out: "unexpected arguments"},
+		{name: "bad iface regex", args: []string{"--iface-regex", "eth[0"}, want: 1, out: `regular expression "eth[0"`},
+		{name: "bad iface-can-reach", args: []string{"--iface-can-reach", "gw.example"}, want: 1, out: "iface-can-reach"},
+		{name: "bad Flannel env names the variable", env: map[string]string{"FLANNELD_SUBNET_LEASE_RENEW_MARGIN": "soon"}, want: 1, out: "FLANNELD_SUBNET_LEASE_RENEW_MARGIN"},
+		{name: "renew margin not below the TTL", args: []string{"--subnet-lease-ttl", "1h", "--subnet-lease-renew-margin", "60"}, want: 1, out: "renew margin"},
+		{name: "healthz-ip alone", args: []string{"--healthz-ip", "0.0.0.0"}, want: 1, out: "--healthz-ip needs --healthz-port"},
+		{name: "healthz-port with healthz-addr", args: []string{"--healthz-port", "8471", "--healthz-addr", "127.0.0.1:1"}, want: 1, out: "not both"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,5 +112,137 @@ func TestRunFlagErrors(t *testing.T) {
 				t.Errorf("output %q lacks %q", out.String()+errOut.String(), tt.out)
 			}
 		})
+	}
+}
+
+// TestFlannelFlags: flanneld's flags and FLANNELD_ variables land where
+// weftd's own would: repeated and comma-separated --iface in order,
+// --iface-regex in order, --iface-can-reach, the renew margin in minutes,
+// --iptables-forward-rules as --forward-rules, --healthz-ip/--healthz-port
+// as --healthz-addr, -v as debug logging; WEFTD_ wins over FLANNELD_.
+func TestFlannelFlags(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(t *testing.T, o *options)
+	}{
+		{name: "iface repeated and listed", args: []string{"--iface", "eth9", "--iface=10.0.0.5,ens3"}, check: func(t *testing.T, o *options) {
+			if got := strings.Join(o.node.Iface, " "); got != "eth9 10.0.0.5 ens3" {
+				t.Errorf("Iface = %q", got)
+			}
+		}},
+		{name: "iface regex in order", args: []string{"--iface-regex", `^10\.0\.`, "--iface-regex", "^en"}, check: func(t *testing.T, o *options) {
+			if len(o.node.IfaceRegex) != 2 || o.node.IfaceRegex[0].String() != `^10\.0\.` || o.node.IfaceRegex[1].String() != "^en" {
+				t.Errorf("IfaceRegex = %v", o.node.IfaceRegex)
+			}
+		}},
+		{name: "Flannel's environment", env: map[string]string{
+			"FLANNELD_IFACE": "eth1", "FLANNELD_IFACE_CAN_REACH": "10.0.0.1", "FLANNELD_PUBLIC_IP": "203.0.113.7",
+			"FLANNELD_SUBNET_LEASE_RENEW_MARGIN": "90", "FLANNELD_IPTABLES_FORWARD_RULES": "false", "FLANNELD_IP_MASQ": "true",
+			"FLANNELD_ETCD_PREFIX": "/flannel", "WEFTD_ETCD_PREFIX": "/weft",
+		}, check: func(t *testing.T, o *options) {
+			n := o.node
+			if len(n.Iface) != 1 || n.Iface[0] != "eth1" || n.IfaceCanReach != netip.MustParseAddr("10.0.0.1") || n.PublicIP != netip.MustParseAddr("203.0.113.7") ||
+				n.SubnetLeaseRenewMargin != 90*time.Minute || n.ForwardRules || !n.IPMasq {
+				t.Errorf("node config from FLANNELD_ variables: %+v", n)
+			}
+			if o.etcd.Prefix != "/weft" {
+				t.Errorf("etcd prefix %q: WEFTD_ must win over FLANNELD_", o.etcd.Prefix)
+			}
+		}},
+		{name: "healthz port", args: []string{"--healthz-port", "8471"}, check: func(t *testing.T, o *options) {
+			if o.node.HealthzAddr != "0.0.0.0:8471" {
+				t.Errorf("HealthzAddr = %q, want Flannel's default IP with the port", o.node.HealthzAddr)
+			}
+		}},
+		{name: "healthz ip and port", args: []string{"--healthz-ip", "127.0.0.1", "--healthz-port", "8471"}, check: func(t *testing.T, o *options) {
+			if o.node.HealthzAddr != "127.0.0.1:8471" {
+				t.Errorf("HealthzAddr = %q", o.node.HealthzAddr)
+			}
+		}},
+		{name: "healthz port 0 is off", args: []string{"--healthz-port", "0"}, check: func(t *testing.T, o *options) {
+			if o.node.HealthzAddr != "off" {
+				t.Errorf("HealthzAddr = %q, want off", o.node.HealthzAddr)
+			}
+		}},
+		{name: "v", args: []string{"-v", "2"}, check: func(t *testing.T, o *options) {
+			if o.logLevel != slog.LevelDebug {
+				t.Errorf("log level %v, want debug", o.logLevel)
+			}
+		}},
+		{name: "v does not override log-level", args: []string{"-v", "2", "--log-level", "warn"}, check: func(t *testing.T, o *options) {
+			if o.logLevel != slog.LevelWarn {
+				t.Errorf("log level %v, want warn", o.logLevel)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, _, err := parseOptions(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, o)
+		})
+	}
+}
+
+// TestWarnFlannelEnv: a FLANNELD_ variable of a flanneld flag weftd lacks
+// is said at start; one weftd reads is not.
+func TestWarnFlannelEnv(t *testing.T) {
+	env := map[string]string{"FLANNELD_PUBLIC_IPV6": "2001:db8::1", "FLANNELD_IP_MASQ": "true"}
+	var o options
+	fs := newFlagSet(&o)
+	var b bytes.Buffer
+	warnFlannelEnv(slog.New(slog.NewTextHandler(&b, nil)), fs, func(k string) string { return env[k] })
+	if fs.Lookup("public-ipv6") == nil && !strings.Contains(b.String(), "variable=FLANNELD_PUBLIC_IPV6") {
+		t.Errorf("no warning for FLANNELD_PUBLIC_IPV6:\n%s", b.String())
+	}
+	if strings.Contains(b.String(), "FLANNELD_IP_MASQ") {
+		t.Errorf("warned about a variable weftd reads:\n%s", b.String())
+	}
+}
+
+// TestFlanneldFlagTable keeps the flanneld-flags table of
+// flannel-compatibility.md true: its rows are flanneldFlags, each weftd
+// flag it names exists with the same name, and each flag marked "none"
+// does not exist (so the table changes when weftd gains it).
+func TestFlanneldFlagTable(t *testing.T) {
+	doc, err := os.ReadFile("../../Documentation/flannel-compatibility.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := bytes.Cut(doc, []byte("<!-- flanneld-flags -->"))
+	if !ok {
+		t.Fatal("flannel-compatibility.md has no <!-- flanneld-flags --> table")
+	}
+	section, _, _ = bytes.Cut(section, []byte("<!-- /flanneld-flags -->"))
+	row := regexp.MustCompile("(?m)^\\| `--([a-z0-9_-]+)` \\| ([^|]+) \\|")
+	var o options
+	fs := newFlagSet(&o)
+	rows := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(section), -1) {
+		name, weft := m[1], strings.TrimSpace(m[2])
+		rows[name] = true
+		switch {
+		case strings.HasPrefix(weft, "none"):
+			if fs.Lookup(name) != nil {
+				t.Errorf("--%s is marked %q, but weftd has it: update the row", name, weft)
+			}
+		case weft != "`--"+name+"`":
+			t.Errorf("--%s: weftd column %s, want `--%s` (weftd reads FLANNELD_ variables by the same name)", name, weft, name)
+		case fs.Lookup(name) == nil:
+			t.Errorf("--%s: weftd has no such flag", name)
+		}
+	}
+	for _, name := range flanneldFlags {
+		if !rows[name] {
+			t.Errorf("flanneld's --%s has no row", name)
+		}
+		delete(rows, name)
+	}
+	for name := range rows {
+		t.Errorf("row --%s is not a flanneld flag (flanneldFlags)", name)
 	}
 }

@@ -131,7 +131,8 @@ func TestCNIStress(t *testing.T) {
 		t.Fatalf("GC: %v", err)
 	}
 
-	// The store: one file per address holding "containerID\nifname".
+	// The store: one file per address holding "containerID\r\nifname"
+	// (host-local's form).
 	var stored []string
 	dir := filepath.Join(n1.IPAMDir, list.Name)
 	entries, err := os.ReadDir(dir)
@@ -143,7 +144,9 @@ func TestCNIStress(t *testing.T) {
 		if err != nil || !strings.Contains(e.Name(), ".") || strings.HasPrefix(e.Name(), "last_reserved") {
 			continue // lock file, round-robin marker
 		}
-		stored = append(stored, strings.SplitN(strings.TrimSpace(string(b)), "\n", 2)[0])
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			stored = append(stored, f[0])
+		}
 	}
 	slices.Sort(stored)
 	slices.Sort(live)

@@ -1,19 +1,14 @@
 package reliability
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,11 +16,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/weftnet/weft/internal/nstest"
 	"github.com/weftnet/weft/lab"
+	"github.com/weftnet/weft/lab/labtest"
 )
 
 const prefix = "/coreos.com/network"
@@ -131,108 +125,23 @@ func appendResults(line string) error {
 	return f.Close()
 }
 
-// pingStats is what one bounded ping run saw.
-type pingStats struct {
-	Sent, Received int
-	Interval       time.Duration
-	Elapsed        time.Duration
-	Out            string
-	// FirstReply is when the first reply arrived (startTimedPing only).
-	FirstReply time.Time
-}
-
-func (s pingStats) Lost() int { return s.Sent - s.Received }
-
-// Window is the time the lost pings cover.
-func (s pingStats) Window() time.Duration { return time.Duration(s.Lost()) * s.Interval }
-
-func (s pingStats) String() string {
-	return fmt.Sprintf("%d sent, %d received, %d lost (%v at %v intervals)", s.Sent, s.Received, s.Lost(), s.Window(), s.Interval)
-}
-
-var (
-	pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
-	// pingReply is a reply line of ping -D: "[1733212345.123456] 64 bytes from ...".
-	pingReply = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] \d+ bytes from`)
+// pingStats and pinger are labtest's, shared with the other lab e2e tests.
+type (
+	pingStats = labtest.PingStats
+	pinger    = labtest.Pinger
 )
 
-// pinger is a bounded ping run in the background.
-type pinger struct {
-	done  chan struct{}
-	stats pingStats
-	err   error
-}
-
 // startPing pings to from inside the namespace of pod for about d at
-// interval (count = d/interval, each reply awaited at most 1s after the
-// last request). Wait returns what it saw.
+// interval (count = d/interval); Wait returns what it saw.
 func startPing(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d time.Duration) *pinger {
 	t.Helper()
-	return startPingOpts(t, l, pod, to, interval, d, false)
+	return labtest.StartPing(t, l, pod, to, interval, int(d/interval))
 }
 
-// startTimedPing is startPing that also records when the first reply came
-// (ping -D timestamps each reply; the wall clock, as time.Now's).
+// startTimedPing is startPing that also records when the first reply came.
 func startTimedPing(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d time.Duration) *pinger {
 	t.Helper()
-	return startPingOpts(t, l, pod, to, interval, d, true)
-}
-
-func startPingOpts(t *testing.T, l *lab.Lab, pod string, to netip.Addr, interval, d time.Duration, timed bool) *pinger {
-	t.Helper()
-	ns, err := l.Resolve(pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := int(d / interval)
-	p := &pinger{done: make(chan struct{})}
-	// ping's timers drift behind the wall clock under load (a few percent
-	// over a long run), so the slack grows with d. At the deadline ping gets
-	// SIGINT, on which it still prints its summary; a kill follows if it
-	// does not exit. (Not -w: with it ping also stops at the first ICMP
-	// error, such as the unreachable a restarting udp node answers.)
-	ctx, cancel := context.WithTimeout(context.Background(), d+d/10+30*time.Second)
-	mode := "-q"
-	if timed {
-		mode = "-D"
-	}
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ping", "-n", mode,
-		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-c", strconv.Itoa(count), "-W", "1", to.String())
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) } // `ip netns exec` execs ping: this PID is ping
-	cmd.WaitDelay = 5 * time.Second
-	start := time.Now()
-	go func() {
-		defer close(p.done)
-		defer cancel()
-		out, _ := cmd.CombinedOutput() // exit 1 means "some lost": the summary says how many
-		p.stats = pingStats{Interval: interval, Elapsed: time.Since(start), Out: string(out)}
-		m := pingSummary.FindStringSubmatch(string(out))
-		if m == nil {
-			p.err = fmt.Errorf("ping %s from %s: no summary in %q", to, pod, out)
-			return
-		}
-		p.stats.Sent, _ = strconv.Atoi(m[1])
-		p.stats.Received, _ = strconv.Atoi(m[2])
-		if r := pingReply.FindStringSubmatch(string(out)); r != nil {
-			sec, _ := strconv.ParseInt(r[1], 10, 64)
-			usec, _ := strconv.ParseInt((r[2] + "000000")[:6], 10, 64)
-			p.stats.FirstReply = time.Unix(sec, usec*1000)
-		}
-		if p.stats.Sent < count*9/10 {
-			p.err = fmt.Errorf("ping %s from %s: sent %d of %d (cut short?): %q", to, pod, p.stats.Sent, count, out)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-p.done })
-	return p
-}
-
-func (p *pinger) Wait(t *testing.T) pingStats {
-	t.Helper()
-	<-p.done
-	if p.err != nil {
-		t.Fatal(p.err)
-	}
-	return p.stats
+	return labtest.StartTimedPing(t, l, pod, to, interval, int(d/interval))
 }
 
 // pingOnce reports whether one ping from pod to addr is answered within 1s.
@@ -265,50 +174,21 @@ func requireMatrix(t *testing.T, l *lab.Lab, what string) {
 	}
 }
 
-// httpIn returns an HTTP client whose connections start in target's
-// namespace.
+// httpIn, get and metric are labtest's, shared with the other lab e2e
+// tests.
 func httpIn(t *testing.T, l *lab.Lab, target string) *http.Client {
 	t.Helper()
-	dial, err := l.DialContext(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
+	return labtest.HTTPClient(t, l, target)
 }
 
-// get fetches a path of node's weftd HTTP endpoint: status code and body.
 func get(t *testing.T, l *lab.Lab, node, path string) (int, string, error) {
 	t.Helper()
-	resp, err := httpIn(t, l, node).Get("http://127.0.0.1:9474" + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	return labtest.WeftdGet(t, l, node, path)
 }
 
-// metric returns the value of a metric line (name with labels as written,
-// e.g. `weft_reconcile_errors_total{kind="full"}`) of node's weftd; 0 when
-// absent.
 func metric(t *testing.T, l *lab.Lab, node, name string) float64 {
 	t.Helper()
-	code, body, err := get(t, l, node, "/metrics")
-	if err != nil || code != http.StatusOK {
-		t.Fatalf("metrics of %s: %d %v", node, code, err)
-	}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", name, err)
-			}
-			return f
-		}
-	}
-	return 0
+	return labtest.Metric(t, l, node, name)
 }
 
 // etcdClient is a client of the lab's etcd whose connections start in the
@@ -320,24 +200,7 @@ func etcdClient(t *testing.T, l *lab.Lab) *clientv3.Client {
 
 func etcdClientWith(t *testing.T, l *lab.Lab, cfg clientv3.Config) *clientv3.Client {
 	t.Helper()
-	dial, err := l.DialContext("etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Endpoints == nil {
-		cfg.Endpoints = strings.Split(l.Etcd.Endpoint, ",")
-	}
-	cfg.DialTimeout = 5 * time.Second
-	cfg.Logger = zap.NewNop()
-	cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-		return dial(ctx, "tcp", addr)
-	}))
-	c, err := clientv3.New(cfg)
-	if err != nil {
-		t.Fatalf("etcd client: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return labtest.EtcdClient(t, l, cfg)
 }
 
 // leaseKey is the etcd key of a subnet's lease.
@@ -345,24 +208,7 @@ func leaseKey(sn netip.Prefix) string {
 	return fmt.Sprintf("%s/subnets/%s-%d", prefix, sn.Addr(), sn.Bits())
 }
 
-// freeSubnets returns n /24s of the lab network (10.244.0.0/16) that no
-// lab node leases, counting down from 10.244.254.0. A test
-// that writes made-up leases must use these: the nodes' subnets are chosen
-// at random, and a made-up lease must not land on a node's own.
-func freeSubnets(l *lab.Lab, n int) []netip.Prefix {
-	used := map[netip.Prefix]bool{}
-	for _, node := range l.Nodes {
-		used[node.Subnet] = true
-	}
-	var free []netip.Prefix
-	for i := 254; i > 0 && len(free) < n; i-- {
-		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
-		if !used[sn] {
-			free = append(free, sn)
-		}
-	}
-	return free
-}
+func freeSubnets(l *lab.Lab, n int) []netip.Prefix { return labtest.FreeSubnets(l, n) }
 
 // logSince returns the lines of node's weftd log from byte offset off on.
 func logSince(t *testing.T, l *lab.Lab, node string, off int64) []string {

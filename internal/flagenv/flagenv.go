@@ -16,9 +16,11 @@ func VarName(prefix, name string) string {
 }
 
 // Parse parses args into fs, then fills every flag not given on the command
-// line from its environment variable, looked up with getenv. An invalid
-// value in a variable is an error that names the variable.
-func Parse(fs *flag.FlagSet, prefix string, args []string, getenv func(string) string) error {
+// line from its environment variable, looked up with getenv: PREFIX_FLAG,
+// else ALIAS_FLAG for each alias prefix in order (weftd reads Flannel's
+// FLANNELD_ names so). An invalid value in a variable is an error that
+// names the variable.
+func Parse(fs *flag.FlagSet, prefix string, args []string, getenv func(string) string, aliases ...string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -29,11 +31,16 @@ func Parse(fs *flag.FlagSet, prefix string, args []string, getenv func(string) s
 		if err != nil || given[f.Name] {
 			return
 		}
-		name := VarName(prefix, f.Name)
-		if v := getenv(name); v != "" {
+		for _, p := range append([]string{prefix}, aliases...) {
+			name := VarName(p, f.Name)
+			v := getenv(name)
+			if v == "" {
+				continue
+			}
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("environment variable %s=%q: %w", name, v, e)
 			}
+			return
 		}
 	})
 	return err

@@ -272,6 +272,17 @@ func TestForeignRoutesAreLeftAlone(t *testing.T) {
 				t.Errorf("DeleteRoute(%s): %v", dst, err)
 			}
 		}
+		// One that forwards exactly as weft's would (Flannel's host-gw
+		// route, protocol boot): left alone too, and the error says how to
+		// hand it over.
+		flannel := Route{Dst: netip.MustParsePrefix("10.63.0.0/24"), Gw: netip.MustParseAddr("198.18.20.9"), LinkIndex: idx}
+		if err := h.Netlink().RouteAdd(&netlink.Route{Dst: IPNet(flannel.Dst), Gw: IP(flannel.Gw), LinkIndex: idx}); err != nil {
+			return err
+		}
+		hint := "ip route replace 10.63.0.0/24 via 198.18.20.9 dev eth0 proto 87"
+		if wrote, err := h.EnsureRoute(flannel, nil); wrote || !errors.Is(err, ErrForeignRoute) || !strings.Contains(err.Error(), hint) {
+			t.Errorf("EnsureRoute over an equal foreign route: wrote=%v err=%v; want ErrForeignRoute saying %q", wrote, err, hint)
+		}
 		// Ours, unknown to the caller: replaced.
 		ours := Route{Dst: netip.MustParsePrefix("10.61.0.0/16"), Gw: netip.MustParseAddr("198.18.20.2"), LinkIndex: idx}
 		if _, err := h.EnsureRoute(ours, nil); err != nil {
@@ -300,7 +311,7 @@ func TestForeignRoutesAreLeftAlone(t *testing.T) {
 		}
 		return nil
 	})
-	for _, want := range []string{"198.18.20.0/24 dev eth0 proto kernel", "10.60.0.0/16 via 198.18.20.2 dev eth0 proto static"} {
+	for _, want := range []string{"198.18.20.0/24 dev eth0 proto kernel", "10.60.0.0/16 via 198.18.20.2 dev eth0 proto static", "10.63.0.0/24 via 198.18.20.9 dev eth0 \n"} {
 		if out := n.MustRun(t, "ip", "route", "show"); !strings.Contains(out, want) {
 			t.Errorf("route %q changed or gone:\n%s", want, out)
 		}

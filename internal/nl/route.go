@@ -159,8 +159,15 @@ func (h *Handle) EnsureRoute(want Route, have *Route) (bool, error) {
 		}
 		return true, nil
 	}
-	return false, fmt.Errorf("route %s: the main table already has %s (protocol %s), which weft did not install, and weft never replaces or deletes such a route: %w; "+
-		"remove it, or change the network config so that pod subnets do not overlap it", want.Dst.Masked(), h.describe(*other), other.Protocol, ErrForeignRoute)
+	todo := "remove it, or change the network config so that pod subnets do not overlap it"
+	if o, ok := FromNetlinkRoute(*other); ok && o.Equal(want) {
+		// What Flannel's host-gw leaves behind when flanneld stops: the
+		// same forwarding, without a protocol. Handing it over is the
+		// operator's call (migrating-from-flannel.md).
+		todo = fmt.Sprintf("it forwards as weft's would (a route Flannel left?): hand it to weft with `ip route replace %s proto %d`", h.describe(*other), RouteProtocol)
+	}
+	return false, fmt.Errorf("route %s: the main table already has %s (protocol %s), which weft did not install, and weft never replaces or deletes such a route: %w; %s",
+		want.Dst.Masked(), h.describe(*other), other.Protocol, ErrForeignRoute, todo)
 }
 
 // routeAt returns the main-table route to dst with metric 0, or nil.

@@ -18,7 +18,8 @@ func TestManagerContract(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	clk := NewClock(time.Unix(1_700_000_000, 0))
 	m := New(Options{Clock: clk})
-	cfg := MustConfig(t, `{"Network":"10.20.0.0/16"}`)
+	// The reservation below lies outside the range the nodes draw from.
+	cfg := MustConfig(t, `{"Network":"10.20.0.0/16","SubnetMax":"10.20.98.0"}`)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	short := acquire(t, m, subnet.AcquireRequest{Config: cfg, Attrs: Node(20, 1), TTL: time.Minute})

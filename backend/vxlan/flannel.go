@@ -1,0 +1,44 @@
+package vxlan
+
+import (
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+)
+
+// FlannelDeviceName is the VXLAN device Flannel makes for vni.
+func FlannelDeviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
+
+// clearConflicts makes room for weft.<VNI>: the kernel refuses a second
+// VXLAN device with the same VNI on the same UDP port ("A VXLAN device with
+// the specified VNI already exists"). A node moving from Flannel to weft
+// still has Flannel's flannel.<VNI> after flanneld stopped (flanneld leaves
+// it, with its routes, so pods keep their traffic until weftd takes over):
+// that one is deleted, and weft programs its own routes right after. Any
+// other device holding the VNI and port is someone else's: an error naming
+// it.
+func (b *Backend) clearConflicts(name string) error {
+	links, err := b.h.Netlink().LinkList()
+	if err != nil {
+		return fmt.Errorf("vxlan: list links: %w", err)
+	}
+	for _, l := range links {
+		v, ok := l.(*netlink.Vxlan)
+		if !ok || v.Name == name || v.VxlanId != b.opts.VNI || v.Port != b.opts.Port {
+			continue
+		}
+		if v.Name != FlannelDeviceName(b.opts.VNI) {
+			return fmt.Errorf("vxlan: device %s already uses VNI %d on UDP port %d, so %s cannot be made: delete it, or give this network another VNI or Port",
+				v.Name, b.opts.VNI, b.opts.Port, name)
+		}
+		// Info, not Warn: this is the documented way from Flannel to weft
+		// (migrating-from-flannel.md), which the interop e2e checks runs
+		// without a warning.
+		b.log.Info("deleting Flannel's VXLAN device, which holds this network's VNI and port; its routes go with it and weft programs its own (flanneld must not run beside weftd)",
+			"flannelDevice", v.Name, "vni", b.opts.VNI, "port", b.opts.Port)
+		if err := b.h.Netlink().LinkDel(v); err != nil {
+			return fmt.Errorf("vxlan: delete Flannel's device %s: %w", v.Name, err)
+		}
+	}
+	return nil
+}
