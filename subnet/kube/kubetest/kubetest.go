@@ -7,13 +7,14 @@
 //	c.ServiceAccountToken(t, ns, name)           // a token with that SA's rights
 //
 // The binaries come from scripts/kube.sh. Without them a test skips on a
-// developer's machine and fails in CI (CI set), so a missing build is never
-// silently a pass. Tests that start a cluster skip under -short.
+// developer's machine and fails in CI (nstest.CannotRun: WEFT_CI set), so a
+// missing build is never silently a pass. Tests that start a cluster skip
+// under -short (fail in CI, which never runs -short).
 package kubetest
 
 import (
 	"context"
-
+	"fmt"
 	"net/netip"
 	"os"
 	"testing"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/weftnet/weft/internal/kubeplane"
+	"github.com/weftnet/weft/internal/nstest"
 	"github.com/weftnet/weft/subnet/etcd/etcdtest"
 )
 
@@ -39,18 +41,16 @@ type Cluster struct {
 	Etcd *etcdtest.Etcd
 }
 
-// RequireBinaries skips t (fails it in CI) unless scripts/kube.sh has built
-// the binaries, and skips it under -short.
+// RequireBinaries ends t unless scripts/kube.sh has built the binaries,
+// and under -short: a skip on a developer's machine, a failure in CI
+// (nstest.CannotRun).
 func RequireBinaries(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("starts a kube-apiserver: not under -short")
+		nstest.CannotRun(t, "starts a kube-apiserver: not under -short")
 	}
 	if err := kubeplane.CheckBinaries(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("kubetest: %v (make test builds them)", err)
-		}
-		t.Skipf("kubetest: %v", err)
+		nstest.CannotRun(t, fmt.Sprintf("kubetest: %v (make test builds them)", err))
 	}
 }
 
