@@ -19,15 +19,7 @@ import (
 // flag table in step with the real flag set: every flag documented, nothing
 // documented that does not exist, env var names and defaults right.
 func TestFlagTableMatchesDocs(t *testing.T) {
-	doc, err := os.ReadFile("../../Documentation/configuration.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := bytes.Cut(doc, []byte("<!-- weftd-flags -->"))
-	if !ok {
-		t.Fatal("configuration.md has no <!-- weftd-flags --> table")
-	}
-	section, _, _ = bytes.Cut(section, []byte("<!-- /weftd-flags -->"))
+	section := docSection(t, "configuration.md", "weftd-flags")
 	row := regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)` \\| `([A-Z0-9_]+)` \\| (.*?) \\| .* \\|$")
 	documented := map[string][]string{}
 	for _, m := range row.FindAllStringSubmatch(string(section), -1) {
@@ -209,15 +201,7 @@ func TestWarnFlannelEnv(t *testing.T) {
 // flag it names exists with the same name, and each flag marked "none"
 // does not exist (so the table changes when weftd gains it).
 func TestFlanneldFlagTable(t *testing.T) {
-	doc, err := os.ReadFile("../../Documentation/flannel-compatibility.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := bytes.Cut(doc, []byte("<!-- flanneld-flags -->"))
-	if !ok {
-		t.Fatal("flannel-compatibility.md has no <!-- flanneld-flags --> table")
-	}
-	section, _, _ = bytes.Cut(section, []byte("<!-- /flanneld-flags -->"))
+	section := docSection(t, "flannel-compatibility.md", "flanneld-flags")
 	row := regexp.MustCompile("(?m)^\\| `--([a-z0-9_-]+)` \\| ([^|]+) \\|")
 	var o options
 	fs := newFlagSet(&o)
@@ -245,4 +229,20 @@ func TestFlanneldFlagTable(t *testing.T) {
 	for name := range rows {
 		t.Errorf("row --%s is not a flanneld flag (flanneldFlags)", name)
 	}
+}
+
+// docSection is what lies between <!-- marker --> and <!-- /marker --> in
+// the named file of Documentation/.
+func docSection(t *testing.T, file, marker string) []byte {
+	t.Helper()
+	doc, err := os.ReadFile("../../Documentation/" + file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := bytes.Cut(doc, []byte("<!-- "+marker+" -->"))
+	if !ok {
+		t.Fatalf("%s has no <!-- %s --> table", file, marker)
+	}
+	section, _, _ = bytes.Cut(section, []byte("<!-- /"+marker+" -->"))
+	return section
 }
