@@ -50,6 +50,11 @@ type NFTables struct {
 	// inner is whether the kernel takes the VXLAN inner source check;
 	// guarded by mu.
 	inner innerSupport
+	// setID numbers the sets of a batch; guarded by mu. A Set with ID 0
+	// makes google/nftables number it from a package variable it updates
+	// without a lock, a data race between two NFTables (the parallel
+	// kernel tests); the kernel needs the ID unique only within a batch.
+	setID uint32
 }
 
 var (
@@ -301,7 +306,7 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 		sets = append(sets, &filterSet{set: sourcesSet(m.table), elem: f.sources4})
 	}
 	for _, s := range sets {
-		if err := c.AddSet(s.set, nil); err != nil {
+		if err := c.AddSet(m.numberedLocked(s.set), nil); err != nil {
 			return fmt.Errorf("nftables: add set %s: %w", s.set.Name, err)
 		}
 		c.FlushSet(s.set)
@@ -353,7 +358,7 @@ func (m *NFTables) probeInnerCheckLocked() innerSupport {
 	c.AddTable(m.table)
 	probe := sourcesSet(m.table)
 	probe.Name = "probe-concat-interval"
-	if err := c.AddSet(probe, nil); err != nil {
+	if err := c.AddSet(m.numberedLocked(probe), nil); err != nil {
 		return innerUnsupported
 	}
 	c.DelSet(probe)
@@ -362,6 +367,14 @@ func (m *NFTables) probeInnerCheckLocked() innerSupport {
 		return innerUnsupported
 	}
 	return innerSupported
+}
+
+// numberedLocked gives s the next set ID (see NFTables.setID) and returns
+// it.
+func (m *NFTables) numberedLocked(s *nftables.Set) *nftables.Set {
+	m.setID++
+	s.ID = m.setID
+	return s
 }
 
 // sourcesSet is the set of (peer address . inner source range) pairs.
@@ -541,7 +554,7 @@ func (m *NFTables) RemovePeerFilter(ctx context.Context) error {
 		sets = append(sets, sourcesSet(m.table))
 	}
 	for _, s := range sets {
-		if err := c.AddSet(s, nil); err != nil {
+		if err := c.AddSet(m.numberedLocked(s), nil); err != nil {
 			return fmt.Errorf("nftables: add set %s: %w", s.Name, err)
 		}
 		c.DelSet(s)
