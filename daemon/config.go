@@ -21,11 +21,16 @@ type Config struct {
 	Iface         []string
 	IfaceRegex    []*regexp.Regexp
 	IfaceCanReach netip.Addr
-	// PublicIP is the address peers reach this node at. Empty: the
-	// underlay interface's address. Another address than the interface's
+	// PublicIP is the IPv4 address peers reach this node at. Empty: the
+	// underlay interface's IPv4 address. Another address than the interface's
 	// puts the node behind a 1:1 NAT: tunnels use the interface's address,
 	// the lease carries PublicIP.
 	PublicIP netip.Addr
+	// PublicIPv6 is the IPv6 address peers reach this node at (dual-stack
+	// and IPv6-only networks). Empty: the underlay interface's first global
+	// IPv6 address; another address than the interface's is a 1:1 NAT, as
+	// for PublicIP.
+	PublicIPv6 netip.Addr
 
 	SubnetFile     string
 	SubnetLeaseTTL time.Duration

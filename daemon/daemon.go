@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -132,7 +131,7 @@ func (d *Daemon) runGenerations(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.log.Info("underlay", "link", underlay.Link, "publicIP", underlay.PublicIP, "localIP", underlay.Local(), "mtu", underlay.MTU)
+	d.log.Info("underlay", "link", underlay.Link, "publicIP", underlay.PublicIP, "localIP", underlay.Local(), "publicIPv6", underlay.PublicIPv6, "localIPv6", underlay.Local6(), "mtu", underlay.MTU)
 	last := d.loadLastState(underlay)
 	for {
 		var cfg *subnet.Config
@@ -167,7 +166,7 @@ func (d *Daemon) underlay() (backend.Underlay, error) {
 	if d.deps.Underlay != nil {
 		return *d.deps.Underlay, nil
 	}
-	return findUnderlay(UnderlayChoice{Iface: d.cfg.Iface, IfaceRegex: d.cfg.IfaceRegex, IfaceCanReach: d.cfg.IfaceCanReach, PublicIP: d.cfg.PublicIP})
+	return findUnderlay(UnderlayChoice{Iface: d.cfg.Iface, IfaceRegex: d.cfg.IfaceRegex, IfaceCanReach: d.cfg.IfaceCanReach, PublicIP: d.cfg.PublicIP, PublicIPv6: d.cfg.PublicIPv6})
 }
 
 // waitConfig returns the stored network config, waiting with backoff while
@@ -313,14 +312,15 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
 	defer be.Close()
-	data, err := retry(ctx, log, "prepare backend", func() (json.RawMessage, error) { return be.Prepare(ctx) })
+	attrs, err := retry(ctx, log, "prepare backend", func() (subnet.LeaseAttrs, error) { return be.Prepare(ctx) })
 	if err != nil {
 		return nilOnDone(ctx, err)
 	}
+	attrs.BackendType = cfg.BackendType
 	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, store: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}}
 	req := subnet.AcquireRequest{
 		Config: cfg,
-		Attrs:  subnet.LeaseAttrs{PublicIP: underlay.PublicIP, BackendType: cfg.BackendType, BackendData: data},
+		Attrs:  attrs,
 		TTL:    d.cfg.SubnetLeaseTTL,
 	}
 	req.Previous, req.PreviousIPv6 = d.previousSubnets(cfg)
@@ -350,11 +350,11 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	d.cniConfInstalled.Store(true)
 	d.running.Store(&runningBackend{be})
 	defer d.running.Store(nil)
-	status := fmt.Sprintf("subnet %s, backend %s", lease.Subnet, cfg.BackendType)
+	status := fmt.Sprintf("subnet %s, backend %s", subnet.KeyName(lease.Subnet, lease.IPv6Subnet), cfg.BackendType)
 	if last != nil {
 		status += ", lease store unreachable: running on the last known state"
 	}
-	log.Info("node ready", "subnet", lease.Subnet, "mtu", be.MTU(), "fromLastKnownState", last != nil)
+	log.Info("node ready", leaseAttrs(*lease, "mtu", be.MTU(), "fromLastKnownState", last != nil)...)
 	d.notify("READY=1\nSTATUS=" + status)
 
 	batches := make(chan subnet.LeaseBatch, 64)
@@ -410,7 +410,7 @@ func (d *Daemon) acquire(ctx context.Context, req subnet.AcquireRequest) (*subne
 	}
 	d.metrics.leaseAcquisitions.Inc()
 	d.setControlPlane(true)
-	d.log.Info("lease acquired", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "expires", l.Expiration.Format(time.RFC3339))
+	d.log.Info("lease acquired", leaseAttrs(*l, "expires", l.Expiration.Format(time.RFC3339))...)
 	return l, nil
 }
 
@@ -441,12 +441,12 @@ func (d *Daemon) keepLease(ctx context.Context, lease subnet.Lease, req subnet.A
 			return nil
 		}
 		if !errors.Is(err, subnet.ErrLeaseLost) {
-			return fmt.Errorf("keep lease %s: %w", lease.Subnet, err)
+			return fmt.Errorf("keep lease %s: %w", subnet.KeyName(lease.Subnet, lease.IPv6Subnet), err)
 		}
 		d.metrics.leaseLosses.Inc()
 		d.leaseHeld.Store(false)
-		d.log.Warn("lease lost; acquiring again", "subnet", lease.Subnet)
-		req.Previous = lease.Subnet
+		d.log.Warn("lease lost; acquiring again", leaseAttrs(lease)...)
+		req.Previous, req.PreviousIPv6 = lease.Subnet, lease.IPv6Subnet
 		l, err := d.acquire(ctx, req)
 		if err != nil {
 			return nilOnDone(ctx, err)
@@ -479,7 +479,7 @@ func (d *Daemon) holdLease(ctx context.Context, lease *subnet.Lease, ttl time.Du
 			cancel()
 			<-errc
 			*lease = s.Lease()
-			d.log.Info("the watch reports our lease changed; checking it with the store", "subnet", lease.Subnet)
+			d.log.Info("the watch reports our lease changed; checking it with the store", leaseAttrs(*lease)...)
 			if err = d.deps.Manager.RenewLease(ctx, lease, ttl); err != nil && errors.Is(err, subnet.ErrLeaseLost) {
 				return err
 			}
@@ -522,6 +522,25 @@ func (d *Daemon) setNotReady() {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// leaseAttrs are the log attributes naming l: its subnets and addresses,
+// those of a family it has, then more.
+func leaseAttrs(l subnet.Lease, more ...any) []any {
+	var a []any
+	if l.Subnet.IsValid() {
+		a = append(a, "subnet", l.Subnet)
+	}
+	if l.IPv6Subnet.IsValid() {
+		a = append(a, "ipv6Subnet", l.IPv6Subnet)
+	}
+	if l.Attrs.PublicIP.IsValid() {
+		a = append(a, "publicIP", l.Attrs.PublicIP)
+	}
+	if l.Attrs.PublicIPv6.IsValid() {
+		a = append(a, "publicIPv6", l.Attrs.PublicIPv6)
+	}
+	return append(a, more...)
+}
 
 // runningBackend boxes the interface for atomic.Pointer.
 type runningBackend struct{ backend.Backend }

@@ -66,6 +66,7 @@ func startNodeWith(t *testing.T, m subnet.Manager, ip string, dir string, fake *
 type nodeOpts struct {
 	store      subnet.Manager
 	ip, dir    string
+	ip6        string // the node's PublicIPv6; "" for none (ip "": none either)
 	fake       *masqtest.Fake
 	newBackend backend.Constructor
 	logs       *syncBuffer // nil: discarded
@@ -81,7 +82,13 @@ func startNodeOpts(t *testing.T, o nodeOpts) *node {
 		o.newBackend = alloc.New
 	}
 	dir := o.dir
-	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr(o.ip)}
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500}
+	if o.ip != "" {
+		u.PublicIP = netip.MustParseAddr(o.ip)
+	}
+	if o.ip6 != "" {
+		u.PublicIPv6 = netip.MustParseAddr(o.ip6)
+	}
 	deps := Deps{Manager: o.store, Backends: map[string]backend.Constructor{alloc.Type: o.newBackend}, Underlay: &u, StoreScope: o.scope}
 	if o.fake != nil {
 		deps.Masq = o.fake
@@ -105,6 +112,9 @@ func startNodeOpts(t *testing.T, o nodeOpts) *node {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{d: d, dir: dir, ip: u.PublicIP, stop: cancel, done: make(chan error, 1)}
+	if !n.ip.IsValid() {
+		n.ip = u.PublicIPv6
+	}
 	go func() { n.done <- d.Run(ctx) }()
 	t.Cleanup(func() { n.shutdown(t) })
 	return n

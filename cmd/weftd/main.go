@@ -73,7 +73,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 		o.node.Iface = append(o.node.Iface, flagenv.SplitList(s)...)
 		return nil
 	})
-	fs.Func("iface-regex", "regular expression matched against the interfaces' IPv4 addresses, then their names; repeatable, tried in order after every --iface", func(s string) error {
+	fs.Func("iface-regex", "regular expression matched against the interfaces' IPv4 addresses, then IPv6 addresses, then names; repeatable, tried in order after every --iface", func(s string) error {
 		re, err := regexp.Compile(s)
 		if err != nil {
 			return fmt.Errorf("regular expression %q: %w", s, err)
@@ -86,9 +86,14 @@ func newFlagSet(o *options) *flag.FlagSet {
 		o.node.IfaceCanReach = ip
 		return err
 	})
-	fs.Func("public-ip", "address other nodes reach this node at (default: the underlay interface's address); another address than the interface's means a 1:1 NAT in front of the node", func(s string) error {
+	fs.Func("public-ip", "IPv4 address other nodes reach this node at (default: the underlay interface's IPv4 address); another address than the interface's means a 1:1 NAT in front of the node", func(s string) error {
 		ip, err := netip.ParseAddr(s)
 		o.node.PublicIP = ip
+		return err
+	})
+	fs.Func("public-ipv6", "IPv6 address other nodes reach this node at, for dual-stack and IPv6-only networks (default: the underlay interface's first global IPv6 address)", func(s string) error {
+		ip, err := netip.ParseAddr(s)
+		o.node.PublicIPv6 = ip
 		return err
 	})
 	fs.StringVar(&o.node.SubnetFile, "subnet-file", subnet.DefaultFilePath, "where to write the node's subnet file")

@@ -108,8 +108,8 @@ func (m *IPTables) Ensure(ctx context.Context, r Rules) error {
 		if f == nil {
 			continue
 		}
-		if f.v6 && !r.IPv6Network.IsValid() {
-			// IPv6 turned off (or never on): leave nothing behind.
+		if f.v6 && !r.IPv6Network.IsValid() || !f.v6 && !r.Network.IsValid() {
+			// The family turned off (or never on): leave nothing behind.
 			if err := f.remove(ctx, natHook, forwardHook); err != nil {
 				return err
 			}

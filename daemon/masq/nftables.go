@@ -150,7 +150,7 @@ func (m *NFTables) Ensure(ctx context.Context, r Rules) error {
 	}
 
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: ensure table inet %s for network %s: %w", m.table.Name, r.Network, err)
+		return fmt.Errorf("nftables: ensure table inet %s for network %s: %w", m.table.Name, r.networks(), err)
 	}
 	m.logger.Debug("nftables rules ensured", "table", m.table.Name, "network", r.Network, "subnet", r.Subnet,
 		"ipv6Network", r.IPv6Network, "masquerade", r.Masquerade)
