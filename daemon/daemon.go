@@ -207,14 +207,15 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 			if cfg != nil {
 				key += string(cfg.Raw) // same refusal, another config: news
 			}
-		case errors.Is(err, errNotConnected):
-			// Not connected yet: the dial (dialEtcd) reports that, once.
+		case errors.Is(err, errNotConnected) || errors.Is(err, subnet.ErrUnreachable):
+			// Not connected yet: the dial (dialEtcd) reports that, once; a
+			// store wrapping ErrUnreachable has reported its outage.
 		default:
 			now = "cannot read the network config from etcd; keeping the current state and retrying"
 			key = now
 		}
 		switch {
-		case errors.Is(err, errNotConnected):
+		case errors.Is(err, errNotConnected) || errors.Is(err, subnet.ErrUnreachable):
 		case now != "" && key != problem:
 			d.log.Warn(now, "err", err)
 			problem = key

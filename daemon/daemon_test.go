@@ -635,6 +635,40 @@ func TestStoreOutageLoggedOnce(t *testing.T) {
 	waitFor(t, "recovery logged", func() bool { return logs.count("read and valid again") == 1 })
 }
 
+// TestUnreachableStoreSaysItself: a store whose errors wrap
+// subnet.ErrUnreachable has logged the outage itself (the Kubernetes store
+// does, for all its requests): weftd does not say it again, but reports the
+// control plane gone and back.
+func TestUnreachableStoreSaysItself(t *testing.T) {
+	m := newStore(t, allocConfig)
+	n, logs := startLogged(t, m, alloc.New)
+	waitFor(t, "ready", n.ready)
+	waitFor(t, "control plane connected", func() bool { return n.d.Status().ControlPlaneConnected })
+
+	m.SetFault(func(op string) error {
+		if op == "GetNetworkConfig" {
+			return fmt.Errorf("network config: the Kubernetes API does not answer: %w: connection refused", subnet.ErrUnreachable)
+		}
+		return nil
+	})
+	reads := m.Calls("GetNetworkConfig")
+	waitFor(t, "several failed reads", func() bool { return m.Calls("GetNetworkConfig") >= reads+3 })
+	if got := logs.count("cannot read the network config"); got != 0 {
+		t.Errorf("weftd logged the store's own outage %d times, want 0:\n%s", got, logs)
+	}
+	if n.d.Status().ControlPlaneConnected {
+		t.Error("control plane still connected while the store does not answer")
+	}
+	if !n.ready() {
+		t.Error("an outage made a working node not ready")
+	}
+	m.SetFault(nil)
+	waitFor(t, "control plane connected again", func() bool { return n.d.Status().ControlPlaneConnected })
+	if got := logs.count("read and valid again"); got != 0 {
+		t.Errorf("weftd logged a recovery from an outage it did not report (%d)", got)
+	}
+}
+
 func TestEachBadConfigReportedOnce(t *testing.T) {
 	m := newStore(t, allocConfig)
 	n, logs := startLogged(t, m, pickyAlloc)
