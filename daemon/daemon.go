@@ -35,7 +35,9 @@ type Deps struct {
 	// recorded under another scope is refused.
 	StoreScope string
 	// OnReady, when set, is called once per generation after the node is
-	// ready (lease held, backend configured, CNI config installed), and
+	// ready (lease held, backend configured, CNI config installed, the
+	// peers of the store's first snapshot or of the last known state
+	// programmed), and
 	// retried with backoff until it succeeds or the generation ends. The
 	// Kubernetes wiring clears the Node's NetworkUnavailable condition
 	// with it.
@@ -57,7 +59,10 @@ type Daemon struct {
 	metrics *metrics
 
 	// ready flags, read by /readyz from the HTTP goroutine.
-	leaseHeld, subnetFileWritten, backendReady, cniConfInstalled atomic.Bool
+	// peersProgrammed is set by a generation's first full pass: until
+	// then a restarted node (the udp backend keeps its peers in memory)
+	// may not reach them.
+	leaseHeld, subnetFileWritten, backendReady, cniConfInstalled, peersProgrammed atomic.Bool
 	// heartbeat is the unix-nano time the reconcile loop last ran; zero
 	// while no generation is running.
 	heartbeat atomic.Int64
@@ -290,8 +295,10 @@ type generation struct {
 	checkOwn chan struct{}
 	// filter is the peer filter as last installed.
 	filter peerFilterState
-	// synced is set after the generation's first full pass.
-	synced bool
+	// synced is set after the generation's first full pass, and
+	// programmed closed with it.
+	synced     bool
+	programmed chan struct{}
 	// restored is set when the generation started from the last known
 	// state; live once a watch snapshot came from the store, ownConfirmed
 	// once own was acquired from it. Only live, confirmed state is saved.
@@ -318,7 +325,7 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 		return nilOnDone(ctx, err)
 	}
 	attrs.BackendType = cfg.BackendType
-	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, store: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}}
+	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, store: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}, programmed: make(chan struct{})}
 	req := subnet.AcquireRequest{
 		Config: cfg,
 		Attrs:  attrs,
@@ -355,8 +362,6 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	if last != nil {
 		status += ", lease store unreachable: running on the last known state"
 	}
-	log.Info("node ready", leaseAttrs(*lease, "mtu", be.MTU(), "fromLastKnownState", last != nil)...)
-	d.notify("READY=1\nSTATUS=" + status)
 
 	batches := make(chan subnet.LeaseBatch, 64)
 	ownLeases := make(chan subnet.Lease, 1)
@@ -367,12 +372,22 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	eg.Go(func() error { return be.Run(ctx) })
 	eg.Go(func() error { return d.watchConfig(ctx, cfg, underlay) })
 	eg.Go(func() error { return g.reconcile(ctx, batches, ownLeases) })
-	if d.deps.OnReady != nil {
-		eg.Go(func() error {
-			_, err := retry(ctx, log, "report the node ready", func() (struct{}, error) { return struct{}{}, d.deps.OnReady(ctx) })
-			return nilOnDone(ctx, err)
-		})
-	}
+	eg.Go(func() error {
+		// Ready means the peers are programmed, not only the node: a
+		// restarted node's kernel may hold nothing for them yet.
+		select {
+		case <-g.programmed:
+		case <-ctx.Done():
+			return nil
+		}
+		log.Info("node ready", leaseAttrs(*lease, "mtu", be.MTU(), "fromLastKnownState", last != nil)...)
+		d.notify("READY=1\nSTATUS=" + status)
+		if d.deps.OnReady == nil {
+			return nil
+		}
+		_, err := retry(ctx, log, "report the node ready", func() (struct{}, error) { return struct{}{}, d.deps.OnReady(ctx) })
+		return nilOnDone(ctx, err)
+	})
 	return eg.Wait()
 }
 
@@ -519,6 +534,7 @@ func (d *Daemon) leaseExpiry() time.Time {
 func (d *Daemon) setNotReady() {
 	d.leaseHeld.Store(false)
 	d.backendReady.Store(false)
+	d.peersProgrammed.Store(false)
 	d.heartbeat.Store(0)
 }
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +72,7 @@ type nodeOpts struct {
 	newBackend backend.Constructor
 	logs       *syncBuffer // nil: discarded
 	scope      string      // Deps.StoreScope
+	onReady    func(context.Context) error
 }
 
 func startNodeOpts(t *testing.T, o nodeOpts) *node {
@@ -89,7 +91,7 @@ func startNodeOpts(t *testing.T, o nodeOpts) *node {
 	if o.ip6 != "" {
 		u.PublicIPv6 = netip.MustParseAddr(o.ip6)
 	}
-	deps := Deps{Manager: o.store, Backends: map[string]backend.Constructor{alloc.Type: o.newBackend}, Underlay: &u, StoreScope: o.scope}
+	deps := Deps{Manager: o.store, Backends: map[string]backend.Constructor{alloc.Type: o.newBackend}, Underlay: &u, StoreScope: o.scope, OnReady: o.onReady}
 	if o.fake != nil {
 		deps.Masq = o.fake
 	}
@@ -228,6 +230,62 @@ func TestNodesComeUpAndSeeEachOther(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a drops b", func() bool { return len(a.peers()) == 0 })
+}
+
+// heldWatch is a lease store whose watch starts only once open is closed,
+// as an informer that has not finished its initial list.
+type heldWatch struct {
+	subnet.Manager
+	open chan struct{}
+}
+
+func (h heldWatch) WatchLeases(ctx context.Context, out chan<- subnet.LeaseBatch) error {
+	select {
+	case <-h.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return h.Manager.WatchLeases(ctx, out)
+}
+
+// A node is ready (/readyz, READY=1, OnReady) only once the peers of the
+// store's first snapshot are programmed: a restarted udp node keeps its
+// peers in memory only, and reported ready before its watch had listed them
+// it dropped pod traffic to every peer (TestKubeE2E/udp's flake).
+func TestReadyOnlyOncePeersProgrammed(t *testing.T) {
+	m := newStore(t, allocConfig)
+	b := startNode(t, m, "198.18.0.2", "", nil)
+	waitFor(t, "b ready", b.ready)
+	sb := b.subnetFile(t).Subnet.Masked()
+
+	held := heldWatch{Manager: m, open: make(chan struct{})}
+	var reported atomic.Int32
+	a := startNodeOpts(t, nodeOpts{store: held, ip: "198.18.0.1", onReady: func(context.Context) error { reported.Add(1); return nil }})
+	r := a.d.readiness
+	waitFor(t, "a's lease, backend and CNI config", func() bool {
+		return r()["leaseHeld"] && r()["backendReady"] && r()["cniConfInstalled"] && r()["subnetFileWritten"]
+	})
+	if a.ready() || r()["peersProgrammed"] {
+		t.Fatalf("a is ready (%v) before its watch listed a peer", r())
+	}
+	resp, err := http.Get("http://" + a.d.HealthAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d before the peers are programmed, want 503", resp.StatusCode)
+	}
+	if n := reported.Load(); n != 0 {
+		t.Errorf("OnReady called %d times before the peers are programmed", n)
+	}
+
+	close(held.open)
+	waitFor(t, "a ready", a.ready)
+	if p := a.peers(); len(p) != 1 || p[sb] != b.ip {
+		t.Errorf("a is ready with peers %v, want b's %s", p, sb)
+	}
+	waitFor(t, "OnReady", func() bool { return reported.Load() == 1 })
 }
 
 func TestHTTPEndpoints(t *testing.T) {

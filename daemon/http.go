@@ -97,6 +97,7 @@ func (d *Daemon) readiness() map[string]bool {
 		"subnetFileWritten": d.subnetFileWritten.Load(),
 		"backendReady":      d.backendReady.Load(),
 		"cniConfInstalled":  d.cniConfInstalled.Load(),
+		"peersProgrammed":   d.peersProgrammed.Load(),
 	}
 }
 

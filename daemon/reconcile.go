@@ -180,6 +180,10 @@ func (g *generation) sync(ctx context.Context, start time.Time) {
 			g.d.log.Info("full pass repaired drifted kernel state", "changes", n)
 		}
 	}
+	if !g.synced {
+		g.d.peersProgrammed.Store(true)
+		close(g.programmed)
+	}
 	g.synced = true
 }
 
