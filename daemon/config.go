@@ -44,7 +44,17 @@ type Config struct {
 	// --iptables-forward-rules). With it and IPMasq both off, weftd installs
 	// no firewall rules at all.
 	ForwardRules bool
-	MasqBackend  string // "nftables" or "iptables"
+	// MasqBackend is the firewall API weft's rules go through: "nftables",
+	// "iptables", or "auto" (the default): iptables when the network config
+	// says EnableNFTables false, else nftables.
+	MasqBackend string
+	// MasqFullyRandomDisable turns off random-fully on weft's masquerade
+	// rules (Flannel's --ip-masq-fully-random-disable).
+	MasqFullyRandomDisable bool
+	// FirewallResync is how often weft's firewall rules are checked and
+	// restored when something removed them (Flannel's --iptables-resync);
+	// 0 turns the check off.
+	FirewallResync time.Duration
 	// BlackholeRoute keeps an unreachable route for the whole pod network
 	// (Flannel's --ip-blackhole-route, on by default in weftd) so traffic
 	// to subnets no peer holds never leaves through the default route.
@@ -84,8 +94,10 @@ const (
 	DefaultStateDir           = "/var/lib/weft"
 	DefaultResyncInterval     = 30 * time.Second
 	DefaultConfigPollInterval = 10 * time.Second
+	MasqAuto                  = "auto"
 	MasqNFTables              = "nftables"
 	MasqIPTables              = "iptables"
+	DefaultFirewallResync     = 5 * time.Second
 )
 
 // withDefaults returns c with zero fields defaulted, or an error naming the
@@ -104,10 +116,13 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("subnet lease renew margin %s must be more than 0 and less than the lease TTL %s", c.SubnetLeaseRenewMargin, c.SubnetLeaseTTL)
 	}
 	if c.MasqBackend == "" {
-		c.MasqBackend = MasqNFTables
+		c.MasqBackend = MasqAuto
 	}
-	if c.MasqBackend != MasqNFTables && c.MasqBackend != MasqIPTables {
-		return c, fmt.Errorf("masquerade backend %q: use %s or %s", c.MasqBackend, MasqNFTables, MasqIPTables)
+	if c.MasqBackend != MasqAuto && c.MasqBackend != MasqNFTables && c.MasqBackend != MasqIPTables {
+		return c, fmt.Errorf("masquerade backend %q: use %s, %s or %s", c.MasqBackend, MasqAuto, MasqNFTables, MasqIPTables)
+	}
+	if c.FirewallResync < 0 {
+		return c, fmt.Errorf("firewall resync period %s is negative: use 0 to turn it off", c.FirewallResync)
 	}
 	if c.CNIConfDir == "" {
 		c.CNIConfDir = DefaultCNIConfDir

@@ -28,6 +28,10 @@ type Deps struct {
 	// Masq installs the forwarding rules, and masquerade when
 	// Config.IPMasq is set; nil installs nothing (tests).
 	Masq masq.Manager
+	// NewMasq, used when Masq is nil, makes the Manager of a firewall API
+	// ("nftables", "iptables"): the daemon picks one per network config
+	// (Config.MasqBackend, EnableNFTables).
+	NewMasq func(kind string) (masq.Manager, error)
 	// Underlay, when set, is used instead of detecting it from the kernel.
 	Underlay *backend.Underlay
 	// StoreScope names the store and network Manager serves (e.g. "etcd
@@ -80,6 +84,11 @@ type Daemon struct {
 	controlPlane atomic.Bool
 	// lastState writes the last known state; nil without Config.StateDir.
 	lastState *laststate.Writer
+	// masqs are the firewall Managers made from Deps.NewMasq, by kind, and
+	// masqInUse the kind of the running generation. Touched only by the
+	// generation goroutine between generations (masqFor).
+	masqs     map[string]masqMade
+	masqInUse string
 }
 
 // New checks cfg and deps and returns a daemon. It starts nothing.
@@ -273,7 +282,8 @@ func sameNetwork(a, b *subnet.Config) bool {
 	return a.Network == b.Network && a.SubnetLen == b.SubnetLen &&
 		a.SubnetMin == b.SubnetMin && a.SubnetMax == b.SubnetMax &&
 		a.IPv6Network == b.IPv6Network && a.IPv6SubnetLen == b.IPv6SubnetLen &&
-		a.BackendType == b.BackendType && string(compactJSON(a.Backend)) == string(compactJSON(b.Backend))
+		a.BackendType == b.BackendType && string(compactJSON(a.Backend)) == string(compactJSON(b.Backend)) &&
+		(a.EnableNFTables == nil) == (b.EnableNFTables == nil) && (a.EnableNFTables == nil || *a.EnableNFTables == *b.EnableNFTables)
 }
 
 // generation is the state of one network config's run. Its fields are owned
@@ -295,6 +305,13 @@ type generation struct {
 	checkOwn chan struct{}
 	// filter is the peer filter as last installed.
 	filter peerFilterState
+	// masq is the firewall Manager of this generation (nil: none); rules
+	// what it was last asked to hold (rulesSet once it was), firewallErr
+	// the last error checking them.
+	masq        masq.Manager
+	rules       masq.Rules
+	rulesSet    bool
+	firewallErr string
 	// synced is set after the generation's first full pass, and
 	// programmed closed with it.
 	synced     bool
@@ -326,6 +343,9 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	}
 	attrs.BackendType = cfg.BackendType
 	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, store: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}, programmed: make(chan struct{})}
+	if g.masq, err = d.masqFor(ctx, cfg); err != nil {
+		return err
+	}
 	req := subnet.AcquireRequest{
 		Config: cfg,
 		Attrs:  attrs,

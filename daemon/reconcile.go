@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/daemon/masq"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/subnet"
 )
@@ -37,20 +36,12 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 	}
 	d.subnetFileWritten.Store(true)
 	d.warnPodsOutside(own.Subnet, own.IPv6Subnet)
-	if d.deps.Masq != nil && (d.cfg.IPMasq || d.cfg.ForwardRules) {
-		rules := masq.Rules{Masquerade: d.cfg.IPMasq}
-		if info.Subnet.IsValid() {
-			rules.Network, rules.Subnet = g.cfg.Network, own.Subnet
-		}
-		if t, ok := g.be.(backend.Tunneled); ok {
-			rules.TunnelPorts = []uint16{t.TunnelPort()}
-		}
-		if info.IPv6Subnet.IsValid() {
-			rules.IPv6Network, rules.IPv6Subnet = g.cfg.IPv6Network, own.IPv6Subnet
-		}
-		if err := d.deps.Masq.Ensure(ctx, rules); err != nil {
+	if g.masq != nil && (d.cfg.IPMasq || d.cfg.ForwardRules) {
+		rules := g.masqRules(own)
+		if err := g.masq.Ensure(ctx, rules); err != nil {
 			return fmt.Errorf("forwarding and masquerade rules: %w", err)
 		}
+		g.rules, g.rulesSet = rules, true
 	}
 	g.ensureBlackholes()
 	d.setLease(own)
@@ -101,6 +92,14 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 	d := g.d
 	ticker := time.NewTicker(d.cfg.ResyncInterval)
 	defer ticker.Stop()
+	// The firewall check (Flannel's --iptables-resync) runs on its own,
+	// shorter period: a firewall reload wipes the rules all at once.
+	var firewall <-chan time.Time
+	if d.cfg.FirewallResync > 0 {
+		t := time.NewTicker(d.cfg.FirewallResync)
+		defer t.Stop()
+		firewall = t.C
+	}
 	// Restored peers stand in for a snapshot until the store sends one.
 	haveSnapshot := g.restored
 	for {
@@ -143,6 +142,9 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 		case <-ticker.C:
 			g.dropExpired(time.Now())
 			full = true
+		case <-firewall:
+			g.checkFirewall(ctx)
+			continue
 		}
 		g.publishIgnored()
 		if !haveSnapshot {

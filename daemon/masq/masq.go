@@ -47,6 +47,12 @@ type Manager interface {
 	// Remove deletes everything weft installed (nftables: the whole table,
 	// including the peer filter). Nothing installed is success.
 	Remove(ctx context.Context) error
+	// Verify reports whether what Ensure(r) installs, and the peer filter
+	// this Manager installed if any, is still in place as far as a cheap
+	// look tells (weft's table or chains, the jumps to them, the number of
+	// rules): false after a firewall reload or an operator's flush. It
+	// changes nothing.
+	Verify(ctx context.Context, r Rules) (bool, error)
 }
 
 // PeerFilter accepts VXLAN datagrams only from current peers, carrying

@@ -111,7 +111,7 @@ var want10244 = map[string][]string{
 		`meta mark & 0x00004000 == 0x00004000 return comment "weft-masq"`,
 	},
 	"iptables": {
-		`4 -A FORWARD -m comment --comment weft-forward -j WEFT-FWD`,
+		`4 -A FORWARD -m comment --comment weft-forward-jump -j WEFT-FWD`,
 		`4 -A POSTROUTING -m comment --comment weft-masq -j WEFT-POSTRTG`,
 		`4 -A WEFT-FWD -d 10.244.0.0/16 -m comment --comment weft-forward -j ACCEPT`,
 		`4 -A WEFT-FWD -s 10.244.0.0/16 -m comment --comment weft-forward -j ACCEPT`,
