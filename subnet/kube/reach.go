@@ -24,11 +24,14 @@ type reach struct {
 	mu        sync.Mutex
 	up        bool      // the last request was answered; guarded by mu
 	downSince time.Time // when the outage began; zero while up; guarded by mu
+	refusing  bool      // the last answer refused weftd's rights; guarded by mu
 }
 
 // observe records the outcome of one request.
 func (r *reach) observe(err error) {
 	switch {
+	case err != nil && (apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err)):
+		r.refused(err)
 	case err == nil || answered(err):
 		r.answered()
 	case errors.Is(err, context.Canceled):
@@ -45,6 +48,27 @@ func (r *reach) answered() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.up = true
+	r.refusing = false
+	r.end()
+}
+
+// refused records an answer that refuses weftd's credentials or rights: the
+// server answers (an outage ends), but the user has to act, so the first of
+// a run of refusals is logged with what to do. A restarted API server
+// refuses for a moment while its authorizer loads; that is logged too.
+func (r *reach) refused(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.up = true
+	r.end()
+	if !r.refusing {
+		r.refusing = true
+		r.log.Warn("the API server refuses weftd's request; retrying", "err", hint(err))
+	}
+}
+
+// end logs the end of an outage, once; r.mu held.
+func (r *reach) end() {
 	if !r.downSince.IsZero() {
 		r.log.Info("the API server answers again", "down_for", time.Since(r.downSince).Round(time.Millisecond))
 		r.downSince = time.Time{}

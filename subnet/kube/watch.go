@@ -219,7 +219,9 @@ func (w *watcher) failed(err error) {
 	}
 	w.m.noteWatchError(err)
 	// A watch that broke off is not a request the observed client saw end.
-	w.m.reach.failed(err)
+	// An API status it ended with (a refusal while a restarted server's
+	// authorizer loads) is an answer, not an outage.
+	w.m.reach.observe(err)
 }
 
 // slim is the informer's transform: it keeps of a Node only its name,
