@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 
@@ -16,12 +17,19 @@ type Underlay struct {
 	Link string
 	// Index is its interface index.
 	Index int
-	// PublicIP is the address peers reach this node at.
+	// PublicIP is the IPv4 address peers reach this node at; zero when the
+	// underlay has none (an IPv6-only node).
 	PublicIP netip.Addr
 	// LocalIP is the link's address tunnels are sent from and received at
 	// (Flannel's interface address). It differs from PublicIP on a node
 	// behind a 1:1 NAT; zero means PublicIP (see Local).
 	LocalIP netip.Addr
+	// PublicIPv6 is the IPv6 address peers reach this node at (Flannel's
+	// PublicIPv6); zero when the underlay has none.
+	PublicIPv6 netip.Addr
+	// LocalIPv6 is the link's IPv6 address tunnels over IPv6 use; zero
+	// means PublicIPv6 (see Local6).
+	LocalIPv6 netip.Addr
 	// MTU of the underlay link.
 	MTU int
 }
@@ -38,6 +46,37 @@ func (u Underlay) Local() netip.Addr {
 // BehindNAT reports whether the node is behind a NAT: peers reach it at a
 // PublicIP that is not its local address.
 func (u Underlay) BehindNAT() bool { return u.LocalIP.IsValid() && u.LocalIP != u.PublicIP }
+
+// Local6 is the IPv6 address the node's tunnels use on the underlay link:
+// LocalIPv6, or PublicIPv6 when LocalIPv6 is unset.
+func (u Underlay) Local6() netip.Addr {
+	if u.LocalIPv6.IsValid() {
+		return u.LocalIPv6
+	}
+	return u.PublicIPv6
+}
+
+// BehindNAT6 reports whether peers reach the node at a PublicIPv6 that is
+// not its local IPv6 address.
+func (u Underlay) BehindNAT6() bool {
+	return u.LocalIPv6.IsValid() && u.LocalIPv6 != u.PublicIPv6
+}
+
+// LeaseAttrs is what a backend whose pod traffic of each family goes over
+// the underlay address of that family publishes, before its backend data:
+// PublicIP when the network enables IPv4, PublicIPv6 when it enables IPv6,
+// as Flannel publishes them (a family the network does not use is left
+// out, so its lease reads "PublicIPv6":null).
+func (u Underlay) LeaseAttrs(cfg *subnet.Config) subnet.LeaseAttrs {
+	var a subnet.LeaseAttrs
+	if cfg == nil || cfg.EnableIPv4 {
+		a.PublicIP = u.PublicIP
+	}
+	if cfg != nil && cfg.EnableIPv6 {
+		a.PublicIPv6 = u.PublicIPv6
+	}
+	return a
+}
 
 // Options is what every backend constructor gets.
 type Options struct {
@@ -62,11 +101,14 @@ type Constructor func(Options) (Backend, error)
 // time. All of them are called from the network namespace weftd runs in.
 type Backend interface {
 	// Prepare creates or adopts the node-level kernel state that does not
-	// depend on the subnet (e.g. the VXLAN device) and returns the
-	// BackendData to publish in this node's lease (nil if none). A device
-	// that exists with compatible settings is reused, not re-created, so a
-	// restart does not disturb traffic. Prepare is idempotent.
-	Prepare(ctx context.Context) (json.RawMessage, error)
+	// depend on the subnet (e.g. the VXLAN devices) and returns what to
+	// publish in this node's lease: the underlay addresses peers reach it
+	// at (PublicIP, PublicIPv6: see Underlay.LeaseAttrs) and the
+	// BackendData and BackendV6Data (nil if none). BackendType is the
+	// daemon's to set. A device that exists with compatible settings is
+	// reused, not re-created, so a restart does not disturb traffic.
+	// Prepare is idempotent.
+	Prepare(ctx context.Context) (subnet.LeaseAttrs, error)
 
 	// Configure is called once this node holds own, and again whenever the
 	// lease changes (e.g. re-acquired on another subnet). It assigns what
@@ -121,12 +163,26 @@ const (
 	PeerFailed PeerState = "failed"
 )
 
-// PeerStatus is one peer as a backend sees it.
+// PeerStatus is one peer as a backend sees it. State is the peer's as a
+// whole: programmed only when every family the network enables is;
+// otherwise the state of a family that is not (failed before refused), with
+// Reason saying which family and why.
 type PeerStatus struct {
-	Subnet   netip.Prefix `json:"subnet"`
-	PublicIP netip.Addr   `json:"publicIP"`
-	State    PeerState    `json:"state"`
-	Reason   string       `json:"reason,omitempty"`
+	Subnet     netip.Prefix `json:"subnet"`
+	PublicIP   netip.Addr   `json:"publicIP"`
+	IPv6Subnet netip.Prefix `json:"ipv6Subnet,omitzero"`
+	PublicIPv6 netip.Addr   `json:"publicIPv6,omitzero"`
+	State      PeerState    `json:"state"`
+	Reason     string       `json:"reason,omitempty"`
+}
+
+// Key is the peer's key: Subnet, or IPv6Subnet for an IPv6-only peer (as
+// subnet.Lease.Key).
+func (s PeerStatus) Key() netip.Prefix {
+	if s.Subnet.IsValid() {
+		return s.Subnet
+	}
+	return s.IPv6Subnet
 }
 
 // DecodeOptions decodes raw (the config's "Backend" object) into v, which
@@ -168,4 +224,39 @@ type RepairCounter interface {
 // diagnosis can name it.
 type Device interface {
 	Device() string
+}
+
+// RefuseIPv6 is the error of a backend that does not carry IPv6 pod traffic
+// yet, for a cfg that enables IPv6 (or disables IPv4); nil otherwise.
+func RefuseIPv6(name string, cfg *subnet.Config) error {
+	if cfg == nil || cfg.EnableIPv4 && !cfg.EnableIPv6 {
+		return nil
+	}
+	return fmt.Errorf("%s: this weftd's %s backend carries IPv4 pod networks only; set EnableIPv6 false (and EnableIPv4 true) or use a backend that carries IPv6", name, name)
+}
+
+// RequireAddrs checks that u has an underlay address of each family cfg
+// enables, as a backend that carries each family over the underlay of the
+// same family needs (name prefixes the error). A node without one is told
+// what to do.
+func (u Underlay) RequireAddrs(name string, cfg *subnet.Config) error {
+	link := u.Link
+	if link == "" {
+		link = "link"
+	}
+	if (cfg == nil || cfg.EnableIPv4) && !u.PublicIP.Unmap().Is4() {
+		return fmt.Errorf("%s: the network enables IPv4 but the underlay %s has no IPv4 address: add one, or give weftd --public-ip", name, link)
+	}
+	if cfg != nil && cfg.EnableIPv6 && (!u.PublicIPv6.Is6() || u.PublicIPv6.Is4In6()) {
+		return fmt.Errorf("%s: the network enables IPv6 (EnableIPv6) but the underlay %s has no IPv6 address: add one, or give weftd --public-ipv6", name, link)
+	}
+	return nil
+}
+
+// IPv6Carrier is implemented by backends that carry IPv6 pod traffic over
+// an underlay of another family (the udp backend: IPv6 pods in IPv4
+// datagrams), so peers are judged by the right address (PeerNode.IPv6Carrier).
+// Backends that do not implement it carry each family over its own.
+type IPv6Carrier interface {
+	IPv6Carrier() Family
 }

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 
@@ -16,6 +17,11 @@ import (
 // The rules are written once, over a family's view of the lease (its subnet,
 // its underlay address, the network and this node's values of that family),
 // so IPv6 is the same rules applied to the IPv6 half of the lease, not a copy.
+// A family's pod traffic normally crosses the underlay address of the same
+// family (Flannel's way: the IPv6 subnet is reached at PublicIPv6); a backend
+// that carries it over the other family's underlay (udp's IPv6 pods in IPv4
+// datagrams) says so in PeerNode, and the underlay rules then apply to that
+// address.
 
 // Family is an address family of the pod network.
 type Family int
@@ -42,10 +48,15 @@ type PeerNode struct {
 	// BackendType is the backend a peer must run; Config.BackendType when
 	// empty.
 	BackendType string
-	// Connected are the underlay's directly connected prefixes when the
-	// caller knows them; a PublicIP that is one's broadcast address is
+	// Connected are the underlay's directly connected prefixes (either
+	// family) when the caller knows them; an underlay address that is one's
+	// broadcast address (IPv4) or subnet-router anycast address (IPv6) is
 	// refused. Nil skips that check.
 	Connected []netip.Prefix
+	// IPv6Carrier is the underlay family that carries IPv6 pod traffic:
+	// IPv6 (the default, zero) reaches a peer's IPv6 subnet at its
+	// PublicIPv6; IPv4 reaches it at its PublicIP (the udp backend).
+	IPv6Carrier Family
 }
 
 // FamilyVerdict is the verdict on a lease for one address family.
@@ -75,6 +86,24 @@ func (v PeerVerdict) Family(f Family) FamilyVerdict {
 		return v.V6
 	}
 	return v.V4
+}
+
+// Outcomes turns the verdict into the outcome of each family for
+// NewPeerStatus: a usable family is programmed, any other refused with its
+// reason (this node's own lease: both, "subnet is this node's own"). A
+// backend with checks of its own makes its outcomes from Family instead.
+func (v PeerVerdict) Outcomes() (v4, v6 FamilyOutcome) {
+	if v.Own {
+		o := Outcome(PeerRefused, "subnet is this node's own")
+		return o, o
+	}
+	out := func(f Family, fv FamilyVerdict) FamilyOutcome {
+		if fv.Usable {
+			return Outcome(PeerProgrammed, "")
+		}
+		return Outcome(PeerRefused, cmp.Or(fv.Reason, "the network does not use "+f.String()))
+	}
+	return out(IPv4, v.V4), out(IPv6, v.V6)
 }
 
 // Usable reports whether the lease is a peer in at least one family.
@@ -108,10 +137,15 @@ func (v PeerVerdict) Reason() string {
 //     family, inside the family's pod network, of exactly the network's
 //     subnet length (so peers' subnets never overlap one another), and does
 //     not overlap this node's subnet;
-//   - the family's underlay address (PublicIP, PublicIPv6) is a usable
-//     unicast address: not unspecified, loopback, multicast, broadcast
-//     (limited, or directed on a connected underlay subnet), link-local,
-//     inside a pod network, or this node's own.
+//   - this node has an underlay address of the family carrying it
+//     (PublicIP for IPv4; PublicIPv6 for IPv6, or PublicIP when
+//     IPv6Carrier is IPv4);
+//   - the lease's underlay address of that family (PublicIP, PublicIPv6) is
+//     a usable unicast address: not unspecified, loopback, multicast,
+//     broadcast (limited, or directed on a connected underlay subnet), the
+//     subnet-router anycast address of a connected IPv6 underlay subnet,
+//     link-local, IPv4-mapped, inside the pod network of its family, or this
+//     node's own.
 //
 // CheckPeer is pure and safe for concurrent use.
 func CheckPeer(n PeerNode, l subnet.Lease) PeerVerdict {
@@ -156,29 +190,42 @@ func backendReason(n PeerNode, l subnet.Lease) string {
 	}
 }
 
-// family is one family's view of the node and the lease.
+// family is one family's view of the node and the lease: the pod side
+// (subnets of family f) and the underlay side (addresses of family uf, the
+// one carrying f).
 type family struct {
 	f         Family
-	ipKey     string // the lease field the address comes from
 	enabled   bool
 	network   netip.Prefix
 	subnetLen int
 	own       netip.Prefix
-	ownIP     netip.Addr
 	subnet    netip.Prefix
+	// The underlay side.
+	uf        Family
+	ipKey     string       // the lease field the address comes from
+	ulNetwork netip.Prefix // the pod network of family uf: no underlay address is in it
+	ownIP     netip.Addr
 	publicIP  netip.Addr
 }
 
 func familyOf(n PeerNode, l subnet.Lease, f Family) family {
 	c := n.Config
+	fa := family{f: f, uf: f, enabled: c.EnableIPv4, network: c.Network, subnetLen: c.SubnetLen,
+		own: n.Own.Subnet, subnet: l.Subnet}
 	if f == IPv6 {
-		return family{f: f, ipKey: "PublicIPv6", enabled: c.EnableIPv6, network: c.IPv6Network,
-			subnetLen: c.IPv6SubnetLen, own: n.Own.IPv6Subnet, ownIP: n.PublicIPv6,
-			subnet: l.IPv6Subnet, publicIP: l.Attrs.PublicIPv6}
+		fa.enabled, fa.network, fa.subnetLen, fa.own, fa.subnet = c.EnableIPv6, c.IPv6Network, c.IPv6SubnetLen, n.Own.IPv6Subnet, l.IPv6Subnet
+		if n.IPv6Carrier == IPv4 {
+			fa.uf = IPv4
+		}
 	}
-	return family{f: f, ipKey: "PublicIP", enabled: c.EnableIPv4, network: c.Network,
-		subnetLen: c.SubnetLen, own: n.Own.Subnet, ownIP: n.PublicIP,
-		subnet: l.Subnet, publicIP: l.Attrs.PublicIP}
+	fa.ipKey, fa.ownIP, fa.publicIP, fa.ulNetwork = "PublicIP", n.PublicIP, l.Attrs.PublicIP, c.Network
+	if fa.uf == IPv6 {
+		fa.ipKey, fa.ownIP, fa.publicIP, fa.ulNetwork = "PublicIPv6", n.PublicIPv6, l.Attrs.PublicIPv6, c.IPv6Network
+	}
+	if !(fa.uf == IPv4 && c.EnableIPv4 || fa.uf == IPv6 && c.EnableIPv6) {
+		fa.ulNetwork = netip.Prefix{} // a network the config does not use
+	}
+	return fa
 }
 
 func checkFamily(n PeerNode, l subnet.Lease, fa family, common string) FamilyVerdict {
@@ -195,8 +242,9 @@ func checkFamily(n PeerNode, l subnet.Lease, fa family, common string) FamilyVer
 	return FamilyVerdict{Enabled: true, Usable: why == "", Reason: why}
 }
 
-func (fa family) is(a netip.Addr) bool {
-	if fa.f == IPv6 {
+// is reports whether a is an address of family f.
+func is(f Family, a netip.Addr) bool {
+	if f == IPv6 {
 		return a.Is6() && !a.Is4In6()
 	}
 	return a.Is4()
@@ -209,7 +257,7 @@ func (fa family) subnetReason() string {
 		return fmt.Sprintf("the network config has no %s network", fa.f)
 	case !sn.IsValid():
 		return fmt.Sprintf("lease has no %s subnet", fa.f)
-	case !fa.is(sn.Addr()) || sn.Addr().Zone() != "":
+	case !is(fa.f, sn.Addr()) || sn.Addr().Zone() != "":
 		return fmt.Sprintf("subnet %s is not an %s prefix", sn, fa.f)
 	case sn.Masked() != sn:
 		return fmt.Sprintf("subnet %s has host bits set", sn)
@@ -234,18 +282,20 @@ var thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
 
 func (fa family) addrReason(connected []netip.Prefix) string {
 	a := fa.publicIP
-	if fa.f == IPv4 {
+	if fa.uf == IPv4 {
 		a = a.Unmap()
 	}
 	name := fa.ipKey + " " + a.String()
 	switch {
+	case !fa.ownIP.IsValid():
+		return fmt.Sprintf("this node has no %s to reach %s peers over; give weftd --public-ip%s", fa.ipKey, fa.f, map[Family]string{IPv4: "", IPv6: "v6"}[fa.uf])
 	case !a.IsValid():
 		return "no " + fa.ipKey
-	case !fa.is(a):
-		return fmt.Sprintf("%s is not an %s address", name, fa.f)
+	case !is(fa.uf, a):
+		return fmt.Sprintf("%s is not an %s address", name, fa.uf)
 	case a.Zone() != "":
 		return name + " has a zone"
-	case a.IsUnspecified() || fa.f == IPv4 && thisNetwork.Contains(a):
+	case a.IsUnspecified() || fa.uf == IPv4 && thisNetwork.Contains(a):
 		return name + " is unspecified"
 	case a.IsLoopback():
 		return name + " is loopback"
@@ -255,16 +305,19 @@ func (fa family) addrReason(connected []netip.Prefix) string {
 		return name + " is the broadcast address"
 	case a.IsLinkLocalUnicast():
 		return name + " is link-local"
-	case fa.network.IsValid() && fa.network.Contains(a):
+	case fa.ulNetwork.IsValid() && fa.ulNetwork.Contains(a):
 		return name + " is inside the pod network"
 	case a == fa.ownIP:
 		return name + " is this node's own"
 	}
-	if fa.f == IPv4 {
-		for _, p := range connected {
-			if p.Addr().Is4() && p.Bits() < 31 && a == lastAddr(p) {
-				return fmt.Sprintf("%s is the broadcast address of the underlay subnet %s", name, p.Masked())
-			}
+	for _, p := range connected {
+		switch {
+		case fa.uf == IPv4 && p.Addr().Is4() && p.Bits() < 31 && a == lastAddr(p):
+			return fmt.Sprintf("%s is the broadcast address of the underlay subnet %s", name, p.Masked())
+		case fa.uf == IPv6 && p.Addr().Is6() && p.Bits() < 127 && a == p.Masked().Addr():
+			// RFC 4291 2.6.1: the all-zeros interface ID is the
+			// subnet-router anycast address, every router of the link's.
+			return fmt.Sprintf("%s is the subnet-router anycast address of the underlay subnet %s", name, p.Masked())
 		}
 	}
 	return ""

@@ -23,6 +23,8 @@ func TestCheckPeer(t *testing.T) {
 	udp := mustConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
 	dual := mustConfig(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"vxlan"}}`)
 	v6only := mustConfig(t, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"vxlan"}}`)
+	dualUDP := mustConfig(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"udp"}}`)
+	v6onlyUDP := mustConfig(t, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"udp"}}`)
 	p := netip.MustParsePrefix
 	a := netip.MustParseAddr
 	own := subnet.Lease{Subnet: p("10.244.1.0/24"), IPv6Subnet: p("fd10:0:0:1::/64")}
@@ -141,6 +143,52 @@ func TestCheckPeer(t *testing.T) {
 		{name: "dual: own key", node: node(dual), lease: lease(func(l *subnet.Lease) { l.Subnet, l.IPv6Subnet = own.Subnet, own.IPv6Subnet }), own: true},
 		{name: "dual: v6 overlaps own", node: node(dual), lease: lease(sn6("fd10:0:0:1::/64")), v6: "overlaps this node's subnet"},
 		{name: "v6-only: good", node: node(v6only), lease: lease(func(l *subnet.Lease) { l.Subnet, l.Attrs.PublicIP = netip.Prefix{}, netip.Addr{} }), v4: "-"},
+		{name: "v6-only: no PublicIPv6", node: node(v6only), lease: lease(func(l *subnet.Lease) { l.Subnet, l.Attrs.PublicIPv6 = netip.Prefix{}, netip.Addr{} }),
+			v4: "-", v6: "no PublicIPv6"},
+		{name: "dual: this node has no PublicIPv6", node: func() PeerNode { n := node(dual); n.PublicIPv6 = netip.Addr{}; return n }(),
+			lease: lease(nil), v6: "this node has no PublicIPv6 to reach IPv6 peers over; give weftd --public-ipv6"},
+		{name: "this node has no PublicIP", node: func() PeerNode { n := node(vx); n.PublicIP = netip.Addr{}; return n }(),
+			lease: v4only(nil), v4: "this node has no PublicIP to reach IPv4 peers over; give weftd --public-ip", v6: "-"},
+		{name: "dual: v6 subnet-router anycast", node: func() PeerNode {
+			n := node(dual)
+			n.Connected = append(n.Connected, p("2001:db8::/64"))
+			return n
+		}(), lease: lease(pub6("2001:db8::")), v6: "2001:db8:: is the subnet-router anycast address of the underlay subnet 2001:db8::/64"},
+		{name: "dual: v6 anycast of a /127 is a host", node: func() PeerNode {
+			n := node(dual)
+			n.Connected = append(n.Connected, p("2001:db8:1::/127"))
+			return n
+		}(), lease: lease(pub6("2001:db8:1::"))},
+		{name: "dual: v6 address of another subnet's zero ID", node: func() PeerNode {
+			n := node(dual)
+			n.Connected = append(n.Connected, p("2001:db8::/64"))
+			return n
+		}(), lease: lease(pub6("2001:db8:5::"))},
+
+		// IPv6 carried over the IPv4 underlay (udp): the IPv6 subnet is
+		// reached at PublicIP, and the underlay rules apply to it.
+		{name: "v6 over v4: good without PublicIPv6", node: func() PeerNode { n := node(dualUDP); n.IPv6Carrier = IPv4; n.PublicIPv6 = netip.Addr{}; return n }(),
+			lease: lease(func(l *subnet.Lease) { l.Attrs.BackendType, l.Attrs.PublicIPv6 = "udp", netip.Addr{} })},
+		{name: "v6 over v4: bad PublicIP refuses both", node: func() PeerNode { n := node(dualUDP); n.IPv6Carrier = IPv4; return n }(),
+			lease: lease(func(l *subnet.Lease) { l.Attrs.BackendType, l.Attrs.PublicIP = "udp", a("127.0.0.1") }), v4: "PublicIP 127.0.0.1 is loopback", v6: "PublicIP 127.0.0.1 is loopback"},
+		{name: "v6 over v4: a bad PublicIPv6 does not matter", node: func() PeerNode { n := node(dualUDP); n.IPv6Carrier = IPv4; return n }(),
+			lease: lease(func(l *subnet.Lease) { l.Attrs.BackendType, l.Attrs.PublicIPv6 = "udp", a("::1") })},
+		{name: "v6 over v4: PublicIP inside the IPv4 network", node: func() PeerNode { n := node(dualUDP); n.IPv6Carrier = IPv4; return n }(),
+			lease: lease(func(l *subnet.Lease) { l.Attrs.BackendType = "udp"; l.Attrs.PublicIP = a("10.244.9.9") }), v4: "inside the pod network", v6: "PublicIP 10.244.9.9 is inside the pod network"},
+		{name: "v6-only over v4: reached at PublicIP", node: func() PeerNode {
+			n := node(v6onlyUDP)
+			n.IPv6Carrier = IPv4
+			return n
+		}(), lease: lease(func(l *subnet.Lease) {
+			l.Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendType = netip.Prefix{}, netip.Addr{}, "udp"
+		}), v4: "-"},
+		{name: "v6-only over v4: no PublicIP", node: func() PeerNode {
+			n := node(v6onlyUDP)
+			n.IPv6Carrier = IPv4
+			return n
+		}(), lease: lease(func(l *subnet.Lease) {
+			l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendType = netip.Prefix{}, netip.Addr{}, "udp"
+		}), v4: "-", v6: "no PublicIP"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := CheckPeer(tc.node, tc.lease)

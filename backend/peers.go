@@ -2,6 +2,7 @@ package backend
 
 import (
 	"cmp"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -11,24 +12,26 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// PeerSet is a kernel backend's desired peers by (masked) subnet. It is
-// owned by the goroutine calling Sync and Apply; not safe for concurrent use.
+// PeerSet is a kernel backend's desired peers by (masked) key
+// (subnet.Lease.Key: the IPv4 subnet, or the IPv6 subnet of an IPv6-only
+// lease). It is owned by the goroutine calling Sync and Apply; not safe for
+// concurrent use.
 type PeerSet map[netip.Prefix]subnet.Lease
 
 // Replace makes the set exactly peers, as Sync must.
 func (s *PeerSet) Replace(peers []subnet.Lease) {
 	*s = make(PeerSet, len(peers))
 	for _, l := range peers {
-		(*s)[l.Subnet.Masked()] = l
+		(*s)[l.Key().Masked()] = l
 	}
 }
 
-// Apply applies events and returns the subnets they touch: the scope of an
+// Apply applies events and returns the keys they touch: the scope of an
 // incremental pass.
 func (s PeerSet) Apply(events []subnet.Event) map[netip.Prefix]bool {
 	scope := make(map[netip.Prefix]bool, len(events))
 	for _, ev := range events {
-		sn := ev.Lease.Subnet.Masked()
+		sn := ev.Lease.Key().Masked()
 		scope[sn] = true
 		switch ev.Type {
 		case subnet.EventAdded:
@@ -38,6 +41,77 @@ func (s PeerSet) Apply(events []subnet.Event) map[netip.Prefix]bool {
 		}
 	}
 	return scope
+}
+
+// FamilyOutcome is what a backend did with one address family of a peer.
+type FamilyOutcome struct {
+	State  PeerState
+	Reason string // why, when State is not PeerProgrammed
+}
+
+// Outcome is a peer's outcome when it does not depend on the family (a
+// lease refused as a whole, e.g. this node's own).
+func Outcome(state PeerState, reason string) FamilyOutcome {
+	return FamilyOutcome{State: state, Reason: reason}
+}
+
+// NewPeerStatus merges what a backend did with each family of peer l into
+// its status. Only the families cfg enables count (nil: IPv4 only). The
+// peer is programmed when each of them is; otherwise its state is a failed
+// family's, else a refused one's, and Reason names the peer and says, per
+// family (when the network has both and they differ), why:
+//
+//	peer 10.244.2.0/24 (198.18.0.11): IPv6: lease has no IPv6 subnet
+func NewPeerStatus(cfg *subnet.Config, l subnet.Lease, v4, v6 FamilyOutcome) PeerStatus {
+	st := PeerStatus{Subnet: l.Subnet.Masked(), PublicIP: l.Attrs.PublicIP.Unmap(),
+		IPv6Subnet: l.IPv6Subnet.Masked(), PublicIPv6: l.Attrs.PublicIPv6, State: PeerProgrammed}
+	if !l.Subnet.IsValid() {
+		st.Subnet = netip.Prefix{}
+	}
+	if !l.IPv6Subnet.IsValid() {
+		st.IPv6Subnet = netip.Prefix{}
+	}
+	type fam struct {
+		name string
+		o    FamilyOutcome
+	}
+	var on []fam
+	if cfg == nil || cfg.EnableIPv4 {
+		on = append(on, fam{"IPv4", v4})
+	}
+	if cfg != nil && cfg.EnableIPv6 {
+		on = append(on, fam{"IPv6", v6})
+	}
+	var bad []fam
+	for _, f := range on {
+		switch f.o.State {
+		case PeerProgrammed:
+			continue
+		case PeerFailed:
+			st.State = PeerFailed
+		default:
+			if st.State != PeerFailed {
+				st.State = PeerRefused
+			}
+		}
+		bad = append(bad, f)
+	}
+	if len(bad) == 0 {
+		return st
+	}
+	why := bad[0].o.Reason
+	switch {
+	case len(bad) == 2 && bad[0].o.Reason != bad[1].o.Reason:
+		why = bad[0].name + ": " + bad[0].o.Reason + "; " + bad[1].name + ": " + bad[1].o.Reason
+	case len(on) == 2 && len(bad) == 1:
+		why = bad[0].name + ": " + why
+	}
+	addr := st.PublicIP
+	if !addr.IsValid() {
+		addr = st.PublicIPv6
+	}
+	st.Reason = fmt.Sprintf("peer %s (%s): %s", st.Key(), addr, why)
+	return st
 }
 
 // StatusBook keeps the last outcome per peer for Backend.Peers and logs
@@ -76,20 +150,30 @@ func (b *StatusBook) Update(scope map[netip.Prefix]bool, want map[netip.Prefix]P
 			continue
 		}
 		b.m[sn] = st
+		attrs := []any{"subnet", sn}
+		if st.PublicIP.IsValid() {
+			attrs = append(attrs, "publicIP", st.PublicIP)
+		}
+		if st.IPv6Subnet.IsValid() && st.IPv6Subnet != sn {
+			attrs = append(attrs, "ipv6Subnet", st.IPv6Subnet)
+		}
+		if st.PublicIPv6.IsValid() {
+			attrs = append(attrs, "publicIPv6", st.PublicIPv6)
+		}
 		if st.State == PeerProgrammed {
-			b.log.Info("peer programmed", "subnet", sn, "publicIP", st.PublicIP)
+			b.log.Info("peer programmed", attrs...)
 		} else {
-			b.log.Warn("peer "+string(st.State), "subnet", sn, "publicIP", st.PublicIP, "reason", st.Reason)
+			b.log.Warn("peer "+string(st.State), append(attrs, "reason", st.Reason)...)
 		}
 	}
 }
 
-// Peers returns every recorded status, sorted by subnet.
+// Peers returns every recorded status, sorted by key (IPv4 peers first).
 func (b *StatusBook) Peers() []PeerStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := slices.Collect(maps.Values(b.m))
-	slices.SortFunc(out, func(a, c PeerStatus) int { return ComparePrefix(a.Subnet, c.Subnet) })
+	slices.SortFunc(out, func(a, c PeerStatus) int { return ComparePrefix(a.Key(), c.Key()) })
 	return out
 }
 

@@ -24,6 +24,16 @@ func TestPeerSet(t *testing.T) {
 	if len(s) != 1 || !scope[a] || !scope[b] {
 		t.Errorf("after Apply set %v scope %v", s, scope)
 	}
+	// An IPv6-only lease is keyed by its IPv6 subnet, a dual-stack one by
+	// its IPv4 subnet.
+	v6 := netip.MustParsePrefix("fd10:0:0:3::/64")
+	s.Replace([]subnet.Lease{{IPv6Subnet: v6}, {Subnet: a, IPv6Subnet: netip.MustParsePrefix("fd10:0:0:4::/64")}})
+	if _, ok := s[v6]; !ok || len(s) != 2 || s[a].IPv6Subnet.Bits() != 64 {
+		t.Fatalf("Replace of IPv6-only and dual-stack leases: %v", s)
+	}
+	if scope := s.Apply([]subnet.Event{{Type: subnet.EventRemoved, Lease: subnet.Lease{IPv6Subnet: v6}}}); !scope[v6] || len(s) != 1 {
+		t.Errorf("removing the IPv6-only lease: set %v scope %v", s, scope)
+	}
 }
 
 func TestStatusBookLogsChangesOnce(t *testing.T) {
@@ -43,5 +53,49 @@ func TestStatusBookLogsChangesOnce(t *testing.T) {
 	book.Update(nil, nil)
 	if len(book.Peers()) != 0 || !strings.Contains(logs.String(), "peer removed") {
 		t.Errorf("a full pass without a kept it: %v", book.Peers())
+	}
+}
+
+// TestNewPeerStatus merges per-family outcomes: programmed only when every
+// enabled family is, failed before refused, reasons named by family.
+func TestNewPeerStatus(t *testing.T) {
+	v4 := mustConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	dual := mustConfig(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"vxlan"}}`)
+	v6 := mustConfig(t, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"vxlan"}}`)
+	l := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.2.0/24"), IPv6Subnet: netip.MustParsePrefix("fd10:0:0:2::/64"),
+		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.0.11"), PublicIPv6: netip.MustParseAddr("2001:db8::11")}}
+	l6 := l
+	l6.Subnet, l6.Attrs.PublicIP = netip.Prefix{}, netip.Addr{}
+	ok := Outcome(PeerProgrammed, "")
+	ref := func(why string) FamilyOutcome { return Outcome(PeerRefused, why) }
+	fail := func(why string) FamilyOutcome { return Outcome(PeerFailed, why) }
+	for _, tc := range []struct {
+		name   string
+		cfg    *subnet.Config
+		l      subnet.Lease
+		v4, v6 FamilyOutcome
+		state  PeerState
+		reason string
+	}{
+		{"v4 programmed", v4, l, ok, ref("ignored: not enabled"), PeerProgrammed, ""},
+		{"v4 refused", v4, l, ref("bad"), ok, PeerRefused, "peer 10.244.2.0/24 (198.18.0.11): bad"},
+		{"nil config is IPv4", nil, l, fail("boom"), ok, PeerFailed, "peer 10.244.2.0/24 (198.18.0.11): boom"},
+		{"dual programmed", dual, l, ok, ok, PeerProgrammed, ""},
+		{"dual v6 refused", dual, l, ok, ref("no IPv6 subnet"), PeerRefused, "peer 10.244.2.0/24 (198.18.0.11): IPv6: no IPv6 subnet"},
+		{"dual both refused alike", dual, l, ref("own"), ref("own"), PeerRefused, "peer 10.244.2.0/24 (198.18.0.11): own"},
+		{"dual both refused apart", dual, l, ref("x"), ref("y"), PeerRefused, "peer 10.244.2.0/24 (198.18.0.11): IPv4: x; IPv6: y"},
+		{"dual failed wins", dual, l, ref("x"), fail("y"), PeerFailed, "peer 10.244.2.0/24 (198.18.0.11): IPv4: x; IPv6: y"},
+		{"v6-only", v6, l6, ref("ignored"), ref("bad"), PeerRefused, "peer fd10:0:0:2::/64 (2001:db8::11): bad"},
+		{"v6-only programmed", v6, l6, ref("ignored"), ok, PeerProgrammed, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := NewPeerStatus(tc.cfg, tc.l, tc.v4, tc.v6)
+			if st.State != tc.state || st.Reason != tc.reason {
+				t.Errorf("status %s %q, want %s %q", st.State, st.Reason, tc.state, tc.reason)
+			}
+			if st.Subnet != tc.l.Subnet || st.IPv6Subnet != tc.l.IPv6Subnet || st.PublicIP != tc.l.Attrs.PublicIP || st.PublicIPv6 != tc.l.Attrs.PublicIPv6 || st.Key() != tc.l.Key() {
+				t.Errorf("status names %+v, lease %+v", st, tc.l)
+			}
+		})
 	}
 }

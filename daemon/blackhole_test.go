@@ -45,7 +45,8 @@ func startWithBlackholes(t *testing.T, config string, on bool) (*node, *fakeBlac
 	m := newStore(t, config)
 	fb := &fakeBlackholes{}
 	dir := t.TempDir()
-	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr("198.18.0.1")}
+	// A dual-stack node: the configs enable IPv6.
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr("198.18.0.1"), PublicIPv6: netip.MustParseAddr("2001:db8::1")}
 	d, err := New(Config{
 		SubnetFile: filepath.Join(dir, "subnet.env"), CNIConfDir: filepath.Join(dir, "net.d"), HealthzAddr: "off",
 		CNIIPAMDir: filepath.Join(dir, "ipam"), ConfigPollInterval: 10 * time.Millisecond, ResyncInterval: 100 * time.Millisecond,

@@ -21,11 +21,16 @@ type Config struct {
 	Iface         []string
 	IfaceRegex    []*regexp.Regexp
 	IfaceCanReach netip.Addr
-	// PublicIP is the address peers reach this node at. Empty: the
-	// underlay interface's address. Another address than the interface's
+	// PublicIP is the IPv4 address peers reach this node at. Empty: the
+	// underlay interface's IPv4 address. Another address than the interface's
 	// puts the node behind a 1:1 NAT: tunnels use the interface's address,
 	// the lease carries PublicIP.
 	PublicIP netip.Addr
+	// PublicIPv6 is the IPv6 address peers reach this node at (dual-stack
+	// and IPv6-only networks). Empty: the underlay interface's first global
+	// IPv6 address; another address than the interface's is a 1:1 NAT, as
+	// for PublicIP.
+	PublicIPv6 netip.Addr
 
 	SubnetFile     string
 	SubnetLeaseTTL time.Duration
@@ -40,7 +45,17 @@ type Config struct {
 	// no masquerade or forwarding rules; the vxlan backend's peer filter
 	// (Backend.PeerFilter, on by default) is installed regardless.
 	ForwardRules bool
-	MasqBackend  string // "nftables" or "iptables"
+	// MasqBackend is the firewall API weft's rules go through: "nftables",
+	// "iptables", or "auto" (the default): iptables when the network config
+	// says EnableNFTables false, else nftables.
+	MasqBackend string
+	// MasqFullyRandomDisable turns off random-fully on weft's masquerade
+	// rules (Flannel's --ip-masq-fully-random-disable).
+	MasqFullyRandomDisable bool
+	// FirewallResync is how often weft's firewall rules are checked and
+	// restored when something removed them (Flannel's --iptables-resync);
+	// 0 turns the check off.
+	FirewallResync time.Duration
 	// BlackholeRoute keeps an unreachable route for the whole pod network
 	// (Flannel's --ip-blackhole-route, on by default in weftd) so traffic
 	// to subnets no peer holds never leaves through the default route.
@@ -80,8 +95,10 @@ const (
 	DefaultStateDir           = "/var/lib/weft"
 	DefaultResyncInterval     = 30 * time.Second
 	DefaultConfigPollInterval = 10 * time.Second
+	MasqAuto                  = "auto"
 	MasqNFTables              = "nftables"
 	MasqIPTables              = "iptables"
+	DefaultFirewallResync     = 5 * time.Second
 )
 
 // withDefaults returns c with zero fields defaulted, or an error naming the
@@ -100,10 +117,13 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("subnet lease renew margin %s must be more than 0 and less than the lease TTL %s", c.SubnetLeaseRenewMargin, c.SubnetLeaseTTL)
 	}
 	if c.MasqBackend == "" {
-		c.MasqBackend = MasqNFTables
+		c.MasqBackend = MasqAuto
 	}
-	if c.MasqBackend != MasqNFTables && c.MasqBackend != MasqIPTables {
-		return c, fmt.Errorf("masquerade backend %q: use %s or %s", c.MasqBackend, MasqNFTables, MasqIPTables)
+	if c.MasqBackend != MasqAuto && c.MasqBackend != MasqNFTables && c.MasqBackend != MasqIPTables {
+		return c, fmt.Errorf("masquerade backend %q: use %s, %s or %s", c.MasqBackend, MasqAuto, MasqNFTables, MasqIPTables)
+	}
+	if c.FirewallResync < 0 {
+		return c, fmt.Errorf("firewall resync period %s is negative: use 0 to turn it off", c.FirewallResync)
 	}
 	if c.CNIConfDir == "" {
 		c.CNIConfDir = DefaultCNIConfDir

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +28,10 @@ type Deps struct {
 	// Masq installs the forwarding rules, and masquerade when
 	// Config.IPMasq is set; nil installs nothing (tests).
 	Masq masq.Manager
+	// NewMasq, used when Masq is nil, makes the Manager of a firewall API
+	// ("nftables", "iptables"): the daemon picks one per network config
+	// (Config.MasqBackend, EnableNFTables).
+	NewMasq func(kind string) (masq.Manager, error)
 	// Underlay, when set, is used instead of detecting it from the kernel.
 	Underlay *backend.Underlay
 	// StoreScope names the store and network Manager serves (e.g. "etcd
@@ -36,7 +39,9 @@ type Deps struct {
 	// recorded under another scope is refused.
 	StoreScope string
 	// OnReady, when set, is called once per generation after the node is
-	// ready (lease held, backend configured, CNI config installed), and
+	// ready (lease held, backend configured, CNI config installed, the
+	// peers of the store's first snapshot or of the last known state
+	// programmed), and
 	// retried with backoff until it succeeds or the generation ends. The
 	// Kubernetes wiring clears the Node's NetworkUnavailable condition
 	// with it.
@@ -58,7 +63,10 @@ type Daemon struct {
 	metrics *metrics
 
 	// ready flags, read by /readyz from the HTTP goroutine.
-	leaseHeld, subnetFileWritten, backendReady, cniConfInstalled atomic.Bool
+	// peersProgrammed is set by a generation's first full pass: until
+	// then a restarted node (the udp backend keeps its peers in memory)
+	// may not reach them.
+	leaseHeld, subnetFileWritten, backendReady, cniConfInstalled, peersProgrammed atomic.Bool
 	// heartbeat is the unix-nano time the reconcile loop last ran; zero
 	// while no generation is running.
 	heartbeat atomic.Int64
@@ -76,6 +84,11 @@ type Daemon struct {
 	controlPlane atomic.Bool
 	// lastState writes the last known state; nil without Config.StateDir.
 	lastState *laststate.Writer
+	// masqs are the firewall Managers made from Deps.NewMasq, by kind, and
+	// masqInUse the kind of the running generation. Touched only by the
+	// generation goroutine between generations (masqFor).
+	masqs     map[string]masqMade
+	masqInUse string
 }
 
 // New checks cfg and deps and returns a daemon. It starts nothing.
@@ -132,7 +145,7 @@ func (d *Daemon) runGenerations(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.log.Info("underlay", "link", underlay.Link, "publicIP", underlay.PublicIP, "localIP", underlay.Local(), "mtu", underlay.MTU)
+	d.log.Info("underlay", "link", underlay.Link, "publicIP", underlay.PublicIP, "localIP", underlay.Local(), "publicIPv6", underlay.PublicIPv6, "localIPv6", underlay.Local6(), "mtu", underlay.MTU)
 	last := d.loadLastState(underlay)
 	for {
 		var cfg *subnet.Config
@@ -167,7 +180,7 @@ func (d *Daemon) underlay() (backend.Underlay, error) {
 	if d.deps.Underlay != nil {
 		return *d.deps.Underlay, nil
 	}
-	return findUnderlay(UnderlayChoice{Iface: d.cfg.Iface, IfaceRegex: d.cfg.IfaceRegex, IfaceCanReach: d.cfg.IfaceCanReach, PublicIP: d.cfg.PublicIP})
+	return findUnderlay(UnderlayChoice{Iface: d.cfg.Iface, IfaceRegex: d.cfg.IfaceRegex, IfaceCanReach: d.cfg.IfaceCanReach, PublicIP: d.cfg.PublicIP, PublicIPv6: d.cfg.PublicIPv6})
 }
 
 // waitConfig returns the stored network config, waiting with backoff while
@@ -208,14 +221,15 @@ func (d *Daemon) waitConfig(ctx context.Context, skip *subnet.Config, underlay b
 			if cfg != nil {
 				key += string(cfg.Raw) // same refusal, another config: news
 			}
-		case errors.Is(err, errNotConnected):
-			// Not connected yet: the dial (dialEtcd) reports that, once.
+		case errors.Is(err, errNotConnected) || errors.Is(err, subnet.ErrUnreachable):
+			// Not connected yet: the dial (dialEtcd) reports that, once; a
+			// store wrapping ErrUnreachable has reported its outage.
 		default:
 			now = "cannot read the network config from etcd; keeping the current state and retrying"
 			key = now
 		}
 		switch {
-		case errors.Is(err, errNotConnected):
+		case errors.Is(err, errNotConnected) || errors.Is(err, subnet.ErrUnreachable):
 		case now != "" && key != problem:
 			d.log.Warn(now, "err", err)
 			problem = key
@@ -268,7 +282,8 @@ func sameNetwork(a, b *subnet.Config) bool {
 	return a.Network == b.Network && a.SubnetLen == b.SubnetLen &&
 		a.SubnetMin == b.SubnetMin && a.SubnetMax == b.SubnetMax &&
 		a.IPv6Network == b.IPv6Network && a.IPv6SubnetLen == b.IPv6SubnetLen &&
-		a.BackendType == b.BackendType && string(compactJSON(a.Backend)) == string(compactJSON(b.Backend))
+		a.BackendType == b.BackendType && string(compactJSON(a.Backend)) == string(compactJSON(b.Backend)) &&
+		(a.EnableNFTables == nil) == (b.EnableNFTables == nil) && (a.EnableNFTables == nil || *a.EnableNFTables == *b.EnableNFTables)
 }
 
 // generation is the state of one network config's run. Its fields are owned
@@ -290,8 +305,17 @@ type generation struct {
 	checkOwn chan struct{}
 	// filter is the peer filter as last installed.
 	filter peerFilterState
-	// synced is set after the generation's first full pass.
-	synced bool
+	// masq is the firewall Manager of this generation (nil: none); rules
+	// what it was last asked to hold (rulesSet once it was), firewallErr
+	// the last error checking them.
+	masq        masq.Manager
+	rules       masq.Rules
+	rulesSet    bool
+	firewallErr string
+	// synced is set after the generation's first full pass, and
+	// programmed closed with it.
+	synced     bool
+	programmed chan struct{}
 	// restored is set when the generation started from the last known
 	// state; live once a watch snapshot came from the store, ownConfirmed
 	// once own was acquired from it. Only live, confirmed state is saved.
@@ -313,14 +337,18 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
 	defer be.Close()
-	data, err := retry(ctx, log, "prepare backend", func() (json.RawMessage, error) { return be.Prepare(ctx) })
+	attrs, err := retry(ctx, log, "prepare backend", func() (subnet.LeaseAttrs, error) { return be.Prepare(ctx) })
 	if err != nil {
 		return nilOnDone(ctx, err)
 	}
-	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, store: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}}
+	attrs.BackendType = cfg.BackendType
+	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, store: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}, programmed: make(chan struct{})}
+	if g.masq, err = d.masqFor(ctx, cfg); err != nil {
+		return err
+	}
 	req := subnet.AcquireRequest{
 		Config: cfg,
-		Attrs:  subnet.LeaseAttrs{PublicIP: underlay.PublicIP, BackendType: cfg.BackendType, BackendData: data},
+		Attrs:  attrs,
 		TTL:    d.cfg.SubnetLeaseTTL,
 	}
 	req.Previous, req.PreviousIPv6 = d.previousSubnets(cfg)
@@ -350,12 +378,10 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	d.cniConfInstalled.Store(true)
 	d.running.Store(&runningBackend{be})
 	defer d.running.Store(nil)
-	status := fmt.Sprintf("subnet %s, backend %s", lease.Subnet, cfg.BackendType)
+	status := fmt.Sprintf("subnet %s, backend %s", subnet.KeyName(lease.Subnet, lease.IPv6Subnet), cfg.BackendType)
 	if last != nil {
 		status += ", lease store unreachable: running on the last known state"
 	}
-	log.Info("node ready", "subnet", lease.Subnet, "mtu", be.MTU(), "fromLastKnownState", last != nil)
-	d.notify("READY=1\nSTATUS=" + status)
 
 	batches := make(chan subnet.LeaseBatch, 64)
 	ownLeases := make(chan subnet.Lease, 1)
@@ -366,12 +392,22 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 	eg.Go(func() error { return be.Run(ctx) })
 	eg.Go(func() error { return d.watchConfig(ctx, cfg, underlay) })
 	eg.Go(func() error { return g.reconcile(ctx, batches, ownLeases) })
-	if d.deps.OnReady != nil {
-		eg.Go(func() error {
-			_, err := retry(ctx, log, "report the node ready", func() (struct{}, error) { return struct{}{}, d.deps.OnReady(ctx) })
-			return nilOnDone(ctx, err)
-		})
-	}
+	eg.Go(func() error {
+		// Ready means the peers are programmed, not only the node: a
+		// restarted node's kernel may hold nothing for them yet.
+		select {
+		case <-g.programmed:
+		case <-ctx.Done():
+			return nil
+		}
+		log.Info("node ready", leaseAttrs(*lease, "mtu", be.MTU(), "fromLastKnownState", last != nil)...)
+		d.notify("READY=1\nSTATUS=" + status)
+		if d.deps.OnReady == nil {
+			return nil
+		}
+		_, err := retry(ctx, log, "report the node ready", func() (struct{}, error) { return struct{}{}, d.deps.OnReady(ctx) })
+		return nilOnDone(ctx, err)
+	})
 	return eg.Wait()
 }
 
@@ -410,7 +446,7 @@ func (d *Daemon) acquire(ctx context.Context, req subnet.AcquireRequest) (*subne
 	}
 	d.metrics.leaseAcquisitions.Inc()
 	d.setControlPlane(true)
-	d.log.Info("lease acquired", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "expires", l.Expiration.Format(time.RFC3339))
+	d.log.Info("lease acquired", leaseAttrs(*l, "expires", l.Expiration.Format(time.RFC3339))...)
 	return l, nil
 }
 
@@ -441,12 +477,12 @@ func (d *Daemon) keepLease(ctx context.Context, lease subnet.Lease, req subnet.A
 			return nil
 		}
 		if !errors.Is(err, subnet.ErrLeaseLost) {
-			return fmt.Errorf("keep lease %s: %w", lease.Subnet, err)
+			return fmt.Errorf("keep lease %s: %w", subnet.KeyName(lease.Subnet, lease.IPv6Subnet), err)
 		}
 		d.metrics.leaseLosses.Inc()
 		d.leaseHeld.Store(false)
-		d.log.Warn("lease lost; acquiring again", "subnet", lease.Subnet)
-		req.Previous = lease.Subnet
+		d.log.Warn("lease lost; acquiring again", leaseAttrs(lease)...)
+		req.Previous, req.PreviousIPv6 = lease.Subnet, lease.IPv6Subnet
 		l, err := d.acquire(ctx, req)
 		if err != nil {
 			return nilOnDone(ctx, err)
@@ -479,7 +515,7 @@ func (d *Daemon) holdLease(ctx context.Context, lease *subnet.Lease, ttl time.Du
 			cancel()
 			<-errc
 			*lease = s.Lease()
-			d.log.Info("the watch reports our lease changed; checking it with the store", "subnet", lease.Subnet)
+			d.log.Info("the watch reports our lease changed; checking it with the store", leaseAttrs(*lease)...)
 			if err = d.deps.Manager.RenewLease(ctx, lease, ttl); err != nil && errors.Is(err, subnet.ErrLeaseLost) {
 				return err
 			}
@@ -518,10 +554,30 @@ func (d *Daemon) leaseExpiry() time.Time {
 func (d *Daemon) setNotReady() {
 	d.leaseHeld.Store(false)
 	d.backendReady.Store(false)
+	d.peersProgrammed.Store(false)
 	d.heartbeat.Store(0)
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// leaseAttrs are the log attributes naming l: its subnets and addresses,
+// those of a family it has, then more.
+func leaseAttrs(l subnet.Lease, more ...any) []any {
+	var a []any
+	if l.Subnet.IsValid() {
+		a = append(a, "subnet", l.Subnet)
+	}
+	if l.IPv6Subnet.IsValid() {
+		a = append(a, "ipv6Subnet", l.IPv6Subnet)
+	}
+	if l.Attrs.PublicIP.IsValid() {
+		a = append(a, "publicIP", l.Attrs.PublicIP)
+	}
+	if l.Attrs.PublicIPv6.IsValid() {
+		a = append(a, "publicIPv6", l.Attrs.PublicIPv6)
+	}
+	return append(a, more...)
+}
 
 // runningBackend boxes the interface for atomic.Pointer.
 type runningBackend struct{ backend.Backend }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,10 +67,12 @@ func startNodeWith(t *testing.T, m subnet.Manager, ip string, dir string, fake *
 type nodeOpts struct {
 	store      subnet.Manager
 	ip, dir    string
+	ip6        string // the node's PublicIPv6; "" for none (ip "": none either)
 	fake       *masqtest.Fake
 	newBackend backend.Constructor
 	logs       *syncBuffer // nil: discarded
 	scope      string      // Deps.StoreScope
+	onReady    func(context.Context) error
 }
 
 func startNodeOpts(t *testing.T, o nodeOpts) *node {
@@ -81,8 +84,14 @@ func startNodeOpts(t *testing.T, o nodeOpts) *node {
 		o.newBackend = alloc.New
 	}
 	dir := o.dir
-	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500, PublicIP: netip.MustParseAddr(o.ip)}
-	deps := Deps{Manager: o.store, Backends: map[string]backend.Constructor{alloc.Type: o.newBackend}, Underlay: &u, StoreScope: o.scope}
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500}
+	if o.ip != "" {
+		u.PublicIP = netip.MustParseAddr(o.ip)
+	}
+	if o.ip6 != "" {
+		u.PublicIPv6 = netip.MustParseAddr(o.ip6)
+	}
+	deps := Deps{Manager: o.store, Backends: map[string]backend.Constructor{alloc.Type: o.newBackend}, Underlay: &u, StoreScope: o.scope, OnReady: o.onReady}
 	if o.fake != nil {
 		deps.Masq = o.fake
 	}
@@ -105,6 +114,9 @@ func startNodeOpts(t *testing.T, o nodeOpts) *node {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{d: d, dir: dir, ip: u.PublicIP, stop: cancel, done: make(chan error, 1)}
+	if !n.ip.IsValid() {
+		n.ip = u.PublicIPv6
+	}
 	go func() { n.done <- d.Run(ctx) }()
 	t.Cleanup(func() { n.shutdown(t) })
 	return n
@@ -218,6 +230,62 @@ func TestNodesComeUpAndSeeEachOther(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a drops b", func() bool { return len(a.peers()) == 0 })
+}
+
+// heldWatch is a lease store whose watch starts only once open is closed,
+// as an informer that has not finished its initial list.
+type heldWatch struct {
+	subnet.Manager
+	open chan struct{}
+}
+
+func (h heldWatch) WatchLeases(ctx context.Context, out chan<- subnet.LeaseBatch) error {
+	select {
+	case <-h.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return h.Manager.WatchLeases(ctx, out)
+}
+
+// A node is ready (/readyz, READY=1, OnReady) only once the peers of the
+// store's first snapshot are programmed: a restarted udp node keeps its
+// peers in memory only, and reported ready before its watch had listed them
+// it dropped pod traffic to every peer (TestKubeE2E/udp's flake).
+func TestReadyOnlyOncePeersProgrammed(t *testing.T) {
+	m := newStore(t, allocConfig)
+	b := startNode(t, m, "198.18.0.2", "", nil)
+	waitFor(t, "b ready", b.ready)
+	sb := b.subnetFile(t).Subnet.Masked()
+
+	held := heldWatch{Manager: m, open: make(chan struct{})}
+	var reported atomic.Int32
+	a := startNodeOpts(t, nodeOpts{store: held, ip: "198.18.0.1", onReady: func(context.Context) error { reported.Add(1); return nil }})
+	r := a.d.readiness
+	waitFor(t, "a's lease, backend and CNI config", func() bool {
+		return r()["leaseHeld"] && r()["backendReady"] && r()["cniConfInstalled"] && r()["subnetFileWritten"]
+	})
+	if a.ready() || r()["peersProgrammed"] {
+		t.Fatalf("a is ready (%v) before its watch listed a peer", r())
+	}
+	resp, err := http.Get("http://" + a.d.HealthAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d before the peers are programmed, want 503", resp.StatusCode)
+	}
+	if n := reported.Load(); n != 0 {
+		t.Errorf("OnReady called %d times before the peers are programmed", n)
+	}
+
+	close(held.open)
+	waitFor(t, "a ready", a.ready)
+	if p := a.peers(); len(p) != 1 || p[sb] != b.ip {
+		t.Errorf("a is ready with peers %v, want b's %s", p, sb)
+	}
+	waitFor(t, "OnReady", func() bool { return reported.Load() == 1 })
 }
 
 func TestHTTPEndpoints(t *testing.T) {
@@ -623,6 +691,40 @@ func TestStoreOutageLoggedOnce(t *testing.T) {
 	}
 	m.SetFault(nil)
 	waitFor(t, "recovery logged", func() bool { return logs.count("read and valid again") == 1 })
+}
+
+// TestUnreachableStoreSaysItself: a store whose errors wrap
+// subnet.ErrUnreachable has logged the outage itself (the Kubernetes store
+// does, for all its requests): weftd does not say it again, but reports the
+// control plane gone and back.
+func TestUnreachableStoreSaysItself(t *testing.T) {
+	m := newStore(t, allocConfig)
+	n, logs := startLogged(t, m, alloc.New)
+	waitFor(t, "ready", n.ready)
+	waitFor(t, "control plane connected", func() bool { return n.d.Status().ControlPlaneConnected })
+
+	m.SetFault(func(op string) error {
+		if op == "GetNetworkConfig" {
+			return fmt.Errorf("network config: the Kubernetes API does not answer: %w: connection refused", subnet.ErrUnreachable)
+		}
+		return nil
+	})
+	reads := m.Calls("GetNetworkConfig")
+	waitFor(t, "several failed reads", func() bool { return m.Calls("GetNetworkConfig") >= reads+3 })
+	if got := logs.count("cannot read the network config"); got != 0 {
+		t.Errorf("weftd logged the store's own outage %d times, want 0:\n%s", got, logs)
+	}
+	if n.d.Status().ControlPlaneConnected {
+		t.Error("control plane still connected while the store does not answer")
+	}
+	if !n.ready() {
+		t.Error("an outage made a working node not ready")
+	}
+	m.SetFault(nil)
+	waitFor(t, "control plane connected again", func() bool { return n.d.Status().ControlPlaneConnected })
+	if got := logs.count("read and valid again"); got != 0 {
+		t.Errorf("weftd logged a recovery from an outage it did not report (%d)", got)
+	}
 }
 
 func TestEachBadConfigReportedOnce(t *testing.T) {

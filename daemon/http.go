@@ -19,9 +19,14 @@ import (
 
 // Status is what GET /status returns: this node as weftd sees it.
 type Status struct {
-	Network         netip.Prefix    `json:"network"`
-	Subnet          netip.Prefix    `json:"subnet"`
-	PublicIP        netip.Addr      `json:"publicIP"`
+	Network  netip.Prefix `json:"network"`
+	Subnet   netip.Prefix `json:"subnet"`
+	PublicIP netip.Addr   `json:"publicIP"`
+	// IPv6Network, IPv6Subnet and PublicIPv6 are the IPv6 side of a
+	// dual-stack or IPv6-only network; absent otherwise.
+	IPv6Network     netip.Prefix    `json:"ipv6Network,omitzero"`
+	IPv6Subnet      netip.Prefix    `json:"ipv6Subnet,omitzero"`
+	PublicIPv6      netip.Addr      `json:"publicIPv6,omitzero"`
 	Backend         string          `json:"backend"`
 	Device          string          `json:"device,omitempty"`
 	MTU             int             `json:"mtu"`
@@ -35,8 +40,8 @@ type Status struct {
 	ControlPlaneConnected bool                 `json:"controlPlaneConnected"`
 	Peers                 []backend.PeerStatus `json:"peers"`
 	// StrandedPods are the pod addresses, as "IP (container ID)", that the
-	// CNI plugin's store holds outside Subnet: those pods have no network
-	// until they are recreated.
+	// CNI plugin's store holds outside Subnet and IPv6Subnet: those pods
+	// have no network until they are recreated.
 	StrandedPods []string `json:"strandedPods,omitempty"`
 	// Ignored are the leases in the store this node does not use as peers,
 	// each with the reason (logged once, counted in
@@ -46,14 +51,20 @@ type Status struct {
 
 func (d *Daemon) setLease(l subnet.Lease) {
 	d.mu.Lock()
-	d.status.Subnet = l.Subnet
-	d.status.PublicIP = l.Attrs.PublicIP
+	d.status.Subnet, d.status.IPv6Subnet = l.Subnet, l.IPv6Subnet
+	d.status.PublicIP, d.status.PublicIPv6 = l.Attrs.PublicIP, l.Attrs.PublicIPv6
 	d.mu.Unlock()
 }
 
 func (d *Daemon) setGeneration(cfg *subnet.Config, mtu int) {
 	d.mu.Lock()
-	d.status.Network = cfg.Network
+	d.status.Network, d.status.IPv6Network = netip.Prefix{}, netip.Prefix{}
+	if cfg.EnableIPv4 {
+		d.status.Network = cfg.Network
+	}
+	if cfg.EnableIPv6 {
+		d.status.IPv6Network = cfg.IPv6Network
+	}
 	d.status.Backend = cfg.BackendType
 	d.status.MTU = mtu
 	d.mu.Unlock()
@@ -67,15 +78,15 @@ func (d *Daemon) Status() Status {
 	s.LeaseExpiration = d.leaseExpiry()
 	s.Ready = d.readiness()
 	s.ControlPlaneConnected = d.controlPlane.Load()
-	if s.Subnet.IsValid() {
-		s.StrandedPods, _ = d.strandedPods(s.Subnet) // an unreadable store is logged at adoption
+	if s.Subnet.IsValid() || s.IPv6Subnet.IsValid() {
+		s.StrandedPods, _ = d.strandedPods(s.Subnet, s.IPv6Subnet) // an unreadable store is logged at adoption
 	}
 	if r := d.running.Load(); r != nil {
 		if dev, ok := r.Backend.(backend.Device); ok {
 			s.Device = dev.Device()
 		}
 		s.Peers = r.Peers()
-		sort.Slice(s.Peers, func(i, j int) bool { return s.Peers[i].Subnet.Addr().Less(s.Peers[j].Subnet.Addr()) })
+		sort.Slice(s.Peers, func(i, j int) bool { return s.Peers[i].Key().Addr().Less(s.Peers[j].Key().Addr()) })
 	}
 	return s
 }
@@ -86,6 +97,7 @@ func (d *Daemon) readiness() map[string]bool {
 		"subnetFileWritten": d.subnetFileWritten.Load(),
 		"backendReady":      d.backendReady.Load(),
 		"cniConfInstalled":  d.cniConfInstalled.Load(),
+		"peersProgrammed":   d.peersProgrammed.Load(),
 	}
 }
 

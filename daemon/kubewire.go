@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
@@ -54,16 +53,14 @@ func RunKube(ctx context.Context, cfg Config, kc KubeConfig, log *slog.Logger) e
 		return fmt.Errorf("kubernetes client config (--kube-api-url, --kubeconfig-file, or in-cluster): %w", err)
 	}
 	rc.UserAgent = "weftd/" + version.Version
-	// Protobuf: a fraction of JSON's size and decoding cost for a watch of
-	// every Node.
-	rc.ContentType = "application/vnd.kubernetes.protobuf"
-	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	client, err := kubernetes.NewForConfig(rc)
+	// Only the Node client (protobuf): a clientset would register every
+	// API group.
+	nodes, err := kubestore.NewNodes(rc)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return err
 	}
 	m, err := kubestore.New(kubestore.Options{
-		Client: client, NodeName: kc.NodeName, AnnotationPrefix: kc.AnnotationPrefix,
+		Nodes: nodes, NodeName: kc.NodeName, AnnotationPrefix: kc.AnnotationPrefix,
 		NetConfigPath: kc.NetConfigPath, Logger: log,
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/alloc"
+	"github.com/weftnet/weft/subnet"
 )
 
 // rotatingAlloc is the alloc backend publishing {"Gen":N}, N counting
@@ -20,12 +21,14 @@ type rotatingAlloc struct {
 	gen      int32
 }
 
-func (r *rotatingAlloc) Prepare(ctx context.Context) (json.RawMessage, error) {
-	if _, err := r.Backend.Prepare(ctx); err != nil {
-		return nil, err
+func (r *rotatingAlloc) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
+	attrs, err := r.Backend.Prepare(ctx)
+	if err != nil {
+		return subnet.LeaseAttrs{}, err
 	}
 	r.gen = r.prepares.Add(1)
-	return json.RawMessage(fmt.Sprintf(`{"Gen":%d}`, r.gen)), nil
+	attrs.BackendData = json.RawMessage(fmt.Sprintf(`{"Gen":%d}`, r.gen))
+	return attrs, nil
 }
 
 func (r *rotatingAlloc) Run(ctx context.Context) error {

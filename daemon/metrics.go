@@ -19,6 +19,7 @@ type metrics struct {
 	peersIgnored                                  prometheus.Counter
 	reconcilePasses, reconcileErrors              *prometheus.CounterVec
 	repairs                                       prometheus.Counter
+	firewallRestores                              prometheus.Counter
 	reconcileSeconds                              *prometheus.HistogramVec
 }
 
@@ -34,6 +35,7 @@ func newMetrics(leaseExpiry func() time.Time, connected func() bool) *metrics {
 		leaseLosses:       prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_lease_losses_total", Help: "Times the lease was found lost and had to be acquired again."}),
 		peersIgnored:      prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_peer_leases_ignored_total", Help: "Peer leases ignored as unusable (outside the network, overlapping, wrong backend, unusable PublicIP), counted once per subnet and reason."}),
 		reconcilePasses:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_reconcile_passes_total", Help: "Reconcile passes by kind (full, incremental)."}, []string{"kind"}),
+		firewallRestores:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_firewall_restores_total", Help: "Times weft's firewall rules were found removed or changed outside weft and restored (--iptables-resync)."}),
 		repairs:           prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_reconcile_repairs_total", Help: "Kernel entries (routes, neighbours, FDB entries) a periodic full pass had to write or delete: drift."}),
 		reconcileErrors:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_reconcile_errors_total", Help: "Reconcile passes that returned an error, by kind."}, []string{"kind"}),
 		reconcileSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -42,7 +44,7 @@ func newMetrics(leaseExpiry func() time.Time, connected func() bool) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.leaseAcquisitions, m.leaseFailures, m.leaseLosses, m.peersIgnored, m.reconcilePasses, m.reconcileErrors, m.repairs, m.reconcileSeconds} {
+	for _, c := range []prometheus.Collector{m.leaseAcquisitions, m.leaseFailures, m.leaseLosses, m.peersIgnored, m.reconcilePasses, m.reconcileErrors, m.repairs, m.firewallRestores, m.reconcileSeconds} {
 		f(c)
 	}
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

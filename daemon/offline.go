@@ -54,7 +54,7 @@ func (d *Daemon) loadLastState(underlay backend.Underlay) *laststate.State {
 	if path == "" {
 		return nil
 	}
-	st, err := laststate.Load(path, laststate.Expect{Scope: d.deps.StoreScope, PublicIP: underlay.PublicIP})
+	st, err := laststate.Load(path, laststate.Expect{Scope: d.deps.StoreScope, PublicIP: underlay.PublicIP, PublicIPv6: underlay.PublicIPv6})
 	var bad *laststate.Error
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -75,7 +75,7 @@ func (d *Daemon) loadLastState(underlay backend.Underlay) *laststate.State {
 	}
 	if st.OwnExpired(time.Now()) {
 		d.log.Info("the last known state's lease has expired; starting from the lease store only",
-			"subnet", st.Own.Subnet, "expired", st.Own.Expiration.Format(time.RFC3339))
+			"subnet", subnet.KeyName(st.Own.Subnet, st.Own.IPv6Subnet), "expired", st.Own.Expiration.Format(time.RFC3339))
 		return nil
 	}
 	if err := d.checkBackend(st.Config, underlay); err != nil {
@@ -109,7 +109,7 @@ func (d *Daemon) firstConfig(ctx context.Context, last *laststate.State, underla
 		return nil, nil
 	}
 	d.log.Warn("the lease store does not answer; restoring the last known state and retrying",
-		"err", err, "saved", last.Saved.Format(time.RFC3339), "subnet", last.Own.Subnet, "peers", len(last.Peers))
+		"err", err, "saved", last.Saved.Format(time.RFC3339), "subnet", subnet.KeyName(last.Own.Subnet, last.Own.IPv6Subnet), "peers", len(last.Peers))
 	return last.Config, last
 }
 
@@ -119,13 +119,13 @@ func (g *generation) restorePeers(ctx context.Context, last *laststate.State) {
 	live, expired := last.Live(time.Now())
 	for _, l := range live {
 		if g.accept(l) {
-			g.peers[l.Subnet] = l
+			g.peers[l.Key()] = l
 		}
 	}
 	g.restored = true
 	g.updatePeerFilter(ctx)
 	g.sync(ctx, time.Now())
-	g.d.log.Info("restored the data plane from the last known state", "subnet", g.own.Subnet,
+	g.d.log.Info("restored the data plane from the last known state", "subnet", subnet.KeyName(g.own.Subnet, g.own.IPv6Subnet),
 		"peers", len(g.peers), "expired", expired, "saved", last.Saved.Format(time.RFC3339))
 }
 

@@ -30,8 +30,13 @@ func (d *Daemon) checkUnderlay(cfg *subnet.Config, u backend.Underlay) error {
 		nets = append(nets, cfg.IPv6Network)
 	}
 	for _, n := range nets {
-		if u.PublicIP.IsValid() && n.Contains(u.PublicIP.Unmap()) {
-			return fmt.Errorf("%w: %s contains this node's PublicIP %s; choose a pod network outside the underlay", errUnderlayOverlap, n, u.PublicIP)
+		for _, ip := range []struct {
+			name string
+			a    netip.Addr
+		}{{"PublicIP", u.PublicIP.Unmap()}, {"PublicIPv6", u.PublicIPv6}} {
+			if ip.a.IsValid() && n.Contains(ip.a) {
+				return fmt.Errorf("%w: %s contains this node's %s %s; choose a pod network outside the underlay", errUnderlayOverlap, n, ip.name, ip.a)
+			}
 		}
 	}
 	connected, err := d.connectedPrefixes(u)

@@ -28,11 +28,11 @@ func (g *generation) updatePeerFilter(ctx context.Context) {
 	if !ok {
 		return
 	}
-	pf, ok := g.d.deps.Masq.(masq.PeerFilter)
+	pf, ok := g.masq.(masq.PeerFilter)
 	if !ok {
 		if !g.filter.removed {
 			g.filter.removed = true // say it once
-			g.d.log.Warn("the VXLAN peer filter needs --masq-backend=nftables; VXLAN is accepted from anyone")
+			g.d.log.Warn("the VXLAN peer filter needs the nftables firewall API (--masq-backend=nftables, or auto without EnableNFTables false); VXLAN is accepted from anyone")
 		}
 		return
 	}

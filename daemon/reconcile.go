@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/daemon/masq"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/subnet"
 )
@@ -17,16 +16,16 @@ import (
 func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 	d := g.d
 	g.own = own
-	delete(g.peers, own.Subnet)
+	delete(g.peers, own.Key())
 	if err := g.be.Configure(ctx, own); err != nil {
-		return fmt.Errorf("configure backend for %s: %w", own.Subnet, err)
+		return fmt.Errorf("configure backend for %s: %w", subnet.KeyName(own.Subnet, own.IPv6Subnet), err)
 	}
-	gw := own.Subnet.Masked().Addr().Next()
-	info := subnet.FileInfo{
-		Network: g.cfg.Network,
-		Subnet:  netip.PrefixFrom(gw, own.Subnet.Bits()),
-		MTU:     g.be.MTU(),
-		IPMasq:  d.cfg.IPMasq,
+	// The subnet file names each family the node has a subnet of, with the
+	// gateway (.1, ::1) as the address, as Flannel writes it.
+	info := subnet.FileInfo{MTU: g.be.MTU(), IPMasq: d.cfg.IPMasq}
+	if g.cfg.EnableIPv4 && own.Subnet.IsValid() {
+		info.Network = g.cfg.Network
+		info.Subnet = netip.PrefixFrom(own.Subnet.Masked().Addr().Next(), own.Subnet.Bits())
 	}
 	if g.cfg.EnableIPv6 && own.IPv6Subnet.IsValid() {
 		info.IPv6Network = g.cfg.IPv6Network
@@ -36,18 +35,13 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 		return err
 	}
 	d.subnetFileWritten.Store(true)
-	d.warnPodsOutside(own.Subnet)
-	if d.deps.Masq != nil && (d.cfg.IPMasq || d.cfg.ForwardRules) {
-		rules := masq.Rules{Network: g.cfg.Network, Subnet: own.Subnet, Masquerade: d.cfg.IPMasq}
-		if t, ok := g.be.(backend.Tunneled); ok {
-			rules.TunnelPorts = []uint16{t.TunnelPort()}
-		}
-		if info.IPv6Subnet.IsValid() {
-			rules.IPv6Network, rules.IPv6Subnet = g.cfg.IPv6Network, own.IPv6Subnet
-		}
-		if err := d.deps.Masq.Ensure(ctx, rules); err != nil {
+	d.warnPodsOutside(own.Subnet, own.IPv6Subnet)
+	if g.masq != nil && (d.cfg.IPMasq || d.cfg.ForwardRules) {
+		rules := g.masqRules(own)
+		if err := g.masq.Ensure(ctx, rules); err != nil {
 			return fmt.Errorf("forwarding and masquerade rules: %w", err)
 		}
+		g.rules, g.rulesSet = rules, true
 	}
 	g.ensureBlackholes()
 	d.setLease(own)
@@ -60,24 +54,25 @@ func (g *generation) adopt(ctx context.Context, own subnet.Lease) error {
 // subnet this node no longer holds (its lease was taken over or expired
 // while it was down, or the network changed): no peer routes those
 // addresses here, so the pods have no network until they are recreated.
-func (d *Daemon) warnPodsOutside(sn netip.Prefix) {
-	stranded, err := d.strandedPods(sn)
+// sn and sn6 are the node's subnets (zero for a family it has none of).
+func (d *Daemon) warnPodsOutside(sn, sn6 netip.Prefix) {
+	stranded, err := d.strandedPods(sn, sn6)
 	if err != nil {
-		d.log.Warn("cannot check the pod addresses against the new subnet", "subnet", sn, "err", err)
+		d.log.Warn("cannot check the pod addresses against the new subnet", "subnet", subnet.KeyName(sn, sn6), "err", err)
 		return
 	}
 	if len(stranded) == 0 {
 		return
 	}
 	d.log.Warn("pods hold addresses outside this node's subnet and have no network until they are recreated",
-		"subnet", sn, "pods", len(stranded), "first", stranded[:min(len(stranded), 5)],
+		"subnet", subnet.KeyName(sn, sn6), "pods", len(stranded), "first", stranded[:min(len(stranded), 5)],
 		"hint", "delete those pods so the runtime recreates them; addresses of pods already gone are freed by the runtime's CNI GC or DEL")
 }
 
 // strandedPods lists, as "IP (container ID)", the CNI plugin's allocations
-// outside sn.
-func (d *Daemon) strandedPods(sn netip.Prefix) ([]string, error) {
-	allocs, err := ipam.Outside(d.cfg.CNIIPAMDir, d.cfg.CNINetwork, sn)
+// outside both sn and sn6.
+func (d *Daemon) strandedPods(sn, sn6 netip.Prefix) ([]string, error) {
+	allocs, err := ipam.Outside(d.cfg.CNIIPAMDir, d.cfg.CNINetwork, sn, sn6)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +92,14 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 	d := g.d
 	ticker := time.NewTicker(d.cfg.ResyncInterval)
 	defer ticker.Stop()
+	// The firewall check (Flannel's --iptables-resync) runs on its own,
+	// shorter period: a firewall reload wipes the rules all at once.
+	var firewall <-chan time.Time
+	if d.cfg.FirewallResync > 0 {
+		t := time.NewTicker(d.cfg.FirewallResync)
+		defer t.Stop()
+		firewall = t.C
+	}
 	// Restored peers stand in for a snapshot until the store sends one.
 	haveSnapshot := g.restored
 	for {
@@ -129,7 +132,7 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 		case l := <-own:
 			moved := l.Subnet != g.own.Subnet || l.IPv6Subnet != g.own.IPv6Subnet
 			if err := g.adopt(ctx, l); err != nil {
-				d.log.Error("cannot program the re-acquired lease; retrying on the next pass", "subnet", l.Subnet, "err", err)
+				d.log.Error("cannot program the re-acquired lease; retrying on the next pass", leaseAttrs(l, "err", err)...)
 			}
 			if moved {
 				g.reaccept()
@@ -139,6 +142,9 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 		case <-ticker.C:
 			g.dropExpired(time.Now())
 			full = true
+		case <-firewall:
+			g.checkFirewall(ctx)
+			continue
 		}
 		g.publishIgnored()
 		if !haveSnapshot {
@@ -176,6 +182,10 @@ func (g *generation) sync(ctx context.Context, start time.Time) {
 			g.d.log.Info("full pass repaired drifted kernel state", "changes", n)
 		}
 	}
+	if !g.synced {
+		g.d.peersProgrammed.Store(true)
+		close(g.programmed)
+	}
 	g.synced = true
 }
 
@@ -212,14 +222,15 @@ func (g *generation) replacePeers(leases []subnet.Lease) {
 	present := make(map[netip.Prefix]bool, len(leases))
 	ownSeen := false
 	for _, l := range leases {
-		present[l.Subnet] = true
-		g.store[l.Subnet] = l
-		if l.Subnet == g.own.Subnet {
+		k := l.Key()
+		present[k] = true
+		g.store[k] = l
+		if k == g.own.Key() {
 			ownSeen = true
 			g.checkOwnLease(subnet.Event{Type: subnet.EventAdded, Lease: l})
 		}
 		if g.accept(l) {
-			g.peers[l.Subnet] = l
+			g.peers[k] = l
 		}
 	}
 	for sn := range g.ignored {
@@ -235,10 +246,10 @@ func (g *generation) replacePeers(leases []subnet.Lease) {
 // checkOwnLease asks keepLease to verify our lease with the store when ev
 // says our key was deleted or now carries another node's address.
 func (g *generation) checkOwnLease(ev subnet.Event) {
-	if ev.Lease.Subnet != g.own.Subnet {
+	if ev.Lease.Key() != g.own.Key() {
 		return
 	}
-	if ev.Type == subnet.EventAdded && ev.Lease.Attrs.PublicIP == g.own.Attrs.PublicIP {
+	if ev.Type == subnet.EventAdded && subnet.SameNode(ev.Lease.Attrs, g.own.Attrs) {
 		return
 	}
 	select {
@@ -254,7 +265,7 @@ func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
 	out := make([]subnet.Event, 0, len(events))
 	for _, ev := range events {
 		g.checkOwnLease(ev)
-		sn := ev.Lease.Subnet
+		sn := ev.Lease.Key()
 		if ev.Type == subnet.EventAdded {
 			g.store[sn] = ev.Lease
 		} else {
@@ -277,13 +288,23 @@ func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
 	return out
 }
 
+// ipv6Carrier is the underlay family a backend carries IPv6 pod traffic
+// over: its IPv6Carrier when it says (backend.IPv6Carrier), else IPv6.
+func ipv6Carrier(be backend.Backend) backend.Family {
+	if c, ok := be.(backend.IPv6Carrier); ok {
+		return c.IPv6Carrier()
+	}
+	return backend.IPv6
+}
+
 // maxIgnored bounds the refusals remembered (to log each once): a store
 // flooded with bad keys costs counting, not memory.
 const maxIgnored = 4096
 
 // peerNode is this node as backend.CheckPeer judges leases against it.
 func (g *generation) peerNode() backend.PeerNode {
-	return backend.PeerNode{Config: g.cfg, Own: g.own, PublicIP: g.underlay.PublicIP}
+	return backend.PeerNode{Config: g.cfg, Own: g.own, PublicIP: g.underlay.PublicIP, PublicIPv6: g.underlay.PublicIPv6,
+		IPv6Carrier: ipv6Carrier(g.be)}
 }
 
 // accept reports whether l is a peer this node should program, by
@@ -295,12 +316,13 @@ func (g *generation) accept(l subnet.Lease) bool {
 	if v.Own {
 		return false
 	}
+	k := l.Key()
 	if v.Usable() {
-		delete(g.ignored, l.Subnet)
+		delete(g.ignored, k)
 		return true
 	}
 	why := v.Reason()
-	prev, seen := g.ignored[l.Subnet]
+	prev, seen := g.ignored[k]
 	if seen && prev == why {
 		return false
 	}
@@ -313,7 +335,7 @@ func (g *generation) accept(l subnet.Lease) bool {
 		}
 		return false
 	}
-	g.ignored[l.Subnet] = why
-	g.d.log.Warn("ignoring a lease", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "reason", why)
+	g.ignored[k] = why
+	g.d.log.Warn("ignoring a lease", leaseAttrs(l, "reason", why)...)
 	return false
 }

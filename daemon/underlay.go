@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/backend"
 )
@@ -27,26 +28,41 @@ import (
 //     `ip route get` says). An entry whose interface has no IPv4 address
 //     does not match. None matching is an error naming what was tried.
 //
-// The local address (backend.Underlay.LocalIP, what tunnels are sent from)
-// is the matched address, else the interface's first global unicast IPv4
-// address. PublicIP, the address peers reach this node at, defaults to it;
-// set apart from it, the node is behind a 1:1 NAT.
+// An interface matches when it has a global address of either family (an
+// IPv6-only node has no IPv4 one); IfaceRegex is matched against IPv4
+// addresses, then IPv6 addresses, then names.
+//
+// The local addresses (backend.Underlay.LocalIP and LocalIPv6, what
+// tunnels are sent from) are the matched address for its family, else the
+// interface's first global unicast address of each family (an IPv6 one
+// that is not deprecated, tentative or failed duplicate address detection).
+// PublicIP and PublicIPv6, the addresses peers reach this node at, default
+// to them; set apart from them, the node is behind a 1:1 NAT. Which
+// families the network needs is checked against its config (checkBackend).
 type UnderlayChoice struct {
 	Iface         []string
 	IfaceRegex    []*regexp.Regexp
 	IfaceCanReach netip.Addr
 	PublicIP      netip.Addr
+	PublicIPv6    netip.Addr
 }
 
 // findUnderlay resolves c in the current network namespace.
 func findUnderlay(c UnderlayChoice) (backend.Underlay, error) {
+	if c.PublicIP.IsValid() && !c.PublicIP.Unmap().Is4() {
+		return backend.Underlay{}, fmt.Errorf("--public-ip %s is not an IPv4 address: give an IPv6 one with --public-ipv6", c.PublicIP)
+	}
+	if c.PublicIPv6.IsValid() && (!c.PublicIPv6.Is6() || c.PublicIPv6.Is4In6()) {
+		return backend.Underlay{}, fmt.Errorf("--public-ipv6 %s is not an IPv6 address: give an IPv4 one with --public-ip", c.PublicIPv6)
+	}
+	c.PublicIP = c.PublicIP.Unmap()
 	var (
 		link  netlink.Link
 		local netip.Addr
 		err   error
 	)
 	if len(c.Iface) == 0 && len(c.IfaceRegex) == 0 && !c.IfaceCanReach.IsValid() {
-		link, local, err = defaultUnderlay(c.PublicIP)
+		link, local, err = defaultUnderlay(c.PublicIP, c.PublicIPv6)
 	} else {
 		link, local, err = chooseUnderlay(c)
 	}
@@ -54,14 +70,30 @@ func findUnderlay(c UnderlayChoice) (backend.Underlay, error) {
 		return backend.Underlay{}, err
 	}
 	attrs := link.Attrs()
-	if !local.IsValid() {
-		if local, err = firstIPv4(link); err != nil {
+	u := backend.Underlay{Link: attrs.Name, Index: attrs.Index, MTU: attrs.MTU, PublicIP: c.PublicIP, PublicIPv6: c.PublicIPv6}
+	if local.Is4() {
+		u.LocalIP = local
+	} else if local.IsValid() {
+		u.LocalIPv6 = local
+	}
+	if !u.LocalIP.IsValid() {
+		if u.LocalIP, err = firstGlobal(link, netlink.FAMILY_V4); err != nil {
 			return backend.Underlay{}, err
 		}
 	}
-	u := backend.Underlay{Link: attrs.Name, Index: attrs.Index, MTU: attrs.MTU, LocalIP: local, PublicIP: c.PublicIP}
+	if !u.LocalIPv6.IsValid() {
+		if u.LocalIPv6, err = firstGlobal(link, netlink.FAMILY_V6); err != nil {
+			return backend.Underlay{}, err
+		}
+	}
 	if !u.PublicIP.IsValid() {
-		u.PublicIP = local
+		u.PublicIP = u.LocalIP
+	}
+	if !u.PublicIPv6.IsValid() {
+		u.PublicIPv6 = u.LocalIPv6
+	}
+	if !u.PublicIP.IsValid() && !u.PublicIPv6.IsValid() {
+		return backend.Underlay{}, fmt.Errorf("interface %s has no IPv4 or IPv6 address: give --public-ip or --public-ipv6, or an --iface that has one", attrs.Name)
 	}
 	return u, nil
 }
@@ -70,23 +102,39 @@ func findUnderlay(c UnderlayChoice) (backend.Underlay, error) {
 // (Flannel always takes the default route's interface; weft prefers the one
 // holding PublicIP, so its tunnels leave from the address peers know. No
 // interface holds a NAT address: the default route's then, as Flannel's.)
-func defaultUnderlay(publicIP netip.Addr) (netlink.Link, netip.Addr, error) {
-	if publicIP.IsValid() {
-		if link, err := linkWithAddr(publicIP); err == nil {
-			return link, publicIP, nil
+func defaultUnderlay(publicIP, publicIPv6 netip.Addr) (netlink.Link, netip.Addr, error) {
+	for _, ip := range []netip.Addr{publicIP, publicIPv6} {
+		if !ip.IsValid() {
+			continue
+		}
+		if link, err := linkWithAddr(ip); err == nil {
+			return link, ip, nil
 		}
 	}
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, netip.Addr{}, fmt.Errorf("list routes: %w", err)
-	}
-	for _, r := range routes {
-		if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.LinkIndex > 0 {
-			link, err := netlink.LinkByIndex(r.LinkIndex)
-			return link, netip.Addr{}, err
+	// The IPv4 default route, else the IPv6 one (an IPv6-only node).
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := netlink.RouteList(nil, fam)
+		if err != nil {
+			return nil, netip.Addr{}, fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range routes {
+			if isDefault(r.Dst) && r.LinkIndex > 0 {
+				link, err := netlink.LinkByIndex(r.LinkIndex)
+				return link, netip.Addr{}, err
+			}
 		}
 	}
-	return nil, netip.Addr{}, errors.New("no default route to pick the underlay interface from: give --iface, --iface-regex, --iface-can-reach or --public-ip")
+	return nil, netip.Addr{}, errors.New("no default route to pick the underlay interface from: give --iface, --iface-regex, --iface-can-reach, --public-ip or --public-ipv6")
+}
+
+// isDefault reports whether dst (as netlink lists it: nil or a zero-length
+// prefix) is a default route's.
+func isDefault(dst *net.IPNet) bool {
+	if dst == nil {
+		return true
+	}
+	ones, _ := dst.Mask.Size()
+	return ones == 0
 }
 
 // chooseUnderlay tries c's Iface, IfaceRegex and IfaceCanReach in order.
@@ -96,13 +144,14 @@ func chooseUnderlay(c UnderlayChoice) (netlink.Link, netip.Addr, error) {
 		if local.IsValid() {
 			return true
 		}
-		_, err := firstIPv4(link)
-		return err == nil
+		v4, err4 := firstGlobal(link, netlink.FAMILY_V4)
+		v6, err6 := firstGlobal(link, netlink.FAMILY_V6)
+		return err4 == nil && err6 == nil && (v4.IsValid() || v6.IsValid())
 	}
 	for _, s := range c.Iface {
 		link, local, err := ifaceEntry(s)
 		if err == nil && !usable(link, local) {
-			err = fmt.Errorf("%s has no IPv4 address", link.Attrs().Name)
+			err = fmt.Errorf("%s has no IPv4 or IPv6 address", link.Attrs().Name)
 		}
 		if err == nil {
 			return link, local, nil
@@ -120,7 +169,7 @@ func chooseUnderlay(c UnderlayChoice) (netlink.Link, netip.Addr, error) {
 				return link, local, nil
 			}
 			if link != nil {
-				why = link.Attrs().Name + " matches but has no IPv4 address"
+				why = link.Attrs().Name + " matches but has no IPv4 or IPv6 address"
 			}
 			tried = append(tried, fmt.Sprintf("--iface-regex %s (%s)", re, why))
 		}
@@ -128,7 +177,7 @@ func chooseUnderlay(c UnderlayChoice) (netlink.Link, netip.Addr, error) {
 	if c.IfaceCanReach.IsValid() {
 		link, local, err := canReach(c.IfaceCanReach)
 		if err == nil && !usable(link, local) {
-			err = fmt.Errorf("%s has no IPv4 address", link.Attrs().Name)
+			err = fmt.Errorf("%s has no IPv4 or IPv6 address", link.Attrs().Name)
 		}
 		if err == nil {
 			return link, local, nil
@@ -153,16 +202,19 @@ func ifaceEntry(s string) (netlink.Link, netip.Addr, error) {
 }
 
 // regexEntry finds the first link with an IPv4 address re matches (and
-// that address), else the first whose name it matches; why says why none.
+// that address), else with such an IPv6 address, else the first whose name
+// it matches; why says why none.
 func regexEntry(re *regexp.Regexp, links []netlink.Link) (netlink.Link, netip.Addr, string) {
-	for _, l := range links {
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && re.MatchString(ip.String()) {
-				return l, ip, ""
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		for _, l := range links {
+			addrs, err := netlink.AddrList(l, fam)
+			if err != nil {
+				continue
+			}
+			for _, a := range addrs {
+				if ip, ok := netip.AddrFromSlice(a.IP); ok && usableAddr(a, fam) && re.MatchString(ip.Unmap().String()) {
+					return l, ip.Unmap(), ""
+				}
 			}
 		}
 	}
@@ -173,7 +225,7 @@ func regexEntry(re *regexp.Regexp, links []netlink.Link) (netlink.Link, netip.Ad
 		}
 		names = append(names, l.Attrs().Name)
 	}
-	return nil, netip.Addr{}, "matches no interface's IPv4 address or name among " + strings.Join(names, ", ")
+	return nil, netip.Addr{}, "matches no interface's address or name among " + strings.Join(names, ", ")
 }
 
 // canReach is the link and source address of the kernel's route to dst.
@@ -187,24 +239,40 @@ func canReach(dst netip.Addr) (netlink.Link, netip.Addr, error) {
 		if err != nil {
 			return nil, netip.Addr{}, fmt.Errorf("link of the route: %w", err)
 		}
-		src, _ := netip.AddrFromSlice(r.Src.To4())
-		return link, src, nil
+		src, _ := netip.AddrFromSlice(r.Src)
+		return link, src.Unmap(), nil
 	}
 	return nil, netip.Addr{}, errors.New("no route")
 }
 
-// firstIPv4 is the link's first global unicast IPv4 address.
-func firstIPv4(link netlink.Link) (netip.Addr, error) {
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+// firstGlobal is the first global unicast address of family on link that
+// is usable now (usableAddr); zero when there is none.
+func firstGlobal(link netlink.Link, family int) (netip.Addr, error) {
+	addrs, err := netlink.AddrList(link, family)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
 	}
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip.IsGlobalUnicast() {
-			return ip, nil
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && usableAddr(a, family) {
+			return ip.Unmap(), nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address: give --iface with an interface that has one", link.Attrs().Name)
+	return netip.Addr{}, nil
+}
+
+// usableAddr reports whether a is a global unicast address of family that
+// can carry traffic now: an IPv6 address that is deprecated, tentative or
+// failed duplicate address detection cannot (nor can a link-local one).
+func usableAddr(a netlink.Addr, family int) bool {
+	ip, ok := netip.AddrFromSlice(a.IP)
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap()
+	if family == netlink.FAMILY_V6 && (ip.Is4() || a.Flags&(unix.IFA_F_DEPRECATED|unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0) {
+		return false
+	}
+	return (family == netlink.FAMILY_V6 || ip.Is4()) && ip.IsGlobalUnicast()
 }
 
 func linkWithAddr(ip netip.Addr) (netlink.Link, error) {

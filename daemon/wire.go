@@ -75,18 +75,20 @@ func Run(ctx context.Context, cfg Config, ec EtcdConfig, log *slog.Logger) error
 // parts and builds the daemon. Nothing from here on knows which store it
 // has.
 func newProduction(cfg Config, log *slog.Logger, deps Deps) (*Daemon, error) {
-	var err error
 	deps.Logger = log
 	deps.Backends = Backends()
 	deps.Blackholes = nl.New(nil)
-	switch cfg.MasqBackend {
-	case MasqIPTables:
-		deps.Masq, err = masq.NewIPTables(log)
-	default:
-		deps.Masq, err = masq.NewNFTables(log, masq.Options{})
+	deps.NewMasq = func(kind string) (masq.Manager, error) {
+		if kind == MasqIPTables {
+			return masq.NewIPTables(log)
+		}
+		return masq.NewNFTables(log, masq.Options{})
 	}
-	if err != nil {
-		return nil, fmt.Errorf("masquerade (%s): %w", cfg.MasqBackend, err)
+	// An explicit choice that cannot work is reported at start.
+	if cfg.MasqBackend == MasqNFTables || cfg.MasqBackend == MasqIPTables {
+		if _, err := deps.NewMasq(cfg.MasqBackend); err != nil {
+			return nil, fmt.Errorf("masquerade (%s): %w", cfg.MasqBackend, err)
+		}
 	}
 	return New(cfg, deps)
 }

@@ -94,7 +94,18 @@ func (l *Lab) kubeOptions() kubeplane.Options {
 		NetNS:       l.Etcd.NS,
 		Dial:        httpClientIn(l.Etcd.NS, 5*time.Second).Transport.(*http.Transport).DialContext,
 		Detach:      true,
+		// Every request of weftd's ServiceAccount, in kube/audit.log.
+		AuditUsers: []string{"system:serviceaccount:weft-system:weft"},
 	}
+}
+
+// KubeAdmin is an admin connection to the lab's API server (Kubernetes
+// mode only).
+func (l *Lab) KubeAdmin() (*kubeplane.Plane, error) {
+	if l.Kube == nil {
+		return nil, fmt.Errorf("lab %s is not in Kubernetes mode", l.Name)
+	}
+	return l.kubeAdmin()
 }
 
 // kubeAdmin is an admin connection to the running lab API server.

@@ -63,6 +63,10 @@ type Config struct {
 	// Backend is the raw "Backend" object; each backend decodes its own
 	// options from it.
 	Backend json.RawMessage
+	// EnableNFTables is Flannel's choice of firewall API for the whole
+	// cluster: true nftables, false iptables; nil when the config does not
+	// say. weftd follows it unless --masq-backend names one.
+	EnableNFTables *bool
 	// Raw is the JSON the config was parsed from.
 	Raw []byte
 }
@@ -90,17 +94,18 @@ func cfgErr(key, format string, args ...any) error {
 // so that "absent" and "zero" can be told apart; encoding/json matches keys
 // case-insensitively, as it does for Flannel.
 type rawConfig struct {
-	EnableIPv4    *bool
-	EnableIPv6    *bool
-	Network       *string
-	SubnetLen     *json.RawMessage
-	SubnetMin     *string
-	SubnetMax     *string
-	IPv6Network   *string
-	IPv6SubnetLen *json.RawMessage
-	IPv6SubnetMin *string
-	IPv6SubnetMax *string
-	Backend       json.RawMessage
+	EnableIPv4     *bool
+	EnableIPv6     *bool
+	Network        *string
+	SubnetLen      *json.RawMessage
+	SubnetMin      *string
+	SubnetMax      *string
+	IPv6Network    *string
+	IPv6SubnetLen  *json.RawMessage
+	IPv6SubnetMin  *string
+	IPv6SubnetMax  *string
+	Backend        json.RawMessage
+	EnableNFTables *bool
 }
 
 // ParseConfig parses the network config JSON, applies Flannel's defaults and
@@ -129,6 +134,10 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 
 	cfg := &Config{Raw: bytes.Clone(data)}
+	if raw.EnableNFTables != nil {
+		v := *raw.EnableNFTables
+		cfg.EnableNFTables = &v
+	}
 	var err error
 	// Flannel's address types refuse an empty string: "Network": "" is an
 	// error there, not an absent key.
@@ -233,7 +242,7 @@ func parseBackendType(raw json.RawMessage) (string, error) {
 
 func jsonKind(field string) string {
 	switch strings.ToLower(field) {
-	case "enableipv4", "enableipv6":
+	case "enableipv4", "enableipv6", "enablenftables":
 		return "boolean"
 	case "backend":
 		return "object"

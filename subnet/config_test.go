@@ -92,6 +92,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"v6 without network", `{"Network":"10.244.0.0/16","EnableIPv6":true}`, "IPv6Network", "is missing"},
 		{"v6 len", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fc00::/48","IPv6SubnetLen":127}`, "IPv6SubnetLen", "use at most 126"},
 		{"v6 network v4", `{"EnableIPv6":true,"IPv6Network":"10.0.0.0/8"}`, "IPv6Network", "not an IPv6 prefix"},
+		{"EnableNFTables string", `{"Network":"10.244.0.0/16","EnableNFTables":"true"}`, "EnableNFTables", "want a JSON boolean"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,6 +237,29 @@ func checkInvariants(t *testing.T, c *Config) {
 		}
 	}
 }
+
+// TestParseConfigEnableNFTables: Flannel's key, as given or absent.
+func TestParseConfigEnableNFTables(t *testing.T) {
+	for _, tc := range []struct {
+		json string
+		want *bool
+	}{
+		{`{"Network":"10.244.0.0/16"}`, nil},
+		{`{"Network":"10.244.0.0/16","EnableNFTables":true}`, ptrBool(true)},
+		{`{"Network":"10.244.0.0/16","EnableNFTables":false}`, ptrBool(false)},
+		{`{"Network":"10.244.0.0/16","enablenftables":true}`, ptrBool(true)}, // keys match case-insensitively, as in Flannel
+	} {
+		c, err := ParseConfig([]byte(tc.json))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.json, err)
+		}
+		if (c.EnableNFTables == nil) != (tc.want == nil) || c.EnableNFTables != nil && *c.EnableNFTables != *tc.want {
+			t.Errorf("%s: EnableNFTables = %v, want %v", tc.json, c.EnableNFTables, tc.want)
+		}
+	}
+}
+
+func ptrBool(b bool) *bool { return &b }
 
 func FuzzParseConfig(f *testing.F) {
 	for _, s := range []string{

@@ -41,6 +41,17 @@ type Lease struct {
 	LeaseID int64
 }
 
+// Key is the subnet that names l among a node's peers: Subnet, or
+// IPv6Subnet for an IPv6-only lease. Two leases of one store never share a
+// key (a dual-stack lease's IPv4 subnet is its own), and keys of the two
+// families never collide, so maps of peers are keyed by it.
+func (l Lease) Key() netip.Prefix {
+	if l.Subnet.IsValid() {
+		return l.Subnet
+	}
+	return l.IPv6Subnet
+}
+
 // Reserved reports whether l is a reservation: a key with no TTL that is
 // never expired or reassigned.
 func (l Lease) Reserved() bool { return l.LeaseID == 0 }

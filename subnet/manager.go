@@ -20,6 +20,10 @@ var (
 	// ErrSubnetTaken means a reservation or release named a subnet that
 	// someone else holds.
 	ErrSubnetTaken = errors.New("subnet taken")
+	// ErrUnreachable means the store's server did not answer. A Manager
+	// wraps it only in errors of an outage it reports itself (once, and its
+	// end once), so a caller may retry without saying so again.
+	ErrUnreachable = errors.New("lease store unreachable")
 )
 
 // DefaultLeaseTTL is Flannel's lease lifetime.
@@ -47,7 +51,9 @@ type AcquireRequest struct {
 type Manager interface {
 	// GetNetworkConfig reads and validates the network config. It returns an
 	// error wrapping ErrNoConfig when the key is absent, and a *ConfigError
-	// (wrapped) when the stored JSON is invalid.
+	// (wrapped) when the stored JSON is invalid. Callers take a config read
+	// as the store answering, so it fails while the store is unreachable,
+	// also in a store that keeps the config elsewhere (a file).
 	GetNetworkConfig(ctx context.Context) (*Config, error)
 
 	// SetNetworkConfig validates and stores raw as the network config.

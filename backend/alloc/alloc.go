@@ -5,10 +5,7 @@
 package alloc
 
 import (
-	"cmp"
 	"context"
-	"encoding/json"
-	"net/netip"
 	"sync"
 
 	"github.com/weftnet/weft/backend"
@@ -21,9 +18,9 @@ const Type = "alloc"
 // Backend records the peer set it is given and programs nothing. Its
 // Peers judge each lease by backend.CheckPeer, as the kernel backends do.
 type Backend struct {
-	mtu      int
-	cfg      *subnet.Config
-	publicIP netip.Addr
+	mtu int
+	cfg *subnet.Config
+	ul  backend.Underlay
 
 	mu    sync.Mutex
 	own   subnet.Lease            // guarded by mu
@@ -33,17 +30,25 @@ type Backend struct {
 var _ backend.Backend = (*Backend)(nil)
 
 // New returns an alloc backend; it satisfies backend.Constructor.
+// The underlay must have an address of each family the network enables:
+// peers reach the node at them.
 func New(opts backend.Options) (backend.Backend, error) {
+	if err := opts.Underlay.RequireAddrs(Type, opts.Config); err != nil {
+		return nil, err
+	}
 	mtu := opts.Underlay.MTU
 	if mtu == 0 {
 		mtu = 1500
 	}
-	return &Backend{mtu: mtu, cfg: opts.Config, publicIP: opts.Underlay.PublicIP, peers: map[string]subnet.Lease{}}, nil
+	return &Backend{mtu: mtu, cfg: opts.Config, ul: opts.Underlay, peers: map[string]subnet.Lease{}}, nil
 }
 
-func (b *Backend) Prepare(context.Context) (json.RawMessage, error) { return nil, nil }
-func (b *Backend) MTU() int                                         { return b.mtu }
-func (b *Backend) Close() error                                     { return nil }
+// Prepare publishes the node's addresses and no backend data.
+func (b *Backend) Prepare(context.Context) (subnet.LeaseAttrs, error) {
+	return b.ul.LeaseAttrs(b.cfg), nil
+}
+func (b *Backend) MTU() int     { return b.mtu }
+func (b *Backend) Close() error { return nil }
 
 // Configure records own, so Peers refuses leases overlapping it.
 func (b *Backend) Configure(_ context.Context, own subnet.Lease) error {
@@ -63,7 +68,7 @@ func (b *Backend) Sync(_ context.Context, peers []subnet.Lease) error {
 	defer b.mu.Unlock()
 	b.peers = make(map[string]subnet.Lease, len(peers))
 	for _, p := range peers {
-		b.peers[p.Subnet.String()] = p
+		b.peers[p.Key().String()] = p
 	}
 	return nil
 }
@@ -73,9 +78,9 @@ func (b *Backend) Apply(_ context.Context, events []subnet.Event) error {
 	defer b.mu.Unlock()
 	for _, ev := range events {
 		if ev.Type == subnet.EventRemoved {
-			delete(b.peers, ev.Lease.Subnet.String())
+			delete(b.peers, ev.Lease.Key().String())
 		} else {
-			b.peers[ev.Lease.Subnet.String()] = ev.Lease
+			b.peers[ev.Lease.Key().String()] = ev.Lease
 		}
 	}
 	return nil
@@ -88,14 +93,11 @@ func (b *Backend) Peers() []backend.PeerStatus {
 	defer b.mu.Unlock()
 	// No BackendType: peers must run the network's (alloc programs
 	// nothing, so it stands in for any backend in control-plane tests).
-	node := backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.publicIP}
+	node := backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP, PublicIPv6: b.ul.PublicIPv6}
 	out := make([]backend.PeerStatus, 0, len(b.peers))
 	for _, p := range b.peers {
-		st := backend.PeerStatus{Subnet: p.Subnet, PublicIP: p.Attrs.PublicIP, State: backend.PeerProgrammed}
-		if v := backend.CheckPeer(node, p); !v.Usable() {
-			st.State, st.Reason = backend.PeerRefused, cmp.Or(v.Reason(), "subnet is this node's own")
-		}
-		out = append(out, st)
+		v4, v6 := backend.CheckPeer(node, p).Outcomes()
+		out = append(out, backend.NewPeerStatus(b.cfg, p, v4, v6))
 	}
 	return out
 }

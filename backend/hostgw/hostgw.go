@@ -3,7 +3,6 @@ package hostgw
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +63,9 @@ func New(opts backend.Options) (backend.Backend, error) {
 	if opts.Underlay.Index == 0 && opts.Underlay.Link == "" {
 		return nil, errors.New("host-gw: underlay link is not set")
 	}
+	if err := backend.RefuseIPv6("host-gw", opts.Config); err != nil {
+		return nil, err
+	}
 	var network netip.Prefix
 	if opts.Config != nil {
 		network = opts.Config.Network
@@ -85,9 +87,9 @@ func New(opts backend.Options) (backend.Backend, error) {
 }
 
 // Prepare looks up the underlay (MTU, directly connected subnets). host-gw
-// publishes no BackendData: it returns nil.
-func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
-	return nil, b.refreshUnderlay()
+// publishes its addresses and no BackendData.
+func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
+	return b.ul.LeaseAttrs(b.cfg), b.refreshUnderlay()
 }
 
 func (b *Backend) refreshUnderlay() error {

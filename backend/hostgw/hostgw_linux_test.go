@@ -68,12 +68,12 @@ func (n *node) start(t *testing.T, peers []subnet.Lease) {
 		}
 		n.b = bk.(*Backend)
 		ctx := context.Background()
-		data, err := n.b.Prepare(ctx)
+		attrs, err := n.b.Prepare(ctx)
 		if err != nil {
 			return err
 		}
-		if data != nil {
-			t.Errorf("host-gw BackendData = %s, want none", data)
+		if attrs.BackendData != nil || attrs.BackendV6Data != nil || attrs.PublicIP != n.PublicIP {
+			t.Errorf("host-gw lease attributes = %+v, want PublicIP %s and no BackendData", attrs, n.PublicIP)
 		}
 		if err := n.b.Configure(ctx, n.lease); err != nil {
 			return err

@@ -109,6 +109,9 @@ func New(opts backend.Options) (backend.Backend, error) {
 }
 
 func newBackend(opts backend.Options) (*Backend, error) {
+	if err := backend.RefuseIPv6("udp", opts.Config); err != nil {
+		return nil, err
+	}
 	o := Options{Port: DefaultPort}
 	if opts.Config != nil {
 		if err := backend.DecodeOptions(opts.Config.Backend, &o); err != nil {
@@ -158,13 +161,23 @@ func (b *Backend) MTU() int { return b.mtu }
 // Prepare opens (or re-attaches to) the TUN device and the UDP sockets and
 // probes the offloads. Its BackendData announces PartialChecksums when the
 // TUN has the virtio header, else it is nil, as Flannel's udp leases are.
-func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
+func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
+	if err := b.open(); err != nil {
+		return subnet.LeaseAttrs{}, err
+	}
+	attrs := b.underlay.LeaseAttrs(b.cfg)
+	attrs.BackendData = b.leaseData()
+	return attrs, nil
+}
+
+// open opens the device, the sockets and the stop eventfd once.
+func (b *Backend) open() error {
 	if b.dev != nil {
-		return b.leaseData(), nil
+		return nil
 	}
 	select {
 	case <-b.closing:
-		return nil, errors.New("udp backend: prepare after close")
+		return errors.New("udp backend: prepare after close")
 	default:
 	}
 	cfg := tun.Config{Name: DeviceName, Queues: b.opts.Queues, Offload: !b.opts.DisableOffloads}
@@ -179,7 +192,7 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 		dev, err = tun.Open(cfg)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("udp backend: %w", err)
+		return fmt.Errorf("udp backend: %w", err)
 	}
 	link, err := netlink.LinkByName(DeviceName)
 	if err == nil && link.Attrs().MTU != b.mtu {
@@ -194,18 +207,18 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	}
 	if err != nil {
 		dev.Close()
-		return nil, fmt.Errorf("udp backend: set up %s: %w", DeviceName, err)
+		return fmt.Errorf("udp backend: set up %s: %w", DeviceName, err)
 	}
 	socks, err := b.listen(len(dev.Files))
 	if err != nil {
 		dev.Close()
-		return nil, err
+		return err
 	}
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		dev.Close()
 		closeFiles(socks)
-		return nil, fmt.Errorf("udp backend: eventfd: %w", err)
+		return fmt.Errorf("udp backend: eventfd: %w", err)
 	}
 	b.dev, b.socks, b.stop = dev, socks, os.NewFile(uintptr(efd), "weft-udp-stop")
 	b.vnet, b.tso = dev.VnetHdr, dev.TSO
@@ -222,7 +235,7 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	b.log.Info("udp tunnel ready", "device", DeviceName, "mtu", b.mtu, "port", b.opts.Port,
 		"queues", len(dev.Files), "vnetHdr", b.vnet, "tso", b.tso, "gso", b.gso.Load(), "gro", b.gro,
 		"partialChecksums", b.vnet)
-	return b.leaseData(), nil
+	return nil
 }
 
 // leaseData is this node's BackendData: PartialChecksums needs the virtio

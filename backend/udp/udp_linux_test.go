@@ -105,10 +105,11 @@ func (n *node) prepare(t *testing.T, opts string) {
 		if err != nil {
 			return err
 		}
-		n.lease.Attrs.BackendData, err = n.b.Prepare(context.Background())
+		attrs, err := n.b.Prepare(context.Background())
 		if err != nil {
 			n.b.Close()
 		}
+		n.lease.Attrs.BackendData = attrs.BackendData
 		return err
 	})
 	if err != nil {

@@ -72,6 +72,9 @@ func New(opts backend.Options) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := backend.RefuseIPv6("vxlan", opts.Config); err != nil {
+		return nil, err
+	}
 	if !opts.Underlay.PublicIP.IsValid() {
 		return nil, errors.New("vxlan: underlay PublicIP is not set")
 	}
@@ -108,15 +111,17 @@ func (b *Backend) FilterPort() (uint16, bool) { return b.opts.FilterPort() }
 // publish. A device with the same VNI, port, local address, underlay, learning
 // and GBP settings is reused (same ifindex, no flap); anything else of that
 // name is replaced.
-func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
+func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if err := b.ensureDevice(); err != nil {
-		return nil, err
+		return subnet.LeaseAttrs{}, err
 	}
 	data, err := json.Marshal(BackendData{VNI: b.opts.VNI, VtepMAC: b.mac.String()})
 	if err != nil {
-		return nil, fmt.Errorf("vxlan: encode backend data: %w", err)
+		return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: encode backend data: %w", err)
 	}
-	return data, nil
+	attrs := b.ul.LeaseAttrs(b.cfg)
+	attrs.BackendData = data
+	return attrs, nil
 }
 
 // ensureDevice resolves the underlay and makes weft.<VNI> right: created or

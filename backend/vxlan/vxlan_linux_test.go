@@ -78,11 +78,11 @@ func (n *node) start(t *testing.T) {
 			return err
 		}
 		n.b = bk.(*Backend)
-		data, err := n.b.Prepare(context.Background())
+		attrs, err := n.b.Prepare(context.Background())
 		if err != nil {
 			return err
 		}
-		n.lease = subnet.Lease{Subnet: n.Subnet, Attrs: subnet.LeaseAttrs{PublicIP: n.PublicIP, BackendType: "vxlan", BackendData: data}}
+		n.lease = subnet.Lease{Subnet: n.Subnet, Attrs: subnet.LeaseAttrs{PublicIP: attrs.PublicIP, BackendType: "vxlan", BackendData: attrs.BackendData}}
 		return nil
 	})
 }

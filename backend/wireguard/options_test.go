@@ -234,7 +234,7 @@ func mustGen(t *testing.T) wgtypes.Key {
 func TestNewTouchesNothing(t *testing.T) {
 	dir := t.TempDir()
 	opts := backend.Options{Underlay: backend.Underlay{Link: "eth0", PublicIP: netip.MustParseAddr("198.18.0.11"), MTU: 1500},
-		Config: &subnet.Config{Network: network, BackendType: "wireguard"}, StateDir: dir}
+		Config: &subnet.Config{EnableIPv4: true, Network: network, BackendType: "wireguard"}, StateDir: dir}
 	b, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

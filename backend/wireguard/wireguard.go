@@ -88,6 +88,9 @@ func newBackend(opts backend.Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := backend.RefuseIPv6(subnet.BackendWireGuard, opts.Config); err != nil {
+		return nil, err
+	}
 	if !opts.Underlay.PublicIP.Unmap().Is4() {
 		return nil, fmt.Errorf("wireguard: PublicIP %s is not IPv4; weftd reaches wireguard peers over an IPv4 underlay", opts.Underlay.PublicIP)
 	}
@@ -150,11 +153,11 @@ func (b *Backend) PublicKey() wgtypes.Key { return b.key.public() }
 // the BackendData to publish: {"PublicKey":…,"Port":…} as Flannel writes
 // it. An existing device is adopted with its peers, so a restart of weftd
 // does not interrupt a kernel device's sessions.
-func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
+func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	path := KeyPath(b.stateDir)
 	k, created, tightened, err := loadOrCreateKey(path)
 	if err != nil {
-		return nil, fmt.Errorf("wireguard: %w", err)
+		return subnet.LeaseAttrs{}, fmt.Errorf("wireguard: %w", err)
 	}
 	b.key = k
 	switch {
@@ -165,20 +168,22 @@ func (b *Backend) Prepare(ctx context.Context) (json.RawMessage, error) {
 	}
 	if b.mtu == 0 {
 		if err := b.mtuFromLink(); err != nil {
-			return nil, err
+			return subnet.LeaseAttrs{}, err
 		}
 	}
 	if err := b.ensureDevice(); err != nil {
-		return nil, err
+		return subnet.LeaseAttrs{}, err
 	}
 	if err := b.reconcile(false); err != nil {
-		return nil, err
+		return subnet.LeaseAttrs{}, err
 	}
 	data, err := json.Marshal(BackendData{PublicKey: k.public().String(), Port: uint16(b.opts.ListenPort)})
 	if err != nil {
-		return nil, fmt.Errorf("wireguard: encode backend data: %w", err)
+		return subnet.LeaseAttrs{}, fmt.Errorf("wireguard: encode backend data: %w", err)
 	}
-	return data, nil
+	attrs := b.ul.LeaseAttrs(b.cfg)
+	attrs.BackendData = data
+	return attrs, nil
 }
 
 func (b *Backend) mtuFromLink() error {

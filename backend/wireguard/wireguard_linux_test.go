@@ -109,10 +109,11 @@ func (n *node) tryPrepare(opts string) error {
 		b.name = n.dev
 		b.keyCheck = 20 * time.Millisecond
 		n.b = b
-		n.lease.Attrs.BackendData, err = b.Prepare(context.Background())
+		attrs, err := b.Prepare(context.Background())
 		if err != nil {
 			b.Close()
 		}
+		n.lease.Attrs.BackendData = attrs.BackendData
 		return err
 	})
 }

@@ -18,6 +18,7 @@ const labUsage = `usage: weftctl lab SUBCOMMAND [flags]
 
   up      --nodes N --backend vxlan|host-gw|udp|wireguard [--pods-per-node K] [--name NAME] [--bin-dir DIR] [--test] [--down]
           [--flannel-nodes n2,n3 --flannel-bin-dir DIR]   those nodes run the real Flannel (scripts/flannel.sh builds it)
+          [--kube]   Kubernetes mode: kube-apiserver + kube-controller-manager, weftd --kube-subnet-mgr (scripts/kube.sh builds them)
   down    [--name NAME]
   status  [--name NAME]
   test    [--name NAME] [--json]

@@ -73,7 +73,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 		o.node.Iface = append(o.node.Iface, flagenv.SplitList(s)...)
 		return nil
 	})
-	fs.Func("iface-regex", "regular expression matched against the interfaces' IPv4 addresses, then their names; repeatable, tried in order after every --iface", func(s string) error {
+	fs.Func("iface-regex", "regular expression matched against the interfaces' IPv4 addresses, then IPv6 addresses, then names; repeatable, tried in order after every --iface", func(s string) error {
 		re, err := regexp.Compile(s)
 		if err != nil {
 			return fmt.Errorf("regular expression %q: %w", s, err)
@@ -86,9 +86,14 @@ func newFlagSet(o *options) *flag.FlagSet {
 		o.node.IfaceCanReach = ip
 		return err
 	})
-	fs.Func("public-ip", "address other nodes reach this node at (default: the underlay interface's address); another address than the interface's means a 1:1 NAT in front of the node", func(s string) error {
+	fs.Func("public-ip", "IPv4 address other nodes reach this node at (default: the underlay interface's IPv4 address); another address than the interface's means a 1:1 NAT in front of the node", func(s string) error {
 		ip, err := netip.ParseAddr(s)
 		o.node.PublicIP = ip
+		return err
+	})
+	fs.Func("public-ipv6", "IPv6 address other nodes reach this node at, for dual-stack and IPv6-only networks (default: the underlay interface's first global IPv6 address)", func(s string) error {
+		ip, err := netip.ParseAddr(s)
+		o.node.PublicIPv6 = ip
 		return err
 	})
 	fs.StringVar(&o.node.SubnetFile, "subnet-file", subnet.DefaultFilePath, "where to write the node's subnet file")
@@ -104,7 +109,10 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.node.IPMasq, "ip-masq", false, "masquerade traffic from the pod network to outside it")
 	fs.BoolVar(&o.node.ForwardRules, "forward-rules", true, "install rules that accept forwarded pod-network traffic")
 	fs.BoolVar(&o.node.ForwardRules, "iptables-forward-rules", true, "Flannel's name for --forward-rules")
-	fs.StringVar(&o.node.MasqBackend, "masq-backend", daemon.MasqNFTables, "masquerade rules through nftables or iptables")
+	fs.StringVar(&o.node.MasqBackend, "masq-backend", daemon.MasqAuto, "firewall API for weft's rules: nftables, iptables, or auto (iptables when the network config says EnableNFTables false, else nftables)")
+	fs.BoolVar(&o.node.MasqFullyRandomDisable, "ip-masq-fully-random-disable", false, "masquerade without random-fully (Flannel's flag)")
+	o.node.FirewallResync = daemon.DefaultFirewallResync
+	fs.Var(secondsFlag{&o.node.FirewallResync}, "iptables-resync", "how often weft's firewall rules are checked and restored when removed: whole seconds (Flannel's form) or a duration; 0 turns it off")
 	fs.BoolVar(&o.node.BlackholeRoute, "ip-blackhole-route", true, "keep an unreachable route for the whole pod network, so traffic to subnets no node holds never leaves through the default route")
 	fs.StringVar(&o.node.HealthzAddr, "healthz-addr", daemon.DefaultHealthzAddr, "address of /healthz, /readyz, /metrics and /status (\"off\" to disable)")
 	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "Flannel's: with --healthz-port, the address to serve on instead of --healthz-addr's")
@@ -211,6 +219,43 @@ func (o *options) flannelHealthz(fs *flag.FlagSet) error {
 		o.node.HealthzAddr = net.JoinHostPort(o.healthzIP, strconv.Itoa(o.healthzPort))
 	}
 	return nil
+}
+
+// secondsFlag is a duration flag that also takes Flannel's whole seconds.
+type secondsFlag struct{ d *time.Duration }
+
+func (f secondsFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f secondsFlag) Set(s string) error {
+	d, err := secondsOrDuration(s)
+	if err == nil {
+		*f.d = d
+	}
+	return err
+}
+
+// secondsOrDuration parses Flannel's whole seconds ("5") or a Go duration
+// ("5s", "1m").
+func secondsOrDuration(s string) (time.Duration, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 0 {
+			return 0, errors.New("negative period; use 0 to turn the check off")
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is neither whole seconds nor a duration such as 5s", s)
+	}
+	if d < 0 {
+		return 0, errors.New("negative period; use 0 to turn the check off")
+	}
+	return d, nil
 }
 
 func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {

@@ -92,6 +92,8 @@ func TestRunFlagErrors(t *testing.T) {
 		{name: "renew margin not below the TTL", args: []string{"--subnet-lease-ttl", "1h", "--subnet-lease-renew-margin", "60"}, want: 1, out: "renew margin"},
 		{name: "healthz-ip alone", args: []string{"--healthz-ip", "0.0.0.0"}, want: 1, out: "--healthz-ip needs --healthz-port"},
 		{name: "healthz-port with healthz-addr", args: []string{"--healthz-port", "8471", "--healthz-addr", "127.0.0.1:1"}, want: 1, out: "not both"},
+		{name: "bad iptables-resync", args: []string{"--iptables-resync", "often"}, want: 1, out: "neither whole seconds nor a duration"},
+		{name: "negative iptables-resync", args: []string{"--iptables-resync", "-5"}, want: 1, out: "negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -245,4 +247,23 @@ func docSection(t *testing.T, file, marker string) []byte {
 	}
 	section, _, _ = bytes.Cut(section, []byte("<!-- /"+marker+" -->"))
 	return section
+}
+
+// TestIPTablesResync: Flannel's whole seconds and Go durations both work.
+func TestIPTablesResync(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+	}{{"5", 5 * time.Second}, {"0", 0}, {"90s", 90 * time.Second}, {"1m", time.Minute}} {
+		var o options
+		fs := newFlagSet(&o)
+		if err := fs.Parse([]string{"--iptables-resync", tc.in}); err != nil || o.node.FirewallResync != tc.want {
+			t.Errorf("--iptables-resync %s: %v, %v; want %v", tc.in, o.node.FirewallResync, err, tc.want)
+		}
+	}
+	var o options
+	newFlagSet(&o)
+	if o.node.FirewallResync != 5*time.Second {
+		t.Errorf("default %v, want Flannel's 5s", o.node.FirewallResync)
+	}
 }

@@ -138,8 +138,11 @@ func (e *Error) Hint() string {
 // Expect is what Load checks a file's identity against. Zero fields accept
 // anything (weftctl reads a file whatever wrote it).
 type Expect struct {
-	Scope    string
-	PublicIP netip.Addr
+	Scope string
+	// PublicIP, or for a node without IPv4 PublicIPv6, is the node's
+	// address: a file whose own lease carries another was written by
+	// another node.
+	PublicIP, PublicIPv6 netip.Addr
 }
 
 // Load reads and validates the file at path. A missing file returns an
@@ -250,8 +253,8 @@ func Decode(data []byte, want Expect) (*State, error) {
 		return nil, bad(Corrupt, "network config: %v", err)
 	}
 	st := &State{Scope: sj.Scope, Config: cfg, Own: sj.Own.lease(), Revision: sj.Revision, Writer: sj.Writer}
-	if want.PublicIP.IsValid() && st.Own.Attrs.PublicIP != want.PublicIP {
-		return nil, bad(OtherNetwork, "written by the node at %s, this node is %s", st.Own.Attrs.PublicIP, want.PublicIP)
+	if w := (subnet.LeaseAttrs{PublicIP: want.PublicIP, PublicIPv6: want.PublicIPv6}); (w.PublicIP.IsValid() || w.PublicIPv6.IsValid()) && !subnet.SameNode(st.Own.Attrs, w) {
+		return nil, bad(OtherNetwork, "written by the node at %s, this node is %s", nodeAddr(st.Own.Attrs), nodeAddr(w))
 	}
 	for _, l := range sj.Peers {
 		st.Peers = append(st.Peers, l.lease())
@@ -279,15 +282,15 @@ func validate(st *State) error {
 	if st.Revision < 0 {
 		return fmt.Errorf("revision %d", st.Revision)
 	}
-	seen := map[netip.Prefix]bool{key(st.Own): true}
+	seen := map[netip.Prefix]bool{st.Own.Key(): true}
 	for _, l := range st.Peers {
 		if err := fits(cfg, l); err != nil {
-			return fmt.Errorf("peer %s: %w", key(l), err)
+			return fmt.Errorf("peer %s: %w", l.Key(), err)
 		}
-		if seen[key(l)] {
-			return fmt.Errorf("peer %s: listed twice or as the own lease", key(l))
+		if seen[l.Key()] {
+			return fmt.Errorf("peer %s: listed twice or as the own lease", l.Key())
 		}
-		seen[key(l)] = true
+		seen[l.Key()] = true
 	}
 	return nil
 }
@@ -322,11 +325,12 @@ func fits(cfg *subnet.Config, l subnet.Lease) error {
 	return nil
 }
 
-func key(l subnet.Lease) netip.Prefix {
-	if l.Subnet.IsValid() {
-		return l.Subnet
+// nodeAddr is the address SameNode compares: PublicIP, else PublicIPv6.
+func nodeAddr(a subnet.LeaseAttrs) netip.Addr {
+	if a.PublicIP.IsValid() {
+		return a.PublicIP
 	}
-	return l.IPv6Subnet
+	return a.PublicIPv6
 }
 
 // Encode renders st in the file format. writer names the weftd writing it.
@@ -340,7 +344,7 @@ func Encode(st *State, writer string) ([]byte, error) {
 		return nil, fmt.Errorf("last known state: %w", err)
 	}
 	peers := slices.Clone(st.Peers)
-	sort.Slice(peers, func(i, j int) bool { return key(peers[i]).Addr().Less(key(peers[j]).Addr()) })
+	sort.Slice(peers, func(i, j int) bool { return peers[i].Key().Addr().Less(peers[j].Key().Addr()) })
 	sj := stateJSON{Writer: writer, Scope: st.Scope, Config: compact(st.Config.Raw), Own: toJSON(st.Own), Revision: st.Revision, Peers: make([]leaseJSON, 0, len(peers))}
 	for _, l := range peers {
 		sj.Peers = append(sj.Peers, toJSON(l))

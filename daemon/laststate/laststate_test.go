@@ -127,6 +127,7 @@ func TestRoundTrip(t *testing.T) {
 
 func leaseEqual(a, b subnet.Lease) bool {
 	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet && a.Attrs.PublicIP == b.Attrs.PublicIP &&
+		a.Attrs.PublicIPv6 == b.Attrs.PublicIPv6 && string(a.Attrs.BackendV6Data) == string(b.Attrs.BackendV6Data) &&
 		a.Attrs.BackendType == b.Attrs.BackendType && string(a.Attrs.BackendData) == string(b.Attrs.BackendData) &&
 		a.Expiration.Equal(b.Expiration) && a.Revision == b.Revision && a.LeaseID == b.LeaseID
 }
@@ -401,4 +402,46 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip changed the state: %+v vs %+v", st, st2)
 		}
 	})
+}
+
+// TestIPv6States keeps dual-stack and IPv6-only states: IPv6 subnets and
+// addresses survive the file, and an IPv6-only node is known by its
+// PublicIPv6.
+func TestIPv6States(t *testing.T) {
+	p, a := netip.MustParsePrefix, netip.MustParseAddr
+	for _, tc := range []struct {
+		name, config string
+		own, peer    subnet.Lease
+	}{
+		{"dual-stack", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"vxlan"}}`,
+			subnet.Lease{Subnet: p("10.244.3.0/24"), IPv6Subnet: p("fd10:0:0:3::/64"), Attrs: subnet.LeaseAttrs{PublicIP: a("198.18.0.11"), PublicIPv6: a("2001:db8::11"), BackendType: "vxlan"}, Revision: 7},
+			subnet.Lease{Subnet: p("10.244.4.0/24"), IPv6Subnet: p("fd10:0:0:4::/64"), Attrs: subnet.LeaseAttrs{PublicIP: a("198.18.0.12"), PublicIPv6: a("2001:db8::12"), BackendType: "vxlan"}, Revision: 8}},
+		{"ipv6-only", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"vxlan"}}`,
+			subnet.Lease{IPv6Subnet: p("fd10:0:0:3::/64"), Attrs: subnet.LeaseAttrs{PublicIPv6: a("2001:db8::11"), BackendType: "vxlan"}, Revision: 7},
+			subnet.Lease{IPv6Subnet: p("fd10:0:0:4::/64"), Attrs: subnet.LeaseAttrs{PublicIPv6: a("2001:db8::12"), BackendType: "vxlan"}, Revision: 8}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := subnet.ParseConfig([]byte(tc.config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &State{Scope: "etcd /coreos.com/network", Config: cfg, Own: tc.own, Peers: []subnet.Lease{tc.peer}, Revision: 9}
+			path := filepath.Join(t.TempDir(), FileName)
+			if err := Save(path, encode(t, st)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Load(path, Expect{Scope: st.Scope, PublicIP: tc.own.Attrs.PublicIP, PublicIPv6: tc.own.Attrs.PublicIPv6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !leaseEqual(got.Own, tc.own) || len(got.Peers) != 1 || !leaseEqual(got.Peers[0], tc.peer) {
+				t.Errorf("loaded own %+v peers %+v", got.Own, got.Peers)
+			}
+			other := Expect{PublicIP: tc.peer.Attrs.PublicIP, PublicIPv6: tc.peer.Attrs.PublicIPv6}
+			var e *Error
+			if _, err := Load(path, other); !errors.As(err, &e) || e.Problem != OtherNetwork {
+				t.Errorf("loaded as another node: %v, want OtherNetwork", err)
+			}
+		})
+	}
 }

@@ -13,8 +13,10 @@
 //     old and new rules side by side.
 //   - IPTables (--masq-backend=iptables) keeps its rules in its own chains,
 //     WEFT-POSTRTG (nat) and WEFT-FWD (filter), jumped to from the first
-//     position of POSTROUTING and FORWARD. Chain contents are replaced with one
-//     `iptables-restore --noflush` per table, which is atomic per table.
+//     position of POSTROUTING and from the end of FORWARD (so an operator's
+//     earlier drops still apply, as with Flannel). Chain contents are
+//     replaced with one `iptables-restore --noflush` per table, which is
+//     atomic per table.
 //
 // The rule set is Flannel's (so a mixed Flannel/weft cluster behaves the
 // same), for Network N, this node's Subnet S and the multicast range M:
@@ -25,7 +27,8 @@
 //	src N,  dst !M           masquerade  pod to outside (random-fully)
 //	src !N, dst N            masquerade  host/outside to remote pods
 //
-// and forwarding: accept src N, accept dst N.
+// and forwarding: drop src N to the tunnel ports (Rules.TunnelPorts),
+// accept src N, accept dst N.
 //
 // Namespaces: every call programs the network namespace of the calling
 // thread at the time of the call, unless Options.NetNS pins the nftables

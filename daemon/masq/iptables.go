@@ -78,15 +78,31 @@ func newIPTFamily(v6 bool) (*iptFamily, error) {
 // hook is one of weft's chains and the built-in chain that jumps to it.
 type hook struct {
 	table, builtin, chain, comment string
+	// appended: the jump goes at the end of the built-in chain (rules that
+	// were there first, an operator's DROP, still apply), else first.
+	appended bool
+	// legacy is the comment of the jump older weftd versions inserted at
+	// position 1 instead; it is moved to the end.
+	legacy string
 }
 
 var (
-	natHook     = hook{"nat", "POSTROUTING", iptPostrouting, commentMasq}
-	forwardHook = hook{"filter", "FORWARD", iptForward, commentForward}
+	natHook = hook{table: "nat", builtin: "POSTROUTING", chain: iptPostrouting, comment: commentMasq}
+	// The FORWARD jump is appended, as Flannel's is: weft's accept rules
+	// come after DOCKER-USER, KUBE-FORWARD and an operator's own drops
+	// (e.g. pods to 169.254.169.254).
+	forwardHook = hook{table: "filter", builtin: "FORWARD", chain: iptForward, comment: commentForwardJump,
+		appended: true, legacy: commentForward}
 )
 
-func (h hook) jump() []string {
-	return []string{"-m", "comment", "--comment", h.comment, "-j", h.chain}
+// commentForwardJump marks the appended FORWARD jump; weftd before it
+// inserted a jump commented weft-forward at position 1.
+const commentForwardJump = "weft-forward-jump"
+
+func (h hook) jump() []string { return h.jumpWith(h.comment) }
+
+func (h hook) jumpWith(comment string) []string {
+	return []string{"-m", "comment", "--comment", comment, "-j", h.chain}
 }
 
 // Ensure implements Manager.
@@ -108,8 +124,8 @@ func (m *IPTables) Ensure(ctx context.Context, r Rules) error {
 		if f == nil {
 			continue
 		}
-		if f.v6 && !r.IPv6Network.IsValid() {
-			// IPv6 turned off (or never on): leave nothing behind.
+		if f.v6 && !r.IPv6Network.IsValid() || !f.v6 && !r.Network.IsValid() {
+			// The family turned off (or never on): leave nothing behind.
 			if err := f.remove(ctx, natHook, forwardHook); err != nil {
 				return err
 			}
@@ -147,6 +163,65 @@ func (m *IPTables) Remove(ctx context.Context) error {
 	return nil
 }
 
+// Verify implements Manager: per family in use, weft's chains exist with
+// the rule counts Ensure(r) gives and the built-in chains jump to them.
+func (m *IPTables) Verify(ctx context.Context, r Rules) (bool, error) {
+	if err := r.Validate(); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, f := range []*iptFamily{m.v4, m.v6} {
+		if f == nil || f.v6 && !r.IPv6Network.IsValid() {
+			continue
+		}
+		checks := []struct {
+			h     hook
+			rules []rule
+		}{{forwardHook, familyRules(forwardRules(r), f.v6)}}
+		if r.Masquerade {
+			checks = append(checks, struct {
+				h     hook
+				rules []rule
+			}{natHook, familyRules(natRules(r), f.v6)})
+		}
+		for _, c := range checks {
+			if err := ctx.Err(); err != nil {
+				return false, err
+			}
+			ok, err := f.ipt.ChainExists(c.h.table, c.h.chain)
+			if err != nil || !ok {
+				return false, wrapIPT(err, "look up chain %s in table %s", c.h.chain, c.h.table)
+			}
+			if ok, err = f.ipt.Exists(c.h.table, c.h.builtin, c.h.jump()...); err != nil || !ok {
+				return false, wrapIPT(err, "check jump %s -> %s", c.h.builtin, c.h.chain)
+			}
+			specs, err := f.ipt.List(c.h.table, c.h.chain)
+			if err != nil {
+				return false, wrapIPT(err, "list chain %s", c.h.chain)
+			}
+			n := 0
+			for _, s := range specs {
+				if strings.HasPrefix(s, "-A ") {
+					n++
+				}
+			}
+			if n != len(c.rules) {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
+}
+
+// wrapIPT wraps a non-nil err with what was being done; nil stays nil.
+func wrapIPT(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("iptables: "+format+": %w", append(args, err)...)
+}
+
 // familyRules keeps the rules for one family; family-less rules (the
 // kube-proxy mark) go to both.
 func familyRules(rules []rule, v6 bool) []rule {
@@ -178,12 +253,26 @@ func (f *iptFamily) replace(ctx context.Context, h hook, rules []rule, randomFul
 	if err != nil {
 		return fmt.Errorf("iptables: look up chain %s in table %s: %w", h.chain, h.table, err)
 	}
+	legacy := false
 	if jumps {
+		if h.legacy != "" {
+			if legacy, err = f.ipt.Exists(h.table, h.builtin, h.jumpWith(h.legacy)...); err != nil {
+				return fmt.Errorf("iptables: check jump %s -> %s: %w", h.builtin, h.chain, err)
+			}
+		}
 		if jumps, err = f.ipt.Exists(h.table, h.builtin, h.jump()...); err != nil {
 			return fmt.Errorf("iptables: check jump %s -> %s: %w", h.builtin, h.chain, err)
 		}
 	}
-	if !jumps {
+	if legacy {
+		// In the same commit: no moment without a jump.
+		fmt.Fprintf(&b, "-D %s %s\n", h.builtin, strings.Join(h.jumpWith(h.legacy), " "))
+	}
+	switch {
+	case jumps:
+	case h.appended:
+		fmt.Fprintf(&b, "-A %s %s\n", h.builtin, strings.Join(h.jump(), " "))
+	default:
 		fmt.Fprintf(&b, "-I %s 1 %s\n", h.builtin, strings.Join(h.jump(), " "))
 	}
 	b.WriteString("COMMIT\n")
@@ -212,17 +301,23 @@ func (f *iptFamily) remove(ctx context.Context, hooks ...hook) error {
 			continue
 		}
 		// Delete the jump until none is left: an older run may have left
-		// more than one, and -D removes one at a time.
-		for {
-			ok, err := f.ipt.Exists(h.table, h.builtin, h.jump()...)
-			if err != nil {
-				return fmt.Errorf("iptables: check jump %s -> %s: %w", h.builtin, h.chain, err)
+		// more than one (or one of the legacy form), and -D removes one at
+		// a time.
+		for _, jump := range [][]string{h.jump(), h.jumpWith(h.legacy)} {
+			if jump[3] == "" {
+				continue
 			}
-			if !ok {
-				break
-			}
-			if err := f.ipt.Delete(h.table, h.builtin, h.jump()...); err != nil {
-				return fmt.Errorf("iptables: delete jump %s -> %s: %w", h.builtin, h.chain, err)
+			for {
+				ok, err := f.ipt.Exists(h.table, h.builtin, jump...)
+				if err != nil {
+					return fmt.Errorf("iptables: check jump %s -> %s: %w", h.builtin, h.chain, err)
+				}
+				if !ok {
+					break
+				}
+				if err := f.ipt.Delete(h.table, h.builtin, jump...); err != nil {
+					return fmt.Errorf("iptables: delete jump %s -> %s: %w", h.builtin, h.chain, err)
+				}
 			}
 		}
 		if err := f.ipt.ClearAndDeleteChain(h.table, h.chain); err != nil {

@@ -9,7 +9,8 @@ import (
 
 // Rules is the desired masquerade and forwarding state of one node.
 type Rules struct {
-	// Network is the whole IPv4 pod network (e.g. 10.244.0.0/16).
+	// Network is the whole IPv4 pod network (e.g. 10.244.0.0/16); zero,
+	// with Subnet, for an IPv6-only network.
 	Network netip.Prefix
 	// Subnet is this node's IPv4 subnet inside Network (e.g. 10.244.3.0/24).
 	Subnet netip.Prefix
@@ -46,6 +47,12 @@ type Manager interface {
 	// Remove deletes everything weft installed (nftables: the whole table,
 	// including the peer filter). Nothing installed is success.
 	Remove(ctx context.Context) error
+	// Verify reports whether what Ensure(r) installs, and the peer filter
+	// this Manager installed if any, is still in place as far as a cheap
+	// look tells (weft's table or chains, the jumps to them, the number of
+	// rules): false after a firewall reload or an operator's flush. It
+	// changes nothing.
+	Verify(ctx context.Context, r Rules) (bool, error)
 }
 
 // PeerFilter accepts VXLAN datagrams only from current peers, carrying
@@ -81,23 +88,42 @@ var ErrInvalidRules = errors.New("invalid masquerade rules")
 // are not NATed twice.
 const KubeProxyMark = 0x4000
 
-// Validate checks r: Network and Subnet IPv4 with Subnet inside Network,
-// and the IPv6 pair either both unset or both IPv6 with IPv6Subnet inside
-// IPv6Network.
+// Validate checks r: each pair (Network and Subnet IPv4, IPv6Network and
+// IPv6Subnet IPv6) either both unset or both set with the subnet inside the
+// network, and at least one pair set.
 func (r Rules) Validate() error {
-	if err := checkPair(r.Network, r.Subnet, false); err != nil {
-		return err
-	}
 	for _, p := range r.TunnelPorts {
 		if p == 0 {
 			return fmt.Errorf("%w: tunnel port 0", ErrInvalidRules)
 		}
 	}
-	if !r.IPv6Network.IsValid() && !r.IPv6Subnet.IsValid() {
-		return nil
+	if !r.has4() && !r.has6() {
+		return fmt.Errorf("%w: neither an IPv4 nor an IPv6 network", ErrInvalidRules)
 	}
-	return checkPair(r.IPv6Network, r.IPv6Subnet, true)
+	if r.has4() {
+		if err := checkPair(r.Network, r.Subnet, false); err != nil {
+			return err
+		}
+	}
+	if r.has6() {
+		return checkPair(r.IPv6Network, r.IPv6Subnet, true)
+	}
+	return nil
 }
+
+// networks names the pod networks of r, for messages.
+func (r Rules) networks() string {
+	switch {
+	case r.has4() && r.has6():
+		return r.Network.String() + " and " + r.IPv6Network.String()
+	case r.has6():
+		return r.IPv6Network.String()
+	}
+	return r.Network.String()
+}
+
+func (r Rules) has4() bool { return r.Network.IsValid() || r.Subnet.IsValid() }
+func (r Rules) has6() bool { return r.IPv6Network.IsValid() || r.IPv6Subnet.IsValid() }
 
 func checkPair(network, subnet netip.Prefix, v6 bool) error {
 	fam := "IPv4"

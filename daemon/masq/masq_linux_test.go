@@ -111,7 +111,7 @@ var want10244 = map[string][]string{
 		`meta mark & 0x00004000 == 0x00004000 return comment "weft-masq"`,
 	},
 	"iptables": {
-		`4 -A FORWARD -m comment --comment weft-forward -j WEFT-FWD`,
+		`4 -A FORWARD -m comment --comment weft-forward-jump -j WEFT-FWD`,
 		`4 -A POSTROUTING -m comment --comment weft-masq -j WEFT-POSTRTG`,
 		`4 -A WEFT-FWD -d 10.244.0.0/16 -m comment --comment weft-forward -j ACCEPT`,
 		`4 -A WEFT-FWD -s 10.244.0.0/16 -m comment --comment weft-forward -j ACCEPT`,
@@ -197,6 +197,15 @@ func TestEnsureRestartChangeRemove(t *testing.T) {
 					t.Errorf("IPv6 rules: %s missing:\n%s", s, joined)
 				}
 			}
+			// IPv6 only: the IPv4 rules go, the IPv6 ones stay.
+			r5 := Rules{IPv6Network: r4.IPv6Network, IPv6Subnet: r4.IPv6Subnet, Masquerade: true}
+			if err := b.do(t, n, func(m Manager) error { return m.Ensure(ctx, r5) }); err != nil {
+				t.Fatalf("Ensure IPv6-only: %v", err)
+			}
+			joined = strings.Join(b.dump(t, n), "\n")
+			if strings.Contains(joined, "10.245.") || !strings.Contains(joined, "fd00:10:244::/56") || !strings.Contains(joined, "fd00:10:244:3::/64") {
+				t.Errorf("IPv6-only rules:\n%s", joined)
+			}
 			if err := b.do(t, n, func(m Manager) error { return m.Ensure(ctx, r2) }); err != nil {
 				t.Fatalf("Ensure without IPv6: %v", err)
 			}
@@ -251,69 +260,90 @@ func pingWithin(n *nstest.NS, addr string, d time.Duration) bool {
 	}
 }
 
-// TestMasqueradeFunctional proves the semantics on real traffic. A "node"
-// namespace routes between a pod (10.244.3.2), an outside host
-// (198.18.40.2) that has no route back to the pod network, and a peer that
-// hosts another pod (10.244.7.2) and drops echo requests not from the pod
+// TestMasqueradeFunctional proves the semantics on real traffic, in each
+// family. A "node" namespace routes between a pod (10.244.3.2,
+// fd10:0:0:3::2), an outside host (198.18.40.2, 2001:db8:40::2) that has no
+// route back to the pod network, and a peer that hosts another pod
+// (10.244.7.2, fd10:0:0:7::2) and drops echo requests not from the pod
 // network. So: a pod's ping to the outside is answered only when
 // masqueraded; its ping to the other pod only when not masqueraded.
 func TestMasqueradeFunctional(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			t.Parallel()
-			node := nstest.New(t, "wmn")
-			pod := nstest.New(t, "wmp")
-			out := nstest.New(t, "wmo")
-			peer := nstest.New(t, "wmr")
-			nstest.Link(t, node, "pod0", "10.244.3.1/24", pod, "eth0", "10.244.3.2/24")
-			pod.MustRun(t, "ip", "route", "add", "default", "via", "10.244.3.1")
-			nstest.Link(t, node, "up0", "198.18.40.1/24", out, "eth0", "198.18.40.2/24")
-			nstest.Link(t, node, "peer0", "198.18.41.1/24", peer, "eth0", "198.18.41.2/24")
-			node.MustRun(t, "ip", "route", "add", "10.244.7.0/24", "via", "198.18.41.2")
-			node.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-			peer.MustRun(t, "ip", "addr", "add", "10.244.7.2/32", "dev", "lo")
-			peer.MustRun(t, "ip", "route", "add", "10.244.0.0/16", "via", "198.18.41.1")
-			peer.MustRun(t, "nft", "add table ip f; add chain ip f in { type filter hook input priority 0; }; "+
-				"add rule ip f in ip saddr != 10.244.0.0/16 icmp type echo-request drop")
+	type addrs struct {
+		network, podNet, podGW, pod, outNet, nodeOut, out, peerNet, nodePeer, peer, peerPod, peerPodNet string
+		rules                                                                                           Rules
+		fwd, nftFam, drop, kpDst                                                                        string
+	}
+	for _, fam := range []addrs{{
+		network: "10.244.0.0/16", podNet: "/24", podGW: "10.244.3.1", pod: "10.244.3.2",
+		nodeOut: "198.18.40.1/24", out: "198.18.40.2", outNet: "/24", nodePeer: "198.18.41.1/24", peer: "198.18.41.2", peerNet: "/24",
+		peerPod: "10.244.7.2", peerPodNet: "10.244.7.0/24",
+		rules: rulesFor("10.244.0.0/16", "10.244.3.0/24"), fwd: "net.ipv4.ip_forward=1", nftFam: "ip",
+		drop: "ip saddr != 10.244.0.0/16 icmp type echo-request drop", kpDst: "ip daddr 198.18.40.2",
+	}, {
+		network: "fd10::/48", podNet: "/64", podGW: "fd10:0:0:3::1", pod: "fd10:0:0:3::2",
+		nodeOut: "2001:db8:40::1/64", out: "2001:db8:40::2", outNet: "/64", nodePeer: "2001:db8:41::1/64", peer: "2001:db8:41::2", peerNet: "/64",
+		peerPod: "fd10:0:0:7::2", peerPodNet: "fd10:0:0:7::/64",
+		rules: Rules{IPv6Network: mustParse("fd10::/48"), IPv6Subnet: mustParse("fd10:0:0:3::/64"), Masquerade: true},
+		fwd:   "net.ipv6.conf.all.forwarding=1", nftFam: "ip6",
+		drop: "ip6 saddr != fd10::/48 icmpv6 type echo-request drop", kpDst: "ip6 daddr 2001:db8:40::2",
+	}} {
+		for _, b := range backends {
+			t.Run(b.name+"/"+fam.nftFam, func(t *testing.T) {
+				t.Parallel()
+				node := nstest.New(t, "wmn")
+				pod := nstest.New(t, "wmp")
+				out := nstest.New(t, "wmo")
+				peer := nstest.New(t, "wmr")
+				nstest.Link(t, node, "pod0", fam.podGW+fam.podNet, pod, "eth0", fam.pod+fam.podNet)
+				pod.MustRun(t, "ip", "route", "add", "default", "via", fam.podGW)
+				nstest.Link(t, node, "up0", fam.nodeOut, out, "eth0", fam.out+fam.outNet)
+				nstest.Link(t, node, "peer0", fam.nodePeer, peer, "eth0", fam.peer+fam.peerNet)
+				node.MustRun(t, "ip", "route", "add", fam.peerPodNet, "via", fam.peer)
+				node.MustRun(t, "sysctl", "-qw", fam.fwd)
+				peer.MustRun(t, "ip", "addr", "add", fam.peerPod+"/"+map[bool]string{false: "32", true: "128"}[fam.nftFam == "ip6"], "dev", "lo")
+				peer.MustRun(t, "ip", "route", "add", fam.network, "via", strings.Split(fam.nodePeer, "/")[0])
+				peer.MustRun(t, "nft", "add table "+fam.nftFam+" f; add chain "+fam.nftFam+" f in { type filter hook input priority 0; }; "+
+					"add rule "+fam.nftFam+" f in "+fam.drop)
 
-			// Baseline without weft's rules.
-			if pingWithin(pod, "198.18.40.2", 0) {
-				t.Fatal("baseline: outside answered an unmasqueraded pod; the test could not detect masquerading")
-			}
-			if !pingWithin(pod, "10.244.7.2", 5*time.Second) {
-				t.Fatal("baseline: pod to pod does not work even without NAT")
-			}
-			if pingWithin(node, "10.244.7.2", 0) {
-				t.Fatal("baseline: the peer answered a non-pod source; the test could not detect masquerading of pod traffic")
-			}
+				// Baseline without weft's rules.
+				if !pingWithin(pod, fam.peerPod, 5*time.Second) {
+					t.Fatal("baseline: pod to pod does not work even without NAT")
+				}
+				if pingWithin(pod, fam.out, 0) {
+					t.Fatal("baseline: outside answered an unmasqueraded pod; the test could not detect masquerading")
+				}
+				if pingWithin(node, fam.peerPod, 0) {
+					t.Fatal("baseline: the peer answered a non-pod source; the test could not detect masquerading of pod traffic")
+				}
 
-			r := rulesFor("10.244.0.0/16", "10.244.3.0/24")
-			if err := b.do(t, node, func(m Manager) error { return m.Ensure(t.Context(), r) }); err != nil {
-				t.Fatalf("Ensure: %v", err)
-			}
-			if !pingWithin(pod, "198.18.40.2", 5*time.Second) {
-				t.Error("pod to outside: no reply, so it was not masqueraded")
-			}
-			if !pingWithin(pod, "10.244.7.2", 5*time.Second) {
-				t.Error("pod to pod: no reply, so it was masqueraded (or not forwarded)")
-			}
+				r := fam.rules
+				if err := b.do(t, node, func(m Manager) error { return m.Ensure(t.Context(), r) }); err != nil {
+					t.Fatalf("Ensure: %v", err)
+				}
+				if !pingWithin(pod, fam.out, 5*time.Second) {
+					t.Error("pod to outside: no reply, so it was not masqueraded")
+				}
+				if !pingWithin(pod, fam.peerPod, 5*time.Second) {
+					t.Error("pod to pod: no reply, so it was masqueraded (or not forwarded)")
+				}
 
-			// kube-proxy's mark: weft must leave the packet alone (here
-			// nothing else masquerades it, so the outside cannot answer).
-			node.MustRun(t, "nft", "add table ip kp; add chain ip kp pre { type filter hook prerouting priority -150; }; "+
-				"add rule ip kp pre ip daddr 198.18.40.2 meta mark set 0x4000")
-			if pingWithin(pod, "198.18.40.2", 0) {
-				t.Error("a packet marked 0x4000 by kube-proxy was masqueraded by weft")
-			}
-			node.MustRun(t, "nft", "delete table ip kp")
+				// kube-proxy's mark: weft must leave the packet alone (here
+				// nothing else masquerades it, so the outside cannot answer).
+				node.MustRun(t, "nft", "add table "+fam.nftFam+" kp; add chain "+fam.nftFam+" kp pre { type filter hook prerouting priority -150; }; "+
+					"add rule "+fam.nftFam+" kp pre "+fam.kpDst+" meta mark set 0x4000")
+				if pingWithin(pod, fam.out, 0) {
+					t.Error("a packet marked 0x4000 by kube-proxy was masqueraded by weft")
+				}
+				node.MustRun(t, "nft", "delete table "+fam.nftFam+" kp")
 
-			if err := b.do(t, node, func(m Manager) error { return m.Remove(t.Context()) }); err != nil {
-				t.Fatalf("Remove: %v", err)
-			}
-			if pingWithin(pod, "198.18.40.2", 0) {
-				t.Error("pod to outside still masqueraded after Remove")
-			}
-		})
+				if err := b.do(t, node, func(m Manager) error { return m.Remove(t.Context()) }); err != nil {
+					t.Fatalf("Remove: %v", err)
+				}
+				if pingWithin(pod, fam.out, 0) {
+					t.Error("pod to outside still masqueraded after Remove")
+				}
+			})
+		}
 	}
 }
 

@@ -55,6 +55,9 @@ type NFTables struct {
 	// without a lock, a data race between two NFTables (the parallel
 	// kernel tests); the kernel needs the ID unique only within a batch.
 	setID uint32
+	// filterRules is the number of rules of the peer filter this Manager
+	// installed (0: none); guarded by mu. Verify checks it.
+	filterRules int
 }
 
 var (
@@ -155,7 +158,7 @@ func (m *NFTables) Ensure(ctx context.Context, r Rules) error {
 	}
 
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: ensure table inet %s for network %s: %w", m.table.Name, r.Network, err)
+		return fmt.Errorf("nftables: ensure table inet %s for network %s: %w", m.table.Name, r.networks(), err)
 	}
 	m.logger.Debug("nftables rules ensured", "table", m.table.Name, "network", r.Network, "subnet", r.Subnet,
 		"ipv6Network", r.IPv6Network, "masquerade", r.Masquerade)
@@ -180,8 +183,64 @@ func (m *NFTables) Remove(ctx context.Context) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: remove table inet %s: %w", m.table.Name, err)
 	}
+	m.filterRules = 0
 	m.logger.Debug("nftables table removed", "table", m.table.Name)
 	return nil
+}
+
+// Verify implements Manager: weft's table holds postrouting (when
+// masquerading) and forward with the rule counts Ensure(r) gives, and the
+// input chain with the peer filter's when this Manager installed one.
+func (m *NFTables) Verify(ctx context.Context, r Rules) (bool, error) {
+	if err := r.Validate(); err != nil {
+		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.conn()
+	if err != nil {
+		return false, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == m.table.Name }) {
+		return false, nil
+	}
+	want := map[string]int{nftForward: len(forwardRules(r))}
+	if r.Masquerade {
+		want[nftPostrouting] = len(natRules(r))
+	}
+	if m.filterRules > 0 {
+		want[nftInput] = m.filterRules
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("nftables: list chains: %w", err)
+	}
+	have := map[string]bool{}
+	for _, ch := range chains {
+		if ch.Table.Name == m.table.Name {
+			have[ch.Name] = true
+		}
+	}
+	for name, n := range want {
+		if !have[name] {
+			return false, nil
+		}
+		rules, err := c.GetRules(m.table, &nftables.Chain{Name: name, Table: m.table})
+		if err != nil {
+			return false, fmt.Errorf("nftables: list rules of %s: %w", name, err)
+		}
+		if len(rules) != n {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // nftComment encodes a rule comment the way nft(8) stores it, so `nft list`
@@ -318,12 +377,14 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 	}
 	in := c.AddChain(m.input())
 	c.FlushChain(in)
-	for _, r := range peerFilterRules(port, sets[0].set, sets[1].set, sourcesOf(sets, inner)) {
+	rules := peerFilterRules(port, sets[0].set, sets[1].set, sourcesOf(sets, inner))
+	for _, r := range rules {
 		c.AddRule(&nftables.Rule{Table: m.table, Chain: in, Exprs: r.exprs, UserData: nftComment(r.comment)})
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: ensure peer filter on udp port %d: %w", port, err)
 	}
+	m.filterRules = len(rules)
 	m.logger.Debug("nftables peer filter ensured", "table", m.table.Name, "port", port, "peers", len(f.v4)+len(f.v6), "innerCheck", inner)
 	return nil
 }
@@ -562,6 +623,7 @@ func (m *NFTables) RemovePeerFilter(ctx context.Context) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: remove peer filter: %w", err)
 	}
+	m.filterRules = 0
 	m.logger.Debug("nftables peer filter removed", "table", m.table.Name)
 	return nil
 }

@@ -45,7 +45,9 @@ var (
 // natRules returns the postrouting rules for r, in order. See doc.go.
 func natRules(r Rules) []rule {
 	rules := []rule{{kubeMark: true, verdict: verdictReturn, comment: commentMasq}}
-	rules = append(rules, natFamily(r.Network.Masked(), r.Subnet.Masked(), multicast4, false)...)
+	if r.Network.IsValid() {
+		rules = append(rules, natFamily(r.Network.Masked(), r.Subnet.Masked(), multicast4, false)...)
+	}
 	if r.IPv6Network.IsValid() {
 		rules = append(rules, natFamily(r.IPv6Network.Masked(), r.IPv6Subnet.Masked(), multicast6, true)...)
 	}
@@ -72,7 +74,10 @@ func natFamily(n, sn, mc netip.Prefix, v6 bool) []rule {
 // forwardRules returns the forward rules for r: pod traffic to the tunnel
 // ports is dropped, then the pod network is forwarded in both directions.
 func forwardRules(r Rules) []rule {
-	rules := forwardFamily(r.Network.Masked(), r.TunnelPorts, false)
+	var rules []rule
+	if r.Network.IsValid() {
+		rules = forwardFamily(r.Network.Masked(), r.TunnelPorts, false)
+	}
 	if r.IPv6Network.IsValid() {
 		rules = append(rules, forwardFamily(r.IPv6Network.Masked(), r.TunnelPorts, true)...)
 	}

@@ -17,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftnet/weft/subnet"
@@ -187,8 +186,9 @@ func TestKubeManifestRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.AddNode(t, "rbac-node")
-	weft := c.NewClient(t, c.ServiceAccountToken(t, o.sa.Namespace, o.sa.Name))
-	if err := storeWork(t, weft, conf, cfg); err != nil {
+	token := c.ServiceAccountToken(t, o.sa.Namespace, o.sa.Name)
+	weft := c.NewClient(t, token)
+	if err := storeWork(t, c, token, conf, cfg); err != nil {
 		t.Fatalf("with the manifest's ClusterRole: %v", err)
 	}
 	ctx := kubetest.Ctx(t, 30*time.Second)
@@ -226,14 +226,15 @@ func TestKubeManifestRBAC(t *testing.T) {
 				if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil {
 					t.Fatal(err)
 				}
-				client := c.NewClient(t, c.ServiceAccountToken(t, o.sa.Namespace, name))
+				token := c.ServiceAccountToken(t, o.sa.Namespace, name)
+				client := c.NewClient(t, token)
 				// RBAC changes reach the authorizer through its informer:
 				// wait until the account can do what it still may.
 				kubetest.WaitFor(t, 10*time.Second, "the reduced role in force", func() bool {
 					_, err := client.CoreV1().Nodes().Get(ctx, "rbac-node", metav1.GetOptions{})
 					return err == nil || verb == "get"
 				})
-				err := storeWork(t, client, conf, cfg)
+				err := storeWork(t, c, token, conf, cfg)
 				if !apierrors.IsForbidden(err) {
 					t.Fatalf("without %s on %s the store still does all its work (err %v): the right is not needed", verb, rule.Resources[0], err)
 				}
@@ -246,8 +247,13 @@ func TestKubeManifestRBAC(t *testing.T) {
 // storeWork is everything weftd's store does on the API: acquire (list,
 // watch and patch its Node's status), renew (get), list, watch, and mark
 // the network available. It returns the first failure.
-func storeWork(t *testing.T, client kubernetes.Interface, conf string, cfg *subnet.Config) error {
-	m, err := kubestore.New(kubestore.Options{Client: client, NodeName: "rbac-node", NetConfigPath: conf})
+func storeWork(t *testing.T, c *kubetest.Cluster, token, conf string, cfg *subnet.Config) error {
+	nodes, err := kubestore.NewNodes(c.RESTConfig(token))
+	if err != nil {
+		return err
+	}
+	client := c.NewClient(t, token)
+	m, err := kubestore.New(kubestore.Options{Nodes: nodes, NodeName: "rbac-node", NetConfigPath: conf})
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,9 @@ func nftCounter(t *testing.T, l *lab.Lab, node, comment string) int {
 // n1's host from its tunnel socket's address and port is delivered (the
 // packets are well formed, a delivery would be seen). Further: n1's host
 // sending from another port (udp) or with an inner source outside n1's
-// subnet (vxlan) is dropped by n2 and counted there.
+// subnet (vxlan) is dropped by n2 and counted there. On the vxlan lab also:
+// a ping into a subnet no node holds is unreachable (--ip-blackhole-route),
+// and a flushed ruleset is restored (--iptables-resync).
 func TestTunnelInjection(t *testing.T) {
 	parallelEach(t, []string{"vxlan", "udp"}, func(t *testing.T, backend string) {
 		l := up(t, lab.Options{Name: labName("inj"), Nodes: 2, PodsPerNode: 1, Backend: backend, IPMasq: true})
@@ -171,6 +173,21 @@ func TestTunnelInjection(t *testing.T) {
 		record(t, "vxlan: ping from a pod to %s (no node holds it): %q; n1 unreachable routes %q", nowhere, lastLine(out), strings.TrimSpace(routes))
 		if !strings.Contains(out, "Unreachable") || !strings.Contains(routes, "10.244.0.0/16 proto 87 metric 4242") {
 			t.Errorf("ping to a pod subnet no node holds: %s\nunreachable routes on n1: %s", out, routes)
+		}
+
+		// --iptables-resync (5 s by default): a flushed ruleset comes back,
+		// guard and peer filter included.
+		run(t, l, "n1", "nft", "flush", "ruleset")
+		began := time.Now()
+		back := lab.Poll(t.Context(), 20*time.Second, 200*time.Millisecond, func() bool {
+			out, err := l.Run(t.Context(), "n1", "nft", "list", "table", "inet", "weft")
+			return err == nil && strings.Contains(out, `"weft-tunnel-guard"`) && strings.Contains(out, `"weft-peer-accept"`) &&
+				strings.Contains(out, n2.Underlay.String())
+		})
+		restores := metric(t, l, "n1", "weft_firewall_restores_total")
+		record(t, "vxlan: nft flush ruleset on n1: rules back %v after %v; weft_firewall_restores_total %v", back, time.Since(began).Round(100*time.Millisecond), restores)
+		if !back || restores < 1 {
+			t.Errorf("after nft flush ruleset: rules back %v, restores %v", back, restores)
 		}
 
 		spoof := netip.PrefixFrom(n2.Subnet.Addr(), 32).Addr().Next().Next().Next() // a pod address of n2's own

@@ -51,9 +51,9 @@ func TestNetlinkVXLAN(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			data, err := bks[i].Prepare(context.Background())
+			attrs, err := bks[i].Prepare(context.Background())
 			leases[i] = subnet.Lease{Subnet: n.Subnet, LeaseID: int64(i + 1),
-				Attrs: subnet.LeaseAttrs{PublicIP: n.PublicIP, BackendType: "vxlan", BackendData: data}}
+				Attrs: subnet.LeaseAttrs{PublicIP: n.PublicIP, BackendType: "vxlan", BackendData: attrs.BackendData}}
 			return err
 		})
 	}

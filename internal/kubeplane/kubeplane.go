@@ -93,6 +93,10 @@ type Options struct {
 	// Dial, when set, makes the connections to the API server (e.g. from
 	// inside NetNS); a plain dialer when nil.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// AuditUsers, when set, are the users whose every request the API
+	// server writes to AuditLog (Dir/audit.log), one JSON event per line
+	// (metadata only): how many requests a client made, and which.
+	AuditUsers []string
 	// Detach lets the processes outlive this one (the lab's, which
 	// `weftctl lab down` stops by PID); otherwise they are killed when it
 	// dies.
@@ -178,7 +182,7 @@ func Connect(opts Options, url string) (*Plane, error) {
 // apiServerArgs are kube-apiserver's flags for p's options.
 func (p *Plane) apiServerArgs() []string {
 	d, opts := p.opts.Dir, p.opts
-	return []string{
+	args := []string{
 		"--etcd-servers=" + strings.Join(opts.EtcdServers, ","),
 		"--etcd-prefix=/registry",
 		"--bind-address=" + opts.Addr.String(),
@@ -205,7 +209,16 @@ func (p *Plane) apiServerArgs() []string {
 		"--enable-priority-and-fairness=false",
 		"--v=0",
 	}
+	if len(opts.AuditUsers) > 0 {
+		args = append(args, "--audit-policy-file="+filepath.Join(d, "audit-policy.yaml"), "--audit-log-path="+p.AuditLog(),
+			"--audit-log-maxsize=0", "--audit-log-format=json")
+	}
+	return args
 }
+
+// AuditLog is where the API server writes the requests of
+// Options.AuditUsers.
+func (p *Plane) AuditLog() string { return filepath.Join(p.opts.Dir, "audit.log") }
 
 // StartAPIServer starts kube-apiserver (again, after StopAPIServer) with
 // the same address, data and credentials, and waits until it is ready.
@@ -356,7 +369,9 @@ func (p *Plane) do(ctx context.Context, token, method, path string, body []byte,
 func (p *Plane) httpClient() *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(p.CAData)
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: p.opts.Dial}}
+	// Every call is bounded by its ctx; this only catches a hung server
+	// (deleting thousands of Nodes takes a while).
+	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: p.opts.Dial}}
 }
 
 func (p *Plane) waitReady(ctx context.Context, api *proc, limit time.Duration) error {
@@ -366,7 +381,9 @@ func (p *Plane) waitReady(ctx context.Context, api *proc, limit time.Duration) e
 	defer tick.Stop()
 	last := ""
 	for {
-		code, body, err := p.do(ctx, p.AdminToken, http.MethodGet, "/readyz", nil, "")
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		code, body, err := p.do(pctx, p.AdminToken, http.MethodGet, "/readyz", nil, "")
+		pcancel()
 		if err == nil && code == http.StatusOK {
 			return nil
 		}
@@ -515,6 +532,11 @@ func (p *Plane) writeFiles() error {
 		"sa.pub":         pemPub(&saKey.PublicKey),
 		"tokens.csv":     []byte(p.AdminToken + ",weft-admin,weft-admin,\"system:masters\"\n"),
 		"admin.kubeconf": []byte(Kubeconfig(p.URL, p.CAData, p.AdminToken)),
+	}
+	if len(p.opts.AuditUsers) > 0 {
+		users, _ := json.Marshal(p.opts.AuditUsers)
+		files["audit-policy.yaml"] = []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n" +
+			"- level: Metadata\n  users: " + string(users) + "\n- level: None\n")
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(d, name), data, 0o600); err != nil {

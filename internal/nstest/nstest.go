@@ -122,7 +122,9 @@ func (n *NS) MustRun(t testing.TB, name string, args ...string) string {
 }
 
 // Link joins a and b with a veth pair named nameA (in a) and nameB (in b),
-// assigns the given CIDR addresses (empty for none) and brings both ends up.
+// assigns the given CIDR addresses (empty for none; IPv4 or IPv6, several
+// separated by spaces) and brings both ends up. IPv6 addresses are added
+// without duplicate address detection, so they are usable at once.
 func Link(t testing.TB, a *NS, nameA, addrA string, b *NS, nameB, addrB string) {
 	t.Helper()
 	tmp := UniqueName("wv")
@@ -133,8 +135,12 @@ func Link(t testing.TB, a *NS, nameA, addrA string, b *NS, nameB, addrB string) 
 		n          *NS
 		link, addr string
 	}{{a, nameA, addrA}, {b, nameB, addrB}} {
-		if side.addr != "" {
-			side.n.MustRun(t, "ip", "addr", "add", side.addr, "dev", side.link)
+		for _, addr := range strings.Fields(side.addr) {
+			args := []string{"ip", "addr", "add", addr, "dev", side.link}
+			if strings.Contains(addr, ":") {
+				args = append(args, "nodad")
+			}
+			side.n.MustRun(t, args[0], args[1:]...)
 		}
 		side.n.MustRun(t, "ip", "link", "set", side.link, "up")
 	}
@@ -146,21 +152,47 @@ func Link(t testing.TB, a *NS, nameA, addrA string, b *NS, nameB, addrB string) 
 // and their addresses. base lets concurrent tests use distinct subnets.
 func Underlay(t testing.TB, n int, base int) ([]*NS, []string) {
 	t.Helper()
+	nodes, addrs, _ := underlay(t, n, base, false)
+	return nodes, addrs
+}
+
+// DualUnderlay is Underlay with IPv6 as well: eth0 of node i also has
+// 2001:db8:<base>::<10+i>/64 (nodad), and IPv6 forwarding is on. It returns
+// the IPv6 addresses third.
+func DualUnderlay(t testing.TB, n int, base int) ([]*NS, []string, []string) {
+	t.Helper()
+	return underlay(t, n, base, true)
+}
+
+func underlay(t testing.TB, n int, base int, v6 bool) ([]*NS, []string, []string) {
+	t.Helper()
 	sw := New(t, "wsw")
 	sw.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
 	sw.MustRun(t, "ip", "link", "set", "br0", "up")
 	nodes := make([]*NS, n)
 	addrs := make([]string, n)
+	addrs6 := make([]string, n)
 	for i := range n {
 		node := New(t, "wnode")
 		addrs[i] = fmt.Sprintf("198.18.%d.%d", base, 10+i)
+		cidrs := addrs[i] + "/24"
+		if v6 {
+			addrs6[i] = fmt.Sprintf("2001:db8:%x::%x", base, 10+i)
+			cidrs += " " + addrs6[i] + "/64"
+		}
 		port := fmt.Sprintf("p%d", i)
-		Link(t, node, "eth0", addrs[i]+"/24", sw, port, "")
+		Link(t, node, "eth0", cidrs, sw, port, "")
 		sw.MustRun(t, "ip", "link", "set", port, "master", "br0")
 		node.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		if v6 {
+			node.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+		}
 		nodes[i] = node
 	}
-	return nodes, addrs
+	if !v6 {
+		addrs6 = nil
+	}
+	return nodes, addrs, addrs6
 }
 
 // PublicDir returns a new directory that any user can read and enter,

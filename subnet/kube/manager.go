@@ -18,15 +18,15 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftnet/weft/subnet"
 )
 
 // Options configure a Manager.
 type Options struct {
-	// Client talks to the API server. Required.
-	Client kubernetes.Interface
+	// Nodes reaches the API server's Node objects (NewNodes, or a
+	// clientset's CoreV1().Nodes()). Required.
+	Nodes Nodes
 	// NodeName is the name of this node's Node object (Flannel's NODE_NAME,
 	// from the downward API). Required for AcquireLease, RenewLease and
 	// MarkNetworkAvailable; a Manager that only lists and watches (an
@@ -43,7 +43,8 @@ type Options struct {
 
 // Manager is subnet.Manager on the Kubernetes API. Safe for concurrent use.
 type Manager struct {
-	client   kubernetes.Interface
+	nodes    Nodes // observed by reach
+	reach    *reach
 	nodeName string
 	ann      annotations
 	confPath string
@@ -62,7 +63,7 @@ var _ subnet.Manager = (*Manager)(nil)
 // New checks opts and returns a Manager. It starts nothing and makes no
 // request.
 func New(opts Options) (*Manager, error) {
-	if opts.Client == nil {
+	if opts.Nodes == nil {
 		return nil, errors.New("kubernetes store: no API client")
 	}
 	if opts.NetConfigPath == "" {
@@ -80,8 +81,9 @@ func New(opts Options) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	r := &reach{log: log}
 	return &Manager{
-		client: opts.Client, nodeName: opts.NodeName, ann: ann, confPath: opts.NetConfigPath,
+		nodes: observed{opts.Nodes, r}, reach: r, nodeName: opts.NodeName, ann: ann, confPath: opts.NetConfigPath,
 		log: log, reasons: make(map[string]string),
 	}, nil
 }
@@ -111,7 +113,13 @@ func (m *Manager) noteWatchError(err error) {
 func (m *Manager) Refused() int64 { return m.refused.Load() }
 
 // GetNetworkConfig implements subnet.Manager: it reads and validates the
-// network config file. A missing file wraps subnet.ErrNoConfig.
+// network config file. A missing file wraps subnet.ErrNoConfig. The config
+// does not live on the API server, but a caller takes a read as the store
+// answering (weftd restores its last known state when it does not): so
+// unless the last request to the API server was answered, it asks the
+// server (this node's Node, or one Node) and fails, wrapping
+// subnet.ErrUnreachable, when that gets no answer. While the watch is
+// healthy it makes no request.
 func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 	raw, err := os.ReadFile(m.confPath)
 	if errors.Is(err, os.ErrNotExist) {
@@ -124,7 +132,27 @@ func (m *Manager) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) 
 	if err != nil {
 		return nil, fmt.Errorf("network config %s: %w", m.confPath, err)
 	}
+	if !m.reach.isUp() {
+		if err := m.probe(ctx); err != nil {
+			return nil, fmt.Errorf("network config %s: the Kubernetes API does not answer: %w: %w", m.confPath, subnet.ErrUnreachable, err)
+		}
+	}
 	return c, nil
+}
+
+// probe makes one small request; nil when the API server answered it
+// (with anything: a Node not found or a request refused is an answer).
+func (m *Manager) probe(ctx context.Context) error {
+	var err error
+	if m.nodeName != "" {
+		_, err = m.nodes.Get(ctx, m.nodeName, metav1.GetOptions{})
+	} else {
+		_, err = m.nodes.List(ctx, metav1.ListOptions{Limit: 1})
+	}
+	if err == nil || answered(err) {
+		return nil
+	}
+	return err
 }
 
 // SetNetworkConfig implements subnet.Manager: the API has no place for it.
@@ -227,7 +255,7 @@ func (m *Manager) publish(ctx context.Context, n *corev1.Node, attrs subnet.Leas
 		}
 		// Through nodes/status, as Flannel does: the ClusterRole then needs
 		// no write access to the Node's spec.
-		pn, err := m.client.CoreV1().Nodes().Patch(ctx, m.nodeName, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+		pn, err := m.nodes.Patch(ctx, m.nodeName, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
 		if err != nil {
 			return nil, fmt.Errorf("publish annotations: %w", hint(err))
 		}
@@ -240,7 +268,7 @@ func (m *Manager) publish(ctx context.Context, n *corev1.Node, attrs subnet.Leas
 // While it waits it says once what for; it watches the one Node rather
 // than polling.
 func (m *Manager) waitPodCIDR(ctx context.Context) (*corev1.Node, error) {
-	nodes := m.client.CoreV1().Nodes()
+	nodes := m.nodes
 	sel := fields.OneTermEqualSelector("metadata.name", m.nodeName).String()
 	for {
 		list, err := nodes.List(ctx, metav1.ListOptions{FieldSelector: sel})
@@ -319,7 +347,7 @@ func (m *Manager) RenewLease(ctx context.Context, l *subnet.Lease, ttl time.Dura
 	if m.nodeName == "" {
 		return errors.New("renew lease: no node name")
 	}
-	n, err := m.client.CoreV1().Nodes().Get(ctx, m.nodeName, metav1.GetOptions{})
+	n, err := m.nodes.Get(ctx, m.nodeName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return fmt.Errorf("renew lease %s: node %s was deleted: %w", l.Subnet, m.nodeName, subnet.ErrLeaseLost)
 	}
@@ -347,7 +375,7 @@ func (m *Manager) ListLeases(ctx context.Context) ([]subnet.Lease, int64, error)
 	var out []subnet.Lease
 	opts := metav1.ListOptions{Limit: listChunk}
 	for {
-		list, err := m.client.CoreV1().Nodes().List(ctx, opts)
+		list, err := m.nodes.List(ctx, opts)
 		if err != nil {
 			return nil, 0, fmt.Errorf("list nodes: %w", hint(err))
 		}
@@ -418,7 +446,7 @@ func (m *Manager) MarkNetworkAvailable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := m.client.CoreV1().Nodes().PatchStatus(ctx, m.nodeName, patch); err != nil {
+	if _, err := m.nodes.Patch(ctx, m.nodeName, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
 		return fmt.Errorf("mark network available on node %s: %w", m.nodeName, hint(err))
 	}
 	return nil

@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/kube"
@@ -39,7 +38,7 @@ func testLogger(t *testing.T) *slog.Logger {
 // fixture is a cluster whose store runs with the manifest's ServiceAccount.
 type fixture struct {
 	c    *kubetest.Cluster
-	weft kubernetes.Interface // the weft ServiceAccount's client
+	weft kube.Nodes // the weft ServiceAccount's, as weftd makes it
 
 	mu   sync.Mutex
 	kcm  string // the controller manager's cluster CIDR/mask; guarded by mu
@@ -50,7 +49,11 @@ func startFixture(t *testing.T) *fixture {
 	c := kubetest.Start(t)
 	c.Apply(t, manifest)
 	token := c.ServiceAccountToken(t, "weft-system", "weft")
-	return &fixture{c: c, weft: c.NewClient(t, token)}
+	nodes, err := kube.NewNodes(c.RESTConfig(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{c: c, weft: nodes}
 }
 
 // useNetwork runs the controller manager for cfg's network, restarting it
@@ -88,7 +91,7 @@ func (f *fixture) store(t *testing.T) subnettest.Store {
 	conf := filepath.Join(t.TempDir(), "net-conf.json")
 	log := testLogger(t)
 	newManager := func(t *testing.T, node string) subnet.Manager {
-		m, err := kube.New(kube.Options{Client: f.weft, NodeName: node, NetConfigPath: conf, Logger: log})
+		m, err := kube.New(kube.Options{Nodes: f.weft, NodeName: node, NetConfigPath: conf, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -248,7 +251,7 @@ func testCorruptAnnotations(t *testing.T, f *fixture) {
 		f.flannelNode(t, name, "10.31."+fmt.Sprint(10+len(name))+".0/24", a)
 	}
 	var logs syncBuffer
-	m, err := kube.New(kube.Options{Client: f.weft, NetConfigPath: "/nonexistent", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	m, err := kube.New(kube.Options{Nodes: f.weft, NetConfigPath: "/nonexistent", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,20 +28,17 @@ import (
 // far behind, the pending events are dropped for one snapshot.
 //
 // While the API server is unreachable the informer retries with backoff;
-// the outage is logged once, and the recovery once.
+// the outage is logged once, and the recovery once (with the store's other
+// requests: Manager.reach).
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.LeaseBatch) error {
 	w := &watcher{m: m, state: make(map[string]subnet.Lease), wake: make(chan struct{}, 1)}
-	nodes := m.client.CoreV1().Nodes()
+	nodes := m.nodes
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			l, err := nodes.List(ctx, o)
-			w.answered(err)
-			return l, err
+			return nodes.List(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			wi, err := nodes.Watch(ctx, o)
-			w.answered(err)
-			return wi, err
+			return nodes.Watch(ctx, o)
 		},
 	}
 	inf := cache.NewSharedIndexInformerWithOptions(lw, &corev1.Node{}, cache.SharedIndexInformerOptions{})
@@ -103,8 +99,6 @@ type watcher struct {
 	snapshot bool                    // the next batch is a snapshot; guarded by mu
 	started  bool                    // the first snapshot was taken; guarded by mu
 	rev      int64                   // guarded by mu
-
-	downSince time.Time // guarded by mu
 }
 
 // take returns the next batch, if there is one.
@@ -216,35 +210,18 @@ func sameLease(a, b subnet.Lease) bool {
 		string(a.Attrs.BackendV6Data) == string(b.Attrs.BackendV6Data)
 }
 
-// failed is the informer's list or watch error: the start of an outage,
-// logged once. A watch whose version is too old is routine (the informer
-// re-lists) and not an outage.
+// failed is the informer's list or watch error. A watch whose version is
+// too old is routine (the informer re-lists), not an outage; the rest is
+// counted, and the first of an outage logged (Manager.reach).
 func (w *watcher) failed(err error) {
 	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) || errors.Is(err, context.Canceled) {
 		return
 	}
 	w.m.noteWatchError(err)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.downSince.IsZero() {
-		w.downSince = time.Now()
-		w.m.log.Warn("watch nodes: the API server does not answer; keeping the current peers and retrying", "err", hint(err))
-	}
-}
-
-// answered records the result of a list or watch request: the first
-// success after an outage ends it, logged once.
-func (w *watcher) answered(err error) {
-	if err != nil {
-		w.failed(err)
-		return
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.downSince.IsZero() {
-		w.m.log.Info("watch nodes: the API server answers again", "down_for", time.Since(w.downSince).Round(time.Millisecond))
-		w.downSince = time.Time{}
-	}
+	// A watch that broke off is not a request the observed client saw end.
+	// An API status it ended with (a refusal while a restarted server's
+	// authorizer loads) is an answer, not an outage.
+	w.m.reach.observe(err)
 }
 
 // slim is the informer's transform: it keeps of a Node only its name,

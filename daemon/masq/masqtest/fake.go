@@ -3,6 +3,7 @@ package masqtest
 import (
 	"context"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -17,6 +18,7 @@ type Fake struct {
 	rules       *masq.Rules
 	ensures     int
 	removes     int
+	verifies    int
 	filterPort  uint16
 	filterPeers []masq.FilterPeer
 	filterOn    bool
@@ -49,6 +51,34 @@ func (f *Fake) Ensure(ctx context.Context, r masq.Rules) error {
 	r.TunnelPorts = slices.Clone(r.TunnelPorts)
 	f.rules = &r
 	return nil
+}
+
+// Verify implements masq.Manager: the rules are in place unless Flush
+// removed them (or nothing was ensured, or r differs from what was).
+func (f *Fake) Verify(ctx context.Context, r masq.Rules) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.verifies++
+	if f.err != nil {
+		return false, f.err
+	}
+	return f.rules != nil && reflect.DeepEqual(*f.rules, r), nil
+}
+
+// Flush removes the rules and the peer filter behind the Manager's back,
+// as an operator's `nft flush ruleset` or a firewall reload would.
+func (f *Fake) Flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rules = nil
+	f.filterOn, f.filterPeers, f.filterPort = false, nil, 0
+}
+
+// Verifies returns how many times Verify was called.
+func (f *Fake) Verifies() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.verifies
 }
 
 // Remove implements masq.Manager.

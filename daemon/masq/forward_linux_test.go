@@ -1,0 +1,189 @@
+package masq
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/nstest"
+)
+
+// TestOperatorDropStillApplies: an operator's FORWARD rule that drops some
+// pod traffic (here: pods to one outside host, as one blocks pods from
+// 169.254.169.254), added before weftd starts, still drops it with weft's
+// forwarding rules installed. The iptables jump is appended after it; the
+// nftables chain is a base chain of its own, and a drop in any base chain
+// wins.
+func TestOperatorDropStillApplies(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			node := nstest.New(t, "wfn")
+			pod := nstest.New(t, "wfp")
+			out := nstest.New(t, "wfo")
+			nstest.Link(t, node, "pod0", "10.244.3.1/24", pod, "eth0", "10.244.3.2/24")
+			pod.MustRun(t, "ip", "route", "add", "default", "via", "10.244.3.1")
+			nstest.Link(t, node, "up0", "198.18.45.1/24", out, "eth0", "198.18.45.2/24")
+			node.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+			// A FORWARD policy of DROP, as Docker sets it, so weft's accept
+			// rules are what lets pod traffic through at all.
+			node.MustRun(t, "iptables", "-P", "FORWARD", "DROP")
+			node.MustRun(t, "iptables", "-A", "FORWARD", "-s", "10.244.0.0/16", "-d", "198.18.45.2", "-j", "DROP")
+
+			r := rulesFor("10.244.0.0/16", "10.244.3.0/24")
+			if err := b.do(t, node, func(m Manager) error { return m.Ensure(t.Context(), r) }); err != nil {
+				t.Fatalf("Ensure: %v", err)
+			}
+			if pingWithin(pod, "198.18.45.2", 2*time.Second) {
+				t.Errorf("the operator's DROP for pods to 198.18.45.2 no longer applies:\n%s", node.MustRun(t, "iptables-save", "-t", "filter"))
+			}
+			node.MustRun(t, "iptables", "-D", "FORWARD", "-s", "10.244.0.0/16", "-d", "198.18.45.2", "-j", "DROP")
+			if b.name == "iptables" && !pingWithin(pod, "198.18.45.2", 5*time.Second) {
+				// (nftables: the DROP policy of iptables' FORWARD still
+				// wins, see masquerade.md.)
+				t.Error("without the operator's DROP, weft's rules do not accept the pod's traffic")
+			}
+		})
+	}
+}
+
+// TestLegacyForwardJumpMoved: weftd before the appended jump inserted it
+// at position 1; the first Ensure moves it behind the rules already there.
+func TestLegacyForwardJumpMoved(t *testing.T) {
+	var ipt backend
+	for _, b := range backends {
+		if b.name == "iptables" {
+			ipt = b
+		}
+	}
+	n := nstest.New(t, "wfl")
+	n.MustRun(t, "iptables", "-N", iptForward)
+	n.MustRun(t, "iptables", "-A", "FORWARD", "-d", "169.254.169.254", "-j", "DROP")
+	n.MustRun(t, "iptables", "-I", "FORWARD", "1", "-m", "comment", "--comment", commentForward, "-j", iptForward)
+	for range 2 { // and a second Ensure changes nothing
+		if err := ipt.do(t, n, func(m Manager) error { return m.Ensure(t.Context(), rulesFor("10.244.0.0/16", "10.244.3.0/24")) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var fwd []string
+	for l := range strings.Lines(n.MustRun(t, "iptables-save", "-t", "filter")) {
+		if strings.HasPrefix(l, "-A FORWARD ") {
+			fwd = append(fwd, strings.TrimSpace(l))
+		}
+	}
+	want := []string{"-A FORWARD -d 169.254.169.254/32 -j DROP", "-A FORWARD -m comment --comment weft-forward-jump -j WEFT-FWD"}
+	if strings.Join(fwd, "\n") != strings.Join(want, "\n") {
+		t.Errorf("FORWARD:\n%s\nwant:\n%s", strings.Join(fwd, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestVerify: Verify sees weft's rules in place after Ensure, and missing
+// after each way an operator or a firewall reload takes them away; Ensure
+// brings them back.
+func TestVerify(t *testing.T) {
+	r := rulesFor("10.244.0.0/16", "10.244.3.0/24")
+	r.TunnelPorts = []uint16{8472}
+	flushes := map[string][][]string{
+		"nftables": {
+			{"nft", "flush", "ruleset"},
+			{"nft", "flush", "chain", "inet", DefaultTable, nftForward},
+			{"nft", "delete", "chain", "inet", DefaultTable, nftPostrouting},
+		},
+		"iptables": {
+			{"iptables", "-F", "FORWARD"},
+			{"iptables", "-t", "nat", "-F", iptPostrouting},
+			{"iptables", "-D", iptForward, "1"},
+		},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			n := nstest.New(t, "wfv")
+			verify := func() bool {
+				t.Helper()
+				var ok bool
+				if err := b.do(t, n, func(m Manager) error {
+					var err error
+					ok, err = m.Verify(t.Context(), r)
+					return err
+				}); err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				return ok
+			}
+			if verify() {
+				t.Fatal("Verify before Ensure says the rules are in place")
+			}
+			for _, flush := range flushes[b.name] {
+				if err := b.do(t, n, func(m Manager) error { return m.Ensure(t.Context(), r) }); err != nil {
+					t.Fatal(err)
+				}
+				if !verify() {
+					t.Fatalf("Verify after Ensure says the rules are missing")
+				}
+				n.MustRun(t, flush[0], flush[1:]...)
+				if verify() {
+					t.Errorf("Verify after %v says the rules are in place", flush)
+				}
+			}
+		})
+	}
+	t.Run("nftables peer filter", func(t *testing.T) {
+		t.Parallel()
+		n := nstest.New(t, "wfv")
+		m, err := NewNFTables(testLogger(t), Options{NetNS: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Ensure(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.EnsurePeerFilter(t.Context(), 8472, []FilterPeer{self("198.18.0.2")}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := m.Verify(t.Context(), r); err != nil || !ok {
+			t.Fatalf("Verify with the filter in place: %v %v", ok, err)
+		}
+		n.MustRun(t, "nft", "flush", "chain", "inet", DefaultTable, nftInput)
+		if ok, err := m.Verify(t.Context(), r); err != nil || ok {
+			t.Errorf("Verify with the peer filter flushed: %v %v", ok, err)
+		}
+	})
+}
+
+// TestDisableRandomFully: Rules.DisableRandomFully (weftd's
+// --ip-masq-fully-random-disable) masquerades without random source ports,
+// and turning it back on restores them, in both backends.
+func TestDisableRandomFully(t *testing.T) {
+	random := regexp.MustCompile(`fully-random|random-fully`)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			n := nstest.New(t, "wrf")
+			r := rulesFor("10.244.0.0/16", "10.244.3.0/24")
+			for _, disable := range []bool{true, false} {
+				r.DisableRandomFully = disable
+				if err := b.do(t, n, func(m Manager) error { return m.Ensure(t.Context(), r) }); err != nil {
+					t.Fatalf("Ensure (DisableRandomFully %v): %v", disable, err)
+				}
+				var masqLines, randomLines int
+				for _, l := range b.dump(t, n) {
+					if strings.Contains(strings.ToLower(l), "masquerade") {
+						masqLines++
+						if random.MatchString(l) {
+							randomLines++
+						}
+					}
+				}
+				if masqLines == 0 {
+					t.Fatalf("DisableRandomFully %v: no masquerade rules", disable)
+				}
+				if want := map[bool]int{true: 0, false: masqLines}[disable]; randomLines != want {
+					t.Errorf("DisableRandomFully %v: %d of %d masquerade rules fully random, want %d:\n%s",
+						disable, randomLines, masqLines, want, strings.Join(b.dump(t, n), "\n"))
+				}
+			}
+		})
+	}
+}
