@@ -42,13 +42,12 @@ test: deps build lint refs
 	$(MAKE) race
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
-# The race pass: the unit and kernel suite again with -race, and the lab
-# e2e tests (lab) with the binaries they run built with -race too
-# (lab.BuildBinaries), failing on any data race weftd or etcd reports in
-# its log. e2e/reliability is left out: its fault scenarios run the same
-# weftd code paths for minutes each, and race-built they would cost far more
-# than the rest of CI (they run in the first pass, without -race).
-RACE_PKGS = $$($(GO) list ./... | grep -v -e '/e2e/')
+# The race pass: the unit and kernel suite again with -race (measured 2m29s
+# for these 39 packages on 2 idle vCPUs). The lab and e2e packages are left
+# out: they run weftd as separate processes for minutes, and race-built
+# their cost has not been measured within CI's budget yet (they run in the
+# first pass, without -race).
+RACE_PKGS = $$($(GO) list ./... | grep -v -e '/e2e/' -e '/lab$$')
 race:
 	$(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) -json $(RACE_PKGS) | $(GO) run ./scripts/testgate
 
