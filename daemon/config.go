@@ -161,6 +161,8 @@ type EtcdConfig struct {
 	KeyFile   string
 	Username  string
 	Password  string
+	// PasswordFile holds the password instead (etcdstore.ClientConfig).
+	PasswordFile string
 }
 
 // DefaultEtcdEndpoint is where weftd and weftctl look for etcd by default:

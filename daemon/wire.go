@@ -52,7 +52,7 @@ func Run(ctx context.Context, cfg Config, ec EtcdConfig, log *slog.Logger) error
 	g.Go(func() error {
 		c, err := dialEtcd(gctx, log, etcdstore.ClientConfig{
 			Endpoints: ec.Endpoints, CAFile: ec.CAFile, CertFile: ec.CertFile, KeyFile: ec.KeyFile,
-			Username: ec.Username, Password: ec.Password,
+			Username: ec.Username, Password: ec.Password, PasswordFile: ec.PasswordFile,
 		})
 		if err != nil {
 			return nilOnDone(gctx, err) // a refusal retrying cannot fix stops weftd
@@ -101,6 +101,9 @@ type etcdClient = clientv3.Client
 // certificate, bad TLS files, rejected password) is returned at once, so
 // weftd exits with the reason instead of hanging.
 func dialEtcd(ctx context.Context, log *slog.Logger, cc etcdstore.ClientConfig) (*etcdClient, error) {
+	if plain := etcdstore.PlainCredentials(cc); len(plain) > 0 {
+		log.Warn("the etcd password goes over plain http to these endpoints: anyone on the path can read it; use https:// endpoints with --etcd-cafile, or TLS client certificates instead of a password", "endpoints", plain)
+	}
 	bo := newBackoff(250*time.Millisecond, 10*time.Second)
 	last := ""
 	for {

@@ -117,7 +117,7 @@ func globalFlags(e *env, args []string) ([]string, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return []string{"--help"}, nil
 		}
-		return nil, fmt.Errorf("%w (before the command weftctl takes the etcd flags: --etcd-endpoints, --etcd-prefix, --etcd-cafile, --etcd-certfile, --etcd-keyfile, --etcd-username, --etcd-password, --timeout; give the others after it)", err)
+		return nil, fmt.Errorf("%w (before the command weftctl takes the etcd flags: --etcd-endpoints, --etcd-prefix, --etcd-cafile, --etcd-certfile, --etcd-keyfile, --etcd-username, --etcd-password, --etcd-password-file, --timeout; give the others after it)", err)
 	}
 	given := map[string]string{}
 	fs.Visit(func(f *flag.Flag) { given[flagenv.VarName("WEFTCTL", f.Name)] = f.Value.String() })

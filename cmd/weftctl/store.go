@@ -22,6 +22,7 @@ type storeFlags struct {
 	prefix                    string
 	caFile, certFile, keyFile string
 	username, password        string
+	passwordFile              string
 	timeout                   time.Duration
 }
 
@@ -33,7 +34,8 @@ func addStoreFlags(fs *flag.FlagSet) *storeFlags {
 	fs.StringVar(&s.certFile, "etcd-certfile", "", "client certificate file for etcd")
 	fs.StringVar(&s.keyFile, "etcd-keyfile", "", "client key file for etcd")
 	fs.StringVar(&s.username, "etcd-username", "", "etcd user name")
-	fs.StringVar(&s.password, "etcd-password", "", "etcd password (prefer WEFTCTL_ETCD_PASSWORD)")
+	fs.StringVar(&s.password, "etcd-password", "", "etcd password (prefer --etcd-password-file or WEFTCTL_ETCD_PASSWORD)")
+	fs.StringVar(&s.passwordFile, "etcd-password-file", "", "file holding the etcd password")
 	fs.DurationVar(&s.timeout, "timeout", 10*time.Second, "give up on etcd after this long")
 	return s
 }
@@ -45,7 +47,7 @@ func (s *storeFlags) open(ctx context.Context, e *env) (subnet.Manager, *clientv
 	defer cancel()
 	client, err := etcdstore.Dial(dctx, etcdstore.ClientConfig{
 		Endpoints: flagenv.SplitList(s.endpoints), CAFile: s.caFile, CertFile: s.certFile, KeyFile: s.keyFile,
-		Username: s.username, Password: s.password, DialTimeout: s.timeout,
+		Username: s.username, Password: s.password, PasswordFile: s.passwordFile, DialTimeout: s.timeout,
 	})
 	if err != nil {
 		return nil, nil, err

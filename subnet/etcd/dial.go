@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -49,6 +50,10 @@ type ClientConfig struct {
 	// authenticate the client.
 	CAFile, CertFile, KeyFile string
 	Username, Password        string
+	// PasswordFile holds the password instead of Password (a mounted
+	// Secret keeps it out of argv and the environment); read at every Dial,
+	// so a rotated file is used on the next connection.
+	PasswordFile string
 	// DialTimeout bounds Dial's first contact; DefaultDialTimeout when zero.
 	DialTimeout time.Duration
 }
@@ -67,6 +72,9 @@ func Dial(ctx context.Context, cc ClientConfig) (*clientv3.Client, error) {
 	}
 	tlsCfg, err := tlsConfig(cc)
 	if err != nil {
+		return nil, refused(err)
+	}
+	if cc.Password, err = password(cc); err != nil {
 		return nil, refused(err)
 	}
 	if (cc.Username == "") != (cc.Password == "") {
@@ -105,6 +113,47 @@ func Dial(ctx context.Context, cc ClientConfig) (*clientv3.Client, error) {
 		return nil, diagnosed(fmt.Errorf("etcd %s not reachable within %v: %w", strings.Join(cc.Endpoints, ","), timeout, err), cc.Endpoints, tlsCfg, timeout)
 	}
 	return cli, nil
+}
+
+// password is cc's password: Password, or PasswordFile's content without
+// its trailing newline.
+func password(cc ClientConfig) (string, error) {
+	if cc.PasswordFile == "" {
+		return cc.Password, nil
+	}
+	if cc.Password != "" {
+		return "", errors.New("etcd: give the password or a password file, not both")
+	}
+	b, err := os.ReadFile(cc.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("etcd password file: %w", err)
+	}
+	p := strings.TrimRight(string(b), "\r\n")
+	if p == "" {
+		return "", fmt.Errorf("etcd password file %s is empty", cc.PasswordFile)
+	}
+	return p, nil
+}
+
+// PlainCredentials returns the endpoints a password would cross in clear
+// text: plain http ones whose host is not a loopback address, when a
+// username is set. The caller warns.
+func PlainCredentials(cc ClientConfig) []string {
+	if cc.Username == "" {
+		return nil
+	}
+	var plain []string
+	for _, ep := range cc.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || u.Scheme != "http" {
+			continue
+		}
+		if ip, err := netip.ParseAddr(u.Hostname()); (err == nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+			continue
+		}
+		plain = append(plain, ep)
+	}
+	return plain
 }
 
 func tlsConfig(cc ClientConfig) (*tls.Config, error) {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -219,4 +220,50 @@ func TestDialPassword(t *testing.T) {
 		t.Fatalf("Dial with a wrong password = %v", err)
 	}
 	t.Log(err)
+
+	// The password from a file (a mounted Secret ends in a newline).
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := file("good", "s3cret\n")
+	cli2, err := etcd.Dial(ctx, etcd.ClientConfig{Endpoints: e.Endpoints, Username: "root", PasswordFile: good, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("Dial with the password file: %v", err)
+	}
+	cli2.Close()
+	for _, tc := range []struct {
+		name string
+		cc   etcd.ClientConfig
+		want string
+	}{
+		{"wrong password in the file", etcd.ClientConfig{PasswordFile: file("wrong", "wrong\n")}, "authentication"},
+		{"empty file", etcd.ClientConfig{PasswordFile: file("empty", "\n")}, "is empty"},
+		{"missing file", etcd.ClientConfig{PasswordFile: filepath.Join(dir, "absent")}, "no such file"},
+		{"both", etcd.ClientConfig{Password: "s3cret", PasswordFile: good}, "not both"},
+	} {
+		tc.cc.Endpoints, tc.cc.Username, tc.cc.DialTimeout = e.Endpoints, "root", 10*time.Second
+		if _, err := etcd.Dial(ctx, tc.cc); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Dial = %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestPlainCredentials(t *testing.T) {
+	for _, tc := range []struct {
+		cc   etcd.ClientConfig
+		want []string
+	}{
+		{etcd.ClientConfig{Endpoints: []string{"http://10.0.0.10:2379"}}, nil}, // no credentials
+		{etcd.ClientConfig{Username: "u", Endpoints: []string{"http://10.0.0.10:2379", "https://10.0.0.11:2379", "http://127.0.0.1:2379", "http://[::1]:2379", "http://localhost:2379"}}, []string{"http://10.0.0.10:2379"}},
+		{etcd.ClientConfig{Username: "u", Endpoints: []string{"http://etcd.example:2379"}}, []string{"http://etcd.example:2379"}},
+	} {
+		if got := etcd.PlainCredentials(tc.cc); !slices.Equal(got, tc.want) {
+			t.Errorf("PlainCredentials(%v) = %v, want %v", tc.cc.Endpoints, got, tc.want)
+		}
+	}
 }
