@@ -97,11 +97,14 @@ lab: deps build
 	@echo "Tear it down:          make lab-down"
 
 # Benchmarks on labs (root): writes Documentation/performance.md and
-# bench/results.json from what it measures. About 7 minutes; bench-quick ~2.
+# bench/results.json from what it measures, weft beside the real Flannel
+# (scripts/flannel.sh builds it once). About 15 minutes; bench-quick ~4.
 bench: deps build
+	./scripts/flannel.sh build >/dev/null
 	$(GO) run ./bench --bin-dir $(BIN) --out Documentation/performance.md --json bench/results.json
 
 bench-quick: deps build
+	./scripts/flannel.sh build >/dev/null
 	$(GO) run ./bench --bin-dir $(BIN) --out Documentation/performance.md --json bench/results.json --quick
 
 lab-down:

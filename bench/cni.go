@@ -17,81 +17,124 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/lab"
 	"github.com/weftnet/weft/subnet"
 )
 
 // cniBridge is the node bridge of the CNI runs (the plugin's default).
 const cniBridge = "weft0"
 
-// cniBench is the node namespace and files the CNI runs share.
+// cniImpl is one CNI implementation under test: weft's plugin, or
+// Flannel's chain (flannel → bridge → host-local), each in a node namespace
+// of its own.
+type cniImpl struct {
+	name    string // "weft" or "Flannel"
+	node    string // namespace
+	binDirs []string
+	// plain and chained are the conflists without and with portmap, and
+	// what they run.
+	plain, chained               string
+	plainPlugins, chainedPlugins string
+	// binary answers VERSION for the exec floor.
+	binary string
+}
+
+// cniBench is the namespaces and files the CNI runs share: the pods are
+// used by every implementation in turn (DEL leaves them empty).
 type cniBench struct {
 	cfg        *config
-	node       string // namespace
 	dir        string
 	subnetFile string
+	impls      []*cniImpl
 	pods       []string // pod namespaces
 }
 
-// runCNI measures the weft plugin the way a runtime calls it: libcni execs
-// bin/weft (and bin/portmap when chained) on a thread inside a node
+// cniKind is one way of calling the plugins, run for every implementation.
+type cniKind struct {
+	name    string
+	chained bool
+	conc    int
+}
+
+// runCNI measures the CNI plugins the way a runtime calls them: libcni
+// execs bin/weft (and bin/portmap when chained) on a thread inside a node
 // namespace the harness made, with a subnet file it wrote; each pod is a
-// namespace of its own.
+// namespace of its own. Flannel's chain is called the same way in a second
+// node namespace with the same subnet file, and every kind of run
+// alternates weft and Flannel cfg.cniRounds times, latencies pooled.
 //
-// With cfg.profiles, the slowest run (by ADD p50) is run once more under a
-// machine-wide perf recording: the time is spent in short-lived plugin
-// processes and the kernel, which no single PID covers.
+// With cfg.profiles, weft's slowest kind (by ADD p50) is run once more
+// under a machine-wide perf recording: the time is spent in short-lived
+// plugin processes and the kernel, which no single PID covers.
 func runCNI(ctx context.Context, cfg *config) (*CNI, *Profile, error) {
-	b := &cniBench{cfg: cfg, node: uniqueNS("cni")}
-	out := &CNI{Pods: cfg.cniPods, Parallel: cfg.cniParallel}
+	b := &cniBench{cfg: cfg}
+	out := &CNI{Pods: cfg.cniPods, Parallel: cfg.cniParallel, Rounds: cfg.cniRounds}
 	cleanup, err := b.setup(ctx)
 	defer cleanup()
 	if err != nil {
 		return out, nil, err
 	}
-	floor, err := b.execFloor(ctx, 20)
-	if err != nil {
-		return out, nil, err
-	}
-	out.ExecFloorMS = floor
-	plain := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "weft", "plugins": [{"type": "weft", "subnetFile": %q, "dataDir": %q, "bridge": %q}]}`,
-		b.subnetFile, filepath.Join(b.dir, "ipam"), cniBridge)
-	chained := string(daemon.CNIConfList(daemon.CNIConf{SubnetFile: b.subnetFile, IPAMDir: filepath.Join(b.dir, "ipam"), Network: daemon.CNINetworkName, Bridge: cniBridge}))
-	runs := []struct {
-		name, plugins, conf string
-		conc                int
-	}{
-		{"sequential", "weft", plain, 1},
-		{"parallel", "weft", plain, cfg.cniParallel},
-		{"sequential, chained", "weft + portmap", chained, 1},
-		{"parallel, chained", "weft + portmap", chained, cfg.cniParallel},
-	}
-	slowest := -1
-	for i, r := range runs {
-		if ctx.Err() != nil {
-			break
-		}
-		run, err := b.run(ctx, r.name, r.plugins, r.conf, r.conc)
+	for _, im := range b.impls {
+		floor, err := b.execFloor(ctx, im.binary, 20)
 		if err != nil {
 			return out, nil, err
 		}
-		if slowest < 0 || run.AddMS.P50 > out.Runs[slowest].AddMS.P50 {
-			slowest = i
+		if im.name == cniWeft {
+			out.ExecFloorMS = floor
+		} else {
+			out.FlannelExecFloorMS = &floor
 		}
-		cfg.logf("  cni %s: ADD p50 %.1f ms p99 %.1f ms, DEL p50 %.1f ms, errors %d/%d",
-			r.name, run.AddMS.P50, run.AddMS.P99, run.DelMS.P50, run.AddErrors, run.DelErrors)
-		out.Runs = append(out.Runs, run)
 	}
-	if !cfg.profiles || slowest < 0 || ctx.Err() != nil {
+	kinds := []cniKind{
+		{"sequential", false, 1},
+		{"parallel", false, cfg.cniParallel},
+		{"sequential, chained", true, 1},
+		{"parallel, chained", true, cfg.cniParallel},
+	}
+	var slowest *cniKind
+	var slowestP50 float64
+	for _, k := range kinds {
+		if ctx.Err() != nil {
+			break
+		}
+		runs := make([]*cniPool, len(b.impls))
+		for i, im := range b.impls {
+			runs[i] = newCNIPool(k, im)
+		}
+		for range max(1, cfg.cniRounds) {
+			for i, im := range b.impls {
+				r, err := b.run(ctx, im, k)
+				if err != nil {
+					return out, nil, err
+				}
+				runs[i].add(r)
+			}
+		}
+		for _, pool := range runs {
+			run := pool.result()
+			cfg.logf("  cni %s, %s: ADD p50 %.1f ms p99 %.1f ms, DEL p50 %.1f ms, errors %d/%d",
+				k.name, run.Impl, run.AddMS.P50, run.AddMS.P99, run.DelMS.P50, run.AddErrors, run.DelErrors)
+			if run.Impl == cniWeft && (slowest == nil || run.AddMS.P50 > slowestP50) {
+				slowest, slowestP50 = &k, run.AddMS.P50
+			}
+			out.Runs = append(out.Runs, run)
+		}
+	}
+	if !cfg.profiles || slowest == nil || ctx.Err() != nil {
 		return out, nil, nil
 	}
-	r := runs[slowest]
-	cfg.logf("  profiling the %s run (machine-wide perf)", r.name)
-	prof := newProfiler("cni", fmt.Sprintf("%d pods, %s (%s): ADD then DEL, re-run under perf", cfg.cniPods, r.name, r.plugins), nil, cniComms())
+	weft := b.impls[0]
+	cfg.logf("  profiling weft's %s run (machine-wide perf)", slowest.name)
+	plugins := weft.plainPlugins
+	if slowest.chained {
+		plugins = weft.chainedPlugins
+	}
+	prof := newProfiler("cni", fmt.Sprintf("%d pods, %s (%s): ADD then DEL, re-run under perf", cfg.cniPods, slowest.name, plugins), nil, cniComms())
 	if err := prof.start(ctx); err != nil {
 		res := prof.result()
 		return out, &res, nil
 	}
-	_, err = b.run(ctx, r.name+" (profiled)", r.plugins, r.conf, r.conc)
+	_, err = b.run(ctx, weft, *slowest)
 	prof.stop(ctx)
 	res := prof.result()
 	if err != nil && res.Error == "" {
@@ -100,8 +143,46 @@ func runCNI(ctx context.Context, cfg *config) (*CNI, *Profile, error) {
 	return out, &res, nil
 }
 
-// setup makes the node namespace, the pod namespaces and the subnet file.
-// The returned cleanup removes all of it and is never nil.
+// cniWeft and cniFlannel name the implementations in the results.
+const (
+	cniWeft    = "weft"
+	cniFlannel = "Flannel"
+)
+
+// cniPool pools the rounds of one kind of run of one implementation.
+type cniPool struct {
+	out          *CNIRun
+	addLat, dels []float64
+	ips          map[string]bool
+}
+
+func newCNIPool(k cniKind, im *cniImpl) *cniPool {
+	plugins := im.plainPlugins
+	if k.chained {
+		plugins = im.chainedPlugins
+	}
+	return &cniPool{out: &CNIRun{Name: k.name, Impl: im.name, Plugins: plugins, Concurrency: k.conc}, ips: map[string]bool{}}
+}
+
+func (p *cniPool) add(r *CNIRun) {
+	p.out.AddErrors += r.AddErrors
+	p.out.DelErrors += r.DelErrors
+	p.out.WallSec = round3(p.out.WallSec + r.WallSec)
+	p.out.UniqueIPs = max(p.out.UniqueIPs, r.UniqueIPs)
+	if p.out.FirstError == "" {
+		p.out.FirstError = r.FirstError
+	}
+	p.addLat = append(p.addLat, r.addLat...)
+	p.dels = append(p.dels, r.delLat...)
+}
+
+func (p *cniPool) result() *CNIRun {
+	p.out.AddMS, p.out.DelMS = summarize(p.addLat), summarize(p.dels)
+	return p.out
+}
+
+// setup makes the node namespaces, the pod namespaces, the subnet file and
+// the conflists. The returned cleanup removes all of it and is never nil.
 func (b *cniBench) setup(ctx context.Context) (func(), error) {
 	var mu sync.Mutex
 	var made []string
@@ -132,9 +213,16 @@ func (b *cniBench) setup(ctx context.Context) (func(), error) {
 	}); err != nil {
 		return cleanup, fmt.Errorf("cni: %w", err)
 	}
-	made = append(made, b.node)
-	if err := addNS(ctx, b.node); err != nil {
-		return cleanup, fmt.Errorf("cni: %w", err)
+	impls, err := b.implementations()
+	if err != nil {
+		return cleanup, err
+	}
+	b.impls = impls
+	for _, im := range b.impls {
+		made = append(made, im.node)
+		if err := addNS(ctx, im.node); err != nil {
+			return cleanup, fmt.Errorf("cni: %w", err)
+		}
 	}
 	b.pods = make([]string, b.cfg.cniPods)
 	for i := range b.pods {
@@ -164,54 +252,107 @@ func (b *cniBench) setup(ctx context.Context) (func(), error) {
 	return cleanup, nil
 }
 
-// execFloor times `weft` answering VERSION: process start, Go runtime
+// implementations returns weft's plugin and, unless the run has no
+// Flannel, Flannel's chain, each with the conflist its node installs
+// (weftd's CNIConfList, the lab's FlannelConfList) and the same list
+// without portmap.
+func (b *cniBench) implementations() ([]*cniImpl, error) {
+	chained := daemon.CNIConfList(daemon.CNIConf{SubnetFile: b.subnetFile, IPAMDir: filepath.Join(b.dir, "ipam"), Network: daemon.CNINetworkName, Bridge: cniBridge})
+	plain, err := firstPluginOnly(chained)
+	if err != nil {
+		return nil, err
+	}
+	impls := []*cniImpl{{
+		name: cniWeft, node: uniqueNS("cni"), binDirs: []string{b.cfg.binDir},
+		plain: plain, chained: string(chained), plainPlugins: "weft", chainedPlugins: "weft + portmap",
+		binary: filepath.Join(b.cfg.binDir, "weft"),
+	}}
+	if b.cfg.flannelBinDir == "" {
+		return impls, nil
+	}
+	fchained := lab.FlannelConfList(&lab.Node{
+		SubnetFile:    b.subnetFile,
+		FlannelCNIDir: filepath.Join(b.dir, "flannel-cni"),
+		HostLocalDir:  filepath.Join(b.dir, "host-local"),
+	})
+	fplain, err := firstPluginOnly(fchained)
+	if err != nil {
+		return nil, err
+	}
+	return append(impls, &cniImpl{
+		name: cniFlannel, node: uniqueNS("cniflannel"), binDirs: []string{b.cfg.flannelBinDir, b.cfg.binDir},
+		plain: fplain, chained: string(fchained),
+		plainPlugins: "flannel → bridge → host-local", chainedPlugins: "flannel → bridge → host-local + portmap",
+		binary: filepath.Join(b.cfg.flannelBinDir, "flannel"),
+	}), nil
+}
+
+// firstPluginOnly returns conflist with only its first plugin (the
+// network plugin, without portmap).
+func firstPluginOnly(conflist []byte) (string, error) {
+	var m map[string]any
+	if err := json.Unmarshal(conflist, &m); err != nil {
+		return "", fmt.Errorf("cni: conflist: %w", err)
+	}
+	ps, ok := m["plugins"].([]any)
+	if !ok || len(ps) == 0 {
+		return "", fmt.Errorf("cni: conflist has no plugins: %s", conflist)
+	}
+	m["plugins"] = ps[:1]
+	out, err := json.Marshal(m)
+	return string(out), err
+}
+
+// execFloor times binary answering VERSION: process start, Go runtime
 // start, one JSON round trip.
-func (b *cniBench) execFloor(ctx context.Context, n int) (Dist, error) {
+func (b *cniBench) execFloor(ctx context.Context, binary string, n int) (Dist, error) {
 	var lat []float64
 	for range n {
-		cmd := exec.CommandContext(ctx, filepath.Join(b.cfg.binDir, "weft"))
+		cmd := exec.CommandContext(ctx, binary)
 		cmd.Env = []string{"CNI_COMMAND=VERSION"}
-		cmd.Stdin = strings.NewReader(`{"cniVersion": "1.1.0"}`)
+		cmd.Stdin = strings.NewReader(`{"cniVersion": "0.3.1"}`)
 		t := time.Now()
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return Dist{}, fmt.Errorf("weft VERSION: %w: %s", err, out)
+			return Dist{}, fmt.Errorf("%s VERSION: %w: %s", filepath.Base(binary), err, out)
 		}
 		lat = append(lat, ms(time.Since(t)))
 	}
 	return summarize(lat), nil
 }
 
-// run ADDs every pod, then DELs every pod, conc at a time, timing each
-// libcni call. Container IDs are unique per run.
-func (b *cniBench) run(ctx context.Context, name, plugins, conf string, conc int) (*CNIRun, error) {
+// run ADDs every pod, then DELs every pod, k.conc at a time, timing each
+// libcni call, in im's node namespace. Container IDs are unique per run.
+func (b *cniBench) run(ctx context.Context, im *cniImpl, k cniKind) (*CNIRun, error) {
+	conf := im.plain
+	if k.chained {
+		conf = im.chained
+	}
 	list, err := libcni.ConfListFromBytes([]byte(conf))
 	if err != nil {
-		return nil, fmt.Errorf("cni %s: conflist: %w", name, err)
+		return nil, fmt.Errorf("cni %s %s: conflist: %w", im.name, k.name, err)
 	}
-	cache := filepath.Join(b.dir, "cache-"+strings.NewReplacer(" ", "", ",", "-").Replace(name))
-	cni := libcni.NewCNIConfigWithCacheDir([]string{b.cfg.binDir}, cache, nil)
-	chained := len(list.Plugins) > 1
-	rt := func(i int) *libcni.RuntimeConf {
-		r := &libcni.RuntimeConf{
-			ContainerID: fmt.Sprintf("wbench-%d-%d", time.Now().UnixNano()%1e6, i),
+	cache, err := os.MkdirTemp(b.dir, "cache-")
+	if err != nil {
+		return nil, fmt.Errorf("cni: %w", err)
+	}
+	cni := libcni.NewCNIConfigWithCacheDir(im.binDirs, cache, nil)
+	id := fmt.Sprintf("wbench-%d", time.Now().UnixNano()%1e9)
+	rts := make([]*libcni.RuntimeConf, len(b.pods))
+	for i := range rts {
+		rts[i] = &libcni.RuntimeConf{
+			ContainerID: fmt.Sprintf("%s-%d", id, i),
 			NetNS:       nsPath(b.pods[i]),
 			IfName:      "eth0",
 		}
-		if chained {
-			r.CapabilityArgs = map[string]any{"portMappings": []map[string]any{
+		if k.chained {
+			rts[i].CapabilityArgs = map[string]any{"portMappings": []map[string]any{
 				{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"},
 			}}
 		}
-		return r
 	}
-	rts := make([]*libcni.RuntimeConf, len(b.pods))
-	for i := range rts {
-		rts[i] = rt(i)
-	}
-	out := &CNIRun{Name: name, Plugins: plugins, Concurrency: conc}
+	out := &CNIRun{Name: k.name, Impl: im.name, Concurrency: k.conc}
 	var mu sync.Mutex
 	ips := map[netip.Addr]bool{}
-	var addLat, delLat []float64
 	record := func(lat *[]float64, errCount *int, d time.Duration, err error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -225,10 +366,10 @@ func (b *cniBench) run(ctx context.Context, name, plugins, conf string, conc int
 		*lat = append(*lat, ms(d))
 	}
 	start := time.Now()
-	b.each(ctx, conc, func(i int) {
+	b.each(ctx, k.conc, func(i int) {
 		var res *types100.Result
 		t := time.Now()
-		err := ns.WithNetNSPath(nsPath(b.node), func(ns.NetNS) error {
+		err := ns.WithNetNSPath(nsPath(im.node), func(ns.NetNS) error {
 			r, err := cni.AddNetworkList(ctx, list, rts[i])
 			if err != nil {
 				return err
@@ -236,7 +377,7 @@ func (b *cniBench) run(ctx context.Context, name, plugins, conf string, conc int
 			res, err = types100.NewResultFromResult(r)
 			return err
 		})
-		record(&addLat, &out.AddErrors, time.Since(t), err)
+		record(&out.addLat, &out.AddErrors, time.Since(t), err)
 		if err == nil {
 			for _, ipc := range res.IPs {
 				if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
@@ -247,17 +388,17 @@ func (b *cniBench) run(ctx context.Context, name, plugins, conf string, conc int
 			}
 		}
 	})
-	b.each(ctx, conc, func(i int) {
+	b.each(ctx, k.conc, func(i int) {
 		t := time.Now()
-		err := ns.WithNetNSPath(nsPath(b.node), func(ns.NetNS) error {
+		err := ns.WithNetNSPath(nsPath(im.node), func(ns.NetNS) error {
 			return cni.DelNetworkList(ctx, list, rts[i])
 		})
-		record(&delLat, &out.DelErrors, time.Since(t), err)
+		record(&out.delLat, &out.DelErrors, time.Since(t), err)
 	})
 	out.WallSec = round3(time.Since(start).Seconds())
-	out.AddMS, out.DelMS = summarize(addLat), summarize(delLat)
+	out.AddMS, out.DelMS = summarize(out.addLat), summarize(out.delLat)
 	out.UniqueIPs = len(ips)
-	if left, err := b.leftoverVeths(ctx); err != nil {
+	if left, err := leftoverVeths(ctx, im.node); err != nil {
 		return out, err
 	} else if left > 0 {
 		out.DelErrors += left
@@ -289,9 +430,9 @@ func (b *cniBench) each(ctx context.Context, conc int, f func(i int)) {
 	wg.Wait()
 }
 
-// leftoverVeths counts veth links still in the node namespace.
-func (b *cniBench) leftoverVeths(ctx context.Context) (int, error) {
-	out, err := nsRun(ctx, b.node, "ip", "-j", "link", "show", "type", "veth")
+// leftoverVeths counts veth links still in namespace node.
+func leftoverVeths(ctx context.Context, node string) (int, error) {
+	out, err := nsRun(ctx, node, "ip", "-j", "link", "show", "type", "veth")
 	if err != nil {
 		return 0, err
 	}

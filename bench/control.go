@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,21 +124,25 @@ type fakePeer struct {
 }
 
 // fakePeerAt returns the i-th fake node's PublicIP and VtepMAC. PublicIPs
-// are 198.18.80.1 … 198.18.99.250 (never on any wire: the FDB entries
-// pointing at them are only counted), MACs locally administered.
+// are 198.18.64.1 … 198.18.254.250, distinct for i < 47750 (never on any
+// wire: the FDB entries pointing at them are only counted; lab underlays
+// are in 198.19.0.0/16), MACs locally administered.
 func fakePeerAt(i int) fakePeer {
 	return fakePeer{
-		pub: netip.AddrFrom4([4]byte{198, 18, byte(80 + (i/250)%20), byte(1 + i%250)}),
+		pub: netip.AddrFrom4([4]byte{198, 18, byte(64 + (i/250)%191), byte(1 + i%250)}),
 		mac: net.HardwareAddr{0x0e, 0x77, 0x62, byte(i >> 16), byte(i >> 8), byte(i)},
 	}
 }
 
-// fakePeers returns n fake peers with subnets 10.x.y.0/24 counted from
-// first (an index into 10.1.0.0/24, 10.1.1.0/24, …), skipping own.
-func fakePeers(first, n int, own netip.Prefix) []fakePeer {
+// fakePeers returns n fake peers with subnets of length bits counted from
+// 10.1.0.0 (first is an index into 10.1.0.0/bits, the next one, …),
+// skipping own.
+func fakePeers(first, n, bits int, own netip.Prefix) []fakePeer {
 	out := make([]fakePeer, 0, n)
-	for k := 256 + first; len(out) < n; k++ {
-		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(k >> 8), byte(k), 0}), 24)
+	base := uint32(10)<<24 | uint32(1)<<16
+	for k := first; len(out) < n; k++ {
+		a := base + uint32(k)<<(32-bits)
+		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), bits)
 		if sn.Overlaps(own) {
 			continue
 		}
@@ -147,7 +153,8 @@ func fakePeers(first, n int, own netip.Prefix) []fakePeer {
 	return out
 }
 
-func (p fakePeer) key() string { return subnetsDir + subnet.KeyName(p.sn, netip.Prefix{}) }
+// key is the peer's lease key under the subnets directory dir.
+func (p fakePeer) key(dir string) string { return dir + subnet.KeyName(p.sn, netip.Prefix{}) }
 
 func (p fakePeer) value() (string, error) {
 	data, err := json.Marshal(map[string]any{"VNI": 1, "VtepMAC": p.mac.String()})
@@ -211,10 +218,14 @@ func newPeerSet(ps []fakePeer) *peerSet {
 	return s
 }
 
-// count reads the kernel's state for s on the VXLAN device.
+// count reads the kernel's state for s on the VXLAN device; a device that
+// does not exist (a daemon restarting) holds nothing.
 func (k *kernelView) count(s *peerSet) (peerState, error) {
 	var st peerState
 	link, err := k.h.LinkByName(k.dev)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return st, nil
+	}
 	if err != nil {
 		return st, fmt.Errorf("link %s: %w", k.dev, err)
 	}
@@ -279,16 +290,48 @@ func (k *kernelView) waitState(ctx context.Context, s *peerSet, timeout, interva
 	}
 }
 
-// vxlanDev is the VXLAN device of VNI 1 (the config default).
-const vxlanDev = "weft.1"
+// vxlanDev and flannelDev are the VXLAN devices of VNI 1 (the config
+// default) that weftd and flanneld make.
+const (
+	vxlanDev   = "weft.1"
+	flannelDev = "flannel.1"
+)
 
-// cpLab is the control-plane lab: one vxlan node whose weftd programs the
-// fake peers; a /8 pod network so 5000 /24 peers fit.
+// flannelPrefix is the etcd prefix of the control-plane lab's Flannel node:
+// a network of its own, so a write reaches one daemon only and the two are
+// measured in turn, never competing for the CPUs.
+const flannelPrefix = "/wbench-flannel/network"
+
+// cpNetwork is the control-plane labs' network config: a /8 of /26 subnets
+// (2^18 of them), so 10000 peers fit in a network of the size the scale
+// target names.
+const cpNetwork = `{"Network": "10.0.0.0/8", "SubnetLen": 26, "Backend": {"Type": "vxlan"}}`
+
+// cpSubnetLen is cpNetwork's SubnetLen.
+const cpSubnetLen = 26
+
+// cpNode is one daemon of the control-plane lab and what the harness needs
+// to drive it.
+type cpNode struct {
+	daemon     string // weft or Flannel
+	node       *lab.Node
+	view       *kernelView
+	subnetsDir string // etcd key prefix of its network's leases
+}
+
+func (n *cpNode) pid() int {
+	if n.node.Flannel {
+		return n.node.Flanneld.PID
+	}
+	return n.node.Weftd.PID
+}
+
+// cpLab is the control-plane lab: one vxlan weft node and, unless the run
+// has no Flannel, one Flannel node on its own etcd prefix.
 type cpLab struct {
-	l    *lab.Lab
-	cli  *clientv3.Client
-	view *kernelView
-	node *lab.Node
+	l     *lab.Lab
+	cli   *clientv3.Client
+	nodes []*cpNode // weft first
 }
 
 const cpLabName = "wb-cp"
@@ -296,8 +339,10 @@ const cpLabName = "wb-cp"
 func upCPLab(ctx context.Context, cfg *config) (*cpLab, func(), error) {
 	c := &cpLab{}
 	down := func() {
-		if c.view != nil {
-			c.view.close()
+		for _, n := range c.nodes {
+			if n.view != nil {
+				n.view.close()
+			}
 		}
 		if c.cli != nil {
 			c.cli.Close()
@@ -308,46 +353,90 @@ func upCPLab(ctx context.Context, cfg *config) (*cpLab, func(), error) {
 			cfg.logf("lab %s down: %v", cpLabName, err)
 		}
 	}
-	l, err := lab.Up(ctx, lab.Options{
-		Name: cpLabName, Nodes: 1, Backend: "vxlan", BinDir: cfg.binDir,
-		Network: "10.0.0.0/8", Progress: cfg.progress, ReadyTimeout: 60 * time.Second,
-	})
+	o := lab.Options{
+		Name: cpLabName, Nodes: 1, Backend: "vxlan", Config: cpNetwork, BinDir: cfg.binDir,
+		Progress: cfg.progress, ReadyTimeout: 60 * time.Second,
+	}
+	if cfg.flannelBinDir != "" {
+		o.FlannelBinDir, o.FlanneldArgs = cfg.flannelBinDir, []string{"--etcd-prefix=" + flannelPrefix}
+	}
+	l, err := lab.Up(ctx, o)
 	if err != nil {
 		return nil, down, fmt.Errorf("lab up: %w", err)
 	}
-	c.l, c.node = l, l.Nodes[0]
+	c.l = l
 	if c.cli, err = dialLabEtcd(ctx, l); err != nil {
 		return nil, down, err
 	}
-	if c.view, err = openKernelView(c.node.NS, vxlanDev); err != nil {
+	weft := &cpNode{daemon: cniWeft, node: l.Nodes[0], subnetsDir: subnetsDir}
+	c.nodes = append(c.nodes, weft)
+	if weft.view, err = openKernelView(weft.node.NS, vxlanDev); err != nil {
+		return nil, down, err
+	}
+	if cfg.flannelBinDir == "" {
+		return c, down, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = c.cli.Put(cctx, flannelPrefix+"/config", cpNetwork)
+	cancel()
+	if err != nil {
+		return nil, down, fmt.Errorf("write Flannel's network config: %w", err)
+	}
+	fn, err := l.AddFlannelNode(ctx)
+	if err != nil {
+		return nil, down, fmt.Errorf("Flannel node: %w", err)
+	}
+	fl := &cpNode{daemon: cniFlannel, node: fn, subnetsDir: flannelPrefix + "/subnets/"}
+	c.nodes = append(c.nodes, fl)
+	if fl.view, err = openKernelView(fn.NS, flannelDev); err != nil {
 		return nil, down, err
 	}
 	return c, down, nil
 }
 
-// peerRun writes n fake peer leases (bound to one etcd lease, 100 puts per
-// transaction), waits for the node's kernel to hold all of them, revokes
-// the etcd lease (deleting every key at once) and waits for all of it to
-// be gone. prof, when set, is started before the writes and stopped after
-// the removal.
-func (c *cpLab) peerRun(ctx context.Context, cfg *config, n int, prof *profiler) *PeerRun {
-	out := &PeerRun{Peers: n}
-	pid := c.node.Weftd.PID
-	fail := func(err error) *PeerRun { out.Error = err.Error(); return out }
-	peers := fakePeers(0, n, c.node.Subnet)
-	set := newPeerSet(peers)
-	vals := make([]string, n)
+// writePeers writes peers under n's network, bound to one fresh etcd lease
+// (100 puts per transaction), and returns the lease and the times of the
+// first and the last write.
+func (c *cpLab) writePeers(ctx context.Context, n *cpNode, peers []fakePeer) (clientv3.LeaseID, time.Time, time.Time, error) {
+	vals := make([]string, len(peers))
 	for i, p := range peers {
 		v, err := p.value()
 		if err != nil {
-			return fail(err)
+			return 0, time.Time{}, time.Time{}, err
 		}
 		vals[i] = v
 	}
 	grant, err := c.cli.Grant(ctx, 3600)
 	if err != nil {
-		return fail(fmt.Errorf("etcd grant: %w", err))
+		return 0, time.Time{}, time.Time{}, fmt.Errorf("etcd grant: %w", err)
 	}
+	first := time.Now()
+	for i := 0; i < len(peers); i += 100 {
+		var ops []clientv3.Op
+		for j := i; j < min(i+100, len(peers)); j++ {
+			ops = append(ops, clientv3.OpPut(peers[j].key(n.subnetsDir), vals[j], clientv3.WithLease(grant.ID)))
+		}
+		if _, err := c.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return grant.ID, first, time.Now(), fmt.Errorf("etcd write: %w", err)
+		}
+	}
+	return grant.ID, first, time.Now(), nil
+}
+
+// programTimeout bounds the wait for a daemon to program or remove a run's
+// peers.
+const programTimeout = 120 * time.Second
+
+// peerRun writes n fake peer leases into nd's network, waits for its
+// kernel to hold all of them, revokes the etcd lease (deleting every key at
+// once) and waits for all of it to be gone. prof, when set, is started
+// before the writes and stopped after the removal.
+func (c *cpLab) peerRun(ctx context.Context, cfg *config, nd *cpNode, n int, prof *profiler) *PeerRun {
+	out := &PeerRun{Peers: n, Daemon: nd.daemon}
+	pid := nd.pid()
+	fail := func(err error) *PeerRun { out.Error = err.Error(); return out }
+	peers := fakePeers(0, n, cpSubnetLen, nd.node.Subnet)
+	set := newPeerSet(peers)
 	before, err := procUsage(pid)
 	if err != nil {
 		return fail(err)
@@ -360,19 +449,12 @@ func (c *cpLab) peerRun(ctx context.Context, cfg *config, n int, prof *profiler)
 			defer prof.stop(ctx)
 		}
 	}
-	first := time.Now()
-	for i := 0; i < n; i += 100 {
-		var ops []clientv3.Op
-		for j := i; j < min(i+100, n); j++ {
-			ops = append(ops, clientv3.OpPut(peers[j].key(), vals[j], clientv3.WithLease(grant.ID)))
-		}
-		if _, err := c.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-			return fail(fmt.Errorf("etcd write: %w", err))
-		}
+	grant, first, last, err := c.writePeers(ctx, nd, peers)
+	if err != nil {
+		return fail(err)
 	}
-	last := time.Now()
 	out.WriteMS = round3(ms(last.Sub(first)))
-	at, _, err := c.view.waitState(ctx, set, 60*time.Second, 10*time.Millisecond, func(s peerState) bool { return s.all(n) })
+	at, _, err := nd.view.waitState(ctx, set, programTimeout, 10*time.Millisecond, func(s peerState) bool { return s.all(n) })
 	if err != nil {
 		return fail(fmt.Errorf("programming %d peers: %w", n, err))
 	}
@@ -383,10 +465,10 @@ func (c *cpLab) peerRun(ctx context.Context, cfg *config, n int, prof *profiler)
 	}
 	out.CPUProgramSec = round3(out.Loaded.CPUSeconds - before.CPUSeconds)
 	t := time.Now()
-	if _, err := c.cli.Revoke(ctx, grant.ID); err != nil {
+	if _, err := c.cli.Revoke(ctx, grant); err != nil {
 		return fail(fmt.Errorf("etcd revoke: %w", err))
 	}
-	at, _, err = c.view.waitState(ctx, set, 60*time.Second, 10*time.Millisecond, peerState.none)
+	at, _, err = nd.view.waitState(ctx, set, programTimeout, 10*time.Millisecond, peerState.none)
 	if err != nil {
 		return fail(fmt.Errorf("removing %d peers: %w", n, err))
 	}
@@ -398,12 +480,94 @@ func (c *cpLab) peerRun(ctx context.Context, cfg *config, n int, prof *profiler)
 	return out
 }
 
-// convergence writes one lease at a time and times write → the node's
-// kernel holds its route, neighbour and FDB entry, then delete → all gone,
-// polling every millisecond.
-func (c *cpLab) convergence(ctx context.Context, samples int) *Convergence {
-	out := &Convergence{Samples: samples}
-	fail := func(err error) {
+// restartRun restarts nd's daemon with n peers in its network: the peers
+// are written and programmed, the daemon stopped (SIGTERM), its VXLAN
+// device (with every route, neighbour and FDB entry on it) and its subnet
+// file deleted, and the daemon started again, timing start → subnet file
+// written and start → the kernel holds every peer again.
+func (c *cpLab) restartRun(ctx context.Context, nd *cpNode, n int) *RestartRun {
+	out := &RestartRun{Peers: n, Daemon: nd.daemon}
+	fail := func(err error) *RestartRun { out.Error = err.Error(); return out }
+	peers := fakePeers(0, n, cpSubnetLen, nd.node.Subnet)
+	set := newPeerSet(peers)
+	grant, _, _, err := c.writePeers(ctx, nd, peers)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() {
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		_, _ = c.cli.Revoke(cctx, grant)
+		_, _, _ = nd.view.waitState(cctx, set, programTimeout, 10*time.Millisecond, peerState.none)
+	}()
+	if _, _, err := nd.view.waitState(ctx, set, programTimeout, 10*time.Millisecond, func(s peerState) bool { return s.all(n) }); err != nil {
+		return fail(fmt.Errorf("programming %d peers: %w", n, err))
+	}
+	name := nd.node.Name
+	if nd.node.Flannel {
+		err = c.l.StopFlanneld(ctx, name, false)
+	} else {
+		err = c.l.StopWeftd(ctx, name, false)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if err := ipCmd(ctx, "-n", nd.node.NS, "link", "del", nd.view.dev); err != nil {
+		return fail(err)
+	}
+	if err := os.Remove(nd.node.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fail(err)
+	}
+	// Both waits start before the daemon does and record when the state
+	// first held, whatever the start call waits for.
+	var wg sync.WaitGroup
+	var fileAt, routesAt time.Time
+	var fileErr, routesErr error
+	start := time.Now()
+	wg.Go(func() {
+		_, fileErr = pollUntil(ctx, programTimeout, time.Millisecond, func() (bool, error) {
+			_, err := os.Stat(nd.node.SubnetFile)
+			return err == nil, nil
+		})
+		fileAt = time.Now()
+	})
+	wg.Go(func() {
+		routesAt, _, routesErr = nd.view.waitState(ctx, set, programTimeout, 5*time.Millisecond, func(s peerState) bool { return s.all(n) })
+	})
+	if nd.node.Flannel {
+		_, err = c.l.StartFlanneld(ctx, name)
+	} else {
+		_, err = c.l.StartWeftd(ctx, name)
+	}
+	wg.Wait()
+	switch {
+	case err != nil:
+		return fail(err)
+	case fileErr != nil:
+		return fail(fmt.Errorf("subnet file after restart: %w", fileErr))
+	case routesErr != nil:
+		return fail(fmt.Errorf("peers after restart: %w", routesErr))
+	}
+	out.SubnetFileMS = round3(ms(fileAt.Sub(start)))
+	out.RoutesMS = round3(ms(routesAt.Sub(start)))
+	u, err := procUsage(nd.pid())
+	if err != nil {
+		return fail(err)
+	}
+	out.RSSMB = u.RSSMB
+	return out
+}
+
+// convergence writes one lease at a time into each daemon's network in
+// turn and times write → the node's kernel holds its route, neighbour and
+// FDB entry, then delete → all gone, polling every millisecond.
+func (c *cpLab) convergence(ctx context.Context, samples int) []*Convergence {
+	outs := make([]*Convergence, len(c.nodes))
+	adds, dels := make([][]float64, len(c.nodes)), make([][]float64, len(c.nodes))
+	for i, nd := range c.nodes {
+		outs[i] = &Convergence{Samples: samples, Daemon: nd.daemon}
+	}
+	fail := func(out *Convergence, err error) {
 		out.Errors++
 		if out.FirstError == "" {
 			out.FirstError = err.Error()
@@ -411,54 +575,63 @@ func (c *cpLab) convergence(ctx context.Context, samples int) *Convergence {
 	}
 	grant, err := c.cli.Grant(ctx, 3600)
 	if err != nil {
-		fail(fmt.Errorf("etcd grant: %w", err))
-		return out
+		for _, o := range outs {
+			fail(o, fmt.Errorf("etcd grant: %w", err))
+		}
+		return outs
 	}
 	defer func() {
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
 		_, _ = c.cli.Revoke(cctx, grant.ID)
 	}()
-	peers := fakePeers(6000, samples, c.node.Subnet)
-	var add, del []float64
-	for _, p := range peers {
-		if ctx.Err() != nil {
-			break
+	for s := range samples {
+		for i, nd := range c.nodes {
+			if ctx.Err() != nil {
+				break
+			}
+			out := outs[i]
+			p := fakePeers(60000+s, 1, cpSubnetLen, nd.node.Subnet)[0]
+			set := newPeerSet([]fakePeer{p})
+			v, err := p.value()
+			if err != nil {
+				fail(out, err)
+				continue
+			}
+			t := time.Now()
+			if _, err := c.cli.Put(ctx, p.key(nd.subnetsDir), v, clientv3.WithLease(grant.ID)); err != nil {
+				fail(out, err)
+				continue
+			}
+			at, _, err := nd.view.waitState(ctx, set, 5*time.Second, time.Millisecond, func(s peerState) bool { return s.all(1) })
+			if err != nil {
+				fail(out, fmt.Errorf("add %s: %w", p.sn, err))
+				continue
+			}
+			adds[i] = append(adds[i], ms(max(0, at.Sub(t))))
+			t = time.Now()
+			if _, err := c.cli.Delete(ctx, p.key(nd.subnetsDir)); err != nil {
+				fail(out, err)
+				continue
+			}
+			at, _, err = nd.view.waitState(ctx, set, 5*time.Second, time.Millisecond, peerState.none)
+			if err != nil {
+				fail(out, fmt.Errorf("remove %s: %w", p.sn, err))
+				continue
+			}
+			dels[i] = append(dels[i], ms(max(0, at.Sub(t))))
 		}
-		set := newPeerSet([]fakePeer{p})
-		v, err := p.value()
-		if err != nil {
-			fail(err)
-			continue
-		}
-		t := time.Now()
-		if _, err := c.cli.Put(ctx, p.key(), v, clientv3.WithLease(grant.ID)); err != nil {
-			fail(err)
-			continue
-		}
-		at, _, err := c.view.waitState(ctx, set, 5*time.Second, time.Millisecond, func(s peerState) bool { return s.all(1) })
-		if err != nil {
-			fail(fmt.Errorf("add %s: %w", p.sn, err))
-			continue
-		}
-		add = append(add, ms(max(0, at.Sub(t))))
-		t = time.Now()
-		if _, err := c.cli.Delete(ctx, p.key()); err != nil {
-			fail(err)
-			continue
-		}
-		at, _, err = c.view.waitState(ctx, set, 5*time.Second, time.Millisecond, peerState.none)
-		if err != nil {
-			fail(fmt.Errorf("remove %s: %w", p.sn, err))
-			continue
-		}
-		del = append(del, ms(max(0, at.Sub(t))))
 	}
-	out.AddMS, out.RemoveMS = summarize(add), summarize(del)
-	return out
+	for i, out := range outs {
+		out.AddMS, out.RemoveMS = summarize(adds[i]), summarize(dels[i])
+	}
+	return outs
 }
 
-// runControl runs the control-plane measurements.
+// runControl runs the control-plane measurements: lease acquisition, then
+// on the control-plane lab each peer count programmed and removed by weft
+// and Flannel in turn, restarts with peers present in turn, weft alone at
+// the scale count, and single-lease convergence in turn.
 func runControl(ctx context.Context, cfg *config, res *Results) *Control {
 	out := &Control{}
 	cfg.logf("control plane: %d nodes acquiring leases at once", cfg.acquireNodes)
@@ -479,30 +652,78 @@ func runControl(ctx context.Context, cfg *config, res *Results) *Control {
 		out.Errors = append(out.Errors, "control-plane lab: "+err.Error())
 		return out
 	}
-	for i, n := range cfg.peerCounts {
-		if ctx.Err() != nil {
-			break
+	record := func(pr *PeerRun) {
+		cfg.logf("  %s, %d peers: programmed %.0f ms after the last write, removed in %.0f ms, RSS %.1f MB", pr.Daemon, pr.Peers, pr.ProgramMS, pr.RemoveMS, pr.Loaded.RSSMB)
+		if pr.Error != "" {
+			out.Errors = append(out.Errors, fmt.Sprintf("%s, %d peers: %s", pr.Daemon, pr.Peers, pr.Error))
 		}
-		cfg.logf("control plane: %d fake peers into etcd", n)
+		out.Peers = append(out.Peers, pr)
+	}
+	for _, n := range cfg.peerCounts {
+		cfg.logf("control plane: %d fake peers, %s in turn, %d round(s)", n, daemonNames(c.nodes), cfg.cpReps)
+		for range cfg.cpReps {
+			for _, nd := range c.nodes {
+				if ctx.Err() != nil {
+					return out
+				}
+				record(c.peerRun(ctx, cfg, nd, n, nil))
+			}
+		}
+	}
+	if n := firstOr(cfg.peerCounts, 1000); ctx.Err() == nil {
+		cfg.logf("control plane: restart with %d peers, %s in turn, %d round(s)", n, daemonNames(c.nodes), cfg.cpReps)
+		for range cfg.cpReps {
+			for _, nd := range c.nodes {
+				if ctx.Err() != nil {
+					return out
+				}
+				r := c.restartRun(ctx, nd, n)
+				cfg.logf("  %s: subnet file %.0f ms, %d peers back %.0f ms after the start", r.Daemon, r.SubnetFileMS, n, r.RoutesMS)
+				if r.Error != "" {
+					out.Errors = append(out.Errors, fmt.Sprintf("%s restart: %s", r.Daemon, r.Error))
+				}
+				out.Restarts = append(out.Restarts, r)
+			}
+		}
+	}
+	if cfg.scalePeers > 0 && ctx.Err() == nil {
+		cfg.logf("control plane: %d fake peers, weft alone", cfg.scalePeers)
 		var prof *profiler
-		if cfg.profiles && i == len(cfg.peerCounts)-1 {
-			prof = newProfiler("control plane", fmt.Sprintf("weftd programming %d peers (vxlan), then removing them", n), []int{c.node.Weftd.PID}, nil)
+		if cfg.profiles {
+			prof = newProfiler("control plane", fmt.Sprintf("weftd programming %d peers (vxlan, /%d subnets), then removing them", cfg.scalePeers, cpSubnetLen), []int{c.nodes[0].pid()}, nil)
 		}
-		pr := c.peerRun(ctx, cfg, n, prof)
+		pr := c.peerRun(ctx, cfg, c.nodes[0], cfg.scalePeers, prof)
 		if prof != nil {
 			res.Profiles = append(res.Profiles, prof.result())
 		}
-		cfg.logf("  %d peers: programmed %.0f ms after the last write, removed in %.0f ms, RSS %.1f MB", n, pr.ProgramMS, pr.RemoveMS, pr.Loaded.RSSMB)
-		if pr.Error != "" {
-			out.Errors = append(out.Errors, fmt.Sprintf("%d peers: %s", n, pr.Error))
-		}
-		out.Peers = append(out.Peers, pr)
+		record(pr)
 	}
 	if ctx.Err() != nil {
 		return out
 	}
-	cfg.logf("control plane: convergence, %d single leases", cfg.convSamples)
-	out.Convergence = c.convergence(ctx, cfg.convSamples)
-	cfg.logf("  add p50 %.1f ms p99 %.1f ms; remove p50 %.1f ms p99 %.1f ms", out.Convergence.AddMS.P50, out.Convergence.AddMS.P99, out.Convergence.RemoveMS.P50, out.Convergence.RemoveMS.P99)
+	cfg.logf("control plane: convergence, %d single leases, %s in turn", cfg.convSamples, daemonNames(c.nodes))
+	for _, cv := range c.convergence(ctx, cfg.convSamples) {
+		cfg.logf("  %s: add p50 %.1f ms p99 %.1f ms; remove p50 %.1f ms p99 %.1f ms", cv.Daemon, cv.AddMS.P50, cv.AddMS.P99, cv.RemoveMS.P50, cv.RemoveMS.P99)
+		if cv.Daemon == cniWeft {
+			out.Convergence = cv
+		} else {
+			out.FlannelConvergence = cv
+		}
+	}
 	return out
+}
+
+func daemonNames(ns []*cpNode) string {
+	var names []string
+	for _, n := range ns {
+		names = append(names, n.daemon)
+	}
+	return strings.Join(names, " and ")
+}
+
+func firstOr(vs []int, d int) int {
+	if len(vs) == 0 {
+		return d
+	}
+	return vs[0]
 }

@@ -15,20 +15,26 @@ type backendSpec struct {
 	name       string // as reported
 	labName    string
 	labBackend string // what lab.Up is given
-	// config, when not empty, replaces the lab's network config after Up
-	// (the lab only writes {"Network", "Backend": {"Type"}}); weftd then
-	// starts a new generation with it.
+	// config, when not empty, is the lab's network config instead of
+	// {"Network", "Backend": {"Type"}}.
 	config string
+	// direct: peers must be routed straight over the underlay (vxlan
+	// DirectRouting); checked on every node before measuring.
+	direct bool
+	// noFlannel, when set, says why the lab has no Flannel nodes to
+	// compare with.
+	noFlannel string
 }
 
 func backendSpecs(network string) []backendSpec {
 	return []backendSpec{
 		{name: "vxlan", labName: "wb-vxlan", labBackend: "vxlan"},
 		{name: "host-gw", labName: "wb-hostgw", labBackend: "host-gw"},
-		{name: "vxlan-directrouting", labName: "wb-vxlandr", labBackend: "vxlan",
+		{name: "vxlan-directrouting", labName: "wb-vxlandr", labBackend: "vxlan", direct: true,
 			config: fmt.Sprintf(`{"Network": %q, "Backend": {"Type": "vxlan", "DirectRouting": true}}`, network)},
 		{name: "udp", labName: "wb-udp", labBackend: "udp"},
-		{name: "wireguard", labName: "wb-wg", labBackend: "wireguard"},
+		{name: "wireguard", labName: "wb-wg", labBackend: "wireguard",
+			noFlannel: "Flannel's wireguard backend needs the kernel's WireGuard, which this machine lacks"},
 	}
 }
 
@@ -42,11 +48,14 @@ const iperfPort = 5201
 type pathSpec struct {
 	srcNS, dstNS string
 	dst          netip.Addr
-	weftdPIDs    []int
+	// daemonPIDs are the weftd (or flanneld) processes whose CPU the path
+	// costs.
+	daemonPIDs []int
 }
 
-// runDataPlane measures every backend on its own 2-node lab, each next to
-// that lab's underlay, interleaved, so each ratio compares figures taken
+// runDataPlane measures every backend on its own lab, each next to that
+// lab's underlay and, where Flannel has the backend, next to two Flannel
+// nodes of the same lab, interleaved, so each ratio compares figures taken
 // under the same machine load. In quick mode the underlay only gets the
 // single-stream runs (the ratio the targets use).
 func runDataPlane(ctx context.Context, cfg *config, res *Results) *DataPlane {
@@ -65,10 +74,7 @@ func runDataPlane(ctx context.Context, cfg *config, res *Results) *DataPlane {
 		}
 		cfg.logf("data plane: %s", spec.name)
 		br := runBackend(ctx, cfg, spec)
-		if u, p := br.Underlay, br.Pod; u != nil && p != nil {
-			br.SingleStreamRatio = round3(ratio(p.TCP1.MedianGbps, u.TCP1.MedianGbps))
-			br.MultiStreamRatio = round3(ratio(p.TCP4.MedianGbps, u.TCP4.MedianGbps))
-		}
+		br.ratios()
 		if br.Error != "" {
 			res.Errors = append(res.Errors, fmt.Sprintf("data plane %s: %s", spec.name, br.Error))
 		}
@@ -77,9 +83,26 @@ func runDataPlane(ctx context.Context, cfg *config, res *Results) *DataPlane {
 	return dp
 }
 
-// upLab brings up a 2-node lab with one pod per node for spec, applies
-// spec.config, and returns it with its teardown (always non-nil, to be
-// called even when err is not nil).
+// ratios fills the ratios of br from its medians.
+func (br *BackendRun) ratios() {
+	if u, p := br.Underlay, br.Pod; u != nil && p != nil {
+		br.SingleStreamRatio = round3(ratio(p.TCP1.MedianGbps, u.TCP1.MedianGbps))
+		br.MultiStreamRatio = round3(ratio(p.TCP4.MedianGbps, u.TCP4.MedianGbps))
+	}
+	if p, f := br.Pod, br.Flannel; p != nil && f != nil {
+		br.VsFlannel = comparePaths(p, f)
+	}
+}
+
+// withFlannel reports whether spec's lab runs Flannel nodes beside weft's.
+func (spec backendSpec) withFlannel(cfg *config) bool {
+	return spec.noFlannel == "" && cfg.flannelBinDir != ""
+}
+
+// upLab brings up spec's lab, one pod per node: two weft nodes (n1, n2)
+// and, with Flannel, two Flannel nodes (n3, n4) on the same etcd and
+// network config. It returns the lab with its teardown (always non-nil, to
+// be called even when err is not nil).
 func upLab(ctx context.Context, cfg *config, spec backendSpec) (*lab.Lab, func(), error) {
 	down := func() {
 		cctx, cancel := cleanupContext(ctx)
@@ -88,36 +111,51 @@ func upLab(ctx context.Context, cfg *config, spec backendSpec) (*lab.Lab, func()
 			cfg.logf("lab %s down: %v", spec.labName, err)
 		}
 	}
-	l, err := lab.Up(ctx, lab.Options{
+	o := lab.Options{
 		Name:         spec.labName,
 		Nodes:        2,
 		Backend:      spec.labBackend,
+		Config:       spec.config,
 		PodsPerNode:  1,
 		BinDir:       cfg.binDir,
 		Network:      labNetwork,
 		Progress:     cfg.progress,
 		ReadyTimeout: 60 * time.Second,
-	})
+	}
+	if spec.withFlannel(cfg) {
+		o.Nodes, o.FlannelNodes, o.FlannelBinDir = 4, []string{"n3", "n4"}, cfg.flannelBinDir
+	}
+	l, err := lab.Up(ctx, o)
 	if err != nil {
 		return nil, down, fmt.Errorf("lab up: %w", err)
 	}
-	if len(l.Nodes) != 2 || len(l.Nodes[0].Pods) != 1 || len(l.Nodes[1].Pods) != 1 {
-		return nil, down, fmt.Errorf("lab %s: want 2 nodes with 1 pod each", l.Name)
+	if len(l.Nodes) != o.Nodes {
+		return nil, down, fmt.Errorf("lab %s: want %d nodes, got %d", l.Name, o.Nodes, len(l.Nodes))
 	}
-	if spec.config != "" {
-		if err := applyDirectRouting(ctx, cfg, l, spec.config); err != nil {
-			return nil, down, err
+	for _, n := range l.Nodes {
+		if len(n.Pods) != 1 {
+			return nil, down, fmt.Errorf("lab %s: node %s has %d pods, want 1", l.Name, n.Name, len(n.Pods))
+		}
+	}
+	if spec.direct {
+		for i := 0; i+1 < len(l.Nodes); i += 2 {
+			if err := waitDirectRoutes(ctx, l.Nodes[i], l.Nodes[i+1]); err != nil {
+				return nil, down, err
+			}
 		}
 	}
 	return l, down, nil
 }
 
-// runBackend measures one backend: its pod→pod path and its lab's
-// node→node underlay path.
+// runBackend measures one backend: its lab's node→node underlay path,
+// weft's pod→pod path and, when the lab has them, Flannel's.
 func runBackend(ctx context.Context, cfg *config, spec backendSpec) *BackendRun {
-	br := &BackendRun{Name: spec.name, Lab: spec.labName, Config: spec.config}
+	br := &BackendRun{Name: spec.name, Lab: spec.labName, Config: spec.config, FlannelNote: spec.noFlannel}
 	if br.Config == "" {
 		br.Config = lab.NetworkConfig(labNetwork, spec.labBackend)
+	}
+	if spec.noFlannel == "" && cfg.flannelBinDir == "" {
+		br.FlannelNote = "run without Flannel (--no-flannel)"
 	}
 	l, down, err := upLab(ctx, cfg, spec)
 	defer down()
@@ -126,17 +164,26 @@ func runBackend(ctx context.Context, cfg *config, spec backendSpec) *BackendRun 
 		return br
 	}
 	n1, n2 := l.Nodes[0], l.Nodes[1]
-	p1, p2 := n1.Pods[0], n2.Pods[0]
-	pids := []int{n1.Weftd.PID, n2.Weftd.PID}
 	br.Underlay = &PathResult{From: n1.Name + " " + n1.Underlay.String(), To: n2.Name + " " + n2.Underlay.String()}
 	paths := []*pathRun{{name: "underlay", res: br.Underlay, tcp1Only: cfg.quick,
-		spec: pathSpec{srcNS: n1.NS, dstNS: n2.NS, dst: n2.Underlay, weftdPIDs: pids}}}
-	br.Pod = &PathResult{From: p1.Name + " " + p1.IP.String(), To: p2.Name + " " + p2.IP.String()}
-	paths = append(paths, &pathRun{name: "pod", res: br.Pod,
-		spec: pathSpec{srcNS: p1.NS, dstNS: p2.NS, dst: p2.IP, weftdPIDs: pids}})
+		spec: pathSpec{srcNS: n1.NS, dstNS: n2.NS, dst: n2.Underlay, daemonPIDs: []int{n1.Weftd.PID, n2.Weftd.PID}}}}
+	podPath := func(a, b *lab.Node, pid func(*lab.Node) int) (*PathResult, *pathRun) {
+		pa, pb := a.Pods[0], b.Pods[0]
+		r := &PathResult{From: pa.Name + " " + pa.IP.String(), To: pb.Name + " " + pb.IP.String()}
+		return r, &pathRun{res: r, spec: pathSpec{srcNS: pa.NS, dstNS: pb.NS, dst: pb.IP, daemonPIDs: []int{pid(a), pid(b)}}}
+	}
+	var pr *pathRun
+	br.Pod, pr = podPath(n1, n2, func(n *lab.Node) int { return n.Weftd.PID })
+	pr.name = "pod"
+	paths = append(paths, pr)
+	if spec.withFlannel(cfg) {
+		br.Flannel, pr = podPath(l.Nodes[2], l.Nodes[3], func(n *lab.Node) int { return n.Flanneld.PID })
+		pr.name = "flannel"
+		paths = append(paths, pr)
+	}
 	measurePaths(ctx, cfg, paths)
 	var errs []string
-	for _, pr := range []*PathResult{br.Underlay, br.Pod} {
+	for _, pr := range []*PathResult{br.Underlay, br.Pod, br.Flannel} {
 		if pr != nil {
 			errs = append(errs, pr.Errors...)
 		}
@@ -145,24 +192,11 @@ func runBackend(ctx context.Context, cfg *config, spec backendSpec) *BackendRun 
 	return br
 }
 
-// applyDirectRouting writes the DirectRouting config into the lab's etcd
-// and waits until both nodes route to each other's subnet straight over
-// the underlay (dev eth0 via the peer's address), the sign that their
-// weftd runs the new config.
-func applyDirectRouting(ctx context.Context, cfg *config, l *lab.Lab, conf string) error {
-	cli, err := dialLabEtcd(ctx, l)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err = cli.Put(cctx, configKey, conf)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("write config: %w", err)
-	}
-	cfg.logf("  config: %s", conf)
-	for _, pair := range [][2]*lab.Node{{l.Nodes[0], l.Nodes[1]}, {l.Nodes[1], l.Nodes[0]}} {
+// waitDirectRoutes waits until nodes a and b route to each other's subnet
+// straight over the underlay (dev eth0 via the peer's address), the sign
+// that their daemons run the DirectRouting config.
+func waitDirectRoutes(ctx context.Context, a, b *lab.Node) error {
+	for _, pair := range [][2]*lab.Node{{a, b}, {b, a}} {
 		from, to := pair[0], pair[1]
 		want := "via " + to.Underlay.String() + " dev eth0"
 		_, err := pollUntil(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
@@ -171,8 +205,8 @@ func applyDirectRouting(ctx context.Context, cfg *config, l *lab.Lab, conf strin
 		})
 		if err != nil {
 			out, _ := nsRun(ctx, from.NS, "ip", "-4", "route")
-			return fmt.Errorf("node %s: no direct route to %s (%s) after the config change: %w; routes: %s",
-				from.Name, to.Subnet, want, err, strings.ReplaceAll(strings.TrimSpace(out), "\n", "; "))
+			return fmt.Errorf("node %s (%s): no direct route to %s (%s): %w; routes: %s",
+				from.Name, from.DaemonName(), to.Subnet, want, err, strings.ReplaceAll(strings.TrimSpace(out), "\n", "; "))
 		}
 	}
 	return nil
@@ -186,10 +220,10 @@ type pathRun struct {
 	srv  *iperfServer
 	// tcp1Only skips the 4-stream and UDP runs.
 	tcp1Only bool
-	// over the single-stream runs: bytes moved, weftd and kernel CPU
-	moved             int64
-	weftdCPU, kernCPU float64
-	tcp1, tcp4        []float64
+	// over the single-stream runs: bytes moved, daemon and kernel CPU
+	moved              int64
+	daemonCPU, kernCPU float64
+	tcp1, tcp4         []float64
 }
 
 func (p *pathRun) fail(what string, err error) {
@@ -197,10 +231,10 @@ func (p *pathRun) fail(what string, err error) {
 }
 
 // measurePaths measures the paths of one lab, interleaved so that each
-// ratio compares figures taken under the same machine load: idle ping
-// latency of each path, then each repetition of TCP with 1 stream (with CPU
-// accounting) on every path in turn, the same with 4 streams, then UDP at
-// the fixed offered load. Failures are recorded in the results; what was
+// ratio compares figures taken under the same machine load: each
+// repetition of idle ping latency (pooled), then of TCP with 1 stream (with
+// CPU accounting), on every path in turn, the same with 4 streams, then UDP
+// at the fixed offered load. Failures are recorded in the results; what was
 // measured stays.
 func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 	var live []*pathRun
@@ -208,11 +242,6 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 		if err := waitReachable(ctx, p.spec.srcNS, p.spec.dst, 30*time.Second); err != nil {
 			p.fail("reachability", err)
 			continue
-		}
-		if pr, err := runPing(ctx, p.spec.srcNS, p.spec.dst, cfg.pingCount, cfg.pingInterval); err != nil {
-			p.fail("ping", err)
-		} else {
-			p.res.Ping = &pr
 		}
 		srv, err := startIperfServer(ctx, p.spec.dstNS, p.spec.dst, iperfPort)
 		if err != nil {
@@ -223,6 +252,23 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 		defer srv.stop()
 		live = append(live, p)
 	}
+	perRep := max(1, cfg.pingCount/cfg.reps)
+	for range cfg.reps {
+		for _, p := range live {
+			if ctx.Err() != nil {
+				return
+			}
+			pr, err := runPing(ctx, p.spec.srcNS, p.spec.dst, perRep, cfg.pingInterval)
+			if err != nil {
+				p.fail("ping", err)
+				continue
+			}
+			if p.res.Ping == nil {
+				p.res.Ping = &PingResult{}
+			}
+			p.res.Ping.add(pr)
+		}
+	}
 	client := func(p *pathRun, streams int) iperfClient {
 		return iperfClient{NS: p.spec.srcNS, Dst: p.spec.dst, Port: iperfPort, Duration: cfg.iperfDuration, Streams: streams}
 	}
@@ -231,9 +277,9 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 			if ctx.Err() != nil {
 				return
 			}
-			w0, k0 := cpuOf(p.spec.weftdPIDs), mustKernelCPU()
+			w0, k0 := cpuOf(p.spec.daemonPIDs), mustKernelCPU()
 			r, err := client(p, 1).run(ctx)
-			w1, k1 := cpuOf(p.spec.weftdPIDs), mustKernelCPU()
+			w1, k1 := cpuOf(p.spec.daemonPIDs), mustKernelCPU()
 			if err != nil {
 				p.fail("tcp 1 stream", err)
 				continue
@@ -241,7 +287,7 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 			p.res.TCP1.Runs = append(p.res.TCP1.Runs, r)
 			p.tcp1 = append(p.tcp1, r.Gbps)
 			p.moved += r.Bytes
-			p.weftdCPU += w1 - w0
+			p.daemonCPU += w1 - w0
 			p.kernCPU += k1 - k0
 		}
 	}
@@ -278,7 +324,7 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 		p.res.TCP1.MedianGbps = round3(median(p.tcp1))
 		p.res.TCP4.MedianGbps = round3(median(p.tcp4))
 		if gb := float64(p.moved) / 1e9; gb > 0 {
-			p.res.WeftdCPUPerGB = round3(p.weftdCPU / gb)
+			p.res.DaemonCPUPerGB = round3(p.daemonCPU / gb)
 			p.res.KernelCPUPerGB = round3(p.kernCPU / gb)
 		}
 		line := fmt.Sprintf("    %-8s tcp 1 stream %.2f Gbit/s %v", p.name, p.res.TCP1.MedianGbps, roundAll(p.tcp1))
@@ -356,4 +402,22 @@ func profileDataPlane(ctx context.Context, cfg *config, dp *DataPlane) Profile {
 		return fail(err)
 	}
 	return prof.result()
+}
+
+// comparePaths divides weft's figures by Flannel's.
+func comparePaths(w, f *PathResult) *Comparison {
+	c := &Comparison{
+		TCP1:           round3(ratio(w.TCP1.MedianGbps, f.TCP1.MedianGbps)),
+		TCP4:           round3(ratio(w.TCP4.MedianGbps, f.TCP4.MedianGbps)),
+		DaemonCPUPerGB: round3(ratio(w.DaemonCPUPerGB, f.DaemonCPUPerGB)),
+		KernelCPUPerGB: round3(ratio(w.KernelCPUPerGB, f.KernelCPUPerGB)),
+	}
+	if w.UDP != nil && f.UDP != nil {
+		c.UDPGbps = round3(ratio(w.UDP.Gbps, f.UDP.Gbps))
+	}
+	if w.Ping != nil && f.Ping != nil {
+		c.PingP50 = round3(ratio(w.Ping.RTTms.P50, f.Ping.RTTms.P50))
+		c.PingP99 = round3(ratio(w.Ping.RTTms.P99, f.Ping.RTTms.P99))
+	}
+	return c
 }

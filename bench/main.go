@@ -39,10 +39,22 @@ type config struct {
 	pingInterval  time.Duration
 
 	cniPods, cniParallel int
+	// cniRounds is how many times each CNI run alternates weft and Flannel.
+	cniRounds int
+
+	// flannelBinDir holds the reference Flannel (scripts/flannel.sh);
+	// empty with --no-flannel.
+	flannelBinDir string
+	noFlannel     bool
+	flannelScript string
 
 	acquireNodes int
-	peerCounts   []int
-	convSamples  int
+	// peerCounts are programmed by weft and Flannel in turn, cpReps times;
+	// scalePeers by weft alone.
+	peerCounts  []int
+	cpReps      int
+	scalePeers  int
+	convSamples int
 
 	command  string
 	progress io.Writer
@@ -71,6 +83,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	backends := fs.String("backends", "", "comma-separated data-plane backends (default all: vxlan, host-gw, vxlan-directrouting, udp, wireguard)")
 	fs.StringVar(&c.udpRate, "udp-rate", "500M", "offered load of the UDP test (iperf3 -b)")
 	noProf := fs.Bool("no-profiles", false, "skip the perf profiles")
+	fs.StringVar(&c.flannelBinDir, "flannel-bin-dir", "", "directory with the reference Flannel (flanneld, flannel, bridge, host-local); default: what scripts/flannel.sh built")
+	fs.BoolVar(&c.noFlannel, "no-flannel", false, "measure weft alone, without the reference Flannel beside it")
+	fs.StringVar(&c.flannelScript, "flannel-script", "scripts/flannel.sh", "script that says where the reference Flannel is built (its `dir` command)")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "abort (and clean up) after this long")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -101,12 +116,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c.profiles = !*noProf && !c.quick
 	if c.quick {
 		c.iperfDuration, c.reps, c.pingCount = 2*time.Second, 3, 50
-		c.cniPods, c.cniParallel = 30, 10
-		c.acquireNodes, c.peerCounts, c.convSamples = 200, []int{1000}, 30
+		c.cniPods, c.cniParallel, c.cniRounds = 40, 20, 1
+		c.acquireNodes, c.peerCounts, c.cpReps, c.scalePeers, c.convSamples = 200, []int{1000}, 1, 10000, 30
 	} else {
 		c.iperfDuration, c.reps, c.pingCount = 5*time.Second, 3, 200
-		c.cniPods, c.cniParallel = 100, 10
-		c.acquireNodes, c.peerCounts, c.convSamples = 200, []int{1000, 5000}, 100
+		c.cniPods, c.cniParallel, c.cniRounds = 100, 20, 2
+		c.acquireNodes, c.peerCounts, c.cpReps, c.scalePeers, c.convSamples = 200, []int{1000}, 3, 10000, 100
 	}
 	c.pingInterval = 10 * time.Millisecond
 	c.command = "go run ./bench " + strings.Join(args, " ")
@@ -162,6 +177,17 @@ func run(args []string, stderr io.Writer) int {
 	}()
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
+	if !cfg.noFlannel && cfg.flannelBinDir == "" {
+		dir, err := lab.FlannelRef(ctx, cfg.flannelScript)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %v (or pass --no-flannel to measure weft alone)\n", err)
+			return 1
+		}
+		cfg.flannelBinDir = dir
+	}
+	if cfg.noFlannel {
+		cfg.flannelBinDir = ""
+	}
 
 	unlock, err := lockRun()
 	if err != nil {

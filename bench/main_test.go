@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -15,7 +16,8 @@ func TestParseFlags(t *testing.T) {
 		check   func(*testing.T, *config)
 	}{
 		{"defaults", nil, false, func(t *testing.T, c *config) {
-			if c.quick || !c.profiles || c.iperfDuration != 5*time.Second || c.cniPods != 100 || len(c.peerCounts) != 2 || c.convSamples != 100 {
+			if c.quick || !c.profiles || c.iperfDuration != 5*time.Second || c.cniPods != 100 || c.cniParallel != 20 ||
+				len(c.peerCounts) != 1 || c.scalePeers != 10000 || c.convSamples != 100 || c.noFlannel {
 				t.Errorf("full mode: %+v", c)
 			}
 			if len(c.areas) != 3 || !c.wantBackend("udp") {
@@ -30,6 +32,11 @@ func TestParseFlags(t *testing.T) {
 		{"subset", []string{"--areas", "cni", "--backends", "udp,vxlan"}, false, func(t *testing.T, c *config) {
 			if c.areas["dataplane"] || !c.areas["cni"] || !c.wantBackend("vxlan") || c.wantBackend("host-gw") {
 				t.Errorf("subset: areas %v backends %v", c.areas, c.backends)
+			}
+		}},
+		{"without Flannel", []string{"--no-flannel"}, false, func(t *testing.T, c *config) {
+			if !c.noFlannel {
+				t.Errorf("--no-flannel not kept: %+v", c)
 			}
 		}},
 		{"unknown area", []string{"--areas", "disk"}, true, nil},
@@ -50,23 +57,32 @@ func TestParseFlags(t *testing.T) {
 }
 
 func TestFakePeers(t *testing.T) {
-	own := netip.MustParsePrefix("10.1.5.0/24")
-	ps := fakePeers(0, 5000, own)
-	subnets, pubs, macs := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	for _, p := range ps {
-		if p.sn.Overlaps(own) {
-			t.Fatalf("fake peer %s overlaps own subnet", p.sn)
+	for _, bits := range []int{24, 26} {
+		own := netip.MustParsePrefix("10.1.5.0/" + strconv.Itoa(bits))
+		n := 10000
+		if bits == 24 {
+			n = 5000 // 10.1.0.0 … 10.255.255.0: 65280 /24s
 		}
-		subnets[p.sn.String()], pubs[p.pub.String()], macs[p.mac.String()] = true, true, true
-		if b := p.pub.As4(); b[0] != 198 || b[1] != 18 || b[2] < 80 || b[2] > 99 {
-			t.Fatalf("PublicIP %s outside 198.18.80-99.x", p.pub)
+		ps := fakePeers(0, n, bits, own)
+		subnets, pubs, macs := map[string]bool{}, map[string]bool{}, map[string]bool{}
+		for _, p := range ps {
+			if p.sn.Overlaps(own) {
+				t.Fatalf("fake peer %s overlaps own subnet", p.sn)
+			}
+			if p.sn.Bits() != bits || p.sn.Masked() != p.sn || !netip.MustParsePrefix("10.0.0.0/8").Contains(p.sn.Addr()) {
+				t.Fatalf("fake peer subnet %s: want an aligned /%d in 10.0.0.0/8", p.sn, bits)
+			}
+			subnets[p.sn.String()], pubs[p.pub.String()], macs[p.mac.String()] = true, true, true
+			if b := p.pub.As4(); b[0] != 198 || b[1] != 18 || b[2] < 64 || b[3] == 0 || b[3] > 250 {
+				t.Fatalf("PublicIP %s outside 198.18.64-254.1-250", p.pub)
+			}
 		}
-	}
-	if len(subnets) != 5000 || len(pubs) != 5000 || len(macs) != 5000 {
-		t.Errorf("distinct subnets/IPs/MACs = %d/%d/%d, want 5000 each", len(subnets), len(pubs), len(macs))
-	}
-	v, err := ps[0].value()
-	if err != nil || v == "" {
-		t.Fatalf("value: %q, %v", v, err)
+		if len(subnets) != n || len(pubs) != n || len(macs) != n {
+			t.Errorf("/%d: distinct subnets/IPs/MACs = %d/%d/%d, want %d each", bits, len(subnets), len(pubs), len(macs), n)
+		}
+		v, err := ps[0].value()
+		if err != nil || v == "" {
+			t.Fatalf("value: %q, %v", v, err)
+		}
 	}
 }

@@ -66,21 +66,26 @@ func TestEvaluateControlAndCNI(t *testing.T) {
 		Control: &Control{
 			Acquire: &AcquireRun{Nodes: 200, Stored: 200},
 			Peers: []*PeerRun{
-				{Peers: 1000, ProgramMS: 400},
-				{Peers: 5000, ProgramMS: 6000, Loaded: ProcUsage{RSSMB: 70}},
+				{Peers: 1000, Daemon: cniWeft, ProgramMS: 400, RemoveMS: 300},
+				{Peers: 1000, Daemon: cniFlannel, ProgramMS: 2000, RemoveMS: 500},
+				{Peers: 1000, Daemon: cniWeft, ProgramMS: 500, RemoveMS: 320},
+				{Peers: 1000, Daemon: cniFlannel, ProgramMS: 1000, RemoveMS: 700},
+				{Peers: 10000, Daemon: cniWeft, ProgramMS: 6000, Loaded: ProcUsage{RSSMB: 50}},
 			},
 			Convergence: &Convergence{AddMS: Dist{N: 100, P50: 10, P99: 50}},
 		},
 	}
 	ts := evaluate(res)
 	want := map[string]bool{
-		"ADD p50":        true,
-		"no error under": false,
-		"200 nodes":      true,
-		"1000 peers":     true,
-		"5000 peers":     false,
-		"weftd RSS":      false,
-		"one new lease":  true,
+		"ADD p50":                          true,
+		"no error under":                   false,
+		"200 nodes":                        true,
+		"1000 peers programmed ≤ 1 s":      true,
+		"1000 peers programmed ≤ 0.33×":    true,  // median 450 / 1500 = 0.3
+		"removal of all 1000 ≤ 0.5×":       false, // median 310 / 600 = 0.52
+		"10000 peers (vxlan, /26 subnets)": false,
+		"weftd RSS at 10000 peers":         true,
+		"one new lease":                    true,
 	}
 	for prefix, met := range want {
 		got := findTarget(ts, prefix)
@@ -111,11 +116,96 @@ func TestRenderMarkdown(t *testing.T) {
 	res.Targets = evaluate(res)
 	md := string(renderMarkdown(res))
 	for _, want := range []string{"# Performance", "go run ./bench --quick", "| CPUs (nproc) | 2 |", "| kernel | 6.1 |",
-		"| vxlan | pod → pod | **6.00**", "| vxlan | 60% |", "Where the time goes: weftd 50%.", `a \| b`, "vxlan single stream ≥ 50% of underlay",
+		"| vxlan | weft pod → pod | **6.00**", "| vxlan | 60% |", "Where the time goes: weftd 50%.", `a \| b`, "vxlan single stream ≥ 50% of underlay",
 		"| system call (`getppid`, median of 5 × 200000) | 1.02 µs |\n| thread wake-up round trip after 10ms idle (pipe, p50 of 100): same CPU / other CPU | 26 / 177 µs |\n\n",
 		"a system call costs 1.02 µs on this machine", "takes 26 µs on one CPU, 177 µs across two"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+}
+
+func TestEvaluateAgainstFlannel(t *testing.T) {
+	withUDP := func(p *PathResult, gbps float64) *PathResult {
+		p.UDP = &IperfRun{Gbps: gbps}
+		p.TCP4.MedianGbps = p.TCP1.MedianGbps * 2
+		return p
+	}
+	backends := []*BackendRun{
+		// vxlan 1.2× Flannel's, every figure above, ping lower.
+		{Name: "vxlan", Pod: withUDP(pathTCP1(12, 0.09), 0.5), Flannel: withUDP(pathTCP1(10, 0.1), 0.5)},
+		// host-gw 1.1× (below 1.15×), ping higher.
+		{Name: "host-gw", Pod: withUDP(pathTCP1(11, 0.09), 0.5), Flannel: withUDP(pathTCP1(10, 0.08), 0.5)},
+		// DirectRouting against Flannel host-gw: 12/10.
+		{Name: "vxlan-directrouting", Pod: withUDP(pathTCP1(12, 0.09), 0.4), Flannel: withUDP(pathTCP1(9, 0.09), 0.5)},
+		{Name: "wireguard", Pod: pathTCP1(1, 0.3), FlannelNote: "no kernel WireGuard"},
+	}
+	for _, b := range backends {
+		b.ratios()
+	}
+	res := &Results{DataPlane: &DataPlane{Backends: backends}}
+	ts := evaluate(res)
+	want := map[string]bool{
+		"host-gw single stream ≥ 1.15× Flannel host-gw":             false,
+		"vxlan-directrouting single stream ≥ 1.15× Flannel host-gw": true,
+		"vxlan single stream ≥ 1.10× Flannel vxlan":                 true,
+		"vxlan: every throughput figure":                            true,
+		"vxlan ping p50 ≤ 1.0× Flannel":                             true,
+		"host-gw: every throughput figure":                          true,
+		"host-gw ping p50 ≤ 1.0× Flannel":                           false,
+		"vxlan-directrouting: every throughput figure":              false, // UDP 0.8×
+	}
+	for prefix, met := range want {
+		got := findTarget(ts, prefix)
+		if got == nil || got.Met == nil {
+			t.Errorf("%s: not evaluated: %+v", prefix, got)
+			continue
+		}
+		if *got.Met != met {
+			t.Errorf("%s: met = %v, want %v (%s)", prefix, *got.Met, met, got.Got)
+		}
+	}
+	if n := findTarget(ts, "vxlan-directrouting: every throughput figure"); n != nil && !strings.Contains(n.Note, "UDP") {
+		t.Errorf("the figure below Flannel is not named: %q", n.Note)
+	}
+	if findTarget(ts, "wireguard: every throughput") != nil {
+		t.Errorf("a backend without Flannel figures got a Flannel target")
+	}
+	md := string(renderMarkdown(res))
+	for _, s := range []string{"| vxlan | **1.20×** | 1.20× | 1.00× | 0.90×", "| wireguard | — (no kernel WireGuard) |", "| vxlan | Flannel pod → pod | **10.00**"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("report lacks %q", s)
+		}
+	}
+}
+
+func TestEvaluateCNIAgainstFlannel(t *testing.T) {
+	c := &CNI{Pods: 100, Parallel: 20, FlannelExecFloorMS: &Dist{N: 1, P50: 3}, Runs: []*CNIRun{
+		{Name: "sequential", Impl: cniWeft, Concurrency: 1, AddMS: Dist{N: 100, P50: 4}, DelMS: Dist{N: 100, P50: 3}},
+		{Name: "sequential", Impl: cniFlannel, Concurrency: 1, AddMS: Dist{N: 100, P50: 10}, DelMS: Dist{N: 100, P50: 5}},
+		{Name: "parallel", Impl: cniWeft, Concurrency: 20, AddMS: Dist{N: 100, P50: 30}, DelMS: Dist{N: 100, P50: 10}},
+		{Name: "parallel", Impl: cniFlannel, Concurrency: 20, AddMS: Dist{N: 100, P50: 100}, DelMS: Dist{N: 100, P50: 50}, AddErrors: 3},
+	}}
+	ts := evaluate(&Results{CNI: c})
+	want := map[string]bool{
+		"ADD p50 ≤ 0.5× Flannel's chain, sequential": true,  // 0.4
+		"DEL p50 ≤ 0.5× Flannel's chain, sequential": false, // 0.6
+		"ADD p50 ≤ 0.4× Flannel's chain, parallel":   true,  // 0.3
+		"DEL p50 ≤ 0.4× Flannel's chain, parallel":   true,  // 0.2
+		"no error under": true, // Flannel's errors are not weft's
+	}
+	for prefix, met := range want {
+		got := findTarget(ts, prefix)
+		if got == nil || got.Met == nil {
+			t.Errorf("%s: not evaluated: %+v", prefix, got)
+			continue
+		}
+		if *got.Met != met {
+			t.Errorf("%s: met = %v, want %v (%s)", prefix, *got.Met, met, got.Got)
+		}
+	}
+	md := string(renderMarkdown(&Results{CNI: c}))
+	if !strings.Contains(md, "| sequential | **0.40×** | ") || !strings.Contains(md, "| parallel | **0.30×** | ") {
+		t.Errorf("report lacks the weft / Flannel CNI rows:\n%s", md)
 	}
 }

@@ -49,18 +49,38 @@ type DataPlane struct {
 	Backends    []*BackendRun `json:"backends"`
 }
 
-// BackendRun is one backend's lab: the pod→pod path and, as reference, the
-// node→node underlay path of the same lab.
+// BackendRun is one backend's lab: weft's pod→pod path, Flannel's pod→pod
+// path between two Flannel nodes of the same lab and, as reference, the
+// node→node underlay path, all measured interleaved.
 type BackendRun struct {
-	Name     string      `json:"name"` // vxlan, host-gw, vxlan-directrouting, udp
+	Name     string      `json:"name"` // vxlan, host-gw, vxlan-directrouting, udp, wireguard
 	Config   string      `json:"config"`
 	Lab      string      `json:"lab"`
 	Underlay *PathResult `json:"underlay,omitempty"`
 	Pod      *PathResult `json:"pod,omitempty"`
+	// Flannel is the same backend run by flanneld and the flannel CNI
+	// chain; nil with FlannelNote saying why.
+	Flannel     *PathResult `json:"flannel,omitempty"`
+	FlannelNote string      `json:"flannelNote,omitempty"`
 	// SingleStreamRatio is Pod.TCP1 / Underlay.TCP1 (median over median).
 	SingleStreamRatio float64 `json:"singleStreamVsUnderlay"`
 	MultiStreamRatio  float64 `json:"fourStreamsVsUnderlay"`
-	Error             string  `json:"error,omitempty"`
+	// VsFlannel is Pod / Flannel, figure by figure.
+	VsFlannel *Comparison `json:"vsFlannel,omitempty"`
+	Error     string      `json:"error,omitempty"`
+}
+
+// Comparison is weft's figure over Flannel's, figure by figure, from the
+// same run (0 where either is missing). Above 1 is better for throughput,
+// below 1 is better for latency and CPU.
+type Comparison struct {
+	TCP1           float64 `json:"tcp1"`
+	TCP4           float64 `json:"tcp4"`
+	UDPGbps        float64 `json:"udpGbps"`
+	PingP50        float64 `json:"pingP50"`
+	PingP99        float64 `json:"pingP99"`
+	DaemonCPUPerGB float64 `json:"daemonCpuPerGB"`
+	KernelCPUPerGB float64 `json:"kernelCpuPerGB"`
 }
 
 // PathResult is everything measured between two namespaces.
@@ -72,10 +92,10 @@ type PathResult struct {
 	TCP4 Series      `json:"tcp4"`
 	UDP  *IperfRun   `json:"udp,omitempty"`
 	Ping *PingResult `json:"ping,omitempty"`
-	// WeftdCPUPerGB is CPU seconds used by both nodes' weftd per GB moved
-	// during the single-stream runs (the udp backend's userspace cost;
-	// about 0 for kernel backends).
-	WeftdCPUPerGB float64 `json:"weftdCpuSecPerGB"`
+	// DaemonCPUPerGB is CPU seconds used by both nodes' daemons (weftd, or
+	// flanneld on Flannel's path) per GB moved during the single-stream
+	// runs: a userspace backend's cost, about 0 for kernel backends.
+	DaemonCPUPerGB float64 `json:"daemonCpuSecPerGB"`
 	// KernelCPUPerGB is machine-wide system+irq+softirq seconds per GB over
 	// the same runs: the kernel's cost, plus any other load on the machine.
 	KernelCPUPerGB float64  `json:"kernelCpuSecPerGB"`
@@ -92,15 +112,21 @@ type Series struct {
 type CNI struct {
 	Pods     int `json:"pods"`
 	Parallel int `json:"parallel"`
+	// Rounds is how many times each run alternated weft and Flannel; a
+	// run's figures pool its rounds.
+	Rounds int `json:"rounds"`
 	// ExecFloorMS is the latency of `weft` answering VERSION: the cost of
 	// starting the plugin process, below which ADD cannot go.
-	ExecFloorMS Dist      `json:"execFloorMs"`
-	Runs        []*CNIRun `json:"runs"`
+	ExecFloorMS Dist `json:"execFloorMs"`
+	// FlannelExecFloorMS is the same for Flannel's `flannel` plugin.
+	FlannelExecFloorMS *Dist     `json:"flannelExecFloorMs,omitempty"`
+	Runs               []*CNIRun `json:"runs"`
 }
 
 // CNIRun is ADD then DEL of every pod, one conflist, one concurrency.
 type CNIRun struct {
 	Name        string  `json:"name"`
+	Impl        string  `json:"implementation"` // weft or Flannel
 	Plugins     string  `json:"plugins"`
 	Concurrency int     `json:"concurrency"`
 	AddMS       Dist    `json:"addMs"`
@@ -111,14 +137,33 @@ type CNIRun struct {
 	// UniqueIPs is how many distinct pod addresses the ADDs returned.
 	UniqueIPs  int    `json:"uniqueIPs"`
 	FirstError string `json:"firstError,omitempty"`
+
+	addLat, delLat []float64
 }
 
 // Control holds the control-plane runs.
 type Control struct {
-	Acquire     *AcquireRun  `json:"leaseAcquisition,omitempty"`
-	Peers       []*PeerRun   `json:"peerProgramming,omitempty"`
-	Convergence *Convergence `json:"convergence,omitempty"`
-	Errors      []string     `json:"errors,omitempty"`
+	Acquire *AcquireRun `json:"leaseAcquisition,omitempty"`
+	// Peers holds every run, weft's and Flannel's, in the order they ran.
+	Peers    []*PeerRun    `json:"peerProgramming,omitempty"`
+	Restarts []*RestartRun `json:"restarts,omitempty"`
+	// Convergence is weft's; FlannelConvergence Flannel's, sampled in turn.
+	Convergence        *Convergence `json:"convergence,omitempty"`
+	FlannelConvergence *Convergence `json:"flannelConvergence,omitempty"`
+	Errors             []string     `json:"errors,omitempty"`
+}
+
+// RestartRun is one daemon restarted with Peers leases in its network and
+// its kernel state gone.
+type RestartRun struct {
+	Peers  int    `json:"peers"`
+	Daemon string `json:"daemon"` // weft or Flannel
+	// SubnetFileMS is start → the subnet file is written; RoutesMS is
+	// start → every peer's route, neighbour and FDB entry is back.
+	SubnetFileMS float64 `json:"subnetFileMs"`
+	RoutesMS     float64 `json:"routesMs"`
+	RSSMB        float64 `json:"rssMB"` // after the restart, peers programmed
+	Error        string  `json:"error,omitempty"`
 }
 
 // AcquireRun is N simulated nodes acquiring a lease at once.
@@ -135,7 +180,8 @@ type AcquireRun struct {
 // PeerRun is N fake peer leases written into etcd and programmed by a real
 // weftd (vxlan), then deleted.
 type PeerRun struct {
-	Peers int `json:"peers"`
+	Peers  int    `json:"peers"`
+	Daemon string `json:"daemon"` // weft or Flannel
 	// WriteMS is first write → last write acknowledged by etcd.
 	WriteMS float64 `json:"writeMs"`
 	// ProgramMS is last write → the kernel holds every route, neighbour
@@ -156,6 +202,7 @@ type PeerRun struct {
 
 // Convergence is one lease at a time: write → kernel state on the node.
 type Convergence struct {
+	Daemon     string `json:"daemon"`
 	Samples    int    `json:"samples"`
 	AddMS      Dist   `json:"addMs"`
 	RemoveMS   Dist   `json:"removeMs"`

@@ -146,6 +146,16 @@ type PingResult struct {
 	Sent     int  `json:"sent"`
 	Received int  `json:"received"`
 	RTTms    Dist `json:"rttMs"`
+	// rtts are the replies' times, for pooling runs (add).
+	rtts []float64
+}
+
+// add pools another run's replies into r.
+func (r *PingResult) add(o PingResult) {
+	r.Sent += o.Sent
+	r.Received += o.Received
+	r.rtts = append(r.rtts, o.rtts...)
+	r.RTTms = summarize(r.rtts)
 }
 
 var (
@@ -169,7 +179,7 @@ func parsePing(out string) (PingResult, error) {
 	}
 	sent, _ := strconv.Atoi(m[1])
 	recv, _ := strconv.Atoi(m[2])
-	return PingResult{Sent: sent, Received: recv, RTTms: summarize(rtts)}, nil
+	return PingResult{Sent: sent, Received: recv, RTTms: summarize(rtts), rtts: rtts}, nil
 }
 
 // runPing sends count echo requests interval apart (bounded by a deadline
