@@ -10,12 +10,11 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/lab"
-	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/kube/kubetest"
 )
 
-// kubeBackends are the backends the Kubernetes-mode faults run on.
-var kubeBackends = []string{"vxlan", "host-gw", "udp"}
+// kubeBackends are the backends the Kubernetes-mode faults run on: all.
+var kubeBackends = allBackends
 
 // TestKubeAPIServerDown: in Kubernetes mode, kube-apiserver killed for 60 s
 // loses no ping between nodes (the data plane needs no API), each weftd
@@ -252,11 +251,8 @@ func fakeKubeNode(t *testing.T, l *lab.Lab, backend string) netip.Prefix {
 	ann := map[string]string{
 		prefix + "kube-subnet-manager": "true",
 		prefix + "backend-type":        backend,
-		prefix + "backend-data":        "null",
+		prefix + "backend-data":        fakeBackendData(backend),
 		prefix + "public-ip":           netip.AddrFrom4(a).String(),
-	}
-	if backend == subnet.BackendVXLAN {
-		ann[prefix+"backend-data"] = `{"VNI":1,"VtepMAC":"0a:58:00:00:00:c8"}`
 	}
 	obj, err := json.Marshal(map[string]any{
 		"apiVersion": "v1", "kind": "Node",

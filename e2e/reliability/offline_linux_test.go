@@ -272,6 +272,23 @@ func badStateFiles(t *testing.T, l *lab.Lab) {
 		strings.Join(seen, "; "), len(aside))
 }
 
+// fakeBackendData is the BackendData of a made-up peer on backend: what
+// the backend needs to program it (vxlan a VtepMAC, wireguard a public
+// key), null for the others.
+func fakeBackendData(backend string) string {
+	switch backend {
+	case subnet.BackendVXLAN:
+		return `{"VNI":1,"VtepMAC":"0a:58:00:00:00:c8"}`
+	case subnet.BackendWireGuard:
+		var key [32]byte
+		for i := range key {
+			key[i] = byte(200 + i)
+		}
+		return fmt.Sprintf(`{"PublicKey":%q,"Port":51820}`, base64.StdEncoding.EncodeToString(key[:]))
+	}
+	return "null"
+}
+
 // fakePeer writes a lease for a node that does not exist (an unused
 // underlay address, a free subnet), bound to an etcd lease as a node's is.
 func fakePeer(t *testing.T, l *lab.Lab, cli *clientv3.Client, backend string) netip.Prefix {
@@ -280,17 +297,7 @@ func fakePeer(t *testing.T, l *lab.Lab, cli *clientv3.Client, backend string) ne
 	a := l.Underlay.Masked().Addr().As4()
 	a[3] = 9 // between etcd's members and the nodes: nobody's
 	ip := netip.AddrFrom4(a)
-	value := fmt.Sprintf(`{"PublicIP":%q,"BackendType":%q}`, ip, backend)
-	switch backend {
-	case subnet.BackendVXLAN:
-		value = fmt.Sprintf(`{"PublicIP":%q,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:58:00:00:00:c8"}}`, ip)
-	case subnet.BackendWireGuard:
-		var key [32]byte
-		for i := range key {
-			key[i] = byte(200 + i)
-		}
-		value = fmt.Sprintf(`{"PublicIP":%q,"BackendType":"wireguard","BackendData":{"PublicKey":%q,"Port":51820}}`, ip, base64.StdEncoding.EncodeToString(key[:]))
-	}
+	value := fmt.Sprintf(`{"PublicIP":%q,"BackendType":%q,"BackendData":%s}`, ip, backend, fakeBackendData(backend))
 	grant, err := cli.Grant(t.Context(), 600)
 	if err != nil {
 		t.Fatal(err)
