@@ -98,13 +98,16 @@ lab: deps build
 
 # Benchmarks on labs (root): writes Documentation/performance.md and
 # bench/results.json from what it measures, weft beside the real Flannel
-# (scripts/flannel.sh builds it once). About 15 minutes; bench-quick ~4.
+# (scripts/flannel.sh builds it once; scripts/kube.sh the kube-apiserver of
+# the kube area). About 15 minutes; bench-quick ~4.
 bench: deps build
 	./scripts/flannel.sh build >/dev/null
+	./scripts/kube.sh >/dev/null
 	$(GO) run ./bench --bin-dir $(BIN) --out Documentation/performance.md --json bench/results.json
 
 bench-quick: deps build
 	./scripts/flannel.sh build >/dev/null
+	./scripts/kube.sh >/dev/null
 	$(GO) run ./bench --bin-dir $(BIN) --out Documentation/performance.md --json bench/results.json --quick
 
 lab-down:

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +56,8 @@ type config struct {
 	cpReps      int
 	scalePeers  int
 	convSamples int
+	// kubeNodes are the fake Node counts of the Kubernetes-mode area.
+	kubeNodes []int
 
 	command  string
 	progress io.Writer
@@ -69,7 +72,7 @@ func (c *config) wantBackend(name string) bool { return len(c.backends) == 0 || 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // allAreas are the areas --areas chooses from.
-func allAreas() []string { return []string{"dataplane", "cni", "control"} }
+func allAreas() []string { return []string{"dataplane", "cni", "control", "kube"} }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{progress: stderr}
@@ -86,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.flannelBinDir, "flannel-bin-dir", "", "directory with the reference Flannel (flanneld, flannel, bridge, host-local); default: what scripts/flannel.sh built")
 	fs.BoolVar(&c.noFlannel, "no-flannel", false, "measure weft alone, without the reference Flannel beside it")
 	fs.StringVar(&c.flannelScript, "flannel-script", "scripts/flannel.sh", "script that says where the reference Flannel is built (its `dir` command)")
+	kubeNodes := fs.String("kube-nodes", "1000,5000", "comma-separated fake Node counts of the kube area")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "abort (and clean up) after this long")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -124,6 +128,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		c.acquireNodes, c.peerCounts, c.cpReps, c.scalePeers, c.convSamples = 200, []int{1000}, 3, 10000, 100
 	}
 	c.pingInterval = 10 * time.Millisecond
+	for _, v := range splitList(*kubeNodes) {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--kube-nodes: %q is not a positive count", v)
+		}
+		c.kubeNodes = append(c.kubeNodes, n)
+	}
 	c.command = "go run ./bench " + strings.Join(args, " ")
 	return c, nil
 }
@@ -225,6 +236,10 @@ func run(args []string, stderr io.Writer) int {
 	if cfg.areas["control"] && ctx.Err() == nil {
 		res.Control = runControl(ctx, cfg, res)
 		res.Errors = append(res.Errors, prefixAll("control plane: ", res.Control.Errors)...)
+	}
+	if cfg.areas["kube"] && ctx.Err() == nil {
+		res.Kube = runKube(ctx, cfg)
+		res.Errors = append(res.Errors, prefixAll("kubernetes mode: ", res.Kube.Errors)...)
 	}
 	if err := ctx.Err(); err != nil {
 		fmt.Fprintf(stderr, "bench: stopped (%v); nothing written\n", context.Cause(ctx))

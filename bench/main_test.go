@@ -20,7 +20,7 @@ func TestParseFlags(t *testing.T) {
 				len(c.peerCounts) != 1 || c.scalePeers != 10000 || c.convSamples != 100 || c.noFlannel {
 				t.Errorf("full mode: %+v", c)
 			}
-			if len(c.areas) != 3 || !c.wantBackend("udp") {
+			if len(c.areas) != len(allAreas()) || !c.areas["kube"] || !c.wantBackend("udp") {
 				t.Errorf("areas %v, udp wanted %v", c.areas, c.wantBackend("udp"))
 			}
 		}},

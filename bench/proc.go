@@ -71,23 +71,27 @@ func procRSS(pid int) (float64, error) {
 	return parseStatusRSS(data)
 }
 
-func parseStatusRSS(data []byte) (float64, error) {
+func parseStatusRSS(data []byte) (float64, error) { return parseStatusMB(data, "VmRSS") }
+
+// parseStatusMB is the /proc/PID/status field (a "… kB" one: VmRSS, VmHWM)
+// in MiB.
+func parseStatusMB(data []byte, field string) (float64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			f := strings.Fields(rest)
 			if len(f) < 1 {
 				break
 			}
 			kb, err := strconv.ParseFloat(f[0], 64)
 			if err != nil {
-				return 0, fmt.Errorf("parse VmRSS %q: %w", rest, err)
+				return 0, fmt.Errorf("parse %s %q: %w", field, rest, err)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in status")
+	return 0, fmt.Errorf("no %s in status", field)
 }
 
 // kernelCPU is the machine-wide time (seconds, all CPUs) spent in system,

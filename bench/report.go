@@ -234,6 +234,9 @@ func evaluate(res *Results) []Target {
 		}
 		ts = append(ts, cv)
 	}
+	if k := res.Kube; k != nil {
+		ts = append(ts, kubeTargets(k)...)
+	}
 	return ts
 }
 
@@ -286,6 +289,9 @@ func renderMarkdown(res *Results) []byte {
 	}
 	if c := res.Control; c != nil {
 		renderControl(p, c)
+	}
+	if k := res.Kube; k != nil {
+		renderKube(p, k)
 	}
 	if len(res.Profiles) > 0 {
 		renderProfiles(p, res.Profiles)

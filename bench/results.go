@@ -15,6 +15,7 @@ type Results struct {
 	DataPlane *DataPlane `json:"dataPlane,omitempty"`
 	CNI       *CNI       `json:"cni,omitempty"`
 	Control   *Control   `json:"controlPlane,omitempty"`
+	Kube      *KubeScale `json:"kubernetesMode,omitempty"`
 	Profiles  []Profile  `json:"profiles,omitempty"`
 	Targets   []Target   `json:"targets"`
 	// Errors are areas or steps that failed; the rest of the run still

@@ -117,6 +117,9 @@ type Plane struct {
 
 	opts Options
 
+	clientOnce sync.Once
+	client     *http.Client // made once by httpClient
+
 	mu  sync.Mutex
 	api *proc // nil while stopped; guarded by mu
 	kcm *proc // guarded by mu
@@ -366,12 +369,21 @@ func (p *Plane) do(ctx context.Context, token, method, path string, body []byte,
 	return resp.StatusCode, out, err
 }
 
+// httpClient is p's one client: its connections are kept and reused (a
+// client per request would leave every connection open and pay a TLS
+// handshake per request; the bench creates thousands of Nodes).
 func (p *Plane) httpClient() *http.Client {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(p.CAData)
-	// Every call is bounded by its ctx; this only catches a hung server
-	// (deleting thousands of Nodes takes a while).
-	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: p.opts.Dial}}
+	p.clientOnce.Do(func() {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(p.CAData)
+		// Every call is bounded by its ctx; the timeout only catches a hung
+		// server (deleting thousands of Nodes takes a while).
+		p.client = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: p.opts.Dial,
+			MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second,
+		}}
+	})
+	return p.client
 }
 
 func (p *Plane) waitReady(ctx context.Context, api *proc, limit time.Duration) error {
