@@ -43,6 +43,37 @@ func (s PeerSet) Apply(events []subnet.Event) map[netip.Prefix]bool {
 	return scope
 }
 
+// ApplyFamilies is Apply for a backend that programs both families of a
+// peer: the scope it returns also holds the IPv6 subnets the events touch,
+// before and after (a dual-stack peer's key is its IPv4 subnet, and a peer
+// whose IPv6 subnet changed must lose the old one's state in this pass).
+func (s PeerSet) ApplyFamilies(events []subnet.Event) map[netip.Prefix]bool {
+	var v6 []netip.Prefix
+	for _, ev := range events {
+		v6 = append(v6, ev.Lease.IPv6Subnet)
+		if old, ok := s[ev.Lease.Key().Masked()]; ok {
+			v6 = append(v6, old.IPv6Subnet)
+		}
+	}
+	scope := s.Apply(events)
+	for _, sn := range v6 {
+		if sn.IsValid() {
+			scope[sn.Masked()] = true
+		}
+	}
+	return scope
+}
+
+// LeaseScope is the scope of a pass over l alone: its key and its IPv6
+// subnet (see ApplyFamilies).
+func LeaseScope(l subnet.Lease) map[netip.Prefix]bool {
+	scope := map[netip.Prefix]bool{l.Key().Masked(): true}
+	if l.IPv6Subnet.IsValid() {
+		scope[l.IPv6Subnet.Masked()] = true
+	}
+	return scope
+}
+
 // FamilyOutcome is what a backend did with one address family of a peer.
 type FamilyOutcome struct {
 	State  PeerState

@@ -3,6 +3,7 @@ package backend
 import (
 	"bytes"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -97,5 +98,26 @@ func TestNewPeerStatus(t *testing.T) {
 				t.Errorf("status names %+v, lease %+v", st, tc.l)
 			}
 		})
+	}
+}
+
+// TestApplyFamilies: the scope of a batch holds each event's key and the
+// IPv6 subnets it touches, the peer's old one included.
+func TestApplyFamilies(t *testing.T) {
+	p := netip.MustParsePrefix
+	old := subnet.Lease{Subnet: p("10.244.2.0/24"), IPv6Subnet: p("fd10:0:0:2::/64")}
+	s := PeerSet{old.Key(): old}
+	moved := subnet.Lease{Subnet: p("10.244.2.0/24"), IPv6Subnet: p("fd10:0:0:9::/64")}
+	only := subnet.Lease{IPv6Subnet: p("fd10:0:0:3::/64")}
+	scope := s.ApplyFamilies([]subnet.Event{{Type: subnet.EventAdded, Lease: moved}, {Type: subnet.EventRemoved, Lease: only}})
+	want := map[netip.Prefix]bool{p("10.244.2.0/24"): true, p("fd10:0:0:2::/64"): true, p("fd10:0:0:9::/64"): true, p("fd10:0:0:3::/64"): true}
+	if !maps.Equal(scope, want) {
+		t.Errorf("scope %v, want %v", scope, want)
+	}
+	if s[old.Key()].IPv6Subnet != moved.IPv6Subnet || len(s) != 1 {
+		t.Errorf("set %v after the batch", s)
+	}
+	if got := LeaseScope(old); !maps.Equal(got, map[netip.Prefix]bool{p("10.244.2.0/24"): true, p("fd10:0:0:2::/64"): true}) {
+		t.Errorf("LeaseScope = %v", got)
 	}
 }

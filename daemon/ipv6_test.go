@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/daemon/masq"
 	"github.com/weftnet/weft/daemon/masq/masqtest"
 	"github.com/weftnet/weft/subnet"
 )
@@ -122,5 +124,24 @@ func TestIPv6WithoutAddress(t *testing.T) {
 				t.Errorf("leases taken: %+v", leases)
 			}
 		})
+	}
+}
+
+// TestFilterPeersIPv6: the VXLAN peer filter lets in each peer's IPv6
+// underlay address too (weft-v6.<VNI>'s traffic), with its IPv6 subnet as
+// inner source; an IPv6-only peer (no PublicIP) adds no IPv4 address.
+func TestFilterPeersIPv6(t *testing.T) {
+	p, a := netip.MustParsePrefix, netip.MustParseAddr
+	dual := subnet.Lease{Subnet: p("10.244.2.0/24"), IPv6Subnet: p("fd10:0:0:2::/64"),
+		Attrs: subnet.LeaseAttrs{PublicIP: a("198.18.0.11"), PublicIPv6: a("2001:db8::11")}}
+	only := subnet.Lease{IPv6Subnet: p("fd10:0:0:3::/64"), Attrs: subnet.LeaseAttrs{PublicIPv6: a("2001:db8::12")}}
+	got := filterPeers(map[netip.Prefix]subnet.Lease{dual.Key(): dual, only.Key(): only})
+	want := []masq.FilterPeer{
+		{Addr: a("198.18.0.11"), Sources: []netip.Prefix{p("10.244.2.0/24"), p("198.18.0.11/32")}},
+		{Addr: a("2001:db8::11"), Sources: []netip.Prefix{p("2001:db8::11/128"), p("fd10:0:0:2::/64")}},
+		{Addr: a("2001:db8::12"), Sources: []netip.Prefix{p("2001:db8::12/128"), p("fd10:0:0:3::/64")}},
+	}
+	if !slices.EqualFunc(got, want, sameFilterPeer) {
+		t.Errorf("filterPeers = %+v\nwant %+v", got, want)
 	}
 }

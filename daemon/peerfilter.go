@@ -59,17 +59,25 @@ func (g *generation) updatePeerFilter(ctx context.Context) {
 	g.filter = peerFilterState{installed: true, peers: peers}
 }
 
-// filterPeers is the peer set as the filter takes it, sorted: per PublicIP
-// the inner sources its VXLAN traffic may carry, which are its pod subnets
-// and its own address (its host answering our pods keeps that source).
+// filterPeers is the peer set as the filter takes it, sorted: per underlay
+// address (PublicIP, and PublicIPv6 for the IPv6 device's traffic) the inner
+// sources its VXLAN traffic may carry, which are its pod subnet of that
+// family and its own address (its host answering our pods keeps that
+// source). A family the lease lacks adds nothing.
 func filterPeers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
 	by := map[netip.Addr][]netip.Prefix{}
-	for _, l := range peers {
-		a := l.Attrs.PublicIP.Unmap()
+	add := func(a netip.Addr, sn netip.Prefix) {
+		if !a.IsValid() || a.IsUnspecified() || !sn.IsValid() {
+			return
+		}
 		if _, ok := by[a]; !ok {
 			by[a] = []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}
 		}
-		by[a] = append(by[a], l.Subnet.Masked())
+		by[a] = append(by[a], sn.Masked())
+	}
+	for _, l := range peers {
+		add(l.Attrs.PublicIP.Unmap(), l.Subnet)
+		add(l.Attrs.PublicIPv6, l.IPv6Subnet)
 	}
 	out := make([]masq.FilterPeer, 0, len(by))
 	for _, a := range slices.SortedFunc(maps.Keys(by), netip.Addr.Compare) {

@@ -166,6 +166,9 @@ func requireMatrix(t *testing.T, l *Lab, what string) {
 	_ = m.WriteTable(&b)
 	pods := len(l.Pods())
 	want := pods*(pods-1) + pods*(len(l.Nodes)-1)
+	if l.IPv6 {
+		want *= 2 // each family
+	}
 	if !m.OK || len(m.Probes) != want {
 		t.Fatalf("%s: matrix not fully connected (%d probes, want %d):\n%s", what, len(m.Probes), want, b.String())
 	}
@@ -173,15 +176,23 @@ func requireMatrix(t *testing.T, l *Lab, what string) {
 }
 
 // podAddr reads the pod's eth0 IPv4 address from inside the pod.
-func podAddr(t *testing.T, l *Lab, pod string) netip.Addr {
+func podAddr(t *testing.T, l *Lab, pod string) netip.Addr { return podAddrOf(t, l, pod, false) }
+
+// podAddrOf reads the pod's eth0 address of a family (v6: the global IPv6
+// one) from inside the pod.
+func podAddrOf(t *testing.T, l *Lab, pod string, v6 bool) netip.Addr {
 	t.Helper()
-	out, err := l.Run(t.Context(), pod, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+	args, key := []string{"ip", "-4", "-o", "addr", "show", "dev", "eth0"}, "inet"
+	if v6 {
+		args, key = []string{"ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"}, "inet6"
+	}
+	out, err := l.Run(t.Context(), pod, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := strings.Fields(out)
 	for i, w := range f {
-		if w == "inet" && i+1 < len(f) {
+		if w == key && i+1 < len(f) {
 			p, err := netip.ParsePrefix(f[i+1])
 			if err != nil {
 				t.Fatal(err)
@@ -189,7 +200,7 @@ func podAddr(t *testing.T, l *Lab, pod string) netip.Addr {
 			return p.Addr()
 		}
 	}
-	t.Fatalf("pod %s has no IPv4 address on eth0: %q", pod, out)
+	t.Fatalf("pod %s has no %s address on eth0: %q", pod, key, out)
 	return netip.Addr{}
 }
 
@@ -221,20 +232,52 @@ func TestE2E(t *testing.T) {
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
 			t.Parallel()
-			testBackend(t, root, tc.backend, tc.ipMasq)
+			testBackend(t, root, Options{Backend: tc.backend, IPMasq: tc.ipMasq})
 		})
 	}
 }
 
-func testBackend(t *testing.T, root, backend string, ipMasq bool) {
-	l := upForTest(t, Options{
-		IPMasq:      ipMasq,
-		Name:        testLabName("e2e-" + strings.ReplaceAll(backend, "-", "") + "-"),
-		Nodes:       3,
-		PodsPerNode: 2,
-		Backend:     backend,
-		StateRoot:   root,
-	})
+// TestE2EIPv6 runs TestE2E's scenario on the backends that carry IPv6, in a
+// dual-stack lab (the matrix probes both families) and in an IPv6-only one
+// (IPv6 underlay, etcd included), in parallel.
+func TestE2EIPv6(t *testing.T) {
+	e2eBins(t)
+	root := t.TempDir()
+	for _, tc := range []struct {
+		backend string
+		only    bool
+		ipMasq  bool // as TestE2E's
+	}{
+		{"vxlan", false, false},
+		{"vxlan", true, false},
+		{"host-gw", false, true},
+		{"host-gw", true, true},
+	} {
+		fam := "dual"
+		if tc.only {
+			fam = "ipv6only"
+		}
+		t.Run(tc.backend+"/"+fam, func(t *testing.T) {
+			t.Parallel()
+			testBackend(t, root, Options{Backend: tc.backend, IPMasq: tc.ipMasq, IPv6: !tc.only, IPv6Only: tc.only})
+		})
+	}
+}
+
+// testBackend runs the e2e scenario on a lab of o (Backend, IPMasq and the
+// IPv6 options; the rest is filled in).
+func testBackend(t *testing.T, root string, o Options) {
+	backend := o.Backend
+	name := "e2e-"
+	switch {
+	case o.IPv6Only:
+		name = "e2e6-"
+	case o.IPv6:
+		name = "e2e46-"
+	}
+	o.Name = testLabName(name + strings.ReplaceAll(backend, "-", "") + "-")
+	o.Nodes, o.PodsPerNode, o.StateRoot = 3, 2, root
+	l := upForTest(t, o)
 	requireMatrix(t, l, "3 nodes × 2 pods")
 	requireObservable(t, l, backend, 3)
 	if backend == "wireguard" {
@@ -252,10 +295,11 @@ func testBackend(t *testing.T, root, backend string, ipMasq bool) {
 
 	// Crash and restart weftd on n2.
 	n2 := l.Node("n2")
-	oldSubnet := n2.Subnet
+	oldSubnet, oldSubnet6 := n2.Subnet, n2.IPv6Subnet
 	oldIPs := map[string]netip.Addr{}
 	for _, p := range n2.Pods {
 		oldIPs[p.Name] = p.IP
+		oldIPs[p.Name+IPv6Suffix] = p.IPv6
 	}
 	if err := l.StopWeftd(t.Context(), "n2", true); err != nil {
 		t.Fatal(err)
@@ -270,25 +314,49 @@ func testBackend(t *testing.T, root, backend string, ipMasq bool) {
 	if err != nil {
 		t.Fatalf("restart weftd on n2: %v", err)
 	}
-	if sn != oldSubnet {
-		t.Fatalf("n2 came back with subnet %s, had %s", sn, oldSubnet)
+	if sn != oldSubnet || n2.IPv6Subnet != oldSubnet6 {
+		t.Fatalf("n2 came back with subnets %s %s, had %s %s", sn, n2.IPv6Subnet, oldSubnet, oldSubnet6)
 	}
 	for _, p := range n2.Pods {
-		if got := podAddr(t, l, p.Name); got != oldIPs[p.Name] {
-			t.Errorf("pod %s has %s after the restart, had %s", p.Name, got, oldIPs[p.Name])
+		if l.hasIPv4() {
+			if got := podAddr(t, l, p.Name); got != oldIPs[p.Name] {
+				t.Errorf("pod %s has %s after the restart, had %s", p.Name, got, oldIPs[p.Name])
+			}
+		}
+		if l.hasIPv6() {
+			if got := podAddrOf(t, l, p.Name, true); got != oldIPs[p.Name+IPv6Suffix] {
+				t.Errorf("pod %s has %s after the restart, had %s", p.Name, got, oldIPs[p.Name+IPv6Suffix])
+			}
 		}
 	}
 	requireMatrix(t, l, "weftd on n2 restarted")
 
-	// Remove n3: its subnet's routes must leave every other node.
-	gone := l.Node("n3").Subnet
+	// Remove n3: its subnets' routes must leave every other node.
+	n3 := l.Node("n3")
+	gone := n3.Subnet
+	var goneAll []netip.Prefix // each family's
+	if l.hasIPv4() {
+		goneAll = append(goneAll, n3.Subnet)
+	}
+	if l.hasIPv6() {
+		goneAll = append(goneAll, n3.IPv6Subnet)
+	}
+	showRoute := func(n *Node, sn netip.Prefix) (string, error) {
+		fam := "-4"
+		if sn.Addr().Is6() {
+			fam = "-6"
+		}
+		return nsRun(t.Context(), n.NS, "ip", fam, "route", "show", "exact", sn.String())
+	}
 	if backend != "udp" { // udp routes peers in userspace, not in the kernel
 		for _, n := range l.Nodes {
 			if n.Name == "n3" {
 				continue
 			}
-			if out, err := nsRun(t.Context(), n.NS, "ip", "route", "show", "exact", gone.String()); err != nil || strings.TrimSpace(out) == "" {
-				t.Fatalf("node %s has no route to n3's subnet %s before the removal (%v)", n.Name, gone, err)
+			for _, sn := range goneAll {
+				if out, err := showRoute(n, sn); err != nil || strings.TrimSpace(out) == "" {
+					t.Fatalf("node %s has no route to n3's subnet %s before the removal (%v)", n.Name, sn, err)
+				}
 			}
 		}
 	}
@@ -296,14 +364,16 @@ func testBackend(t *testing.T, root, backend string, ipMasq bool) {
 		t.Fatalf("remove node: %v", err)
 	}
 	for _, n := range l.Nodes {
-		var last string
-		ok := poll(t.Context(), 20*time.Second, 100*time.Millisecond, func() bool {
-			out, err := nsRun(t.Context(), n.NS, "ip", "route", "show", "exact", gone.String())
-			last = out
-			return err == nil && strings.TrimSpace(out) == ""
-		})
-		if !ok {
-			t.Errorf("node %s still routes removed node's subnet %s: %s", n.Name, gone, last)
+		for _, sn := range goneAll {
+			var last string
+			ok := poll(t.Context(), 20*time.Second, 100*time.Millisecond, func() bool {
+				out, err := showRoute(n, sn)
+				last = out
+				return err == nil && strings.TrimSpace(out) == ""
+			})
+			if !ok {
+				t.Errorf("node %s still routes removed node's subnet %s: %s", n.Name, sn, last)
+			}
 		}
 	}
 	if out, err := l.weftctl(t.Context(), "", "leases"); err != nil || strings.Contains(out, gone.Addr().String()) {

@@ -7,6 +7,7 @@ package lab
 // namespace.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,7 +53,7 @@ func (l *Lab) startEtcdMembers(ctx context.Context, members int) error {
 	e.NS = etcdNS(l.Name)
 	e.Addr = hostAddr(l.Octet, etcdHost)
 	e.Log = filepath.Join(l.Dir, "etcd-m1.log")
-	if err := l.plug(ctx, e.NS, etcdPortName, e.Addr); err != nil {
+	if err := l.plug(ctx, e.NS, etcdPortName, e.Addr, netip.Addr{}); err != nil {
 		return err
 	}
 	var initial, clients []string
@@ -329,10 +330,7 @@ func (l *Lab) RebootNode(ctx context.Context, name string) error {
 	if err := os.Remove(n.SubnetFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	if err := l.plug(ctx, n.NS, n.Name, n.Underlay); err != nil {
-		return err
-	}
-	if _, err := nsRun(ctx, n.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+	if err := l.plugNode(ctx, n); err != nil {
 		return err
 	}
 	if err := l.startWeftd(n); err != nil {
@@ -365,16 +363,16 @@ func (l *Lab) addPodID(ctx context.Context, n *Node, idSuffix string) error {
 	if err := addNS(ctx, p.NS); err != nil {
 		return err
 	}
-	ip, err := l.cniAdd(ctx, n, p)
+	ip, ip6, err := l.cniAdd(ctx, n, p)
 	if err != nil {
 		return fmt.Errorf("pod %s: %w", p.Name, err)
 	}
-	p.IP = ip
+	p.IP, p.IPv6 = ip, ip6
 	plugin := "weft"
 	if n.Flannel {
 		plugin = "flannel"
 	}
-	l.progress.step("pod %s: namespace %s, eth0 %s, container %s (%s CNI via libcni)", p.Name, p.NS, ip, p.ContainerID, plugin)
+	l.progress.step("pod %s: namespace %s, eth0 %s, container %s (%s CNI via libcni)", p.Name, p.NS, addrsString(ip, ip6), p.ContainerID, plugin)
 	return l.save()
 }
 
@@ -458,15 +456,17 @@ func Poll(ctx context.Context, timeout, interval time.Duration, cond func() bool
 }
 
 // AttachHost makes a namespace LAB-<short> on the lab's switch with
-// underlay address .host (e.g. a stranger injecting packets). Down removes
+// underlay address .host (e.g. a stranger injecting packets), of each
+// family the lab has; it returns the IPv4 one (IPv6 in an IPv6-only lab). Down removes
 // it with the rest of the lab.
 func (l *Lab) AttachHost(ctx context.Context, short string, host int) (string, netip.Addr, error) {
 	if host <= etcdHost+MaxEtcdMembers || host >= nodeHostBase {
 		return "", netip.Addr{}, fmt.Errorf("host %d: want %d..%d (outside etcd's and the nodes' addresses)", host, etcdHost+MaxEtcdMembers+1, nodeHostBase-1)
 	}
-	name, addr := nsName(l.Name, short), hostAddr(l.Octet, host)
-	if err := l.plug(ctx, name, short, addr); err != nil {
+	name := nsName(l.Name, short)
+	v4, v6 := l.underlayAddrs(host)
+	if err := l.plug(ctx, name, short, v4, v6); err != nil {
 		return "", netip.Addr{}, err
 	}
-	return name, addr, l.save()
+	return name, cmp.Or(v4, v6), l.save()
 }

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,15 @@ type Options struct {
 	FlannelBinDir string
 	// FlanneldArgs are extra flags for every flanneld.
 	FlanneldArgs []string
+	// IPv6 makes the lab dual stack: the underlay gets an IPv6 /64 beside
+	// its IPv4 /24, the network config enables IPv6 (IPv6Network), pods get
+	// an address of each family and the matrix probes both.
+	IPv6 bool
+	// IPv6Only makes the lab IPv6-only: an IPv6 underlay (etcd included)
+	// and an IPv6-only network (EnableIPv4 false).
+	IPv6Only bool
+	// IPv6Network is the IPv6 pod network; default DefaultIPv6Network.
+	IPv6Network string
 }
 
 // Lab is a running lab: its recorded state plus the handles of the processes
@@ -133,6 +143,9 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	}
 	if _, err := netip.ParsePrefix(o.Network); err != nil {
 		return nil, fmt.Errorf("--network %q: %w", o.Network, err)
+	}
+	if err := checkIPv6Options(&o); err != nil {
+		return nil, err
 	}
 	binDir, err := checkBinaries(o.BinDir)
 	if err != nil {
@@ -249,6 +262,13 @@ func (l *Lab) create(o Options, binDir string) error {
 
 		FlannelBinDir: o.FlannelBinDir,
 		FlanneldArgs:  o.FlanneldArgs,
+
+		IPv6:        o.IPv6,
+		IPv6Only:    o.IPv6Only,
+		IPv6Network: o.IPv6Network,
+	}
+	if l.hasIPv6() {
+		l.UnderlayV6 = underlayPrefix6(octet)
 	}
 	return l.save()
 }
@@ -256,7 +276,7 @@ func (l *Lab) create(o Options, binDir string) error {
 func (l *Lab) bin(name string) string { return filepath.Join(l.BinDir, name) }
 
 func (l *Lab) build(ctx context.Context, o Options) error {
-	l.progress.step("lab %s: underlay %s, backend %s, state in %s", l.Name, l.Underlay, l.Backend, l.Dir)
+	l.progress.step("lab %s: underlay %s, backend %s, %s, state in %s", l.Name, l.underlayString(), l.Backend, l.Families(), l.Dir)
 	if err := l.buildSwitch(ctx); err != nil {
 		return err
 	}
@@ -312,8 +332,10 @@ func (l *Lab) buildSwitch(ctx context.Context) error {
 }
 
 // plug makes namespace name and joins it to the switch: port in the switch,
-// eth0 with addr in the namespace.
-func (l *Lab) plug(ctx context.Context, name, port string, addr netip.Addr) error {
+// eth0 with the valid ones of v4 and v6 in the namespace (v6 without
+// duplicate address detection: the lab picks distinct addresses, and a
+// tentative address would delay the first packets by a second or two).
+func (l *Lab) plug(ctx context.Context, name, port string, v4, v6 netip.Addr) error {
 	sw := switchNS(l.Name)
 	if err := l.addNamespace(name); err != nil {
 		return err
@@ -325,9 +347,14 @@ func (l *Lab) plug(ctx context.Context, name, port string, addr netip.Addr) erro
 		{"-n", sw, "link", "add", port, "type", "veth", "peer", "name", underlayIface, "netns", name},
 		{"-n", sw, "link", "set", port, "master", bridgeName},
 		{"-n", sw, "link", "set", port, "up"},
-		{"-n", name, "addr", "add", netip.PrefixFrom(addr, l.Underlay.Bits()).String(), "dev", underlayIface},
-		{"-n", name, "link", "set", underlayIface, "up"},
 	}
+	if v4.IsValid() {
+		steps = append(steps, []string{"-n", name, "addr", "add", netip.PrefixFrom(v4, l.Underlay.Bits()).String(), "dev", underlayIface})
+	}
+	if v6.IsValid() {
+		steps = append(steps, []string{"-n", name, "addr", "add", netip.PrefixFrom(v6, l.UnderlayV6.Bits()).String(), "dev", underlayIface, "nodad"})
+	}
+	steps = append(steps, []string{"-n", name, "link", "set", underlayIface, "up"})
 	for _, s := range steps {
 		if err := ipCmd(ctx, s...); err != nil {
 			return err
@@ -339,12 +366,13 @@ func (l *Lab) plug(ctx context.Context, name, port string, addr netip.Addr) erro
 func (l *Lab) startEtcd(ctx context.Context) error {
 	e := &l.Etcd
 	e.NS = etcdNS(l.Name)
-	e.Addr = hostAddr(l.Octet, etcdHost)
-	e.Endpoint = fmt.Sprintf("http://%s:%d", e.Addr, etcdPort)
+	v4, v6 := l.underlayAddrs(etcdHost)
+	e.Addr = cmp.Or(v4, v6)
+	e.Endpoint = "http://" + netip.AddrPortFrom(e.Addr, etcdPort).String()
 	e.DataDir = filepath.Join(l.Dir, "etcd")
 	e.Log = filepath.Join(l.Dir, "etcd.log")
 	l.progress.step("etcd: namespace %s, %s", e.NS, e.Endpoint)
-	if err := l.plug(ctx, e.NS, etcdPortName, e.Addr); err != nil {
+	if err := l.plug(ctx, e.NS, etcdPortName, v4, v6); err != nil {
 		return err
 	}
 	p, done, err := startInNS(e.NS, e.Log, nil, l.bin("weftctl"), "etcd", "--data-dir", e.DataDir, "--listen-client-urls", e.Endpoint)
@@ -402,10 +430,7 @@ func NetworkConfig(network, backend string) string {
 }
 
 func (l *Lab) writeConfig(ctx context.Context) error {
-	cfg := l.Config
-	if cfg == "" {
-		cfg = NetworkConfig(l.Network, l.Backend)
-	}
+	cfg := l.networkConfig()
 	l.progress.step("config: %s (weftctl config set)", cfg)
 	cctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
@@ -423,11 +448,13 @@ func (l *Lab) startNodeKind(ctx context.Context, flannel bool) (*Node, error) {
 	l.NextNode++
 	name := nodeName(k)
 	dir := filepath.Join(l.Dir, name)
+	v4, v6 := l.underlayAddrs(nodeHostBase + k)
 	n := &Node{
 		Name:       name,
 		Index:      k,
 		NS:         nsName(l.Name, name),
-		Underlay:   hostAddr(l.Octet, nodeHostBase+k),
+		Underlay:   v4,
+		UnderlayV6: v6,
 		Dir:        dir,
 		SubnetFile: filepath.Join(dir, "subnet.env"),
 		CNIConfDir: filepath.Join(dir, "net.d"),
@@ -440,16 +467,13 @@ func (l *Lab) startNodeKind(ctx context.Context, flannel bool) (*Node, error) {
 		return nil, fmt.Errorf("lab %s: node index %d exceeds %d", l.Name, k, MaxNodes)
 	}
 	l.Nodes = append(l.Nodes, n)
-	l.progress.step("node %s: namespace %s, underlay %s", n.Name, n.NS, n.Underlay)
+	l.progress.step("node %s: namespace %s, underlay %s", n.Name, n.NS, n.underlayString())
 	for _, d := range []string{n.Dir, n.CNIConfDir, n.IPAMDir, n.CNICache} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
-	if err := l.plug(ctx, n.NS, n.Name, n.Underlay); err != nil {
-		return nil, err
-	}
-	if _, err := nsRun(ctx, n.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+	if err := l.plugNode(ctx, n); err != nil {
 		return nil, err
 	}
 	if l.Kube != nil {
@@ -486,12 +510,17 @@ func (l *Lab) startWeftd(n *Node) error {
 	args := append([]string{l.bin("weftd")}, store...)
 	args = append(args,
 		"--iface", underlayIface,
-		"--public-ip", n.Underlay.String(),
 		"--subnet-file", n.SubnetFile,
 		"--cni-conf-dir", n.CNIConfDir,
 		"--cni-ipam-dir", n.IPAMDir,
 		"--healthz-addr", healthzAddr,
 	)
+	if n.Underlay.IsValid() {
+		args = append(args, "--public-ip", n.Underlay.String())
+	}
+	if n.UnderlayV6.IsValid() {
+		args = append(args, "--public-ipv6", n.UnderlayV6.String())
+	}
 	if n.StateDir != "" {
 		args = append(args, "--state-dir", n.StateDir)
 	}
@@ -522,8 +551,8 @@ func (l *Lab) waitNodesReady(ctx context.Context, nodes []*Node) error {
 	}
 	err := g.Wait()
 	for _, n := range nodes {
-		if sn, e := n.ReadSubnet(); e == nil {
-			n.Subnet = sn
+		if fi, e := subnet.ReadFile(n.SubnetFile); e == nil {
+			n.setSubnets(fi)
 		}
 	}
 	if e := l.save(); err == nil {
@@ -536,7 +565,7 @@ func (l *Lab) waitNodesReady(ctx context.Context, nodes []*Node) error {
 		if !n.Subnet.IsValid() {
 			return fmt.Errorf("node %s is ready but its subnet file %s is unreadable", n.Name, n.SubnetFile)
 		}
-		l.progress.step("node %s: %s ready (pid %d), lease %s", n.Name, n.DaemonName(), n.daemon().PID, n.Subnet)
+		l.progress.step("node %s: %s ready (pid %d), lease %s", n.Name, n.DaemonName(), n.daemon().PID, n.subnetsString())
 	}
 	return nil
 }
@@ -603,13 +632,14 @@ func (l *Lab) cniConfig(n *Node) (*libcni.CNIConfig, *libcni.NetworkConfigList, 
 }
 
 // cniAdd runs the CNI ADD of the node's conflist for pod p, the way a
-// runtime does. libcni execs the plugins; they must run in the node's
-// namespace, so the call is made on a thread switched into it (ns.Do), and
-// the plugin processes inherit that thread's namespace.
-func (l *Lab) cniAdd(ctx context.Context, n *Node, p *Pod) (netip.Addr, error) {
+// runtime does, and returns the pod's addresses: one of each family the lab
+// has. libcni execs the plugins; they must run in the node's namespace, so
+// the call is made on a thread switched into it (ns.Do), and the plugin
+// processes inherit that thread's namespace.
+func (l *Lab) cniAdd(ctx context.Context, n *Node, p *Pod) (v4, v6 netip.Addr, err error) {
 	cni, conf, err := l.cniConfig(n)
 	if err != nil {
-		return netip.Addr{}, err
+		return v4, v6, err
 	}
 	rt := &libcni.RuntimeConf{ContainerID: p.ContainerID, NetNS: nsPath(p.NS), IfName: "eth0"}
 	var res *types100.Result
@@ -622,14 +652,25 @@ func (l *Lab) cniAdd(ctx context.Context, n *Node, p *Pod) (netip.Addr, error) {
 		return err
 	})
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("cni add: %w", err)
+		return v4, v6, fmt.Errorf("cni add: %w", err)
 	}
 	for _, ipc := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok && a.Unmap().Is4() {
-			return a.Unmap(), nil
+		a, ok := netip.AddrFromSlice(ipc.Address.IP)
+		switch {
+		case !ok:
+		case a.Unmap().Is4() && !v4.IsValid():
+			v4 = a.Unmap()
+		case a.Is6() && !a.Is4In6() && !v6.IsValid():
+			v6 = a
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("cni add: result has no IPv4 address: %v", res.IPs)
+	if l.hasIPv4() && !v4.IsValid() {
+		return v4, v6, fmt.Errorf("cni add: result has no IPv4 address: %v", res.IPs)
+	}
+	if l.hasIPv6() && !v6.IsValid() {
+		return v4, v6, fmt.Errorf("cni add: result has no IPv6 address (the lab's network enables IPv6): %v", res.IPs)
+	}
+	return v4, v6, nil
 }
 
 // cniDel runs the CNI DEL for pod p (idempotent in the plugin).

@@ -57,8 +57,12 @@ func requireObservable(t *testing.T, l *Lab, backend string, nodes int) {
 	if err := json.Unmarshal(scrape(t, l, "n1", "/status"), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Subnet != n1.Subnet || st.Backend != backend || len(st.Peers) != nodes-1 {
-		t.Fatalf("n1 /status: subnet %s backend %s with %d peers; want %s %s with %d", st.Subnet, st.Backend, len(st.Peers), n1.Subnet, backend, nodes-1)
+	got := st.Subnet
+	if l.IPv6Only {
+		got = st.IPv6Subnet // the key of an IPv6-only lease (Node.Subnet)
+	}
+	if got != n1.Subnet || st.IPv6Subnet != n1.IPv6Subnet || st.Backend != backend || len(st.Peers) != nodes-1 {
+		t.Fatalf("n1 /status: subnets %s %s backend %s with %d peers; want %s %s %s with %d", st.Subnet, st.IPv6Subnet, st.Backend, len(st.Peers), n1.Subnet, n1.IPv6Subnet, backend, nodes-1)
 	}
 	for _, p := range st.Peers {
 		if p.State != "programmed" {

@@ -61,6 +61,13 @@ type State struct {
 	FlannelBinDir string `json:"flannelBinDir,omitempty"`
 	// FlanneldArgs are extra flags for every flanneld.
 	FlanneldArgs []string `json:"flanneldArgs,omitempty"`
+	// IPv6 and IPv6Only are Options.IPv6 (dual stack) and Options.IPv6Only;
+	// IPv6Network is the IPv6 pod network of either, UnderlayV6 the IPv6
+	// underlay prefix.
+	IPv6        bool         `json:"ipv6,omitempty"`
+	IPv6Only    bool         `json:"ipv6Only,omitempty"`
+	IPv6Network string       `json:"ipv6Network,omitempty"`
+	UnderlayV6  netip.Prefix `json:"underlayV6,omitzero"`
 	// Ready is set once `up` finished.
 	Ready bool `json:"ready"`
 }
@@ -94,18 +101,25 @@ type Kube struct {
 
 // Node is one node: a namespace with its weftd, or with flanneld (Flannel).
 type Node struct {
-	Name       string       `json:"name"` // n1
-	Index      int          `json:"index"`
-	NS         string       `json:"ns"`
-	Underlay   netip.Addr   `json:"underlay"`
-	Dir        string       `json:"dir"`
-	SubnetFile string       `json:"subnetFile"`
-	CNIConfDir string       `json:"cniConfDir"`
-	IPAMDir    string       `json:"ipamDir"`
-	CNICache   string       `json:"cniCache"`
-	StateDir   string       `json:"stateDir,omitempty"` // weftd's --state-dir
-	Log        string       `json:"log"`
+	Name  string `json:"name"` // n1
+	Index int    `json:"index"`
+	NS    string `json:"ns"`
+	// Underlay and UnderlayV6 are the node's underlay addresses; Underlay
+	// is zero in an IPv6-only lab, UnderlayV6 in a lab without IPv6.
+	Underlay   netip.Addr `json:"underlay"`
+	UnderlayV6 netip.Addr `json:"underlayV6,omitzero"`
+	Dir        string     `json:"dir"`
+	SubnetFile string     `json:"subnetFile"`
+	CNIConfDir string     `json:"cniConfDir"`
+	IPAMDir    string     `json:"ipamDir"`
+	CNICache   string     `json:"cniCache"`
+	StateDir   string     `json:"stateDir,omitempty"` // weftd's --state-dir
+	Log        string     `json:"log"`
+	// Subnet is the key of the node's lease: its IPv4 subnet, or its IPv6
+	// subnet in an IPv6-only lab. IPv6Subnet is its IPv6 subnet, when the
+	// network has IPv6.
 	Subnet     netip.Prefix `json:"subnet,omitzero"`
+	IPv6Subnet netip.Prefix `json:"ipv6Subnet,omitzero"`
 	Weftd      *Proc        `json:"weftd,omitempty"`
 	Pods       []*Pod       `json:"pods"`
 	// Args are extra weftd flags, after the lab's own (a later flag wins).
@@ -130,19 +144,32 @@ type Pod struct {
 	Name        string     `json:"name"` // n1-p1
 	NS          string     `json:"ns"`
 	ContainerID string     `json:"containerID"`
-	IP          netip.Addr `json:"ip,omitzero"`
+	IP          netip.Addr `json:"ip,omitzero"`   // IPv4; zero in an IPv6-only lab
+	IPv6        netip.Addr `json:"ipv6,omitzero"` // zero in a lab without IPv6
+}
+
+// Addr is the pod's address of the lab's first family: IP, or IPv6 in an
+// IPv6-only lab.
+func (p *Pod) Addr() netip.Addr {
+	if p.IP.IsValid() {
+		return p.IP
+	}
+	return p.IPv6
 }
 
 // ConfList is where weftd installs the node's CNI config.
 func (n *Node) ConfList() string { return filepath.Join(n.CNIConfDir, "10-weft.conflist") }
 
-// ReadSubnet reads the node's subnet from the subnet file weftd wrote.
+// ReadSubnet reads the node's subnet from the subnet file weftd wrote: the
+// key of its lease (see Node.Subnet).
 func (n *Node) ReadSubnet() (netip.Prefix, error) {
 	fi, err := subnet.ReadFile(n.SubnetFile)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	return fi.Subnet.Masked(), nil
+	var probe Node
+	probe.setSubnets(fi)
+	return probe.Subnet, nil
 }
 
 // Node returns the node with the given short name (n1), or nil.

@@ -32,8 +32,15 @@ func (st *Status) WriteSummary(w io.Writer) error {
 	if !st.EtcdAlive {
 		etcd = "NOT RUNNING"
 	}
+	network := s.Network
+	switch {
+	case s.IPv6Only:
+		network = s.IPv6Network
+	case s.IPv6:
+		network += " " + s.IPv6Network
+	}
 	fmt.Fprintf(w, "lab %s: underlay %s (switch %s), etcd %s %s, pod network %s\n",
-		s.Name, s.Underlay, switchNS(s.Name), s.Etcd.Endpoint, etcd, s.Network)
+		s.Name, s.underlayString(), switchNS(s.Name), s.Etcd.Endpoint, etcd, network)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tNAMESPACE\tUNDERLAY\tSUBNET\tBACKEND\tDAEMON\tPODS")
 	for _, ns := range st.Nodes {
@@ -45,22 +52,19 @@ func (st *Status) WriteSummary(w io.Writer) error {
 		case ns.WeftdAlive:
 			weftd = fmt.Sprintf("%s not ready (pid %d)", n.DaemonName(), n.daemon().PID)
 		}
-		sn := "-"
-		if n.Subnet.IsValid() {
-			sn = n.Subnet.String()
-		}
+		sn := n.subnetsString()
 		var pods []string
 		for _, p := range n.Pods {
-			ip := "no IP"
-			if p.IP.IsValid() {
-				ip = p.IP.String()
+			ip := addrsString(p.IP, p.IPv6)
+			if ip == "" {
+				ip = "no IP"
 			}
 			pods = append(pods, p.Name+"="+ip)
 		}
 		if len(pods) == 0 {
 			pods = []string{"-"}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.NS, n.Underlay, sn, s.Backend, weftd, strings.Join(pods, " "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.NS, n.underlayString(), sn, s.Backend, weftd, strings.Join(pods, " "))
 	}
 	return tw.Flush()
 }

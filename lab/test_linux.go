@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -24,13 +25,24 @@ type TestOptions struct {
 	FromNodes bool
 }
 
-type target struct{ name, addr, node string }
+// target is one probe destination: a pod's or a node's (pod false) address
+// of one family.
+type target struct {
+	name, addr, node string
+	pod              bool
+}
+
+// IPv6Suffix marks a matrix target that is the IPv6 address of a pod or
+// node: n1-p1/6, n2/6 (n1-p1 is its IPv4 address).
+const IPv6Suffix = "/6"
 
 // Test pings every pod from every other pod, and every other node's underlay
-// address from every pod, and returns the matrix. Each probe is `ping -c 1
-// -W 1` inside the source pod, retried up to Attempts times; probes run on a
-// bounded worker pool under one deadline. The error is only for a lab that
-// cannot be tested; unreachable pairs are in the matrix (Matrix.OK).
+// address from every pod, and returns the matrix. A lab with IPv6 probes each
+// family the lab has: the IPv6 targets are named with IPv6Suffix. Each probe
+// is `ping -c 1 -W 1` inside the source pod, retried up to Attempts times;
+// probes run on a bounded worker pool under one deadline. The error is only
+// for a lab that cannot be tested; unreachable pairs are in the matrix
+// (Matrix.OK).
 func (l *Lab) Test(ctx context.Context, o TestOptions) (*Matrix, error) {
 	if o.Attempts <= 0 {
 		o.Attempts = 3
@@ -45,18 +57,26 @@ func (l *Lab) Test(ctx context.Context, o TestOptions) (*Matrix, error) {
 	defer cancel()
 	m := &Matrix{Lab: l.Name, Backend: l.Backend}
 	var targets []target
+	add := func(name, node string, pod bool, v4, v6 netip.Addr) {
+		if l.hasIPv4() {
+			targets = append(targets, target{name, v4.String(), node, pod})
+		}
+		if l.hasIPv6() {
+			targets = append(targets, target{name + IPv6Suffix, v6.String(), node, pod})
+		}
+	}
 	for _, n := range l.Nodes {
 		for _, p := range n.Pods {
-			if !p.IP.IsValid() {
-				return nil, fmt.Errorf("pod %s has no IP (was `lab up` interrupted?)", p.Name)
+			if l.hasIPv4() && !p.IP.IsValid() || l.hasIPv6() && !p.IPv6.IsValid() {
+				return nil, fmt.Errorf("pod %s lacks an address of the lab's families %s (was `lab up` interrupted?)", p.Name, l.Families())
 			}
 			m.Sources = append(m.Sources, p.Name)
-			targets = append(targets, target{p.Name, p.IP.String(), n.Name})
+			add(p.Name, n.Name, true, p.IP, p.IPv6)
 		}
 	}
 	if !o.SkipNodes {
 		for _, n := range l.Nodes {
-			targets = append(targets, target{n.Name, n.Underlay.String(), n.Name})
+			add(n.Name, n.Name, false, n.Underlay, n.UnderlayV6)
 		}
 	}
 	if len(m.Sources) == 0 {
@@ -75,7 +95,7 @@ func (l *Lab) Test(ctx context.Context, o TestOptions) (*Matrix, error) {
 		for _, n := range l.Nodes {
 			m.Sources = append(m.Sources, n.Name)
 			for _, t := range targets {
-				if t.node != n.Name && t.name != t.node { // other nodes' pods
+				if t.node != n.Name && t.pod { // other nodes' pods
 					jobs = append(jobs, job{len(jobs), n.Name, n.NS, t})
 				}
 			}
@@ -86,7 +106,7 @@ func (l *Lab) Test(ctx context.Context, o TestOptions) (*Matrix, error) {
 			for _, t := range targets {
 				// A pod does not ping itself, nor its own node's underlay (that
 				// is the node's own stack, not the overlay).
-				if t.name == p.Name || t.name == n.Name {
+				if t.pod && strings.TrimSuffix(t.name, IPv6Suffix) == p.Name || !t.pod && t.node == n.Name {
 					continue
 				}
 				jobs = append(jobs, job{len(jobs), p.Name, p.NS, t})

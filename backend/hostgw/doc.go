@@ -26,5 +26,13 @@
 // previous run for peers that vanished while weftd was down — and never
 // touches anyone else's route.
 //
-// Only IPv4 pod subnets are programmed (Lease.Subnet).
+// IPv6 is the same rule over the IPv6 half of the lease: in a network with
+// EnableIPv6, a peer's IPv6Subnet S6 is routed via its PublicIPv6 P6,
+//
+//	S6 via P6 dev <underlay>   (proto weft, metric 1024: the kernel's for 0)
+//
+// and P6 must be on an IPv6 subnet directly connected to the underlay (the
+// kernel resolves it by neighbour discovery); a peer is programmed when each
+// family the network enables is, and its status names the family that is
+// not. An IPv6-only network (EnableIPv4 false) has only the IPv6 routes.
 package hostgw

@@ -21,11 +21,13 @@ import (
 // Methods follow the backend.Backend contract: all but Peers and Run are
 // called from one goroutine, in the network namespace weftd runs in.
 type Backend struct {
-	log     *slog.Logger
-	ul      backend.Underlay
-	cfg     *subnet.Config // peers are checked against it; nil refuses every peer
-	network netip.Prefix   // pod network; zero when the config has none
-	h       *nl.Handle
+	log *slog.Logger
+	ul  backend.Underlay
+	cfg *subnet.Config // peers are checked against it; nil refuses every peer
+	// network and network6 are the pod networks; zero for a family the
+	// config does not enable.
+	network, network6 netip.Prefix
+	h                 *nl.Handle
 
 	// Set by Prepare, refreshed by Sync.
 	underlay  netlink.Link
@@ -51,24 +53,30 @@ var (
 // New builds a host-gw backend. host-gw has no options of its own (the
 // config's Backend object needs only "Type"). It touches no kernel state.
 func New(opts backend.Options) (backend.Backend, error) {
-	if !opts.Underlay.PublicIP.IsValid() {
-		return nil, errors.New("host-gw: underlay PublicIP is not set")
+	if err := opts.Underlay.RequireAddrs("host-gw", opts.Config); err != nil {
+		return nil, err
 	}
-	if opts.Underlay.BehindNAT() {
+	enabled4 := opts.Config == nil || opts.Config.EnableIPv4
+	enabled6 := opts.Config != nil && opts.Config.EnableIPv6
+	if enabled4 && opts.Underlay.BehindNAT() {
 		// Peers route pod traffic to PublicIP as a next hop on their own
 		// link: it must be this node's address there (Flannel refuses too).
 		return nil, fmt.Errorf("host-gw: PublicIP %s is not the address of %s (%s), so this node is behind a NAT, which host-gw cannot cross: use vxlan, udp or wireguard, or leave --public-ip to the interface's address",
 			opts.Underlay.PublicIP, opts.Underlay.Link, opts.Underlay.LocalIP)
 	}
+	if enabled6 && opts.Underlay.BehindNAT6() {
+		return nil, fmt.Errorf("host-gw: PublicIPv6 %s is not the address of %s (%s), so this node is behind a NAT, which host-gw cannot cross: use vxlan, or leave --public-ipv6 to the interface's address",
+			opts.Underlay.PublicIPv6, opts.Underlay.Link, opts.Underlay.LocalIPv6)
+	}
 	if opts.Underlay.Index == 0 && opts.Underlay.Link == "" {
 		return nil, errors.New("host-gw: underlay link is not set")
 	}
-	if err := backend.RefuseIPv6("host-gw", opts.Config); err != nil {
-		return nil, err
-	}
-	var network netip.Prefix
-	if opts.Config != nil {
+	var network, network6 netip.Prefix
+	if opts.Config != nil && enabled4 {
 		network = opts.Config.Network
+	}
+	if enabled6 {
+		network6 = opts.Config.IPv6Network
 	}
 	log := opts.Logger
 	if log == nil {
@@ -76,13 +84,14 @@ func New(opts backend.Options) (backend.Backend, error) {
 	}
 	log = log.With("backend", "host-gw")
 	return &Backend{
-		log:     log,
-		status:  backend.NewStatusBook(log),
-		ul:      opts.Underlay,
-		cfg:     opts.Config,
-		network: network,
-		h:       nl.New(nil),
-		peers:   backend.PeerSet{},
+		log:      log,
+		status:   backend.NewStatusBook(log),
+		ul:       opts.Underlay,
+		cfg:      opts.Config,
+		network:  network,
+		network6: network6,
+		h:        nl.New(nil),
+		peers:    backend.PeerSet{},
 	}, nil
 }
 
@@ -103,13 +112,17 @@ func (b *Backend) refreshUnderlay() error {
 	if err != nil {
 		return fmt.Errorf("host-gw: underlay link %q (index %d): %w", b.ul.Link, b.ul.Index, err)
 	}
-	fam := unix.AF_INET
-	if !b.ul.PublicIP.Unmap().Is4() {
-		fam = unix.AF_INET6
-	}
-	conn, err := b.h.ConnectedPrefixes(ul, fam)
-	if err != nil {
-		return fmt.Errorf("host-gw: %w", err)
+	var conn []netip.Prefix
+	for _, f := range b.families() {
+		af := unix.AF_INET
+		if f == backend.IPv6 {
+			af = unix.AF_INET6
+		}
+		c, err := b.h.ConnectedPrefixes(ul, af)
+		if err != nil {
+			return fmt.Errorf("host-gw: %w", err)
+		}
+		conn = append(conn, c...)
 	}
 	b.underlay, b.connected = ul, conn
 	b.mtu = b.ul.MTU
@@ -123,14 +136,14 @@ func (b *Backend) refreshUnderlay() error {
 func (b *Backend) MTU() int { return b.mtu }
 
 // Configure records the node's own lease and removes any weft route to its
-// own subnet (left if the subnet once belonged to a peer).
+// own subnets (left if a subnet once belonged to a peer).
 func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
 	if b.underlay == nil {
 		return errors.New("host-gw: Configure before Prepare")
 	}
 	b.own = own
-	delete(b.peers, own.Subnet.Masked())
-	return b.reconcile(map[netip.Prefix]bool{own.Subnet.Masked(): true})
+	delete(b.peers, own.Key().Masked())
+	return b.reconcile(backend.LeaseScope(own))
 }
 
 // Sync makes weft's routes match peers exactly; see backend.Backend. It
@@ -153,7 +166,7 @@ func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
 	if b.underlay == nil {
 		return errors.New("host-gw: Apply before Prepare")
 	}
-	return b.reconcile(b.peers.Apply(events))
+	return b.reconcile(b.peers.ApplyFamilies(events))
 }
 
 // Run returns nil when ctx is done: the kernel does the work.
@@ -168,50 +181,73 @@ func (b *Backend) Peers() []backend.PeerStatus { return b.status.Peers() }
 // Close does nothing: routes stay for the next run.
 func (b *Backend) Close() error { return nil }
 
-// plan is one peer's route or the reason it is refused.
+// famPlan is one family's part of a peer's plan: its route, or why it is
+// not programmed.
+type famPlan struct {
+	out   backend.FamilyOutcome
+	route nl.Route
+}
+
+// plan is one peer's routes (one per family the network enables) or the
+// reasons they are refused.
 type plan struct {
 	lease  subnet.Lease
-	state  backend.PeerState
-	reason string
-	route  nl.Route
+	v4, v6 famPlan
+}
+
+// family returns p's part for f.
+func (p *plan) family(f backend.Family) *famPlan {
+	if f == backend.IPv6 {
+		return &p.v6
+	}
+	return &p.v4
 }
 
 type env struct {
 	// node is what backend.CheckPeer judges leases against.
-	node      backend.PeerNode
+	node backend.PeerNode
+	// families are the address families the network enables.
+	families  []backend.Family
 	ulIndex   int
 	ulName    string
-	connected []netip.Prefix
+	connected []netip.Prefix // either family
 }
 
-// planPeers decides, without touching the kernel, each peer's route or why
-// it is refused: the rules every backend shares (backend.CheckPeer), then
-// host-gw's own, a PublicIP on a directly connected subnet.
+// planPeers decides, without touching the kernel, each peer's route per
+// family or why it is refused: the rules every backend shares
+// (backend.CheckPeer), then host-gw's own, an underlay address of the
+// family on a directly connected subnet.
 func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*plan {
 	out := make(map[netip.Prefix]*plan, len(peers))
 	for sn, l := range peers {
-		p := &plan{lease: l, state: backend.PeerRefused}
+		p := &plan{lease: l}
 		out[sn] = p
-		pub := l.Attrs.PublicIP.Unmap()
-		why := ""
 		v := backend.CheckPeer(e.node, l)
-		fv := v.Family(backend.IPv4)
-		switch {
-		case v.Own:
-			why = "subnet is this node's own"
-		case !fv.Usable:
-			why = cmp.Or(fv.Reason, "the network does not use IPv4")
-		case !containsAddr(e.connected, pub):
-			why = fmt.Sprintf("PublicIP is not on a subnet directly connected to %s (connected: %v); "+
-				"host-gw needs every node on one L2 segment: use the vxlan backend (DirectRouting keeps "+
-				"same-segment peers unencapsulated)", e.ulName, e.connected)
+		for _, f := range e.families {
+			fp := p.family(f)
+			fv := v.Family(f)
+			dst, pub, key := l.Subnet.Masked(), l.Attrs.PublicIP.Unmap(), "PublicIP"
+			if f == backend.IPv6 {
+				dst, pub, key = l.IPv6Subnet.Masked(), l.Attrs.PublicIPv6, "PublicIPv6"
+			}
+			why := ""
+			switch {
+			case v.Own:
+				why = "subnet is this node's own"
+			case !fv.Usable:
+				why = cmp.Or(fv.Reason, "the network does not use "+f.String())
+			case !containsAddr(e.connected, pub):
+				why = fmt.Sprintf("%s %s is not on a subnet directly connected to %s (connected: %v); "+
+					"host-gw needs every node on one L2 segment: use the vxlan backend (DirectRouting keeps "+
+					"same-segment peers unencapsulated)", key, pub, e.ulName, e.connected)
+			}
+			if why != "" {
+				fp.out = backend.Outcome(backend.PeerRefused, why)
+				continue
+			}
+			fp.out = backend.Outcome(backend.PeerProgrammed, "")
+			fp.route = nl.Route{Dst: dst, Gw: pub, LinkIndex: e.ulIndex}
 		}
-		if why != "" {
-			p.reason = fmt.Sprintf("peer %s (%s): %s", sn, l.Attrs.PublicIP, why)
-			continue
-		}
-		p.state = backend.PeerProgrammed
-		p.route = nl.Route{Dst: sn, Gw: pub, LinkIndex: e.ulIndex}
 	}
 	return out
 }
@@ -225,46 +261,67 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// reconcile makes weft's routes match the plans for subnets in scope (nil:
-// everything, including routes for subnets nobody has).
+// reconcile makes weft's routes match the plans for the peers in scope
+// (nil: everything, including routes for subnets nobody has). A scope holds
+// peer keys and, for dual-stack peers, their IPv6 subnets (see Apply).
 func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 	e := env{
-		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(),
+		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(), PublicIPv6: b.ul.PublicIPv6,
 			BackendType: subnet.BackendHostGW, Connected: b.connected},
-		ulIndex: b.underlay.Attrs().Index, ulName: b.underlay.Attrs().Name, connected: b.connected,
+		families: b.families(),
+		ulIndex:  b.underlay.Attrs().Index, ulName: b.underlay.Attrs().Name, connected: b.connected,
 	}
 	plans := planPeers(e, b.peers)
-	inScope := func(sn netip.Prefix) bool { return scope == nil || scope[sn] }
+	var errs []error
+	for _, f := range e.families {
+		if err := b.reconcileFamily(f, scope, plans); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	b.updateStatus(scope, plans)
+	return errors.Join(errs...)
+}
 
-	routes, err := b.h.WeftRoutes(unix.AF_INET)
+// reconcileFamily makes weft's routes of family f match the plans for the
+// peers in scope.
+func (b *Backend) reconcileFamily(f backend.Family, scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) error {
+	inScope := func(sn netip.Prefix) bool { return scope == nil || scope[sn] }
+	af := unix.AF_INET
+	if f == backend.IPv6 {
+		af = unix.AF_INET6
+	}
+	routes, err := b.h.WeftRoutes(af)
 	if err != nil {
 		return fmt.Errorf("host-gw: %w", err)
 	}
+	want := map[netip.Prefix]bool{}
 	var errs []error
 	for sn, p := range plans {
-		if !inScope(sn) || p.state != backend.PeerProgrammed {
+		fp := p.family(f)
+		if fp.out.State != backend.PeerProgrammed {
+			continue
+		}
+		want[fp.route.Dst] = true
+		if !inScope(sn) {
 			continue
 		}
 		var have *nl.Route
-		if r, ok := routes[sn]; ok {
+		if r, ok := routes[fp.route.Dst]; ok {
 			have = &r
 		}
-		wrote, err := b.h.EnsureRoute(p.route, have)
+		wrote, err := b.h.EnsureRoute(fp.route, have)
 		if err != nil {
-			p.state, p.reason = backend.PeerFailed, err.Error()
+			fp.out = backend.Outcome(backend.PeerFailed, err.Error())
 			errs = append(errs, fmt.Errorf("host-gw: peer %s: %w", sn, err))
 			continue
 		}
 		if wrote {
 			b.countRepair(scope)
-			b.log.Debug("programmed route", "route", p.route.String())
+			b.log.Debug("programmed route", "route", fp.route.String())
 		}
 	}
 	for dst, r := range routes {
-		if p, ok := plans[dst]; ok && p.state == backend.PeerProgrammed {
-			continue
-		}
-		if !inScope(dst) || !b.ownsRoute(r) {
+		if want[dst] || !inScope(dst) || !b.ownsRoute(r) {
 			continue
 		}
 		if err := b.h.DeleteRoute(r); err != nil {
@@ -274,8 +331,23 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 		b.countRepair(scope)
 		b.log.Info("deleted stale route", "route", r.String())
 	}
-	b.updateStatus(scope, plans)
 	return errors.Join(errs...)
+}
+
+// families are the address families the network enables (IPv4 without a
+// config).
+func (b *Backend) families() []backend.Family {
+	if b.cfg == nil {
+		return []backend.Family{backend.IPv4}
+	}
+	var fs []backend.Family
+	if b.cfg.EnableIPv4 {
+		fs = append(fs, backend.IPv4)
+	}
+	if b.cfg.EnableIPv6 {
+		fs = append(fs, backend.IPv6)
+	}
+	return fs
 }
 
 // countRepair counts a kernel change made by a full pass (scope nil): drift,
@@ -297,14 +369,19 @@ func (b *Backend) ownsRoute(r nl.Route) bool {
 	if r.LinkIndex == b.underlay.Attrs().Index {
 		return true
 	}
-	return b.network.IsValid() && b.network.Contains(r.Dst.Addr()) && r.Dst.Bits() >= b.network.Bits()
+	for _, n := range []netip.Prefix{b.network, b.network6} {
+		if n.IsValid() && n.Contains(r.Dst.Addr()) && r.Dst.Bits() >= n.Bits() {
+			return true
+		}
+	}
+	return false
 }
 
 // updateStatus records outcomes for subnets in scope (all when nil).
 func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) {
 	want := make(map[netip.Prefix]backend.PeerStatus, len(plans))
 	for sn, p := range plans {
-		want[sn] = backend.PeerStatus{Subnet: sn, PublicIP: p.lease.Attrs.PublicIP, State: p.state, Reason: p.reason}
+		want[sn] = backend.NewPeerStatus(b.cfg, p.lease, p.v4.out, p.v6.out)
 	}
 	b.status.Update(scope, want)
 }

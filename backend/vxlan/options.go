@@ -81,8 +81,12 @@ func ParseOptions(raw json.RawMessage) (Options, error) {
 	return o, nil
 }
 
-// DeviceName is the VXLAN device for vni.
+// DeviceName is the VXLAN device for vni (the IPv4 pod network's).
 func DeviceName(vni int) string { return fmt.Sprintf("weft.%d", vni) }
+
+// DeviceName6 is the VXLAN device of the IPv6 pod network for vni, named as
+// Flannel names its own (flannel-v6.<VNI>).
+func DeviceName6(vni int) string { return fmt.Sprintf("weft-v6.%d", vni) }
 
 // Overhead returns the encapsulation overhead over an underlay of publicIP's
 // family.

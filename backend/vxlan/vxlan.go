@@ -29,18 +29,17 @@ type Backend struct {
 	opts Options
 	ul   backend.Underlay
 	// cfg is the network config peers are checked against (nil: none,
-	// and every peer is refused); network is its pod network, zero when
-	// there is none.
-	cfg     *subnet.Config
-	network netip.Prefix
-	h       *nl.Handle
+	// and every peer is refused).
+	cfg *subnet.Config
+	h   *nl.Handle
+
+	// devs are the VXLAN devices, one per address family the network
+	// enables, IPv4's first: weft.<VNI>, weft-v6.<VNI>.
+	devs []*device
 
 	// Set by Prepare.
-	dev       netlink.Link // weft.<VNI>
-	underlay  netlink.Link
-	mac       net.HardwareAddr
-	mtu       int
-	connected []netip.Prefix // underlay's directly connected subnets
+	underlay netlink.Link
+	mtu      int // the pods': the least of the devices'
 
 	own   subnet.Lease    // set by Configure
 	peers backend.PeerSet // desired peer set
@@ -50,6 +49,36 @@ type Backend struct {
 	repairs atomic.Uint64
 
 	status *backend.StatusBook
+}
+
+// device is the VXLAN device of one address family of the pod network:
+// weft.<VNI> carries IPv4 pods over the IPv4 underlay, weft-v6.<VNI> IPv6
+// pods over the IPv6 underlay (Flannel's flannel.<VNI> and
+// flannel-v6.<VNI>). Each has its own VtepMAC, published in BackendData and
+// BackendV6Data.
+type device struct {
+	f       backend.Family
+	name    string
+	network netip.Prefix // the family's pod network
+	// public is the node's underlay address of the family (PublicIP,
+	// PublicIPv6), which peers' FDB entries point at and the VtepMAC is
+	// derived from; local is the one the device sends from (they differ
+	// behind a NAT).
+	public, local netip.Addr
+
+	// Set by ensureDevice.
+	link      netlink.Link
+	mac       net.HardwareAddr
+	mtu       int
+	connected []netip.Prefix // the underlay's directly connected subnets of the family
+}
+
+// af is the device's address family for netlink.
+func (d *device) af() int {
+	if d.f == backend.IPv6 {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
 }
 
 var (
@@ -64,19 +93,15 @@ var (
 // It touches no kernel state.
 func New(opts backend.Options) (backend.Backend, error) {
 	var raw json.RawMessage
-	var network netip.Prefix
 	if opts.Config != nil {
-		raw, network = opts.Config.Backend, opts.Config.Network
+		raw = opts.Config.Backend
 	}
 	o, err := ParseOptions(raw)
 	if err != nil {
 		return nil, err
 	}
-	if err := backend.RefuseIPv6("vxlan", opts.Config); err != nil {
+	if err := opts.Underlay.RequireAddrs("vxlan", opts.Config); err != nil {
 		return nil, err
-	}
-	if !opts.Underlay.PublicIP.IsValid() {
-		return nil, errors.New("vxlan: underlay PublicIP is not set")
 	}
 	if opts.Underlay.Index == 0 && opts.Underlay.Link == "" {
 		return nil, errors.New("vxlan: underlay link is not set")
@@ -85,16 +110,28 @@ func New(opts backend.Options) (backend.Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("backend", "vxlan", "dev", DeviceName(o.VNI))
+	log = log.With("backend", "vxlan")
+	var devs []*device
+	u := opts.Underlay
+	if c := opts.Config; c == nil || c.EnableIPv4 {
+		d := &device{f: backend.IPv4, name: DeviceName(o.VNI), public: u.PublicIP.Unmap(), local: u.Local().Unmap()}
+		if c != nil {
+			d.network = c.Network
+		}
+		devs = append(devs, d)
+	}
+	if c := opts.Config; c != nil && c.EnableIPv6 {
+		devs = append(devs, &device{f: backend.IPv6, name: DeviceName6(o.VNI), network: c.IPv6Network, public: u.PublicIPv6, local: u.Local6()})
+	}
 	return &Backend{
-		log:     log,
-		status:  backend.NewStatusBook(log),
-		opts:    o,
-		ul:      opts.Underlay,
-		cfg:     opts.Config,
-		network: network,
-		h:       nl.New(nil),
-		peers:   backend.PeerSet{},
+		log:    log,
+		status: backend.NewStatusBook(log),
+		opts:   o,
+		ul:     opts.Underlay,
+		cfg:    opts.Config,
+		devs:   devs,
+		h:      nl.New(nil),
+		peers:  backend.PeerSet{},
 	}, nil
 }
 
@@ -107,27 +144,34 @@ func (b *Backend) TunnelPort() uint16 { return uint16(b.opts.Port) }
 // FilterPort implements backend.PeerFiltered.
 func (b *Backend) FilterPort() (uint16, bool) { return b.opts.FilterPort() }
 
-// Prepare creates or adopts weft.<VNI> and returns the BackendData to
-// publish. A device with the same VNI, port, local address, underlay, learning
-// and GBP settings is reused (same ifindex, no flap); anything else of that
-// name is replaced.
+// Prepare creates or adopts weft.<VNI> (and weft-v6.<VNI> when the network
+// enables IPv6) and returns the BackendData (BackendV6Data) to publish. A
+// device with the same VNI, port, local address, underlay, learning and GBP
+// settings is reused (same ifindex, no flap); anything else of that name is
+// replaced.
 func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
-	if err := b.ensureDevice(); err != nil {
+	if err := b.ensureDevices(); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
-	data, err := json.Marshal(BackendData{VNI: b.opts.VNI, VtepMAC: b.mac.String()})
-	if err != nil {
-		return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: encode backend data: %w", err)
-	}
 	attrs := b.ul.LeaseAttrs(b.cfg)
-	attrs.BackendData = data
+	for _, d := range b.devs {
+		data, err := json.Marshal(BackendData{VNI: b.opts.VNI, VtepMAC: d.mac.String()})
+		if err != nil {
+			return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: encode backend data: %w", err)
+		}
+		if d.f == backend.IPv6 {
+			attrs.BackendV6Data = data
+		} else {
+			attrs.BackendData = data
+		}
+	}
 	return attrs, nil
 }
 
-// ensureDevice resolves the underlay and makes weft.<VNI> right: created or
-// reused, MAC, MTU, up, TX checksum setting. Called by Prepare and by every
-// Sync, so a device deleted or altered by hand is repaired too.
-func (b *Backend) ensureDevice() error {
+// ensureDevices resolves the underlay and makes each device right (see
+// ensureDevice). Called by Prepare and by every Sync, so a device deleted or
+// altered by hand is repaired too.
+func (b *Backend) ensureDevices() error {
 	var ul netlink.Link
 	var err error
 	if b.ul.Index > 0 {
@@ -146,20 +190,37 @@ func (b *Backend) ensureDevice() error {
 	if b.opts.MTU != 0 {
 		ulMTU = b.opts.MTU // Flannel's meaning: the path MTU, not the device's
 	}
-	b.mtu = ulMTU - Overhead(b.ul.Local())
-	b.mac = VtepMAC(b.ul.PublicIP, b.opts.VNI)
-	name := DeviceName(b.opts.VNI)
+	b.mtu = 0
+	for _, d := range b.devs {
+		if err := b.ensureDevice(d, ulMTU); err != nil {
+			return err
+		}
+		if b.mtu == 0 || d.mtu < b.mtu {
+			b.mtu = d.mtu
+		}
+	}
+	return nil
+}
+
+// ensureDevice makes d's device right: created or reused, MAC, MTU, up, TX
+// checksum setting; it records the underlay's connected subnets of d's
+// family.
+func (b *Backend) ensureDevice(d *device, ulMTU int) error {
+	ul := b.underlay
+	d.mtu = ulMTU - Overhead(d.local)
+	d.mac = VtepMAC(d.public, b.opts.VNI)
+	name := d.name
 	want := &netlink.Vxlan{
-		LinkAttrs:    netlink.LinkAttrs{Name: name, HardwareAddr: b.mac, MTU: b.mtu},
+		LinkAttrs:    netlink.LinkAttrs{Name: name, HardwareAddr: d.mac, MTU: d.mtu},
 		VxlanId:      b.opts.VNI,
 		VtepDevIndex: ul.Attrs().Index,
 		// The interface's address: behind a NAT, PublicIP is not local.
-		SrcAddr:  nl.IP(b.ul.Local()),
+		SrcAddr:  nl.IP(d.local),
 		Port:     b.opts.Port,
 		Learning: b.opts.Learning,
 		GBP:      b.opts.GBP,
 	}
-	if err := b.clearConflicts(name); err != nil {
+	if err := b.clearConflicts(name, d.f); err != nil {
 		return err
 	}
 	dev, created, err := b.h.EnsureLink(want, func(have netlink.Link) bool { return compatible(have.(*netlink.Vxlan), want) })
@@ -167,12 +228,12 @@ func (b *Backend) ensureDevice() error {
 		return fmt.Errorf("vxlan: %w", err)
 	}
 	if created {
-		b.log.Info("created vxlan device", "ifindex", dev.Attrs().Index, "vni", b.opts.VNI, "port", b.opts.Port, "local", b.ul.Local())
+		b.log.Info("created vxlan device", "dev", name, "ifindex", dev.Attrs().Index, "vni", b.opts.VNI, "port", b.opts.Port, "local", d.local)
 	}
 	// Set MAC after creation too: udev (MACAddressPolicy=persistent) may
 	// rewrite a new device's MAC behind us, which would strand every peer's
 	// neighbour entry for this node.
-	dev, err = b.h.EnsureLinkState(dev, nl.LinkState{MAC: b.mac, MTU: b.mtu, Up: true})
+	dev, err = b.h.EnsureLinkState(dev, nl.LinkState{MAC: d.mac, MTU: d.mtu, Up: true})
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
@@ -181,12 +242,12 @@ func (b *Backend) ensureDevice() error {
 			return fmt.Errorf("vxlan: disable tx checksum offload: %w", err)
 		}
 	}
-	b.dev = dev
-	conn, err := b.h.ConnectedPrefixes(ul, familyOf(b.ul.Local()))
+	d.link = dev
+	conn, err := b.h.ConnectedPrefixes(ul, d.af())
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
-	b.connected = conn
+	d.connected = conn
 	return nil
 }
 
@@ -204,38 +265,57 @@ func compatible(have, want *netlink.Vxlan) bool {
 		!have.FlowBased
 }
 
-func familyOf(a netip.Addr) int {
-	if a.Unmap().Is4() {
-		return unix.AF_INET
-	}
-	return unix.AF_INET6
-}
-
-// MTU is the pod MTU: the device MTU. Valid after Prepare.
+// MTU is the pod MTU: the device MTU (dual stack: the lesser of the two
+// devices', so a pod's packets of either family fit). Valid after Prepare.
 func (b *Backend) MTU() int { return b.mtu }
 
-// Configure puts <subnet>.0/32 on the device (and only that) and removes any
-// weft state for the node's own subnet (left if it once was a peer's).
+// Configure puts <subnet>.0/32 on weft.<VNI> (and only that; IPv6:
+// <IPv6 subnet>::/128 on weft-v6.<VNI>) and removes any weft state for the
+// node's own subnets (left if one once was a peer's).
 func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
-	if b.dev == nil {
+	if !b.prepared() {
 		return errors.New("vxlan: Configure before Prepare")
 	}
-	if !own.Subnet.Addr().Is4() {
-		return fmt.Errorf("vxlan: own subnet %s is not IPv4", own.Subnet)
+	for _, d := range b.devs {
+		if sn := ownSubnet(own, d.f); !sn.IsValid() || !is(d.f, sn.Addr()) {
+			return fmt.Errorf("vxlan: own lease %s has no %s subnet, which the network enables", own.Key(), d.f)
+		}
 	}
 	b.own = own
-	if err := b.ensureAddr(); err != nil {
+	if err := b.ensureAddrs(); err != nil {
 		return err
 	}
-	delete(b.peers, own.Subnet.Masked())
-	return b.reconcile(map[netip.Prefix]bool{own.Subnet.Masked(): true})
+	delete(b.peers, own.Key().Masked())
+	return b.reconcile(backend.LeaseScope(own))
 }
 
-// ensureAddr makes <own subnet>.0/32 the device's only IPv4 address.
-func (b *Backend) ensureAddr() error {
-	addr := netip.PrefixFrom(b.own.Subnet.Masked().Addr(), 32)
-	if err := b.h.EnsureAddrs(b.dev, unix.AF_INET, []netip.Prefix{addr}); err != nil {
-		return fmt.Errorf("vxlan: %w", err)
+// prepared reports whether Prepare made the devices.
+func (b *Backend) prepared() bool { return len(b.devs) > 0 && b.devs[0].link != nil }
+
+// ownSubnet is l's subnet of family f.
+func ownSubnet(l subnet.Lease, f backend.Family) netip.Prefix {
+	if f == backend.IPv6 {
+		return l.IPv6Subnet
+	}
+	return l.Subnet
+}
+
+// is reports whether a is an address of family f.
+func is(f backend.Family, a netip.Addr) bool {
+	if f == backend.IPv6 {
+		return a.Is6() && !a.Is4In6()
+	}
+	return a.Is4()
+}
+
+// ensureAddrs makes the own subnet's first address (<subnet>.0/32,
+// <subnet>::/128) each device's only address of its family.
+func (b *Backend) ensureAddrs() error {
+	for _, d := range b.devs {
+		a := ownSubnet(b.own, d.f).Masked().Addr()
+		if err := b.h.EnsureAddrs(d.link, d.af(), []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}); err != nil {
+			return fmt.Errorf("vxlan: %w", err)
+		}
 	}
 	return nil
 }
@@ -245,14 +325,14 @@ func (b *Backend) ensureAddr() error {
 // its address. The error joins per-peer failures (also visible in
 // Peers); refused peers are not errors.
 func (b *Backend) Sync(ctx context.Context, peers []subnet.Lease) error {
-	if b.dev == nil {
+	if !b.prepared() {
 		return errors.New("vxlan: Sync before Prepare")
 	}
-	if err := b.ensureDevice(); err != nil {
+	if err := b.ensureDevices(); err != nil {
 		return err
 	}
-	if b.own.Subnet.IsValid() {
-		if err := b.ensureAddr(); err != nil {
+	if b.own.Key().IsValid() {
+		if err := b.ensureAddrs(); err != nil {
 			return err
 		}
 	}
@@ -262,10 +342,10 @@ func (b *Backend) Sync(ctx context.Context, peers []subnet.Lease) error {
 
 // Apply applies events incrementally; see backend.Backend.
 func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
-	if b.dev == nil {
+	if !b.prepared() {
 		return errors.New("vxlan: Apply before Prepare")
 	}
-	return b.reconcile(b.peers.Apply(events))
+	return b.reconcile(b.peers.ApplyFamilies(events))
 }
 
 // Run returns nil when ctx is done: the kernel does the work.
@@ -282,7 +362,8 @@ func (b *Backend) Close() error { return nil }
 
 // ---- desired state ----
 
-// plan is what one peer needs in the kernel.
+// plan is what one peer needs in the kernel in one address family (the
+// family of the env it was planned in).
 type plan struct {
 	lease  subnet.Lease
 	state  backend.PeerState
@@ -294,23 +375,27 @@ type plan struct {
 	publicIP netip.Addr
 }
 
-// env is the node-side input of planning.
+// env is the node-side input of planning one address family.
 type env struct {
+	// f is the family planned: IPv4 (the zero value) or IPv6.
+	f   backend.Family
 	vni int
 	// node is what backend.CheckPeer judges leases against.
 	node      backend.PeerNode
-	devIndex  int
+	devIndex  int // the family's device
 	ulIndex   int
 	direct    bool
-	connected []netip.Prefix
+	connected []netip.Prefix // the family's
 }
 
-// planPeers computes, without touching the kernel, what each peer needs or
-// why it is refused: first the rules every backend shares
-// (backend.CheckPeer), then vxlan's own (BackendData, a VtepMAC claimed
-// twice). Peers are visited oldest lease first (lowest CreateRevision, then
-// subnet order), so of two leases claiming one VtepMAC the older keeps it on
-// every pass: a newcomer cannot take over a legitimate peer's MAC.
+// planPeers computes, without touching the kernel, what each peer needs in
+// family e.f or why it is refused: first the rules every backend shares
+// (backend.CheckPeer), then vxlan's own (BackendData or, IPv6,
+// BackendV6Data; a VtepMAC claimed twice). Peers are visited oldest lease
+// first (lowest CreateRevision, then subnet order), so of two leases
+// claiming one VtepMAC the older keeps it on every pass: a newcomer cannot
+// take over a legitimate peer's MAC. A plan's reason does not name the peer:
+// backend.NewPeerStatus does.
 func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*plan {
 	keys := slices.Collect(maps.Keys(peers))
 	slices.SortFunc(keys, func(a, c netip.Prefix) int {
@@ -324,37 +409,44 @@ func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*pla
 		out[sn] = p
 		refuse := func(format string, args ...any) {
 			p.state = backend.PeerRefused
-			p.reason = fmt.Sprintf("peer %s (%s): ", sn, l.Attrs.PublicIP) + fmt.Sprintf(format, args...)
+			p.reason = fmt.Sprintf(format, args...)
 		}
 		v := backend.CheckPeer(e.node, l)
 		if v.Own {
 			refuse("subnet is this node's own")
 			continue
 		}
-		if fv := v.Family(backend.IPv4); !fv.Usable {
-			refuse("%s", cmp.Or(fv.Reason, "the network does not use IPv4"))
+		if fv := v.Family(e.f); !fv.Usable {
+			refuse("%s", cmp.Or(fv.Reason, "the network does not use "+e.f.String()))
 			continue
 		}
-		pub := l.Attrs.PublicIP.Unmap()
-		gw := sn.Addr() // peerSubnet.0
+		dst, pub, data, dataKey := l.Subnet.Masked(), l.Attrs.PublicIP.Unmap(), l.Attrs.BackendData, ""
+		if e.f == backend.IPv6 {
+			dst, pub, data, dataKey = l.IPv6Subnet.Masked(), l.Attrs.PublicIPv6, l.Attrs.BackendV6Data, "BackendV6Data: "
+		}
+		gw := dst.Addr() // peerSubnet.0, peerSubnet::
 		if e.direct && containsAddr(e.connected, pub) {
 			p.state = backend.PeerProgrammed
-			p.route = nl.Route{Dst: sn, Gw: pub, LinkIndex: e.ulIndex}
+			p.route = nl.Route{Dst: dst, Gw: pub, LinkIndex: e.ulIndex}
 			continue
 		}
-		mac, err := parseBackendData(l.Attrs.BackendData, e.vni)
+		mac, err := parseBackendData(data, e.vni)
 		if err != nil {
-			refuse("%v", err)
+			refuse("%s%v", dataKey, err)
 			continue
 		}
 		if other, dup := macOwner[mac.String()]; dup {
-			refuse("VtepMAC %s is already used by the older lease of peer %s (%s)", mac, other, peers[other].Attrs.PublicIP)
+			otherIP := peers[other].Attrs.PublicIP
+			if e.f == backend.IPv6 {
+				otherIP = peers[other].Attrs.PublicIPv6
+			}
+			refuse("VtepMAC %s is already used by the older lease of peer %s (%s)", mac, other, otherIP)
 			continue
 		}
 		macOwner[mac.String()] = sn
 		p.state = backend.PeerProgrammed
 		p.mac, p.publicIP = mac, pub
-		p.route = nl.Route{Dst: sn, Gw: gw, LinkIndex: e.devIndex, OnLink: true}
+		p.route = nl.Route{Dst: dst, Gw: gw, LinkIndex: e.devIndex, OnLink: true}
 	}
 	return out
 }
@@ -370,19 +462,43 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 
 // ---- making the kernel match ----
 
-// reconcile makes the kernel match the plans for the subnets in scope (nil:
-// everything, including state for subnets nobody has). Ensuring comes before
-// deleting so that a changed peer never loses its path for longer than the
-// replace.
+// reconcile makes the kernel match the plans of each family for the
+// subnets in scope (nil: everything, including state for subnets nobody
+// has), then records each peer's status.
 func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
-	e := env{
-		vni: b.opts.VNI,
-		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(),
-			BackendType: subnet.BackendVXLAN, Connected: b.connected},
-		devIndex: b.dev.Attrs().Index, ulIndex: b.underlay.Attrs().Index,
-		direct: b.opts.DirectRouting, connected: b.connected,
+	var connected []netip.Prefix
+	for _, d := range b.devs {
+		connected = append(connected, d.connected...)
 	}
-	plans := planPeers(e, b.peers)
+	node := backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(), PublicIPv6: b.ul.PublicIPv6,
+		BackendType: subnet.BackendVXLAN, Connected: connected}
+	var errs []error
+	var plans4, plans6 map[netip.Prefix]*plan
+	for _, d := range b.devs {
+		e := env{
+			f: d.f, vni: b.opts.VNI, node: node,
+			devIndex: d.link.Attrs().Index, ulIndex: b.underlay.Attrs().Index,
+			direct: b.opts.DirectRouting, connected: d.connected,
+		}
+		plans := planPeers(e, b.peers)
+		if err := b.reconcileDevice(d, scope, plans); err != nil {
+			errs = append(errs, err)
+		}
+		if d.f == backend.IPv6 {
+			plans6 = plans
+		} else {
+			plans4 = plans
+		}
+	}
+	b.updateStatus(scope, plans4, plans6)
+	return errors.Join(errs...)
+}
+
+// reconcileDevice makes the kernel match the plans (of d's family) for the
+// subnets in scope. Ensuring comes before deleting so that a changed peer
+// never loses its path for longer than the replace.
+func (b *Backend) reconcileDevice(d *device, scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) error {
+	devIndex := d.link.Attrs().Index
 	inScope := func(a netip.Addr) bool {
 		if scope == nil {
 			return true
@@ -395,15 +511,15 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 		return false
 	}
 
-	routes, err := b.h.WeftRoutes(unix.AF_INET)
+	routes, err := b.h.WeftRoutes(d.af())
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
-	neighs, err := b.h.Neighs(e.devIndex, unix.AF_INET)
+	neighs, err := b.h.Neighs(devIndex, d.af())
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
-	fdb, extraFDB, err := b.h.FDB(e.devIndex)
+	fdb, extraFDB, err := b.h.FDB(devIndex)
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
@@ -413,11 +529,11 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 	wantRoute := map[netip.Prefix]bool{}
 	wantNeigh := map[netip.Addr]bool{}
 	wantFDB := map[string]netip.Addr{}
-	for sn, p := range plans {
+	for _, p := range plans {
 		if p.state != backend.PeerProgrammed {
 			continue
 		}
-		wantRoute[sn] = true
+		wantRoute[p.route.Dst] = true
 		if p.mac != nil {
 			wantNeigh[p.route.Gw] = true
 			wantFDB[p.mac.String()] = p.publicIP
@@ -427,7 +543,7 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 	var errs []error
 	// Ensure, per peer in scope.
 	for sn, p := range plans {
-		if !inScope(sn.Addr()) || p.state != backend.PeerProgrammed {
+		if !inScope(p.route.Dst.Addr()) || p.state != backend.PeerProgrammed {
 			continue
 		}
 		changed, err := b.ensurePeer(p, routes, neighs, fdb)
@@ -443,7 +559,7 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 	// Delete what no peer needs. Routes: weft's own only (protocol), and only
 	// those on weft's device or into the pod network.
 	for dst, r := range routes {
-		if wantRoute[dst] || !inScope(dst.Addr()) || !b.ownsRoute(r) {
+		if wantRoute[dst] || !inScope(dst.Addr()) || !b.ownsRoute(d, r) {
 			continue
 		}
 		if err := b.h.DeleteRoute(r); err != nil {
@@ -462,7 +578,7 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 		if wantNeigh[ip] {
 			continue
 		}
-		if err := b.h.DeleteNeigh(e.devIndex, ip); err != nil {
+		if err := b.h.DeleteNeigh(devIndex, ip); err != nil {
 			errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			continue
 		}
@@ -470,7 +586,7 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 		b.log.Info("deleted stale neighbour", "ip", ip, "mac", n.MAC.String())
 	}
 	for _, p := range plans {
-		if p.mac != nil && inScope(p.lease.Subnet.Addr()) {
+		if p.mac != nil && inScope(p.route.Dst.Addr()) {
 			scopedMACs[p.mac.String()] = true
 		}
 	}
@@ -490,7 +606,6 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 		b.log.Info("deleted stale fdb entry", "mac", fe.MAC.String(), "dst", fe.Dst)
 	}
 
-	b.updateStatus(scope, plans)
 	return errors.Join(errs...)
 }
 
@@ -528,7 +643,7 @@ func (b *Backend) ensurePeer(p *plan, routes map[netip.Prefix]nl.Route, neighs m
 		return changed, err
 	}
 	if changed = changed || w; changed {
-		b.log.Debug("programmed peer", "subnet", p.lease.Subnet, "publicIP", p.publicIP, "route", p.route.String(), "vtepMAC", p.mac.String())
+		b.log.Debug("programmed peer", "subnet", p.route.Dst, "publicIP", p.publicIP, "route", p.route.String(), "vtepMAC", p.mac.String())
 	}
 	return changed, nil
 }
@@ -544,22 +659,36 @@ func (b *Backend) countRepair(scope map[netip.Prefix]bool) {
 // Repairs implements backend.RepairCounter.
 func (b *Backend) Repairs() uint64 { return b.repairs.Load() }
 
-// ownsRoute: a weft-protocol route is this backend's if it uses the device,
-// sits on the underlay (DirectRouting routes, also those of an earlier pod
-// network: weft puts nothing else there) or leads into the pod network.
-func (b *Backend) ownsRoute(r nl.Route) bool {
-	return r.LinkIndex == b.dev.Attrs().Index || r.LinkIndex == b.underlay.Attrs().Index ||
-		(b.network.IsValid() && b.network.Contains(r.Dst.Addr()))
+// ownsRoute: a weft-protocol route of d's family is this backend's if it
+// uses d's device, sits on the underlay (DirectRouting routes, also those of
+// an earlier pod network: weft puts nothing else there) or leads into the
+// family's pod network.
+func (b *Backend) ownsRoute(d *device, r nl.Route) bool {
+	return r.LinkIndex == d.link.Attrs().Index || r.LinkIndex == b.underlay.Attrs().Index ||
+		(d.network.IsValid() && d.network.Contains(r.Dst.Addr()))
 }
 
-// updateStatus records the outcome for subnets in scope (all when nil).
-func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) {
-	want := make(map[netip.Prefix]backend.PeerStatus, len(plans))
-	for sn, p := range plans {
-		want[sn] = backend.PeerStatus{Subnet: sn, PublicIP: p.lease.Attrs.PublicIP, State: p.state, Reason: p.reason}
+// updateStatus records the outcome of each peer in scope (all when nil),
+// both families' plans merged.
+func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans4, plans6 map[netip.Prefix]*plan) {
+	want := make(map[netip.Prefix]backend.PeerStatus, len(b.peers))
+	outcome := func(plans map[netip.Prefix]*plan, sn netip.Prefix) backend.FamilyOutcome {
+		if p, ok := plans[sn]; ok {
+			return backend.Outcome(p.state, p.reason)
+		}
+		return backend.FamilyOutcome{}
+	}
+	for sn, l := range b.peers {
+		want[sn] = backend.NewPeerStatus(b.cfg, l, outcome(plans4, sn), outcome(plans6, sn))
 	}
 	b.status.Update(scope, want)
 }
 
-// Device implements backend.Device.
-func (b *Backend) Device() string { return DeviceName(b.opts.VNI) }
+// Device implements backend.Device: the IPv4 device, or the IPv6 one of an
+// IPv6-only network.
+func (b *Backend) Device() string {
+	if len(b.devs) == 0 {
+		return DeviceName(b.opts.VNI)
+	}
+	return b.devs[0].name
+}

@@ -168,8 +168,9 @@ func TestPlanPeers(t *testing.T) {
 				}
 				continue
 			}
-			if p.state != backend.PeerRefused || !strings.Contains(p.reason, tc.reason) || !strings.Contains(p.reason, tc.sn) {
-				t.Errorf("direct=%v %s: state %s reason %q, want refused naming the peer and %q", direct, tc.sn, p.state, p.reason, tc.reason)
+			st := backend.NewPeerStatus(nil, p.lease, backend.Outcome(p.state, p.reason), backend.FamilyOutcome{})
+			if st.State != backend.PeerRefused || !strings.Contains(st.Reason, tc.reason) || !strings.Contains(st.Reason, tc.sn) {
+				t.Errorf("direct=%v %s: state %s reason %q, want refused naming the peer and %q", direct, tc.sn, st.State, st.Reason, tc.reason)
 			}
 		}
 		p2 := plans[netip.MustParsePrefix("10.244.2.0/24")]

@@ -19,6 +19,7 @@ const labUsage = `usage: weftctl lab SUBCOMMAND [flags]
   up      --nodes N --backend vxlan|host-gw|udp|wireguard [--pods-per-node K] [--name NAME] [--bin-dir DIR] [--test] [--down]
           [--flannel-nodes n2,n3 --flannel-bin-dir DIR]   those nodes run the real Flannel (scripts/flannel.sh builds it)
           [--kube]   Kubernetes mode: kube-apiserver + kube-controller-manager, weftd --kube-subnet-mgr (scripts/kube.sh builds them)
+          [--ipv6 | --ipv6-only [--ipv6-network PREFIX]]   dual stack, or IPv6 only: an IPv6 underlay, pods and probes
   down    [--name NAME]
   status  [--name NAME]
   test    [--name NAME] [--json]
@@ -187,6 +188,9 @@ func labUp(ctx context.Context, e *env, fs *flag.FlagSet, name, root *string, ar
 	})
 	flannelBinDir := fs.String("flannel-bin-dir", "", "directory with flanneld, flannel, bridge, host-local (what scripts/flannel.sh prints)")
 	config := fs.String("config", "", "network config JSON to write instead of the one --network and --backend make")
+	ipv6 := fs.Bool("ipv6", false, "dual stack: the underlay gets an IPv6 /64 too, the network enables IPv6, pods get both families, the matrix probes both")
+	ipv6Only := fs.Bool("ipv6-only", false, "IPv6 only: an IPv6 underlay (etcd on it too) and an IPv6-only network (EnableIPv4 false)")
+	ipv6Network := fs.String("ipv6-network", "", "IPv6 pod network with --ipv6 or --ipv6-only (default "+lab.DefaultIPv6Network+")")
 	if err := parseLabFlags(fs, args, e); err != nil {
 		return err
 	}
@@ -204,6 +208,7 @@ func labUp(ctx context.Context, e *env, fs *flag.FlagSet, name, root *string, ar
 		Name: *name, Nodes: *nodes, Backend: *backend, PodsPerNode: *pods, BinDir: *binDir,
 		StateRoot: *root, Network: *network, IPMasq: *ipMasq, Kube: *kube, Progress: e.stdout, ReadyTimeout: *timeout,
 		FlannelNodes: flannelNodes, FlannelBinDir: *flannelBinDir, Config: *config,
+		IPv6: *ipv6, IPv6Only: *ipv6Only, IPv6Network: *ipv6Network,
 	})
 	if err != nil {
 		if l != nil {
@@ -249,7 +254,7 @@ func lastPodIP(l *lab.Lab) string {
 	if len(ps) == 0 {
 		return l.Etcd.Addr.String()
 	}
-	return ps[len(ps)-1].IP.String()
+	return ps[len(ps)-1].Addr().String()
 }
 
 // errMatrix marks a connectivity matrix with failures (exit 1).

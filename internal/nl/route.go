@@ -11,7 +11,7 @@ import (
 )
 
 // Route is a route weft wants, in netip terms. It always lives in the main
-// table with protocol RouteProtocol and metric 0.
+// table with protocol RouteProtocol and metric 0 (IPv6: weftMetric6).
 type Route struct {
 	Dst       netip.Prefix // masked by the helpers
 	Gw        netip.Addr   // zero for a device route
@@ -49,6 +49,7 @@ func (r Route) netlink() *netlink.Route {
 		Table:     unix.RT_TABLE_MAIN,
 		Family:    family(dst.Addr()),
 	}
+	nr.Priority = weftMetric(nr.Family)
 	if !r.Gw.IsValid() {
 		nr.Scope = netlink.SCOPE_LINK
 	}
@@ -56,6 +57,20 @@ func (r Route) netlink() *netlink.Route {
 		nr.Flags = int(netlink.FLAG_ONLINK)
 	}
 	return nr
+}
+
+// weftMetric6 is the metric of weft's IPv6 routes: the kernel stores an
+// IPv6 route added with metric 0 at IP6_RT_PRIO_USER (1024), so weft asks
+// for that explicitly and recognises its routes by it, as it recognises its
+// IPv4 routes by metric 0.
+const weftMetric6 = 1024
+
+// weftMetric is the metric of weft's routes of family.
+func weftMetric(family int) int {
+	if family == unix.AF_INET6 {
+		return weftMetric6
+	}
+	return 0
 }
 
 func family(a netip.Addr) int {
@@ -96,7 +111,8 @@ func (r Route) Equal(o Route) bool {
 
 // WeftRoutes lists the main-table routes of family that carry RouteProtocol,
 // keyed by destination. Routes with the same destination but another metric
-// are not weft's (weft always uses metric 0) and are skipped.
+// are not weft's (weft always uses metric 0, IPv6 weftMetric6) and are
+// skipped.
 func (h *Handle) WeftRoutes(family int) (map[netip.Prefix]Route, error) {
 	nrs, err := h.n().RouteListFiltered(family,
 		&netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
@@ -106,7 +122,7 @@ func (h *Handle) WeftRoutes(family int) (map[netip.Prefix]Route, error) {
 	}
 	out := make(map[netip.Prefix]Route, len(nrs))
 	for _, nr := range nrs {
-		if nr.Priority != 0 {
+		if nr.Priority != weftMetric(nr.Family) {
 			continue
 		}
 		if r, ok := FromNetlinkRoute(nr); ok {
@@ -170,7 +186,7 @@ func (h *Handle) EnsureRoute(want Route, have *Route) (bool, error) {
 		want.Dst.Masked(), h.describe(*other), other.Protocol, ErrForeignRoute, todo)
 }
 
-// routeAt returns the main-table route to dst with metric 0, or nil.
+// routeAt returns the main-table route to dst with weft's metric, or nil.
 func (h *Handle) routeAt(dst netip.Prefix) (*netlink.Route, error) {
 	nrs, err := h.n().RouteListFiltered(family(dst.Addr()),
 		&netlink.Route{Dst: IPNet(dst), Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
@@ -178,7 +194,7 @@ func (h *Handle) routeAt(dst netip.Prefix) (*netlink.Route, error) {
 		return nil, fmt.Errorf("list routes to %s: %w", dst, err)
 	}
 	for _, nr := range nrs {
-		if nr.Priority == 0 {
+		if nr.Priority == weftMetric(family(dst.Addr())) {
 			return &nr, nil
 		}
 	}

@@ -20,6 +20,9 @@ import (
 // Network returns the pod network the helpers carve node subnets from.
 func Network() netip.Prefix { return netip.MustParsePrefix("10.244.0.0/16") }
 
+// Network6 returns the IPv6 pod network DualNodes carve node subnets from.
+func Network6() netip.Prefix { return netip.MustParsePrefix("fd10::/56") }
+
 // Node is one node namespace with its pod.
 type Node struct {
 	NS       *nstest.NS
@@ -27,6 +30,11 @@ type Node struct {
 	Subnet   netip.Prefix // 10.244.<i+1>.0/24
 	Pod      *nstest.NS
 	PodIP    netip.Addr // <subnet>.2, default route via <subnet>.1 on the node
+
+	// The IPv6 half, set by DualNodes only.
+	PublicIPv6 netip.Addr   // 2001:db8:<base>::<10+i> on eth0
+	IPv6Subnet netip.Prefix // fd10:0:0:<i+1>::/64
+	PodIPv6    netip.Addr   // <IPv6Subnet>::2, default route via ::1 on the node
 }
 
 // Nodes builds n nodes with nstest.Underlay(t, n, base) (underlay
@@ -50,6 +58,34 @@ func Nodes(t testing.TB, n, base int) []*Node {
 		nstest.Link(t, ns, "wp0", fmt.Sprintf("%s/24", gw), pod, "eth0", fmt.Sprintf("%s/24", podIP))
 		pod.MustRun(t, "ip", "route", "add", "default", "via", gw.String())
 		out[i] = &Node{NS: ns, PublicIP: netip.MustParseAddr(addrs[i]), Subnet: sn, Pod: pod, PodIP: podIP}
+	}
+	return out
+}
+
+// DualNodes is Nodes with IPv6 too: the underlay of nstest.DualUnderlay
+// (IPv6 forwarding on), node i's IPv6 subnet fd10:0:0:<i+1>::/64 (inside
+// Network6) with <subnet>::1/64 on wp0 and <subnet>::2/64 on the pod's eth0,
+// its IPv6 default route via <subnet>::1.
+func DualNodes(t testing.TB, n, base int) []*Node {
+	t.Helper()
+	nss, addrs, addrs6 := nstest.DualUnderlay(t, n, base)
+	out := make([]*Node, n)
+	for i, ns := range nss {
+		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i + 1), 0}), 24)
+		gw := sn.Addr().Next()
+		podIP := gw.Next()
+		sn6 := netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x10, 7: byte(i + 1)}), 64)
+		gw6 := sn6.Addr().Next()
+		podIP6 := gw6.Next()
+		for _, k := range []string{"all", "default", "eth0"} {
+			ns.MustRun(t, "sysctl", "-qw", "net.ipv4.conf."+k+".rp_filter=0")
+		}
+		pod := nstest.New(t, "wpod")
+		nstest.Link(t, ns, "wp0", fmt.Sprintf("%s/24 %s/64", gw, gw6), pod, "eth0", fmt.Sprintf("%s/24 %s/64", podIP, podIP6))
+		pod.MustRun(t, "ip", "route", "add", "default", "via", gw.String())
+		pod.MustRun(t, "ip", "-6", "route", "add", "default", "via", gw6.String())
+		out[i] = &Node{NS: ns, PublicIP: netip.MustParseAddr(addrs[i]), Subnet: sn, Pod: pod, PodIP: podIP,
+			PublicIPv6: netip.MustParseAddr(addrs6[i]), IPv6Subnet: sn6, PodIPv6: podIP6}
 	}
 	return out
 }
