@@ -125,19 +125,25 @@ func (l *Lab) installFlannelConf(n *Node) error {
 	return subnet.WriteFileAtomic(filepath.Join(n.CNIConfDir, FlannelConfFile), FlannelConfList(n), 0o644)
 }
 
-// flanneldArgs is the flanneld command line of node n: etcd on the
-// underlay, the underlay interface and address, the subnet file in the
-// node's directory, then the lab's and the node's extra flags.
+// flanneldArgs is the flanneld command line of node n: its store (etcd on
+// the underlay; in Kubernetes mode the lab's API server with weftd's
+// ServiceAccount, whose ClusterRole is all flanneld needs with NODE_NAME
+// set, and the lab's network config file), the underlay interface and
+// address, the subnet file in the node's directory, then the lab's and the
+// node's extra flags.
 func (l *Lab) flanneldArgs(n *Node) []string {
-	args := []string{
-		filepath.Join(l.FlannelBinDir, "flanneld"),
-		"--etcd-endpoints=" + l.Etcd.Endpoint,
-		"--iface=" + underlayIface,
-		"--public-ip=" + n.Underlay.String(),
-		"--subnet-file=" + n.SubnetFile,
+	store := []string{"--etcd-endpoints=" + l.Etcd.Endpoint}
+	if l.Kube != nil {
+		store = []string{"--kube-subnet-mgr", "--kubeconfig-file=" + l.Kube.WeftKubeconfig, "--net-config-path=" + l.Kube.NetConfig}
+	}
+	args := append([]string{filepath.Join(l.FlannelBinDir, "flanneld")}, store...)
+	args = append(args,
+		"--iface="+underlayIface,
+		"--public-ip="+n.Underlay.String(),
+		"--subnet-file="+n.SubnetFile,
 		"--healthz-ip=127.0.0.1",
 		fmt.Sprintf("--healthz-port=%d", flannelHealthzPort),
-	}
+	)
 	if l.IPMasq {
 		args = append(args, "--ip-masq")
 	}
@@ -150,7 +156,11 @@ func (l *Lab) startFlanneld(n *Node) error {
 	if err := l.installFlannelConf(n); err != nil {
 		return err
 	}
-	p, done, err := startInNS(n.NS, n.FlannelLog, nil, l.flanneldArgs(n)...)
+	var env []string
+	if l.Kube != nil {
+		env = []string{"NODE_NAME=" + n.Name} // as kube-flannel.yml sets it
+	}
+	p, done, err := startInNS(n.NS, n.FlannelLog, env, l.flanneldArgs(n)...)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}

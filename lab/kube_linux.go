@@ -40,7 +40,7 @@ func (l *Lab) startKube(ctx context.Context) error {
 	if err := l.save(); err != nil {
 		return err
 	}
-	cfg := NetworkConfig(l.Network, l.Backend)
+	cfg := l.networkConfig()
 	l.progress.step("config: %s (%s)", cfg, k.NetConfig)
 	if err := os.WriteFile(k.NetConfig, []byte(cfg), 0o644); err != nil {
 		return err
@@ -115,7 +115,9 @@ func (l *Lab) kubeAdmin() (*kubeplane.Plane, error) {
 
 // registerNode creates the Node object of n, as kubelet does when it
 // joins: no podCIDR (the controller manager assigns one) and the
-// NetworkUnavailable condition weftd is to clear.
+// NetworkUnavailable condition weftd is to clear. Like kubelet's it
+// carries an annotation: flanneld --kube-subnet-mgr (v0.28.9) panics on a
+// Node without any (it writes into the nil map).
 func (l *Lab) registerNode(ctx context.Context, n *Node) error {
 	p, err := l.kubeAdmin()
 	if err != nil {
@@ -123,7 +125,10 @@ func (l *Lab) registerNode(ctx context.Context, n *Node) error {
 	}
 	obj, _ := json.Marshal(map[string]any{
 		"apiVersion": "v1", "kind": "Node",
-		"metadata": map[string]any{"name": n.Name, "labels": map[string]string{"kubernetes.io/hostname": n.Name}},
+		"metadata": map[string]any{
+			"name": n.Name, "labels": map[string]string{"kubernetes.io/hostname": n.Name},
+			"annotations": map[string]string{"volumes.kubernetes.io/controller-managed-attach-detach": "true"},
+		},
 		"status": map[string]any{
 			"addresses":  []map[string]string{{"type": "InternalIP", "address": n.Underlay.String()}},
 			"conditions": []map[string]string{{"type": "NetworkUnavailable", "status": "True", "reason": "NoRouteCreated", "message": "registered by the lab"}},
@@ -177,7 +182,7 @@ func (l *Lab) KubeNode(ctx context.Context, name string, v any) error {
 // podNetwork is the lab network and its subnet length, as weftd reads
 // them from the config file.
 func (l *Lab) podNetwork() (netip.Prefix, int, error) {
-	c, err := subnet.ParseConfig([]byte(NetworkConfig(l.Network, l.Backend)))
+	c, err := subnet.ParseConfig([]byte(l.networkConfig()))
 	if err != nil {
 		return netip.Prefix{}, 0, err
 	}

@@ -118,10 +118,15 @@ func (a annotations) lease(n *corev1.Node) (subnet.Lease, error) {
 		return l, fmt.Errorf("%w: no podCIDR assigned", errNotPublished)
 	}
 	l.Subnet, l.IPv6Subnet = sn, sn6
-	l.Attrs.BackendType = n.Annotations[a.backendType]
-	if l.Attrs.BackendType == "" {
-		return l, fmt.Errorf("annotation %s is missing or empty", a.backendType)
+	// Flannel's udp backend names no type: flanneld --kube-subnet-mgr
+	// writes the annotation empty, as its etcd lease leaves BackendType
+	// out. Empty is a udp peer (backend.CheckPeer); only a missing
+	// annotation is refused.
+	bt, ok := n.Annotations[a.backendType]
+	if !ok {
+		return l, fmt.Errorf("annotation %s is missing", a.backendType)
 	}
+	l.Attrs.BackendType = bt
 	if v, ok := n.Annotations[a.publicIP]; ok {
 		ip, err := netip.ParseAddr(v)
 		if err != nil || !ip.Is4() {

@@ -67,6 +67,8 @@ func TestNodeLease(t *testing.T) {
 		{"vxlan", []string{"10.244.1.0/24"}, base(nil), ""},
 		{"dual stack", []string{"10.244.1.0/24", "fd00:1::/64"}, base(map[string]string{p + "public-ipv6": "2001:db8::1", p + "backend-v6-data": "null"}), ""},
 		{"host-gw null data", []string{"10.244.1.0/24"}, base(map[string]string{p + "backend-type": "host-gw", p + "backend-data": "null"}), ""},
+		// flanneld --kube-subnet-mgr on udp: its backend names no type.
+		{"Flannel's udp", []string{"10.244.1.0/24"}, base(map[string]string{p + "backend-type": "", p + "backend-data": "null"}), ""},
 		{"not managed", []string{"10.244.1.0/24"}, base(map[string]string{p + "kube-subnet-manager": "-"}), "unpublished"},
 		{"no podCIDR", nil, base(nil), "unpublished"},
 		{"bad CIDR", []string{"10.244.1.1/24"}, base(nil), "not a CIDR"},
@@ -90,6 +92,9 @@ func TestNodeLease(t *testing.T) {
 				}
 				if tc.name == "vxlan" && string(l.Attrs.BackendData) != `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}` {
 					t.Fatalf("backend data %s, want it compacted", l.Attrs.BackendData)
+				}
+				if want := tc.ann[p+"backend-type"]; l.Attrs.BackendType != want {
+					t.Fatalf("backend type %q, want %q", l.Attrs.BackendType, want)
 				}
 			case tc.wantErr == "unpublished":
 				if !errors.Is(err, errNotPublished) {

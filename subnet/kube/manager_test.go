@@ -242,11 +242,14 @@ func testCorruptAnnotations(t *testing.T, f *fixture) {
 		"bad-ip":   {flannelPrefix + "public-ip": "not-an-ip"},
 		"bad-json": {flannelPrefix + "backend-data": `{"VNI":1,`},
 		"v6-as-v4": {flannelPrefix + "public-ip": "2001:db8::1"},
-		"no-type":  {flannelPrefix + "backend-type": ""},
+		"no-type":  {flannelPrefix + "backend-type": "-"}, // absent; empty is Flannel's udp
 	} {
 		a := flannelAnnotations("198.18.31.9", "0a:58:0a:1f:09:00")
 		for k, v := range ann {
 			a[k] = v
+			if v == "-" {
+				delete(a, k)
+			}
 		}
 		f.flannelNode(t, name, "10.31."+fmt.Sprint(10+len(name))+".0/24", a)
 	}
@@ -272,7 +275,7 @@ func testCorruptAnnotations(t *testing.T, f *fixture) {
 		`node=bad-ip reason="annotation flannel.alpha.coreos.com/public-ip \"not-an-ip\" is not an IPv4 address"`,
 		`node=bad-json reason="annotation flannel.alpha.coreos.com/backend-data is not JSON`,
 		`node=v6-as-v4 reason="annotation flannel.alpha.coreos.com/public-ip \"2001:db8::1\" is not an IPv4 address"`,
-		`node=no-type reason="annotation flannel.alpha.coreos.com/backend-type is missing or empty"`,
+		`node=no-type reason="annotation flannel.alpha.coreos.com/backend-type is missing"`,
 	} {
 		if n := strings.Count(logs.String(), want); n != 1 {
 			t.Errorf("refusal %q logged %d times, want once:\n%s", want, n, logs.String())
