@@ -161,20 +161,28 @@ func NewStatusBook(log *slog.Logger) *StatusBook {
 }
 
 // Update records want, the outcome of a pass over scope (every subnet when
-// nil): subnets in scope missing from want are removed.
+// nil): subnets in scope missing from want are removed. Its cost is the
+// scope's size, not the book's, so an incremental pass over a few peers
+// stays cheap among thousands.
 func (b *StatusBook) Update(scope map[netip.Prefix]bool, want map[netip.Prefix]PeerStatus) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for sn := range b.m {
-		if _, ok := want[sn]; !ok && (scope == nil || scope[sn]) {
-			b.log.Info("peer removed", "subnet", sn)
-			delete(b.m, sn)
-		}
-	}
 	// Sorted, so logs of one pass read in a stable order.
-	for _, sn := range slices.SortedFunc(maps.Keys(want), ComparePrefix) {
-		st := want[sn]
-		if scope != nil && !scope[sn] {
+	var keys []netip.Prefix
+	if scope == nil {
+		for sn := range b.m {
+			if _, ok := want[sn]; !ok {
+				b.removeLocked(sn)
+			}
+		}
+		keys = slices.SortedFunc(maps.Keys(want), ComparePrefix)
+	} else {
+		keys = slices.SortedFunc(maps.Keys(scope), ComparePrefix)
+	}
+	for _, sn := range keys {
+		st, ok := want[sn]
+		if !ok {
+			b.removeLocked(sn)
 			continue
 		}
 		if old, ok := b.m[sn]; ok && old == st {
@@ -196,6 +204,35 @@ func (b *StatusBook) Update(scope map[netip.Prefix]bool, want map[netip.Prefix]P
 		} else {
 			b.log.Warn("peer "+string(st.State), append(attrs, "reason", st.Reason)...)
 		}
+	}
+}
+
+// UpdatePlans is Update for a backend's plans: the status of each planned
+// subnet in scope (every one when scope is nil), as status tells it. It
+// visits scope, not plans, so an incremental pass costs its own size.
+func UpdatePlans[P any](b *StatusBook, scope map[netip.Prefix]bool, plans map[netip.Prefix]P, status func(netip.Prefix, P) PeerStatus) {
+	var want map[netip.Prefix]PeerStatus
+	if scope == nil {
+		want = make(map[netip.Prefix]PeerStatus, len(plans))
+		for sn, p := range plans {
+			want[sn] = status(sn, p)
+		}
+	} else {
+		want = make(map[netip.Prefix]PeerStatus, len(scope))
+		for sn := range scope {
+			if p, ok := plans[sn]; ok {
+				want[sn] = status(sn, p)
+			}
+		}
+	}
+	b.Update(scope, want)
+}
+
+// removeLocked forgets sn's status, logging it when there was one.
+func (b *StatusBook) removeLocked(sn netip.Prefix) {
+	if _, ok := b.m[sn]; ok {
+		b.log.Info("peer removed", "subnet", sn)
+		delete(b.m, sn)
 	}
 }
 

@@ -36,6 +36,12 @@ type Backend struct {
 
 	own   subnet.Lease
 	peers backend.PeerSet
+	// plans is the last outcome for every peer in peers; routes, per
+	// family, weft's routes as far as the backend knows (the last dump, kept
+	// up to date by every write since). Both are set by every pass that
+	// reads the kernel; plans is nil until one has read it all.
+	plans  map[netip.Prefix]*plan
+	routes map[backend.Family]map[netip.Prefix]nl.Route
 
 	// repairs counts kernel changes made by full passes; read by the
 	// daemon's metrics from any goroutine.
@@ -166,7 +172,11 @@ func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
 	if b.underlay == nil {
 		return errors.New("host-gw: Apply before Prepare")
 	}
-	return b.reconcile(b.peers.ApplyFamilies(events))
+	scope := b.peers.ApplyFamilies(events)
+	if b.plans == nil {
+		return b.reconcile(scope) // nothing read from the kernel yet
+	}
+	return b.applyScope(scope)
 }
 
 // Run returns nil when ctx is done: the kernel does the work.
@@ -214,42 +224,47 @@ type env struct {
 }
 
 // planPeers decides, without touching the kernel, each peer's route per
-// family or why it is refused: the rules every backend shares
-// (backend.CheckPeer), then host-gw's own, an underlay address of the
-// family on a directly connected subnet.
+// family or why it is refused (planPeer).
 func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*plan {
 	out := make(map[netip.Prefix]*plan, len(peers))
 	for sn, l := range peers {
-		p := &plan{lease: l}
-		out[sn] = p
-		v := backend.CheckPeer(e.node, l)
-		for _, f := range e.families {
-			fp := p.family(f)
-			fv := v.Family(f)
-			dst, pub, key := l.Subnet.Masked(), l.Attrs.PublicIP.Unmap(), "PublicIP"
-			if f == backend.IPv6 {
-				dst, pub, key = l.IPv6Subnet.Masked(), l.Attrs.PublicIPv6, "PublicIPv6"
-			}
-			why := ""
-			switch {
-			case v.Own:
-				why = "subnet is this node's own"
-			case !fv.Usable:
-				why = cmp.Or(fv.Reason, "the network does not use "+f.String())
-			case !containsAddr(e.connected, pub):
-				why = fmt.Sprintf("%s %s is not on a subnet directly connected to %s (connected: %v); "+
-					"host-gw needs every node on one L2 segment: use the vxlan backend (DirectRouting keeps "+
-					"same-segment peers unencapsulated)", key, pub, e.ulName, e.connected)
-			}
-			if why != "" {
-				fp.out = backend.Outcome(backend.PeerRefused, why)
-				continue
-			}
-			fp.out = backend.Outcome(backend.PeerProgrammed, "")
-			fp.route = nl.Route{Dst: dst, Gw: pub, LinkIndex: e.ulIndex}
-		}
+		out[sn] = planPeer(e, l)
 	}
 	return out
+}
+
+// planPeer is one peer's plan: the rules every backend shares
+// (backend.CheckPeer), then host-gw's own, an underlay address of the
+// family on a directly connected subnet.
+func planPeer(e env, l subnet.Lease) *plan {
+	p := &plan{lease: l}
+	v := backend.CheckPeer(e.node, l)
+	for _, f := range e.families {
+		fp := p.family(f)
+		fv := v.Family(f)
+		dst, pub, key := l.Subnet.Masked(), l.Attrs.PublicIP.Unmap(), "PublicIP"
+		if f == backend.IPv6 {
+			dst, pub, key = l.IPv6Subnet.Masked(), l.Attrs.PublicIPv6, "PublicIPv6"
+		}
+		why := ""
+		switch {
+		case v.Own:
+			why = "subnet is this node's own"
+		case !fv.Usable:
+			why = cmp.Or(fv.Reason, "the network does not use "+f.String())
+		case !containsAddr(e.connected, pub):
+			why = fmt.Sprintf("%s %s is not on a subnet directly connected to %s (connected: %v); "+
+				"host-gw needs every node on one L2 segment: use the vxlan backend (DirectRouting keeps "+
+				"same-segment peers unencapsulated)", key, pub, e.ulName, e.connected)
+		}
+		if why != "" {
+			fp.out = backend.Outcome(backend.PeerRefused, why)
+			continue
+		}
+		fp.out = backend.Outcome(backend.PeerProgrammed, "")
+		fp.route = nl.Route{Dst: dst, Gw: pub, LinkIndex: e.ulIndex}
+	}
+	return p
 }
 
 func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
@@ -261,76 +276,141 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// reconcile makes weft's routes match the plans for the peers in scope
-// (nil: everything, including routes for subnets nobody has). A scope holds
-// peer keys and, for dual-stack peers, their IPv6 subnets (see Apply).
-func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
-	e := env{
+func (b *Backend) env() env {
+	return env{
 		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(), PublicIPv6: b.ul.PublicIPv6,
 			BackendType: subnet.BackendHostGW, Connected: b.connected},
 		families: b.families(),
 		ulIndex:  b.underlay.Attrs().Index, ulName: b.underlay.Attrs().Name, connected: b.connected,
 	}
-	plans := planPeers(e, b.peers)
-	var errs []error
-	for _, f := range e.families {
-		if err := b.reconcileFamily(f, scope, plans); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	b.updateStatus(scope, plans)
-	return errors.Join(errs...)
 }
 
-// reconcileFamily makes weft's routes of family f match the plans for the
-// peers in scope.
-func (b *Backend) reconcileFamily(f backend.Family, scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) error {
-	inScope := func(sn netip.Prefix) bool { return scope == nil || scope[sn] }
-	af := unix.AF_INET
-	if f == backend.IPv6 {
-		af = unix.AF_INET6
-	}
-	routes, err := b.h.WeftRoutes(af)
-	if err != nil {
-		return fmt.Errorf("host-gw: %w", err)
-	}
-	want := map[netip.Prefix]bool{}
+// reconcile re-plans every peer, reads weft's routes from the kernel and
+// makes them match the plans for the peers in scope (nil: everything,
+// including routes for subnets nobody has). A scope holds peer keys and,
+// for dual-stack peers, their IPv6 subnets (see Apply).
+func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
+	e := b.env()
+	plans := planPeers(e, b.peers)
+	b.plans, b.routes = nil, make(map[backend.Family]map[netip.Prefix]nl.Route, len(e.families))
 	var errs []error
-	for sn, p := range plans {
-		fp := p.family(f)
-		if fp.out.State != backend.PeerProgrammed {
-			continue
+	for _, f := range e.families {
+		af := unix.AF_INET
+		if f == backend.IPv6 {
+			af = unix.AF_INET6
 		}
-		want[fp.route.Dst] = true
-		if !inScope(sn) {
-			continue
-		}
-		var have *nl.Route
-		if r, ok := routes[fp.route.Dst]; ok {
-			have = &r
-		}
-		wrote, err := b.h.EnsureRoute(fp.route, have)
+		routes, err := b.h.WeftRoutes(af)
 		if err != nil {
-			fp.out = backend.Outcome(backend.PeerFailed, err.Error())
-			errs = append(errs, fmt.Errorf("host-gw: peer %s: %w", sn, err))
-			continue
-		}
-		if wrote {
-			b.countRepair(scope)
-			b.log.Debug("programmed route", "route", fp.route.String())
-		}
-	}
-	for dst, r := range routes {
-		if want[dst] || !inScope(dst) || !b.ownsRoute(r) {
-			continue
-		}
-		if err := b.h.DeleteRoute(r); err != nil {
 			errs = append(errs, fmt.Errorf("host-gw: %w", err))
 			continue
 		}
-		b.countRepair(scope)
-		b.log.Info("deleted stale route", "route", r.String())
+		b.routes[f] = routes
 	}
+	if len(errs) > 0 {
+		// What the kernel holds is unknown: the next Apply reads it again.
+		b.updateStatus(scope, plans)
+		return errors.Join(errs...)
+	}
+	b.plans = plans
+	if scope == nil {
+		all := make(map[netip.Prefix]bool, len(plans))
+		for sn := range plans {
+			all[sn] = true
+		}
+		for _, routes := range b.routes {
+			for dst := range routes {
+				all[dst] = true
+			}
+		}
+		return b.pass(all, true)
+	}
+	return b.pass(scope, false)
+}
+
+// applyScope is the incremental pass: the peers in scope planned afresh,
+// their routes made right from what the backend knows the kernel holds
+// (b.routes), reading nothing back. A new peer costs a request per family,
+// a removed one as many, an unchanged one none, whatever the number of
+// peers; drift is the next full pass's to repair.
+func (b *Backend) applyScope(scope map[netip.Prefix]bool) error {
+	e := b.env()
+	slots := make(map[netip.Prefix]bool, len(scope))
+	for sn := range scope {
+		slots[sn] = true
+		if old, ok := b.plans[sn]; ok {
+			// The routes it had, wherever its subnets have gone since.
+			for _, f := range e.families {
+				if dst := old.family(f).route.Dst; dst.IsValid() {
+					slots[dst] = true
+				}
+			}
+		}
+		if l, ok := b.peers[sn]; ok {
+			b.plans[sn] = planPeer(e, l)
+		} else {
+			delete(b.plans, sn)
+		}
+	}
+	return b.pass(slots, false)
+}
+
+// pass makes weft's routes of each family at the subnets in scope match
+// the plans of the peers in scope, starting from b.routes and keeping it up
+// to date; a scope holds peer keys and the destinations their routes had
+// and have. full says scope is everything: its changes are repairs.
+func (b *Backend) pass(scope map[netip.Prefix]bool, full bool) error {
+	var errs []error
+	for _, f := range b.families() {
+		routes := b.routes[f]
+		want := map[netip.Prefix]bool{}
+		for sn := range scope {
+			p, ok := b.plans[sn]
+			if !ok {
+				continue
+			}
+			fp := p.family(f)
+			if fp.out.State != backend.PeerProgrammed {
+				continue
+			}
+			want[fp.route.Dst] = true
+			var have *nl.Route
+			if r, ok := routes[fp.route.Dst]; ok {
+				have = &r
+			}
+			wrote, err := b.h.EnsureRoute(fp.route, have)
+			if err != nil {
+				fp.out = backend.Outcome(backend.PeerFailed, err.Error())
+				errs = append(errs, fmt.Errorf("host-gw: peer %s: %w", sn, err))
+				continue
+			}
+			if wrote {
+				routes[fp.route.Dst] = fp.route
+				b.countRepair(full)
+				b.log.Debug("programmed route", "route", fp.route.String())
+			}
+		}
+		for dst := range scope {
+			r, ok := routes[dst]
+			if !ok || want[dst] || !b.ownsRoute(r) {
+				continue
+			}
+			if err := b.h.DeleteRoute(r); err != nil {
+				errs = append(errs, fmt.Errorf("host-gw: %w", err))
+				continue
+			}
+			delete(routes, dst)
+			b.countRepair(full)
+			if full {
+				b.log.Info("deleted stale route", "route", r.String())
+			} else {
+				b.log.Debug("deleted the route of a removed peer", "route", r.String())
+			}
+		}
+	}
+	if full {
+		scope = nil
+	}
+	b.updateStatus(scope, b.plans)
 	return errors.Join(errs...)
 }
 
@@ -350,10 +430,10 @@ func (b *Backend) families() []backend.Family {
 	return fs
 }
 
-// countRepair counts a kernel change made by a full pass (scope nil): drift,
-// or a change the incremental path missed.
-func (b *Backend) countRepair(scope map[netip.Prefix]bool) {
-	if scope == nil {
+// countRepair counts a kernel change made by a full pass: drift, or a
+// change the incremental path missed.
+func (b *Backend) countRepair(full bool) {
+	if full {
 		b.repairs.Add(1)
 	}
 }
@@ -379,11 +459,9 @@ func (b *Backend) ownsRoute(r nl.Route) bool {
 
 // updateStatus records outcomes for subnets in scope (all when nil).
 func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) {
-	want := make(map[netip.Prefix]backend.PeerStatus, len(plans))
-	for sn, p := range plans {
-		want[sn] = backend.NewPeerStatus(b.cfg, p.lease, p.v4.out, p.v6.out)
-	}
-	b.status.Update(scope, want)
+	backend.UpdatePlans(b.status, scope, plans, func(_ netip.Prefix, p *plan) backend.PeerStatus {
+		return backend.NewPeerStatus(b.cfg, p.lease, p.v4.out, p.v6.out)
+	})
 }
 
 // Device implements backend.Device: host-gw routes over the underlay.

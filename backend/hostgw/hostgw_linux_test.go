@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +23,16 @@ import (
 const (
 	baseCluster = 30
 	baseRefused = 32 // and 33 for the off-L2 node
+	baseCost    = 36 // and 37 for the dual-stack one
 )
 
 const pingTimeout = 10 * time.Second
 
 type node struct {
 	*nltest.Node
+	// cfg is the network (nil: IPv4, nltest.Network); a network with IPv6
+	// needs a node of nltest.DualNodes.
+	cfg   *subnet.Config
 	b     *Backend
 	lease subnet.Lease
 }
@@ -48,7 +53,14 @@ func (n *node) run(t *testing.T, args ...string) string {
 // Sync(peers).
 func (n *node) start(t *testing.T, peers []subnet.Lease) {
 	t.Helper()
+	cfg := n.cfg
+	if cfg == nil {
+		cfg = &subnet.Config{EnableIPv4: true, Network: nltest.Network(), SubnetLen: 24, BackendType: "host-gw"}
+	}
 	n.lease = subnet.Lease{Subnet: n.Subnet, Attrs: subnet.LeaseAttrs{PublicIP: n.PublicIP, BackendType: "host-gw"}}
+	if cfg.EnableIPv6 {
+		n.lease = dualLease(cfg, n.Node)
+	}
 	n.in(t, func() error {
 		eth0, err := netlink.LinkByName("eth0")
 		if err != nil {
@@ -58,11 +70,8 @@ func (n *node) start(t *testing.T, peers []subnet.Lease) {
 		if testing.Verbose() {
 			log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", n.PublicIP)
 		}
-		bk, err := New(backend.Options{
-			Logger:   log,
-			Underlay: backend.Underlay{Link: "eth0", Index: eth0.Attrs().Index, PublicIP: n.PublicIP},
-			Config:   &subnet.Config{EnableIPv4: true, Network: nltest.Network(), SubnetLen: 24, BackendType: "host-gw"},
-		})
+		ul := backend.Underlay{Link: "eth0", Index: eth0.Attrs().Index, PublicIP: n.lease.Attrs.PublicIP, PublicIPv6: n.lease.Attrs.PublicIPv6}
+		bk, err := New(backend.Options{Logger: log, Underlay: ul, Config: cfg})
 		if err != nil {
 			return err
 		}
@@ -72,8 +81,8 @@ func (n *node) start(t *testing.T, peers []subnet.Lease) {
 		if err != nil {
 			return err
 		}
-		if attrs.BackendData != nil || attrs.BackendV6Data != nil || attrs.PublicIP != n.PublicIP {
-			t.Errorf("host-gw lease attributes = %+v, want PublicIP %s and no BackendData", attrs, n.PublicIP)
+		if attrs.BackendData != nil || attrs.BackendV6Data != nil || attrs.PublicIP != ul.PublicIP || attrs.PublicIPv6 != ul.PublicIPv6 {
+			t.Errorf("host-gw lease attributes = %+v, want PublicIP %s, PublicIPv6 %s and no BackendData", attrs, ul.PublicIP, ul.PublicIPv6)
 		}
 		if err := n.b.Configure(ctx, n.lease); err != nil {
 			return err
@@ -295,4 +304,103 @@ func TestHostGWRefusesOffLink(t *testing.T) {
 		t.Errorf("after making %s on-link: %+v", far, ps[1])
 	}
 	wantRoute(t, n0, n2)
+}
+
+// TestHostGWIncrementalCost is the regression guard of the incremental
+// pass, in each family set: among 100 programmed peers, a batch costs the
+// netlink requests of its change and nothing more (no dump, no write for a
+// route already right; a route per family of a peer), and leaves nothing
+// for the next full pass to repair.
+func TestHostGWIncrementalCost(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		base int
+		cfg  string
+		fams uint64 // routes per peer
+	}{
+		{"IPv4", baseCost, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, 1},
+		{"dual stack", baseCost + 1, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"host-gw"}}`, 2},
+		{"IPv6 only", baseCost + 2, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"host-gw"}}`, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := subnet.ParseConfig([]byte(tc.cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd := &node{Node: nltest.DualNodes(t, 1, tc.base)[0], cfg: cfg}
+			// peer i at underlay host h; v6 picks the i-th IPv6 subnet
+			// (dual stack: a lease can move to another one).
+			peer := func(i, h, v6 int) subnet.Lease {
+				l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: "host-gw"}}
+				if cfg.EnableIPv4 {
+					l.Subnet = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(2 + i), 0}), 24)
+					l.Attrs.PublicIP = netip.AddrFrom4([4]byte{198, 18, byte(tc.base), byte(h)})
+				}
+				if cfg.EnableIPv6 {
+					l.IPv6Subnet = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x10, 7: byte(2 + v6)}), 64)
+					l.Attrs.PublicIPv6 = netip.MustParseAddr(fmt.Sprintf("2001:db8:%x::%x", tc.base, h))
+				}
+				return l
+			}
+			var peers []subnet.Lease
+			for i := range 100 {
+				peers = append(peers, peer(i, 100+i, i))
+			}
+			nd.start(t, peers)
+			added := func(l subnet.Lease) subnet.Event { return subnet.Event{Type: subnet.EventAdded, Lease: l} }
+			removed := func(l subnet.Lease) subnet.Event {
+				return subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: l.Subnet, IPv6Subnet: l.Key()}}
+			}
+			if cfg.EnableIPv4 {
+				removed = func(l subnet.Lease) subnet.Event { // by its key alone
+					return subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: l.Subnet}}
+				}
+			}
+			var batch []subnet.Event
+			for _, l := range peers[50:80] {
+				batch = append(batch, removed(l))
+			}
+			steps := []struct {
+				name   string
+				events []subnet.Event
+				want   uint64 // netlink requests
+			}{
+				{"new peer: its routes", []subnet.Event{added(peer(200, 90, 200))}, tc.fams},
+				{"the same lease again", []subnet.Event{added(peer(200, 90, 200))}, 0},
+				{"new PublicIP: the routes replaced", []subnet.Event{added(peer(200, 91, 200))}, tc.fams},
+				{"peer removed", []subnet.Event{removed(peer(200, 91, 200))}, tc.fams},
+				{"30 removed in one batch", batch, 30 * tc.fams},
+				{"a removal of an unknown subnet", []subnet.Event{removed(peer(201, 92, 201))}, 0},
+			}
+			if cfg.EnableIPv4 && cfg.EnableIPv6 {
+				steps = append(steps, struct {
+					name   string
+					events []subnet.Event
+					want   uint64
+				}{"IPv6 subnet moved: new route, old one deleted", []subnet.Event{added(peer(0, 100, 150))}, 2})
+			}
+			for _, st := range steps {
+				before := nd.b.h.Requests()
+				nd.apply(t, st.events...)
+				if got := nd.b.h.Requests() - before; got != st.want {
+					t.Errorf("%s: %d netlink requests, want %d", st.name, got, st.want)
+				}
+			}
+			if out := nd.run(t, "ip", "-4", "route", "show", "proto", "87"); cfg.EnableIPv4 && strings.Count(out, "\n") != 70 {
+				t.Errorf("%d weft IPv4 routes, want 70:\n%s", strings.Count(out, "\n"), out)
+			}
+			if out := nd.run(t, "ip", "-6", "route", "show", "proto", "87"); cfg.EnableIPv6 && strings.Count(out, "\n") != 70 {
+				t.Errorf("%d weft IPv6 routes, want 70:\n%s", strings.Count(out, "\n"), out)
+			}
+			rest := append(slices.Clone(peers[:50]), peers[80:]...)
+			if cfg.EnableIPv4 && cfg.EnableIPv6 {
+				rest[0] = peer(0, 100, 150)
+			}
+			repairs := nd.b.Repairs()
+			nd.sync(t, rest)
+			if n := nd.b.Repairs() - repairs; n != 0 {
+				t.Errorf("the full pass after the incremental ones repaired %d routes, want 0", n)
+			}
+		})
+	}
 }

@@ -43,10 +43,14 @@ func (n *v6node) start(t *testing.T, peers func(*v6node) []subnet.Lease) {
 		if err != nil {
 			return err
 		}
-		ul := backend.Underlay{Link: "eth0", Index: eth0.Attrs().Index, PublicIPv6: n.PublicIPv6}
+		var ul backend.Underlay
 		if n.cfg.EnableIPv4 {
 			ul.PublicIP = n.PublicIP
 		}
+		if n.cfg.EnableIPv6 {
+			ul.PublicIPv6 = n.PublicIPv6
+		}
+		ul.Link, ul.Index = "eth0", eth0.Attrs().Index
 		bk, err := New(backend.Options{Logger: testLogger(t).With("node", n.PublicIPv6), Underlay: ul, Config: n.cfg})
 		if err != nil {
 			return err
@@ -57,9 +61,12 @@ func (n *v6node) start(t *testing.T, peers func(*v6node) []subnet.Lease) {
 			return err
 		}
 		attrs.BackendType = "vxlan"
-		n.lease = subnet.Lease{IPv6Subnet: n.IPv6Subnet, Attrs: attrs}
+		n.lease = subnet.Lease{Attrs: attrs}
 		if n.cfg.EnableIPv4 {
 			n.lease.Subnet = n.Subnet
+		}
+		if n.cfg.EnableIPv6 {
+			n.lease.IPv6Subnet = n.IPv6Subnet
 		}
 		if err := n.b.Configure(context.Background(), n.lease); err != nil {
 			return err

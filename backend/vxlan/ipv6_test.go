@@ -50,7 +50,7 @@ func TestPlanPeersIPv6(t *testing.T) {
 	peers[pfx("10.244.5.0/24")] = func() subnet.Lease { l := peers[pfx("10.244.5.0/24")]; l.CreateRevision = 5; return l }()
 	for _, direct := range []bool{false, true} {
 		e.direct = direct
-		plans := planPeers(e, peers)
+		plans, _ := planPeers(e, peers)
 		p2, p3 := plans[pfx("10.244.2.0/24")], plans[pfx("10.244.3.0/24")]
 		if direct {
 			if p2.state != backend.PeerProgrammed || p2.mac != nil || p2.route.Dst != pfx("fd10:0:0:2::/64") || p2.route.Gw != addr("2001:db8::11") || p2.route.LinkIndex != 2 {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -43,6 +42,10 @@ type Backend struct {
 
 	own   subnet.Lease    // set by Configure
 	peers backend.PeerSet // desired peer set
+	// known says every device's plans and kernel state are those of the
+	// last pass that read the kernel, kept up to date since, so Apply can
+	// pass incrementally.
+	known bool
 
 	// repairs counts kernel changes made by full passes; read by the
 	// daemon's metrics from any goroutine.
@@ -71,6 +74,13 @@ type device struct {
 	mac       net.HardwareAddr
 	mtu       int
 	connected []netip.Prefix // the underlay's directly connected subnets of the family
+
+	// Set by every pass that reads the kernel (Backend.reconcile), kept up
+	// to date by the incremental ones: the family's plan of every peer (by
+	// key), the peers claiming each VtepMAC, the kernel state.
+	plans  map[netip.Prefix]*plan
+	claims map[string][]netip.Prefix
+	kernel kernelState
 }
 
 // af is the device's address family for netlink.
@@ -345,7 +355,11 @@ func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
 	if !b.prepared() {
 		return errors.New("vxlan: Apply before Prepare")
 	}
-	return b.reconcile(b.peers.ApplyFamilies(events))
+	scope := b.peers.ApplyFamilies(events)
+	if !b.known {
+		return b.reconcile(scope) // nothing read from the kernel yet
+	}
+	return b.applyScope(scope)
 }
 
 // Run returns nil when ctx is done: the kernel does the work.
@@ -373,6 +387,9 @@ type plan struct {
 	// mac is nil for direct-routed ones.
 	mac      net.HardwareAddr
 	publicIP netip.Addr
+	// claim is the VtepMAC an encapsulated peer claims (mac's string), also
+	// when it lost the claim to an older lease and is refused for it.
+	claim string
 }
 
 // env is the node-side input of planning one address family.
@@ -389,66 +406,135 @@ type env struct {
 }
 
 // planPeers computes, without touching the kernel, what each peer needs in
-// family e.f or why it is refused: first the rules every backend shares
-// (backend.CheckPeer), then vxlan's own (BackendData or, IPv6,
-// BackendV6Data; a VtepMAC claimed twice). Peers are visited oldest lease
-// first (lowest CreateRevision, then subnet order), so of two leases
-// claiming one VtepMAC the older keeps it on every pass: a newcomer cannot
-// take over a legitimate peer's MAC. A plan's reason does not name the peer:
-// backend.NewPeerStatus does.
-func planPeers(e env, peers map[netip.Prefix]subnet.Lease) map[netip.Prefix]*plan {
-	keys := slices.Collect(maps.Keys(peers))
-	slices.SortFunc(keys, func(a, c netip.Prefix) int {
-		return cmp.Or(backend.OlderFirst(peers[a], peers[c]), a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
-	})
-	macOwner := map[string]netip.Prefix{}
+// family e.f or why it is refused (planPeer), then settles every VtepMAC
+// claimed twice (settleClaim); it returns the plans and, per VtepMAC, the
+// peers that claim it.
+func planPeers(e env, peers map[netip.Prefix]subnet.Lease) (map[netip.Prefix]*plan, map[string][]netip.Prefix) {
 	out := make(map[netip.Prefix]*plan, len(peers))
-	for _, sn := range keys {
-		l := peers[sn]
-		p := &plan{lease: l}
+	claims := make(map[string][]netip.Prefix, len(peers))
+	for sn, l := range peers {
+		p := planPeer(e, l)
 		out[sn] = p
-		refuse := func(format string, args ...any) {
-			p.state = backend.PeerRefused
-			p.reason = fmt.Sprintf(format, args...)
+		if p.claim != "" {
+			claims[p.claim] = append(claims[p.claim], sn)
 		}
-		v := backend.CheckPeer(e.node, l)
-		if v.Own {
-			refuse("subnet is this node's own")
-			continue
-		}
-		if fv := v.Family(e.f); !fv.Usable {
-			refuse("%s", cmp.Or(fv.Reason, "the network does not use "+e.f.String()))
-			continue
-		}
-		dst, pub, data, dataKey := l.Subnet.Masked(), l.Attrs.PublicIP.Unmap(), l.Attrs.BackendData, ""
-		if e.f == backend.IPv6 {
-			dst, pub, data, dataKey = l.IPv6Subnet.Masked(), l.Attrs.PublicIPv6, l.Attrs.BackendV6Data, "BackendV6Data: "
-		}
-		gw := dst.Addr() // peerSubnet.0, peerSubnet::
-		if e.direct && containsAddr(e.connected, pub) {
-			p.state = backend.PeerProgrammed
-			p.route = nl.Route{Dst: dst, Gw: pub, LinkIndex: e.ulIndex}
-			continue
-		}
-		mac, err := parseBackendData(data, e.vni)
-		if err != nil {
-			refuse("%s%v", dataKey, err)
-			continue
-		}
-		if other, dup := macOwner[mac.String()]; dup {
-			otherIP := peers[other].Attrs.PublicIP
-			if e.f == backend.IPv6 {
-				otherIP = peers[other].Attrs.PublicIPv6
-			}
-			refuse("VtepMAC %s is already used by the older lease of peer %s (%s)", mac, other, otherIP)
-			continue
-		}
-		macOwner[mac.String()] = sn
-		p.state = backend.PeerProgrammed
-		p.mac, p.publicIP = mac, pub
-		p.route = nl.Route{Dst: dst, Gw: gw, LinkIndex: e.devIndex, OnLink: true}
 	}
-	return out
+	for _, cl := range claims {
+		settleClaim(e.f, out, cl)
+	}
+	return out, claims
+}
+
+// planPeer is one peer's plan in family e.f: first the rules every backend
+// shares (backend.CheckPeer), then vxlan's own (BackendData or, IPv6,
+// BackendV6Data), leaving out only the rule that couples peers, a VtepMAC
+// claimed twice (settleClaim). A plan's reason does not name the peer:
+// backend.NewPeerStatus does.
+func planPeer(e env, l subnet.Lease) *plan {
+	p := &plan{lease: l}
+	refuse := func(format string, args ...any) *plan {
+		p.state = backend.PeerRefused
+		p.reason = fmt.Sprintf(format, args...)
+		return p
+	}
+	v := backend.CheckPeer(e.node, l)
+	if v.Own {
+		return refuse("subnet is this node's own")
+	}
+	if fv := v.Family(e.f); !fv.Usable {
+		return refuse("%s", cmp.Or(fv.Reason, "the network does not use "+e.f.String()))
+	}
+	dst, pub, data, dataKey := l.Subnet.Masked(), l.Attrs.PublicIP.Unmap(), l.Attrs.BackendData, ""
+	if e.f == backend.IPv6 {
+		dst, pub, data, dataKey = l.IPv6Subnet.Masked(), l.Attrs.PublicIPv6, l.Attrs.BackendV6Data, "BackendV6Data: "
+	}
+	gw := dst.Addr() // peerSubnet.0, peerSubnet::
+	if e.direct && containsAddr(e.connected, pub) {
+		p.state = backend.PeerProgrammed
+		p.route = nl.Route{Dst: dst, Gw: pub, LinkIndex: e.ulIndex}
+		return p
+	}
+	mac, err := parseBackendData(data, e.vni)
+	if err != nil {
+		return refuse("%s%v", dataKey, err)
+	}
+	p.state = backend.PeerProgrammed
+	p.mac, p.publicIP, p.claim = mac, pub, mac.String()
+	p.route = nl.Route{Dst: dst, Gw: gw, LinkIndex: e.devIndex, OnLink: true}
+	return p
+}
+
+// settleClaim gives a VtepMAC claimed by the peers in claimants (plans made
+// by planPeer in family f) to the oldest lease (lowest CreateRevision, then
+// subnet order) and refuses the others, so a newcomer cannot take over a
+// legitimate peer's MAC, whatever order the leases came in. It sorts
+// claimants: the owner is first.
+func settleClaim(f backend.Family, plans map[netip.Prefix]*plan, claimants []netip.Prefix) {
+	if len(claimants) < 2 {
+		return
+	}
+	slices.SortFunc(claimants, func(a, c netip.Prefix) int {
+		return cmp.Or(backend.OlderFirst(plans[a].lease, plans[c].lease), backend.ComparePrefix(a, c))
+	})
+	owner := plans[claimants[0]].lease.Attrs.PublicIP
+	if f == backend.IPv6 {
+		owner = plans[claimants[0]].lease.Attrs.PublicIPv6
+	}
+	for _, sn := range claimants[1:] {
+		p := plans[sn]
+		p.state = backend.PeerRefused
+		p.reason = fmt.Sprintf("VtepMAC %s is already used by the older lease of peer %s (%s)", p.claim, claimants[0], owner)
+	}
+}
+
+// replan brings plans and claims (planPeers's results for an earlier peer
+// set) up to date with peers for the keys in scope: those are planned
+// afresh, and so is every peer sharing a VtepMAC with one of them, since a
+// claim changes hands as a whole. It returns the keys whose plan it redid
+// (scope's among them), the kernel slots to look at (those keys and the
+// route destinations the old plans had: a dual-stack peer's IPv6 subnet
+// is not its key, and may have moved) and the VtepMACs whose claim it
+// settled.
+func replan(e env, peers backend.PeerSet, plans map[netip.Prefix]*plan, claims map[string][]netip.Prefix,
+	scope map[netip.Prefix]bool) (work, slots map[netip.Prefix]bool, macs map[string]bool) {
+	work = make(map[netip.Prefix]bool, len(scope))
+	slots = make(map[netip.Prefix]bool, len(scope))
+	macs = map[string]bool{}
+	for sn := range scope {
+		work[sn], slots[sn] = true, true
+		if old := plans[sn]; old != nil {
+			if old.route.Dst.IsValid() {
+				slots[old.route.Dst] = true
+			}
+			if old.claim != "" {
+				claims[old.claim] = slices.DeleteFunc(claims[old.claim], func(c netip.Prefix) bool { return c == sn })
+				if len(claims[old.claim]) == 0 {
+					delete(claims, old.claim)
+				}
+				macs[old.claim] = true
+			}
+		}
+		delete(plans, sn)
+		if l, ok := peers[sn]; ok {
+			p := planPeer(e, l)
+			plans[sn] = p
+			if p.claim != "" {
+				claims[p.claim] = append(claims[p.claim], sn)
+				macs[p.claim] = true
+			}
+		}
+	}
+	for mac := range macs {
+		cl := claims[mac]
+		for _, sn := range cl {
+			if !work[sn] {
+				work[sn], slots[sn] = true, true
+				plans[sn] = planPeer(e, peers[sn]) // its lease is the same: so is its route
+			}
+		}
+		settleClaim(e.f, plans, cl)
+	}
+	return work, slots, macs
 }
 
 func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
@@ -462,55 +548,107 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 
 // ---- making the kernel match ----
 
-// reconcile makes the kernel match the plans of each family for the
-// subnets in scope (nil: everything, including state for subnets nobody
-// has), then records each peer's status.
-func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
+// kernelState is what a device's family holds in the kernel as far as the
+// backend knows: the dumps of the last pass that read the kernel (a full
+// pass, Configure's), updated by every write and delete since. Incremental
+// passes work from it and read nothing back, so a batch costs its own
+// changes only; what someone else changed meanwhile is the next full
+// pass's to repair.
+type kernelState struct {
+	routes map[netip.Prefix]nl.Route
+	neighs map[netip.Addr]nl.Neigh
+	fdb    map[string]nl.FDBEntry
+	// extraFDB are the entries of a MAC beyond its first (FDB); only full
+	// passes delete them.
+	extraFDB []nl.FDBEntry
+}
+
+// env is the planning input of d's family, as the backend is now.
+func (b *Backend) env(d *device) env {
 	var connected []netip.Prefix
 	for _, d := range b.devs {
 		connected = append(connected, d.connected...)
 	}
-	node := backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(), PublicIPv6: b.ul.PublicIPv6,
-		BackendType: subnet.BackendVXLAN, Connected: connected}
-	var errs []error
-	var plans4, plans6 map[netip.Prefix]*plan
-	for _, d := range b.devs {
-		e := env{
-			f: d.f, vni: b.opts.VNI, node: node,
-			devIndex: d.link.Attrs().Index, ulIndex: b.underlay.Attrs().Index,
-			direct: b.opts.DirectRouting, connected: d.connected,
-		}
-		plans := planPeers(e, b.peers)
-		if err := b.reconcileDevice(d, scope, plans); err != nil {
-			errs = append(errs, err)
-		}
-		if d.f == backend.IPv6 {
-			plans6 = plans
-		} else {
-			plans4 = plans
-		}
+	return env{
+		f: d.f, vni: b.opts.VNI,
+		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(), PublicIPv6: b.ul.PublicIPv6,
+			BackendType: subnet.BackendVXLAN, Connected: connected},
+		devIndex: d.link.Attrs().Index, ulIndex: b.underlay.Attrs().Index,
+		direct: b.opts.DirectRouting, connected: d.connected,
 	}
-	b.updateStatus(scope, plans4, plans6)
+}
+
+// reconcile re-plans every peer, reads the kernel and makes it match the
+// plans of each family for the subnets in scope (nil: everything,
+// including state for subnets nobody has), then records each peer's
+// status. A scope holds peer keys and, for dual-stack peers, their IPv6
+// subnets (see Apply).
+func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
+	b.known = false
+	var errs []error
+	known := true
+	for _, d := range b.devs {
+		d.plans, d.claims = planPeers(b.env(d), b.peers)
+		if err := b.readKernel(d); err != nil {
+			errs = append(errs, err)
+			known = false
+			continue
+		}
+		if scope != nil {
+			errs = append(errs, b.pass(d, scope, scopedMACs(d, scope), false))
+			continue
+		}
+		// Everything: every peer and every entry the kernel has.
+		all := make(map[netip.Prefix]bool, len(d.plans)+len(d.kernel.routes)+len(d.kernel.neighs))
+		for sn, p := range d.plans {
+			all[sn] = true
+			if p.route.Dst.IsValid() {
+				all[p.route.Dst] = true
+			}
+		}
+		for dst := range d.kernel.routes {
+			all[dst] = true
+		}
+		for ip := range d.kernel.neighs {
+			if ip.IsMulticast() || ip.IsLinkLocalUnicast() {
+				// The kernel's own (ff02::16 for MLD on weft-v6.<VNI>):
+				// weft's neighbours are peer subnets' first addresses.
+				continue
+			}
+			all[netip.PrefixFrom(ip, ip.BitLen())] = true
+		}
+		macs := make(map[string]bool, len(d.claims)+len(d.kernel.fdb))
+		for mac := range d.claims {
+			macs[mac] = true
+		}
+		for mac := range d.kernel.fdb {
+			macs[mac] = true
+		}
+		errs = append(errs, b.pass(d, all, macs, true))
+	}
+	b.known = known
+	b.updateStatus(scope)
 	return errors.Join(errs...)
 }
 
-// reconcileDevice makes the kernel match the plans (of d's family) for the
-// subnets in scope. Ensuring comes before deleting so that a changed peer
-// never loses its path for longer than the replace.
-func (b *Backend) reconcileDevice(d *device, scope map[netip.Prefix]bool, plans map[netip.Prefix]*plan) error {
-	devIndex := d.link.Attrs().Index
-	inScope := func(a netip.Addr) bool {
-		if scope == nil {
-			return true
+// scopedMACs are the VtepMACs a scoped pass that read the kernel looks at:
+// those the plans in scope claim and those of the neighbours in scope.
+func scopedMACs(d *device, scope map[netip.Prefix]bool) map[string]bool {
+	macs := map[string]bool{}
+	for sn := range scope {
+		if p := d.plans[sn]; p != nil && p.claim != "" {
+			macs[p.claim] = true
 		}
-		for sn := range scope {
-			if sn.Contains(a) {
-				return true
-			}
+		if n, ok := d.kernel.neighs[sn.Addr()]; ok {
+			macs[n.MAC.String()] = true
 		}
-		return false
 	}
+	return macs
+}
 
+// readKernel dumps d's routes, neighbours and FDB into d.kernel.
+func (b *Backend) readKernel(d *device) error {
+	devIndex := d.link.Attrs().Index
 	routes, err := b.h.WeftRoutes(d.af())
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
@@ -523,135 +661,177 @@ func (b *Backend) reconcileDevice(d *device, scope map[netip.Prefix]bool, plans 
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
+	d.kernel = kernelState{routes: routes, neighs: neighs, fdb: fdb, extraFDB: extraFDB}
+	return nil
+}
 
-	// Desired entries across all peers (FDB is keyed by MAC, which any peer
-	// may hold, so it is checked against the whole set).
+// applyScope is the incremental pass: in each family it re-plans the peers
+// in scope (and those sharing a VtepMAC with them, whose claim may change
+// hands) and makes their kernel state match, from what the backend knows
+// the kernel holds (kernelState). Its netlink requests are the changes
+// only: a new peer costs an FDB entry, a neighbour and a route per family,
+// a removed one their deletes, an unchanged one nothing.
+func (b *Backend) applyScope(scope map[netip.Prefix]bool) error {
+	var errs []error
+	status := make(map[netip.Prefix]bool, len(scope))
+	for _, d := range b.devs {
+		work, slots, macs := replan(b.env(d), b.peers, d.plans, d.claims, scope)
+		for sn := range work {
+			status[sn] = true
+		}
+		errs = append(errs, b.pass(d, slots, macs, false))
+	}
+	b.updateStatus(status)
+	return errors.Join(errs...)
+}
+
+// pass makes d's kernel state match d.plans at the slots in scope (peer
+// keys, route destinations, neighbour addresses: a route at a slot, a
+// neighbour at its address) and for the FDB entries of macs, from
+// d.kernel, keeping it up to date. Ensuring comes before deleting so that a
+// changed peer never loses its path for longer than the replace. full says
+// scope and macs are everything: its changes are repairs, and FDB entries
+// beyond a MAC's first go too.
+func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]bool, full bool) error {
+	k := &d.kernel
+	lvl := slog.LevelDebug // a removed peer's state: the status book logs the removal
+	if full {
+		lvl = slog.LevelInfo
+	}
+	var errs []error
 	wantRoute := map[netip.Prefix]bool{}
 	wantNeigh := map[netip.Addr]bool{}
-	wantFDB := map[string]netip.Addr{}
-	for _, p := range plans {
-		if p.state != backend.PeerProgrammed {
+	for sn := range scope {
+		p := d.plans[sn]
+		if p == nil || p.state != backend.PeerProgrammed {
 			continue
 		}
 		wantRoute[p.route.Dst] = true
 		if p.mac != nil {
 			wantNeigh[p.route.Gw] = true
-			wantFDB[p.mac.String()] = p.publicIP
 		}
-	}
-
-	var errs []error
-	// Ensure, per peer in scope.
-	for sn, p := range plans {
-		if !inScope(p.route.Dst.Addr()) || p.state != backend.PeerProgrammed {
-			continue
-		}
-		changed, err := b.ensurePeer(p, routes, neighs, fdb)
+		changed, err := b.ensurePeer(d, p)
 		if err != nil {
 			p.state, p.reason = backend.PeerFailed, err.Error()
 			errs = append(errs, fmt.Errorf("vxlan: peer %s: %w", sn, err))
 		}
-		if changed && scope == nil {
-			b.repairs.Add(1)
+		if changed {
+			b.countRepair(full)
 		}
 	}
 
 	// Delete what no peer needs. Routes: weft's own only (protocol), and only
 	// those on weft's device or into the pod network.
-	for dst, r := range routes {
-		if wantRoute[dst] || !inScope(dst.Addr()) || !b.ownsRoute(d, r) {
-			continue
+	for sn := range scope {
+		if r, ok := k.routes[sn]; ok && !wantRoute[sn] && b.ownsRoute(d, r) {
+			if err := b.h.DeleteRoute(r); err != nil {
+				errs = append(errs, fmt.Errorf("vxlan: %w", err))
+			} else {
+				delete(k.routes, sn)
+				b.countRepair(full)
+				b.log.Log(context.Background(), lvl, "deleted stale route", "route", r.String())
+			}
 		}
-		if err := b.h.DeleteRoute(r); err != nil {
-			errs = append(errs, fmt.Errorf("vxlan: %w", err))
-			continue
-		}
-		b.countRepair(scope)
-		b.log.Info("deleted stale route", "route", r.String())
-	}
-	scopedMACs := map[string]bool{}
-	for ip, n := range neighs {
-		if !inScope(ip) {
-			continue
-		}
-		scopedMACs[n.MAC.String()] = true
-		if wantNeigh[ip] {
-			continue
-		}
-		if err := b.h.DeleteNeigh(devIndex, ip); err != nil {
-			errs = append(errs, fmt.Errorf("vxlan: %w", err))
-			continue
-		}
-		b.countRepair(scope)
-		b.log.Info("deleted stale neighbour", "ip", ip, "mac", n.MAC.String())
-	}
-	for _, p := range plans {
-		if p.mac != nil && inScope(p.route.Dst.Addr()) {
-			scopedMACs[p.mac.String()] = true
+		if n, ok := k.neighs[sn.Addr()]; ok && !wantNeigh[n.IP] {
+			if err := b.h.DeleteNeigh(d.link.Attrs().Index, n.IP); err != nil {
+				errs = append(errs, fmt.Errorf("vxlan: %w", err))
+			} else {
+				delete(k.neighs, n.IP)
+				b.countRepair(full)
+				b.log.Log(context.Background(), lvl, "deleted stale neighbour", "ip", n.IP, "mac", n.MAC.String())
+			}
 		}
 	}
-	for _, fe := range append(slices.Collect(maps.Values(fdb)), extraFDB...) {
-		key := fe.MAC.String()
-		if scope != nil && !scopedMACs[key] {
-			continue
+	// FDB is keyed by MAC, which the claim's owner holds.
+	stale := func(fe nl.FDBEntry) bool {
+		cl := d.claims[fe.MAC.String()]
+		if len(cl) == 0 {
+			return true
 		}
-		if dst, ok := wantFDB[key]; ok && dst == fe.Dst {
-			continue
+		// The owner's plan: programmed, unless its writes failed just now
+		// (keep the entry; the next full pass retries).
+		return d.plans[cl[0]].publicIP != fe.Dst
+	}
+	var fdb []nl.FDBEntry
+	for mac := range macs {
+		if fe, ok := k.fdb[mac]; ok && stale(fe) {
+			fdb = append(fdb, fe)
 		}
+	}
+	if full {
+		for _, fe := range k.extraFDB {
+			if stale(fe) {
+				fdb = append(fdb, fe)
+			}
+		}
+		k.extraFDB = nil
+	}
+	for _, fe := range fdb {
 		if err := b.h.DeleteFDB(fe); err != nil {
 			errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			continue
 		}
-		b.countRepair(scope)
-		b.log.Info("deleted stale fdb entry", "mac", fe.MAC.String(), "dst", fe.Dst)
+		if have, ok := k.fdb[fe.MAC.String()]; ok && have.Dst == fe.Dst {
+			delete(k.fdb, fe.MAC.String())
+		}
+		b.countRepair(full)
+		b.log.Log(context.Background(), lvl, "deleted stale fdb entry", "mac", fe.MAC.String(), "dst", fe.Dst)
 	}
-
 	return errors.Join(errs...)
 }
 
 // ensurePeer writes p's route, neighbour and FDB entry where the kernel
-// (routes, neighs, fdb: snapshots from this pass) differs. FDB and
+// (as d.kernel has it) differs, and records what it wrote. FDB and
 // neighbour go first so the route never points at an unresolved next hop.
-func (b *Backend) ensurePeer(p *plan, routes map[netip.Prefix]nl.Route, neighs map[netip.Addr]nl.Neigh,
-	fdb map[string]nl.FDBEntry) (changed bool, err error) {
+func (b *Backend) ensurePeer(d *device, p *plan) (changed bool, err error) {
+	k := &d.kernel
 	if p.mac != nil {
 		var have *nl.FDBEntry
-		if fe, ok := fdb[p.mac.String()]; ok {
+		if fe, ok := k.fdb[p.claim]; ok {
 			have = &fe
 		}
 		w, err := b.h.EnsureFDB(p.route.LinkIndex, p.mac, p.publicIP, have)
 		if err != nil {
 			return changed, err
 		}
+		if w {
+			k.fdb[p.claim] = nl.FDBEntry{MAC: p.mac, Dst: p.publicIP, LinkIndex: p.route.LinkIndex}
+		}
 		changed = changed || w
 		var haveN *nl.Neigh
-		if n, ok := neighs[p.route.Gw]; ok {
+		if n, ok := k.neighs[p.route.Gw]; ok {
 			haveN = &n
 		}
 		w, err = b.h.EnsureNeigh(p.route.LinkIndex, p.route.Gw, p.mac, haveN)
 		if err != nil {
 			return changed, err
 		}
+		if w {
+			k.neighs[p.route.Gw] = nl.Neigh{IP: p.route.Gw, MAC: p.mac, LinkIndex: p.route.LinkIndex, Permanent: true}
+		}
 		changed = changed || w
 	}
 	var haveR *nl.Route
-	if r, ok := routes[p.route.Dst]; ok {
+	if r, ok := k.routes[p.route.Dst]; ok {
 		haveR = &r
 	}
 	w, err := b.h.EnsureRoute(p.route, haveR)
 	if err != nil {
 		return changed, err
 	}
+	if w {
+		k.routes[p.route.Dst] = p.route
+	}
 	if changed = changed || w; changed {
-		b.log.Debug("programmed peer", "subnet", p.route.Dst, "publicIP", p.publicIP, "route", p.route.String(), "vtepMAC", p.mac.String())
+		b.log.Debug("programmed peer", "subnet", p.route.Dst, "publicIP", p.publicIP, "route", p.route.String(), "vtepMAC", p.claim)
 	}
 	return changed, nil
 }
 
-// countRepair counts a kernel change made by a full pass (scope nil): drift,
-// or a change the incremental path missed.
-func (b *Backend) countRepair(scope map[netip.Prefix]bool) {
-	if scope == nil {
+// countRepair counts a kernel change made by a full pass: drift, or a
+// change the incremental path missed.
+func (b *Backend) countRepair(full bool) {
+	if full {
 		b.repairs.Add(1)
 	}
 }
@@ -670,18 +850,18 @@ func (b *Backend) ownsRoute(d *device, r nl.Route) bool {
 
 // updateStatus records the outcome of each peer in scope (all when nil),
 // both families' plans merged.
-func (b *Backend) updateStatus(scope map[netip.Prefix]bool, plans4, plans6 map[netip.Prefix]*plan) {
-	want := make(map[netip.Prefix]backend.PeerStatus, len(b.peers))
-	outcome := func(plans map[netip.Prefix]*plan, sn netip.Prefix) backend.FamilyOutcome {
-		if p, ok := plans[sn]; ok {
-			return backend.Outcome(p.state, p.reason)
+func (b *Backend) updateStatus(scope map[netip.Prefix]bool) {
+	outcome := func(f backend.Family, sn netip.Prefix) backend.FamilyOutcome {
+		for _, d := range b.devs {
+			if p, ok := d.plans[sn]; ok && d.f == f {
+				return backend.Outcome(p.state, p.reason)
+			}
 		}
 		return backend.FamilyOutcome{}
 	}
-	for sn, l := range b.peers {
-		want[sn] = backend.NewPeerStatus(b.cfg, l, outcome(plans4, sn), outcome(plans6, sn))
-	}
-	b.status.Update(scope, want)
+	backend.UpdatePlans(b.status, scope, b.peers, func(sn netip.Prefix, l subnet.Lease) backend.PeerStatus {
+		return backend.NewPeerStatus(b.cfg, l, outcome(backend.IPv4, sn), outcome(backend.IPv6, sn))
+	})
 }
 
 // Device implements backend.Device: the IPv4 device, or the IPv6 one of an

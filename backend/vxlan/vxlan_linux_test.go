@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ const (
 	baseCluster = 20
 	baseDevice  = 21
 	baseDirect  = 22 // and 23 for the off-L2 node
+	baseCost    = 28
 )
 
 const pingTimeout = 10 * time.Second
@@ -527,4 +529,108 @@ func TestVXLANDirectRouting(t *testing.T) {
 		t.Errorf("underlay route deleted: %q", out)
 	}
 	nltest.NoPing(t, n0.Pod, n1.PodIP)
+}
+
+// TestVXLANIncrementalCost is the regression guard of the incremental pass,
+// in each family set: among 200 programmed peers, a batch costs the
+// netlink requests of its change and nothing more (no dump, no write for
+// what is already right; per family of a peer an FDB entry, a neighbour and
+// a route), and leaves nothing for the next full pass to repair.
+func TestVXLANIncrementalCost(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  string
+		fams uint64
+	}{
+		{"IPv4", `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, 1},
+		{"dual stack", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"vxlan"}}`, 2},
+		{"IPv6 only", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd10::/56","Backend":{"Type":"vxlan"}}`, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := subnet.ParseConfig([]byte(tc.cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd := &v6node{Node: nltest.DualNodes(t, 1, baseCost)[0], cfg: cfg}
+			// peer i with VtepMACs of index m (IPv6's differs from IPv4's)
+			// and the v6-th IPv6 subnet.
+			peer := func(i, m, v6 int) subnet.Lease {
+				l := subnet.Lease{CreateRevision: int64(10 + i), Attrs: subnet.LeaseAttrs{BackendType: "vxlan"}}
+				if cfg.EnableIPv4 {
+					l.Subnet = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(2 + i), 0}), 24)
+					l.Attrs.PublicIP = netip.AddrFrom4([4]byte{203, 0, 113, byte(1 + i)})
+					l.Attrs.BackendData = json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":"02:00:00:00:01:%02x"}`, m))
+				}
+				if cfg.EnableIPv6 {
+					l.IPv6Subnet = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x10, 7: byte(2 + v6)}), 64)
+					l.Attrs.PublicIPv6 = netip.MustParseAddr(fmt.Sprintf("2001:db8:ff::%x", 1+i))
+					l.Attrs.BackendV6Data = json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":"02:00:00:00:06:%02x"}`, m))
+				}
+				return l
+			}
+			var peers []subnet.Lease
+			for i := range 200 {
+				peers = append(peers, peer(i, i, i))
+			}
+			nd.start(t, func(*v6node) []subnet.Lease { return peers })
+			added := func(l subnet.Lease) subnet.Event { return subnet.Event{Type: subnet.EventAdded, Lease: l} }
+			removed := func(l subnet.Lease) subnet.Event { // by its key alone
+				if cfg.EnableIPv4 {
+					return subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: l.Subnet}}
+				}
+				return subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{IPv6Subnet: l.IPv6Subnet}}
+			}
+			var batch []subnet.Event
+			for _, l := range peers[100:150] {
+				batch = append(batch, removed(l))
+			}
+			type step struct {
+				name   string
+				events []subnet.Event
+				want   uint64 // netlink requests
+			}
+			steps := []step{
+				{"new peer: FDB entry, neighbour, route", []subnet.Event{added(peer(240, 240, 240))}, 3 * tc.fams},
+				{"the same lease again", []subnet.Event{added(peer(240, 240, 240))}, 0},
+				{"new VtepMACs: new FDB entry, neighbour, old FDB entry deleted", []subnet.Event{added(peer(240, 241, 240))}, 3 * tc.fams},
+				{"peer removed: three deletes", []subnet.Event{removed(peer(240, 241, 240))}, 3 * tc.fams},
+				{"50 removed in one batch", batch, 150 * tc.fams},
+				{"a removal of an unknown subnet", []subnet.Event{removed(peer(241, 241, 241))}, 0},
+			}
+			if cfg.EnableIPv4 && cfg.EnableIPv6 {
+				steps = append(steps, step{"IPv6 subnet moved: new neighbour and route, the old ones deleted",
+					[]subnet.Event{added(peer(0, 0, 250))}, 4})
+			}
+			for _, st := range steps {
+				before := nd.b.h.Requests()
+				nd.in(t, func() error { return nd.b.Apply(context.Background(), st.events) })
+				if got := nd.b.h.Requests() - before; got != st.want {
+					t.Errorf("%s: %d netlink requests, want %d", st.name, got, st.want)
+				}
+			}
+			for _, dev := range []struct {
+				on   bool
+				args []string
+			}{
+				{cfg.EnableIPv4, []string{"ip", "-4", "route", "show", "proto", "87", "dev", "weft.1"}},
+				{cfg.EnableIPv6, []string{"ip", "-6", "route", "show", "proto", "87", "dev", "weft-v6.1"}},
+			} {
+				if !dev.on {
+					continue
+				}
+				if out := nd.NS.MustRun(t, dev.args[0], dev.args[1:]...); strings.Count(out, "\n") != 150 {
+					t.Errorf("%s: %d routes, want 150:\n%s", dev.args, strings.Count(out, "\n"), out)
+				}
+			}
+			rest := append(slices.Clone(peers[:100]), peers[150:]...)
+			if cfg.EnableIPv4 && cfg.EnableIPv6 {
+				rest[0] = peer(0, 0, 250)
+			}
+			repairs := nd.b.Repairs()
+			nd.in(t, func() error { return nd.b.Sync(context.Background(), rest) })
+			if n := nd.b.Repairs() - repairs; n != 0 {
+				t.Errorf("the full pass after the incremental ones repaired %d entries, want 0", n)
+			}
+		})
+	}
 }

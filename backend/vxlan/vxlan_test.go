@@ -2,7 +2,10 @@ package vxlan
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -133,7 +136,7 @@ func TestPlanPeers(t *testing.T) {
 
 	for _, direct := range []bool{false, true} {
 		e.direct = direct
-		plans := planPeers(e, peers)
+		plans, _ := planPeers(e, peers)
 		for _, tc := range []struct {
 			sn, reason string // reason "" means programmed
 			// directOK: on the underlay's L2, so with DirectRouting it gets
@@ -208,4 +211,106 @@ func TestNewValidates(t *testing.T) {
 	if got := b.(*Backend).Options(); got.VNI != 1 || got.Port != 8472 {
 		t.Errorf("defaults %+v", got)
 	}
+}
+
+// TestReplanMatchesFullPlan: the incremental pass's planning (replan over a
+// batch's keys) leaves the plans and VtepMAC claims a full planPeers over
+// the same peer set makes, in each family of a dual-stack network, through
+// claims changing hands: an older lease arriving for a MAC a newer one
+// holds, the owner leaving, a MAC changing, a lease turning malformed, an
+// IPv6 subnet moving; and the kernel slots it returns hold every route
+// destination a plan had or has, so none is left behind.
+func TestReplanMatchesFullPlan(t *testing.T) {
+	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10::/56"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfx := netip.MustParsePrefix
+	mac := func(n int) string { return fmt.Sprintf(`{"VNI":1,"VtepMAC":"02:00:00:00:00:%02x"}`, n) }
+	for _, f := range []backend.Family{backend.IPv4, backend.IPv6} {
+		t.Run(f.String(), func(t *testing.T) {
+			e := env{f: f, vni: 1, devIndex: 9, ulIndex: 2,
+				node: backend.PeerNode{Config: cfg, Own: subnet.Lease{Subnet: pfx("10.244.1.0/24"), IPv6Subnet: pfx("fd10:0:0:1::/64")},
+					PublicIP: netip.MustParseAddr("198.18.0.10"), PublicIPv6: netip.MustParseAddr("2001:db8::10"), BackendType: "vxlan"}}
+			// atV6 is a dual-stack lease whose family under test carries data
+			// (the other family's MAC is the lease's own); v6 is its IPv6
+			// subnet's index.
+			atV6 := func(sn string, v6 int, rev int64, data string) subnet.Lease {
+				n, _ := strconv.Atoi(strings.Split(sn, ".")[2])
+				l := lease(sn, fmt.Sprintf("203.0.113.%d", n), "vxlan", "")
+				l.IPv6Subnet = pfx(fmt.Sprintf("fd10:0:0:%x::/64", v6))
+				l.Attrs.PublicIPv6 = netip.MustParseAddr(fmt.Sprintf("2001:db8:1::%d", n))
+				own := json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":"02:00:00:00:01:%02x"}`, n))
+				l.Attrs.BackendData, l.Attrs.BackendV6Data = json.RawMessage(data), own
+				if f == backend.IPv6 {
+					l.Attrs.BackendData, l.Attrs.BackendV6Data = own, json.RawMessage(data)
+				}
+				l.CreateRevision = rev
+				return l
+			}
+			at := func(sn string, rev int64, data string) subnet.Lease {
+				n, _ := strconv.Atoi(strings.Split(sn, ".")[2])
+				return atV6(sn, n, rev, data)
+			}
+			add := func(l subnet.Lease) subnet.Event { return subnet.Event{Type: subnet.EventAdded, Lease: l} }
+			del := func(sn string) subnet.Event {
+				return subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: pfx(sn)}}
+			}
+			steps := []struct {
+				name   string
+				events []subnet.Event
+			}{
+				{"first peers", []subnet.Event{add(at("10.244.2.0/24", 5, mac(2))), add(at("10.244.3.0/24", 6, mac(3)))}},
+				{"newer lease claims a held MAC", []subnet.Event{add(at("10.244.4.0/24", 9, mac(2)))}},
+				{"older lease claims it on a higher subnet", []subnet.Event{add(at("10.244.9.0/24", 1, mac(2)))}},
+				{"oldest owner leaves", []subnet.Event{del("10.244.9.0/24")}},
+				{"owner changes its MAC", []subnet.Event{add(at("10.244.2.0/24", 5, mac(7)))}},
+				{"owner's lease turns malformed", []subnet.Event{add(at("10.244.3.0/24", 6, `{"VNI":1,`))}},
+				{"two leases of one MAC in one batch", []subnet.Event{add(at("10.244.5.0/24", 12, mac(5))), add(at("10.244.6.0/24", 11, mac(5)))}},
+				{"an IPv6 subnet moves", []subnet.Event{add(atV6("10.244.5.0/24", 0x55, 12, mac(5)))}},
+				{"claimant and owner leave together", []subnet.Event{del("10.244.6.0/24"), del("10.244.4.0/24")}},
+				{"everyone leaves", []subnet.Event{del("10.244.2.0/24"), del("10.244.3.0/24"), del("10.244.5.0/24")}},
+			}
+			peers := backend.PeerSet{}
+			plans, claims := planPeers(e, peers)
+			for _, st := range steps {
+				had := map[netip.Prefix]bool{}
+				for _, p := range plans {
+					had[p.route.Dst] = true
+				}
+				_, slots, _ := replan(e, peers, plans, claims, peers.ApplyFamilies(st.events))
+				full, fullClaims := planPeers(e, peers)
+				if len(plans) != len(full) {
+					t.Fatalf("%s: %d plans, full pass has %d", st.name, len(plans), len(full))
+				}
+				for sn, f := range full {
+					p := plans[sn]
+					if p == nil || p.state != f.state || p.reason != f.reason || p.claim != f.claim || p.route != f.route {
+						t.Errorf("%s: %s planned %v, full pass %s %q (claim %s)", st.name, sn, planSummary(p), f.state, f.reason, f.claim)
+					}
+					delete(had, f.route.Dst)
+				}
+				for dst := range had {
+					if dst.IsValid() && !slots[dst] {
+						t.Errorf("%s: %s was a route's destination and is none now, but not among the slots %v", st.name, dst, slots)
+					}
+				}
+				if len(claims) != len(fullClaims) {
+					t.Errorf("%s: claims %v, full pass %v", st.name, claims, fullClaims)
+				}
+				for m, cl := range fullClaims {
+					if got := claims[m]; len(got) != len(cl) || !slices.Equal(slices.SortedFunc(slices.Values(got), backend.ComparePrefix), slices.SortedFunc(slices.Values(cl), backend.ComparePrefix)) {
+						t.Errorf("%s: claimants of %s %v, full pass %v", st.name, m, got, cl)
+					}
+				}
+			}
+		})
+	}
+}
+
+func planSummary(p *plan) string {
+	if p == nil {
+		return "nothing"
+	}
+	return fmt.Sprintf("%s %q (claim %s)", p.state, p.reason, p.claim)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -23,6 +24,9 @@ const RouteProtocol netlink.RouteProtocol = 0x57
 // *netlink.Handle is nil or used by one goroutine at a time.
 type Handle struct {
 	nh *netlink.Handle
+	// requests counts the netlink requests made through the handle
+	// (Requests).
+	requests atomic.Uint64
 }
 
 // New returns a Handle over nh; nil means per-request sockets in the calling
@@ -30,6 +34,9 @@ type Handle struct {
 func New(nh *netlink.Handle) *Handle { return &Handle{nh: nh} }
 
 func (h *Handle) n() *netlink.Handle {
+	if h != nil {
+		h.requests.Add(1)
+	}
 	if h == nil || h.nh == nil {
 		// A zero netlink.Handle opens a socket per request in the current
 		// thread's namespace, exactly like netlink's package-level functions.
@@ -37,6 +44,10 @@ func (h *Handle) n() *netlink.Handle {
 	}
 	return h.nh
 }
+
+// Requests returns how many netlink requests (a dump, a write) h has made:
+// what tests bound to keep a pass's kernel work proportional to its change.
+func (h *Handle) Requests() uint64 { return h.requests.Load() }
 
 // Netlink returns the underlying handle for calls this package does not wrap.
 func (h *Handle) Netlink() *netlink.Handle { return h.n() }
