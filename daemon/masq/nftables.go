@@ -58,6 +58,11 @@ type NFTables struct {
 	// filterRules is the number of rules of the peer filter this Manager
 	// installed (0: none); guarded by mu. Verify checks it.
 	filterRules int
+	// filter is the peer filter as this Manager last installed it, for
+	// updates that only add and delete the changed set elements; nil when
+	// unknown (none installed, removed, or Verify found the table changed).
+	// Guarded by mu.
+	filter *installedFilter
 }
 
 var (
@@ -183,7 +188,7 @@ func (m *NFTables) Remove(ctx context.Context) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: remove table inet %s: %w", m.table.Name, err)
 	}
-	m.filterRules = 0
+	m.filterRules, m.filter = 0, nil
 	m.logger.Debug("nftables table removed", "table", m.table.Name)
 	return nil
 }
@@ -209,7 +214,7 @@ func (m *NFTables) Verify(ctx context.Context, r Rules) (bool, error) {
 		return false, fmt.Errorf("nftables: list tables: %w", err)
 	}
 	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == m.table.Name }) {
-		return false, nil
+		return m.changedLocked()
 	}
 	want := map[string]int{nftForward: len(forwardRules(r))}
 	if r.Masquerade {
@@ -230,14 +235,14 @@ func (m *NFTables) Verify(ctx context.Context, r Rules) (bool, error) {
 	}
 	for name, n := range want {
 		if !have[name] {
-			return false, nil
+			return m.changedLocked()
 		}
 		rules, err := c.GetRules(m.table, &nftables.Chain{Name: name, Table: m.table})
 		if err != nil {
 			return false, fmt.Errorf("nftables: list rules of %s: %w", name, err)
 		}
 		if len(rules) != n {
-			return false, nil
+			return m.changedLocked()
 		}
 	}
 	return true, nil
@@ -351,12 +356,23 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.probeLocked()
+	inner := m.inner == innerSupported
+	if st := m.filter; st != nil && st.port == port && st.inner == inner {
+		// The chain is as it was: change only the elements that differ,
+		// a small transaction instead of every set flushed and refilled
+		// and the chain rewritten (~10 ms each, the cost of every new peer).
+		err := m.updateFilterLocked(st, f)
+		if err == nil {
+			return nil
+		}
+		m.logger.Debug("nftables peer filter update failed; rewriting it", "err", err)
+	}
+	m.filter = nil
 	c, err := m.conn()
 	if err != nil {
 		return err
 	}
 	c.AddTable(m.table)
-	inner := m.inner == innerSupported
 	sets := []*filterSet{
 		{set: &nftables.Set{Table: m.table, Name: nftPeers4, KeyType: nftables.TypeIPAddr, Comment: "weft vxlan peers"}, elem: f.v4},
 		{set: &nftables.Set{Table: m.table, Name: nftPeers6, KeyType: nftables.TypeIP6Addr, Comment: "weft vxlan peers"}, elem: f.v6},
@@ -385,6 +401,7 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 		return fmt.Errorf("nftables: ensure peer filter on udp port %d: %w", port, err)
 	}
 	m.filterRules = len(rules)
+	m.filter = newInstalledFilter(port, inner, f)
 	m.logger.Debug("nftables peer filter ensured", "table", m.table.Name, "port", port, "peers", len(f.v4)+len(f.v6), "innerCheck", inner)
 	return nil
 }
@@ -454,6 +471,95 @@ func sourcesOf(sets []*filterSet, inner bool) *nftables.Set {
 type filterSet struct {
 	set  *nftables.Set
 	elem []nftables.SetElement
+}
+
+// changedLocked is Verify's "not as installed": what this Manager knows of
+// its peer filter is stale too, so the next EnsurePeerFilter rewrites it.
+func (m *NFTables) changedLocked() (bool, error) {
+	m.filter = nil
+	return false, nil
+}
+
+// installedFilter is a peer filter as installed: its port, whether it has
+// the inner check, and the elements of its sets by key.
+type installedFilter struct {
+	port  uint16
+	inner bool
+	elems [3]map[string]nftables.SetElement // v4, v6, sources4
+}
+
+func elemKey(e nftables.SetElement) string { return string(e.Key) + "|" + string(e.KeyEnd) }
+
+func elemMap(es []nftables.SetElement) map[string]nftables.SetElement {
+	m := make(map[string]nftables.SetElement, len(es))
+	for _, e := range es {
+		m[elemKey(e)] = e
+	}
+	return m
+}
+
+func newInstalledFilter(port uint16, inner bool, f filterSets) *installedFilter {
+	return &installedFilter{port: port, inner: inner, elems: [3]map[string]nftables.SetElement{elemMap(f.v4), elemMap(f.v6), elemMap(f.sources4)}}
+}
+
+// updateFilterLocked makes the installed filter st hold the elements of f
+// in one transaction of the differences (none: no transaction). Any error
+// (the sets changed behind weft's back) leaves st unchanged for the
+// caller's full rewrite.
+func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
+	sets := [3]*nftables.Set{
+		{Table: m.table, Name: nftPeers4, KeyType: nftables.TypeIPAddr},
+		{Table: m.table, Name: nftPeers6, KeyType: nftables.TypeIP6Addr},
+		sourcesSet(m.table),
+	}
+	want := [3][]nftables.SetElement{f.v4, f.v6, f.sources4}
+	var next [3]map[string]nftables.SetElement
+	var c *nftables.Conn
+	for i := range sets {
+		if i == 2 && !st.inner {
+			next[i] = st.elems[i]
+			continue
+		}
+		next[i] = elemMap(want[i])
+		var add, del []nftables.SetElement
+		for k, e := range next[i] {
+			if _, ok := st.elems[i][k]; !ok {
+				add = append(add, e)
+			}
+		}
+		for k, e := range st.elems[i] {
+			if _, ok := next[i][k]; !ok {
+				del = append(del, e)
+			}
+		}
+		if len(add) == 0 && len(del) == 0 {
+			continue
+		}
+		if c == nil {
+			var err error
+			if c, err = m.conn(); err != nil {
+				return err
+			}
+		}
+		if len(del) > 0 {
+			if err := c.SetDeleteElements(sets[i], del); err != nil {
+				return fmt.Errorf("nftables: delete elements of %s: %w", sets[i].Name, err)
+			}
+		}
+		if len(add) > 0 {
+			if err := c.SetAddElements(sets[i], add); err != nil {
+				return fmt.Errorf("nftables: add elements to %s: %w", sets[i].Name, err)
+			}
+		}
+	}
+	if c == nil {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: update peer filter: %w", err)
+	}
+	st.elems = next
+	return nil
 }
 
 // filterSets are the elements of the peer filter's sets.
@@ -623,7 +729,7 @@ func (m *NFTables) RemovePeerFilter(ctx context.Context) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: remove peer filter: %w", err)
 	}
-	m.filterRules = 0
+	m.filterRules, m.filter = 0, nil
 	m.logger.Debug("nftables peer filter removed", "table", m.table.Name)
 	return nil
 }

@@ -361,3 +361,60 @@ func TestPeerFilterRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerFilterUpdatesChangedElementsOnly: a change of the peer set adds
+// and deletes the elements that differ and leaves the chain as it is (its
+// rules keep their handles: no rewrite, the cost of a new peer stays a few
+// elements); after Verify finds the table gone, the filter is rewritten
+// whole, even for the same peers.
+func TestPeerFilterUpdatesChangedElementsOnly(t *testing.T) {
+	t.Parallel()
+	n := nstest.New(t, "wpf")
+	m, err := NewNFTables(testLogger(t), Options{NetNS: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	peer := func(a, pod string) FilterPeer {
+		ip := netip.MustParseAddr(a)
+		return FilterPeer{Addr: ip, Sources: []netip.Prefix{netip.PrefixFrom(ip, 32), netip.MustParsePrefix(pod)}}
+	}
+	a, b, c := peer("198.18.1.1", "10.244.1.0/24"), peer("198.18.1.2", "10.244.2.0/24"), peer("198.18.1.3", "10.244.3.0/24")
+	chain := func() string { return n.MustRun(t, "nft", "-a", "list", "chain", "inet", DefaultTable, nftInput) }
+	sets := func() string {
+		return n.MustRun(t, "nft", "list", "set", "inet", DefaultTable, nftPeers4) +
+			n.MustRun(t, "nft", "list", "set", "inet", DefaultTable, nftSources4)
+	}
+	if err := m.EnsurePeerFilter(ctx, 8472, []FilterPeer{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	before := chain()
+	if err := m.EnsurePeerFilter(ctx, 8472, []FilterPeer{b, c}); err != nil {
+		t.Fatal(err)
+	}
+	if after := chain(); after != before {
+		t.Errorf("chain rewritten by a change of peers:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	got := sets()
+	for _, s := range []string{"198.18.1.2", "198.18.1.3", "10.244.2.0/24", "10.244.3.0/24"} {
+		if !strings.Contains(got, s) {
+			t.Errorf("sets lack %s:\n%s", s, got)
+		}
+	}
+	for _, s := range []string{"198.18.1.1", "10.244.1.0/24"} {
+		if strings.Contains(got, s) {
+			t.Errorf("sets still hold %s:\n%s", s, got)
+		}
+	}
+
+	n.MustRun(t, "nft", "delete", "table", "inet", DefaultTable)
+	if ok, err := m.Verify(ctx, rulesFor("10.244.0.0/16", "10.244.3.0/24")); err != nil || ok {
+		t.Fatalf("Verify after the table's deletion = %v, %v, want false", ok, err)
+	}
+	if err := m.EnsurePeerFilter(ctx, 8472, []FilterPeer{b, c}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sets(); !strings.Contains(got, "198.18.1.3") || !strings.Contains(got, "10.244.2.0/24") {
+		t.Errorf("filter not restored after Verify:\n%s", got)
+	}
+}
