@@ -129,6 +129,6 @@ func (g *generation) checkFirewall(ctx context.Context) {
 	g.d.metrics.firewallRestores.Inc()
 	g.filter = peerFilterState{}
 	if g.synced { // the peer set is known: put the peer filter back now
-		g.updatePeerFilter(ctx)
+		g.updatePeerFilter(ctx, false)
 	}
 }

@@ -123,7 +123,7 @@ func (g *generation) restorePeers(ctx context.Context, last *laststate.State) {
 		}
 	}
 	g.restored = true
-	g.updatePeerFilter(ctx)
+	g.updatePeerFilter(ctx, false)
 	g.sync(ctx, time.Now())
 	g.d.log.Info("restored the data plane from the last known state", "subnet", subnet.KeyName(g.own.Subnet, g.own.IPv6Subnet),
 		"peers", len(g.peers), "expired", expired, "saved", last.Saved.Format(time.RFC3339))

@@ -20,10 +20,12 @@ type peerFilterState struct {
 }
 
 // updatePeerFilter keeps the firewall filter of a PeerFiltered backend (vxlan)
-// in step with the peer set. It runs before the backend programs a change, so
-// a new peer's packets are let in by the time routes point at it. Backends
-// that do not filter leave the firewall alone.
-func (g *generation) updatePeerFilter(ctx context.Context) {
+// in step with the peer set. With grow it only adds: it runs so before the
+// backend programs a change, so a new peer's packets are let in by the time
+// routes point at it, and once more without grow after it, so removing a
+// gone peer's entries (the slower change) does not delay its routes' going.
+// Backends that do not filter leave the firewall alone.
+func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 	f, ok := g.be.(backend.PeerFiltered)
 	if !ok {
 		return
@@ -48,6 +50,9 @@ func (g *generation) updatePeerFilter(ctx context.Context) {
 		return
 	}
 	peers := filterPeers(g.peers)
+	if grow && g.filter.installed {
+		peers = unionFilterPeers(peers, g.filter.peers)
+	}
 	if g.filter.installed && slices.EqualFunc(peers, g.filter.peers, sameFilterPeer) {
 		return
 	}
@@ -92,4 +97,23 @@ func filterPeers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
 
 func sameFilterPeer(a, b masq.FilterPeer) bool {
 	return a.Addr == b.Addr && slices.Equal(a.Sources, b.Sources)
+}
+
+// unionFilterPeers merges two sorted filter peer lists (filterPeers's
+// order): every address of either, with the sources of both.
+func unionFilterPeers(a, b []masq.FilterPeer) []masq.FilterPeer {
+	out := make([]masq.FilterPeer, 0, max(len(a), len(b)))
+	for len(a) > 0 || len(b) > 0 {
+		switch {
+		case len(b) == 0 || (len(a) > 0 && a[0].Addr.Less(b[0].Addr)):
+			out, a = append(out, a[0]), a[1:]
+		case len(a) == 0 || b[0].Addr.Less(a[0].Addr):
+			out, b = append(out, b[0]), b[1:]
+		default:
+			src := slices.SortedFunc(slices.Values(append(slices.Clone(a[0].Sources), b[0].Sources...)), backend.ComparePrefix)
+			out = append(out, masq.FilterPeer{Addr: a[0].Addr, Sources: slices.Compact(src)})
+			a, b = a[1:], b[1:]
+		}
+	}
+	return out
 }

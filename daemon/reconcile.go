@@ -150,13 +150,14 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 		if !haveSnapshot {
 			continue
 		}
-		g.updatePeerFilter(ctx)
+		g.updatePeerFilter(ctx, true)
 		if full {
 			g.sync(ctx, start)
 		} else if len(events) > 0 {
 			err := g.be.Apply(ctx, events)
 			d.recordPass("incremental", start, err)
 		}
+		g.updatePeerFilter(ctx, false)
 		g.saveState()
 	}
 }

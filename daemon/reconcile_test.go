@@ -15,6 +15,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/alloc"
+	"github.com/weftnet/weft/daemon/masq"
 	"github.com/weftnet/weft/daemon/masq/masqtest"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnettest"
@@ -200,4 +201,42 @@ func TestTunnelRulesFollowThePeers(t *testing.T) {
 	waitFor(t, "b's inner sources in the filter", func() bool {
 		return slices.Equal(fake.PeerFilterSources()[b.ip], want)
 	})
+}
+
+// TestPeerFilterGrowsBeforeAndShrinksAfterApply: a batch that replaces a
+// peer first has the filter let in both (before the backend programs the
+// newcomer), and only the newcomer once the backend removed the other, so
+// the slower removal from the firewall never delays the routes.
+func TestPeerFilterGrowsBeforeAndShrinksAfterApply(t *testing.T) {
+	g := testGeneration(t, allocConfig, &syncBuffer{})
+	fake := &masqtest.Fake{}
+	g.masq, g.be, g.store = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
+	a, b := aLease("10.244.2.0/24", "198.18.0.2", "alloc"), aLease("10.244.3.0/24", "198.18.0.3", "alloc")
+	g.applyEvents([]subnet.Event{{Type: subnet.EventAdded, Lease: a}})
+	g.updatePeerFilter(t.Context(), false)
+	g.applyEvents([]subnet.Event{{Type: subnet.EventRemoved, Lease: a}, {Type: subnet.EventAdded, Lease: b}})
+	g.updatePeerFilter(t.Context(), true)
+	if got := fake.PeerFilterSources(); len(got) != 2 || got[a.Attrs.PublicIP] == nil || got[b.Attrs.PublicIP] == nil {
+		t.Errorf("before the backend's pass the filter holds %v, want both peers", got)
+	}
+	g.updatePeerFilter(t.Context(), false)
+	if got := fake.PeerFilterSources(); len(got) != 1 || got[b.Attrs.PublicIP] == nil {
+		t.Errorf("after it the filter holds %v, want only %s", got, b.Attrs.PublicIP)
+	}
+}
+
+func TestUnionFilterPeers(t *testing.T) {
+	p := netip.MustParsePrefix
+	x, y, z := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3")
+	got := unionFilterPeers(
+		[]masq.FilterPeer{{Addr: x, Sources: []netip.Prefix{p("10.244.1.0/24")}}, {Addr: z, Sources: []netip.Prefix{p("10.244.3.0/24")}}},
+		[]masq.FilterPeer{{Addr: x, Sources: []netip.Prefix{p("10.244.1.0/24"), p("10.244.9.0/24")}}, {Addr: y, Sources: []netip.Prefix{p("10.244.2.0/24")}}})
+	want := []masq.FilterPeer{
+		{Addr: x, Sources: []netip.Prefix{p("10.244.1.0/24"), p("10.244.9.0/24")}},
+		{Addr: y, Sources: []netip.Prefix{p("10.244.2.0/24")}},
+		{Addr: z, Sources: []netip.Prefix{p("10.244.3.0/24")}},
+	}
+	if !slices.EqualFunc(got, want, sameFilterPeer) {
+		t.Errorf("union = %v, want %v", got, want)
+	}
 }

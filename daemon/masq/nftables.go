@@ -3,6 +3,7 @@ package masq
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -365,7 +366,9 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 		if err == nil {
 			return nil
 		}
-		m.logger.Debug("nftables peer filter update failed; rewriting it", "err", err)
+		if !errors.Is(err, errRewriteCheaper) {
+			m.logger.Debug("nftables peer filter update failed; rewriting it", "err", err)
+		}
 	}
 	m.filter = nil
 	c, err := m.conn()
@@ -480,6 +483,13 @@ func (m *NFTables) changedLocked() (bool, error) {
 	return false, nil
 }
 
+// maxFilterDeletes is the most elements a peer filter update deletes one
+// by one; more, and it rewrites the sets.
+const maxFilterDeletes = 64
+
+// errRewriteCheaper says an update is better done as a full rewrite.
+var errRewriteCheaper = errors.New("a rewrite is cheaper")
+
 // installedFilter is a peer filter as installed: its port, whether it has
 // the inner check, and the elements of its sets by key.
 type installedFilter struct {
@@ -534,6 +544,12 @@ func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 		}
 		if len(add) == 0 && len(del) == 0 {
 			continue
+		}
+		if len(del) > maxFilterDeletes {
+			// The kernel removes an interval-set element at a cost that
+			// grows with the set (1000 of 2000 took a second): a flush and
+			// refill is cheaper then.
+			return fmt.Errorf("%d elements of %s to delete: %w", len(del), sets[i].Name, errRewriteCheaper)
 		}
 		if c == nil {
 			var err error
