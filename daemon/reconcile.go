@@ -106,11 +106,13 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 		d.heartbeat.Store(time.Now().UnixNano())
 		var events []subnet.Event
 		full := false
-		start := time.Now()
+		// A pass is timed from the work it was woken for, not from the wait.
+		var start time.Time
 		select {
 		case <-ctx.Done():
 			return nil
 		case b := <-batches:
+			start = time.Now()
 			// Take every batch already waiting, so a burst of events is one
 			// backend call.
 			for more := true; more; {
@@ -130,6 +132,7 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 				}
 			}
 		case l := <-own:
+			start = time.Now()
 			moved := l.Subnet != g.own.Subnet || l.IPv6Subnet != g.own.IPv6Subnet
 			if err := g.adopt(ctx, l); err != nil {
 				d.log.Error("cannot program the re-acquired lease; retrying on the next pass", leaseAttrs(l, "err", err)...)
@@ -140,7 +143,8 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 			g.ownConfirmed = true
 			full = true
 		case <-ticker.C:
-			g.dropExpired(time.Now())
+			start = time.Now()
+			g.dropExpired(start)
 			full = true
 		case <-firewall:
 			g.checkFirewall(ctx)

@@ -240,3 +240,23 @@ func TestUnionFilterPeers(t *testing.T) {
 		t.Errorf("union = %v, want %v", got, want)
 	}
 }
+
+// TestReconcileDurationIsThePass: weft_reconcile_duration_seconds times each
+// pass from the work it woke for, not from the end of the one before: the
+// periodic passes of an idle node (every 200 ms here) take far less than
+// the wait between them.
+func TestReconcileDurationIsThePass(t *testing.T) {
+	n := startNode(t, newStore(t, allocConfig), "198.18.0.1", "", nil)
+	full := n.d.metrics.reconcileSeconds.WithLabelValues("full").(prometheus.Histogram)
+	var m dto.Metric
+	waitFor(t, "five full passes", func() bool {
+		if err := full.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetHistogram().GetSampleCount() >= 5
+	})
+	h := m.GetHistogram()
+	if mean := h.GetSampleSum() / float64(h.GetSampleCount()); mean > 0.1 {
+		t.Errorf("full passes took %.3f s on average (%d passes), want well under the 0.2 s between them", mean, h.GetSampleCount())
+	}
+}
