@@ -95,8 +95,6 @@ func checkIPv6Options(o *Options) error {
 		return errors.New("--ipv6 (dual stack) and --ipv6-only exclude each other: give one")
 	}
 	switch {
-	case o.Kube:
-		return errors.New("--ipv6 and --ipv6-only do not combine with --kube yet: the lab's Kubernetes mode hands out IPv4 podCIDRs only")
 	case len(o.FlannelNodes) > 0:
 		return errors.New("--ipv6 and --ipv6-only do not combine with Flannel nodes yet: the lab starts flanneld without IPv6 flags")
 	case o.EtcdMembers > 1 && o.IPv6Only:

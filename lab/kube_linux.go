@@ -34,7 +34,7 @@ func (l *Lab) startKube(ctx context.Context) error {
 		return fmt.Errorf("--kube: %w", err)
 	}
 	k := &Kube{Dir: filepath.Join(l.Dir, "kube"), NetConfig: filepath.Join(l.Dir, "net-conf.json")}
-	k.URL = fmt.Sprintf("https://%s:%d", l.Etcd.Addr, kubePort)
+	k.URL = "https://" + netip.AddrPortFrom(l.Etcd.Addr, kubePort).String()
 	k.WeftKubeconfig = filepath.Join(k.Dir, "weft.kubeconfig")
 	l.Kube = k
 	if err := l.save(); err != nil {
@@ -56,12 +56,12 @@ func (l *Lab) startKube(ctx context.Context) error {
 	if err := l.save(); err != nil {
 		return err
 	}
-	network, sublen, err := l.podNetwork()
+	pn, err := l.podNetwork()
 	if err != nil {
 		return err
 	}
-	l.progress.step("kubernetes: kube-controller-manager assigning /%d podCIDRs of %s", sublen, network)
-	if err := p.StartControllerManager(network, netip.Prefix{}, sublen, 0); err != nil {
+	l.progress.step("kubernetes: kube-controller-manager assigning %s", pn)
+	if err := p.StartControllerManager(pn.network, pn.network6, pn.sublen, pn.sublen6); err != nil {
 		return err
 	}
 	if k.ControllerManager, err = newProc(p.ControllerManagerPID(), "kube-controller-manager"); err != nil {
@@ -91,12 +91,26 @@ func (l *Lab) kubeOptions() kubeplane.Options {
 		EtcdServers: strings.Split(l.Etcd.Endpoint, ","),
 		Addr:        l.Etcd.Addr,
 		Port:        kubePort,
+		ServiceCIDR: l.serviceCIDR(),
 		NetNS:       l.Etcd.NS,
 		Dial:        httpClientIn(l.Etcd.NS, 5*time.Second).Transport.(*http.Transport).DialContext,
 		Detach:      true,
 		// Every request of weftd's ServiceAccount, in kube/audit.log.
 		AuditUsers: []string{"system:serviceaccount:weft-system:weft"},
 	}
+}
+
+// kubeServiceCIDR6 is the Service range of an IPv6-only lab: the API
+// server's Service addresses are of its own family.
+const kubeServiceCIDR6 = "fd00:10:96::/112"
+
+// serviceCIDR is the lab's --service-cluster-ip-range: kubeplane's
+// default, or kubeServiceCIDR6 in an IPv6-only lab.
+func (l *Lab) serviceCIDR() netip.Prefix {
+	if l.IPv6Only {
+		return netip.MustParsePrefix(kubeServiceCIDR6)
+	}
+	return netip.Prefix{}
 }
 
 // KubeAdmin is an admin connection to the lab's API server (Kubernetes
@@ -130,7 +144,7 @@ func (l *Lab) registerNode(ctx context.Context, n *Node) error {
 			"annotations": map[string]string{"volumes.kubernetes.io/controller-managed-attach-detach": "true"},
 		},
 		"status": map[string]any{
-			"addresses":  []map[string]string{{"type": "InternalIP", "address": n.Underlay.String()}},
+			"addresses":  nodeAddresses(n),
 			"conditions": []map[string]string{{"type": "NetworkUnavailable", "status": "True", "reason": "NoRouteCreated", "message": "registered by the lab"}},
 		},
 	})
@@ -140,6 +154,18 @@ func (l *Lab) registerNode(ctx context.Context, n *Node) error {
 		return fmt.Errorf("node %s: register Node: %w", n.Name, err)
 	}
 	return nil
+}
+
+// nodeAddresses are n's Node status addresses, as kubelet reports them:
+// an InternalIP per underlay family.
+func nodeAddresses(n *Node) []map[string]string {
+	var a []map[string]string
+	for _, ip := range []netip.Addr{n.Underlay, n.UnderlayV6} {
+		if ip.IsValid() {
+			a = append(a, map[string]string{"type": "InternalIP", "address": ip.String()})
+		}
+	}
+	return a
 }
 
 // DeleteKubeNode deletes node name's Node object (an operator's kubectl
@@ -179,14 +205,38 @@ func (l *Lab) KubeNode(ctx context.Context, name string, v any) error {
 	return json.Unmarshal(body, v)
 }
 
-// podNetwork is the lab network and its subnet length, as weftd reads
-// them from the config file.
-func (l *Lab) podNetwork() (netip.Prefix, int, error) {
+// podNetwork is what kube-controller-manager hands out podCIDRs of: the
+// lab network's families and their subnet lengths, as weftd reads them
+// from the config file (network or network6 zero for a family it lacks).
+type podNetwork struct {
+	network, network6 netip.Prefix
+	sublen, sublen6   int
+}
+
+func (p podNetwork) String() string {
+	var s []string
+	if p.network.IsValid() {
+		s = append(s, fmt.Sprintf("/%d podCIDRs of %s", p.sublen, p.network))
+	}
+	if p.network6.IsValid() {
+		s = append(s, fmt.Sprintf("/%d podCIDRs of %s", p.sublen6, p.network6))
+	}
+	return strings.Join(s, " and ")
+}
+
+func (l *Lab) podNetwork() (podNetwork, error) {
 	c, err := subnet.ParseConfig([]byte(l.networkConfig()))
 	if err != nil {
-		return netip.Prefix{}, 0, err
+		return podNetwork{}, err
 	}
-	return c.Network, c.SubnetLen, nil
+	var p podNetwork
+	if c.EnableIPv4 {
+		p.network, p.sublen = c.Network, c.SubnetLen
+	}
+	if c.EnableIPv6 {
+		p.network6, p.sublen6 = c.IPv6Network, c.IPv6SubnetLen
+	}
+	return p, nil
 }
 
 // kubeWeftdArgs are weftd's store flags in Kubernetes mode.

@@ -266,11 +266,14 @@ func (p *Plane) APIServerPID() int {
 }
 
 // StartControllerManager (re)starts kube-controller-manager with only the
-// node IPAM controller, assigning each Node a /maskSize of clusterCIDR (and
-// of clusterCIDR6 too, when valid: dual stack).
+// node IPAM controller, assigning each Node a /maskSize of clusterCIDR and a
+// /maskSize6 of clusterCIDR6: dual stack when both are valid, one family
+// when the other is zero.
 func (p *Plane) StartControllerManager(clusterCIDR, clusterCIDR6 netip.Prefix, maskSize, maskSize6 int) error {
+	if !clusterCIDR.IsValid() && !clusterCIDR6.IsValid() {
+		return errors.New("kube-controller-manager: no cluster CIDR")
+	}
 	p.StopControllerManager()
-	cidrs := clusterCIDR.String()
 	args := []string{
 		"--kubeconfig=" + p.AdminKubeconfig,
 		"--controllers=nodeipam",
@@ -281,13 +284,15 @@ func (p *Plane) StartControllerManager(clusterCIDR, clusterCIDR6 netip.Prefix, m
 		"--service-cluster-ip-range=" + p.opts.ServiceCIDR.String(),
 		"--v=0",
 	}
-	if clusterCIDR6.IsValid() {
-		cidrs += "," + clusterCIDR6.String()
-		args = append(args, "--node-cidr-mask-size-ipv4="+strconv.Itoa(maskSize), "--node-cidr-mask-size-ipv6="+strconv.Itoa(maskSize6))
-	} else {
-		args = append(args, "--node-cidr-mask-size="+strconv.Itoa(maskSize))
+	switch {
+	case clusterCIDR.IsValid() && clusterCIDR6.IsValid():
+		args = append(args, "--cluster-cidr="+clusterCIDR.String()+","+clusterCIDR6.String(),
+			"--node-cidr-mask-size-ipv4="+strconv.Itoa(maskSize), "--node-cidr-mask-size-ipv6="+strconv.Itoa(maskSize6))
+	case clusterCIDR.IsValid():
+		args = append(args, "--cluster-cidr="+clusterCIDR.String(), "--node-cidr-mask-size="+strconv.Itoa(maskSize))
+	default:
+		args = append(args, "--cluster-cidr="+clusterCIDR6.String(), "--node-cidr-mask-size="+strconv.Itoa(maskSize6))
 	}
-	args = append(args, "--cluster-cidr="+cidrs)
 	kcm, err := p.spawn("kube-controller-manager", args)
 	if err != nil {
 		return err

@@ -3,8 +3,10 @@ package kube
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -161,4 +163,52 @@ func TestVersionMatchesScript(t *testing.T) {
 func subnetLease(l subnet.Lease, attrs subnet.LeaseAttrs) subnet.Lease {
 	l.Attrs = attrs
 	return l
+}
+
+// TestFitFamilies: AcquireLease takes from the Node's podCIDRs the
+// subnets of the families the network config enables, and refuses, naming
+// the config key and the controller manager's flag, a Node that lacks one.
+func TestFitFamilies(t *testing.T) {
+	dual := `{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56"}`
+	for _, tc := range []struct {
+		name, config   string
+		cidrs          []string
+		wantV4, wantV6 string // "" none
+		wantErr        string
+	}{
+		{"dual stack", dual, []string{"10.244.1.0/24", "fd00:10:244:1::/64"}, "10.244.1.0/24", "fd00:10:244:1::/64", ""},
+		{"dual stack, IPv6 first", dual, []string{"fd00:10:244:1::/64", "10.244.1.0/24"}, "10.244.1.0/24", "fd00:10:244:1::/64", ""},
+		{"dual config, IPv4 podCIDR only", dual, []string{"10.244.1.0/24"}, "", "", "IPv6 podCIDR (none) is not inside IPv6Network fd00:10:244::/56"},
+		{"dual config, IPv6 outside", dual, []string{"10.244.1.0/24", "fd00:99::/64"}, "", "", "give the controller manager an IPv6 --cluster-cidr"},
+		{"IPv4 config, dual Node", `{"Network": "10.244.0.0/16"}`, []string{"10.244.1.0/24", "fd00:10:244:1::/64"}, "10.244.1.0/24", "", ""},
+		{"IPv6-only config, dual Node", `{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56"}`, []string{"10.244.1.0/24", "fd00:10:244:1::/64"}, "", "fd00:10:244:1::/64", ""},
+		{"IPv6-only config, IPv4 Node", `{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56"}`, []string{"10.244.1.0/24"}, "", "", "not inside IPv6Network"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := subnet.ParseConfig([]byte(tc.config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sn, sn6, err := (&Manager{}).fit(node(tc.cidrs, nil), cfg)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want it to say %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, got6 := prefixText(sn), prefixText(sn6); got != tc.wantV4 || got6 != tc.wantV6 {
+				t.Fatalf("subnets %q %q, want %q %q", got, got6, tc.wantV4, tc.wantV6)
+			}
+		})
+	}
+}
+
+func prefixText(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
 }
