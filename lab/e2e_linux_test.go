@@ -210,7 +210,9 @@ func podAddrOf(t *testing.T, l *Lab, pod string, v6 bool) netip.Addr {
 // connectivity; a 4th node joins and is reached; weftd on one node is
 // SIGKILLed (pods keep working) and restarted (same subnet, same pod IPs);
 // a node is removed (weftd stopped, lease released) and its routes vanish
-// from the others.
+// from the others; the config's Network changes and the nodes move, leaving
+// no weft route, neighbour or FDB entry of the old network, and re-created
+// pods reach each other in the new one (requireNetworkChange).
 func TestE2E(t *testing.T) {
 	e2eBins(t)
 	root := t.TempDir()
@@ -385,6 +387,12 @@ func testBackend(t *testing.T, root string, o Options) {
 	}
 	if _, err := os.Stat(filepath.Join(l.Dir, "n3")); !os.IsNotExist(err) {
 		t.Errorf("state of removed node n3 still on disk: %v", err)
+	}
+
+	// Last, as it renumbers the lab: the config's Network changes, no node
+	// keeps weft state of the old one, and re-created pods reach each other.
+	if !l.hasIPv6() {
+		requireNetworkChange(t, l, backend)
 	}
 }
 

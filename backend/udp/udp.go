@@ -369,18 +369,32 @@ func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
 	return nil
 }
 
-// ensureNetworkRoute installs want, the pod network into the TUN, as a weft
-// route. A route on the TUN without weft's protocol is one an older weftd
-// installed: the device is weft's, so that route is replaced too.
+// ensureNetworkRoute installs want, the pod network into the TUN, as the
+// device's only weft route. A route on the TUN to want's destination without
+// weft's protocol is one an older weftd installed: the device is weft's, so
+// that route is replaced too. A weft route on the TUN to another destination
+// is the route of a previous Network (the device outlives weftd and a Network
+// change): it is deleted, or the old network's traffic would still go into a
+// tunnel no peer of it is behind. Other routes on the device (an operator's)
+// are left alone.
 func ensureNetworkRoute(h *nl.Handle, link netlink.Link, want nl.Route) error {
 	nrs, err := h.Netlink().RouteList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list routes of %s: %w", DeviceName, err)
 	}
 	for _, nr := range nrs {
-		if r, ok := nl.FromNetlinkRoute(nr); ok && r.Dst == want.Dst && nr.Protocol != nl.RouteProtocol && nr.Priority == 0 {
+		r, ok := nl.FromNetlinkRoute(nr)
+		if !ok || nr.Priority != 0 {
+			continue
+		}
+		switch {
+		case r.Dst == want.Dst && nr.Protocol != nl.RouteProtocol:
 			if err := h.Netlink().RouteDel(&nr); err != nil && !nl.IsNotFound(err) {
 				return fmt.Errorf("replace old route %s dev %s: %w", r.Dst, DeviceName, err)
+			}
+		case r.Dst != want.Dst && nr.Protocol == nl.RouteProtocol:
+			if err := h.DeleteRoute(r); err != nil {
+				return fmt.Errorf("delete the previous network's route: %w", err)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -31,8 +32,9 @@ import (
 
 // Underlay third octets for this package's tests (60-79 are ours).
 const (
-	baseTunnel = 60
-	baseBench  = 61
+	baseTunnel    = 60
+	baseBench     = 61
+	baseNetChange = 62
 )
 
 var network = netip.MustParsePrefix("10.244.0.0/16")
@@ -43,9 +45,11 @@ type node struct {
 	pod   *nstest.NS
 	ip    netip.Addr
 	lease subnet.Lease
-	b     *Backend
-	stop  context.CancelFunc
-	done  chan error
+	// network is the config's Network; zero means network.
+	network netip.Prefix
+	b       *Backend
+	stop    context.CancelFunc
+	done    chan error
 }
 
 func lab(t *testing.T, base int, opts string) []*node {
@@ -95,6 +99,7 @@ func (n *node) start(t *testing.T, opts string, peers ...subnet.Lease) {
 func (n *node) prepare(t *testing.T, opts string) {
 	t.Helper()
 	raw := json.RawMessage(`{"Type":"udp"` + opts + `}`)
+	network := cmp.Or(n.network, network)
 	err := n.ns.Do(func(ns.NetNS) error {
 		var err error
 		n.b, err = newBackend(backend.Options{
@@ -368,6 +373,36 @@ func iperf(t *testing.T, server, client *nstest.NS, addr string) float64 {
 // TestThroughput compares pod→pod TCP over the tunnel with the raw
 // underlay between the same two node namespaces, in one run. It reports
 // the ratio; the bound is only a sanity check.
+// TestNetworkChangeRoute changes the Network under a node, as a new
+// generation of weftd does: the TUN device outlives the backend, and after
+// the change it keeps no route of the old network (its traffic would still
+// go into the tunnel), while a route weft did not install on the device
+// stays. The node keeps its subnet, as it does when the Network shrinks
+// around it: its address stays, so the kernel flushes nothing itself (a
+// device that loses its last IPv4 address loses its routes).
+func TestNetworkChangeRoute(t *testing.T) {
+	nss, addrs := nstest.Underlay(t, 1, baseNetChange)
+	n := &node{ns: nss[0], ip: netip.MustParseAddr(addrs[0])}
+	n.lease = subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: n.ip, BackendType: "udp"}}
+	for i, network := range []string{"10.244.0.0/16", "10.244.0.0/17"} {
+		n.network = netip.MustParsePrefix(network)
+		n.start(t, "")
+		if i == 0 {
+			n.ns.MustRun(t, "ip", "route", "add", "10.99.0.0/16", "dev", DeviceName, "proto", "static")
+		}
+		n.halt()
+	}
+	routes := n.ns.MustRun(t, "ip", "-4", "route", "show", "dev", DeviceName)
+	for _, want := range []string{"10.244.0.0/17 proto 87 scope link src 10.244.1.0", "10.99.0.0/16 proto static"} {
+		if !strings.Contains(routes, want) {
+			t.Errorf("routes of %s after the change lack %q:\n%s", DeviceName, want, routes)
+		}
+	}
+	if strings.Contains(routes, "10.244.0.0/16") {
+		t.Errorf("%s keeps the old network's route after the change from 10.244.0.0/16 to 10.244.0.0/17:\n%s", DeviceName, routes)
+	}
+}
+
 func TestThroughput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("throughput test in -short mode")
