@@ -34,7 +34,16 @@ type Options struct {
 	// RetryMin and RetryMax bound WatchLeases' backoff while etcd is
 	// unreachable (250 ms and 5 s when zero).
 	RetryMin, RetryMax time.Duration
+	// PageSize bounds the keys one request of a lease listing reads
+	// (DefaultPageSize when zero): a store of many leases is listed in
+	// pages, one consistent snapshot (see list).
+	PageSize int
 }
+
+// DefaultPageSize is the keys per request of a lease listing: a few hundred
+// KB of lease values, far below etcd's and gRPC's message limits, and few
+// round trips for a cluster of thousands of nodes.
+const DefaultPageSize = 500
 
 // Manager is subnet.Manager on etcd. Safe for concurrent use.
 type Manager struct {
@@ -45,6 +54,7 @@ type Manager struct {
 	clock      subnet.Clock
 	retryMin   time.Duration
 	retryMax   time.Duration
+	pageSize   int64
 
 	malformed atomic.Int64
 	relists   atomic.Int64
@@ -75,6 +85,10 @@ func New(cli *clientv3.Client, opts Options) *Manager {
 		clock:      clock,
 		retryMin:   opts.RetryMin,
 		retryMax:   opts.RetryMax,
+		pageSize:   int64(opts.PageSize),
+	}
+	if m.pageSize <= 0 {
+		m.pageSize = DefaultPageSize
 	}
 	if m.retryMin <= 0 {
 		m.retryMin = 250 * time.Millisecond
@@ -146,22 +160,61 @@ func (m *Manager) skip(key []byte, err error) {
 	m.log.Warn("skipping malformed lease", "key", string(key), "err", err)
 }
 
-// list reads every lease key. Malformed ones are skipped and counted.
+// maxListRestarts bounds how often list starts over because the revision
+// its first page pinned was compacted before the last page was read.
+const maxListRestarts = 3
+
+// list reads every lease key, in pages of at most pageSize keys, and
+// returns them with the revision they are a snapshot of. The first page
+// pins the revision and every later page reads at it, continuing after the
+// last key read: the pages are one consistent snapshot however the store
+// changes meanwhile (a lease written between pages is after that revision,
+// so a watch from revision+1 sees it), and no key is read twice. If that
+// revision is compacted before the last page, the listing starts over.
+// Malformed keys are skipped and counted.
 func (m *Manager) list(ctx context.Context) ([]subnet.Lease, int64, error) {
-	resp, err := m.cli.Get(ctx, m.subnetsDir, clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("list %s: %w", m.subnetsDir, err)
-	}
-	out := make([]subnet.Lease, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		l, err := m.parse(kv)
-		if err != nil {
-			m.skip(kv.Key, err)
-			continue
+	for restarts := 0; ; restarts++ {
+		leases, rev, err := m.listPages(ctx)
+		if err == nil || !errors.Is(err, rpctypes.ErrCompacted) || restarts == maxListRestarts {
+			return leases, rev, err
 		}
-		out = append(out, l)
+		m.log.Debug("list leases: the listed revision was compacted between pages; starting over", "rev", rev)
 	}
-	return out, resp.Header.Revision, nil
+}
+
+// listPages is one attempt of list; on a compaction it returns the pinned
+// revision with the error.
+func (m *Manager) listPages(ctx context.Context) ([]subnet.Lease, int64, error) {
+	end := clientv3.GetPrefixRangeEnd(m.subnetsDir)
+	from := m.subnetsDir
+	var rev int64
+	var out []subnet.Lease
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(m.pageSize)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := m.cli.Get(ctx, from, opts...)
+		if err != nil {
+			return nil, rev, fmt.Errorf("list %s: %w", m.subnetsDir, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			l, err := m.parse(kv)
+			if err != nil {
+				m.skip(kv.Key, err)
+				continue
+			}
+			out = append(out, l)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return out, rev, nil
+		}
+		// The smallest key after the last one read.
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 // ListLeases implements subnet.Manager. Expiration is filled from each etcd

@@ -37,12 +37,19 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+// TestManagerContract runs the lease-store suite with the default page size
+// and with pages of 2 keys, so every listing of the suite is paginated too.
 func TestManagerContract(t *testing.T) {
 	e := etcdtest.Start(t)
-	subnettest.TestManager(t, func(t *testing.T) subnet.Manager {
-		m, _ := newManager(t, e.Client)
-		return m
-	})
+	for _, pageSize := range []int{0, 2} {
+		t.Run(fmt.Sprintf("page size %d", pageSize), func(t *testing.T) {
+			subnettest.TestManager(t, func(t *testing.T) subnet.Manager {
+				prefix := fmt.Sprintf("/weft-test/%d", prefixN.Add(1))
+				return etcd.New(e.Client, etcd.Options{Prefix: prefix, PageSize: pageSize,
+					Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+			})
+		})
+	}
 }
 
 // TestAcquireRace: 100 nodes race for a network with exactly 100 subnets,
