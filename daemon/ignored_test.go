@@ -1,11 +1,14 @@
 package daemon
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/subnettest"
 )
 
 // gaugeValue reads a gauge of the daemon's registry (0 if absent).
@@ -80,5 +83,90 @@ func TestIgnoredLeasesInStatus(t *testing.T) {
 	g.publishIgnored()
 	if st := g.d.Status(); len(st.Ignored) != 0 || gaugeValue(t, g.d, "weft_peer_leases_ignored") != 0 {
 		t.Errorf("after every ignored lease went: %+v", st.Ignored)
+	}
+}
+
+// relistingStore is the fake store whose lease watch sends only what the
+// test pushes into batches: re-lists (snapshots) and events on demand, as
+// etcd's watch does after a compaction or a broken connection.
+type relistingStore struct {
+	*subnettest.Manager
+	batches chan subnet.LeaseBatch
+}
+
+func (s *relistingStore) WatchLeases(ctx context.Context, out chan<- subnet.LeaseBatch) error {
+	for {
+		select {
+		case b := <-s.batches:
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// snapshot is a re-list of the store as it is, plus extra leases.
+func (s *relistingStore) snapshot(t *testing.T, extra ...subnet.Lease) subnet.LeaseBatch {
+	t.Helper()
+	leases, rev, err := s.ListLeases(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return subnet.LeaseBatch{Snapshot: true, Leases: append(leases, extra...), Revision: rev}
+}
+
+// TestIgnoredLeaseLoggedOnceAcrossRelists: through a running daemon, a
+// lease it cannot serve is logged once, however often the watch re-lists
+// the store and however often the lease is rewritten unchanged (a renewal);
+// a change of its reason is logged again.
+func TestIgnoredLeaseLoggedOnceAcrossRelists(t *testing.T) {
+	s := &relistingStore{Manager: newStore(t, allocConfig), batches: make(chan subnet.LeaseBatch)}
+	logs := &syncBuffer{}
+	n := startNodeOpts(t, nodeOpts{store: s, ip: "198.18.0.1", logs: logs})
+	push := func(b subnet.LeaseBatch) {
+		t.Helper()
+		select {
+		case s.batches <- b:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the daemon did not take a lease batch within 10s")
+		}
+	}
+	push(s.snapshot(t))
+	waitFor(t, "ready", n.ready)
+
+	bad := aLease("10.244.77.0/24", "198.18.0.77", "ipip")
+	bad.Attrs.BackendData = []byte(`{}`)
+	for range 5 {
+		push(s.snapshot(t, bad))
+		push(subnet.LeaseBatch{Events: []subnet.Event{{Type: subnet.EventAdded, Lease: bad}}})
+	}
+	// A good peer in the last re-list: once it is programmed, every batch
+	// before it has been handled.
+	marker := aLease("10.244.78.0/24", "198.18.0.78", "alloc")
+	push(s.snapshot(t, bad, marker))
+	waitFor(t, "the marker peer", func() bool { _, ok := n.peers()[marker.Subnet]; return ok })
+	if got := logs.count("subnet=" + bad.Subnet.String()); got != 1 {
+		t.Errorf("the ignored lease was logged %d times over 5 re-lists and 5 rewrites, want once:\n%s", got, logs.String())
+	}
+	if st := n.d.Status(); len(st.Ignored) != 1 || st.Ignored[0].Subnet != bad.Subnet {
+		t.Errorf("status lists ignored leases %+v, want only %s", st.Ignored, bad.Subnet)
+	}
+
+	// Another reason (the same subnet now claims a multicast address) is
+	// news: logged, once.
+	worse := bad
+	worse.Attrs.BackendType, worse.Attrs.PublicIP = "alloc", netip.MustParseAddr("224.0.0.77")
+	marker2 := aLease("10.244.79.0/24", "198.18.0.79", "alloc")
+	for range 3 {
+		push(s.snapshot(t, worse, marker))
+	}
+	push(s.snapshot(t, worse, marker, marker2))
+	waitFor(t, "the second marker peer", func() bool { _, ok := n.peers()[marker2.Subnet]; return ok })
+	if got := logs.count("subnet=" + bad.Subnet.String()); got != 2 {
+		t.Errorf("after its reason changed the lease was logged %d times in all, want twice:\n%s", got, logs.String())
 	}
 }
