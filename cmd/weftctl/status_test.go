@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -112,17 +111,8 @@ func fakeWeftd(t *testing.T, st daemon.Status) string {
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
-// closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+// closedAddr is a loopback address nothing listens on while the test runs.
+func closedAddr(t *testing.T) string { return etcdtest.RefusedAddr(t) }
 
 func TestStatusFromFakeWeftd(t *testing.T) {
 	addr := fakeWeftd(t, sampleStatus())

@@ -29,8 +29,8 @@ func TestDialErrClientConfig(t *testing.T) {
 		Config:   embedded.Config{CertFile: srvCert, KeyFile: srvKey, TrustedCAFile: ca.file, ClientCertAuth: true},
 		NoClient: true,
 	})
-	down := []string{"http://127.0.0.1:" + itoa(etcdtest.FreePort(t))}
-	downTLS := []string{"https://127.0.0.1:" + itoa(etcdtest.FreePort(t))}
+	down := []string{"http://" + etcdtest.RefusedAddr(t)}
+	downTLS := []string{"https://" + etcdtest.RefusedAddr(t)}
 	for _, tc := range []struct {
 		name    string
 		cc      etcd.ClientConfig

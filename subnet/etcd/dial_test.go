@@ -182,7 +182,7 @@ func TestDialConfigErrors(t *testing.T) {
 }
 
 func TestDialUnreachable(t *testing.T) {
-	ep := []string{"http://127.0.0.1:" + itoa(etcdtest.FreePort(t))}
+	ep := []string{"http://" + etcdtest.RefusedAddr(t)}
 	t0 := time.Now()
 	_, err := etcd.Dial(ctxT(t, 10*time.Second), etcd.ClientConfig{Endpoints: ep, DialTimeout: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "not reachable") {
@@ -192,8 +192,6 @@ func TestDialUnreachable(t *testing.T) {
 		t.Fatalf("took %v with DialTimeout 1s", d)
 	}
 }
-
-func itoa(n int) string { return big.NewInt(int64(n)).String() }
 
 func TestDialPassword(t *testing.T) {
 	e := etcdtest.Start(t)

@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/subnet/etcd/embedded"
 )
@@ -66,11 +66,12 @@ func StartWith(t testing.TB, opts Options) *Etcd {
 	if cfg.CertFile != "" {
 		scheme = "https"
 	}
+	// Port 0: etcd binds a port the kernel picks, so no other process can
+	// take it first (a port found free and closed again, then handed to
+	// etcd, could be: "address already in use" under a loaded test run).
+	// The peer URL is embedded's default, a free loopback port too.
 	if len(cfg.ListenClientURLs) == 0 {
-		cfg.ListenClientURLs = []string{fmt.Sprintf("%s://127.0.0.1:%d", scheme, FreePort(t))}
-	}
-	if cfg.ListenPeerURL == "" {
-		cfg.ListenPeerURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
+		cfg.ListenClientURLs = []string{scheme + "://127.0.0.1:0"}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, nil))
@@ -79,6 +80,8 @@ func StartWith(t testing.TB, opts Options) *Etcd {
 	e := &Etcd{t: t, cfg: cfg, DataDir: cfg.DataDir}
 	e.start()
 	e.Endpoints = e.srv.Endpoints()
+	// A restart listens where clients already point.
+	e.cfg.ListenClientURLs = e.Endpoints
 	t.Cleanup(e.Stop)
 	if !opts.NoClient {
 		e.Client = e.NewClient(t)
@@ -112,7 +115,7 @@ func (e *Etcd) Stop() {
 }
 
 // Restart stops etcd if it runs and starts it again on the same data dir
-// and ports. Existing clients reconnect on their own.
+// and client port. Existing clients reconnect on their own.
 func (e *Etcd) Restart() {
 	e.t.Helper()
 	e.Stop()
@@ -134,15 +137,25 @@ func (e *Etcd) NewClient(t testing.TB) *clientv3.Client {
 	return c
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort(t testing.TB) int {
+// RefusedAddr returns a loopback host:port that refuses connections until
+// the test ends: its port is bound but not listening, so nothing else can
+// listen on it or get it as an ephemeral port meanwhile. (A port found free
+// and closed again may be another test's listener by the time it is used.)
+func RefusedAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatalf("etcdtest: free port: %v", err)
+		t.Fatalf("etcdtest: refused address: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("etcdtest: refused address: %v", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("etcdtest: refused address: %v", err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
 }
 
 // Host returns the host:port of endpoint.
