@@ -253,9 +253,8 @@ func testConcurrentAdds(t *testing.T, e *env, n int) {
 	if v := e.nodeVeths(); len(v) != n {
 		t.Errorf("node has %d veths, want %d", len(v), n)
 	}
-	ports := e.node.MustRun(t, "ip", "-o", "link", "show", "master", "weft0")
-	if c := strings.Count(ports, "\n"); c != n {
-		t.Errorf("bridge has %d ports, want %d", c, n)
+	if ports := e.bridgePorts(); len(ports) != n || len(slices.Compact(ports)) != n {
+		t.Errorf("bridge has %d ports, want %d: %v", len(ports), n, ports)
 	}
 
 	start = time.Now()

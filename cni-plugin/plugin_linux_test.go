@@ -200,6 +200,36 @@ func (e *env) allocs() []ipam.Allocation {
 	return a
 }
 
+// bridgePorts names the node's links enslaved to the bridge, read over
+// netlink with a dump retried when interrupted: `ip link show master` says
+// "Dump was interrupted" (on stderr, an extra line) and may list a link
+// twice or not at all while 200 veths settle.
+func (e *env) bridgePorts() []string {
+	e.t.Helper()
+	var names []string
+	err := e.inNode(func() error {
+		br, err := netlinksafe.LinkByName(e.bridge)
+		if err != nil {
+			return err
+		}
+		links, err := netlinksafe.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if l.Attrs().MasterIndex == br.Attrs().Index {
+				names = append(names, l.Attrs().Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	slices.Sort(names)
+	return names
+}
+
 // nodeVeths lists the weft veths in the node namespace.
 func (e *env) nodeVeths() []string {
 	e.t.Helper()
