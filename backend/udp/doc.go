@@ -1,7 +1,9 @@
 // Package udp is the udp backend: a userspace tunnel that carries pod
 // packets as the payload of UDP datagrams between nodes, in Flannel's udp
 // wire format (the UDP payload is the raw inner IPv4 packet; port 8285), so
-// weft and Flannel udp nodes exchange pod traffic.
+// weft and Flannel udp nodes exchange pod traffic. In a dual-stack network
+// the payload may also be a raw inner IPv6 packet, in the same IPv4
+// datagrams (Flannel's udp is IPv4 only); IPv6-only networks are refused.
 //
 // Design note. In the kernel it programs, once per node:
 //
@@ -10,7 +12,9 @@
 //     MTU − 28 (Overhead), address <subnet>.0/32;
 //   - the route "Network dev weft-udp src <subnet>.0": every pod packet for
 //     another node goes into the TUN (the node's own subnet is on the CNI
-//     bridge, a more specific route, so local traffic stays in the kernel).
+//     bridge, a more specific route, so local traffic stays in the kernel);
+//   - with IPv6, <IPv6 subnet>::/128 and "IPv6Network dev weft-udp src
+//     <IPv6 subnet>::" likewise.
 //
 // Nothing per peer lives in the kernel: peers are a longest-prefix table
 // (destination subnet → peer PublicIP:Port) held in userspace as an
@@ -33,9 +37,10 @@
 // allocates nothing per packet.
 //
 // Safety: a datagram whose source address is not a current peer's
-// PublicIP, whose inner source is outside that peer's subnet, whose inner
-// destination is outside this node's subnet, or that is not a well-formed
-// IPv4 packet is dropped and counted (Stats). Forwarding decrements the
+// PublicIP, whose inner source is outside that peer's subnet of its family,
+// whose inner destination is outside this node's subnet, or that is not a
+// well-formed IP packet of a family the network uses is dropped and counted
+// (Stats). Forwarding decrements the
 // inner TTL and answers TTL expiry and destinations with no peer with ICMP
 // errors, rate limited, as a router does.
 package udp

@@ -122,23 +122,23 @@ func (p *txPath) handle(t *table, buf []byte) {
 		vh = wire.DecodeVirtioNetHdr(buf)
 		pkt = buf[wire.VirtioNetHdrLen:]
 	}
-	h, r := wire.ParseIPv4(pkt)
+	h, r := t.parse(pkt)
 	if r != wire.OK {
 		p.cnt.drop(r, 1)
 		return
 	}
 	pkt = pkt[:h.TotalLen]
 	gsoType := vh.GSOType &^ wire.VirtioNetHdrGSOECN
-	if gsoType != wire.VirtioNetHdrGSONone && gsoType != wire.VirtioNetHdrGSOTCPv4 {
+	if gsoType != wire.VirtioNetHdrGSONone && gsoType != tcpGSO(h.Version) {
 		p.cnt.drop(wire.ReasonBadOffload, 1)
 		return
 	}
 	needsCsum := gsoType == wire.VirtioNetHdrGSONone && vh.Flags&wire.VirtioNetHdrFNeedsCsum != 0
-	if t.hasOwn && t.own.contains(h.Dst) {
+	if t.isOwn(&h) {
 		// Our own subnet lives on the bridge; if the kernel handed it to
 		// us anyway (no bridge yet), route it back as a router would.
 		if h.TTL <= 1 {
-			p.icmpError(pkt, h, wire.ICMPTimeExceeded, wire.ICMPCodeTTLTransit, wire.ReasonTTL)
+			p.icmpError(pkt, h, wire.ErrTTL, wire.ReasonTTL)
 			return
 		}
 		wire.DecrementTTL(pkt)
@@ -153,13 +153,13 @@ func (p *txPath) handle(t *table, buf []byte) {
 		p.cnt[cLocal]++
 		return
 	}
-	peer := t.lookup(h.Dst)
+	peer := t.route(&h)
 	if peer == nil {
-		p.icmpError(pkt, h, wire.ICMPDestUnreachable, wire.ICMPCodeNetUnreach, wire.ReasonNoRoute)
+		p.icmpError(pkt, h, wire.ErrNoRoute, wire.ReasonNoRoute)
 		return
 	}
 	if h.TTL <= 1 {
-		p.icmpError(pkt, h, wire.ICMPTimeExceeded, wire.ICMPCodeTTLTransit, wire.ReasonTTL)
+		p.icmpError(pkt, h, wire.ErrTTL, wire.ReasonTTL)
 		return
 	}
 	wire.DecrementTTL(pkt) // before a split, so every segment inherits it
@@ -186,7 +186,7 @@ func (p *txPath) handle(t *table, buf []byte) {
 		p.flush()
 	}
 	gso := int(vh.GSOSize)
-	n, hdrLen, r := wire.SplitTCP4Headers(pkt, h, gso, p.arena[p.arenaOff:], peer.partial)
+	n, hdrLen, r := wire.SplitTCPHeaders(pkt, h, gso, p.arena[p.arenaOff:], peer.partial)
 	if r != wire.OK {
 		p.cnt.drop(r, 1)
 		return
@@ -315,9 +315,10 @@ func (p *txPath) account(i int) {
 }
 
 // icmpError drops pkt for reason r and, within the rate limit, writes an
-// ICMP error about it into the TUN. Its source is the original destination
-// (as Flannel does): a local address would be dropped as martian.
-func (p *txPath) icmpError(pkt []byte, h wire.IPv4, typ, code uint8, r wire.Reason) {
+// ICMP (ICMPv6) error e about it into the TUN. Its source is the original
+// destination (as Flannel does): a local address would be dropped as
+// martian.
+func (p *txPath) icmpError(pkt []byte, h wire.Header, e wire.ICMPError, r wire.Reason) {
 	p.cnt.drop(r, 1)
 	if !p.lim.allow() {
 		return
@@ -327,7 +328,7 @@ func (p *txPath) icmpError(pkt []byte, h wire.IPv4, typ, code uint8, r wire.Reas
 		off = wire.VirtioNetHdrLen
 		clear(p.icmp[:off])
 	}
-	n := wire.BuildICMPError(p.icmp[off:], pkt, h, typ, code, h.Dst)
+	n := wire.BuildICMPError(p.icmp[off:], pkt, h, e)
 	if n == 0 {
 		return
 	}
@@ -373,16 +374,16 @@ func (p *rxPath) handle(t *table, src uint32, sport uint16, data []byte, gsoSize
 			p.cnt.drop(why, 1)
 			continue
 		}
-		h, r := wire.ParseIPv4(d)
+		h, r := t.parse(d)
 		if r != wire.OK {
 			p.cnt.drop(r, 1)
 			continue
 		}
-		if !peer.allows(h.Src) {
+		if !peer.allows(&h) {
 			p.cnt.drop(wire.ReasonSpoofedSource, 1)
 			continue
 		}
-		if !t.hasOwn || !t.own.contains(h.Dst) {
+		if !t.isOwn(&h) {
 			p.cnt.drop(wire.ReasonNotLocal, 1)
 			continue
 		}
@@ -418,18 +419,39 @@ func (p *rxPath) flush() {
 	}
 }
 
-func (h *peerHost) allows(src uint32) bool {
-	// The peer node itself may send from its PublicIP: it answers a pod that
-	// reached it on its underlay address with that address as source, and the
-	// answer is routed into the tunnel. A peer can claim only its own address,
-	// so this opens no spoofing.
-	if src == h.ip {
+// allows reports whether the peer may send the inner packet h: its source
+// is in one of the peer's subnets of that family.
+func (h *peerHost) allows(ph *wire.Header) bool {
+	// The peer node itself may send from its PublicIP (PublicIPv6): it
+	// answers a pod that reached it on its underlay address with that
+	// address as source, and the answer is routed into the tunnel. A peer
+	// can claim only its own address, so this opens no spoofing.
+	if ph.Version == 6 {
+		if h.hasIP6 && ph.Src6 == h.ip6 && len(h.subnets6) > 0 {
+			return true
+		}
+		for _, p := range h.subnets6 {
+			if p.contains(ph.Src6) {
+				return true
+			}
+		}
+		return false
+	}
+	if ph.Src == h.ip && len(h.subnets) > 0 {
 		return true
 	}
 	for _, p := range h.subnets {
-		if p.contains(src) {
+		if p.contains(ph.Src) {
 			return true
 		}
 	}
 	return false
+}
+
+// tcpGSO is the virtio-net GSO type of a TCP super-packet of IP version v.
+func tcpGSO(v uint8) uint8 {
+	if v == 6 {
+		return wire.VirtioNetHdrGSOTCPv6
+	}
+	return wire.VirtioNetHdrGSOTCPv4
 }

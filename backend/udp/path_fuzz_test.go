@@ -36,7 +36,7 @@ func FuzzTxPath(f *testing.F) {
 			}
 			for off := 0; off < len(m); off += seg {
 				d := m[off:min(off+seg, len(m))]
-				if h, r := wire.ParseIPv4(d); r != wire.OK || h.TotalLen != len(d) {
+				if h, r := wire.Parse(d); r != wire.OK || h.TotalLen != len(d) {
 					t.Fatalf("message %d (%d bytes, segment size %d): datagram at %d is not one packet: %+v %v",
 						i, len(m), io.segSize[i], off, h, r)
 				}

@@ -59,10 +59,66 @@ func testTableWith(data json.RawMessage) *table {
 	return buildTable(testNode(), peers, DefaultPort, true)
 }
 
+var (
+	ownSubnet6  = netip.MustParsePrefix("fd00:10:244:1::/64")
+	peerSubnet6 = netip.MustParsePrefix("fd00:10:244:2::/64")
+)
+
+// testNodeDual is testNode in a dual-stack network, with
+// fd00:10:244:1::/64 as well; IPv6 rides the IPv4 underlay.
+func testNodeDual() backend.PeerNode {
+	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"udp"}}`))
+	if err != nil {
+		panic(err)
+	}
+	return backend.PeerNode{Config: cfg, Own: subnet.Lease{Subnet: ownSubnet, IPv6Subnet: ownSubnet6},
+		PublicIP: netip.MustParseAddr("198.18.60.11"), BackendType: subnet.BackendUDP, IPv6Carrier: backend.IPv4}
+}
+
+// testTableDual is the dual-stack node's table: peerSubnet and peerSubnet6
+// at peerIP (with data as its BackendData), an IPv4-only lease, an
+// IPv6-only one, and leases refused in one family.
+func testTableDual(data json.RawMessage) *table {
+	leases := []subnet.Lease{
+		{Subnet: peerSubnet, IPv6Subnet: peerSubnet6, Attrs: subnet.LeaseAttrs{PublicIP: peerIP,
+			PublicIPv6: netip.MustParseAddr("fd00:198:19::12"), BackendType: "udp", BackendData: data}},
+		// IPv4 only (a Flannel udp lease): a peer in IPv4.
+		{Subnet: netip.MustParsePrefix("10.244.4.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.14")}},
+		// IPv6 subnet overlapping this node's: a peer in IPv4 only.
+		{Subnet: netip.MustParsePrefix("10.244.5.0/24"), IPv6Subnet: ownSubnet6,
+			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.15"), BackendType: "udp"}},
+		// IPv6 only, no PublicIPv6: a peer in IPv6 (its datagrams go to PublicIP).
+		{IPv6Subnet: netip.MustParsePrefix("fd00:10:244:7::/64"),
+			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.17"), BackendType: "udp"}},
+		// IPv6 only, without a PublicIP: refused.
+		{IPv6Subnet: netip.MustParsePrefix("fd00:10:244:8::/64"),
+			Attrs: subnet.LeaseAttrs{PublicIPv6: netip.MustParseAddr("fd00:198:19::18"), BackendType: "udp"}},
+	}
+	peers := make(map[netip.Prefix]subnet.Lease)
+	for _, l := range leases {
+		peers[l.Key()] = l
+	}
+	return buildTable(testNodeDual(), peers, DefaultPort, true)
+}
+
 var partialData = json.RawMessage(`{"PartialChecksums":true}`)
 
-// packet builds an IPv4 TCP packet with a valid checksum.
+// packet builds a TCP packet with a valid checksum: IPv4, or IPv6 when src
+// and dst are IPv6 addresses (TTL is then the hop limit).
 func packet(src, dst string, ttl uint8, payload int) []byte {
+	if s := netip.MustParseAddr(src); s.Is6() {
+		p := make([]byte, 60+payload)
+		p[0] = 0x60
+		binary.BigEndian.PutUint16(p[4:], uint16(20+payload))
+		p[6], p[7] = wire.ProtoTCP, ttl
+		copy(p[8:], s.AsSlice())
+		copy(p[24:], netip.MustParseAddr(dst).AsSlice())
+		p[52] = 5 << 4
+		p[53] = 0x10
+		h, _ := wire.Parse(p)
+		wire.L4Checksum(p, h)
+		return p
+	}
 	p := make([]byte, 40+payload)
 	p[0] = 0x45
 	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
@@ -73,7 +129,7 @@ func packet(src, dst string, ttl uint8, payload int) []byte {
 	wire.SetIPv4Checksum(p, 20)
 	p[32] = 5 << 4
 	p[33] = 0x10
-	h, _ := wire.ParseIPv4(p)
+	h, _ := wire.Parse(p)
 	wire.L4Checksum(p, h)
 	return p
 }
@@ -112,6 +168,61 @@ func TestTable(t *testing.T) {
 	}
 	if refused != 3 || len(tb.statuses) != 5 {
 		t.Fatalf("statuses %+v", tb.statuses)
+	}
+}
+
+func TestTableDual(t *testing.T) {
+	tb := testTableDual(nil)
+	for _, tt := range []struct {
+		dst  string
+		want string // peer PublicIP, "" for none
+	}{
+		{"10.244.2.5", "198.18.60.12"},
+		{"fd00:10:244:2::5", "198.18.60.12"},
+		{"fd00:10:244:2:ffff:ffff:ffff:ffff", "198.18.60.12"},
+		{"10.244.4.9", "198.18.60.14"},
+		{"10.244.5.9", "198.18.60.15"},
+		{"fd00:10:244:7::1", "198.18.60.17"},
+		{"fd00:10:244:8::1", ""}, // no PublicIP
+		{"10.244.7.1", ""},
+		{"fd00:10:244:3::1", ""},
+		{"fd00:10:244:1::7", ""}, // own subnet is not a peer
+	} {
+		t.Run(tt.dst, func(t *testing.T) {
+			a := netip.MustParseAddr(tt.dst)
+			var h *peerHost
+			if a.Is6() {
+				h = tb.lookup6(wire.Addr6From(a.AsSlice()))
+			} else {
+				h = tb.lookup(ip4(tt.dst))
+			}
+			got := ""
+			if h != nil {
+				got = h.addr.IP.String()
+			}
+			if got != tt.want {
+				t.Fatalf("lookup(%s) = %q, want %q", tt.dst, got, tt.want)
+			}
+		})
+	}
+	states := map[string]backend.PeerState{}
+	for _, s := range tb.statuses {
+		states[s.Key().String()] = s.State
+	}
+	want := map[string]backend.PeerState{
+		"10.244.2.0/24": backend.PeerProgrammed, "10.244.4.0/24": backend.PeerRefused, "10.244.5.0/24": backend.PeerRefused,
+		"fd00:10:244:7::/64": backend.PeerRefused, "fd00:10:244:8::/64": backend.PeerRefused,
+	}
+	if len(states) != len(want) {
+		t.Fatalf("statuses %+v", tb.statuses)
+	}
+	for k, st := range want {
+		if states[k] != st {
+			t.Errorf("%s: state %v, want %v (%+v)", k, states[k], st, tb.statuses)
+		}
+	}
+	if !tb.hasOwn6 || !tb.own6.contains(wire.Addr6From(netip.MustParseAddr("fd00:10:244:1::9").AsSlice())) {
+		t.Fatal("own IPv6 subnet not in the table")
 	}
 }
 
@@ -199,25 +310,35 @@ func newTestTx(vnet bool, f *fakeIO) *txPath {
 }
 
 func TestTxPath(t *testing.T) {
+	v4, dual := testTable(), testTableDual(nil)
 	tests := []struct {
 		name              string
+		tb                *table
 		pkt               []byte
 		wantSent, wantTUN int
 		wantDrop          wire.Reason
 		wantICMPType      uint8
 	}{
-		{"to peer", packet("10.244.1.5", "10.244.2.5", 64, 100), 1, 0, wire.OK, 0},
-		{"own subnet written back", packet("10.244.9.5", "10.244.1.5", 64, 100), 0, 1, wire.OK, 0},
-		{"no peer", packet("10.244.1.5", "10.244.7.5", 64, 100), 0, 1, wire.ReasonNoRoute, wire.ICMPDestUnreachable},
-		{"ttl exhausted", packet("10.244.1.5", "10.244.2.5", 1, 100), 0, 1, wire.ReasonTTL, wire.ICMPTimeExceeded},
-		{"short", []byte{0x45, 0}, 0, 0, wire.ReasonShort, 0},
-		{"ipv6", append([]byte{0x60}, make([]byte, 40)...), 0, 0, wire.ReasonNotIPv4, 0},
+		{"to peer", v4, packet("10.244.1.5", "10.244.2.5", 64, 100), 1, 0, wire.OK, 0},
+		{"own subnet written back", v4, packet("10.244.9.5", "10.244.1.5", 64, 100), 0, 1, wire.OK, 0},
+		{"no peer", v4, packet("10.244.1.5", "10.244.7.5", 64, 100), 0, 1, wire.ReasonNoRoute, wire.ICMPDestUnreachable},
+		{"ttl exhausted", v4, packet("10.244.1.5", "10.244.2.5", 1, 100), 0, 1, wire.ReasonTTL, wire.ICMPTimeExceeded},
+		{"short", v4, []byte{0x45, 0}, 0, 0, wire.ReasonShort, 0},
+		{"version 5", v4, append([]byte{0x50}, make([]byte, 40)...), 0, 0, wire.ReasonBadVersion, 0},
+		{"ipv6 in an IPv4 network", v4, packet("fd00:10:244:1::5", "fd00:10:244:2::5", 64, 100), 0, 0, wire.ReasonBadVersion, 0},
+		{"dual: ipv4 to peer", dual, packet("10.244.1.5", "10.244.2.5", 64, 100), 1, 0, wire.OK, 0},
+		{"ipv6 to peer", dual, packet("fd00:10:244:1::5", "fd00:10:244:2::5", 64, 100), 1, 0, wire.OK, 0},
+		{"ipv6 to an IPv6-only peer", dual, packet("fd00:10:244:1::5", "fd00:10:244:7::5", 64, 100), 1, 0, wire.OK, 0},
+		{"ipv6 own subnet written back", dual, packet("fd00:10:244:9::5", "fd00:10:244:1::5", 64, 100), 0, 1, wire.OK, 0},
+		{"ipv6 no peer", dual, packet("fd00:10:244:1::5", "fd00:10:244:8::5", 64, 100), 0, 1, wire.ReasonNoRoute, wire.ICMPv6DestUnreachable},
+		{"ipv6 hop limit exhausted", dual, packet("fd00:10:244:1::5", "fd00:10:244:2::5", 1, 100), 0, 1, wire.ReasonTTL, wire.ICMPv6TimeExceeded},
+		{"ipv6 short", dual, packet("fd00:10:244:1::5", "fd00:10:244:2::5", 64, 100)[:50], 0, 0, wire.ReasonShort, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &fakeIO{}
 			p := newTestTx(false, f)
-			p.handle(testTable(), append([]byte(nil), tt.pkt...))
+			p.handle(tt.tb, append([]byte(nil), tt.pkt...))
 			p.flush()
 			if len(f.sent) != tt.wantSent || len(f.tun) != tt.wantTUN {
 				t.Fatalf("sent %d, tun %d; want %d, %d", len(f.sent), len(f.tun), tt.wantSent, tt.wantTUN)
@@ -226,15 +347,23 @@ func TestTxPath(t *testing.T) {
 				t.Fatalf("drop %v not counted: %v", tt.wantDrop, p.cnt)
 			}
 			if tt.wantSent == 1 {
-				if f.sent[0][8] != tt.pkt[8]-1 || !wire.ValidIPv4Checksum(f.sent[0], 20) {
+				if tt.pkt[0]>>4 == 6 {
+					want := bytes.Clone(tt.pkt)
+					want[7]--
+					if !bytes.Equal(f.sent[0], want) {
+						t.Fatalf("sent other than the packet with its hop limit decremented")
+					}
+				} else if f.sent[0][8] != tt.pkt[8]-1 || !wire.ValidIPv4Checksum(f.sent[0], 20) {
 					t.Fatalf("TTL not decremented or bad checksum")
 				}
 			}
 			if tt.wantICMPType != 0 {
 				icmp := f.tun[0]
-				h, r := wire.ParseIPv4(icmp)
-				if r != wire.OK || h.Proto != wire.ProtoICMP || icmp[20] != tt.wantICMPType || h.Dst != ip4("10.244.1.5") {
-					t.Fatalf("bad ICMP error %+v %v type %d", h, r, icmp[20])
+				h, r := wire.Parse(icmp)
+				orig, _ := wire.Parse(tt.pkt)
+				if r != wire.OK || h.Src != orig.Dst || h.Dst != orig.Src || h.Src6 != orig.Dst6 || h.Dst6 != orig.Src6 ||
+					icmp[h.HeaderLen] != tt.wantICMPType || h.Proto != map[uint8]uint8{4: wire.ProtoICMP, 6: wire.ProtoICMPv6}[orig.Version] {
+					t.Fatalf("bad ICMP error %+v %v type %d", h, r, icmp[h.HeaderLen])
 				}
 			}
 		})
@@ -265,9 +394,13 @@ func TestICMPRateLimit(t *testing.T) {
 func tsoRead(payload, mss int) []byte { return tsoReadTo("10.244.2.5", payload, mss) }
 
 func tsoReadTo(dst string, payload, mss int) []byte {
-	pkt := packet("10.244.1.5", dst, 64, payload)
-	vh := wire.VirtioNetHdr{Flags: wire.VirtioNetHdrFNeedsCsum, GSOType: wire.VirtioNetHdrGSOTCPv4,
-		HdrLen: 40, GSOSize: uint16(mss), CsumStart: 20, CsumOffset: 16}
+	src, typ, hl := "10.244.1.5", uint8(wire.VirtioNetHdrGSOTCPv4), uint16(20)
+	if netip.MustParseAddr(dst).Is6() {
+		src, typ, hl = "fd00:10:244:1::5", wire.VirtioNetHdrGSOTCPv6, 40
+	}
+	pkt := packet(src, dst, 64, payload)
+	vh := wire.VirtioNetHdr{Flags: wire.VirtioNetHdrFNeedsCsum, GSOType: typ,
+		HdrLen: hl + 20, GSOSize: uint16(mss), CsumStart: hl, CsumOffset: 16}
 	b := make([]byte, wire.VirtioNetHdrLen+len(pkt))
 	vh.Encode(b)
 	copy(b[wire.VirtioNetHdrLen:], pkt)
@@ -288,7 +421,7 @@ func TestTxTSOWithGSO(t *testing.T) {
 	}
 	for off := 0; off < len(f.sent[0]); off += 1440 {
 		seg := f.sent[0][off:min(off+1440, len(f.sent[0]))]
-		if h, r := wire.ParseIPv4(seg); r != wire.OK || h.TTL != 63 || h.TotalLen != len(seg) {
+		if h, r := wire.Parse(seg); r != wire.OK || h.TTL != 63 || h.TotalLen != len(seg) {
 			t.Fatalf("segment at %d: %+v %v", off, h, r)
 		}
 	}
@@ -300,6 +433,47 @@ func TestTxTSOWithGSO(t *testing.T) {
 	p2.flush()
 	if len(f2.sent) != 43 {
 		t.Fatalf("without GSO: %d messages", len(f2.sent))
+	}
+}
+
+// TestTxTSO6 splits a TCP/IPv6 super-packet: 1460-byte datagrams, each a
+// valid segment with its hop limit decremented, its payload length and
+// checksum its own; a TSO packet of the other family's GSO type is refused.
+func TestTxTSO6(t *testing.T) {
+	f := &fakeIO{}
+	p := newTestTx(true, f)
+	read := tsoReadTo("fd00:10:244:2::5", 20*1400+7, 1400)
+	orig := bytes.Clone(read[wire.VirtioNetHdrLen:])
+	p.handle(testTableDual(nil), read)
+	p.flush()
+	if len(f.sent) != 1 || f.segSize[0] != 1460 || len(f.sent[0]) != 20*1400+7+21*60 || p.cnt[cTxPackets] != 21 {
+		t.Fatalf("sent %d messages, seg %v, len %d, counters %v", len(f.sent), f.segSize, len(f.sent[0]), p.cnt)
+	}
+	var payload []byte
+	for off := 0; off < len(f.sent[0]); off += 1460 {
+		seg := bytes.Clone(f.sent[0][off:min(off+1460, len(f.sent[0]))])
+		h, r := wire.Parse(seg)
+		if r != wire.OK || h.Version != 6 || h.TTL != 63 || h.TotalLen != len(seg) {
+			t.Fatalf("segment at %d: %+v %v", off, h, r)
+		}
+		if seq := binary.BigEndian.Uint32(seg[44:]); seq != uint32(off/1460*1400) {
+			t.Fatalf("segment at %d: seq %d", off, seq)
+		}
+		want := bytes.Clone(seg)
+		wire.L4Checksum(want, h)
+		if !bytes.Equal(want, seg) {
+			t.Fatalf("segment at %d: bad TCP checksum", off)
+		}
+		payload = append(payload, seg[60:]...)
+	}
+	if !bytes.Equal(payload, orig[60:]) {
+		t.Fatal("segments do not carry the super-packet's payload")
+	}
+	bad := tsoReadTo("fd00:10:244:2::5", 3000, 1400)
+	bad[1] = wire.VirtioNetHdrGSOTCPv4
+	p.handle(testTableDual(nil), bad)
+	if p.cnt[cDrop+int(wire.ReasonBadOffload)] != 1 {
+		t.Fatalf("IPv6 packet with TCPv4 GSO type not refused: %v", p.cnt)
 	}
 }
 
@@ -412,7 +586,7 @@ func TestTxTSOManySegments(t *testing.T) {
 	}
 	for i, d := range f.sent {
 		k, seg := i/(payload/mss), i%(payload/mss)
-		h, r := wire.ParseIPv4(d)
+		h, r := wire.Parse(d)
 		if r != wire.OK || h.TotalLen != 40+mss || !wire.ValidIPv4Checksum(d, 20) {
 			t.Fatalf("datagram %d: %+v %v", i, h, r)
 		}
@@ -438,7 +612,7 @@ func TestTxTSOManySegments(t *testing.T) {
 func TestTxPartialChecksums(t *testing.T) {
 	validAfterCompletion := func(t *testing.T, d []byte) {
 		t.Helper()
-		h, r := wire.ParseIPv4(d)
+		h, r := wire.Parse(d)
 		if r != wire.OK {
 			t.Fatal(r)
 		}
@@ -486,7 +660,7 @@ func TestTxPartialChecksums(t *testing.T) {
 	}
 	complete := func(t *testing.T, d []byte) {
 		t.Helper()
-		h, _ := wire.ParseIPv4(d)
+		h, _ := wire.Parse(d)
 		want := append([]byte(nil), d...)
 		wire.L4Checksum(want, h)
 		if !bytes.Equal(want, d) {
@@ -561,14 +735,17 @@ func TestRxPartialChecksums(t *testing.T) {
 
 func TestRxPath(t *testing.T) {
 	peer, stranger := ip4("198.18.60.12"), ip4("198.18.60.99")
-	tests := []struct {
+	v6only, v4only := ip4("198.18.60.17"), ip4("198.18.60.14")
+	dual := testTableDual(nil)
+	type rxCase struct {
 		name     string
 		src      uint32
 		sport    uint16
 		pkt      []byte
 		wantTUN  int
 		wantDrop wire.Reason
-	}{
+	}
+	v4Tests := []rxCase{
 		{"from peer", peer, DefaultPort, packet("10.244.2.5", "10.244.1.5", 63, 100), 1, wire.OK},
 		{"unknown peer", stranger, DefaultPort, packet("10.244.2.5", "10.244.1.5", 63, 100), 0, wire.ReasonUnknownPeer},
 		{"peer address, another port", peer, 40000, packet("10.244.2.5", "10.244.1.5", 63, 100), 0, wire.ReasonWrongPort},
@@ -580,13 +757,42 @@ func TestRxPath(t *testing.T) {
 		{"truncated", peer, DefaultPort, packet("10.244.2.5", "10.244.1.5", 63, 100)[:50], 0, wire.ReasonShort},
 		{"bad ihl", peer, DefaultPort, append([]byte{0x41}, make([]byte, 30)...), 0, wire.ReasonBadHeader},
 		{"empty", peer, DefaultPort, []byte{}, 0, wire.OK},
+		{"ipv6 in an IPv4 network", peer, DefaultPort, packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonBadVersion},
+	}
+	type tableCase struct {
+		rxCase
+		tb *table
+	}
+	var tests []tableCase
+	for _, tt := range v4Tests {
+		tests = append(tests, tableCase{tt, testTable()})
+	}
+	// The IPv4 rows hold in the dual-stack table too; then the IPv6 ones.
+	for _, tt := range v4Tests[:len(v4Tests)-1] {
+		tests = append(tests, tableCase{tt, dual})
+	}
+	for _, tt := range []rxCase{
+		{"ipv6 from peer", peer, DefaultPort, packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 100), 1, wire.OK},
+		{"ipv6 from an IPv6-only peer", v6only, DefaultPort, packet("fd00:10:244:7::5", "fd00:10:244:1::5", 63, 100), 1, wire.OK},
+		{"ipv6 unknown peer", stranger, DefaultPort, packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonUnknownPeer},
+		{"ipv6 wrong port", peer, 40000, packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonWrongPort},
+		{"ipv6 spoofed inner source: another peer's subnet", peer, DefaultPort, packet("fd00:10:244:7::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"ipv6 spoofed inner source: outside the network", peer, DefaultPort, packet("2001:db8::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"ipv6 from an IPv4-only peer", v4only, DefaultPort, packet("fd00:10:244:4::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"ipv6 the peer node's own PublicIPv6", peer, DefaultPort, packet("fd00:198:19::12", "fd00:10:244:1::5", 63, 100), 1, wire.OK},
+		{"ipv6 another node's PublicIPv6", peer, DefaultPort, packet("fd00:198:19::18", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"ipv4 from an IPv6-only peer", v6only, DefaultPort, packet("198.18.60.17", "10.244.1.5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"ipv6 not for our subnet", peer, DefaultPort, packet("fd00:10:244:2::5", "fd00:10:244:9::5", 63, 100), 0, wire.ReasonNotLocal},
+		{"ipv6 truncated", peer, DefaultPort, packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 100)[:70], 0, wire.ReasonShort},
+	} {
+		tests = append(tests, tableCase{tt, dual})
 	}
 	for _, tt := range tests {
 		for _, vnet := range []bool{false, true} {
 			t.Run(tt.name, func(t *testing.T) {
 				f := &fakeIO{}
 				p := &rxPath{vnet: vnet, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
-				p.handle(testTable(), tt.src, tt.sport, tt.pkt, 0)
+				p.handle(tt.tb, tt.src, tt.sport, tt.pkt, 0)
 				p.flush()
 				if len(f.tun) != tt.wantTUN {
 					t.Fatalf("vnet %v: %d written, want %d", vnet, len(f.tun), tt.wantTUN)
@@ -600,18 +806,25 @@ func TestRxPath(t *testing.T) {
 }
 
 // groRun is what UDP GRO returns: n datagrams of one TCP flow back to back.
-func groRun(n, payload int) ([]byte, int) {
+func groRun(n, payload int) ([]byte, int) { return groRunFrom("10.244.2.5", "10.244.1.5", n, payload) }
+
+// groRunFrom is groRun of a flow from src to dst (either family).
+func groRunFrom(src, dst string, n, payload int) ([]byte, int) {
 	var run []byte
 	seq := uint32(1000)
+	hl := 20
+	if netip.MustParseAddr(src).Is6() {
+		hl = 40
+	}
 	for range n {
-		p := packet("10.244.2.5", "10.244.1.5", 63, payload)
-		binary.BigEndian.PutUint32(p[24:], seq)
-		h, _ := wire.ParseIPv4(p)
+		p := packet(src, dst, 63, payload)
+		binary.BigEndian.PutUint32(p[hl+4:], seq)
+		h, _ := wire.Parse(p)
 		wire.L4Checksum(p, h)
 		seq += uint32(payload)
 		run = append(run, p...)
 	}
-	return run, 40 + payload
+	return run, hl + 20 + payload
 }
 
 func TestRxGROCoalesces(t *testing.T) {
@@ -627,13 +840,29 @@ func TestRxGROCoalesces(t *testing.T) {
 	if vh.GSOType != wire.VirtioNetHdrGSOTCPv4 || vh.GSOSize != 1400 || len(f.tun[0]) != 10+40+20*1400 {
 		t.Fatalf("super-packet %+v len %d", vh, len(f.tun[0]))
 	}
+
+	f = &fakeIO{}
+	p = &rxPath{vnet: true, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
+	run, seg = groRunFrom("fd00:10:244:2::5", "fd00:10:244:1::5", 20, 1400)
+	p.handle(testTableDual(nil), ip4("198.18.60.12"), DefaultPort, run, seg)
+	p.flush()
+	if len(f.tun) != 1 || p.cnt[cRxPackets] != 20 || p.cnt[cGROMerged] != 20 {
+		t.Fatalf("IPv6: %d TUN writes, counters %v", len(f.tun), p.cnt)
+	}
+	vh = wire.DecodeVirtioNetHdr(f.tun[0])
+	if vh.GSOType != wire.VirtioNetHdrGSOTCPv6 || vh.GSOSize != 1400 || vh.CsumStart != 40 || len(f.tun[0]) != 10+60+20*1400 {
+		t.Fatalf("IPv6 super-packet %+v len %d", vh, len(f.tun[0]))
+	}
+	if plen := binary.BigEndian.Uint16(f.tun[0][10+4:]); plen != 20+20*1400 {
+		t.Fatalf("IPv6 super-packet payload length %d", plen)
+	}
 }
 
 // TestZeroAllocs proves the per-packet path allocates nothing in steady
 // state: TUN read → split → GSO send, and GRO run → validate → coalesce →
 // TUN write, plus the plain single-packet paths.
 func TestZeroAllocs(t *testing.T) {
-	tb, tbp := testTable(), testTableWith(partialData)
+	tb, tbp, dual := testTable(), testTableWith(partialData), testTableDual(partialData)
 	nop := func(ms []ipv4.Message) (int, error) { return len(ms), nil }
 	nopW := func([]byte) error { return nil }
 	for _, vnet := range []bool{false, true} {
@@ -646,11 +875,21 @@ func TestZeroAllocs(t *testing.T) {
 			single = append(make([]byte, wire.VirtioNetHdrLen), single...)
 			ttlAt += wire.VirtioNetHdrLen
 		}
+		single6 := packet("fd00:10:244:1::5", "fd00:10:244:2::5", 64, 1400)
+		hopAt := 7
+		if vnet {
+			single6 = append(make([]byte, wire.VirtioNetHdrLen), single6...)
+			hopAt += wire.VirtioNetHdrLen
+		}
 		tso := tsoRead(60000, 1400)
+		tso6 := tsoReadTo("fd00:10:244:2::5", 60000, 1400)
 		noRoute := packet("10.244.1.5", "10.244.7.5", 64, 100)
+		noRoute6 := packet("fd00:10:244:1::5", "fd00:10:244:9::5", 64, 100)
 		rx := &rxPath{vnet: vnet, writeTUN: nopW, writev: func([][]byte) error { return nil }, coal: wire.NewCoalescer()}
 		run, seg := groRun(40, 1400)
+		run6, seg6 := groRunFrom("fd00:10:244:2::5", "fd00:10:244:1::5", 40, 1400)
 		one := packet("10.244.2.5", "10.244.1.5", 63, 1400)
+		one6 := packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 1400)
 		allocs := testing.AllocsPerRun(200, func() {
 			single[ttlAt] = 64 // reset TTL (the checksum update is incremental)
 			tx.handle(tb, single)
@@ -671,6 +910,19 @@ func TestZeroAllocs(t *testing.T) {
 				rx.handle(tbp, ip4("198.18.60.12"), DefaultPort, one, 0)
 				rx.flush()
 			}
+			// IPv6 over the IPv4 underlay, in the dual-stack table.
+			single6[hopAt] = 64
+			tx.handle(dual, single6)
+			if vnet {
+				tso6[wire.VirtioNetHdrLen+7] = 64
+				tx.handle(dual, tso6)
+			}
+			tx.handle(dual, noRoute6)
+			tx.flush()
+			rx.handle(dual, ip4("198.18.60.12"), DefaultPort, run6, seg6)
+			rx.handle(dual, ip4("198.18.60.12"), DefaultPort, one6, 0)
+			rx.handle(dual, ip4("198.18.60.99"), DefaultPort, one6, 0)
+			rx.flush()
 			tx.cnt.publish(&counters{})
 		})
 		if allocs != 0 {

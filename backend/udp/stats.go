@@ -21,7 +21,7 @@ type Stats struct {
 	// counts packets merged into a TUN super-packet.
 	GSOSends, GROMerged uint64
 	// Drops by reason (see wire.Reason's String: "unknown_peer",
-	// "wrong_port", "spoofed_source", "not_local", "short", "not_ipv4", "bad_header",
+	// "wrong_port", "spoofed_source", "not_local", "short", "bad_version", "bad_header",
 	// "no_route", "ttl_exceeded", "bad_offload", "io_error").
 	Drops map[string]uint64
 	// Offloads in force: Queues, TSO (TUN super-packets), GSO, GRO.

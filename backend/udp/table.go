@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/udp/wire"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -15,10 +16,40 @@ import (
 // use, and whether TCP checksums may travel partial to and from it.
 // Immutable once in a table.
 type peerHost struct {
-	ip      uint32
-	addr    *net.UDPAddr // shared read-only by every sender
-	subnets []prefix4
-	partial bool
+	ip       uint32       // PublicIP, the underlay address of both families' datagrams
+	addr     *net.UDPAddr // shared read-only by every sender
+	subnets  []prefix4
+	subnets6 []prefix6
+	ip6      wire.Addr6 // PublicIPv6 when the lease has one (hasIP6)
+	hasIP6   bool
+	partial  bool
+}
+
+type prefix6 struct{ base, mask wire.Addr6 }
+
+func toPrefix6(p netip.Prefix) prefix6 {
+	m := mask6(p.Bits())
+	a := wire.Addr6From(p.Addr().AsSlice())
+	return prefix6{base: wire.Addr6{Hi: a.Hi & m.Hi, Lo: a.Lo & m.Lo}, mask: m}
+}
+
+// mask6 is the IPv6 netmask of bits (0-128).
+func mask6(bits int) wire.Addr6 {
+	switch {
+	case bits <= 0:
+		return wire.Addr6{}
+	case bits < 64:
+		return wire.Addr6{Hi: ^(^uint64(0) >> bits)}
+	case bits == 64:
+		return wire.Addr6{Hi: ^uint64(0)}
+	case bits < 128:
+		return wire.Addr6{Hi: ^uint64(0), Lo: ^(^uint64(0) >> (bits - 64))}
+	}
+	return wire.Addr6{Hi: ^uint64(0), Lo: ^uint64(0)}
+}
+
+func (p prefix6) contains(a wire.Addr6) bool {
+	return a.Hi&p.mask.Hi == p.base.Hi && a.Lo&p.mask.Lo == p.base.Lo
 }
 
 type prefix4 struct{ base, mask uint32 }
@@ -47,10 +78,53 @@ type table struct {
 	port     uint16 // the tunnel port: peers send from it
 	own      prefix4
 	hasOwn   bool
+	own6     prefix6 // this node's IPv6 subnet (hasOwn6)
+	hasOwn6  bool
 	lens     []int                    // prefix lengths present, longest first
 	byLen    [33]map[uint32]*peerHost // masked destination → peer
-	hosts    map[uint32]*peerHost     // PublicIP → peer
+	lens6    []int
+	byLen6   [129]map[wire.Addr6]*peerHost
+	hosts    map[uint32]*peerHost // PublicIP → peer
+	v6       bool                 // the network carries IPv6 (EnableIPv6)
 	statuses []backend.PeerStatus
+}
+
+// parse validates the IP packet b; IPv6 in a network without it is
+// ReasonBadVersion, before any lookup.
+func (t *table) parse(b []byte) (wire.Header, wire.Reason) {
+	h, r := wire.Parse(b)
+	if r == wire.OK && h.Version == 6 && !t.v6 {
+		r = wire.ReasonBadVersion
+	}
+	return h, r
+}
+
+// route returns the peer owning the destination of the packet h, or nil.
+func (t *table) route(h *wire.Header) *peerHost {
+	if h.Version == 6 {
+		return t.lookup6(h.Dst6)
+	}
+	return t.lookup(h.Dst)
+}
+
+// isOwn reports whether the destination of the packet h is in this node's
+// subnet of its family.
+func (t *table) isOwn(h *wire.Header) bool {
+	if h.Version == 6 {
+		return t.hasOwn6 && t.own6.contains(h.Dst6)
+	}
+	return t.hasOwn && t.own.contains(h.Dst)
+}
+
+// lookup6 returns the peer owning the IPv6 dst (longest prefix), or nil.
+func (t *table) lookup6(dst wire.Addr6) *peerHost {
+	for _, l := range t.lens6 {
+		m := mask6(l)
+		if h, ok := t.byLen6[l][wire.Addr6{Hi: dst.Hi & m.Hi, Lo: dst.Lo & m.Lo}]; ok {
+			return h
+		}
+	}
+	return nil
 }
 
 // lookup returns the peer owning dst (longest prefix), or nil.
@@ -70,33 +144,32 @@ func (t *table) lookup(dst uint32) *peerHost {
 	return nil
 }
 
-// buildTable makes the table for node's own lease and peers. Peers are
-// judged by backend.CheckPeer (its IPv4 verdict): the rules every backend
-// shares, with a lease of no backend type taken as a (Flannel) udp peer.
+// buildTable makes the table for node's own lease and peers (keyed by
+// subnet.Lease.Key). Peers are judged by backend.CheckPeer per family, with
+// IPv6 carried over the IPv4 underlay (node.IPv6Carrier): the rules every
+// backend shares, with a lease of no backend type taken as a (Flannel) udp
+// peer. A lease usable in one family only is a peer in that family.
 // ownPartial says this node takes partial TCP checksums (it announces
 // PartialChecksums); only then are they used with peers that announce it.
 func buildTable(node backend.PeerNode, peers map[netip.Prefix]subnet.Lease, port int, ownPartial bool) *table {
-	t := &table{port: uint16(port), hosts: make(map[uint32]*peerHost)}
+	t := &table{port: uint16(port), hosts: make(map[uint32]*peerHost), v6: node.Config != nil && node.Config.EnableIPv6}
 	if own := node.Own.Subnet; own.IsValid() && own.Addr().Is4() {
 		t.own, t.hasOwn = toPrefix4(own), true
+	}
+	if own := node.Own.IPv6Subnet; own.IsValid() && own.Addr().Is6() && !own.Addr().Is4In6() {
+		t.own6, t.hasOwn6 = toPrefix6(own), true
 	}
 	keys := make([]netip.Prefix, 0, len(peers))
 	for k := range peers {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
-	for _, sn := range keys {
-		l := peers[sn]
-		st := backend.PeerStatus{Subnet: sn, PublicIP: l.Attrs.PublicIP, State: backend.PeerProgrammed}
+	slices.SortFunc(keys, func(a, b netip.Prefix) int { return cmp.Or(a.Addr().Compare(b.Addr()), a.Bits()-b.Bits()) })
+	for _, key := range keys {
+		l := peers[key]
 		v := backend.CheckPeer(node, l)
-		switch fv := v.Family(backend.IPv4); {
-		case v.Own:
-			st.State, st.Reason = backend.PeerRefused, "subnet is this node's own"
-		case !fv.Usable:
-			st.State, st.Reason = backend.PeerRefused, cmp.Or(fv.Reason, "the network does not use IPv4")
-		}
-		t.statuses = append(t.statuses, st)
-		if st.State != backend.PeerProgrammed {
+		o4, o6 := v.Outcomes()
+		t.statuses = append(t.statuses, backend.NewPeerStatus(node.Config, l, o4, o6))
+		if !v.Usable() {
 			continue
 		}
 		l.Attrs.PublicIP = l.Attrs.PublicIP.Unmap()
@@ -108,16 +181,32 @@ func buildTable(node backend.PeerNode, peers map[netip.Prefix]subnet.Lease, port
 			t.hosts[ip] = h
 		}
 		h.partial = h.partial && partial // one lease of the node without it is enough to say no
-		p := toPrefix4(sn)
-		h.subnets = append(h.subnets, p)
-		bits := sn.Bits()
-		if t.byLen[bits] == nil {
-			t.byLen[bits] = make(map[uint32]*peerHost)
-			t.lens = append(t.lens, bits)
+		if v.V4.Usable {
+			sn := l.Subnet.Masked()
+			p := toPrefix4(sn)
+			h.subnets = append(h.subnets, p)
+			if t.byLen[sn.Bits()] == nil {
+				t.byLen[sn.Bits()] = make(map[uint32]*peerHost)
+				t.lens = append(t.lens, sn.Bits())
+			}
+			t.byLen[sn.Bits()][p.base] = h
 		}
-		t.byLen[bits][p.base] = h
+		if v.V6.Usable {
+			sn := l.IPv6Subnet.Masked()
+			p := toPrefix6(sn)
+			h.subnets6 = append(h.subnets6, p)
+			if a := l.Attrs.PublicIPv6; a.Is6() && !a.Is4In6() {
+				h.ip6, h.hasIP6 = wire.Addr6From(a.AsSlice()), true
+			}
+			if t.byLen6[sn.Bits()] == nil {
+				t.byLen6[sn.Bits()] = make(map[wire.Addr6]*peerHost)
+				t.lens6 = append(t.lens6, sn.Bits())
+			}
+			t.byLen6[sn.Bits()][p.base] = h
+		}
 	}
 	slices.SortFunc(t.lens, func(a, b int) int { return b - a })
+	slices.SortFunc(t.lens6, func(a, b int) int { return b - a })
 	return t
 }
 

@@ -95,12 +95,17 @@ type Backend struct {
 }
 
 var (
-	_ backend.Backend  = (*Backend)(nil)
-	_ backend.Tunneled = (*Backend)(nil)
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.Tunneled    = (*Backend)(nil)
+	_ backend.IPv6Carrier = (*Backend)(nil)
 )
 
 // TunnelPort implements backend.Tunneled.
 func (b *Backend) TunnelPort() uint16 { return uint16(b.opts.Port) }
+
+// IPv6Carrier implements backend.IPv6Carrier: IPv6 pods travel in the
+// same IPv4 datagrams as IPv4 pods, to the peer's PublicIP.
+func (b *Backend) IPv6Carrier() backend.Family { return backend.IPv4 }
 
 // New builds the backend from opts; it touches neither the kernel nor
 // starts goroutines.
@@ -109,8 +114,11 @@ func New(opts backend.Options) (backend.Backend, error) {
 }
 
 func newBackend(opts backend.Options) (*Backend, error) {
-	if err := backend.RefuseIPv6("udp", opts.Config); err != nil {
-		return nil, err
+	if c := opts.Config; c != nil && !c.EnableIPv4 {
+		// An IPv6-only lease publishes no PublicIP, and the tunnel's
+		// datagrams are IPv4.
+		return nil, errors.New("udp backend: the network is IPv6-only (EnableIPv4 false), but udp carries pod traffic of both families over the IPv4 underlay only; " +
+			"enable IPv4 too (dual stack: set EnableIPv4 true and a Network) or use the vxlan or host-gw backend")
 	}
 	o := Options{Port: DefaultPort}
 	if opts.Config != nil {
@@ -343,48 +351,71 @@ func probeGSO(f *os.File) bool {
 
 // Configure gives the device <subnet>.0/32 (the source of node-originated
 // traffic into the tunnel, inside our subnet so peers accept it) and routes
-// the pod network into it.
+// the pod network into it; with IPv6, <IPv6 subnet>::/128 and the IPv6
+// network likewise.
 func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
 	if !own.Subnet.Addr().Is4() {
 		return fmt.Errorf("udp backend: subnet %s is not IPv4", own.Subnet)
+	}
+	v6 := b.cfg != nil && b.cfg.EnableIPv6
+	if v6 && (!own.IPv6Subnet.Addr().Is6() || own.IPv6Subnet.Addr().Is4In6()) {
+		return fmt.Errorf("udp backend: the network enables IPv6 but this node's lease has no IPv6 subnet (%s)", own.IPv6Subnet)
 	}
 	h := nl.New(nil)
 	link, err := h.Netlink().LinkByName(DeviceName)
 	if err != nil {
 		return fmt.Errorf("udp backend: configure: %w (call Prepare first)", err)
 	}
-	gw := own.Subnet.Masked().Addr()
-	if err := h.EnsureAddrs(link, unix.AF_INET, []netip.Prefix{netip.PrefixFrom(gw, 32)}); err != nil {
-		return fmt.Errorf("udp backend: %w", err)
+	type fam struct {
+		family  int
+		own     netip.Prefix
+		network netip.Prefix
 	}
-	if b.network.IsValid() {
-		if err := ensureNetworkRoute(h, link, nl.Route{Dst: b.network.Masked(), LinkIndex: link.Attrs().Index, Src: gw}); err != nil {
+	fams := []fam{{unix.AF_INET, own.Subnet, b.network}}
+	if v6 {
+		fams = append(fams, fam{unix.AF_INET6, own.IPv6Subnet, b.cfg.IPv6Network})
+	}
+	if !v6 {
+		// A network that had IPv6 before (the device outlives weftd):
+		// its IPv6 route must not keep sending into the tunnel.
+		if err := deleteWeftRoutes(h, link, unix.AF_INET6); err != nil {
 			return fmt.Errorf("udp backend: %w", err)
 		}
 	}
-	b.own, b.ownLease = own.Subnet.Masked(), own
+	for _, f := range fams {
+		gw := f.own.Masked().Addr()
+		if err := h.EnsureAddrs(link, f.family, []netip.Prefix{netip.PrefixFrom(gw, gw.BitLen())}); err != nil {
+			return fmt.Errorf("udp backend: %w", err)
+		}
+		if f.network.IsValid() {
+			if err := ensureNetworkRoute(h, link, f.family, nl.Route{Dst: f.network.Masked(), LinkIndex: link.Attrs().Index, Src: gw}); err != nil {
+				return fmt.Errorf("udp backend: %w", err)
+			}
+		}
+	}
+	b.own, b.ownLease = own.Key().Masked(), own
 	delete(b.peers, b.own)
 	b.rebuild()
-	b.log.Info("udp tunnel configured", "subnet", b.own, "network", b.network)
+	b.log.Info("udp tunnel configured", "subnet", own.Subnet, "ipv6Subnet", own.IPv6Subnet, "network", b.network)
 	return nil
 }
 
-// ensureNetworkRoute installs want, the pod network into the TUN, as the
-// device's only weft route. A route on the TUN to want's destination without
-// weft's protocol is one an older weftd installed: the device is weft's, so
-// that route is replaced too. A weft route on the TUN to another destination
-// is the route of a previous Network (the device outlives weftd and a Network
-// change): it is deleted, or the old network's traffic would still go into a
-// tunnel no peer of it is behind. Other routes on the device (an operator's)
-// are left alone.
-func ensureNetworkRoute(h *nl.Handle, link netlink.Link, want nl.Route) error {
-	nrs, err := h.Netlink().RouteList(link, netlink.FAMILY_V4)
+// ensureNetworkRoute installs want, the pod network of family into the TUN,
+// as the device's only weft route of that family. A route on the TUN to
+// want's destination without weft's protocol is one an older weftd
+// installed: the device is weft's, so that route is replaced too. A weft
+// route on the TUN to another destination is the route of a previous
+// Network (the device outlives weftd and a Network change): it is deleted,
+// or the old network's traffic would still go into a tunnel no peer of it
+// is behind. Other routes on the device (an operator's) are left alone.
+func ensureNetworkRoute(h *nl.Handle, link netlink.Link, family int, want nl.Route) error {
+	nrs, err := h.Netlink().RouteList(link, family)
 	if err != nil {
 		return fmt.Errorf("list routes of %s: %w", DeviceName, err)
 	}
 	for _, nr := range nrs {
 		r, ok := nl.FromNetlinkRoute(nr)
-		if !ok || nr.Priority != 0 {
+		if !ok || nr.Priority != nl.WeftMetric(family) {
 			continue
 		}
 		switch {
@@ -398,7 +429,7 @@ func ensureNetworkRoute(h *nl.Handle, link netlink.Link, want nl.Route) error {
 			}
 		}
 	}
-	routes, err := h.WeftRoutes(unix.AF_INET)
+	routes, err := h.WeftRoutes(family)
 	if err != nil {
 		return err
 	}
@@ -410,17 +441,30 @@ func ensureNetworkRoute(h *nl.Handle, link netlink.Link, want nl.Route) error {
 	return err
 }
 
+// deleteWeftRoutes deletes weft's routes of family on the device.
+func deleteWeftRoutes(h *nl.Handle, link netlink.Link, family int) error {
+	nrs, err := h.Netlink().RouteList(link, family)
+	if err != nil {
+		return fmt.Errorf("list routes of %s: %w", DeviceName, err)
+	}
+	for _, nr := range nrs {
+		if r, ok := nl.FromNetlinkRoute(nr); ok && nr.Protocol == nl.RouteProtocol && nr.Priority == nl.WeftMetric(family) {
+			if err := h.DeleteRoute(r); err != nil {
+				return fmt.Errorf("delete the previous network's route %s: %w", r.Dst, err)
+			}
+		}
+	}
+	return nil
+}
+
 // Sync replaces the peer table with peers. Nothing per peer lives in the
 // kernel, so this is a table swap; the packet path never waits.
 func (b *Backend) Sync(_ context.Context, peers []subnet.Lease) error {
 	m := make(map[netip.Prefix]subnet.Lease, len(peers))
 	for _, l := range peers {
-		sn := l.Subnet.Masked()
-		if sn == b.own {
-			continue
+		if k := l.Key().Masked(); k != b.own {
+			m[k] = l
 		}
-		l.Subnet = sn
-		m[sn] = l
 	}
 	b.peers = m
 	b.rebuild()
@@ -430,17 +474,15 @@ func (b *Backend) Sync(_ context.Context, peers []subnet.Lease) error {
 // Apply applies lease events to the peer table.
 func (b *Backend) Apply(_ context.Context, events []subnet.Event) error {
 	for _, e := range events {
-		sn := e.Lease.Subnet.Masked()
-		if sn == b.own {
+		k := e.Lease.Key().Masked()
+		if k == b.own {
 			continue
 		}
 		switch e.Type {
 		case subnet.EventAdded:
-			l := e.Lease
-			l.Subnet = sn
-			b.peers[sn] = l
+			b.peers[k] = e.Lease
 		case subnet.EventRemoved:
-			delete(b.peers, sn)
+			delete(b.peers, k)
 		}
 	}
 	b.rebuild()
@@ -449,7 +491,8 @@ func (b *Backend) Apply(_ context.Context, events []subnet.Event) error {
 
 // peerNode is this node as backend.CheckPeer judges leases against it.
 func (b *Backend) peerNode() backend.PeerNode {
-	return backend.PeerNode{Config: b.cfg, Own: b.ownLease, PublicIP: b.underlay.PublicIP, BackendType: subnet.BackendUDP}
+	return backend.PeerNode{Config: b.cfg, Own: b.ownLease, PublicIP: b.underlay.PublicIP, PublicIPv6: b.underlay.PublicIPv6,
+		BackendType: subnet.BackendUDP, IPv6Carrier: backend.IPv4}
 }
 
 func (b *Backend) rebuild() {

@@ -37,7 +37,10 @@ const (
 	baseNetChange = 62
 )
 
-var network = netip.MustParsePrefix("10.244.0.0/16")
+var (
+	network  = netip.MustParsePrefix("10.244.0.0/16")
+	network6 = netip.MustParsePrefix("fd00:10:244::/56")
+)
 
 // node is one weft node in a namespace with one pod.
 type node struct {
@@ -47,6 +50,7 @@ type node struct {
 	lease subnet.Lease
 	// network is the config's Network; zero means network.
 	network netip.Prefix
+	dual    bool // the network is dual-stack (network6 too)
 	b       *Backend
 	stop    context.CancelFunc
 	done    chan error
@@ -61,15 +65,32 @@ func lab(t *testing.T, base int, opts string) []*node {
 // BackendData its backend published, as a Flannel node's lease has none.
 func labWith(t *testing.T, base int, opts string, announce bool) []*node {
 	t.Helper()
+	return labOf(t, base, opts, announce, false)
+}
+
+// labOf is labWith; with dual the network is dual-stack and each node and
+// pod has fd00:10:244:<i>::/64 as well (pod ::2, gateway ::1), over the
+// same IPv4 underlay.
+func labOf(t *testing.T, base int, opts string, announce, dual bool) []*node {
+	t.Helper()
 	nss, addrs := nstest.Underlay(t, 2, base)
 	nodes := make([]*node, 2)
 	for i := range nodes {
 		sn := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i+1))
-		n := &node{ns: nss[i], pod: nstest.New(t, "wpod"), ip: netip.MustParseAddr(addrs[i])}
+		n := &node{ns: nss[i], pod: nstest.New(t, "wpod"), ip: netip.MustParseAddr(addrs[i]), dual: dual}
 		n.lease = subnet.Lease{Subnet: sn, Attrs: subnet.LeaseAttrs{PublicIP: n.ip, BackendType: "udp"}}
 		gw := fmt.Sprintf("10.244.%d.1", i+1)
 		nstest.Link(t, n.ns, "vpod", gw+"/24", n.pod, "eth0", fmt.Sprintf("10.244.%d.2/24", i+1))
 		n.pod.MustRun(t, "ip", "route", "add", "default", "via", gw)
+		if dual {
+			n.lease.IPv6Subnet = netip.MustParsePrefix(fmt.Sprintf("fd00:10:244:%d::/64", i+1))
+			gw6 := fmt.Sprintf("fd00:10:244:%d::1", i+1)
+			// No DAD: the addresses are usable at once (as the CNI plugin does).
+			n.ns.MustRun(t, "ip", "addr", "add", gw6+"/64", "dev", "vpod", "nodad")
+			n.pod.MustRun(t, "ip", "addr", "add", fmt.Sprintf("fd00:10:244:%d::2/64", i+1), "dev", "eth0", "nodad")
+			n.pod.MustRun(t, "ip", "-6", "route", "add", "default", "via", gw6)
+			n.ns.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+		}
 		nodes[i] = n
 	}
 	for _, n := range nodes {
@@ -100,12 +121,16 @@ func (n *node) prepare(t *testing.T, opts string) {
 	t.Helper()
 	raw := json.RawMessage(`{"Type":"udp"` + opts + `}`)
 	network := cmp.Or(n.network, network)
+	cfg := &subnet.Config{EnableIPv4: true, Network: network, SubnetLen: 24, BackendType: "udp", Backend: raw}
+	if n.dual {
+		cfg.EnableIPv6, cfg.IPv6Network, cfg.IPv6SubnetLen = true, network6, 64
+	}
 	err := n.ns.Do(func(ns.NetNS) error {
 		var err error
 		n.b, err = newBackend(backend.Options{
 			Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 			Underlay: backend.Underlay{Link: "eth0", PublicIP: n.ip, MTU: 1500},
-			Config:   &subnet.Config{EnableIPv4: true, Network: network, SubnetLen: 24, BackendType: "udp", Backend: raw},
+			Config:   cfg,
 		})
 		if err != nil {
 			return err

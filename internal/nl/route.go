@@ -49,7 +49,7 @@ func (r Route) netlink() *netlink.Route {
 		Table:     unix.RT_TABLE_MAIN,
 		Family:    family(dst.Addr()),
 	}
-	nr.Priority = weftMetric(nr.Family)
+	nr.Priority = WeftMetric(nr.Family)
 	if !r.Gw.IsValid() {
 		nr.Scope = netlink.SCOPE_LINK
 	}
@@ -65,8 +65,9 @@ func (r Route) netlink() *netlink.Route {
 // IPv4 routes by metric 0.
 const weftMetric6 = 1024
 
-// weftMetric is the metric of weft's routes of family.
-func weftMetric(family int) int {
+// WeftMetric is the metric of weft's routes of family (0 for IPv4, 1024 for
+// IPv6).
+func WeftMetric(family int) int {
 	if family == unix.AF_INET6 {
 		return weftMetric6
 	}
@@ -122,7 +123,7 @@ func (h *Handle) WeftRoutes(family int) (map[netip.Prefix]Route, error) {
 	}
 	out := make(map[netip.Prefix]Route, len(nrs))
 	for _, nr := range nrs {
-		if nr.Priority != weftMetric(nr.Family) {
+		if nr.Priority != WeftMetric(nr.Family) {
 			continue
 		}
 		if r, ok := FromNetlinkRoute(nr); ok {
@@ -194,7 +195,7 @@ func (h *Handle) routeAt(dst netip.Prefix) (*netlink.Route, error) {
 		return nil, fmt.Errorf("list routes to %s: %w", dst, err)
 	}
 	for _, nr := range nrs {
-		if nr.Priority == weftMetric(family(dst.Addr())) {
+		if nr.Priority == WeftMetric(family(dst.Addr())) {
 			return &nr, nil
 		}
 	}

@@ -29,6 +29,35 @@ func IPv4UDP(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
 	return p
 }
 
+// IPv6UDP is an IPv6 packet (hop limit 64) carrying a UDP datagram from
+// src:sport to dst:dport with payload and its checksum, which IPv6
+// requires. src and dst must be IPv6.
+func IPv6UDP(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	p := make([]byte, 48+len(payload))
+	p[0], p[6], p[7] = 0x60, 17, 64
+	binary.BigEndian.PutUint16(p[4:], uint16(8+len(payload)))
+	s, d := src.As16(), dst.As16()
+	copy(p[8:], s[:])
+	copy(p[24:], d[:])
+	u := p[40:]
+	binary.BigEndian.PutUint16(u[0:], sport)
+	binary.BigEndian.PutUint16(u[2:], dport)
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	copy(u[8:], payload)
+	// The pseudo-header: addresses, upper-layer length, next header.
+	pseudo := append(append([]byte(nil), p[8:40]...), 0, 0, byte(len(u)>>8), byte(len(u)), 0, 0, 0, 17)
+	pseudo = append(pseudo, u...)
+	if len(pseudo)%2 == 1 {
+		pseudo = append(pseudo, 0) // checksum sums 16-bit words
+	}
+	c := checksum(pseudo)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(u[6:], c)
+	return p
+}
+
 // SrcMAC is the inner Ethernet source of VXLAN frames built here.
 var SrcMAC = net.HardwareAddr{0x0a, 0x58, 0xde, 0xad, 0xbe, 0xef}
 

@@ -15,6 +15,7 @@ import (
 const (
 	tunFCsum = 0x01 // TUN_F_CSUM: we accept partial checksums
 	tunFTSO4 = 0x02 // TUN_F_TSO4: we accept TCP/IPv4 super-packets
+	tunFTSO6 = 0x04 // TUN_F_TSO6: we accept TCP/IPv6 super-packets
 )
 
 // ErrIncompatible means a device of that name exists with settings a
@@ -43,7 +44,8 @@ type Device struct {
 	Files []*os.File
 	// VnetHdr: every read and write carries a virtio-net header.
 	VnetHdr bool
-	// TSO: reads may return TCP/IPv4 super-packets (and partial checksums).
+	// TSO: reads may return TCP/IPv4 and TCP/IPv6 super-packets (and
+	// partial checksums).
 	TSO bool
 }
 
@@ -82,7 +84,7 @@ func Open(cfg Config) (*Device, error) {
 	if d.VnetHdr {
 		// Without TUN_F_CSUM the kernel completes checksums itself and
 		// never sends super-packets; with it we must finish them.
-		d.TSO = ioctl(d.Files[0], unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4) == nil
+		d.TSO = ioctl(d.Files[0], unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6) == nil
 		if !d.TSO {
 			_ = ioctl(d.Files[0], unix.TUNSETOFFLOAD, 0)
 		}

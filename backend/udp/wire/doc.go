@@ -1,5 +1,6 @@
 // Package wire holds the pure, allocation-free packet code of the udp
-// backend: IPv4 header validation, checksums, TTL handling, ICMP error
+// backend: IPv4 and IPv6 header validation, checksums, TTL (hop limit)
+// handling, ICMP and ICMPv6 error
 // construction, the virtio-net header the TUN device prepends when
 // IFF_VNET_HDR is on, splitting of TSO super-packets into MTU-sized segments
 // and coalescing of consecutive TCP segments into one super-packet (GRO).

@@ -26,13 +26,15 @@ const (
 	// MaxSegments bounds the segments of one split or coalesced packet
 	// (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
 	MaxSegments = 64
-	// MaxPacketLen is the largest IPv4 packet.
+	// MaxPacketLen is the largest packet handled: IPv4's limit, which the
+	// kernel's TSO packets of either family stay under.
 	MaxPacketLen = 65535
 )
 
-// tcpHeaderLen validates the TCP header of the IPv4 packet pkt (header h)
-// and returns its length.
-func tcpHeaderLen(pkt []byte, h IPv4) (int, Reason) {
+// tcpHeaderLen validates the TCP header of the IP packet pkt (header h)
+// and returns its length. For IPv6 the TCP header must follow the fixed
+// header directly.
+func tcpHeaderLen(pkt []byte, h Header) (int, Reason) {
 	if h.Proto != ProtoTCP || h.HeaderLen+tcpMinHeaderLen > h.TotalLen {
 		return 0, ReasonBadOffload
 	}
@@ -43,14 +45,15 @@ func tcpHeaderLen(pkt []byte, h IPv4) (int, Reason) {
 	return thl, OK
 }
 
-// SplitTCP4 splits pkt, a TCP/IPv4 TSO super-packet read from a TUN device
-// (header h, gsoSize payload bytes per segment from the virtio-net header),
-// into segments written back to back into out, each a complete packet with
-// its own IP ID, length, sequence number, flags and checksums, as the
+// SplitTCP splits pkt, a TCP TSO super-packet (IPv4 or IPv6) read from a
+// TUN device (header h, gsoSize payload bytes per segment from the
+// virtio-net header), into segments written back to back into out, each a
+// complete packet with its own length, IPv4 ID and header checksum,
+// sequence number, flags and TCP checksum, as the
 // kernel's tcp_gso_segment would make them. All segments but the last are
 // segSize bytes long, so out[:total] can go to a UDP GSO send as is. It
 // returns the number of segments and segSize.
-func SplitTCP4(pkt []byte, h IPv4, gsoSize int, out []byte) (n, segSize, total int, r Reason) {
+func SplitTCP(pkt []byte, h Header, gsoSize int, out []byte) (n, segSize, total int, r Reason) {
 	s, r := planSplit(pkt, h, gsoSize)
 	if r != OK {
 		return 0, 0, 0, r
@@ -70,7 +73,7 @@ func SplitTCP4(pkt []byte, h IPv4, gsoSize int, out []byte) (n, segSize, total i
 	return s.n, s.hdrLen + s.gso, total, OK
 }
 
-// SplitTCP4Headers is SplitTCP4 without copying the payload: it writes
+// SplitTCPHeaders is SplitTCP without copying the payload: it writes
 // only the n segment headers, hdrLen bytes each, back to back into hdrs.
 // Segment i is hdrs[i*hdrLen:(i+1)*hdrLen] followed by
 // pkt[hdrLen+i*gso : min(hdrLen+(i+1)*gso, h.TotalLen)], so a sender can
@@ -81,7 +84,7 @@ func SplitTCP4(pkt []byte, h IPv4, gsoSize int, out []byte) (n, segSize, total i
 // gets only the segment's pseudo-header sum (the CHECKSUM_PARTIAL
 // convention), for a receiver that completes or skips it (see
 // Coalescer.Add).
-func SplitTCP4Headers(pkt []byte, h IPv4, gsoSize int, hdrs []byte, partial bool) (n, hdrLen int, r Reason) {
+func SplitTCPHeaders(pkt []byte, h Header, gsoSize int, hdrs []byte, partial bool) (n, hdrLen int, r Reason) {
 	s, r := planSplit(pkt, h, gsoSize)
 	if r != OK {
 		return 0, 0, r
@@ -105,7 +108,7 @@ type tsoSplit struct {
 	flags      uint8
 }
 
-func planSplit(pkt []byte, h IPv4, gsoSize int) (tsoSplit, Reason) {
+func planSplit(pkt []byte, h Header, gsoSize int) (tsoSplit, Reason) {
 	if h.TotalLen > len(pkt) {
 		return tsoSplit{}, ReasonShort
 	}
@@ -122,7 +125,9 @@ func planSplit(pkt []byte, h IPv4, gsoSize int) (tsoSplit, Reason) {
 	if s.n > MaxSegments*4 {
 		return tsoSplit{}, ReasonBadOffload
 	}
-	s.id = binary.BigEndian.Uint16(pkt[ipv4IDOff:])
+	if h.Version == 4 {
+		s.id = binary.BigEndian.Uint16(pkt[ipv4IDOff:])
+	}
 	s.seq = binary.BigEndian.Uint32(pkt[h.HeaderLen+tcpSeqOff:])
 	s.flags = pkt[h.HeaderLen+tcpFlagsOff]
 	return s, OK
@@ -142,9 +147,11 @@ func (s *tsoSplit) chunk(i int) []byte {
 func (s *tsoSplit) header(i int, dst []byte, partial bool) {
 	chunk := s.chunk(i)
 	copy(dst, s.pkt[:s.hdrLen])
-	binary.BigEndian.PutUint16(dst[ipv4TotalLenOff:], uint16(s.hdrLen+len(chunk)))
-	binary.BigEndian.PutUint16(dst[ipv4IDOff:], s.id+uint16(i))
-	SetIPv4Checksum(dst, s.hl)
+	setLen(dst, s.hdrLen+len(chunk))
+	if dst[0]>>4 == 4 {
+		binary.BigEndian.PutUint16(dst[ipv4IDOff:], s.id+uint16(i))
+		SetIPv4Checksum(dst, s.hl)
+	}
 	tcp := dst[s.hl:]
 	binary.BigEndian.PutUint32(tcp[tcpSeqOff:], s.seq+uint32(i*s.gso))
 	f := s.flags
@@ -168,9 +175,11 @@ func (s *tsoSplit) header(i int, dst []byte, partial bool) {
 // super-packet that a TUN device with IFF_VNET_HDR accepts as a GSO packet,
 // so the kernel handles one skb instead of dozens (what GRO does for a
 // NIC). It only merges what GRO would: IPv4 without options or
-// fragmentation, DF set, same addresses, TOS, TTL, ports, ack, window scale
-// options and flags (ACK, with PSH allowed on the last segment), contiguous
-// sequence numbers and equal segment sizes (the last may be shorter).
+// fragmentation and with DF set, or IPv6 with TCP right after the fixed
+// header; same addresses, TOS (IPv6: traffic class and flow label), TTL,
+// ports, ack, options and flags (ACK, with PSH allowed on the last
+// segment), contiguous sequence numbers and equal segment sizes (the last
+// may be shorter).
 //
 // Payloads are not copied: the merged packet is a list of buffers (a copy
 // of the first segment's headers behind the virtio-net header, then each
@@ -208,16 +217,16 @@ func (c *Coalescer) Segments() int { return c.segs }
 // head is the first segment's IP and TCP headers (ours to change).
 func (c *Coalescer) head() []byte { return c.hdr[VirtioNetHdrLen : VirtioNetHdrLen+c.hl+c.thl] }
 
-// Add appends pkt (a valid IPv4 packet, header h) to the pending
+// Add appends pkt (a valid IP packet, header h) to the pending
 // super-packet, or starts one when empty. It returns false, changing
 // nothing, when pkt cannot join; the caller then flushes and adds again.
 //
 // partial says pkt's TCP checksum may hold only the pseudo-header sum (its
-// sender split it with SplitTCP4Headers(..., partial=true)). Such a packet
+// sender split it with SplitTCPHeaders(..., partial=true)). Such a packet
 // is handed to the kernel as CHECKSUM_PARTIAL even when nothing joins it,
 // as a merged run always is: the kernel then trusts the payload, which the
 // outer UDP checksum covered in transit.
-func (c *Coalescer) Add(pkt []byte, h IPv4, partial bool) bool {
+func (c *Coalescer) Add(pkt []byte, h Header, partial bool) bool {
 	pkt = pkt[:h.TotalLen]
 	if c.n == 0 {
 		c.start(pkt, h, partial)
@@ -244,7 +253,7 @@ func (c *Coalescer) Add(pkt []byte, h IPv4, partial bool) bool {
 	return true
 }
 
-func (c *Coalescer) start(pkt []byte, h IPv4, partial bool) {
+func (c *Coalescer) start(pkt []byte, h Header, partial bool) {
 	c.n = len(pkt)
 	c.segs = 1
 	c.closed = true
@@ -262,7 +271,7 @@ func (c *Coalescer) start(pkt []byte, h IPv4, partial bool) {
 	if len(pkt) > hdrLen {
 		c.iov = append(c.iov, pkt[hdrLen:])
 	}
-	if h.HeaderLen != IPv4MinHeaderLen || binary.BigEndian.Uint16(pkt[ipv4FlagsOff:])&ipv4FlagDF == 0 {
+	if h.Version == 4 && (h.HeaderLen != IPv4MinHeaderLen || binary.BigEndian.Uint16(pkt[ipv4FlagsOff:])&ipv4FlagDF == 0) {
 		return
 	}
 	c.gso = h.TotalLen - hdrLen
@@ -273,14 +282,20 @@ func (c *Coalescer) start(pkt []byte, h IPv4, partial bool) {
 	c.closed = false
 }
 
-func (c *Coalescer) canJoin(pkt []byte, h IPv4) bool {
+func (c *Coalescer) canJoin(pkt []byte, h Header) bool {
 	first := c.head()
-	if h.Proto != ProtoTCP || h.HeaderLen != c.hl || IsFragment(pkt) {
+	if h.Proto != ProtoTCP || h.HeaderLen != c.hl || first[0]>>4 != h.Version || IsFragment(pkt) {
 		return false
 	}
-	// Version/IHL, TOS; flags (DF); TTL, protocol; addresses.
-	if first[0] != pkt[0] || first[1] != pkt[1] ||
-		first[ipv4FlagsOff] != pkt[ipv4FlagsOff] ||
+	if h.Version == 6 {
+		// Version, traffic class, flow label; next header, hop limit;
+		// addresses.
+		if !bytes.Equal(first[:ipv6PayloadOff], pkt[:ipv6PayloadOff]) ||
+			!bytes.Equal(first[ipv6NextOff:IPv6HeaderLen], pkt[ipv6NextOff:IPv6HeaderLen]) {
+			return false
+		}
+	} else if first[0] != pkt[0] || first[1] != pkt[1] || // version/IHL, TOS
+		first[ipv4FlagsOff] != pkt[ipv4FlagsOff] || // DF
 		first[ipv4TTLOff] != pkt[ipv4TTLOff] ||
 		!bytes.Equal(first[ipv4SrcOff:ipv4DstOff+4], pkt[ipv4SrcOff:ipv4DstOff+4]) {
 		return false
@@ -310,16 +325,20 @@ func (c *Coalescer) canJoin(pkt []byte, h IPv4) bool {
 // writev to the TUN device (virtio-net header first), and empties c. The
 // buffers are valid until the next Add. A single segment goes out as it
 // came (its checksums came intact over the wire) unless it was added as
-// partial; a merged one goes out as a TCPv4 GSO packet. Both of those
+// partial; a merged one goes out as a TCPv4 or TCPv6 GSO packet. Both of those
 // carry a partial checksum the kernel completes when it needs to.
 func (c *Coalescer) Flush() [][]byte {
 	hdr := VirtioNetHdr{}
 	if c.thl > 0 {
 		p := c.head()
 		if c.segs > 1 {
-			binary.BigEndian.PutUint16(p[ipv4TotalLenOff:], uint16(c.n))
-			SetIPv4Checksum(p, c.hl)
+			setLen(p, c.n)
 			hdr.GSOType, hdr.GSOSize = VirtioNetHdrGSOTCPv4, uint16(c.gso)
+			if p[0]>>4 == 6 {
+				hdr.GSOType = VirtioNetHdrGSOTCPv6
+			} else {
+				SetIPv4Checksum(p, c.hl)
+			}
 		}
 		if c.segs > 1 || c.partial {
 			// CHECKSUM_PARTIAL convention: the field holds the folded,
@@ -334,4 +353,15 @@ func (c *Coalescer) Flush() [][]byte {
 	c.iov = c.iov[:0]
 	c.n, c.segs, c.closed, c.partial = 0, 0, false, false
 	return out
+}
+
+// setLen stores the length of the packet whose IP header starts b: IPv4's
+// total length (the header checksum is the caller's), IPv6's payload
+// length.
+func setLen(b []byte, n int) {
+	if b[0]>>4 == 6 {
+		binary.BigEndian.PutUint16(b[ipv6PayloadOff:], uint16(n-IPv6HeaderLen))
+		return
+	}
+	binary.BigEndian.PutUint16(b[ipv4TotalLenOff:], uint16(n))
 }

@@ -12,6 +12,7 @@ const (
 
 	VirtioNetHdrGSONone  = 0    // VIRTIO_NET_HDR_GSO_NONE
 	VirtioNetHdrGSOTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4
+	VirtioNetHdrGSOTCPv6 = 4    // VIRTIO_NET_HDR_GSO_TCPV6
 	VirtioNetHdrGSOECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN
 
 	// TCPChecksumOffset is where the checksum sits in a TCP header (a

@@ -21,10 +21,24 @@ const (
 	ipv4FlagMF   = 0x2000
 	ipv4FragMask = 0x1fff
 
-	// ProtoICMP, ProtoTCP and ProtoUDP are IP protocol numbers.
-	ProtoICMP = 1
-	ProtoTCP  = 6
-	ProtoUDP  = 17
+	// IPv6HeaderLen is the fixed IPv6 header. Extension headers are not
+	// walked: to this package they are the payload of a packet whose
+	// protocol (next header) is not TCP, which is forwarded as it is.
+	IPv6HeaderLen  = 40
+	ipv6PayloadOff = 4
+	ipv6NextOff    = 6
+	ipv6HopOff     = 7
+	ipv6SrcOff     = 8
+	ipv6DstOff     = 24
+
+	// ProtoICMP, ProtoTCP, ProtoUDP and ProtoICMPv6 are IP protocol
+	// numbers (IPv6 next header values); ProtoFragment is IPv6's fragment
+	// header.
+	ProtoICMP     = 1
+	ProtoTCP      = 6
+	ProtoUDP      = 17
+	ProtoFragment = 44
+	ProtoICMPv6   = 58
 )
 
 // Reason says why a packet was dropped. The zero value means accepted.
@@ -33,12 +47,14 @@ type Reason uint8
 // Drop reasons. They index the udp backend's drop counters.
 const (
 	OK Reason = iota
-	// ReasonShort: shorter than an IPv4 header, or the IHL/total length
-	// point past the end of the buffer.
+	// ReasonShort: shorter than an IP header, or the IHL/total length
+	// (IPv6: payload length) point past the end of the buffer.
 	ReasonShort
-	// ReasonNotIPv4: the version nibble is not 4.
-	ReasonNotIPv4
-	// ReasonBadHeader: IHL below 5 or total length below the header length.
+	// ReasonBadVersion: the version nibble is neither 4 nor 6, or names a
+	// family the network does not use.
+	ReasonBadVersion
+	// ReasonBadHeader: IHL below 5 or total length below the header
+	// length; an IPv6 jumbogram (payload length 0).
 	ReasonBadHeader
 	// ReasonUnknownPeer: the datagram's source is not a current peer.
 	ReasonUnknownPeer
@@ -64,7 +80,7 @@ const (
 var reasonNames = [NumReasons]string{
 	OK:                  "ok",
 	ReasonShort:         "short",
-	ReasonNotIPv4:       "not_ipv4",
+	ReasonBadVersion:    "bad_version",
 	ReasonBadHeader:     "bad_header",
 	ReasonUnknownPeer:   "unknown_peer",
 	ReasonWrongPort:     "wrong_port",
@@ -83,24 +99,47 @@ func (r Reason) String() string {
 	return "unknown"
 }
 
-// IPv4 is the parsed, validated view of an IPv4 header.
-type IPv4 struct {
-	HeaderLen int // IHL*4
-	TotalLen  int // from the header, <= len(packet)
-	Proto     uint8
-	TTL       uint8
-	Src, Dst  uint32 // host order
+// Header is the parsed, validated view of an IPv4 or IPv6 header.
+type Header struct {
+	Version   uint8  // 4 or 6
+	HeaderLen int    // IPv4: IHL*4; IPv6: the fixed 40 bytes
+	TotalLen  int    // from the header, <= len(packet)
+	Proto     uint8  // IPv6: the next header
+	TTL       uint8  // IPv6: the hop limit
+	Src, Dst  uint32 // IPv4, host order; 0 for IPv6
+	// Src6 and Dst6 are the IPv6 addresses; zero for IPv4.
+	Src6, Dst6 Addr6
 }
 
-// ParseIPv4 validates the IPv4 header at the start of b. On success the
-// packet is b[:h.TotalLen] (bytes after TotalLen are padding and ignored).
-func ParseIPv4(b []byte) (h IPv4, r Reason) {
+// Addr6 is an IPv6 address as two host-order words, so that masking and
+// map lookups in the packet path cost two integer operations.
+type Addr6 struct{ Hi, Lo uint64 }
+
+// Addr6From reads the 16-byte address at the start of b.
+func Addr6From(b []byte) Addr6 {
+	return Addr6{Hi: binary.BigEndian.Uint64(b), Lo: binary.BigEndian.Uint64(b[8:])}
+}
+
+// Put writes a at the start of b (16 bytes).
+func (a Addr6) Put(b []byte) {
+	binary.BigEndian.PutUint64(b, a.Hi)
+	binary.BigEndian.PutUint64(b[8:], a.Lo)
+}
+
+// Parse validates the IP header at the start of b. On success the packet
+// is b[:h.TotalLen] (bytes after TotalLen are padding and ignored).
+func Parse(b []byte) (h Header, r Reason) {
 	if len(b) < IPv4MinHeaderLen {
 		return h, ReasonShort
 	}
-	if b[0]>>4 != 4 {
-		return h, ReasonNotIPv4
+	switch b[0] >> 4 {
+	case 4:
+	case 6:
+		return parseIPv6(b)
+	default:
+		return h, ReasonBadVersion
 	}
+	h.Version = 4
 	h.HeaderLen = int(b[0]&0x0f) * 4
 	if h.HeaderLen < IPv4MinHeaderLen {
 		return h, ReasonBadHeader
@@ -119,10 +158,31 @@ func ParseIPv4(b []byte) (h IPv4, r Reason) {
 	return h, OK
 }
 
-// DecrementTTL decrements the TTL of the valid IPv4 header at the start of
-// b and patches the header checksum incrementally (RFC 1624). The caller
-// has checked TTL > 1.
+func parseIPv6(b []byte) (h Header, r Reason) {
+	if len(b) < IPv6HeaderLen {
+		return h, ReasonShort
+	}
+	plen := int(binary.BigEndian.Uint16(b[ipv6PayloadOff:]))
+	if plen == 0 {
+		return h, ReasonBadHeader // a jumbogram, or nothing: never on a 64 KiB path
+	}
+	h.Version, h.HeaderLen, h.TotalLen = 6, IPv6HeaderLen, IPv6HeaderLen+plen
+	if h.TotalLen > len(b) {
+		return h, ReasonShort
+	}
+	h.Proto, h.TTL = b[ipv6NextOff], b[ipv6HopOff]
+	h.Src6, h.Dst6 = Addr6From(b[ipv6SrcOff:]), Addr6From(b[ipv6DstOff:])
+	return h, OK
+}
+
+// DecrementTTL decrements the TTL (IPv6: the hop limit) of the valid IP
+// header at the start of b; IPv4's header checksum is patched
+// incrementally (RFC 1624), IPv6 has none. The caller has checked TTL > 1.
 func DecrementTTL(b []byte) {
+	if b[0]>>4 == 6 {
+		b[ipv6HopOff]--
+		return
+	}
 	b[ipv4TTLOff]--
 	// The TTL is the high byte of the 16-bit word at offset 8, so the word
 	// dropped by 0x0100: HC' = ~(~HC + ~m + m') with m' = m - 0x100.
@@ -180,9 +240,15 @@ func fold(s uint64) uint16 {
 // Checksum is the Internet checksum (RFC 1071) of b, ready to store.
 func Checksum(b []byte) uint16 { return ^fold(sum(b, 0)) }
 
-// pseudoSum is the unfolded TCP/UDP pseudo-header sum.
+// pseudoSum is the unfolded TCP/UDP/ICMPv6 pseudo-header sum of the IP
+// packet b (either family; l4len < 64 KiB).
 func pseudoSum(b []byte, proto uint8, l4len int) uint64 {
-	s := sum(b[ipv4SrcOff:ipv4SrcOff+8], 0)
+	var s uint64
+	if b[0]>>4 == 6 {
+		s = sum(b[ipv6SrcOff:ipv6DstOff+16], 0)
+	} else {
+		s = sum(b[ipv4SrcOff:ipv4SrcOff+8], 0)
+	}
 	return s + uint64(proto) + uint64(l4len)
 }
 
@@ -195,15 +261,19 @@ func SetIPv4Checksum(b []byte, hdrLen int) {
 // ValidIPv4Checksum reports whether the header checksum is right.
 func ValidIPv4Checksum(b []byte, hdrLen int) bool { return fold(sum(b[:hdrLen], 0)) == 0xffff }
 
-// IsFragment reports whether the valid IPv4 packet b is a fragment.
+// IsFragment reports whether the valid IP packet b is a fragment (IPv6:
+// its first header after the fixed one is a fragment header).
 func IsFragment(b []byte) bool {
+	if b[0]>>4 == 6 {
+		return b[ipv6NextOff] == ProtoFragment
+	}
 	return binary.BigEndian.Uint16(b[ipv4FlagsOff:])&(ipv4FlagMF|ipv4FragMask) != 0
 }
 
-// L4Checksum computes and stores the TCP or UDP checksum of the valid IPv4
+// L4Checksum computes and stores the TCP or UDP checksum of the valid IP
 // packet b (len(b) is the total length). It is a no-op for other protocols
 // and for too-short transport headers.
-func L4Checksum(b []byte, h IPv4) {
+func L4Checksum(b []byte, h Header) {
 	var off int
 	switch h.Proto {
 	case ProtoTCP:
