@@ -59,9 +59,10 @@ type Manager interface {
 // inner packets only from what each peer may send.
 type PeerFilter interface {
 	// EnsurePeerFilter makes UDP to port accepted only from the given peer
-	// addresses and dropped from anyone else; where the kernel allows, an
-	// IPv4 datagram from a peer is accepted only when it carries an IPv4
-	// packet whose source is in that peer's Sources. peers is the complete
+	// addresses and dropped from anyone else; where the kernel allows, a
+	// datagram from a peer is accepted only when it carries a packet of
+	// the datagram's family (IPv4 in IPv4, IPv6 in IPv6) whose source is
+	// in that peer's Sources. peers is the complete
 	// set (not a delta); it replaces the previous set atomically. The
 	// caller keeps ownership of the slice.
 	EnsurePeerFilter(ctx context.Context, port uint16, peers []FilterPeer) error
@@ -71,11 +72,12 @@ type PeerFilter interface {
 
 // FilterPeer is one peer of the PeerFilter.
 type FilterPeer struct {
-	// Addr is the peer's underlay address (its PublicIP).
+	// Addr is the peer's underlay address (its PublicIP or PublicIPv6).
 	Addr netip.Addr
-	// Sources are the prefixes the source of an inner IPv4 packet from
-	// this peer must be in: its pod subnets, and its own address (replies
-	// from its host network to our pods keep it as source).
+	// Sources are the prefixes the source of an inner packet from this
+	// peer must be in: its pod subnet of Addr's family, and Addr itself
+	// (replies from its host network to our pods keep it as source).
+	// Prefixes of the other family are ignored: they cannot match.
 	Sources []netip.Prefix
 }
 

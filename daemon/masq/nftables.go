@@ -28,6 +28,7 @@ const (
 	nftPeers4      = "vxlan-peers4"
 	nftPeers6      = "vxlan-peers6"
 	nftSources4    = "vxlan-sources4"
+	nftSources6    = "vxlan-sources6"
 )
 
 // Options configures NewNFTables.
@@ -331,18 +332,21 @@ func prefixMatch(m addrMatch, offset uint32) []expr.Any {
 }
 
 // EnsurePeerFilter implements PeerFilter with an input-hook chain in weft's
-// table and named sets: the peers' addresses per family and, for IPv4, the
-// pairs (peer address . inner source prefix) in a concatenated interval set.
+// table and named sets: the peers' addresses per family and, per family,
+// the pairs (peer address . inner source prefix) in a concatenated interval
+// set.
 // The sets are flushed and refilled and the chain rewritten in one batch, so
 // there is no moment where a current peer is dropped or a removed one still
 // accepted after the call returns.
 //
 // The inner check reads the outer datagram: after the UDP (8) and VXLAN (8)
-// headers and the inner Ethernet header (14) comes the inner IPv4 header,
-// so its EtherType is at transport offset 28 and its source address at 42
-// (nft's @th,224,16 and @th,336,32). A kernel without concatenated interval
-// sets (before Linux 5.6) refuses the set; the filter then matches the outer
-// address only, and says so once.
+// headers and the inner Ethernet header (14) comes the inner IP header, so
+// its EtherType is at transport offset 28 and its source address at 42 for
+// IPv4 (nft's @th,224,16 and @th,336,32), 38 for IPv6 (@th,304,128): an
+// IPv4 datagram must carry IPv4 (weft.<VNI>), an IPv6 one IPv6
+// (weft-v6.<VNI>). A kernel without concatenated interval sets (before
+// Linux 5.6) refuses the sets; the filter then matches the outer address
+// only, and says so once.
 func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []FilterPeer) error {
 	if port == 0 {
 		return fmt.Errorf("%w: peer filter port 0", ErrInvalidRules)
@@ -381,7 +385,8 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 		{set: &nftables.Set{Table: m.table, Name: nftPeers6, KeyType: nftables.TypeIP6Addr, Comment: "weft vxlan peers"}, elem: f.v6},
 	}
 	if inner {
-		sets = append(sets, &filterSet{set: sourcesSet(m.table), elem: f.sources4})
+		sets = append(sets, &filterSet{set: sourcesSet(m.table), elem: f.sources4},
+			&filterSet{set: sourcesSet6(m.table), elem: f.sources6})
 	}
 	for _, s := range sets {
 		if err := c.AddSet(m.numberedLocked(s.set), nil); err != nil {
@@ -396,7 +401,8 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 	}
 	in := c.AddChain(m.input())
 	c.FlushChain(in)
-	rules := peerFilterRules(port, sets[0].set, sets[1].set, sourcesOf(sets, inner))
+	src4, src6 := sourcesOf(sets, inner)
+	rules := peerFilterRules(port, sets[0].set, sets[1].set, src4, src6)
 	for _, r := range rules {
 		c.AddRule(&nftables.Rule{Table: m.table, Chain: in, Exprs: r.exprs, UserData: nftComment(r.comment)})
 	}
@@ -437,12 +443,13 @@ func (m *NFTables) probeInnerCheckLocked() innerSupport {
 		return innerUnknown
 	}
 	c.AddTable(m.table)
-	probe := sourcesSet(m.table)
-	probe.Name = "probe-concat-interval"
-	if err := c.AddSet(m.numberedLocked(probe), nil); err != nil {
-		return innerUnsupported
+	for i, probe := range []*nftables.Set{sourcesSet(m.table), sourcesSet6(m.table)} {
+		probe.Name = fmt.Sprintf("probe-concat-interval-%d", i)
+		if err := c.AddSet(m.numberedLocked(probe), nil); err != nil {
+			return innerUnsupported
+		}
+		c.DelSet(probe)
 	}
-	c.DelSet(probe)
 	if err := c.Flush(); err != nil {
 		m.logger.Debug("nftables concatenated interval set refused", "err", err)
 		return innerUnsupported
@@ -458,17 +465,26 @@ func (m *NFTables) numberedLocked(s *nftables.Set) *nftables.Set {
 	return s
 }
 
-// sourcesSet is the set of (peer address . inner source range) pairs.
+// sourcesSet is the set of (peer address . inner source range) pairs of
+// IPv4 VXLAN datagrams.
 func sourcesSet(t *nftables.Table) *nftables.Set {
 	return &nftables.Set{Table: t, Name: nftSources4, Comment: "weft vxlan peer inner sources",
 		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr), Concatenation: true, Interval: true}
 }
 
-func sourcesOf(sets []*filterSet, inner bool) *nftables.Set {
+// sourcesSet6 is sourcesSet for IPv6 VXLAN datagrams carrying IPv6.
+func sourcesSet6(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: nftSources6, Comment: "weft vxlan peer inner sources",
+		KeyType: nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr), Concatenation: true, Interval: true}
+}
+
+// sourcesOf returns the sources sets of each family (nil without the inner
+// check).
+func sourcesOf(sets []*filterSet, inner bool) (v4, v6 *nftables.Set) {
 	if !inner {
-		return nil
+		return nil, nil
 	}
-	return sets[2].set
+	return sets[2].set, sets[3].set
 }
 
 type filterSet struct {
@@ -495,7 +511,7 @@ var errRewriteCheaper = errors.New("a rewrite is cheaper")
 type installedFilter struct {
 	port  uint16
 	inner bool
-	elems [3]map[string]nftables.SetElement // v4, v6, sources4
+	elems [4]map[string]nftables.SetElement // v4, v6, sources4, sources6
 }
 
 func elemKey(e nftables.SetElement) string { return string(e.Key) + "|" + string(e.KeyEnd) }
@@ -509,7 +525,7 @@ func elemMap(es []nftables.SetElement) map[string]nftables.SetElement {
 }
 
 func newInstalledFilter(port uint16, inner bool, f filterSets) *installedFilter {
-	return &installedFilter{port: port, inner: inner, elems: [3]map[string]nftables.SetElement{elemMap(f.v4), elemMap(f.v6), elemMap(f.sources4)}}
+	return &installedFilter{port: port, inner: inner, elems: [4]map[string]nftables.SetElement{elemMap(f.v4), elemMap(f.v6), elemMap(f.sources4), elemMap(f.sources6)}}
 }
 
 // updateFilterLocked makes the installed filter st hold the elements of f
@@ -517,16 +533,17 @@ func newInstalledFilter(port uint16, inner bool, f filterSets) *installedFilter 
 // (the sets changed behind weft's back) leaves st unchanged for the
 // caller's full rewrite.
 func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
-	sets := [3]*nftables.Set{
+	sets := [4]*nftables.Set{
 		{Table: m.table, Name: nftPeers4, KeyType: nftables.TypeIPAddr},
 		{Table: m.table, Name: nftPeers6, KeyType: nftables.TypeIP6Addr},
 		sourcesSet(m.table),
+		sourcesSet6(m.table),
 	}
-	want := [3][]nftables.SetElement{f.v4, f.v6, f.sources4}
-	var next [3]map[string]nftables.SetElement
+	want := [4][]nftables.SetElement{f.v4, f.v6, f.sources4, f.sources6}
+	var next [4]map[string]nftables.SetElement
 	var c *nftables.Conn
 	for i := range sets {
-		if i == 2 && !st.inner {
+		if i >= 2 && !st.inner {
 			next[i] = st.elems[i]
 			continue
 		}
@@ -580,7 +597,7 @@ func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 
 // filterSets are the elements of the peer filter's sets.
 type filterSets struct {
-	v4, v6, sources4 []nftables.SetElement
+	v4, v6, sources4, sources6 []nftables.SetElement
 }
 
 // newFilterSets validates peers and builds the set elements. Duplicate
@@ -608,15 +625,14 @@ func newFilterSets(peers []FilterPeer) (filterSets, error) {
 			if !sp.IsValid() {
 				return f, fmt.Errorf("%w: inner source %q of peer %s", ErrInvalidRules, sp, a)
 			}
-			if sp.Addr().Unmap().Is4() {
-				sources[a] = append(sources[a], netip.PrefixFrom(sp.Addr().Unmap(), min(sp.Bits(), 32)).Masked())
+			// An IPv4 datagram carries IPv4, an IPv6 one IPv6: a source
+			// of the other family could never match.
+			if sa := sp.Addr().Unmap(); sa.Is4() == a.Is4() {
+				sources[a] = append(sources[a], netip.PrefixFrom(sa, min(sp.Bits(), sa.BitLen())).Masked())
 			}
 		}
 	}
 	for _, a := range order {
-		if !a.Is4() {
-			continue
-		}
 		ps := sources[a]
 		slices.SortFunc(ps, func(x, y netip.Prefix) int { return cmp.Compare(x.Bits(), y.Bits()) })
 		var kept []netip.Prefix
@@ -627,29 +643,38 @@ func newFilterSets(peers []FilterPeer) (filterSets, error) {
 		}
 		slices.SortFunc(kept, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
 		for _, p := range kept {
-			f.sources4 = append(f.sources4, nftables.SetElement{
+			e := nftables.SetElement{
 				Key:    append(a.AsSlice(), p.Addr().AsSlice()...),
-				KeyEnd: append(a.AsSlice(), lastAddr4(p).AsSlice()...),
-			})
+				KeyEnd: append(a.AsSlice(), lastAddr(p).AsSlice()...),
+			}
+			if a.Is4() {
+				f.sources4 = append(f.sources4, e)
+			} else {
+				f.sources6 = append(f.sources6, e)
+			}
 		}
 	}
 	return f, nil
 }
 
-// lastAddr4 is the highest address of the IPv4 prefix p.
-func lastAddr4(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().As4()
-	for i := p.Bits(); i < 32; i++ {
+// lastAddr is the highest address of the prefix p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
 		b[i/8] |= 0x80 >> (i % 8)
 	}
-	return netip.AddrFrom4(b)
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // Registers for the concatenated lookup: the kernel reads the key from
-// consecutive 32-bit registers, and NFT_REG_1 is NFT_REG32_00.
+// consecutive 32-bit registers, and NFT_REG_1 is NFT_REG32_00. The second
+// field starts in the register after the first: NFT_REG32_01 after an IPv4
+// address, NFT_REG32_04 after an IPv6 one.
 const (
-	regConcat0 = 1 // NFT_REG_1 (= NFT_REG32_00)
-	regConcat1 = 9 // NFT_REG32_01
+	regConcat0  = 1  // NFT_REG_1 (= NFT_REG32_00)
+	regConcat1  = 9  // NFT_REG32_01
+	regConcat1w = 12 // NFT_REG32_04
 )
 
 // Offsets into the transport header of a VXLAN datagram (UDP 8, VXLAN 8,
@@ -657,6 +682,7 @@ const (
 const (
 	vxlanInnerEtherType = 8 + 8 + 12 // bytes, @th,224,16
 	vxlanInnerSrc       = 8 + 8 + 14 + 12
+	vxlanInnerSrc6      = 8 + 8 + 14 + 8 // @th,304,128
 )
 
 type nftRule struct {
@@ -664,36 +690,39 @@ type nftRule struct {
 	comment string
 }
 
-// peerFilterRules is the input chain: per family accept from peers (IPv4:
-// only IPv4 packets from the peer's sources, when sources is set), drop
-// the rest of IPv4 from peers ("weft-inner-drop"), drop everyone else.
-func peerFilterRules(port uint16, peers4, peers6, sources *nftables.Set) []nftRule {
+// peerFilterRules is the input chain: per family accept from peers (only
+// packets of the datagram's family from the peer's sources, when the
+// family's sources set is given), drop the rest from peers
+// ("weft-inner-drop"), drop everyone else.
+func peerFilterRules(port uint16, peers4, peers6, sources4, sources6 *nftables.Set) []nftRule {
 	var out []nftRule
 	for _, s := range []struct {
-		set *nftables.Set
-		v6  bool
-	}{{peers4, false}, {peers6, true}} {
+		set, sources *nftables.Set
+		v6           bool
+	}{{peers4, sources4, false}, {peers6, sources6, true}} {
 		match := append(nfproto(s.v6), udpDport(port)...)
 		srcOff, size := uint32(12), uint32(4)
+		etherType, innerSrc, reg1 := uint16(unix.ETH_P_IP), uint32(vxlanInnerSrc), uint32(regConcat1)
 		if s.v6 {
 			srcOff, size = 8, 16
+			etherType, innerSrc, reg1 = unix.ETH_P_IPV6, vxlanInnerSrc6, regConcat1w
 		}
 		fromPeer := append(slices.Clone(match),
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: size},
 			&expr.Lookup{SourceRegister: 1, SetName: s.set.Name, SetID: s.set.ID},
 		)
 		accept := slices.Clone(fromPeer)
-		if sources != nil && !s.v6 {
+		if s.sources != nil {
 			accept = append(accept,
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: vxlanInnerEtherType, Len: 2},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)},
-				&expr.Payload{DestRegister: regConcat0, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-				&expr.Payload{DestRegister: regConcat1, Base: expr.PayloadBaseTransportHeader, Offset: vxlanInnerSrc, Len: 4},
-				&expr.Lookup{SourceRegister: regConcat0, SetName: sources.Name, SetID: sources.ID},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(etherType)},
+				&expr.Payload{DestRegister: regConcat0, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: size},
+				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: innerSrc, Len: size},
+				&expr.Lookup{SourceRegister: regConcat0, SetName: s.sources.Name, SetID: s.sources.ID},
 			)
 		}
 		out = append(out, nftRule{append(accept, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}), "weft-peer-accept"})
-		if sources != nil && !s.v6 {
+		if s.sources != nil {
 			out = append(out, nftRule{append(fromPeer, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}), "weft-inner-drop"})
 		}
 		out = append(out, nftRule{append(slices.Clone(match), &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}), "weft-peer-drop"})
@@ -734,7 +763,7 @@ func (m *NFTables) RemovePeerFilter(ctx context.Context) error {
 		{Table: m.table, Name: nftPeers6, KeyType: nftables.TypeIP6Addr},
 	}
 	if m.inner == innerSupported {
-		sets = append(sets, sourcesSet(m.table))
+		sets = append(sets, sourcesSet(m.table), sourcesSet6(m.table))
 	}
 	for _, s := range sets {
 		if err := c.AddSet(m.numberedLocked(s), nil); err != nil {

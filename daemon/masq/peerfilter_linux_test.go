@@ -197,7 +197,7 @@ func self(a string) FilterPeer {
 func sendVXLAN(t *testing.T, n *nstest.NS, to string, payload []byte) {
 	t.Helper()
 	if err := n.Do(func(ns.NetNS) error {
-		c, err := net.Dial("udp4", net.JoinHostPort(to, "8472"))
+		c, err := net.Dial("udp", net.JoinHostPort(to, "8472"))
 		if err != nil {
 			return err
 		}
@@ -213,6 +213,13 @@ func sendVXLAN(t *testing.T, n *nstest.NS, to string, payload []byte) {
 // peer filter.
 func ruleCount(t *testing.T, n *nstest.NS, comment string) uint64 {
 	t.Helper()
+	return ruleCountFamily(t, n, comment, 0)
+}
+
+// ruleCountFamily is ruleCount for the rule of one family (NFPROTO_IPV4,
+// NFPROTO_IPV6; 0 for the first rule whatever its family).
+func ruleCountFamily(t *testing.T, n *nstest.NS, comment string, family byte) uint64 {
+	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(int(n.Fd())))
 	if err != nil {
 		t.Fatal(err)
@@ -226,13 +233,24 @@ func ruleCount(t *testing.T, n *nstest.NS, comment string) uint64 {
 		if got, _ := userdata.GetString(r.UserData, userdata.TypeComment); got != comment {
 			continue
 		}
+		var fam byte
+		var packets uint64
+		counted := false
 		for _, e := range r.Exprs {
-			if e, ok := e.(*expr.Counter); ok {
-				return e.Packets
+			switch e := e.(type) {
+			case *expr.Cmp:
+				if fam == 0 && len(e.Data) == 1 {
+					fam = e.Data[0] // the rule's first match is its family
+				}
+			case *expr.Counter:
+				packets, counted = e.Packets, true
 			}
 		}
+		if counted && (family == 0 || fam == family) {
+			return packets
+		}
 	}
-	t.Fatalf("no rule %q with a counter in the peer filter", comment)
+	t.Fatalf("no rule %q of family %d with a counter in the peer filter", comment, family)
 	return 0
 }
 
@@ -297,6 +315,81 @@ func TestPeerFilterInnerSource(t *testing.T) {
 			}
 			if after := ruleCount(t, nodes[0], "weft-inner-drop"); !tc.ok && after != before+1 || tc.ok && after != before {
 				t.Errorf("inner drop counter %d → %d", before, after)
+			}
+		})
+	}
+}
+
+// TestPeerFilterInnerSource6 is TestPeerFilterInnerSource over an IPv6
+// underlay (weft-v6.<VNI>'s datagrams): a peer's datagram is delivered only
+// when it carries an IPv6 packet from the peer's IPv6 pod subnet or its own
+// address; spoofed sources, an IPv4 packet inside, and a truncated one are
+// dropped and counted by the IPv6 inner drop rule. An IPv4 peer's sources
+// do not admit it.
+func TestPeerFilterInnerSource6(t *testing.T) {
+	t.Parallel()
+	nodes, addrs, addrs6 := nstest.DualUnderlay(t, 2, 46)
+	nodes[1].MustRun(t, "ping", "-6", "-c", "1", "-W", "2", addrs6[0])
+	m, err := NewNFTables(testLogger(t), Options{NetNS: nodes[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l *net.UDPConn
+	if err := nodes[0].Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.ListenUDP("udp6", &net.UDPAddr{Port: 8472})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	peer, peer4 := netip.MustParseAddr(addrs6[1]), netip.MustParseAddr(addrs[1])
+	if err := m.EnsurePeerFilter(t.Context(), 8472, []FilterPeer{
+		{Addr: peer, Sources: []netip.Prefix{netip.MustParsePrefix("fd10:0:0:2::/64"), netip.PrefixFrom(peer, 128)}},
+		{Addr: peer4, Sources: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24"), netip.MustParsePrefix("fd10:0:0:9::/64")}},
+	}); err != nil {
+		t.Fatalf("EnsurePeerFilter: %v", err)
+	}
+	dst := netip.MustParseAddr("fd10:0:0:1::5")
+	inner := func(src string) []byte {
+		return packettest.VXLAN(1, vxMAC, 0x86dd, packettest.IPv6UDP(netip.MustParseAddr(src), dst, 40000, 9999, []byte(src)))
+	}
+	const innerPayload6 = 8 + 14 + 40 + 8
+	delivered := func() string {
+		buf := make([]byte, 160)
+		_ = l.SetReadDeadline(time.Now().Add(time.Second))
+		n, _, err := l.ReadFromUDP(buf)
+		if err != nil || n < innerPayload6 {
+			return ""
+		}
+		return string(buf[innerPayload6:n])
+	}
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		ok      bool
+	}{
+		{"pod of the peer", inner("fd10:0:0:2::77"), true},
+		{"the peer's host", inner(addrs6[1]), true},
+		{"spoofing another node's pod", inner("fd10:0:0:3::77"), false},
+		{"spoofing this node's pod", inner("fd10:0:0:1::9"), false},
+		{"a source only the IPv4 peer lists", inner("fd10:0:0:9::1"), false},
+		{"IPv4 inside", packettest.VXLAN(1, vxMAC, 0x0800, packettest.IPv4UDP(netip.MustParseAddr("10.244.2.77"), netip.MustParseAddr("10.244.1.5"), 40000, 9999, []byte("v4"))), false},
+		{"truncated", inner("fd10:0:0:2::77")[:40], false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := ruleCountFamily(t, nodes[0], "weft-inner-drop", unix.NFPROTO_IPV6)
+			before4 := ruleCount(t, nodes[0], "weft-inner-drop")
+			sendVXLAN(t, nodes[1], addrs6[0], tc.payload)
+			got := delivered()
+			if tc.ok && got == "" || !tc.ok && got != "" {
+				t.Fatalf("delivered %q, want delivered %v", got, tc.ok)
+			}
+			if after := ruleCountFamily(t, nodes[0], "weft-inner-drop", unix.NFPROTO_IPV6); !tc.ok && after != before+1 || tc.ok && after != before {
+				t.Errorf("IPv6 inner drop counter %d → %d", before, after)
+			}
+			if after4 := ruleCount(t, nodes[0], "weft-inner-drop"); after4 != before4 {
+				t.Errorf("the IPv4 inner drop counted an IPv6 datagram: %d → %d", before4, after4)
 			}
 		})
 	}
