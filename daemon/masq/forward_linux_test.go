@@ -2,6 +2,7 @@ package masq
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,38 +15,66 @@ import (
 // 169.254.169.254), added before weftd starts, still drops it with weft's
 // forwarding rules installed. The iptables jump is appended after it; the
 // nftables chain is a base chain of its own, and a drop in any base chain
-// wins.
+// wins. Without the operator's rule weft's rules forward the pod's traffic:
+// through ip(6)tables' FORWARD policy of DROP, and on nftables the pod
+// network's accept rule of the family counts it. In each family.
 func TestOperatorDropStillApplies(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			t.Parallel()
-			node := nstest.New(t, "wfn")
-			pod := nstest.New(t, "wfp")
-			out := nstest.New(t, "wfo")
-			nstest.Link(t, node, "pod0", "10.244.3.1/24", pod, "eth0", "10.244.3.2/24")
-			pod.MustRun(t, "ip", "route", "add", "default", "via", "10.244.3.1")
-			nstest.Link(t, node, "up0", "198.18.45.1/24", out, "eth0", "198.18.45.2/24")
-			node.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-			// A FORWARD policy of DROP, as Docker sets it, so weft's accept
-			// rules are what lets pod traffic through at all.
-			node.MustRun(t, "iptables", "-P", "FORWARD", "DROP")
-			node.MustRun(t, "iptables", "-A", "FORWARD", "-s", "10.244.0.0/16", "-d", "198.18.45.2", "-j", "DROP")
+	for _, f := range fwdFamilies {
+		for _, b := range backends {
+			t.Run(b.name+"/"+f.name, func(t *testing.T) {
+				t.Parallel()
+				node := nstest.New(t, "wfn")
+				pod := nstest.New(t, "wfp")
+				out := nstest.New(t, "wfo")
+				outAddr := f.plug(t, node, pod, out, 45)
+				drop := []string{"FORWARD", "-s", f.network, "-d", outAddr + f.hostLen, "-j", "DROP"}
+				if b.name == "iptables" {
+					// A FORWARD policy of DROP, as Docker sets it, so weft's
+					// accept rules are what lets pod traffic through at all.
+					node.MustRun(t, f.iptables, "-P", "FORWARD", "DROP")
+				}
+				node.MustRun(t, f.iptables, append([]string{"-A"}, drop...)...)
 
-			r := rulesFor("10.244.0.0/16", "10.244.3.0/24")
-			if err := b.do(t, node, func(m Manager) error { return m.Ensure(t.Context(), r) }); err != nil {
-				t.Fatalf("Ensure: %v", err)
-			}
-			if pingWithin(pod, "198.18.45.2", 2*time.Second) {
-				t.Errorf("the operator's DROP for pods to 198.18.45.2 no longer applies:\n%s", node.MustRun(t, "iptables-save", "-t", "filter"))
-			}
-			node.MustRun(t, "iptables", "-D", "FORWARD", "-s", "10.244.0.0/16", "-d", "198.18.45.2", "-j", "DROP")
-			if b.name == "iptables" && !pingWithin(pod, "198.18.45.2", 5*time.Second) {
-				// (nftables: the DROP policy of iptables' FORWARD still
-				// wins, see masquerade.md.)
-				t.Error("without the operator's DROP, weft's rules do not accept the pod's traffic")
-			}
-		})
+				if err := b.do(t, node, func(m Manager) error { return m.Ensure(t.Context(), f.rules()) }); err != nil {
+					t.Fatalf("Ensure: %v", err)
+				}
+				if pingWithin(pod, outAddr, 2*time.Second) {
+					t.Errorf("the operator's DROP for pods to %s no longer applies:\n%s", outAddr, node.MustRun(t, f.iptSave, "-t", "filter"))
+				}
+				node.MustRun(t, f.iptables, append([]string{"-D"}, drop...)...)
+				// (nftables: a DROP policy of ip(6)tables' FORWARD would
+				// still win, see masquerade.md; here it accepts.)
+				before := forwardAccepts(t, b, f, node)
+				if !pingWithin(pod, outAddr, 5*time.Second) {
+					t.Error("without the operator's DROP, weft's rules do not accept the pod's traffic")
+				}
+				if after := forwardAccepts(t, b, f, node); after <= before {
+					t.Errorf("weft's forward accept from the pod network counted %d packets before the ping, %d after", before, after)
+				}
+			})
+		}
 	}
+}
+
+// forwardAccepts is the packet counter of weft's forward accept rule for
+// traffic from the family's pod network.
+func forwardAccepts(t *testing.T, b backend, f fwdFamily, n *nstest.NS) int {
+	t.Helper()
+	var out string
+	var re *regexp.Regexp
+	if b.name == "iptables" {
+		out = n.MustRun(t, f.iptSave, "-c", "-t", "filter")
+		re = regexp.MustCompile(`\[(\d+):\d+\] -A WEFT-FWD -s ` + regexp.QuoteMeta(f.network) + ` -m comment --comment weft-forward -j ACCEPT`)
+	} else {
+		out = n.MustRun(t, "nft", "list", "table", "inet", DefaultTable)
+		re = regexp.MustCompile(`saddr ` + regexp.QuoteMeta(f.network) + ` counter packets (\d+) bytes \d+ accept comment "weft-forward"`)
+	}
+	m := re.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no forward accept rule for %s with a counter:\n%s", f.network, out)
+	}
+	v, _ := strconv.Atoi(m[1])
+	return v
 }
 
 // TestLegacyForwardJumpMoved: weftd before the appended jump inserted it

@@ -1,6 +1,7 @@
 package masq
 
 import (
+	"fmt"
 	"net"
 	"regexp"
 	"strconv"
@@ -12,18 +13,59 @@ import (
 	"github.com/weftnet/weft/internal/nstest"
 )
 
-var (
-	nftGuard = regexp.MustCompile(`udp dport 8472 counter packets (\d+) bytes \d+ drop comment "weft-tunnel-guard"`)
-	iptGuard = regexp.MustCompile(`\[(\d+):\d+\] -A WEFT-FWD -s 10\.244\.0\.0/16 -p udp -m udp --dport 8472 -m comment --comment weft-tunnel-guard -j DROP`)
-)
+// fwdFamily is one address family of the forward-path tests: a pod on
+// the node's pod link, an outside host (or peer) on its other link.
+type fwdFamily struct {
+	name               string
+	network, podSubnet string
+	podGW, pod, podLen string
+	nodeOut, out, oLen string
+	forwarding         string // the sysctl that turns forwarding on
+	iptables, iptSave  string
+	udp                string // the Go network of a datagram socket
+	hostLen            string // a host prefix length
+}
 
-// guardDrops is the packet counter of the IPv4 tunnel guard in n.
-func guardDrops(t *testing.T, b backend, n *nstest.NS) int {
+// fwdFamilies: IPv4, and IPv6 the same way (issue 16 item 4).
+var fwdFamilies = []fwdFamily{
+	{name: "ipv4", network: "10.244.0.0/16", podSubnet: "10.244.3.0/24", podGW: "10.244.3.1", pod: "10.244.3.2", podLen: "/24",
+		nodeOut: "198.18.%d.1", out: "198.18.%d.2", oLen: "/24", forwarding: "net.ipv4.ip_forward=1",
+		iptables: "iptables", iptSave: "iptables-save", udp: "udp4", hostLen: "/32"},
+	{name: "ipv6", network: "fd10::/48", podSubnet: "fd10:0:0:3::/64", podGW: "fd10:0:0:3::1", pod: "fd10:0:0:3::2", podLen: "/64",
+		nodeOut: "2001:db8:%d::1", out: "2001:db8:%d::2", oLen: "/64", forwarding: "net.ipv6.conf.all.forwarding=1",
+		iptables: "ip6tables", iptSave: "ip6tables-save", udp: "udp6", hostLen: "/128"},
+}
+
+// rules are weft's rules for the family's network and pod subnet.
+func (f fwdFamily) rules() Rules {
+	if f.name == "ipv6" {
+		return Rules{IPv6Network: mustParse(f.network), IPv6Subnet: mustParse(f.podSubnet), Masquerade: true}
+	}
+	return rulesFor(f.network, f.podSubnet)
+}
+
+// plug links pod to node as the family's pod (default route via the
+// gateway) and out to node on the family's outside link of the test's own
+// third octet or group (octet); it turns forwarding on and returns the
+// outside host's address.
+func (f fwdFamily) plug(t *testing.T, node, pod, out *nstest.NS, octet int) string {
+	t.Helper()
+	nstest.Link(t, node, "pod0", f.podGW+f.podLen, pod, "eth0", f.pod+f.podLen)
+	pod.MustRun(t, "ip", "route", "add", "default", "via", f.podGW)
+	outAddr := fmt.Sprintf(f.out, octet)
+	nstest.Link(t, node, "up0", fmt.Sprintf(f.nodeOut, octet)+f.oLen, out, "eth0", outAddr+f.oLen)
+	node.MustRun(t, "sysctl", "-qw", f.forwarding)
+	return outAddr
+}
+
+// guardDrops is the packet counter of the family's tunnel guard in n.
+func guardDrops(t *testing.T, b backend, f fwdFamily, n *nstest.NS) int {
 	t.Helper()
 	var out string
-	re := nftGuard
+	re := regexp.MustCompile(`udp dport 8472 counter packets (\d+) bytes \d+ drop comment "weft-tunnel-guard"`)
 	if b.name == "iptables" {
-		out, re = n.MustRun(t, "iptables-save", "-c", "-t", "filter"), iptGuard
+		out = n.MustRun(t, f.iptSave, "-c", "-t", "filter")
+		re = regexp.MustCompile(`\[(\d+):\d+\] -A WEFT-FWD -s ` + regexp.QuoteMeta(f.network) + ` -p udp -m udp --dport 8472 -m comment --comment weft-tunnel-guard -j DROP`)
 	} else {
 		out = n.MustRun(t, "nft", "list", "table", "inet", DefaultTable)
 	}
@@ -38,78 +80,77 @@ func guardDrops(t *testing.T, b backend, n *nstest.NS) int {
 // TestTunnelGuard: with TunnelPorts set, a pod's datagram to another
 // node's tunnel port is dropped on the forward path (and counted), even
 // though it would leave masqueraded with the node's address; other UDP from
-// the pod is forwarded as before.
+// the pod is forwarded as before. In each family.
 func TestTunnelGuard(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			t.Parallel()
-			node := nstest.New(t, "wgn")
-			pod := nstest.New(t, "wgp")
-			peer := nstest.New(t, "wgr")
-			nstest.Link(t, node, "pod0", "10.244.3.1/24", pod, "eth0", "10.244.3.2/24")
-			pod.MustRun(t, "ip", "route", "add", "default", "via", "10.244.3.1")
-			nstest.Link(t, node, "up0", "198.18.42.1/24", peer, "eth0", "198.18.42.2/24")
-			node.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-			peer.MustRun(t, "ip", "route", "add", "10.244.0.0/16", "via", "198.18.42.1")
+	for _, f := range fwdFamilies {
+		for _, b := range backends {
+			t.Run(b.name+"/"+f.name, func(t *testing.T) {
+				t.Parallel()
+				node := nstest.New(t, "wgn")
+				pod := nstest.New(t, "wgp")
+				peer := nstest.New(t, "wgr")
+				peerAddr := f.plug(t, node, pod, peer, 42)
+				peer.MustRun(t, "ip", "route", "add", f.network, "via", fmt.Sprintf(f.nodeOut, 42))
 
-			listen := func(port int) *net.UDPConn {
-				var c *net.UDPConn
-				if err := peer.Do(func(ns.NetNS) error {
-					var err error
-					c, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port})
-					return err
-				}); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { c.Close() })
-				return c
-			}
-			tunnel, other := listen(8472), listen(9999)
-			send := func(port int) {
-				t.Helper()
-				if err := pod.Do(func(ns.NetNS) error {
-					c, err := net.Dial("udp4", "198.18.42.2:"+strconv.Itoa(port))
-					if err != nil {
+				listen := func(port int) *net.UDPConn {
+					var c *net.UDPConn
+					if err := peer.Do(func(ns.NetNS) error {
+						var err error
+						c, err = net.ListenUDP(f.udp, &net.UDPAddr{Port: port})
 						return err
+					}); err != nil {
+						t.Fatal(err)
 					}
-					defer c.Close()
-					_, err = c.Write([]byte("crafted"))
-					return err
-				}); err != nil {
-					t.Fatal(err)
+					t.Cleanup(func() { c.Close() })
+					return c
 				}
-			}
-			got := func(c *net.UDPConn, d time.Duration) bool {
-				buf := make([]byte, 64)
-				_ = c.SetReadDeadline(time.Now().Add(d))
-				_, _, err := c.ReadFromUDP(buf)
-				return err == nil
-			}
+				tunnel, other := listen(8472), listen(9999)
+				send := func(port int) {
+					t.Helper()
+					if err := pod.Do(func(ns.NetNS) error {
+						c, err := net.Dial(f.udp, net.JoinHostPort(peerAddr, strconv.Itoa(port)))
+						if err != nil {
+							return err
+						}
+						defer c.Close()
+						_, err = c.Write([]byte("crafted"))
+						return err
+					}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got := func(c *net.UDPConn, d time.Duration) bool {
+					buf := make([]byte, 64)
+					_ = c.SetReadDeadline(time.Now().Add(d))
+					_, _, err := c.ReadFromUDP(buf)
+					return err == nil
+				}
 
-			// Baseline: without the guard the pod reaches the tunnel port.
-			send(8472)
-			if !got(tunnel, 5*time.Second) {
-				t.Fatal("baseline: the pod's datagram to the tunnel port did not arrive; the test cannot see the guard work")
-			}
-			r := rulesFor("10.244.0.0/16", "10.244.3.0/24")
-			r.TunnelPorts = []uint16{8472}
-			if err := b.do(t, node, func(m Manager) error { return m.Ensure(t.Context(), r) }); err != nil {
-				t.Fatalf("Ensure: %v", err)
-			}
-			const n = 3
-			for range n {
+				// Baseline: without the guard the pod reaches the tunnel port.
 				send(8472)
-			}
-			if got(tunnel, time.Second) {
-				t.Error("a pod's datagram to the tunnel port was forwarded")
-			}
-			if d := guardDrops(t, b, node); d != n {
-				t.Errorf("guard counted %d drops, want %d", d, n)
-			}
-			send(9999)
-			if !got(other, 5*time.Second) {
-				t.Error("other UDP from the pod is no longer forwarded")
-			}
-		})
+				if !got(tunnel, 5*time.Second) {
+					t.Fatal("baseline: the pod's datagram to the tunnel port did not arrive; the test cannot see the guard work")
+				}
+				r := f.rules()
+				r.TunnelPorts = []uint16{8472}
+				if err := b.do(t, node, func(m Manager) error { return m.Ensure(t.Context(), r) }); err != nil {
+					t.Fatalf("Ensure: %v", err)
+				}
+				const n = 3
+				for range n {
+					send(8472)
+				}
+				if got(tunnel, time.Second) {
+					t.Error("a pod's datagram to the tunnel port was forwarded")
+				}
+				if d := guardDrops(t, b, f, node); d != n {
+					t.Errorf("guard counted %d drops, want %d", d, n)
+				}
+				send(9999)
+				if !got(other, 5*time.Second) {
+					t.Error("other UDP from the pod is no longer forwarded")
+				}
+			})
+		}
 	}
 }

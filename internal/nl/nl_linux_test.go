@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -320,53 +321,76 @@ func TestForeignRoutesAreLeftAlone(t *testing.T) {
 
 // TestEnsureUnreachable: weft's unreachable routes for the pod network are
 // kept exactly as asked, below (in preference) any route to the same prefix,
-// and an unreachable route that is not weft's is left alone.
+// and an unreachable route that is not weft's is left alone. In each family
+// (IPv6: weft's routes have metric 1024, still ahead of the unreachable one).
 func TestEnsureUnreachable(t *testing.T) {
-	n := testNode(t)
-	h := New(nil)
-	n.MustRun(t, "ip", "route", "add", "unreachable", "10.70.0.0/16", "proto", "static")
-	ensure := func(dsts ...string) bool {
-		t.Helper()
-		var ps []netip.Prefix
-		for _, d := range dsts {
-			ps = append(ps, netip.MustParsePrefix(d))
-		}
-		var changed bool
-		do(t, n, func() error {
-			var err error
-			changed, err = h.EnsureUnreachable(unix.AF_INET, ps)
-			return err
+	for _, tc := range []struct {
+		name                        string
+		family                      int
+		ipFlag                      string
+		addr                        string // eth0's address of the family, if the node lacks one
+		network, inside, moved, foe string
+	}{
+		{name: "ipv4", family: unix.AF_INET, ipFlag: "-4",
+			network: "10.244.0.0/16", inside: "10.244.9.9", moved: "10.50.0.0/16", foe: "10.70.0.0/16"},
+		{name: "ipv6", family: unix.AF_INET6, ipFlag: "-6", addr: "2001:db8:20::1/64",
+			network: "fd10::/48", inside: "fd10:0:0:9::9", moved: "fd50::/48", foe: "fd70::/48"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := testNode(t)
+			if tc.addr != "" {
+				n.MustRun(t, "ip", "addr", "add", tc.addr, "dev", "eth0", "nodad")
+			}
+			h := New(nil)
+			n.MustRun(t, "ip", tc.ipFlag, "route", "add", "unreachable", tc.foe, "proto", "static")
+			ensure := func(dsts ...string) bool {
+				t.Helper()
+				var ps []netip.Prefix
+				for _, d := range dsts {
+					ps = append(ps, netip.MustParsePrefix(d))
+				}
+				var changed bool
+				do(t, n, func() error {
+					var err error
+					changed, err = h.EnsureUnreachable(tc.family, ps)
+					return err
+				})
+				return changed
+			}
+			unreachables := func() string {
+				return n.MustRun(t, "ip", tc.ipFlag, "route", "show", "type", "unreachable")
+			}
+			if !ensure(tc.network) || ensure(tc.network) {
+				t.Error("EnsureUnreachable: want a change, then none")
+			}
+			if out, err := n.Run("ip", tc.ipFlag, "route", "get", tc.inside); err == nil || !strings.Contains(out, "No route to host") {
+				t.Errorf("route get into the pod network: %v: %s", err, out)
+			}
+			// A weft route to the same prefix (udp's device route) wins over it.
+			do(t, n, func() error {
+				eth0, err := h.Netlink().LinkByName("eth0")
+				if err != nil {
+					return err
+				}
+				_, err = h.EnsureRoute(Route{Dst: netip.MustParsePrefix(tc.network), LinkIndex: eth0.Attrs().Index}, nil)
+				return err
+			})
+			if out := n.MustRun(t, "ip", tc.ipFlag, "route", "get", tc.inside); !strings.Contains(out, "dev eth0") {
+				t.Errorf("route get with a device route to the network too: %s", out)
+			}
+			if !ensure(tc.moved) {
+				t.Error("moving the network changed nothing")
+			}
+			out := unreachables()
+			weftMoved := regexp.MustCompile(regexp.QuoteMeta(tc.moved) + `( dev lo)? proto 87 metric 4242`)
+			if strings.Contains(out, tc.network) || !weftMoved.MatchString(out) || !strings.Contains(out, tc.foe) {
+				t.Errorf("unreachable routes after the move:\n%s", out)
+			}
+			ensure()
+			if out := unreachables(); strings.Contains(out, "proto 87") || !strings.Contains(out, tc.foe) {
+				t.Errorf("unreachable routes after removal:\n%s", out)
+			}
 		})
-		return changed
-	}
-	if !ensure("10.244.0.0/16") || ensure("10.244.0.0/16") {
-		t.Error("EnsureUnreachable: want a change, then none")
-	}
-	if out, err := n.Run("ip", "route", "get", "10.244.9.9"); err == nil || !strings.Contains(out, "No route to host") {
-		t.Errorf("route get into the pod network: %v: %s", err, out)
-	}
-	// A weft route to the same prefix (udp's device route) wins over it.
-	do(t, n, func() error {
-		eth0, err := h.Netlink().LinkByName("eth0")
-		if err != nil {
-			return err
-		}
-		_, err = h.EnsureRoute(Route{Dst: netip.MustParsePrefix("10.244.0.0/16"), LinkIndex: eth0.Attrs().Index}, nil)
-		return err
-	})
-	if out := n.MustRun(t, "ip", "route", "get", "10.244.9.9"); !strings.Contains(out, "dev eth0") {
-		t.Errorf("route get with a device route to the network too: %s", out)
-	}
-	if !ensure("10.50.0.0/16") {
-		t.Error("moving the network changed nothing")
-	}
-	out := n.MustRun(t, "ip", "route", "show", "type", "unreachable")
-	if strings.Contains(out, "10.244.0.0/16") || !strings.Contains(out, "10.50.0.0/16 proto 87 metric 4242") || !strings.Contains(out, "10.70.0.0/16 proto static") {
-		t.Errorf("unreachable routes after the move:\n%s", out)
-	}
-	ensure()
-	if out := n.MustRun(t, "ip", "route", "show", "type", "unreachable"); strings.Contains(out, "proto 87") || !strings.Contains(out, "10.70.0.0/16") {
-		t.Errorf("unreachable routes after removal:\n%s", out)
 	}
 }
 
