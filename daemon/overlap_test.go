@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -82,5 +83,43 @@ func TestDoesNotStartOnAnOverlappingNetwork(t *testing.T) {
 	waitFor(t, "more polls", func() bool { return m.Calls("GetNetworkConfig") >= reads+2 })
 	if n.ready() || m.Calls("AcquireLease") != 0 || strings.Count(logs.String(), says) != 1 {
 		t.Errorf("ready %v, %d lease acquisitions, logs:\n%s", n.ready(), m.Calls("AcquireLease"), logs.String())
+	}
+}
+
+// TestCheckUnderlayFamilies: each family's pod network is checked against
+// the underlay address and the connected prefixes of its family, and a
+// network clear of both is accepted.
+func TestCheckUnderlayFamilies(t *testing.T) {
+	u := backend.Underlay{Link: "eth0", Index: 2, MTU: 1500,
+		PublicIP: netip.MustParseAddr("198.18.0.1"), PublicIPv6: netip.MustParseAddr("2001:db8:0:1::1")}
+	connected := func(backend.Underlay) ([]netip.Prefix, error) {
+		return []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:0:1::/64"), netip.MustParsePrefix("fd00:7::/64")}, nil
+	}
+	d := &Daemon{deps: Deps{Connected: connected}, log: slog.New(slog.DiscardHandler)}
+	for _, tc := range []struct {
+		name, config, says string // says "": accepted
+	}{
+		{"dual stack clear of the underlay", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd10::/56"}`, ""},
+		{"IPv6-only clear of the underlay", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd10::/56"}`, ""},
+		{"IPv6 network holds PublicIPv6", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8::/48"}`,
+			"2001:db8::/48 contains this node's PublicIPv6 2001:db8:0:1::1"},
+		{"IPv6 network over a connected IPv6 prefix", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/16"}`,
+			"fd00::/16 overlaps fd00:7::/64, directly connected to eth0"},
+		{"IPv4 network of a dual stack over the underlay", `{"Network":"198.18.0.0/16","EnableIPv6":true,"IPv6Network":"fd10::/56"}`,
+			"198.18.0.0/16 contains this node's PublicIP 198.18.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := subnet.ParseConfig([]byte(tc.config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = d.checkUnderlay(cfg, u)
+			switch {
+			case tc.says == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.says != "" && (!errors.Is(err, errUnderlayOverlap) || !strings.Contains(err.Error(), tc.says)):
+				t.Errorf("err = %v, want errUnderlayOverlap saying %q", err, tc.says)
+			}
+		})
 	}
 }
