@@ -140,6 +140,12 @@ func (l *Lab) flanneldArgs(n *Node) []string {
 	args = append(args,
 		"--iface="+underlayIface,
 		"--public-ip="+n.Underlay.String(),
+	)
+	if n.UnderlayV6.IsValid() {
+		// As weftd is given --public-ipv6 in a lab with IPv6.
+		args = append(args, "--public-ipv6="+n.UnderlayV6.String())
+	}
+	args = append(args,
 		"--subnet-file="+n.SubnetFile,
 		"--healthz-ip=127.0.0.1",
 		fmt.Sprintf("--healthz-port=%d", flannelHealthzPort),

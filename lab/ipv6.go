@@ -95,8 +95,8 @@ func checkIPv6Options(o *Options) error {
 		return errors.New("--ipv6 (dual stack) and --ipv6-only exclude each other: give one")
 	}
 	switch {
-	case len(o.FlannelNodes) > 0:
-		return errors.New("--ipv6 and --ipv6-only do not combine with Flannel nodes yet: the lab starts flanneld without IPv6 flags")
+	case len(o.FlannelNodes) > 0 && o.IPv6Only:
+		return errors.New("--ipv6-only does not combine with Flannel nodes yet: use --ipv6 (dual stack) for a mixed cluster")
 	case o.EtcdMembers > 1 && o.IPv6Only:
 		return errors.New("--ipv6-only runs a single etcd: a multi-member etcd is on the IPv4 underlay")
 	}

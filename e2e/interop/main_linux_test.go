@@ -127,6 +127,9 @@ func requireMatrix(t *testing.T, l *lab.Lab, what string) {
 	for _, n := range l.Nodes {
 		want += pods - len(n.Pods) // node → other nodes' pods
 	}
+	if l.IPv6 {
+		want *= 2 // dual stack: each probe in both families
+	}
 	if !m.OK || len(m.Probes) != want {
 		t.Fatalf("%s: not fully connected (%d probes, want %d):\n%s", what, len(m.Probes), want, b.String())
 	}
@@ -174,7 +177,11 @@ func podAddr(t *testing.T, l *lab.Lab, pod string) netip.Addr {
 // routeTo returns node's kernel route for sn ("" when none).
 func routeTo(t *testing.T, l *lab.Lab, node string, sn netip.Prefix) string {
 	t.Helper()
-	out, err := l.Run(t.Context(), node, "ip", "route", "show", "exact", sn.String())
+	fam := "-4"
+	if sn.Addr().Is6() {
+		fam = "-6" // ip route show lists IPv4 only unless told, whatever the prefix
+	}
+	out, err := l.Run(t.Context(), node, "ip", fam, "route", "show", "exact", sn.String())
 	if err != nil {
 		t.Fatal(err)
 	}

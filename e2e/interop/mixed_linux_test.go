@@ -335,15 +335,19 @@ func logSince(path string, offset int64) string {
 	return string(b[min(offset, int64(len(b))):])
 }
 
+// leaseKey is node n's lease key in etcd: Flannel's dual-stack form
+// (10.244.1.0-24&fd00:…-64) when the lab has IPv6.
+func leaseKey(n *lab.Node) string { return subnetsPrefix + subnet.KeyName(n.Subnet, n.IPv6Subnet) }
+
 // requireExpiryDropped lets a weft lease expire (its weftd SIGKILLed) and a
 // Flannel lease expire (flanneld SIGKILLed, its etcd lease revoked as etcd
 // does at the end of its 24 h TTL) and requires every node of the other
-// kind to drop the gone subnet.
+// kind to drop the gone subnet (both subnets in a dual-stack lab).
 func requireExpiryDropped(t *testing.T, l *lab.Lab, backend string) {
 	t.Helper()
 	c := labtest.EtcdClient(t, l, clientv3.Config{})
-	keyGone := func(sn netip.Prefix) bool {
-		resp, err := c.Get(t.Context(), subnetsPrefix+subnet.KeyName(sn, netip.Prefix{}))
+	keyGone := func(n *lab.Node) bool {
+		resp, err := c.Get(t.Context(), leaseKey(n))
 		return err == nil && len(resp.Kvs) == 0
 	}
 	var weftNodes, flannelNodes []*lab.Node
@@ -354,14 +358,21 @@ func requireExpiryDropped(t *testing.T, l *lab.Lab, backend string) {
 			weftNodes = append(weftNodes, n)
 		}
 	}
-	gone := func(by *lab.Node, sn netip.Prefix) bool {
+	gone := func(by, of *lab.Node) bool {
+		sn := of.Subnet
 		if !by.Flannel && hasPeer(t, l, by.Name, sn) {
 			return false
 		}
 		if backend == "udp" { // routes live in userspace
 			return by.Flannel && fileHas(by.FlannelLog, "Subnet removed: "+sn.String()) || !by.Flannel
 		}
-		return routeTo(t, l, by.Name, sn) == ""
+		return routeTo(t, l, by.Name, sn) == "" && (!of.IPv6Subnet.IsValid() || routeTo(t, l, by.Name, of.IPv6Subnet) == "")
+	}
+	routes := func(by, of *lab.Node) string {
+		if of.IPv6Subnet.IsValid() {
+			return routeTo(t, l, by.Name, of.Subnet) + " " + routeTo(t, l, by.Name, of.IPv6Subnet)
+		}
+		return routeTo(t, l, by.Name, of.Subnet)
 	}
 
 	// A weft lease expires: its weftd dies without a word.
@@ -370,19 +381,19 @@ func requireExpiryDropped(t *testing.T, l *lab.Lab, backend string) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if !lab.Poll(t.Context(), 3*weftTTL, 200*time.Millisecond, func() bool { return keyGone(w.Subnet) }) {
+	if !lab.Poll(t.Context(), 3*weftTTL, 200*time.Millisecond, func() bool { return keyGone(w) }) {
 		t.Fatalf("weft lease %s still in etcd %v after its weftd died (TTL %v)", w.Subnet, 3*weftTTL, weftTTL)
 	}
 	t.Logf("weft lease %s expired %v after its weftd died", w.Subnet, time.Since(start).Round(100*time.Millisecond))
 	for _, f := range flannelNodes {
-		if !lab.Poll(t.Context(), 20*time.Second, 200*time.Millisecond, func() bool { return gone(f, w.Subnet) }) {
-			t.Errorf("Flannel node %s still routes expired weft subnet %s: %s", f.Name, w.Subnet, routeTo(t, l, f.Name, w.Subnet))
+		if !lab.Poll(t.Context(), 20*time.Second, 200*time.Millisecond, func() bool { return gone(f, w) }) {
+			t.Errorf("Flannel node %s still routes expired weft subnet %s: %s", f.Name, w.Subnet, routes(f, w))
 		}
 	}
 
 	// A Flannel lease expires: flanneld dies, etcd ends its lease.
 	f := flannelNodes[0]
-	resp, err := c.Get(t.Context(), subnetsPrefix+subnet.KeyName(f.Subnet, netip.Prefix{}))
+	resp, err := c.Get(t.Context(), leaseKey(f))
 	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
 		t.Fatalf("Flannel lease %s: %v %+v", f.Subnet, err, resp)
 	}
@@ -393,8 +404,8 @@ func requireExpiryDropped(t *testing.T, l *lab.Lab, backend string) {
 		t.Fatalf("revoke Flannel's etcd lease: %v", err)
 	}
 	for _, w := range weftNodes[:len(weftNodes)-1] {
-		if !lab.Poll(t.Context(), 20*time.Second, 200*time.Millisecond, func() bool { return gone(w, f.Subnet) }) {
-			t.Errorf("weft node %s still has expired Flannel subnet %s: %s", w.Name, f.Subnet, routeTo(t, l, w.Name, f.Subnet))
+		if !lab.Poll(t.Context(), 20*time.Second, 200*time.Millisecond, func() bool { return gone(w, f) }) {
+			t.Errorf("weft node %s still has expired Flannel subnet %s: %s", w.Name, f.Subnet, routes(w, f))
 		}
 	}
 }
