@@ -206,48 +206,45 @@ func (e *env) allocs() []ipam.Allocation {
 // twice or not at all while 200 veths settle.
 func (e *env) bridgePorts() []string {
 	e.t.Helper()
-	var names []string
-	err := e.inNode(func() error {
-		br, err := netlinksafe.LinkByName(e.bridge)
-		if err != nil {
-			return err
-		}
-		links, err := netlinksafe.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, l := range links {
-			if l.Attrs().MasterIndex == br.Attrs().Index {
-				names = append(names, l.Attrs().Name)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		e.t.Fatal(err)
+	links := e.nodeLinks()
+	i := slices.IndexFunc(links, func(l netlink.Link) bool { return l.Attrs().Name == e.bridge })
+	if i < 0 {
+		e.t.Fatalf("no bridge %s in the node", e.bridge)
 	}
-	slices.Sort(names)
-	return names
+	br := links[i].Attrs().Index
+	return linkNames(links, func(l netlink.Link) bool { return l.Attrs().MasterIndex == br })
 }
 
 // nodeVeths lists the weft veths in the node namespace.
 func (e *env) nodeVeths() []string {
 	e.t.Helper()
-	var names []string
-	err := e.inNode(func() error {
-		links, err := netlinksafe.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, l := range links {
-			if _, ok := l.(*netlink.Veth); ok && strings.HasPrefix(l.Attrs().Name, "weft") {
-				names = append(names, l.Attrs().Name)
-			}
-		}
-		return nil
+	return linkNames(e.nodeLinks(), func(l netlink.Link) bool {
+		_, ok := l.(*netlink.Veth)
+		return ok && strings.HasPrefix(l.Attrs().Name, "weft")
 	})
-	if err != nil {
+}
+
+// nodeLinks lists the links of the node namespace.
+func (e *env) nodeLinks() []netlink.Link {
+	e.t.Helper()
+	var links []netlink.Link
+	if err := e.inNode(func() error {
+		var err error
+		links, err = netlinksafe.LinkList()
+		return err
+	}); err != nil {
 		e.t.Fatal(err)
+	}
+	return links
+}
+
+// linkNames returns the sorted names of the links keep accepts.
+func linkNames(links []netlink.Link, keep func(netlink.Link) bool) []string {
+	var names []string
+	for _, l := range links {
+		if keep(l) {
+			names = append(names, l.Attrs().Name)
+		}
 	}
 	slices.Sort(names)
 	return names

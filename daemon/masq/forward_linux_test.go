@@ -23,10 +23,7 @@ func TestOperatorDropStillApplies(t *testing.T) {
 		for _, b := range backends {
 			t.Run(b.name+"/"+f.name, func(t *testing.T) {
 				t.Parallel()
-				node := nstest.New(t, "wfn")
-				pod := nstest.New(t, "wfp")
-				out := nstest.New(t, "wfo")
-				outAddr := f.plug(t, node, pod, out, 45)
+				node, pod, _, outAddr := f.plug(t, "wf", 45)
 				drop := []string{"FORWARD", "-s", f.network, "-d", outAddr + f.hostLen, "-j", "DROP"}
 				if b.name == "iptables" {
 					// A FORWARD policy of DROP, as Docker sets it, so weft's

@@ -44,18 +44,20 @@ func (f fwdFamily) rules() Rules {
 	return rulesFor(f.network, f.podSubnet)
 }
 
-// plug links pod to node as the family's pod (default route via the
-// gateway) and out to node on the family's outside link of the test's own
-// third octet or group (octet); it turns forwarding on and returns the
-// outside host's address.
-func (f fwdFamily) plug(t *testing.T, node, pod, out *nstest.NS, octet int) string {
+// plug makes a node, a pod and an outside host (namespaces named prefix
+// + "n", "p", "o"): the pod on the node's pod link (default route via the
+// gateway), the outside host on the node's other link, of the family's
+// addresses with the test's own third octet or group (octet). It turns
+// forwarding on and returns the outside host's address.
+func (f fwdFamily) plug(t *testing.T, prefix string, octet int) (node, pod, out *nstest.NS, outAddr string) {
 	t.Helper()
+	node, pod, out = nstest.New(t, prefix+"n"), nstest.New(t, prefix+"p"), nstest.New(t, prefix+"o")
 	nstest.Link(t, node, "pod0", f.podGW+f.podLen, pod, "eth0", f.pod+f.podLen)
 	pod.MustRun(t, "ip", "route", "add", "default", "via", f.podGW)
-	outAddr := fmt.Sprintf(f.out, octet)
+	outAddr = fmt.Sprintf(f.out, octet)
 	nstest.Link(t, node, "up0", fmt.Sprintf(f.nodeOut, octet)+f.oLen, out, "eth0", outAddr+f.oLen)
 	node.MustRun(t, "sysctl", "-qw", f.forwarding)
-	return outAddr
+	return node, pod, out, outAddr
 }
 
 // guardDrops is the packet counter of the family's tunnel guard in n.
@@ -86,10 +88,7 @@ func TestTunnelGuard(t *testing.T) {
 		for _, b := range backends {
 			t.Run(b.name+"/"+f.name, func(t *testing.T) {
 				t.Parallel()
-				node := nstest.New(t, "wgn")
-				pod := nstest.New(t, "wgp")
-				peer := nstest.New(t, "wgr")
-				peerAddr := f.plug(t, node, pod, peer, 42)
+				node, pod, peer, peerAddr := f.plug(t, "wg", 42)
 				peer.MustRun(t, "ip", "route", "add", f.network, "via", fmt.Sprintf(f.nodeOut, 42))
 
 				listen := func(port int) *net.UDPConn {

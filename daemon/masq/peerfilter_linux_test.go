@@ -21,38 +21,7 @@ import (
 // filter in n.
 func dropCount(t *testing.T, n *nstest.NS) uint64 {
 	t.Helper()
-	c, err := nftables.New(nftables.WithNetNSFd(int(n.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := &nftables.Table{Name: DefaultTable, Family: nftables.TableFamilyINet}
-	rules, err := c.GetRules(table, &nftables.Chain{Name: nftInput, Table: table})
-	if err != nil {
-		t.Fatalf("list peer filter rules: %v", err)
-	}
-	for _, r := range rules {
-		comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-		if !strings.HasPrefix(comment, "weft-peer-drop") {
-			continue
-		}
-		var v4 bool
-		var packets uint64
-		for _, e := range r.Exprs {
-			switch e := e.(type) {
-			case *expr.Cmp:
-				if len(e.Data) == 1 && e.Data[0] == unix.NFPROTO_IPV4 {
-					v4 = true
-				}
-			case *expr.Counter:
-				packets = e.Packets
-			}
-		}
-		if v4 {
-			return packets
-		}
-	}
-	t.Fatal("no IPv4 drop rule in the peer filter")
-	return 0
+	return ruleCount(t, n, "weft-peer-drop", unix.NFPROTO_IPV4)
 }
 
 // TestPeerFilter: node 0 filters UDP port 8472; a datagram from a non-peer
@@ -183,9 +152,13 @@ func TestPeerFilter(t *testing.T) {
 // vxMAC is the inner destination MAC of the datagrams the tests send.
 var vxMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
 
-// innerPayload is where the inner UDP payload starts in a VXLAN datagram's
-// UDP payload: VXLAN 8, Ethernet 14, IPv4 20, UDP 8.
-const innerPayload = 8 + 14 + 20 + 8
+// innerPayload and innerPayload6 are where the inner UDP payload starts in
+// a VXLAN datagram's UDP payload: VXLAN 8, Ethernet 14, IPv4 20 (IPv6 40),
+// UDP 8.
+const (
+	innerPayload  = 8 + 14 + 20 + 8
+	innerPayload6 = 8 + 14 + 40 + 8
+)
 
 // self is a filter peer whose only inner source is its own address.
 func self(a string) FilterPeer {
@@ -210,15 +183,9 @@ func sendVXLAN(t *testing.T, n *nstest.NS, to string, payload []byte) {
 }
 
 // ruleCount is the packet counter of the rule commented comment in n's
-// peer filter.
-func ruleCount(t *testing.T, n *nstest.NS, comment string) uint64 {
-	t.Helper()
-	return ruleCountFamily(t, n, comment, 0)
-}
-
-// ruleCountFamily is ruleCount for the rule of one family (NFPROTO_IPV4,
-// NFPROTO_IPV6; 0 for the first rule whatever its family).
-func ruleCountFamily(t *testing.T, n *nstest.NS, comment string, family byte) uint64 {
+// peer filter, of one family (NFPROTO_IPV4, NFPROTO_IPV6; 0: the first
+// such rule whatever its family).
+func ruleCount(t *testing.T, n *nstest.NS, comment string, family byte) uint64 {
 	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(int(n.Fd())))
 	if err != nil {
@@ -266,15 +233,6 @@ func TestPeerFilterInnerSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var l *net.UDPConn
-	if err := nodes[0].Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 8472})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	peer := netip.MustParseAddr(addrs[1])
 	podNet := netip.MustParsePrefix("10.244.2.0/24")
 	if err := m.EnsurePeerFilter(t.Context(), 8472, []FilterPeer{{Addr: peer,
@@ -285,36 +243,66 @@ func TestPeerFilterInnerSource(t *testing.T) {
 	inner := func(src string) []byte {
 		return packettest.VXLAN(1, vxMAC, 0x0800, packettest.IPv4UDP(netip.MustParseAddr(src), dst, 40000, 9999, []byte(src)))
 	}
-	delivered := func() string {
-		buf := make([]byte, 128)
-		_ = l.SetReadDeadline(time.Now().Add(time.Second))
-		n, _, err := l.ReadFromUDP(buf)
-		if err != nil {
-			return ""
-		}
-		return string(buf[innerPayload:n])
-	}
-	for _, tc := range []struct {
-		name    string
-		payload []byte
-		ok      bool
-	}{
+	checkInnerSources(t, nodes[0], nodes[1], addrs[0], unix.NFPROTO_IPV4, []innerCase{
 		{"pod of the peer", inner("10.244.2.77"), true},
 		{"the peer's host", inner(addrs[1]), true},
 		{"spoofing another node's pod", inner("10.244.3.77"), false},
 		{"spoofing this node's pod", inner("10.244.1.9"), false},
 		{"not IPv4 inside", packettest.VXLAN(1, vxMAC, 0x0806, make([]byte, 28)), false},
 		{"truncated", inner("10.244.2.77")[:30], false},
-	} {
+	})
+}
+
+// innerCase is a datagram of the inner-source tests and whether the
+// filter must let it through.
+type innerCase struct {
+	name    string
+	payload []byte
+	ok      bool
+}
+
+// checkInnerSources sends each case's datagram from peer to to:8472 on
+// node, whose filter is installed, and checks that it reaches a socket on
+// node exactly when ok, and that the inner drop rule of family counts each
+// dropped one and the other family's rule none.
+func checkInnerSources(t *testing.T, node, peer *nstest.NS, to string, family byte, cases []innerCase) {
+	t.Helper()
+	network, payloadAt, other := "udp4", innerPayload, byte(unix.NFPROTO_IPV6)
+	if family == unix.NFPROTO_IPV6 {
+		network, payloadAt, other = "udp6", innerPayload6, unix.NFPROTO_IPV4
+	}
+	var l *net.UDPConn
+	if err := node.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.ListenUDP(network, &net.UDPAddr{Port: 8472})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	delivered := func() string {
+		buf := make([]byte, 160)
+		_ = l.SetReadDeadline(time.Now().Add(time.Second))
+		n, _, err := l.ReadFromUDP(buf)
+		if err != nil || n < payloadAt {
+			return ""
+		}
+		return string(buf[payloadAt:n])
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := ruleCount(t, nodes[0], "weft-inner-drop")
-			sendVXLAN(t, nodes[1], addrs[0], tc.payload)
+			before := ruleCount(t, node, "weft-inner-drop", family)
+			beforeOther := ruleCount(t, node, "weft-inner-drop", other)
+			sendVXLAN(t, peer, to, tc.payload)
 			got := delivered()
 			if tc.ok && got == "" || !tc.ok && got != "" {
 				t.Fatalf("delivered %q, want delivered %v", got, tc.ok)
 			}
-			if after := ruleCount(t, nodes[0], "weft-inner-drop"); !tc.ok && after != before+1 || tc.ok && after != before {
+			if after := ruleCount(t, node, "weft-inner-drop", family); !tc.ok && after != before+1 || tc.ok && after != before {
 				t.Errorf("inner drop counter %d → %d", before, after)
+			}
+			if after := ruleCount(t, node, "weft-inner-drop", other); after != beforeOther {
+				t.Errorf("the other family's inner drop counted the datagram: %d → %d", beforeOther, after)
 			}
 		})
 	}
@@ -334,15 +322,6 @@ func TestPeerFilterInnerSource6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var l *net.UDPConn
-	if err := nodes[0].Do(func(ns.NetNS) error {
-		var err error
-		l, err = net.ListenUDP("udp6", &net.UDPAddr{Port: 8472})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	peer, peer4 := netip.MustParseAddr(addrs6[1]), netip.MustParseAddr(addrs[1])
 	if err := m.EnsurePeerFilter(t.Context(), 8472, []FilterPeer{
 		{Addr: peer, Sources: []netip.Prefix{netip.MustParsePrefix("fd10:0:0:2::/64"), netip.PrefixFrom(peer, 128)}},
@@ -354,21 +333,7 @@ func TestPeerFilterInnerSource6(t *testing.T) {
 	inner := func(src string) []byte {
 		return packettest.VXLAN(1, vxMAC, 0x86dd, packettest.IPv6UDP(netip.MustParseAddr(src), dst, 40000, 9999, []byte(src)))
 	}
-	const innerPayload6 = 8 + 14 + 40 + 8
-	delivered := func() string {
-		buf := make([]byte, 160)
-		_ = l.SetReadDeadline(time.Now().Add(time.Second))
-		n, _, err := l.ReadFromUDP(buf)
-		if err != nil || n < innerPayload6 {
-			return ""
-		}
-		return string(buf[innerPayload6:n])
-	}
-	for _, tc := range []struct {
-		name    string
-		payload []byte
-		ok      bool
-	}{
+	checkInnerSources(t, nodes[0], nodes[1], addrs6[0], unix.NFPROTO_IPV6, []innerCase{
 		{"pod of the peer", inner("fd10:0:0:2::77"), true},
 		{"the peer's host", inner(addrs6[1]), true},
 		{"spoofing another node's pod", inner("fd10:0:0:3::77"), false},
@@ -376,23 +341,7 @@ func TestPeerFilterInnerSource6(t *testing.T) {
 		{"a source only the IPv4 peer lists", inner("fd10:0:0:9::1"), false},
 		{"IPv4 inside", packettest.VXLAN(1, vxMAC, 0x0800, packettest.IPv4UDP(netip.MustParseAddr("10.244.2.77"), netip.MustParseAddr("10.244.1.5"), 40000, 9999, []byte("v4"))), false},
 		{"truncated", inner("fd10:0:0:2::77")[:40], false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := ruleCountFamily(t, nodes[0], "weft-inner-drop", unix.NFPROTO_IPV6)
-			before4 := ruleCount(t, nodes[0], "weft-inner-drop")
-			sendVXLAN(t, nodes[1], addrs6[0], tc.payload)
-			got := delivered()
-			if tc.ok && got == "" || !tc.ok && got != "" {
-				t.Fatalf("delivered %q, want delivered %v", got, tc.ok)
-			}
-			if after := ruleCountFamily(t, nodes[0], "weft-inner-drop", unix.NFPROTO_IPV6); !tc.ok && after != before+1 || tc.ok && after != before {
-				t.Errorf("IPv6 inner drop counter %d → %d", before, after)
-			}
-			if after4 := ruleCount(t, nodes[0], "weft-inner-drop"); after4 != before4 {
-				t.Errorf("the IPv4 inner drop counted an IPv6 datagram: %d → %d", before4, after4)
-			}
-		})
-	}
+	})
 }
 
 // TestPeerFilterWithoutInnerCheck: on a kernel without concatenated
