@@ -2,7 +2,6 @@ package interop
 
 import (
 	"encoding/json"
-	"strings"
 	"testing"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,29 +27,14 @@ func TestMixedDualStack(t *testing.T) {
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
 			t.Parallel()
-			l := up(t, lab.Options{
-				Name:         labName("m6" + strings.ReplaceAll(tc.backend, "-", "") + "-"),
-				Nodes:        3,
-				PodsPerNode:  2,
-				Backend:      tc.backend,
-				IPMasq:       tc.ipMasq,
-				IPv6:         true,
-				FlannelNodes: []string{"n2"},
-				WeftdArgs:    []string{"--subnet-lease-ttl=" + weftTTL.String()},
-			})
+			o := tc.options("m6")
+			o.IPv6, o.WeftdArgs = true, []string{"--subnet-lease-ttl=" + weftTTL.String()}
+			l := up(t, o)
 			requireMatrix(t, l, "dual stack: n1 and n3 weft, n2 Flannel")
 			requireWireFormats(t, l)
 			requireDualStackLeases(t, l, tc.backend)
 
-			nf, err := l.AddFlannelNode(t.Context())
-			if err != nil {
-				t.Fatalf("add a Flannel node: %v", err)
-			}
-			nw, err := l.AddNode(t.Context())
-			if err != nil {
-				t.Fatalf("add a weft node: %v", err)
-			}
-			requireMatrix(t, l, "dual stack: Flannel node "+nf.Name+" and weft node "+nw.Name+" joined")
+			requireJoinBothSides(t, l, "dual stack: ")
 			requireExpiryDropped(t, l, tc.backend)
 		})
 	}

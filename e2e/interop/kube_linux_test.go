@@ -1,7 +1,6 @@
 package interop
 
 import (
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -27,38 +26,17 @@ const kubeAnnotationPrefix = "flannel.alpha.coreos.com/"
 func TestMixedKube(t *testing.T) {
 	bins(t)
 	kubetest.RequireBinaries(t)
-	for _, tc := range mixedCases {
-		t.Run(tc.backend, func(t *testing.T) {
-			t.Parallel()
-			testMixedKube(t, tc)
-		})
-	}
+	runMixedCases(t, testMixedKube)
 }
 
 func testMixedKube(t *testing.T, tc mixedCase) {
-	l := up(t, lab.Options{
-		Name:         labName("mk" + strings.ReplaceAll(tc.backend, "-", "") + "-"),
-		Nodes:        3,
-		PodsPerNode:  2,
-		Backend:      tc.backend,
-		Config:       tc.config,
-		IPMasq:       tc.ipMasq,
-		Kube:         true,
-		FlannelNodes: []string{"n2"},
-		ReadyTimeout: 90 * time.Second,
-	})
+	o := tc.options("mk")
+	o.Kube, o.ReadyTimeout = true, 90*time.Second
+	l := up(t, o)
 	requireMatrix(t, l, "kube mode: n1 and n3 weft, n2 Flannel")
 	requireKubeAnnotations(t, l, tc.backend)
 
-	nf, err := l.AddFlannelNode(t.Context())
-	if err != nil {
-		t.Fatalf("add a Flannel node: %v", err)
-	}
-	nw, err := l.AddNode(t.Context())
-	if err != nil {
-		t.Fatalf("add a weft node: %v", err)
-	}
-	requireMatrix(t, l, fmt.Sprintf("kube mode: Flannel node %s and weft node %s joined", nf.Name, nw.Name))
+	requireJoinBothSides(t, l, "kube mode: ")
 	requireKubeAnnotations(t, l, tc.backend)
 
 	// A node of each kind removed (kubectl delete node): the other side

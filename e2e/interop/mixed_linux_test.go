@@ -45,6 +45,45 @@ var mixedCases = []mixedCase{
 	{backend: "udp", config: `{"Network": "10.244.0.0/16"}`, ipMasq: true},
 }
 
+// requireJoinBothSides adds a Flannel node and a weft node to l and
+// requires the full matrix (what names the lab's mode in the message).
+func requireJoinBothSides(t *testing.T, l *lab.Lab, what string) {
+	t.Helper()
+	nf, err := l.AddFlannelNode(t.Context())
+	if err != nil {
+		t.Fatalf("add a Flannel node: %v", err)
+	}
+	nw, err := l.AddNode(t.Context())
+	if err != nil {
+		t.Fatalf("add a weft node: %v", err)
+	}
+	requireMatrix(t, l, fmt.Sprintf("%sFlannel node %s and weft node %s joined", what, nf.Name, nw.Name))
+}
+
+// runMixedCases runs test for each of mixedCases, in parallel subtests.
+func runMixedCases(t *testing.T, test func(*testing.T, mixedCase)) {
+	for _, tc := range mixedCases {
+		t.Run(tc.backend, func(t *testing.T) {
+			t.Parallel()
+			test(t, tc)
+		})
+	}
+}
+
+// options are the lab of a mixed case, named from prefix: three nodes of
+// two pods, n2 running Flannel.
+func (tc mixedCase) options(prefix string) lab.Options {
+	return lab.Options{
+		Name:         labName(prefix + strings.ReplaceAll(tc.backend, "-", "") + "-"),
+		Nodes:        3,
+		PodsPerNode:  2,
+		Backend:      tc.backend,
+		Config:       tc.config,
+		IPMasq:       tc.ipMasq,
+		FlannelNodes: []string{"n2"},
+	}
+}
+
 // weftTTL is the weft nodes' lease TTL here: renewed every 6 s, gone 12 s
 // after its weftd dies. Flannel's TTL is fixed at 24 h; its renewal margin
 // of 1439 minutes makes it renew one minute after each renewal.
@@ -60,39 +99,18 @@ const weftTTL = 12 * time.Second
 // other side.
 func TestMixed(t *testing.T) {
 	bins(t)
-	for _, tc := range mixedCases {
-		t.Run(tc.backend, func(t *testing.T) {
-			t.Parallel()
-			testMixed(t, tc)
-		})
-	}
+	runMixedCases(t, testMixed)
 }
 
 func testMixed(t *testing.T, tc mixedCase) {
-	l := up(t, lab.Options{
-		Name:         labName("mx" + strings.ReplaceAll(tc.backend, "-", "") + "-"),
-		Nodes:        3,
-		PodsPerNode:  2,
-		Backend:      tc.backend,
-		Config:       tc.config,
-		IPMasq:       tc.ipMasq,
-		FlannelNodes: []string{"n2"},
-		WeftdArgs:    []string{"--subnet-lease-ttl=" + weftTTL.String()},
-		FlanneldArgs: []string{"--subnet-lease-renew-margin=1439"},
-	})
+	o := tc.options("mx")
+	o.WeftdArgs = []string{"--subnet-lease-ttl=" + weftTTL.String()}
+	o.FlanneldArgs = []string{"--subnet-lease-renew-margin=1439"}
+	l := up(t, o)
 	requireMatrix(t, l, "n1 and n3 weft, n2 Flannel")
 	requireWireFormats(t, l)
 
-	// Peers appearing on either side.
-	nf, err := l.AddFlannelNode(t.Context())
-	if err != nil {
-		t.Fatalf("add a Flannel node: %v", err)
-	}
-	nw, err := l.AddNode(t.Context())
-	if err != nil {
-		t.Fatalf("add a weft node: %v", err)
-	}
-	requireMatrix(t, l, fmt.Sprintf("Flannel node %s and weft node %s joined", nf.Name, nw.Name))
+	requireJoinBothSides(t, l, "")
 
 	requireUnservableHarmless(t, l, tc.backend)
 	requireRenewalsHarmless(t, l, "n2", "n1")
