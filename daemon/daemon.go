@@ -303,8 +303,13 @@ type generation struct {
 	blackholeErr string
 	// checkOwn asks keepLease to verify our lease with the store now.
 	checkOwn chan struct{}
-	// filter is the peer filter as last installed.
-	filter peerFilterState
+	// filter is the peer filter as last installed; filterIdx indexes the
+	// peers by filter address for incremental updates (nil: the next update
+	// is a full one) and filterTouched holds the addresses changed since
+	// the last one (see noteFilterChange).
+	filter        peerFilterState
+	filterIdx     filterIndex
+	filterTouched map[netip.Addr]bool
 	// masq is the firewall Manager of this generation (nil: none); rules
 	// what it was last asked to hold (rulesSet once it was), firewallErr
 	// the last error checking them.

@@ -1,8 +1,8 @@
 package daemon
 
 import (
-	"cmp"
 	"context"
+	"errors"
 	"maps"
 	"net/netip"
 	"slices"
@@ -16,7 +16,96 @@ import (
 type peerFilterState struct {
 	installed bool // EnsurePeerFilter succeeded with peers below
 	removed   bool // RemovePeerFilter succeeded (the backend has it off)
-	peers     []masq.FilterPeer
+	// by is the filter as installed, per peer address.
+	by map[netip.Addr]masq.FilterPeer
+}
+
+// filterIndex maps each underlay address of the peers (filterAddrs) to the
+// keys of the peers that have it, so the filter entry of an address is
+// found without visiting the other peers.
+type filterIndex map[netip.Addr][]netip.Prefix
+
+func newFilterIndex(peers map[netip.Prefix]subnet.Lease) filterIndex {
+	idx := make(filterIndex, len(peers))
+	for k, l := range peers {
+		idx.add(k, l)
+	}
+	return idx
+}
+
+// filterAddrs calls f with each underlay address of l and the pod subnet
+// its VXLAN traffic carries (PublicIP with Subnet, PublicIPv6 with
+// IPv6Subnet); a family the lease lacks adds nothing.
+func filterAddrs(l subnet.Lease, f func(netip.Addr, netip.Prefix)) {
+	for _, p := range [2]struct {
+		a  netip.Addr
+		sn netip.Prefix
+	}{{l.Attrs.PublicIP.Unmap(), l.Subnet}, {l.Attrs.PublicIPv6, l.IPv6Subnet}} {
+		if p.a.IsValid() && !p.a.IsUnspecified() && p.sn.IsValid() {
+			f(p.a, p.sn.Masked())
+		}
+	}
+}
+
+func (idx filterIndex) add(k netip.Prefix, l subnet.Lease) {
+	filterAddrs(l, func(a netip.Addr, _ netip.Prefix) {
+		if !slices.Contains(idx[a], k) {
+			idx[a] = append(idx[a], k)
+		}
+	})
+}
+
+func (idx filterIndex) remove(k netip.Prefix, l subnet.Lease) {
+	filterAddrs(l, func(a netip.Addr, _ netip.Prefix) {
+		if ks := slices.DeleteFunc(idx[a], func(x netip.Prefix) bool { return x == k }); len(ks) > 0 {
+			idx[a] = ks
+		} else {
+			delete(idx, a)
+		}
+	})
+}
+
+// entry is the filter entry of address a: the inner sources its VXLAN
+// traffic may carry, which are the pod subnets of that family of the peers
+// at a and a itself (its host answering our pods keeps that source),
+// sorted; false when no peer has a.
+func (idx filterIndex) entry(peers map[netip.Prefix]subnet.Lease, a netip.Addr) (masq.FilterPeer, bool) {
+	keys := idx[a]
+	if len(keys) == 0 {
+		return masq.FilterPeer{}, false
+	}
+	src := []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}
+	for _, k := range keys {
+		filterAddrs(peers[k], func(pa netip.Addr, sn netip.Prefix) {
+			if pa == a {
+				src = append(src, sn)
+			}
+		})
+	}
+	slices.SortFunc(src, backend.ComparePrefix)
+	return masq.FilterPeer{Addr: a, Sources: slices.Compact(src)}, true
+}
+
+// noteFilterChange keeps the filter index up to date with a change of
+// peer k from old to l (nil: none) and records the addresses whose filter
+// entry may have changed, for the next updatePeerFilter. Without an index
+// (the next update is a full one) it does nothing.
+func (g *generation) noteFilterChange(k netip.Prefix, old, l *subnet.Lease) {
+	if g.filterIdx == nil {
+		return
+	}
+	if g.filterTouched == nil {
+		g.filterTouched = map[netip.Addr]bool{}
+	}
+	touch := func(a netip.Addr, _ netip.Prefix) { g.filterTouched[a] = true }
+	if old != nil {
+		g.filterIdx.remove(k, *old)
+		filterAddrs(*old, touch)
+	}
+	if l != nil {
+		g.filterIdx.add(k, *l)
+		filterAddrs(*l, touch)
+	}
 }
 
 // updatePeerFilter keeps the firewall filter of a PeerFiltered backend (vxlan)
@@ -24,6 +113,9 @@ type peerFilterState struct {
 // backend programs a change, so a new peer's packets are let in by the time
 // routes point at it, and once more without grow after it, so removing a
 // gone peer's entries (the slower change) does not delay its routes' going.
+// After a batch of events it hands the firewall only the entries of the
+// addresses the batch touched (masq.PeerFilterUpdater); after a full pass,
+// or when the firewall does not know its filter, the whole set.
 // Backends that do not filter leave the firewall alone.
 func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 	f, ok := g.be.(backend.PeerFiltered)
@@ -49,11 +141,23 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 		}
 		return
 	}
-	peers := filterPeers(g.peers)
-	if grow && g.filter.installed {
-		peers = unionFilterPeers(peers, g.filter.peers)
+	if pu, ok := pf.(masq.PeerFilterUpdater); ok && g.filter.installed && g.filterIdx != nil {
+		if g.updatePeerFilterDelta(ctx, pu, port, grow) {
+			return
+		}
 	}
-	if g.filter.installed && slices.EqualFunc(peers, g.filter.peers, sameFilterPeer) {
+	peers := filterPeers(g.peers)
+	g.filterIdx, g.filterTouched = newFilterIndex(g.peers), nil
+	if grow && g.filter.installed {
+		peers = unionFilterPeers(peers, sortedFilterPeers(g.filter.by))
+		// The filter holds more than the peers: the next update finds
+		// what to take out from the whole set.
+		g.filterIdx = nil
+	}
+	if g.filter.installed && len(peers) == len(g.filter.by) && !slices.ContainsFunc(peers, func(p masq.FilterPeer) bool {
+		have, ok := g.filter.by[p.Addr]
+		return !ok || !sameFilterPeer(p, have)
+	}) {
 		return
 	}
 	if err := pf.EnsurePeerFilter(ctx, port, peers); err != nil {
@@ -61,37 +165,75 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 		g.d.log.Warn("cannot update the VXLAN peer filter; retrying on the next pass", "err", err)
 		return
 	}
-	g.filter = peerFilterState{installed: true, peers: peers}
+	by := make(map[netip.Addr]masq.FilterPeer, len(peers))
+	for _, p := range peers {
+		by[p.Addr] = p
+	}
+	g.filter = peerFilterState{installed: true, by: by}
 }
 
-// filterPeers is the peer set as the filter takes it, sorted: per underlay
-// address (PublicIP, and PublicIPv6 for the IPv6 device's traffic) the inner
-// sources its VXLAN traffic may carry, which are its pod subnet of that
-// family and its own address (its host answering our pods keeps that
-// source). A family the lease lacks adds nothing.
+// updatePeerFilterDelta hands the firewall the entries of the addresses
+// touched since the last update (see updatePeerFilter for grow). It
+// reports false when the firewall asks for the whole set.
+func (g *generation) updatePeerFilterDelta(ctx context.Context, pu masq.PeerFilterUpdater, port uint16, grow bool) bool {
+	var changed []masq.FilterPeer
+	var removed []netip.Addr
+	for _, a := range slices.SortedFunc(maps.Keys(g.filterTouched), netip.Addr.Compare) {
+		want, ok := g.filterIdx.entry(g.peers, a)
+		have, had := g.filter.by[a]
+		switch {
+		case !ok && (grow || !had):
+			continue // gone: only the update after the backend's pass takes it out
+		case !ok:
+			removed = append(removed, a)
+			continue
+		case grow && had:
+			want = unionFilterPeers([]masq.FilterPeer{want}, []masq.FilterPeer{have})[0]
+		}
+		if !had || !sameFilterPeer(want, have) {
+			changed = append(changed, want)
+		}
+	}
+	if len(changed) > 0 || len(removed) > 0 {
+		err := pu.UpdatePeerFilter(ctx, port, changed, removed)
+		if errors.Is(err, masq.ErrPeerFilterUnknown) {
+			return false
+		}
+		if err != nil {
+			g.d.metrics.reconcileErrors.WithLabelValues("peer-filter").Inc()
+			g.d.log.Warn("cannot update the VXLAN peer filter; retrying on the next pass", "err", err)
+			return true // the touched addresses stay for the next pass
+		}
+		for _, p := range changed {
+			g.filter.by[p.Addr] = p
+		}
+		for _, a := range removed {
+			delete(g.filter.by, a)
+		}
+	}
+	if !grow {
+		clear(g.filterTouched)
+	}
+	return true
+}
+
+// filterPeers is the peer set as the filter takes it, sorted by address:
+// per underlay address (PublicIP, and PublicIPv6 for the IPv6 device's
+// traffic) its filterIndex entry.
 func filterPeers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
-	by := map[netip.Addr][]netip.Prefix{}
-	add := func(a netip.Addr, sn netip.Prefix) {
-		if !a.IsValid() || a.IsUnspecified() || !sn.IsValid() {
-			return
-		}
-		if _, ok := by[a]; !ok {
-			by[a] = []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}
-		}
-		by[a] = append(by[a], sn.Masked())
+	idx := newFilterIndex(peers)
+	out := make([]masq.FilterPeer, 0, len(idx))
+	for _, a := range slices.SortedFunc(maps.Keys(idx), netip.Addr.Compare) {
+		p, _ := idx.entry(peers, a)
+		out = append(out, p)
 	}
-	for _, l := range peers {
-		add(l.Attrs.PublicIP.Unmap(), l.Subnet)
-		add(l.Attrs.PublicIPv6, l.IPv6Subnet)
-	}
-	out := make([]masq.FilterPeer, 0, len(by))
-	for _, a := range slices.SortedFunc(maps.Keys(by), netip.Addr.Compare) {
-		src := by[a]
-		slices.SortFunc(src, func(x, y netip.Prefix) int {
-			return cmp.Or(x.Addr().Compare(y.Addr()), cmp.Compare(x.Bits(), y.Bits()))
-		})
-		out = append(out, masq.FilterPeer{Addr: a, Sources: slices.Compact(src)})
-	}
+	return out
+}
+
+// sortedFilterPeers is an installed filter as a list in filterPeers's order.
+func sortedFilterPeers(by map[netip.Addr]masq.FilterPeer) []masq.FilterPeer {
+	out := slices.Collect(maps.Values(by))
+	slices.SortFunc(out, func(a, b masq.FilterPeer) int { return a.Addr.Compare(b.Addr) })
 	return out
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/daemon/laststate"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/subnet"
 )
@@ -102,6 +103,12 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 	}
 	// Restored peers stand in for a snapshot until the store sends one.
 	haveSnapshot := g.restored
+	// The last known state is offered at most once per writer interval
+	// (the writer writes no more often): collecting every peer after each
+	// pass was most of what weftd allocated while events trickled in. save
+	// fires when a state is waiting; lastSave is the last offer.
+	var save <-chan time.Time
+	var lastSave time.Time
 	for {
 		d.heartbeat.Store(time.Now().UnixNano())
 		var events []subnet.Event
@@ -110,7 +117,14 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 		var start time.Time
 		select {
 		case <-ctx.Done():
+			if save != nil {
+				g.saveState() // the writer's last flush may still take it
+			}
 			return nil
+		case <-save:
+			save, lastSave = nil, time.Now()
+			g.saveState()
+			continue
 		case b := <-batches:
 			start = time.Now()
 			// Take every batch already waiting, so a burst of events is one
@@ -154,6 +168,11 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 		if !haveSnapshot {
 			continue
 		}
+		if full {
+			// The peers may have changed anywhere: the filter is set from
+			// the whole set.
+			g.filterIdx = nil
+		}
 		g.updatePeerFilter(ctx, true)
 		if full {
 			g.sync(ctx, start)
@@ -162,7 +181,14 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 			d.recordPass("incremental", start, err)
 		}
 		g.updatePeerFilter(ctx, false)
-		g.saveState()
+		switch wait := laststate.DefaultInterval - time.Since(lastSave); {
+		case save != nil: // already due
+		case wait <= 0:
+			lastSave = time.Now()
+			g.saveState()
+		default:
+			save = time.After(wait)
+		}
 	}
 }
 
@@ -276,17 +302,23 @@ func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
 		} else {
 			delete(g.store, sn)
 		}
-		_, known := g.peers[sn]
+		old, known := g.peers[sn]
+		var was *subnet.Lease
+		if known {
+			was = &old
+		}
 		if ev.Type == subnet.EventRemoved {
 			delete(g.ignored, sn)
 		}
 		if ev.Type == subnet.EventAdded && g.accept(ev.Lease) {
 			g.peers[sn] = ev.Lease
+			g.noteFilterChange(sn, was, &ev.Lease)
 			out = append(out, ev)
 			continue
 		}
 		if known {
 			delete(g.peers, sn)
+			g.noteFilterChange(sn, was, nil)
 			out = append(out, subnet.Event{Type: subnet.EventRemoved, Lease: ev.Lease})
 		}
 	}

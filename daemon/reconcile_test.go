@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/alloc"
+	"github.com/weftnet/weft/daemon/laststate"
 	"github.com/weftnet/weft/daemon/masq"
 	"github.com/weftnet/weft/daemon/masq/masqtest"
 	"github.com/weftnet/weft/subnet"
@@ -258,5 +262,149 @@ func TestReconcileDurationIsThePass(t *testing.T) {
 	h := m.GetHistogram()
 	if mean := h.GetSampleSum() / float64(h.GetSampleCount()); mean > 0.1 {
 		t.Errorf("full passes took %.3f s on average (%d passes), want well under the 0.2 s between them", mean, h.GetSampleCount())
+	}
+}
+
+// TestPeerFilterWorkPerEventIsFlat is the regression guard of the
+// incremental peer filter: among 2000 peers, a batch of one event hands the
+// firewall the entry of that peer's address alone (before the backend's
+// pass for a newcomer, after it for a removal), not the whole set, and the
+// filter ends as a full update would set it.
+func TestPeerFilterWorkPerEventIsFlat(t *testing.T) {
+	g := testGeneration(t, `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"alloc"}}`, &syncBuffer{})
+	fake := &masqtest.Fake{}
+	g.masq, g.be, g.store = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
+	lease := func(i int) subnet.Lease {
+		return aLease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("198.19.%d.%d", i/256, i%256), "alloc")
+	}
+	var leases []subnet.Lease
+	for i := range 2000 {
+		leases = append(leases, lease(i))
+	}
+	pass := func(full bool, evs ...subnet.Event) int {
+		before := fake.FilterPeersHanded()
+		g.applyEvents(evs)
+		if full {
+			g.filterIdx = nil
+		}
+		g.updatePeerFilter(t.Context(), true)
+		g.updatePeerFilter(t.Context(), false)
+		return fake.FilterPeersHanded() - before
+	}
+	g.replacePeers(leases)
+	if n := pass(true); n != 2000 {
+		t.Fatalf("the first full pass handed %d filter peers, want 2000", n)
+	}
+	added := func(l subnet.Lease) subnet.Event { return subnet.Event{Type: subnet.EventAdded, Lease: l} }
+	removed := func(l subnet.Lease) subnet.Event { return subnet.Event{Type: subnet.EventRemoved, Lease: l} }
+	moved := lease(7)
+	moved.Attrs.PublicIP = lease(8).Attrs.PublicIP // now shares 198.19.0.8 with lease 8
+	for _, tc := range []struct {
+		name string
+		evs  []subnet.Event
+		want int
+	}{
+		{"a new peer", []subnet.Event{added(lease(3000))}, 1},
+		{"the same lease again", []subnet.Event{added(lease(3000))}, 0},
+		{"a peer removed", []subnet.Event{removed(lease(3000))}, 1},
+		{"a peer moving to another's address: the shared one grown, then its old one out", []subnet.Event{added(moved)}, 2},
+		{"ten removed", []subnet.Event{removed(lease(10)), removed(lease(11)), removed(lease(12)), removed(lease(13)), removed(lease(14)),
+			removed(lease(15)), removed(lease(16)), removed(lease(17)), removed(lease(18)), removed(lease(19))}, 10},
+	} {
+		if n := pass(false, tc.evs...); n != tc.want {
+			t.Errorf("%s: %d filter peers handed to the firewall, want %d", tc.name, n, tc.want)
+		}
+		if got, want := fake.PeerFilterSources(), filterSources(filterPeers(g.peers)); !maps.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("%s: the filter holds %d addresses, a full update %d (or their sources differ)", tc.name, len(got), len(want))
+		}
+	}
+	if n := pass(true); n != 0 {
+		t.Errorf("a full pass finding the filter right handed %d filter peers, want 0", n)
+	}
+}
+
+func filterSources(ps []masq.FilterPeer) map[netip.Addr][]netip.Prefix {
+	out := make(map[netip.Addr][]netip.Prefix, len(ps))
+	for _, p := range ps {
+		out[p.Addr] = p.Sources
+	}
+	return out
+}
+
+// passSignal is a filtered alloc backend that says when each pass ends.
+type passSignal struct {
+	tunneledAlloc
+	done chan struct{}
+}
+
+func (b passSignal) Sync(ctx context.Context, peers []subnet.Lease) error {
+	defer func() { b.done <- struct{}{} }()
+	return b.tunneledAlloc.Sync(ctx, peers)
+}
+
+func (b passSignal) Apply(ctx context.Context, events []subnet.Event) error {
+	defer func() { b.done <- struct{}{} }()
+	return b.tunneledAlloc.Apply(ctx, events)
+}
+
+// TestReconcileMemoryPerEventIsFlat is the regression guard of the
+// daemon's per-event cost when events trickle in one at a time (a
+// Kubernetes store delivers one per Node): among 2000 peers, a pass over
+// one event allocates a few kilobytes, not something that grows with the
+// peer count (the whole peer filter rebuilt, every peer collected for the
+// last known state: ~1 MB per event before).
+func TestReconcileMemoryPerEventIsFlat(t *testing.T) {
+	g := testGeneration(t, `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"alloc"}}`, &syncBuffer{})
+	g.d.cfg.ResyncInterval = time.Hour
+	g.d.lastState = laststate.NewWriter(filepath.Join(t.TempDir(), "state.json"), laststate.WriterOptions{})
+	b, err := alloc.New(backend.Options{Config: g.cfg, Underlay: g.underlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := passSignal{tunneledAlloc{b}, make(chan struct{}, 1)}
+	g.masq, g.be, g.store, g.ownConfirmed, g.programmed = &masqtest.Fake{}, be, map[netip.Prefix]subnet.Lease{}, true, make(chan struct{})
+	lease := func(i int) subnet.Lease {
+		return aLease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("198.19.%d.%d", i/256, i%256), "alloc")
+	}
+	var leases []subnet.Lease
+	for i := range 2000 {
+		leases = append(leases, lease(i))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	batches := make(chan subnet.LeaseBatch)
+	done := make(chan error, 1)
+	go func() { done <- g.reconcile(ctx, batches, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	pass := func(b subnet.LeaseBatch) {
+		t.Helper()
+		batches <- b
+		select {
+		case <-be.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no pass within 10 s")
+		}
+	}
+	pass(subnet.LeaseBatch{Snapshot: true, Leases: leases})
+	event := func(i int) subnet.LeaseBatch {
+		typ := subnet.EventAdded
+		if i%2 == 1 {
+			typ = subnet.EventRemoved
+		}
+		return subnet.LeaseBatch{Events: []subnet.Event{{Type: typ, Lease: lease(3000 + i/2)}}}
+	}
+	for i := range 20 { // warm up: maps grown, the first state offered
+		pass(event(i))
+	}
+	const events = 200
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range events {
+		pass(event(20 + i))
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / events; per > 16<<10 {
+		t.Errorf("a pass over one event among 2000 peers allocated %d bytes, want a few kB", per)
+	} else {
+		t.Logf("%d bytes per event", per)
 	}
 }

@@ -70,6 +70,26 @@ type PeerFilter interface {
 	RemovePeerFilter(ctx context.Context) error
 }
 
+// PeerFilterUpdater is a PeerFilter that also takes a change of peers, so
+// a batch of events costs its own size, not the peer count's, in the
+// daemon and in the kernel.
+type PeerFilterUpdater interface {
+	PeerFilter
+	// UpdatePeerFilter changes the filter EnsurePeerFilter last installed
+	// on port: each address of changed gets exactly that peer's Sources (a
+	// new address is added), each address of removed goes. It returns an
+	// error wrapping ErrPeerFilterUnknown when it does not know that
+	// filter as installed (none, another port, a table changed behind its
+	// back) or when a full EnsurePeerFilter is the cheaper change: the
+	// caller then passes the whole set to EnsurePeerFilter. The caller
+	// keeps ownership of the slices.
+	UpdatePeerFilter(ctx context.Context, port uint16, changed []FilterPeer, removed []netip.Addr) error
+}
+
+// ErrPeerFilterUnknown is wrapped by UpdatePeerFilter's refusals that a
+// full EnsurePeerFilter resolves.
+var ErrPeerFilterUnknown = errors.New("the installed peer filter is unknown; pass the whole set")
+
 // FilterPeer is one peer of the PeerFilter.
 type FilterPeer struct {
 	// Addr is the peer's underlay address (its PublicIP or PublicIPv6).

@@ -68,8 +68,9 @@ type NFTables struct {
 }
 
 var (
-	_ Manager    = (*NFTables)(nil)
-	_ PeerFilter = (*NFTables)(nil)
+	_ Manager           = (*NFTables)(nil)
+	_ PeerFilter        = (*NFTables)(nil)
+	_ PeerFilterUpdater = (*NFTables)(nil)
 )
 
 // NewNFTables returns the nftables Manager. It checks that nf_tables
@@ -507,11 +508,13 @@ const maxFilterDeletes = 64
 var errRewriteCheaper = errors.New("a rewrite is cheaper")
 
 // installedFilter is a peer filter as installed: its port, whether it has
-// the inner check, and the elements of its sets by key.
+// the inner check, the elements of its sets by key, and per peer address
+// the keys of its elements in each set.
 type installedFilter struct {
-	port  uint16
-	inner bool
-	elems [4]map[string]nftables.SetElement // v4, v6, sources4, sources6
+	port   uint16
+	inner  bool
+	elems  [4]map[string]nftables.SetElement // v4, v6, sources4, sources6
+	byAddr map[netip.Addr]*[4][]string
 }
 
 func elemKey(e nftables.SetElement) string { return string(e.Key) + "|" + string(e.KeyEnd) }
@@ -524,49 +527,137 @@ func elemMap(es []nftables.SetElement) map[string]nftables.SetElement {
 	return m
 }
 
-func newInstalledFilter(port uint16, inner bool, f filterSets) *installedFilter {
-	return &installedFilter{port: port, inner: inner, elems: [4]map[string]nftables.SetElement{elemMap(f.v4), elemMap(f.v6), elemMap(f.sources4), elemMap(f.sources6)}}
+// all are the elements of f by set: v4, v6, sources4, sources6.
+func (f filterSets) all() [4][]nftables.SetElement {
+	return [4][]nftables.SetElement{f.v4, f.v6, f.sources4, f.sources6}
 }
 
-// updateFilterLocked makes the installed filter st hold the elements of f
-// in one transaction of the differences (none: no transaction). Any error
-// (the sets changed behind weft's back) leaves st unchanged for the
-// caller's full rewrite.
-func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
-	sets := [4]*nftables.Set{
+func newInstalledFilter(port uint16, inner bool, f filterSets) *installedFilter {
+	st := &installedFilter{port: port, inner: inner, elems: [4]map[string]nftables.SetElement{elemMap(f.v4), elemMap(f.v6), elemMap(f.sources4), elemMap(f.sources6)},
+		byAddr: make(map[netip.Addr]*[4][]string, len(f.v4)+len(f.v6))}
+	st.index(f)
+	return st
+}
+
+// index records the elements of f under their peer addresses.
+func (st *installedFilter) index(f filterSets) {
+	for i, es := range f.all() {
+		for _, e := range es {
+			a := elemAddr(i, e)
+			refs := st.byAddr[a]
+			if refs == nil {
+				refs = new([4][]string)
+				st.byAddr[a] = refs
+			}
+			refs[i] = append(refs[i], elemKey(e))
+		}
+	}
+}
+
+// elemAddr is the peer address of an element of set i (the sources sets'
+// keys start with it).
+func elemAddr(i int, e nftables.SetElement) netip.Addr {
+	switch i {
+	case 2:
+		return netip.AddrFrom4([4]byte(e.Key[:4]))
+	case 3:
+		return netip.AddrFrom16([16]byte(e.Key[:16]))
+	}
+	a, _ := netip.AddrFromSlice(e.Key)
+	return a
+}
+
+// UpdatePeerFilter implements masq.PeerFilterUpdater: one transaction of
+// the elements of the changed and removed addresses that differ, computed
+// from what this Manager installed, without visiting the other peers.
+func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []FilterPeer, removed []netip.Addr) error {
+	f, err := newFilterSets(changed)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.probeLocked()
+	st := m.filter
+	if st == nil || st.port != port || st.inner != (m.inner == innerSupported) {
+		return fmt.Errorf("nftables: update peer filter on udp port %d: %w", port, ErrPeerFilterUnknown)
+	}
+	affected := make([]netip.Addr, 0, len(changed)+len(removed))
+	for _, p := range changed {
+		affected = append(affected, p.Addr.Unmap())
+	}
+	for _, a := range removed {
+		affected = append(affected, a.Unmap())
+	}
+	sets := m.filterSetsLocked()
+	want := f.all()
+	var add, del [4][]nftables.SetElement
+	for i := range sets {
+		if i >= 2 && !st.inner {
+			continue
+		}
+		next := elemMap(want[i])
+		for k, e := range next {
+			if _, ok := st.elems[i][k]; !ok {
+				add[i] = append(add[i], e)
+			}
+		}
+		for _, a := range affected {
+			refs := st.byAddr[a]
+			if refs == nil {
+				continue
+			}
+			for _, k := range refs[i] {
+				if _, ok := next[k]; !ok {
+					del[i] = append(del[i], st.elems[i][k])
+				}
+			}
+		}
+		if len(del[i]) > maxFilterDeletes {
+			return fmt.Errorf("%d elements of %s to delete: %w (%w)", len(del[i]), sets[i].Name, errRewriteCheaper, ErrPeerFilterUnknown)
+		}
+	}
+	if err := m.applyFilterDiffLocked(sets, add, del); err != nil {
+		// The sets changed behind weft's back: unknown now.
+		m.filter = nil
+		return fmt.Errorf("%w (%w)", err, ErrPeerFilterUnknown)
+	}
+	for i := range sets {
+		for _, e := range del[i] {
+			delete(st.elems[i], elemKey(e))
+		}
+		for _, e := range add[i] {
+			st.elems[i][elemKey(e)] = e
+		}
+	}
+	for _, a := range affected {
+		delete(st.byAddr, a)
+	}
+	st.index(f)
+	return nil
+}
+
+// filterSetsLocked are the peer filter's sets, as names for element
+// changes: v4, v6, sources4, sources6.
+func (m *NFTables) filterSetsLocked() [4]*nftables.Set {
+	return [4]*nftables.Set{
 		{Table: m.table, Name: nftPeers4, KeyType: nftables.TypeIPAddr},
 		{Table: m.table, Name: nftPeers6, KeyType: nftables.TypeIP6Addr},
 		sourcesSet(m.table),
 		sourcesSet6(m.table),
 	}
-	want := [4][]nftables.SetElement{f.v4, f.v6, f.sources4, f.sources6}
-	var next [4]map[string]nftables.SetElement
+}
+
+// applyFilterDiffLocked deletes del[i] from and adds add[i] to sets[i] in
+// one transaction (none when there is nothing to change).
+func (m *NFTables) applyFilterDiffLocked(sets [4]*nftables.Set, add, del [4][]nftables.SetElement) error {
 	var c *nftables.Conn
 	for i := range sets {
-		if i >= 2 && !st.inner {
-			next[i] = st.elems[i]
+		if len(add[i]) == 0 && len(del[i]) == 0 {
 			continue
-		}
-		next[i] = elemMap(want[i])
-		var add, del []nftables.SetElement
-		for k, e := range next[i] {
-			if _, ok := st.elems[i][k]; !ok {
-				add = append(add, e)
-			}
-		}
-		for k, e := range st.elems[i] {
-			if _, ok := next[i][k]; !ok {
-				del = append(del, e)
-			}
-		}
-		if len(add) == 0 && len(del) == 0 {
-			continue
-		}
-		if len(del) > maxFilterDeletes {
-			// The kernel removes an interval-set element at a cost that
-			// grows with the set (1000 of 2000 took a second): a flush and
-			// refill is cheaper then.
-			return fmt.Errorf("%d elements of %s to delete: %w", len(del), sets[i].Name, errRewriteCheaper)
 		}
 		if c == nil {
 			var err error
@@ -574,13 +665,13 @@ func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 				return err
 			}
 		}
-		if len(del) > 0 {
-			if err := c.SetDeleteElements(sets[i], del); err != nil {
+		if len(del[i]) > 0 {
+			if err := c.SetDeleteElements(sets[i], del[i]); err != nil {
 				return fmt.Errorf("nftables: delete elements of %s: %w", sets[i].Name, err)
 			}
 		}
-		if len(add) > 0 {
-			if err := c.SetAddElements(sets[i], add); err != nil {
+		if len(add[i]) > 0 {
+			if err := c.SetAddElements(sets[i], add[i]); err != nil {
 				return fmt.Errorf("nftables: add elements to %s: %w", sets[i].Name, err)
 			}
 		}
@@ -591,7 +682,43 @@ func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: update peer filter: %w", err)
 	}
-	st.elems = next
+	return nil
+}
+
+// updateFilterLocked makes the installed filter st hold the elements of f
+// in one transaction of the differences (none: no transaction). Any error
+// (the sets changed behind weft's back) leaves st unchanged for the
+// caller's full rewrite.
+func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
+	sets := m.filterSetsLocked()
+	want := f.all()
+	var add, del [4][]nftables.SetElement
+	for i := range sets {
+		if i >= 2 && !st.inner {
+			continue
+		}
+		next := elemMap(want[i])
+		for k, e := range next {
+			if _, ok := st.elems[i][k]; !ok {
+				add[i] = append(add[i], e)
+			}
+		}
+		for k, e := range st.elems[i] {
+			if _, ok := next[k]; !ok {
+				del[i] = append(del[i], e)
+			}
+		}
+		if len(del[i]) > maxFilterDeletes {
+			// The kernel removes an interval-set element at a cost that
+			// grows with the set (1000 of 2000 took a second): a flush and
+			// refill is cheaper then.
+			return fmt.Errorf("%d elements of %s to delete: %w", len(del[i]), sets[i].Name, errRewriteCheaper)
+		}
+	}
+	if err := m.applyFilterDiffLocked(sets, add, del); err != nil {
+		return err
+	}
+	*st = *newInstalledFilter(st.port, st.inner, f)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package masq
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -458,5 +459,78 @@ func TestPeerFilterUpdatesChangedElementsOnly(t *testing.T) {
 	}
 	if got := sets(); !strings.Contains(got, "198.18.1.3") || !strings.Contains(got, "10.244.2.0/24") {
 		t.Errorf("filter not restored after Verify:\n%s", got)
+	}
+}
+
+// TestUpdatePeerFilter: a change of peers given as a delta leaves the sets
+// exactly as EnsurePeerFilter with the whole new set does, without
+// rewriting the chain; it refuses (ErrPeerFilterUnknown) when no filter is
+// known as installed on the port, and after the table was deleted behind
+// its back.
+func TestUpdatePeerFilter(t *testing.T) {
+	t.Parallel()
+	n := nstest.New(t, "wpf")
+	m, err := NewNFTables(testLogger(t), Options{NetNS: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	peer := func(a string, pods ...string) FilterPeer {
+		ip := netip.MustParseAddr(a)
+		p := FilterPeer{Addr: ip, Sources: []netip.Prefix{netip.PrefixFrom(ip, ip.BitLen())}}
+		for _, pod := range pods {
+			p.Sources = append(p.Sources, netip.MustParsePrefix(pod))
+		}
+		return p
+	}
+	a, b, c := peer("198.18.1.1", "10.244.1.0/24"), peer("198.18.1.2", "10.244.2.0/24"), peer("198.18.1.3", "10.244.3.0/24")
+	v6 := peer("2001:db8::5")
+	if err := m.UpdatePeerFilter(ctx, 8472, []FilterPeer{a}, nil); !errors.Is(err, ErrPeerFilterUnknown) {
+		t.Fatalf("UpdatePeerFilter with nothing installed = %v, want ErrPeerFilterUnknown", err)
+	}
+	chain := func() string { return n.MustRun(t, "nft", "-a", "list", "chain", "inet", DefaultTable, nftInput) }
+	sets := func() string {
+		var out string
+		for _, s := range []string{nftPeers4, nftPeers6, nftSources4, nftSources6} {
+			out += n.MustRun(t, "nft", "list", "set", "inet", DefaultTable, s)
+		}
+		return out
+	}
+	if err := m.EnsurePeerFilter(ctx, 8472, []FilterPeer{a, b, v6}); err != nil {
+		t.Fatal(err)
+	}
+	before := chain()
+	if err := m.UpdatePeerFilter(ctx, 8472, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	// b gains a subnet, c and an IPv6 peer come, a and the other IPv6 peer
+	// go.
+	b2 := peer("198.18.1.2", "10.244.2.0/24", "10.244.12.0/24")
+	c6 := peer("2001:db8::6", "fd10:0:0:6::/64")
+	if err := m.UpdatePeerFilter(ctx, 8472, []FilterPeer{b2, c, c6}, []netip.Addr{a.Addr, v6.Addr}); err != nil {
+		t.Fatal(err)
+	}
+	if after := chain(); after != before {
+		t.Errorf("chain rewritten by an update:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	got := sets()
+	if err := m.EnsurePeerFilter(ctx, 8472, []FilterPeer{b2, c, c6}); err != nil {
+		t.Fatal(err)
+	}
+	if want := sets(); got != want {
+		t.Errorf("sets after the update:\n%s\nwant (EnsurePeerFilter of the whole set):\n%s", got, want)
+	}
+	if err := m.UpdatePeerFilter(ctx, 4789, []FilterPeer{a}, nil); !errors.Is(err, ErrPeerFilterUnknown) {
+		t.Errorf("UpdatePeerFilter on another port = %v, want ErrPeerFilterUnknown", err)
+	}
+	n.MustRun(t, "nft", "delete", "table", "inet", DefaultTable)
+	if err := m.UpdatePeerFilter(ctx, 8472, []FilterPeer{a}, nil); !errors.Is(err, ErrPeerFilterUnknown) {
+		t.Errorf("UpdatePeerFilter after the table's deletion = %v, want ErrPeerFilterUnknown", err)
+	}
+	if err := m.EnsurePeerFilter(ctx, 8472, []FilterPeer{a}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sets(); !strings.Contains(got, "198.18.1.1") || strings.Contains(got, "198.18.1.3") {
+		t.Errorf("filter not rewritten after the refusal:\n%s", got)
 	}
 }

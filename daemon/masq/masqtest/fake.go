@@ -22,11 +22,14 @@ type Fake struct {
 	filterPort  uint16
 	filterPeers []masq.FilterPeer
 	filterOn    bool
+	// handed counts the filter peers the callers passed (FilterPeersHanded).
+	handed int
 }
 
 var (
-	_ masq.Manager    = (*Fake)(nil)
-	_ masq.PeerFilter = (*Fake)(nil)
+	_ masq.Manager           = (*Fake)(nil)
+	_ masq.PeerFilter        = (*Fake)(nil)
+	_ masq.PeerFilterUpdater = (*Fake)(nil)
 )
 
 // SetErr makes every later call return err (nil restores success).
@@ -101,12 +104,45 @@ func (f *Fake) EnsurePeerFilter(ctx context.Context, port uint16, peers []masq.F
 	if f.err != nil {
 		return f.err
 	}
+	f.handed += len(peers)
 	f.filterOn, f.filterPort = true, port
 	f.filterPeers = make([]masq.FilterPeer, len(peers))
 	for i, p := range peers {
 		f.filterPeers[i] = masq.FilterPeer{Addr: p.Addr, Sources: slices.Clone(p.Sources)}
 	}
 	return nil
+}
+
+// UpdatePeerFilter implements masq.PeerFilterUpdater, refusing as NFTables
+// does when no filter is installed on port.
+func (f *Fake) UpdatePeerFilter(ctx context.Context, port uint16, changed []masq.FilterPeer, removed []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if !f.filterOn || f.filterPort != port {
+		return masq.ErrPeerFilterUnknown
+	}
+	f.handed += len(changed) + len(removed)
+	gone := func(p masq.FilterPeer) bool {
+		return slices.Contains(removed, p.Addr) || slices.ContainsFunc(changed, func(c masq.FilterPeer) bool { return c.Addr == p.Addr })
+	}
+	f.filterPeers = slices.DeleteFunc(f.filterPeers, gone)
+	for _, p := range changed {
+		f.filterPeers = append(f.filterPeers, masq.FilterPeer{Addr: p.Addr, Sources: slices.Clone(p.Sources)})
+	}
+	slices.SortFunc(f.filterPeers, func(a, b masq.FilterPeer) int { return a.Addr.Compare(b.Addr) })
+	return nil
+}
+
+// FilterPeersHanded returns how many filter peers (and removed addresses)
+// the callers of EnsurePeerFilter and UpdatePeerFilter passed in all: the
+// work the peer filter was given.
+func (f *Fake) FilterPeersHanded() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.handed
 }
 
 // RemovePeerFilter implements masq.PeerFilter.
