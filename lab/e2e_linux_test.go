@@ -395,9 +395,7 @@ func testBackend(t *testing.T, root string, o Options) {
 
 	// Last, as it renumbers the lab: the config's Network changes, no node
 	// keeps weft state of the old one, and re-created pods reach each other.
-	if !l.hasIPv6() {
-		requireNetworkChange(t, l, backend)
-	}
+	requireNetworkChange(t, l, backend)
 }
 
 // TestDownAfterKilledUp kills `weftctl lab up` with SIGKILL while it builds
