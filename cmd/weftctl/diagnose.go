@@ -83,6 +83,7 @@ func buildQuery(ctx context.Context, e *env, m subnet.Manager, ip netip.Addr, ad
 				return q, err
 			}
 			q.Node.VXLANDevice = vxlan.DeviceName(opts.VNI)
+			q.Node.VXLANDevice6 = vxlan.DeviceName6(opts.VNI)
 			q.Node.DirectRouting = opts.DirectRouting
 		}
 	}
@@ -94,18 +95,21 @@ func buildQuery(ctx context.Context, e *env, m subnet.Manager, ip netip.Addr, ad
 		q.Node.PeersErr = err.Error()
 		if f, ferr := subnet.ReadFile(subnetFile); ferr == nil {
 			q.Node.Subnet = f.Subnet.Masked()
+			if f.IPv6Subnet.IsValid() {
+				q.Node.IPv6Subnet = f.IPv6Subnet.Masked()
+			}
 		} else {
 			q.Node.PeersErr += fmt.Sprintf("; subnet file: %v", ferr)
 		}
 		return q, nil
 	}
-	q.Node.Subnet = st.Subnet
+	q.Node.Subnet, q.Node.IPv6Subnet = st.Subnet, st.IPv6Subnet
 	if st.Backend != "" {
 		q.Node.Backend = st.Backend
 	}
 	q.Node.Peers = make(map[netip.Prefix]diagnose.PeerState, len(st.Peers))
 	for _, p := range st.Peers {
-		q.Node.Peers[p.Subnet] = diagnose.PeerState{State: string(p.State), Reason: p.Reason}
+		q.Node.Peers[p.Key()] = diagnose.PeerState{State: string(p.State), Reason: p.Reason}
 	}
 	return q, nil
 }

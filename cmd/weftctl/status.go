@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +23,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/daemon"
@@ -70,6 +70,10 @@ type statusView struct {
 	// <subnet>.0) or, for host-gw, the underlay link (it holds PublicIP).
 	// Empty when it is not in this network namespace.
 	Device string `json:"device,omitempty"`
+	// Device6 is the same for IPv6 (weft-v6.<VNI> holding <IPv6 subnet>::,
+	// weft-udp, or the underlay link holding PublicIPv6), when the node has
+	// an IPv6 subnet.
+	Device6 string `json:"device6,omitempty"`
 }
 
 func runStatus(ctx context.Context, e *env, args []string) error {
@@ -109,7 +113,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	v := statusView{Status: st, Device: findDevice(st)}
+	v := statusView{Status: st, Device: findDevice(st.Subnet, st.PublicIP), Device6: findDevice(st.IPv6Subnet, st.PublicIPv6)}
 	if *output == "json" {
 		return writeJSONOut(e.stdout, v)
 	}
@@ -126,15 +130,19 @@ func writeJSONOut(w io.Writer, v any) error {
 func writeStatusTable(w io.Writer, v statusView, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, a...)...) }
-	row("Node", "%s", orDash(v.PublicIP))
-	row("Network", "%s", orDash(v.Network))
-	lease := orDash(v.Subnet)
-	if v.Subnet.IsValid() && !v.LeaseExpiration.IsZero() {
+	row("Node", "%s", pairOrDash(v.PublicIP, v.PublicIPv6))
+	row("Network", "%s", pairOrDash(v.Network, v.IPv6Network))
+	lease := pairOrDash(v.Subnet, v.IPv6Subnet)
+	if (v.Subnet.IsValid() || v.IPv6Subnet.IsValid()) && !v.LeaseExpiration.IsZero() {
 		lease += fmt.Sprintf("  (expires in %s)", v.LeaseExpiration.Sub(now).Round(time.Second))
 	}
 	row("Subnet", "%s", lease)
 	row("Backend", "%s", dash(v.Backend))
-	row("Device", "%s", dash(v.Device))
+	dev := dash(v.Device)
+	if v.Device6 != "" && v.Device6 != v.Device {
+		dev = strings.TrimPrefix(dev+" ", "- ") + v.Device6 + " (IPv6)"
+	}
+	row("Device", "%s", dev)
 	row("MTU", "%s", intOrDash(v.MTU))
 	row("Ready", "%s", readyText(v.Ready))
 	if len(v.Ready) > 0 {
@@ -177,7 +185,7 @@ func writeStatusTable(w io.Writer, v statusView, now time.Time) error {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER SUBNET\tPUBLIC IP\tSTATE\tREASON")
 	for _, p := range v.Peers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Subnet, orDash(p.PublicIP), p.State, dash(p.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", pairOrDash(p.Subnet, p.IPv6Subnet), pairOrDash(p.PublicIP, p.PublicIPv6), p.State, dash(p.Reason))
 	}
 	for _, ig := range v.Ignored {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ig.Subnet, orDash(ig.PublicIP), peerIgnored, ig.Reason)
@@ -228,6 +236,21 @@ func orDash[T interface {
 	return v.String()
 }
 
+// pairOrDash formats the valid ones of an IPv4 and an IPv6 value, joined
+// by a space; "-" when neither is valid.
+func pairOrDash[T interface {
+	IsValid() bool
+	String() string
+}](v4, v6 T) string {
+	switch {
+	case v4.IsValid() && v6.IsValid():
+		return v4.String() + " " + v6.String()
+	case v6.IsValid():
+		return v6.String()
+	}
+	return orDash(v4)
+}
+
 func intOrDash(n int) string {
 	if n == 0 {
 		return "-"
@@ -236,14 +259,16 @@ func intOrDash(n int) string {
 }
 
 // findDevice looks in this network namespace for the link carrying the
-// node's pod traffic: the one holding <subnet>.0 (vxlan, udp), else the one
-// holding PublicIP (host-gw routes over the underlay). "" when neither is
-// here, e.g. when weftd runs on another host or in another namespace.
-func findDevice(st daemon.Status) string {
-	if !st.Subnet.IsValid() {
+// node's pod traffic of one family: the one holding the subnet's first
+// address (<subnet>.0 or <IPv6 subnet>::: vxlan, udp), else the one holding
+// the underlay address pub (host-gw routes over the underlay). "" when
+// neither is here, e.g. when weftd runs on another host or in another
+// namespace, or sn is zero.
+func findDevice(sn netip.Prefix, pub netip.Addr) string {
+	if !sn.IsValid() {
 		return ""
 	}
-	addrs, err := netlink.AddrList(nil, unix.AF_INET)
+	addrs, err := netlink.AddrList(nil, nl.Family(sn.Addr()))
 	if err != nil {
 		return ""
 	}
@@ -253,7 +278,7 @@ func findDevice(st daemon.Status) string {
 			byAddr[ip] = a.LinkIndex
 		}
 	}
-	for _, want := range []netip.Addr{st.Subnet.Masked().Addr(), st.PublicIP} {
+	for _, want := range []netip.Addr{sn.Masked().Addr(), pub} {
 		if idx, ok := byAddr[want]; ok && want.IsValid() {
 			if l, err := netlink.LinkByIndex(idx); err == nil {
 				return l.Attrs().Name
@@ -284,6 +309,19 @@ type clusterRow struct {
 	Reachable bool       `json:"reachable"`
 	RTT       string     `json:"rtt,omitempty"`
 	Error     string     `json:"error,omitempty"`
+	// The IPv6 side, when the lease has an IPv6 subnet: the same probe of
+	// <IPv6 subnet>:: (::1 for host-gw).
+	IPv6Subnet netip.Prefix `json:"ipv6Subnet,omitzero"`
+	PublicIPv6 netip.Addr   `json:"publicIPv6,omitzero"`
+	Probe6     netip.Addr   `json:"probe6,omitzero"`
+	Reachable6 bool         `json:"reachable6,omitempty"`
+	RTT6       string       `json:"rtt6,omitempty"`
+	Error6     string       `json:"error6,omitempty"`
+}
+
+// unreachable reports whether a probed family of the row got no reply.
+func (r clusterRow) unreachable() bool {
+	return !r.Self && (!r.Reachable || r.Probe6.IsValid() && !r.Reachable6)
 }
 
 // peerIgnored is the WEFTD state of a lease weftd does not use as a peer
@@ -297,15 +335,20 @@ type clusterProbe struct {
 	ping    func(ctx context.Context, to netip.Addr, timeout time.Duration) (time.Duration, error)
 }
 
-// probeTarget is the overlay address of a peer that answers ICMP echo
-// whenever the peer's weftd has configured its node: the device address
-// <subnet>.0 for vxlan and udp, the bridge gateway <subnet>.1 for host-gw
-// (which has no device of its own; the bridge exists once a pod ran there).
-func probeTarget(l subnet.Lease) netip.Addr {
-	if l.Attrs.BackendType == subnet.BackendHostGW {
-		return l.Subnet.Masked().Addr().Next()
+// probeTarget is the overlay address in sn (the lease's subnet of a
+// family) of a peer that answers ICMP echo whenever the peer's weftd has
+// configured its node: the device address <subnet>.0 (<IPv6 subnet>::) for
+// vxlan and udp, the bridge gateway <subnet>.1 (::1) for host-gw (which has
+// no device of its own; the bridge exists once a pod ran there). Zero for
+// a zero sn.
+func probeTarget(l subnet.Lease, sn netip.Prefix) netip.Addr {
+	if !sn.IsValid() {
+		return netip.Addr{}
 	}
-	return l.Subnet.Masked().Addr()
+	if l.Attrs.BackendType == subnet.BackendHostGW {
+		return sn.Masked().Addr().Next()
+	}
+	return sn.Masked().Addr()
 }
 
 func clusterStatus(ctx context.Context, e *env, m subnet.Manager, addr string, timeout time.Duration, p clusterProbe, output string) error {
@@ -323,7 +366,7 @@ func clusterStatus(ctx context.Context, e *env, m subnet.Manager, addr string, t
 	}
 	peerState := map[netip.Prefix]backend.PeerStatus{}
 	for _, ps := range st.Peers {
-		peerState[ps.Subnet] = ps
+		peerState[ps.Key()] = ps
 	}
 	// Leases weftd does not use (another backend, a bad PublicIP): shown as
 	// such, and not probed, since this node has no route to them.
@@ -332,22 +375,25 @@ func clusterStatus(ctx context.Context, e *env, m subnet.Manager, addr string, t
 	}
 	rows := make([]clusterRow, len(leases))
 	for i, l := range leases {
-		r := clusterRow{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP, Backend: l.Attrs.BackendType, Reserved: l.Reserved(), Expiration: l.Expiration}
-		r.Self = (stErr == nil && l.Subnet == st.Subnet) || (stErr != nil && isLocalAddr(l.Attrs.PublicIP))
-		if ps, ok := peerState[l.Subnet]; ok {
+		r := clusterRow{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP, Backend: l.Attrs.BackendType, Reserved: l.Reserved(), Expiration: l.Expiration,
+			IPv6Subnet: l.IPv6Subnet, PublicIPv6: l.Attrs.PublicIPv6}
+		r.Self = (stErr == nil && l.Key() == cmp.Or(st.Subnet, st.IPv6Subnet)) ||
+			(stErr != nil && (isLocalAddr(l.Attrs.PublicIP) || isLocalAddr(l.Attrs.PublicIPv6)))
+		if ps, ok := peerState[l.Key()]; ok {
 			r.WeftdState, r.WeftdReason = string(ps.State), ps.Reason
 		}
 		if !r.Self && r.WeftdState != string(peerIgnored) {
-			r.Probe = probeTarget(l)
+			r.Probe, r.Probe6 = probeTarget(l, l.Subnet), probeTarget(l, l.IPv6Subnet)
 		}
 		rows[i] = r
 	}
-	sort.Slice(rows, func(i, j int) bool { return rows[i].Subnet.Addr().Less(rows[j].Subnet.Addr()) })
+	key := func(r clusterRow) netip.Addr { return cmp.Or(r.Subnet, r.IPv6Subnet).Addr() }
+	sort.Slice(rows, func(i, j int) bool { return key(rows[i]).Less(key(rows[j])) })
 	probeAll(ctx, rows, p)
 
 	unreachable, ignored := 0, 0
 	for _, r := range rows {
-		if !r.Self && !r.Reachable {
+		if r.unreachable() {
 			unreachable++
 		}
 		if r.WeftdState == string(peerIgnored) {
@@ -380,42 +426,60 @@ func selfCount(rows []clusterRow) int {
 	return n
 }
 
-// probeAll probes every row with a Probe address, at most p.workers at a
-// time, each bounded by p.timeout (plus a grace for process start).
+// probeAll probes every row's Probe and Probe6 address, at most p.workers
+// at a time, each bounded by p.timeout (plus a grace for process start).
 func probeAll(ctx context.Context, rows []clusterRow, p clusterProbe) {
 	var g errgroup.Group
 	g.SetLimit(p.workers)
-	for i := range rows {
-		if !rows[i].Probe.IsValid() {
-			continue
+	probe := func(to netip.Addr, reachable *bool, rtt, errText *string) {
+		if !to.IsValid() {
+			return
 		}
-		r := &rows[i] // each goroutine owns one row
-		g.Go(func() error {
+		g.Go(func() error { // each goroutine owns one family of one row
 			pctx, cancel := context.WithTimeout(ctx, p.timeout+2*time.Second)
 			defer cancel()
-			rtt, err := p.ping(pctx, r.Probe, p.timeout)
+			d, err := p.ping(pctx, to, p.timeout)
 			if err != nil {
-				r.Error = err.Error()
+				*errText = err.Error()
 				return nil
 			}
-			r.Reachable, r.RTT = true, rtt.String()
+			*reachable, *rtt = true, d.String()
 			return nil
 		})
+	}
+	for i := range rows {
+		r := &rows[i]
+		probe(r.Probe, &r.Reachable, &r.RTT, &r.Error)
+		probe(r.Probe6, &r.Reachable6, &r.RTT6, &r.Error6)
 	}
 	_ = g.Wait() // the probes return no error; failures are in the rows
 }
 
+// writeClusterTable renders the rows; with IPv6 in any lease, the probe
+// columns hold each family's result ("yes no": IPv4 answered, IPv6 not).
 func writeClusterTable(w io.Writer, rows []clusterRow, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tWEFTD\tPROBE\tREACHABLE\tRTT\tEXPIRES IN")
+	yesNo := func(probe netip.Addr, ok bool) string {
+		switch {
+		case !probe.IsValid():
+			return ""
+		case ok:
+			return "yes"
+		}
+		return "no"
+	}
 	for _, r := range rows {
-		reach, probe := "no", orDash(r.Probe)
+		reach, probe := "no", pairOrDash(r.Probe, r.Probe6)
 		switch {
 		case r.Self:
 			reach = "this node"
+		case r.Probe6.IsValid():
+			reach = strings.TrimSpace(yesNo(r.Probe, r.Reachable) + " " + yesNo(r.Probe6, r.Reachable6))
 		case r.Reachable:
 			reach = "yes"
 		}
+		rtt := dash(strings.TrimSpace(r.RTT + " " + r.RTT6))
 		weftd := dash(r.WeftdState)
 		if r.WeftdReason != "" {
 			weftd += " (" + r.WeftdReason + ")"
@@ -424,7 +488,8 @@ func writeClusterTable(w io.Writer, rows []clusterRow, now time.Time) error {
 		if !r.Reserved {
 			expires = r.Expiration.Sub(now).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Subnet, orDash(r.PublicIP), dash(r.Backend), weftd, probe, reach, dash(r.RTT), expires)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", pairOrDash(r.Subnet, r.IPv6Subnet), pairOrDash(r.PublicIP, r.PublicIPv6),
+			dash(r.Backend), weftd, probe, reach, rtt, expires)
 	}
 	return tw.Flush()
 }

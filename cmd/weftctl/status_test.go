@@ -313,12 +313,19 @@ func TestClusterStatus(t *testing.T) {
 }
 
 func TestProbeTarget(t *testing.T) {
-	for _, tt := range []struct{ backend, want string }{
-		{"vxlan", "10.244.7.0"}, {"udp", "10.244.7.0"}, {"host-gw", "10.244.7.1"},
+	for _, tt := range []struct{ backend, want, want6 string }{
+		{"vxlan", "10.244.7.0", "fd00:10:244:7::"}, {"udp", "10.244.7.0", "fd00:10:244:7::"}, {"host-gw", "10.244.7.1", "fd00:10:244:7::1"},
 	} {
-		l := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.7.0/24"), Attrs: subnet.LeaseAttrs{BackendType: tt.backend}}
-		if got := probeTarget(l); got != netip.MustParseAddr(tt.want) {
+		l := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.7.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:7::/64"),
+			Attrs: subnet.LeaseAttrs{BackendType: tt.backend}}
+		if got := probeTarget(l, l.Subnet); got != netip.MustParseAddr(tt.want) {
 			t.Errorf("%s: probe %s, want %s", tt.backend, got, tt.want)
+		}
+		if got := probeTarget(l, l.IPv6Subnet); got != netip.MustParseAddr(tt.want6) {
+			t.Errorf("%s: IPv6 probe %s, want %s", tt.backend, got, tt.want6)
+		}
+		if got := probeTarget(l, netip.Prefix{}); got.IsValid() {
+			t.Errorf("%s: probe %s of no subnet", tt.backend, got)
 		}
 	}
 }
@@ -462,5 +469,99 @@ func TestStatusShowsIgnoredLeases(t *testing.T) {
 	}
 	if want := `10.244.5.0/24  198.18.102.15  ipip     ignored (backend "ipip", this network uses "vxlan")`; !strings.Contains(out.String(), want) {
 		t.Errorf("cluster table lacks %q", want)
+	}
+}
+
+// TestStatusTableDualStack: a dual-stack node shows both families of its
+// addresses, subnet, devices and peers.
+func TestStatusTableDualStack(t *testing.T) {
+	st := sampleStatus()
+	st.IPv6Network, st.IPv6Subnet = netip.MustParsePrefix("fd00:10:244::/56"), netip.MustParsePrefix("fd00:10:244:1::/64")
+	st.PublicIPv6 = netip.MustParseAddr("fd00:198:18::10")
+	st.Peers[0].IPv6Subnet, st.Peers[0].PublicIPv6 = netip.MustParsePrefix("fd00:10:244:2::/64"), netip.MustParseAddr("fd00:198:18::11")
+	st.Peers = append(st.Peers, backend.PeerStatus{IPv6Subnet: netip.MustParsePrefix("fd00:10:244:4::/64"),
+		PublicIPv6: netip.MustParseAddr("fd00:198:18::14"), State: backend.PeerRefused, Reason: "lease has no IPv4 subnet"})
+	var b strings.Builder
+	if err := writeStatusTable(&b, statusView{Status: st, Device: "weft.1", Device6: "weft-v6.1"}, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"Node       198.18.102.10 fd00:198:18::10",
+		"Network    10.244.0.0/16 fd00:10:244::/56",
+		"Subnet     10.244.1.0/24 fd00:10:244:1::/64  (expires in 23h0m0s)",
+		"Device     weft.1 weft-v6.1 (IPv6)",
+		"10.244.2.0/24 fd00:10:244:2::/64  198.18.102.11 fd00:198:18::11  programmed",
+		"fd00:10:244:4::/64                fd00:198:18::14                refused     lease has no IPv4 subnet",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	b.Reset()
+	st.Subnet, st.PublicIP, st.Network = netip.Prefix{}, netip.Addr{}, netip.Prefix{} // IPv6 only
+	if err := writeStatusTable(&b, statusView{Status: st, Device6: "weft-v6.1"}, fixedNow); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Node       fd00:198:18::10", "Subnet     fd00:10:244:1::/64  (expires", "Device     weft-v6.1 (IPv6)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("IPv6-only table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestClusterStatusDualStack: `status --cluster` probes each family of a
+// dual-stack lease and counts a peer unreachable in either family.
+func TestClusterStatusDualStack(t *testing.T) {
+	m := subnettest.New(subnettest.Options{})
+	cfg := `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"host-gw"}}`
+	if err := m.SetNetworkConfig(context.Background(), []byte(cfg)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		m.Put(subnet.Lease{Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
+			IPv6Subnet: netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x2, 0x44, 0, byte(i)}), 64),
+			LeaseID:    1, Expiration: time.Now().Add(time.Hour),
+			Attrs: subnet.LeaseAttrs{PublicIP: netip.AddrFrom4([4]byte{198, 18, 102, byte(10 + i)}),
+				PublicIPv6: netip.AddrFrom16([16]byte{0xfd, 0, 1, 0x98, 0, 0x18, 15: byte(10 + i)}), BackendType: "host-gw"}})
+	}
+	st := sampleStatus()
+	st.IPv6Subnet = netip.MustParsePrefix("fd00:10:244:1::/64")
+	addr := fakeWeftd(t, st)
+	var mu sync.Mutex
+	probed := map[netip.Addr]bool{}
+	ping := func(_ context.Context, to netip.Addr, _ time.Duration) (time.Duration, error) {
+		mu.Lock()
+		probed[to] = true
+		mu.Unlock()
+		if to == netip.MustParseAddr("fd00:10:244:3::1") {
+			return 0, errors.New("no reply within 1s")
+		}
+		return 300 * time.Microsecond, nil
+	}
+	var out, errOut strings.Builder
+	e := &env{stdout: &out, stderr: &errOut}
+	err := clusterStatus(context.Background(), e, m, addr, 5*time.Second, clusterProbe{timeout: time.Second, workers: 2, ping: ping}, "table")
+	t.Log("\n" + out.String())
+	if err == nil || !strings.Contains(err.Error(), "1 of 2 peers unreachable") {
+		t.Errorf("error = %v, want 1 of 2 peers unreachable", err)
+	}
+	for _, a := range []string{"10.244.2.1", "fd00:10:244:2::1", "10.244.3.1", "fd00:10:244:3::1"} {
+		if !probed[netip.MustParseAddr(a)] {
+			t.Errorf("%s not probed (probed %v)", a, probed)
+		}
+	}
+	if len(probed) != 4 {
+		t.Errorf("probed %v, want both families of the 2 peers", probed)
+	}
+	for _, want := range []string{
+		"10.244.2.0/24 fd00:10:244:2::/64",
+		"10.244.2.1 fd00:10:244:2::1  yes yes",
+		"10.244.3.1 fd00:10:244:3::1  yes no",
+		"this node",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q", want)
+		}
 	}
 }

@@ -33,8 +33,9 @@ type Kernel interface {
 	// FDB returns the destinations of the forwarding entries for mac on the
 	// link with index linkIndex.
 	FDB(linkIndex int, mac net.HardwareAddr) ([]netip.Addr, error)
-	// Forwarding reports whether IPv4 forwarding is on.
-	Forwarding() (bool, error)
+	// Forwarding reports whether forwarding is on for IPv4, or for IPv6
+	// when v6.
+	Forwarding(v6 bool) (bool, error)
 }
 
 // Link is a network device as the kernel reports it.
@@ -44,7 +45,7 @@ type Link struct {
 	Type  string // netlink type: "vxlan", "bridge", "tuntap", ...
 	Up    bool
 	MTU   int
-	Addrs []netip.Prefix // IPv4 addresses with their prefix length
+	Addrs []netip.Prefix // IPv4 and IPv6 addresses with their prefix length
 }
 
 // Route is a kernel route.
@@ -91,10 +92,15 @@ type Node struct {
 	// Subnet is this node's lease; zero when unknown (weftd down and no
 	// subnet file), in which case every IP is checked as a peer's.
 	Subnet netip.Prefix
+	// IPv6Subnet is this node's IPv6 subnet in a network with IPv6; zero
+	// otherwise or when unknown.
+	IPv6Subnet netip.Prefix
 	// Backend is this node's backend type ("vxlan", "host-gw", "udp").
 	Backend string
 	// VXLANDevice is the vxlan device name (weft.<VNI>).
 	VXLANDevice string
+	// VXLANDevice6 is the IPv6 vxlan device name (weft-v6.<VNI>).
+	VXLANDevice6 string
 	// DirectRouting is the vxlan option: a same-L2 peer may have a plain
 	// route via its PublicIP instead of the vxlan entries.
 	DirectRouting bool
@@ -102,8 +108,9 @@ type Node struct {
 	UDPDevice string
 	// Bridge is the CNI bridge local pods are attached to.
 	Bridge string
-	// Peers is weftd's view of its peers by subnet (from GET /status); nil
-	// when weftd could not be asked.
+	// Peers is weftd's view of its peers by lease key (Subnet, or
+	// IPv6Subnet of an IPv6-only lease, from GET /status); nil when weftd
+	// could not be asked.
 	Peers map[netip.Prefix]PeerState
 	// PeersErr says why Peers is nil, e.g. "weftd not reachable at ...".
 	PeersErr string
@@ -166,10 +173,12 @@ type Report struct {
 
 // OwnerInfo names the node that owns the IP.
 type OwnerInfo struct {
-	Subnet   netip.Prefix `json:"subnet"`
-	PublicIP netip.Addr   `json:"publicIP"`
-	Backend  string       `json:"backend"`
-	Reserved bool         `json:"reserved,omitempty"`
+	Subnet     netip.Prefix `json:"subnet"`
+	PublicIP   netip.Addr   `json:"publicIP"`
+	IPv6Subnet netip.Prefix `json:"ipv6Subnet,omitzero"`
+	PublicIPv6 netip.Addr   `json:"publicIPv6,omitzero"`
+	Backend    string       `json:"backend"`
+	Reserved   bool         `json:"reserved,omitempty"`
 }
 
 // Problems counts the failed checks.
@@ -201,25 +210,77 @@ const (
 	fixNoWeftd = "is weftd running? (`systemctl status weftd`, `weftctl status`)"
 )
 
-// Diagnose checks what this node needs to reach q.IP. It reads the kernel
-// through k and never changes anything.
+// family is the view of the query in the family of the IP diagnosed: the
+// pod network, this node's and the owner's subnet and underlay address, and
+// the vxlan device and BackendData of that family.
+type family struct {
+	v6       bool
+	name     string // "IPv4", "IPv6"
+	network  netip.Prefix
+	own      netip.Prefix // this node's subnet of the family
+	vxlanDev string
+	// The owner's side, once found.
+	subnet netip.Prefix
+	pub    netip.Addr
+	data   json.RawMessage
+	key    netip.Prefix // the owner's lease key (weftd's peers map)
+}
+
+func familyOf(q Query) family {
+	f := family{name: "IPv4", own: q.Node.Subnet, vxlanDev: q.Node.VXLANDevice}
+	if q.Config != nil {
+		f.network = q.Config.Network
+	}
+	if q.IP.Is6() {
+		f = family{v6: true, name: "IPv6", own: q.Node.IPv6Subnet, vxlanDev: q.Node.VXLANDevice6}
+		if q.Config != nil {
+			f.network = q.Config.IPv6Network
+		}
+	}
+	return f
+}
+
+// owner sets the owner's side of f from l.
+func (f *family) owner(l *subnet.Lease) {
+	f.subnet, f.pub, f.data, f.key = l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData, l.Key()
+	if f.v6 {
+		f.subnet, f.pub, f.data = l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data
+	}
+}
+
+// Diagnose checks what this node needs to reach q.IP, an IPv4 or IPv6 pod
+// address. It reads the kernel through k and never changes anything.
 func Diagnose(k Kernel, q Query) Report {
 	r := Report{IP: q.IP}
-	if !q.IP.Is4() {
-		r.fail("IPv4 pod address", q.IP.String(), "weft routes IPv4 pod subnets; give the pod's IPv4 address")
+	if !q.IP.IsValid() || q.IP.Is4In6() || q.IP.Zone() != "" {
+		r.fail("a pod address", q.IP.String(), "give the pod's IPv4 or IPv6 address")
 		return r
 	}
+	f := familyOf(q)
 	if q.Config != nil {
-		if !q.Config.Network.Contains(q.IP) {
-			r.fail("in the pod network "+q.Config.Network.String(), "it is not",
-				"pod IPs come from "+q.Config.Network.String()+"; a service or host address is not weft's to route (check kube-proxy or the host's routing)")
+		enabled := q.Config.EnableIPv4
+		if f.v6 {
+			enabled = q.Config.EnableIPv6
+		}
+		if !enabled {
+			r.fail("the network has "+f.name, "it does not (EnableIPv4 "+fmt.Sprint(q.Config.EnableIPv4)+", EnableIPv6 "+fmt.Sprint(q.Config.EnableIPv6)+")",
+				"pods get no "+f.name+" address in this network: give the pod's address of the other family")
 			return r
 		}
-		r.ok("in the pod network "+q.Config.Network.String(), "")
+		if !f.network.Contains(q.IP) {
+			r.fail("in the pod network "+f.network.String(), "it is not",
+				"pod IPs come from "+f.network.String()+"; a service or host address is not weft's to route (check kube-proxy or the host's routing)")
+			return r
+		}
+		r.ok("in the pod network "+f.network.String(), "")
 	}
 	var owner *subnet.Lease
 	for i := range q.Leases {
-		if q.Leases[i].Subnet.Contains(q.IP) {
+		sn := q.Leases[i].Subnet
+		if f.v6 {
+			sn = q.Leases[i].IPv6Subnet
+		}
+		if sn.IsValid() && sn.Contains(q.IP) {
 			owner = &q.Leases[i]
 			break
 		}
@@ -229,36 +290,39 @@ func Diagnose(k Kernel, q Query) Report {
 			"the node that had this subnet lost its lease or is gone, so the pod is stale: list leases with `weftctl leases`; restart the pod so it gets an address of a live node")
 		return r
 	}
-	r.Owner = &OwnerInfo{Subnet: owner.Subnet, PublicIP: owner.Attrs.PublicIP, Backend: owner.Attrs.BackendType, Reserved: owner.Reserved()}
+	f.owner(owner)
+	r.Owner = &OwnerInfo{Subnet: owner.Subnet, PublicIP: owner.Attrs.PublicIP, IPv6Subnet: owner.IPv6Subnet, PublicIPv6: owner.Attrs.PublicIPv6,
+		Backend: owner.Attrs.BackendType, Reserved: owner.Reserved()}
 	r.Backend = owner.Attrs.BackendType
-	r.ok("a lease owns "+q.IP.String(), ownerText(owner, q.Now))
+	r.ok("a lease owns "+q.IP.String(), ownerText(f, owner, q.Now))
 
-	switch fwd, err := k.Forwarding(); {
+	sysctl := map[bool]string{false: "net.ipv4.ip_forward", true: "net.ipv6.conf.all.forwarding"}[f.v6]
+	switch fwd, err := k.Forwarding(f.v6); {
 	case err != nil:
-		r.warn("IPv4 forwarding on", err.Error(), "")
+		r.warn(f.name+" forwarding on", err.Error(), "")
 	case fwd:
-		r.ok("IPv4 forwarding on", "")
+		r.ok(f.name+" forwarding on", "")
 	default:
-		r.fail("IPv4 forwarding on", "net.ipv4.ip_forward=0",
-			"pods' packets are not forwarded: `sysctl -w net.ipv4.ip_forward=1` and persist it in /etc/sysctl.d/")
+		r.fail(f.name+" forwarding on", sysctl+"=0",
+			"pods' packets are not forwarded: `sysctl -w "+sysctl+"=1` and persist it in /etc/sysctl.d/")
 	}
 
 	switch {
-	case !q.Node.Subnet.IsValid():
-		r.warn("this node's subnet is known", q.Node.PeersErr,
+	case !f.own.IsValid():
+		r.warn("this node's "+map[bool]string{false: "", true: "IPv6 "}[f.v6]+"subnet is known", q.Node.PeersErr,
 			"weftd's status and the subnet file are both unavailable; checking "+q.IP.String()+" as a remote pod")
-		remote(k, q, owner, &r)
-	case owner.Subnet == q.Node.Subnet:
+		remote(k, q, f, owner, &r)
+	case f.subnet == f.own:
 		r.Local = true
-		local(k, q, owner, &r)
+		local(k, q, f, &r)
 	default:
-		remote(k, q, owner, &r)
+		remote(k, q, f, owner, &r)
 	}
 	return r
 }
 
-func ownerText(l *subnet.Lease, now time.Time) string {
-	s := fmt.Sprintf("%s of node %s (%s)", l.Subnet, l.Attrs.PublicIP, dash(l.Attrs.BackendType))
+func ownerText(f family, l *subnet.Lease, now time.Time) string {
+	s := fmt.Sprintf("%s of node %s (%s)", f.subnet, f.pub, dash(l.Attrs.BackendType))
 	switch {
 	case l.Reserved():
 		s += ", reserved"
@@ -277,8 +341,8 @@ func dash(s string) string {
 
 // local checks a pod of this node: the bridge, its route and the pod's
 // neighbour entry.
-func local(k Kernel, q Query, owner *subnet.Lease, r *Report) {
-	sn := owner.Subnet
+func local(k Kernel, q Query, f family, r *Report) {
+	sn := f.subnet
 	gw := sn.Addr().Next()
 	br := q.Node.Bridge
 	link, ok := checkLink(k, r, "bridge "+br, br,
@@ -304,7 +368,7 @@ func local(k Kernel, q Query, owner *subnet.Lease, r *Report) {
 		r.fail(what, routesText(routes), "the kernel adds it with the bridge address; re-add "+want.String()+" to "+br+" (`ip addr replace "+want.String()+" dev "+br+"`)")
 	}
 	if q.IP != gw && q.IP != sn.Addr() {
-		what := fmt.Sprintf("neighbour %s on %s (the pod answered ARP)", q.IP, br)
+		what := fmt.Sprintf("neighbour %s on %s (the pod answered %s)", q.IP, br, map[bool]string{false: "ARP", true: "neighbour discovery"}[f.v6])
 		switch n, found, err := k.Neigh(link.Index, q.IP); {
 		case err != nil:
 			r.warn(what, err.Error(), "")
@@ -313,7 +377,7 @@ func local(k Kernel, q Query, owner *subnet.Lease, r *Report) {
 				"the pod has not talked to this node recently or does not exist: `ping -c1 "+q.IP.String()+"` from this node, check the pod is running (`crictl pods`) and its address is allocated (/var/lib/weft/ipam/)")
 		case !n.Usable():
 			r.fail(what, n.State,
-				"the pod does not answer ARP: it is gone or its veth is down; check the pod (`crictl pods`), `bridge link show master "+br+"`")
+				"the pod does not answer: it is gone or its veth is down; check the pod (`crictl pods`), `bridge link show master "+br+"`")
 		default:
 			r.ok(what, fmt.Sprintf("%s %s", n.MAC, n.State))
 		}
@@ -322,14 +386,14 @@ func local(k Kernel, q Query, owner *subnet.Lease, r *Report) {
 }
 
 // remote checks what this node needs to send to a peer's pod.
-func remote(k Kernel, q Query, owner *subnet.Lease, r *Report) {
+func remote(k Kernel, q Query, f family, owner *subnet.Lease, r *Report) {
 	peerBackend := owner.Attrs.BackendType
 	if q.Node.Backend != "" && peerBackend != "" && peerBackend != q.Node.Backend {
 		r.fail("peer uses this node's backend "+q.Node.Backend, "peer uses "+peerBackend,
 			"weftd only programs peers of its own backend type: run every node with the same network config (`weftctl config get`) and restart the odd one")
 	}
-	what := fmt.Sprintf("weftd programmed peer %s", owner.Subnet)
-	switch ps, known := q.Node.Peers[owner.Subnet]; {
+	what := fmt.Sprintf("weftd programmed peer %s", f.key)
+	switch ps, known := q.Node.Peers[f.key]; {
 	case q.Node.Peers == nil:
 		r.warn(what, q.Node.PeersErr, fixNoWeftd)
 	case !known:
@@ -350,22 +414,22 @@ func remote(k Kernel, q Query, owner *subnet.Lease, r *Report) {
 	}
 	switch backendType {
 	case subnet.BackendVXLAN:
-		remoteVXLAN(k, q, owner, r)
+		remoteVXLAN(k, q, f, r)
 	case subnet.BackendHostGW:
-		remoteHostGW(k, q, owner, r)
+		remoteHostGW(k, q, f, r)
 	case subnet.BackendUDP:
-		remoteUDP(k, q, r)
+		remoteUDP(k, q, f, r)
 	default:
 		r.warn("backend "+dash(backendType)+" is checked", "no kernel checks for it", "")
 	}
 }
 
-func remoteVXLAN(k Kernel, q Query, owner *subnet.Lease, r *Report) {
-	sn, pub := owner.Subnet, owner.Attrs.PublicIP
-	vtep := sn.Addr() // the peer's device address, <subnet>.0
-	dev := q.Node.VXLANDevice
+func remoteVXLAN(k Kernel, q Query, f family, r *Report) {
+	sn, pub := f.subnet, f.pub
+	vtep := sn.Addr() // the peer's device address, <subnet>.0 (<IPv6 subnet>::)
+	dev := f.vxlanDev
 	var data struct{ VtepMAC string }
-	_ = json.Unmarshal(owner.Attrs.BackendData, &data)
+	_ = json.Unmarshal(f.data, &data)
 	mac, macErr := net.ParseMAC(data.VtepMAC)
 
 	routes, rErr := k.Routes(sn)
@@ -388,7 +452,7 @@ func remoteVXLAN(k Kernel, q Query, owner *subnet.Lease, r *Report) {
 		r.fail(what, routesText(routes), fixResync)
 	}
 	if macErr != nil {
-		r.fail("peer lease has a VtepMAC", fmt.Sprintf("BackendData %s", owner.Attrs.BackendData),
+		r.fail("peer lease has a VtepMAC", fmt.Sprintf("%s %s", map[bool]string{false: "BackendData", true: "BackendV6Data"}[f.v6], f.data),
 			"the peer's weftd (or flanneld) did not publish its VXLAN MAC: restart it; `weftctl leases -o json` shows the lease")
 		return
 	}
@@ -422,8 +486,8 @@ func remoteVXLAN(k Kernel, q Query, owner *subnet.Lease, r *Report) {
 	checkRouteGet(k, r, q.IP, dev, vtep)
 }
 
-func remoteHostGW(k Kernel, q Query, owner *subnet.Lease, r *Report) {
-	sn, pub := owner.Subnet, owner.Attrs.PublicIP
+func remoteHostGW(k Kernel, q Query, f family, r *Report) {
+	sn, pub := f.subnet, f.pub
 	routes, err := k.Routes(sn)
 	what := fmt.Sprintf("route %s via %s", sn, pub)
 	switch i := slices.IndexFunc(routes, func(rt Route) bool { return rt.Gw == pub }); {
@@ -450,7 +514,7 @@ func remoteHostGW(k Kernel, q Query, owner *subnet.Lease, r *Report) {
 	checkRouteGet(k, r, q.IP, dev, pub)
 }
 
-func remoteUDP(k Kernel, q Query, r *Report) {
+func remoteUDP(k Kernel, q Query, f family, r *Report) {
 	dev := q.Node.UDPDevice
 	if _, ok := checkLink(k, r, "udp device "+dev, dev,
 		"weftd creates it at start: is weftd running with the udp backend? (`systemctl status weftd`)"); !ok {
@@ -460,7 +524,7 @@ func remoteUDP(k Kernel, q Query, r *Report) {
 		r.warn("route to the pod network into "+dev, "network config unknown", "")
 		return
 	}
-	nw := q.Config.Network
+	nw := f.network
 	routes, err := k.Routes(nw)
 	what := fmt.Sprintf("route %s dev %s", nw, dev)
 	switch i := slices.IndexFunc(routes, func(rt Route) bool { return rt.Dev == dev }); {

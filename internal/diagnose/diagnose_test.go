@@ -21,7 +21,13 @@ var (
 	ownIP      = netip.MustParseAddr("198.18.100.10")
 	peerIP     = netip.MustParseAddr("198.18.100.11")
 	peerMAC, _ = net.ParseMAC("0e:00:00:00:00:02")
-	now        = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	// The IPv6 side of the dual-stack cluster.
+	ownSubnet6  = netip.MustParsePrefix("fd00:10:244:1::/64")
+	peerSubnet6 = netip.MustParsePrefix("fd00:10:244:2::/64")
+	ownIP6      = netip.MustParseAddr("fd00:198:18::10")
+	peerIP6     = netip.MustParseAddr("fd00:198:18::11")
+	peerMAC6, _ = net.ParseMAC("0e:00:00:00:06:02")
+	now         = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -29,17 +35,20 @@ func ip(s string) netip.Addr    { return netip.MustParseAddr(s) }
 
 func leases(backendType string) []subnet.Lease {
 	data := json.RawMessage(`{"VNI":1,"VtepMAC":"` + peerMAC.String() + `"}`)
+	data6 := json.RawMessage(`{"VNI":1,"VtepMAC":"` + peerMAC6.String() + `"}`)
 	if backendType != "vxlan" {
-		data = nil
+		data, data6 = nil, nil
 	}
 	return []subnet.Lease{
-		{Subnet: ownSubnet, Attrs: subnet.LeaseAttrs{PublicIP: ownIP, BackendType: backendType}, Expiration: now.Add(time.Hour), LeaseID: 1},
-		{Subnet: peerSubnet, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, BackendType: backendType, BackendData: data}, Expiration: now.Add(2 * time.Hour), LeaseID: 2},
+		{Subnet: ownSubnet, IPv6Subnet: ownSubnet6, Attrs: subnet.LeaseAttrs{PublicIP: ownIP, PublicIPv6: ownIP6, BackendType: backendType},
+			Expiration: now.Add(time.Hour), LeaseID: 1},
+		{Subnet: peerSubnet, IPv6Subnet: peerSubnet6, Attrs: subnet.LeaseAttrs{PublicIP: peerIP, PublicIPv6: peerIP6, BackendType: backendType,
+			BackendData: data, BackendV6Data: data6}, Expiration: now.Add(2 * time.Hour), LeaseID: 2},
 	}
 }
 
 // node builds the kernel state weft programs on node 1 of a two-node
-// cluster, for backendType.
+// dual-stack cluster, for backendType.
 func node(backendType string) *diagnosetest.Kernel {
 	k := diagnosetest.New()
 	k.AddLink("eth0", "veth", 1500, pfx("198.18.100.10/24"))
@@ -48,17 +57,30 @@ func node(backendType string) *diagnosetest.Kernel {
 	k.AddLink("weft0", "bridge", 1450, pfx("10.244.1.1/24"))
 	k.AddRoute(diagnose.Route{Dst: ownSubnet, Dev: "weft0"})
 	k.AddNeigh("weft0", ip("10.244.1.5"), net.HardwareAddr{2, 0, 0, 0, 0, 5}, "reachable")
+	// IPv6: the link gets its addresses after the fact, so the link
+	// indices stay those of an IPv4 cluster.
+	k.Links[0].Addrs = append(k.Links[0].Addrs, pfx("fd00:198:18::10/64"))
+	k.Links[1].Addrs = append(k.Links[1].Addrs, pfx("fd00:10:244:1::1/64"))
+	k.AddRoute(diagnose.Route{Dst: pfx("fd00:198:18::/64"), Dev: "eth0"})
+	k.AddRoute(diagnose.Route{Dst: ownSubnet6, Dev: "weft0"})
+	k.AddNeigh("weft0", ip("fd00:10:244:1::5"), net.HardwareAddr{2, 0, 0, 0, 6, 5}, "reachable")
 	switch backendType {
 	case "vxlan":
 		k.AddLink("weft.1", "vxlan", 1450, pfx("10.244.1.0/32"))
 		k.AddRoute(diagnose.Route{Dst: peerSubnet, Gw: peerSubnet.Addr(), Dev: "weft.1", OnLink: true, Protocol: 0x57})
 		k.AddNeigh("weft.1", peerSubnet.Addr(), peerMAC, "permanent")
 		k.AddFDB("weft.1", peerMAC, peerIP)
+		k.AddLink("weft-v6.1", "vxlan", 1430, pfx("fd00:10:244:1::/128"))
+		k.AddRoute(diagnose.Route{Dst: peerSubnet6, Gw: peerSubnet6.Addr(), Dev: "weft-v6.1", OnLink: true, Protocol: 0x57})
+		k.AddNeigh("weft-v6.1", peerSubnet6.Addr(), peerMAC6, "permanent")
+		k.AddFDB("weft-v6.1", peerMAC6, peerIP6)
 	case "host-gw":
 		k.AddRoute(diagnose.Route{Dst: peerSubnet, Gw: peerIP, Dev: "eth0", Protocol: 0x57})
+		k.AddRoute(diagnose.Route{Dst: peerSubnet6, Gw: peerIP6, Dev: "eth0", Protocol: 0x57})
 	case "udp":
-		k.AddLink("weft-udp", "tuntap", 1472, pfx("10.244.1.0/32"))
+		k.AddLink("weft-udp", "tuntap", 1472, pfx("10.244.1.0/32"), pfx("fd00:10:244:1::/128"))
 		k.AddRoute(diagnose.Route{Dst: pfx("10.244.0.0/16"), Dev: "weft-udp"})
+		k.AddRoute(diagnose.Route{Dst: pfx("fd00:10:244::/56"), Dev: "weft-udp"})
 	}
 	return k
 }
@@ -66,10 +88,11 @@ func node(backendType string) *diagnosetest.Kernel {
 func query(t *testing.T, backendType, addr string) diagnose.Query {
 	return diagnose.Query{
 		IP:     ip(addr),
-		Config: subnettest.MustConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"`+backendType+`"}}`),
+		Config: subnettest.MustConfig(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"`+backendType+`"}}`),
 		Leases: leases(backendType),
 		Node: diagnose.Node{
-			Subnet: ownSubnet, Backend: backendType, VXLANDevice: "weft.1", UDPDevice: "weft-udp", Bridge: "weft0",
+			Subnet: ownSubnet, IPv6Subnet: ownSubnet6, Backend: backendType, VXLANDevice: "weft.1", VXLANDevice6: "weft-v6.1",
+			UDPDevice: "weft-udp", Bridge: "weft0",
 			Peers: map[netip.Prefix]diagnose.PeerState{peerSubnet: {State: "programmed"}},
 		},
 		Now: now,
@@ -187,6 +210,55 @@ func TestDiagnose(t *testing.T) {
 		{name: "udp route missing", backend: "udp", ip: "10.244.2.7",
 			change:   func(k *diagnosetest.Kernel, _ *diagnose.Query) { k.DeleteRoutes(pfx("10.244.0.0/16")) },
 			wantFail: []string{"route 10.244.0.0/16 dev weft-udp", "kernel sends 10.244.2.7 out of weft-udp"}},
+		{name: "ipv6 vxlan peer all present", backend: "vxlan", ip: "fd00:10:244:2::7"},
+		{name: "ipv6 vxlan route deleted", backend: "vxlan", ip: "fd00:10:244:2::7",
+			change: func(k *diagnosetest.Kernel, _ *diagnose.Query) { k.DeleteRoutes(peerSubnet6) },
+			wantFail: []string{"route fd00:10:244:2::/64 via fd00:10:244:2:: dev weft-v6.1 onlink",
+				"kernel sends fd00:10:244:2::7 out of weft-v6.1 via fd00:10:244:2::"}},
+		{name: "ipv6 vxlan neighbour and fdb missing", backend: "vxlan", ip: "fd00:10:244:2::7",
+			change: func(k *diagnosetest.Kernel, _ *diagnose.Query) {
+				k.Neighs[4] = nil // weft-v6.1's
+				k.FDBs[4] = nil
+			},
+			wantFail: []string{"neighbour fd00:10:244:2:: lladdr 0e:00:00:00:06:02 permanent on weft-v6.1", "fdb 0e:00:00:00:06:02 dst fd00:198:18::11 on weft-v6.1"}},
+		{name: "ipv6 vxlan lease without BackendV6Data", backend: "vxlan", ip: "fd00:10:244:2::7",
+			change:   func(_ *diagnosetest.Kernel, q *diagnose.Query) { q.Leases[1].Attrs.BackendV6Data = nil },
+			wantFail: []string{"peer lease has a VtepMAC"}},
+		{name: "ipv6 vxlan: the IPv4 entries do not stand in", backend: "vxlan", ip: "fd00:10:244:2::7",
+			change: func(k *diagnosetest.Kernel, _ *diagnose.Query) {
+				k.Links = k.Links[:3] // no weft-v6.1
+				k.DeleteRoutes(peerSubnet6)
+			},
+			wantFail: []string{"vxlan device weft-v6.1 exists", "route fd00:10:244:2::/64 via"}},
+		{name: "ipv6 forwarding off", backend: "vxlan", ip: "fd00:10:244:2::7",
+			change:   func(k *diagnosetest.Kernel, _ *diagnose.Query) { k.IPv6Forward = false },
+			wantFail: []string{"IPv6 forwarding on"}},
+		{name: "ipv4 forwarding off does not fail an IPv6 pod", backend: "vxlan", ip: "fd00:10:244:2::7",
+			change: func(k *diagnosetest.Kernel, _ *diagnose.Query) { k.IPForward = false }},
+		{name: "ipv6 host-gw peer", backend: "host-gw", ip: "fd00:10:244:2::7"},
+		{name: "ipv6 host-gw route missing", backend: "host-gw", ip: "fd00:10:244:2::7",
+			change:   func(k *diagnosetest.Kernel, _ *diagnose.Query) { k.DeleteRoutes(peerSubnet6) },
+			wantFail: []string{"route fd00:10:244:2::/64 via fd00:198:18::11", "kernel sends fd00:10:244:2::7 out of eth0 via fd00:198:18::11"}},
+		{name: "ipv6 udp peer", backend: "udp", ip: "fd00:10:244:2::7"},
+		{name: "ipv6 udp route missing", backend: "udp", ip: "fd00:10:244:2::7",
+			change:   func(k *diagnosetest.Kernel, _ *diagnose.Query) { k.DeleteRoutes(pfx("fd00:10:244::/56")) },
+			wantFail: []string{"route fd00:10:244::/56 dev weft-udp", "kernel sends fd00:10:244:2::7 out of weft-udp"}},
+		{name: "ipv6 local pod", backend: "vxlan", ip: "fd00:10:244:1::5", local: true},
+		{name: "ipv6 local bridge without the IPv6 gateway", backend: "vxlan", ip: "fd00:10:244:1::5", local: true,
+			change:   func(k *diagnosetest.Kernel, _ *diagnose.Query) { k.Links[1].Addrs = k.Links[1].Addrs[:1] },
+			wantFail: []string{"bridge weft0 has gateway fd00:10:244:1::1/64"}},
+		{name: "ipv6 outside the network", backend: "vxlan", ip: "fd00:99::1",
+			wantFail: []string{"in the pod network fd00:10:244::/56"}},
+		{name: "ipv6 in a network without IPv6", backend: "vxlan", ip: "fd00:10:244:2::7",
+			change: func(_ *diagnosetest.Kernel, q *diagnose.Query) {
+				q.Config = subnettest.MustConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+			},
+			wantFail: []string{"the network has IPv6"}},
+		{name: "ipv6-only peer is found by its IPv6 key", backend: "host-gw", ip: "fd00:10:244:2::7",
+			change: func(_ *diagnosetest.Kernel, q *diagnose.Query) {
+				q.Leases[1].Subnet = netip.Prefix{}
+				q.Node.Peers = map[netip.Prefix]diagnose.PeerState{peerSubnet6: {State: "programmed"}}
+			}},
 		{name: "own subnet unknown", backend: "vxlan", ip: "10.244.2.7",
 			change:   func(_ *diagnosetest.Kernel, q *diagnose.Query) { q.Node.Subnet = netip.Prefix{} },
 			wantWarn: "this node's subnet is known"},

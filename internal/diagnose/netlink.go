@@ -39,9 +39,13 @@ func (k *Netlink) Link(name string) (Link, error) {
 
 func (k *Netlink) link(l netlink.Link) (Link, error) {
 	a := l.Attrs()
-	addrs, err := k.h.Addrs(l, unix.AF_INET)
-	if err != nil {
-		return Link{}, err
+	var addrs []netip.Prefix
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		as, err := k.h.Addrs(l, fam)
+		if err != nil {
+			return Link{}, err
+		}
+		addrs = append(addrs, as...)
 	}
 	return Link{Name: a.Name, Index: a.Index, Type: l.Type(), Up: a.Flags&net.FlagUp != 0, MTU: a.MTU, Addrs: addrs}, nil
 }
@@ -49,7 +53,7 @@ func (k *Netlink) link(l netlink.Link) (Link, error) {
 // Routes implements Kernel.
 func (k *Netlink) Routes(dst netip.Prefix) ([]Route, error) {
 	dst = dst.Masked()
-	nrs, err := k.h.Netlink().RouteListFiltered(unix.AF_INET,
+	nrs, err := k.h.Netlink().RouteListFiltered(nl.Family(dst.Addr()),
 		&netlink.Route{Dst: nl.IPNet(dst), Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -96,7 +100,7 @@ func (k *Netlink) route(nr netlink.Route) Route {
 
 // Neigh implements Kernel.
 func (k *Netlink) Neigh(linkIndex int, ip netip.Addr) (Neigh, bool, error) {
-	ns, err := k.h.Netlink().NeighList(linkIndex, unix.AF_INET)
+	ns, err := k.h.Netlink().NeighList(linkIndex, nl.Family(ip))
 	if err != nil {
 		return Neigh{}, false, fmt.Errorf("list neighbours: %w", err)
 	}
@@ -151,10 +155,14 @@ func (k *Netlink) FDB(linkIndex int, mac net.HardwareAddr) ([]netip.Addr, error)
 // Forwarding implements Kernel. /proc/sys/net is resolved against the
 // network namespace of the thread that opens it, so this too reads the
 // calling thread's namespace.
-func (k *Netlink) Forwarding() (bool, error) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+func (k *Netlink) Forwarding(v6 bool) (bool, error) {
+	path := "/proc/sys/net/ipv4/ip_forward"
+	if v6 {
+		path = "/proc/sys/net/ipv6/conf/all/forwarding"
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return false, fmt.Errorf("read ip_forward: %w", err)
+		return false, fmt.Errorf("read %s: %w", path, err)
 	}
 	return strings.TrimSpace(string(b)) == "1", nil
 }

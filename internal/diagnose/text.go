@@ -3,6 +3,7 @@ package diagnose
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 )
 
@@ -11,13 +12,24 @@ import (
 // for what to do.
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
+	var sn netip.Prefix
+	var node netip.Addr
+	if o := r.Owner; o != nil {
+		sn, node = o.Subnet, o.PublicIP
+		if r.IP.Is6() {
+			sn = o.IPv6Subnet
+		}
+		if !node.IsValid() {
+			node = o.PublicIPv6 // an IPv6-only network
+		}
+	}
 	switch {
 	case r.Owner == nil:
 		fmt.Fprintf(&b, "%s: no node owns this address\n", r.IP)
 	case r.Local:
-		fmt.Fprintf(&b, "%s: a pod of THIS node (subnet %s); it hangs off the local bridge\n", r.IP, r.Owner.Subnet)
+		fmt.Fprintf(&b, "%s: a pod of THIS node (subnet %s); it hangs off the local bridge\n", r.IP, sn)
 	default:
-		fmt.Fprintf(&b, "%s: a pod of node %s (subnet %s, backend %s)\n", r.IP, r.Owner.PublicIP, r.Owner.Subnet, dash(r.Owner.Backend))
+		fmt.Fprintf(&b, "%s: a pod of node %s (subnet %s, backend %s)\n", r.IP, node, sn, dash(r.Owner.Backend))
 	}
 	for _, c := range r.Checks {
 		fmt.Fprintf(&b, "  %s %s", c.Result.Symbol(), c.What)

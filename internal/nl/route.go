@@ -47,7 +47,7 @@ func (r Route) netlink() *netlink.Route {
 		LinkIndex: r.LinkIndex,
 		Protocol:  RouteProtocol,
 		Table:     unix.RT_TABLE_MAIN,
-		Family:    family(dst.Addr()),
+		Family:    Family(dst.Addr()),
 	}
 	nr.Priority = WeftMetric(nr.Family)
 	if !r.Gw.IsValid() {
@@ -74,7 +74,9 @@ func WeftMetric(family int) int {
 	return 0
 }
 
-func family(a netip.Addr) int {
+// Family is the netlink address family of a (AF_INET for an IPv4-mapped
+// address).
+func Family(a netip.Addr) int {
 	if a.Is4() || a.Is4In6() {
 		return unix.AF_INET
 	}
@@ -189,13 +191,13 @@ func (h *Handle) EnsureRoute(want Route, have *Route) (bool, error) {
 
 // routeAt returns the main-table route to dst with weft's metric, or nil.
 func (h *Handle) routeAt(dst netip.Prefix) (*netlink.Route, error) {
-	nrs, err := h.n().RouteListFiltered(family(dst.Addr()),
+	nrs, err := h.n().RouteListFiltered(Family(dst.Addr()),
 		&netlink.Route{Dst: IPNet(dst), Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list routes to %s: %w", dst, err)
 	}
 	for _, nr := range nrs {
-		if nr.Priority == WeftMetric(family(dst.Addr())) {
+		if nr.Priority == WeftMetric(Family(dst.Addr())) {
 			return &nr, nil
 		}
 	}
@@ -291,7 +293,7 @@ func (h *Handle) EnsureUnreachable(family int, dsts []netip.Prefix) (bool, error
 func unreachable(dst netip.Prefix) *netlink.Route {
 	return &netlink.Route{
 		Dst: IPNet(dst), Type: unix.RTN_UNREACHABLE, Protocol: RouteProtocol, Priority: UnreachableMetric,
-		Table: unix.RT_TABLE_MAIN, Family: family(dst.Addr()),
+		Table: unix.RT_TABLE_MAIN, Family: Family(dst.Addr()),
 	}
 }
 
@@ -332,7 +334,7 @@ func (h *Handle) EnsureNeigh(linkIndex int, ip netip.Addr, mac net.HardwareAddr,
 	}
 	err := h.n().NeighSet(&netlink.Neigh{
 		LinkIndex:    linkIndex,
-		Family:       family(ip),
+		Family:       Family(ip),
 		State:        netlink.NUD_PERMANENT,
 		Type:         unix.RTN_UNICAST,
 		IP:           IP(ip),
@@ -347,7 +349,7 @@ func (h *Handle) EnsureNeigh(linkIndex int, ip netip.Addr, mac net.HardwareAddr,
 // DeleteNeigh deletes the neighbour entry for ip on link; a missing entry is
 // not an error.
 func (h *Handle) DeleteNeigh(linkIndex int, ip netip.Addr) error {
-	err := h.n().NeighDel(&netlink.Neigh{LinkIndex: linkIndex, Family: family(ip), IP: IP(ip)})
+	err := h.n().NeighDel(&netlink.Neigh{LinkIndex: linkIndex, Family: Family(ip), IP: IP(ip)})
 	if err != nil && !IsNotFound(err) {
 		return fmt.Errorf("delete neighbour %s: %w", ip, err)
 	}

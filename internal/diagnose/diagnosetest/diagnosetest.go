@@ -22,15 +22,15 @@ type Kernel struct {
 	Neighs map[int][]diagnose.Neigh
 	// FDBs maps link index → MAC string → destinations.
 	FDBs map[int]map[string][]netip.Addr
-	// IPForward is what Forwarding reports.
-	IPForward bool
+	// IPForward and IPv6Forward are what Forwarding reports.
+	IPForward, IPv6Forward bool
 }
 
 var _ diagnose.Kernel = (*Kernel)(nil)
 
-// New returns an empty kernel with forwarding on.
+// New returns an empty kernel with forwarding on in both families.
 func New() *Kernel {
-	return &Kernel{Neighs: map[int][]diagnose.Neigh{}, FDBs: map[int]map[string][]netip.Addr{}, IPForward: true}
+	return &Kernel{Neighs: map[int][]diagnose.Neigh{}, FDBs: map[int]map[string][]netip.Addr{}, IPForward: true, IPv6Forward: true}
 }
 
 // AddLink adds a link that is up, with index len(Links)+1, and returns it.
@@ -123,4 +123,9 @@ func (k *Kernel) FDB(linkIndex int, mac net.HardwareAddr) ([]netip.Addr, error) 
 }
 
 // Forwarding implements diagnose.Kernel.
-func (k *Kernel) Forwarding() (bool, error) { return k.IPForward, nil }
+func (k *Kernel) Forwarding(v6 bool) (bool, error) {
+	if v6 {
+		return k.IPv6Forward, nil
+	}
+	return k.IPForward, nil
+}
