@@ -21,23 +21,17 @@ import (
 // an expired lease of either kind is dropped, both subnets, by the other.
 func TestMixedDualStack(t *testing.T) {
 	bins(t)
-	for _, tc := range []mixedCase{
-		{backend: "vxlan"},
-		{backend: "host-gw", ipMasq: true},
-	} {
-		t.Run(tc.backend, func(t *testing.T) {
-			t.Parallel()
-			o := tc.options("m6")
-			o.IPv6, o.WeftdArgs = true, []string{"--subnet-lease-ttl=" + weftTTL.String()}
-			l := up(t, o)
-			requireMatrix(t, l, "dual stack: n1 and n3 weft, n2 Flannel")
-			requireWireFormats(t, l)
-			requireDualStackLeases(t, l, tc.backend)
+	runMixedCases(t, mixedDualStackCases, func(t *testing.T, tc mixedCase) {
+		o := tc.options("m")
+		o.WeftdArgs = []string{"--subnet-lease-ttl=" + weftTTL.String()}
+		l := up(t, o)
+		requireMatrix(t, l, "dual stack: n1 and n3 weft, n2 Flannel")
+		requireWireFormats(t, l)
+		requireDualStackLeases(t, l, tc.backend)
 
-			requireJoinBothSides(t, l, "dual stack: ")
-			requireExpiryDropped(t, l, tc.backend)
-		})
-	}
+		requireJoinBothSides(t, l, "dual stack: ")
+		requireExpiryDropped(t, l, tc.backend)
+	})
 }
 
 // requireDualStackLeases checks that every node's lease sits at its

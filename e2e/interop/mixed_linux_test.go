@@ -36,6 +36,8 @@ type mixedCase struct {
 	// masqueraded as a Flannel deployment does; host-gw covers masquerade
 	// on a kernel backend, vxlan the plain path.
 	ipMasq bool
+	// ipv6 makes the lab dual stack (lab.Options.IPv6).
+	ipv6 bool
 }
 
 var mixedCases = []mixedCase{
@@ -60,9 +62,15 @@ func requireJoinBothSides(t *testing.T, l *lab.Lab, what string) {
 	requireMatrix(t, l, fmt.Sprintf("%sFlannel node %s and weft node %s joined", what, nf.Name, nw.Name))
 }
 
-// runMixedCases runs test for each of mixedCases, in parallel subtests.
-func runMixedCases(t *testing.T, test func(*testing.T, mixedCase)) {
-	for _, tc := range mixedCases {
+// mixedDualStackCases are the backends that carry IPv6, in dual-stack labs.
+var mixedDualStackCases = []mixedCase{
+	{backend: "vxlan", ipv6: true},
+	{backend: "host-gw", ipMasq: true, ipv6: true},
+}
+
+// runMixedCases runs test for each of cases, in parallel subtests.
+func runMixedCases(t *testing.T, cases []mixedCase, test func(*testing.T, mixedCase)) {
+	for _, tc := range cases {
 		t.Run(tc.backend, func(t *testing.T) {
 			t.Parallel()
 			test(t, tc)
@@ -73,7 +81,11 @@ func runMixedCases(t *testing.T, test func(*testing.T, mixedCase)) {
 // options are the lab of a mixed case, named from prefix: three nodes of
 // two pods, n2 running Flannel.
 func (tc mixedCase) options(prefix string) lab.Options {
+	if tc.ipv6 {
+		prefix += "6"
+	}
 	return lab.Options{
+		IPv6:         tc.ipv6,
 		Name:         labName(prefix + strings.ReplaceAll(tc.backend, "-", "") + "-"),
 		Nodes:        3,
 		PodsPerNode:  2,
@@ -99,7 +111,7 @@ const weftTTL = 12 * time.Second
 // other side.
 func TestMixed(t *testing.T) {
 	bins(t)
-	runMixedCases(t, testMixed)
+	runMixedCases(t, mixedCases, testMixed)
 }
 
 func testMixed(t *testing.T, tc mixedCase) {
