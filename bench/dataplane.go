@@ -24,6 +24,8 @@ type backendSpec struct {
 	// noFlannel, when set, says why the lab has no Flannel nodes to
 	// compare with.
 	noFlannel string
+	// ipv6: a dual-stack lab (lab.Options.IPv6), without Flannel nodes.
+	ipv6 bool
 }
 
 func backendSpecs(network string) []backendSpec {
@@ -122,9 +124,10 @@ func upLab(ctx context.Context, cfg *config, spec backendSpec) (*lab.Lab, func()
 		Progress:     cfg.progress,
 		ReadyTimeout: 60 * time.Second,
 	}
-	if spec.withFlannel(cfg) {
+	if spec.withFlannel(cfg) && !spec.ipv6 {
 		o.Nodes, o.FlannelNodes, o.FlannelBinDir = 4, []string{"n3", "n4"}, cfg.flannelBinDir
 	}
+	o.IPv6 = spec.ipv6
 	l, err := lab.Up(ctx, o)
 	if err != nil {
 		return nil, down, fmt.Errorf("lab up: %w", err)

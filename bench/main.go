@@ -72,7 +72,7 @@ func (c *config) wantBackend(name string) bool { return len(c.backends) == 0 || 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // allAreas are the areas --areas chooses from.
-func allAreas() []string { return []string{"dataplane", "cni", "control", "kube"} }
+func allAreas() []string { return []string{"dataplane", "cni", "control", "kube", "ipv6"} }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{progress: stderr}
@@ -240,6 +240,14 @@ func run(args []string, stderr io.Writer) int {
 	if cfg.areas["kube"] && ctx.Err() == nil {
 		res.Kube = runKube(ctx, cfg)
 		res.Errors = append(res.Errors, prefixAll("kubernetes mode: ", res.Kube.Errors)...)
+	}
+	if cfg.areas["ipv6"] && ctx.Err() == nil {
+		res.IPv6 = runIPv6(ctx, cfg)
+		for _, r := range res.IPv6.Backends {
+			if r.Error != "" {
+				res.Errors = append(res.Errors, "ipv6 "+r.Name+": "+r.Error)
+			}
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		fmt.Fprintf(stderr, "bench: stopped (%v); nothing written\n", context.Cause(ctx))

@@ -237,6 +237,9 @@ func evaluate(res *Results) []Target {
 	if k := res.Kube; k != nil {
 		ts = append(ts, kubeTargets(k)...)
 	}
+	if x := res.IPv6; x != nil {
+		ts = append(ts, ipv6Targets(x)...)
+	}
 	return ts
 }
 
@@ -292,6 +295,9 @@ func renderMarkdown(res *Results) []byte {
 	}
 	if k := res.Kube; k != nil {
 		renderKube(p, k)
+	}
+	if x := res.IPv6; x != nil {
+		renderIPv6(p, x)
 	}
 	if len(res.Profiles) > 0 {
 		renderProfiles(p, res.Profiles)

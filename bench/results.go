@@ -16,6 +16,7 @@ type Results struct {
 	CNI       *CNI       `json:"cni,omitempty"`
 	Control   *Control   `json:"controlPlane,omitempty"`
 	Kube      *KubeScale `json:"kubernetesMode,omitempty"`
+	IPv6      *IPv6Bench `json:"ipv6,omitempty"`
 	Profiles  []Profile  `json:"profiles,omitempty"`
 	Targets   []Target   `json:"targets"`
 	// Errors are areas or steps that failed; the rest of the run still
