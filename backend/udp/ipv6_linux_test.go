@@ -2,7 +2,6 @@ package udp
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -80,24 +79,7 @@ func TestTunnelIPv6(t *testing.T) {
 	})
 
 	// A listener in b's pod, to see which crafted datagrams get through.
-	var pc net.PacketConn
-	if err := b.pod.Do(func(ns.NetNS) error {
-		var err error
-		pc, err = net.ListenPacket("udp6", "[fd00:10:244:2::2]:9999")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	recv := func() string {
-		buf := make([]byte, 100)
-		pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		n, _, err := pc.ReadFrom(buf)
-		if err != nil {
-			return ""
-		}
-		return string(buf[:n])
-	}
+	recv := listen(t, b.pod, "udp6", "[fd00:10:244:2::2]:9999")
 	target := netip.AddrPortFrom(b.ip, DefaultPort).String()
 	peerPort := netip.AddrPortFrom(a.ip, DefaultPort).String() // a's tunnel socket
 	inner := func(src string, payload string) []byte {

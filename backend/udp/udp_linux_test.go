@@ -198,6 +198,30 @@ func ping(t *testing.T, from *nstest.NS, to string) {
 	from.MustRun(t, "ping", "-c", "3", "-i", "0.2", "-W", "2", to)
 }
 
+// listen opens a UDP socket on addr in pod and returns what reads one
+// datagram from it: its payload, or "" when none came within 300 ms.
+func listen(t *testing.T, pod *nstest.NS, network, addr string) func() string {
+	t.Helper()
+	var pc net.PacketConn
+	if err := pod.Do(func(ns.NetNS) error {
+		var err error
+		pc, err = net.ListenPacket(network, addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return func() string {
+		buf := make([]byte, 100)
+		pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			return ""
+		}
+		return string(buf[:n])
+	}
+}
+
 // innerUDP builds an IPv4/UDP packet src:4000 → dst:port carrying payload.
 func innerUDP(src, dst string, port int, payload []byte) []byte {
 	return packettest.IPv4UDP(netip.MustParseAddr(src), netip.MustParseAddr(dst), 4000, uint16(port), payload)
@@ -275,24 +299,7 @@ func TestTunnel(t *testing.T) {
 	})
 
 	// A listener in b's pod, to see which datagrams get through.
-	var pc net.PacketConn
-	if err := b.pod.Do(func(ns.NetNS) error {
-		var err error
-		pc, err = net.ListenPacket("udp4", "10.244.2.2:9999")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	recv := func() string {
-		buf := make([]byte, 100)
-		pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		n, _, err := pc.ReadFrom(buf)
-		if err != nil {
-			return ""
-		}
-		return string(buf[:n])
-	}
+	recv := listen(t, b.pod, "udp4", "10.244.2.2:9999")
 	target := netip.AddrPortFrom(b.ip, DefaultPort).String()
 	attacker := nstest.New(t, "wevil")
 	// The attacker sits on the underlay too: give it its own veth to b.
