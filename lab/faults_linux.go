@@ -372,7 +372,7 @@ func (l *Lab) addPodID(ctx context.Context, n *Node, idSuffix string) error {
 	if n.Flannel {
 		plugin = "flannel"
 	}
-	l.progress.step("pod %s: namespace %s, eth0 %s, container %s (%s CNI via libcni)", p.Name, p.NS, addrsString(ip, ip6), p.ContainerID, plugin)
+	l.progress.step("pod %s: namespace %s, eth0 %s, container %s (%s CNI via libcni)", p.Name, p.NS, AddrsString(ip, ip6), p.ContainerID, plugin)
 	return l.save()
 }
 

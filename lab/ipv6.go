@@ -122,19 +122,20 @@ func (s *State) underlayString() string {
 }
 
 // underlayString names the node's underlay addresses.
-func (n *Node) underlayString() string { return addrsString(n.Underlay, n.UnderlayV6) }
+func (n *Node) underlayString() string { return AddrsString(n.Underlay, n.UnderlayV6) }
 
 // subnetsString names the node's subnets ("-" for none).
 func (n *Node) subnetsString() string {
-	s := addrsString(n.Subnet, n.IPv6Subnet)
+	s := AddrsString(n.Subnet, n.IPv6Subnet)
 	if s == "" {
 		return "-"
 	}
 	return s
 }
 
-// addrsString joins the valid ones of a and b with a space.
-func addrsString[T interface {
+// AddrsString joins the valid ones of a and b (an IPv4 and an IPv6 value)
+// with a space; "" when neither is valid.
+func AddrsString[T interface {
 	IsValid() bool
 	String() string
 }](a, b T) string {

@@ -24,7 +24,7 @@ func (n nets) of(a netip.Addr) netip.Prefix {
 	return n.v6
 }
 
-func (n nets) String() string { return addrsString(n.v4, n.v6) }
+func (n nets) String() string { return AddrsString(n.v4, n.v6) }
 
 // requireNetworkChange changes the config's pod networks in etcd, as an
 // operator resizing or renumbering them would, and checks that every node
@@ -131,7 +131,7 @@ func requireNetworkChange(t *testing.T, l *Lab, backend string) {
 			}
 			if n == keeper && m.to == half &&
 				(half.v4.IsValid() && f.Subnet.Masked() != keeper.Subnet || half.v6.IsValid() && f.IPv6Subnet.Masked() != keeper.IPv6Subnet) {
-				t.Errorf("%s moved from %s to %s although the new networks %s hold it", keeper.Name, keeper.subnetsString(), addrsString(f.Subnet.Masked(), f.IPv6Subnet.Masked()), half)
+				t.Errorf("%s moved from %s to %s although the new networks %s hold it", keeper.Name, keeper.subnetsString(), AddrsString(f.Subnet.Masked(), f.IPv6Subnet.Masked()), half)
 			}
 		}
 		// Each node reaches each peer's new subnets (kernel backends: a
@@ -177,7 +177,7 @@ func requireNetworkChange(t *testing.T, l *Lab, backend string) {
 		}
 		for _, p := range added {
 			if old.v4.IsValid() && !old.v4.Contains(p.IP) || old.v6.IsValid() && !old.v6.Contains(p.IPv6) {
-				t.Errorf("pod %s on %s has %s, not addresses of the new networks %s", p.Name, n.Name, addrsString(p.IP, p.IPv6), old)
+				t.Errorf("pod %s on %s has %s, not addresses of the new networks %s", p.Name, n.Name, AddrsString(p.IP, p.IPv6), old)
 			}
 		}
 	}

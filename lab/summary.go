@@ -55,7 +55,7 @@ func (st *Status) WriteSummary(w io.Writer) error {
 		sn := n.subnetsString()
 		var pods []string
 		for _, p := range n.Pods {
-			ip := addrsString(p.IP, p.IPv6)
+			ip := AddrsString(p.IP, p.IPv6)
 			if ip == "" {
 				ip = "no IP"
 			}

@@ -28,6 +28,7 @@ import (
 	"github.com/weftnet/weft/daemon"
 	"github.com/weftnet/weft/daemon/laststate"
 	"github.com/weftnet/weft/internal/nl"
+	"github.com/weftnet/weft/lab"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -242,13 +243,7 @@ func pairOrDash[T interface {
 	IsValid() bool
 	String() string
 }](v4, v6 T) string {
-	switch {
-	case v4.IsValid() && v6.IsValid():
-		return v4.String() + " " + v6.String()
-	case v6.IsValid():
-		return v6.String()
-	}
-	return orDash(v4)
+	return cmp.Or(lab.AddrsString(v4, v6), "-")
 }
 
 func intOrDash(n int) string {
