@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -271,10 +272,7 @@ func TestClusterStatus(t *testing.T) {
 		}
 		return 300 * time.Microsecond, nil
 	}
-	var out, errOut strings.Builder
-	e := &env{stdout: &out, stderr: &errOut}
-	err := clusterStatus(context.Background(), e, m, addr, 5*time.Second, clusterProbe{timeout: time.Second, workers: 2, ping: ping}, "table")
-	t.Log("\n" + out.String())
+	out, err := clusterTable(t, m, addr, ping)
 	if err == nil || !strings.Contains(err.Error(), "1 of 6 peers unreachable") {
 		t.Errorf("error = %v, want 1 of 6 peers unreachable", err)
 	}
@@ -302,7 +300,7 @@ func TestClusterStatus(t *testing.T) {
 	out.Reset()
 	release = make(chan struct{})
 	once = sync.Once{}
-	_ = clusterStatus(context.Background(), e, m, addr, 5*time.Second, clusterProbe{timeout: time.Second, workers: 3, ping: ping}, "json")
+	_ = clusterStatus(context.Background(), &env{stdout: out, stderr: io.Discard}, m, addr, 5*time.Second, clusterProbe{timeout: time.Second, workers: 3, ping: ping}, "json")
 	var rows []clusterRow
 	if err := json.Unmarshal([]byte(out.String()), &rows); err != nil || len(rows) != 7 {
 		t.Fatalf("json: %v\n%s", err, out.String())
@@ -539,10 +537,7 @@ func TestClusterStatusDualStack(t *testing.T) {
 		}
 		return 300 * time.Microsecond, nil
 	}
-	var out, errOut strings.Builder
-	e := &env{stdout: &out, stderr: &errOut}
-	err := clusterStatus(context.Background(), e, m, addr, 5*time.Second, clusterProbe{timeout: time.Second, workers: 2, ping: ping}, "table")
-	t.Log("\n" + out.String())
+	out, err := clusterTable(t, m, addr, ping)
 	if err == nil || !strings.Contains(err.Error(), "1 of 2 peers unreachable") {
 		t.Errorf("error = %v, want 1 of 2 peers unreachable", err)
 	}
@@ -564,4 +559,15 @@ func TestClusterStatusDualStack(t *testing.T) {
 			t.Errorf("table lacks %q", want)
 		}
 	}
+}
+
+// clusterTable runs `status --cluster` (table) on m with weftd at addr, 2
+// probe workers and ping, logs the table and returns it with the error.
+func clusterTable(t *testing.T, m subnet.Manager, addr string, ping func(context.Context, netip.Addr, time.Duration) (time.Duration, error)) (*strings.Builder, error) {
+	t.Helper()
+	var out, errOut strings.Builder
+	e := &env{stdout: &out, stderr: &errOut}
+	err := clusterStatus(context.Background(), e, m, addr, 5*time.Second, clusterProbe{timeout: time.Second, workers: 2, ping: ping}, "table")
+	t.Log("\n" + out.String())
+	return &out, err
 }
