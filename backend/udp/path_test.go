@@ -862,67 +862,68 @@ func TestRxGROCoalesces(t *testing.T) {
 // state: TUN read → split → GSO send, and GRO run → validate → coalesce →
 // TUN write, plus the plain single-packet paths.
 func TestZeroAllocs(t *testing.T) {
-	tb, tbp, dual := testTable(), testTableWith(partialData), testTableDual(partialData)
+	tbp := testTableWith(partialData)
 	nop := func(ms []ipv4.Message) (int, error) { return len(ms), nil }
 	nopW := func([]byte) error { return nil }
+	// One family's packets: IPv4 in the IPv4 table, IPv6 (over the IPv4
+	// underlay) in the dual-stack one. ttlAt is the TTL (hop limit) byte
+	// of the IP header, reset each round (IPv4's checksum update is
+	// incremental).
+	type family struct {
+		tb                    *table
+		src, dst, dstNoRoute  string
+		peerSrc, peerSubnetIP string
+		ttlAt                 int
+	}
+	fams := []family{
+		{testTable(), "10.244.1.5", "10.244.2.5", "10.244.7.5", "10.244.2.5", "10.244.1.5", 8},
+		{testTableDual(partialData), "fd00:10:244:1::5", "fd00:10:244:2::5", "fd00:10:244:9::5", "fd00:10:244:2::5", "fd00:10:244:1::5", 7},
+	}
+	type packets struct {
+		single, tso, noRoute, run, one []byte
+		seg                            int
+	}
 	for _, vnet := range []bool{false, true} {
 		tx := newTxPath(vnet, time.Now)
 		tx.send, tx.writeTUN = nop, nopW
 		tx.gso, tx.noGSO = func() bool { return true }, func(error) {}
-		single := packet("10.244.1.5", "10.244.2.5", 64, 1400)
-		ttlAt := 8
-		if vnet {
-			single = append(make([]byte, wire.VirtioNetHdrLen), single...)
-			ttlAt += wire.VirtioNetHdrLen
-		}
-		single6 := packet("fd00:10:244:1::5", "fd00:10:244:2::5", 64, 1400)
-		hopAt := 7
-		if vnet {
-			single6 = append(make([]byte, wire.VirtioNetHdrLen), single6...)
-			hopAt += wire.VirtioNetHdrLen
-		}
-		tso := tsoRead(60000, 1400)
-		tso6 := tsoReadTo("fd00:10:244:2::5", 60000, 1400)
-		noRoute := packet("10.244.1.5", "10.244.7.5", 64, 100)
-		noRoute6 := packet("fd00:10:244:1::5", "fd00:10:244:9::5", 64, 100)
 		rx := &rxPath{vnet: vnet, writeTUN: nopW, writev: func([][]byte) error { return nil }, coal: wire.NewCoalescer()}
-		run, seg := groRun(40, 1400)
-		run6, seg6 := groRunFrom("fd00:10:244:2::5", "fd00:10:244:1::5", 40, 1400)
-		one := packet("10.244.2.5", "10.244.1.5", 63, 1400)
-		one6 := packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 1400)
+		head := 0
+		if vnet {
+			head = wire.VirtioNetHdrLen
+		}
+		pkts := make([]packets, len(fams))
+		for i, f := range fams {
+			p := &pkts[i]
+			p.single = append(make([]byte, head), packet(f.src, f.dst, 64, 1400)...)
+			p.tso = tsoReadTo(f.dst, 60000, 1400)
+			p.noRoute = packet(f.src, f.dstNoRoute, 64, 100)
+			p.run, p.seg = groRunFrom(f.peerSrc, f.peerSubnetIP, 40, 1400)
+			p.one = packet(f.peerSrc, f.peerSubnetIP, 63, 1400)
+		}
 		allocs := testing.AllocsPerRun(200, func() {
-			single[ttlAt] = 64 // reset TTL (the checksum update is incremental)
-			tx.handle(tb, single)
-			if vnet {
-				tso[wire.VirtioNetHdrLen+8] = 64
-				tx.handle(tb, tso)
-			}
-			tx.handle(tb, noRoute)
-			tx.flush()
-			rx.handle(tb, ip4("198.18.60.12"), DefaultPort, run, seg)
-			rx.handle(tb, ip4("198.18.60.12"), DefaultPort, one, 0)
-			rx.handle(tb, ip4("198.18.60.99"), DefaultPort, one, 0)
-			rx.flush()
-			if vnet { // partial checksums, both ways
-				tso[wire.VirtioNetHdrLen+8] = 64
-				tx.handle(tbp, tso)
+			for i, f := range fams {
+				p := &pkts[i]
+				p.single[head+f.ttlAt] = 64
+				tx.handle(f.tb, p.single)
+				if vnet {
+					p.tso[wire.VirtioNetHdrLen+f.ttlAt] = 64
+					tx.handle(f.tb, p.tso)
+				}
+				tx.handle(f.tb, p.noRoute)
 				tx.flush()
-				rx.handle(tbp, ip4("198.18.60.12"), DefaultPort, one, 0)
+				rx.handle(f.tb, ip4("198.18.60.12"), DefaultPort, p.run, p.seg)
+				rx.handle(f.tb, ip4("198.18.60.12"), DefaultPort, p.one, 0)
+				rx.handle(f.tb, ip4("198.18.60.99"), DefaultPort, p.one, 0)
 				rx.flush()
 			}
-			// IPv6 over the IPv4 underlay, in the dual-stack table.
-			single6[hopAt] = 64
-			tx.handle(dual, single6)
-			if vnet {
-				tso6[wire.VirtioNetHdrLen+7] = 64
-				tx.handle(dual, tso6)
+			if vnet { // partial checksums, both ways (IPv4; the dual table announces them too)
+				pkts[0].tso[wire.VirtioNetHdrLen+8] = 64
+				tx.handle(tbp, pkts[0].tso)
+				tx.flush()
+				rx.handle(tbp, ip4("198.18.60.12"), DefaultPort, pkts[0].one, 0)
+				rx.flush()
 			}
-			tx.handle(dual, noRoute6)
-			tx.flush()
-			rx.handle(dual, ip4("198.18.60.12"), DefaultPort, run6, seg6)
-			rx.handle(dual, ip4("198.18.60.12"), DefaultPort, one6, 0)
-			rx.handle(dual, ip4("198.18.60.99"), DefaultPort, one6, 0)
-			rx.flush()
 			tx.cnt.publish(&counters{})
 		})
 		if allocs != 0 {
