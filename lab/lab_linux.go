@@ -302,6 +302,9 @@ func (l *Lab) build(ctx context.Context, o Options) error {
 	if err := l.waitNodesReady(ctx, nodes); err != nil {
 		return err
 	}
+	if err := l.waitPeers(ctx); err != nil {
+		return err
+	}
 	for _, n := range nodes {
 		if err := l.addPods(ctx, n, o.PodsPerNode); err != nil {
 			return err

@@ -25,6 +25,9 @@ func (l *Lab) AddNode(ctx context.Context) (*Node, error) {
 	if err := l.waitNodesReady(ctx, []*Node{n}); err != nil {
 		return n, err
 	}
+	if err := l.waitPeers(ctx); err != nil {
+		return n, err
+	}
 	if err := l.addPods(ctx, n, l.PodsPerNode); err != nil {
 		return n, err
 	}
