@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -167,6 +168,11 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) (err error) {
 	}
 	if err := attachHostVeth(hostVeth, br, mtu, conf.HairpinMode); err != nil {
 		return err
+	}
+	if slices.ContainsFunc(pod, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+		if err := netns.Do(func(ns.NetNS) error { return settleIPv6(args.IfName, settleTimeout) }); err != nil {
+			return err
+		}
 	}
 	if conf.IPMasq {
 		ipns := masqNets(fams, addrs)
