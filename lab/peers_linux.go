@@ -51,14 +51,9 @@ func (l *Lab) waitPeers(ctx context.Context) error {
 	return nil
 }
 
-// holds says whether p is this node's lease: its IPv4 subnet, or its IPv6
-// one on an IPv6-only lab.
-func (n *Node) holds(p backend.PeerStatus) bool {
-	if n.Subnet.IsValid() {
-		return p.Subnet == n.Subnet
-	}
-	return n.IPv6Subnet.IsValid() && p.IPv6Subnet == n.IPv6Subnet
-}
+// holds says whether p is this node's lease: Node.Subnet is the lease's
+// key, as PeerStatus.Key is.
+func (n *Node) holds(p backend.PeerStatus) bool { return p.Key() == n.Subnet }
 
 // peerStatus reads the peers of n's weftd /status.
 func peerStatus(ctx context.Context, n *Node) ([]backend.PeerStatus, error) {
