@@ -226,15 +226,6 @@ type Device interface {
 	Device() string
 }
 
-// RefuseIPv6 is the error of a backend that does not carry IPv6 pod traffic
-// yet, for a cfg that enables IPv6 (or disables IPv4); nil otherwise.
-func RefuseIPv6(name string, cfg *subnet.Config) error {
-	if cfg == nil || cfg.EnableIPv4 && !cfg.EnableIPv6 {
-		return nil
-	}
-	return fmt.Errorf("%s: this weftd's %s backend carries IPv4 pod networks only; set EnableIPv6 false (and EnableIPv4 true) or use a backend that carries IPv6", name, name)
-}
-
 // RequireAddrs checks that u has an underlay address of each family cfg
 // enables, as a backend that carries each family over the underlay of the
 // same family needs (name prefixes the error). A node without one is told

@@ -258,6 +258,11 @@ func TestE2EIPv6(t *testing.T) {
 		// udp: IPv6 pods in its IPv4 datagrams (it refuses IPv6-only networks);
 		// unmasqueraded, a node's replies from its PublicIP(v6) pass the inner-source check.
 		{"udp", false, false},
+		// wireguard: Mode separate (Flannel's default), IPv6 on weft-wg-v6; masqueraded
+		// as in TestE2E (a node answers a pod from its PublicIP(v6), outside
+		// the AllowedIPs).
+		{"wireguard", false, true},
+		{"wireguard", true, true},
 	} {
 		fam := "dual"
 		if tc.only {

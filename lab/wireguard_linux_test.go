@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,11 +15,21 @@ import (
 	"time"
 )
 
-// wgKernel reports whether node's weft-wg is the kernel's WireGuard (which
-// forwards without weftd) rather than the embedded one on a TUN device.
+// wgDevice is the lab's first wireguard device: weft-wg, or in an
+// IPv6-only lab weft-wg-v6 (Mode separate gives IPv6 its own device).
+func wgDevice(l *Lab) string {
+	if l.IPv6Only {
+		return "weft-wg-v6"
+	}
+	return "weft-wg"
+}
+
+// wgKernel reports whether node's wireguard device is the kernel's
+// WireGuard (which forwards without weftd) rather than the embedded one on a
+// TUN device.
 func wgKernel(t *testing.T, l *Lab, node string) bool {
 	t.Helper()
-	out, err := l.Run(t.Context(), node, "ip", "-d", "link", "show", "weft-wg")
+	out, err := l.Run(t.Context(), node, "ip", "-d", "link", "show", wgDevice(l))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +62,8 @@ func requireWireGuard(t *testing.T, l *Lab) {
 
 // requireNoPlaintext captures the underlay (on the switch's bridge, bounded
 // in packets and time) while a pod on n1 pings a pod on n2 with a marker in
-// every packet, and n1 pings n2's underlay address with another marker.
+// every packet (in each family of the lab), and n1 pings n2's underlay
+// address with another marker.
 // The pod marker must be absent (it crossed encrypted), the underlay marker
 // present (the capture would have seen plaintext), and the capture must hold
 // WireGuard packets.
@@ -113,10 +125,23 @@ func requireNoPlaintext(t *testing.T, l *Lab) {
 		t.Fatal("tcpdump did not start listening")
 	}
 	pattern := func(s string) string { return hex.EncodeToString([]byte(s)) }
-	if _, err := l.Run(t.Context(), srcPod.Name, "ping", "-c", "5", "-i", "0.2", "-W", "2", "-s", "200", "-p", pattern(secret), dstPod.IP.String()); err != nil {
-		t.Fatalf("pod ping with the marker: %v", err)
+	var pods []netip.Addr
+	if l.hasIPv4() {
+		pods = append(pods, dstPod.IP)
 	}
-	if _, err := l.Run(t.Context(), src.Name, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-s", "200", "-p", pattern(control), dst.Underlay.String()); err != nil {
+	if l.hasIPv6() {
+		pods = append(pods, dstPod.IPv6)
+	}
+	for _, to := range pods {
+		if _, err := l.Run(t.Context(), srcPod.Name, "ping", "-c", "5", "-i", "0.2", "-W", "2", "-s", "200", "-p", pattern(secret), to.String()); err != nil {
+			t.Fatalf("pod ping with the marker: %v", err)
+		}
+	}
+	underlay := dst.Underlay
+	if !underlay.IsValid() {
+		underlay = dst.UnderlayV6
+	}
+	if _, err := l.Run(t.Context(), src.Name, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-s", "200", "-p", pattern(control), underlay.String()); err != nil {
 		t.Fatalf("underlay ping with the control marker: %v", err)
 	}
 	_ = dump.Process.Signal(os.Interrupt) // tcpdump writes out what it has and exits
@@ -125,7 +150,8 @@ func requireNoPlaintext(t *testing.T, l *Lab) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wg, err := exec.Command("tcpdump", "-nn", "-r", pcap, "udp port 51820").Output()
+	// 51820: weft-wg; 51821: weft-wg-v6 (IPv6 pods, Mode separate).
+	wg, err := exec.Command("tcpdump", "-nn", "-r", pcap, "udp port 51820 or udp port 51821").Output()
 	if err != nil {
 		t.Fatalf("read the capture: %v", err)
 	}
@@ -134,8 +160,8 @@ func requireNoPlaintext(t *testing.T, l *Lab) {
 		t.Errorf("the pod payload marker crossed the underlay in plaintext (capture %d bytes)", len(data))
 	case !bytes.Contains(data, []byte(control)):
 		t.Errorf("the capture did not see the plaintext control marker either: it proves nothing (%d bytes)", len(data))
-	case n < 10:
-		t.Errorf("the capture holds %d WireGuard packets, want the 10 pings' worth:\n%s", n, wg)
+	case n < 10*len(pods):
+		t.Errorf("the capture holds %d WireGuard packets, want the %d pings' worth:\n%s", n, 10*len(pods), wg)
 	default:
 		t.Logf("underlay capture: %d bytes, %d WireGuard packets, pod marker absent, control marker present", len(data), n)
 	}
@@ -189,15 +215,20 @@ func requireRotation(t *testing.T, l *Lab) {
 			return false
 		}
 		var rows []struct {
-			Subnet      string
-			BackendData struct{ PublicKey string }
+			Subnet, IPv6Subnet         string
+			BackendData, BackendV6Data struct{ PublicKey string }
 		}
 		if json.Unmarshal([]byte(js), &rows) != nil {
 			return false
 		}
 		for _, r := range rows {
-			if r.Subnet == n2.Subnet.String() {
-				return r.BackendData.PublicKey == pub
+			// n2.Subnet is the key: the IPv6 subnet of an IPv6-only lease,
+			// which has BackendV6Data only.
+			switch {
+			case r.Subnet == n2.Subnet.String() && l.hasIPv4():
+				return r.BackendData.PublicKey == pub && (!l.hasIPv6() || r.BackendV6Data.PublicKey == pub)
+			case r.IPv6Subnet == n2.Subnet.String():
+				return r.BackendV6Data.PublicKey == pub
 			}
 		}
 		return false

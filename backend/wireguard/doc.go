@@ -63,7 +63,17 @@
 // until weftd is back, re-attaches to the TUN, sets the same key and peers
 // and handshakes again on the next packet.
 //
-// Only IPv4 pod subnets over an IPv4 underlay are programmed (what weftd
-// publishes in leases); Mode separate, auto and ipv4 are then the same, and
-// Mode ipv6 is refused.
+// IPv6 (layout): the devices are laid out per Mode as Flannel lays them
+// out. Mode separate (the default) gives each family its own device over
+// the underlay of that family: weft-wg (ListenPort) for IPv4 to peers'
+// PublicIP, weft-wg-v6 (ListenPortV6) for IPv6 to peers' PublicIPv6, whose
+// attributes it reads from BackendV6Data; an IPv6-only network has
+// weft-wg-v6 only. Modes auto, ipv4 and ipv6 put every family on weft-wg,
+// AllowedIPs both subnets, reaching the peer over the IPv4 underlay, the
+// IPv6 one, or per peer the likelier to work (auto: autoVia). Each device
+// gets, per family it carries, the own subnet's first address, the pod
+// network's route and per-peer routes, exactly as above; every device has
+// the one key, and the lease publishes BackendData for IPv4 and
+// BackendV6Data for IPv6 with the port of the device carrying it. A peer
+// lacking a family is refused for that family only (its status says which).
 package wireguard

@@ -28,9 +28,8 @@ const (
 	// DeviceName is the WireGuard device (Flannel: flannel-wg).
 	DeviceName = "weft-wg"
 	// DeviceNameV6 is the IPv6 device of Mode separate (Flannel:
-	// flannel-wg-v6). weftd does not carry IPv6 pod traffic yet, so it is
-	// reserved, not created.
-	DeviceNameV6 = "weft-wg-v6"
+	// flannel-wg-v6): DeviceName with "-v6".
+	DeviceNameV6 = DeviceName + "-v6"
 	// minMTU is IPv4's minimum datagram every link must carry.
 	minMTU = 576
 )
@@ -38,12 +37,15 @@ const (
 // Mode is Flannel's choice of devices and underlay family.
 type Mode string
 
-// Flannel's modes. With an IPv4 pod network over an IPv4 underlay (what
-// weftd carries) separate, auto and ipv4 program the same: one device,
-// weft-wg, peers reached at PublicIP:Port. They differ only for dual-stack
-// networks: separate gives IPv6 its own device weft-wg-v6 on ListenPortV6;
-// auto and ipv4/ipv6 put both families on weft-wg and reach peers over the
-// IPv4 (auto: the one likelier to work) or IPv6 underlay.
+// Flannel's modes. With a single-family network separate, auto and the
+// mode of that family program the same: one device, peers reached over the
+// underlay of that family. They differ for dual-stack networks: separate
+// gives IPv6 its own device weft-wg-v6 on ListenPortV6 (IPv4 stays on
+// weft-wg), each family reaching peers over the underlay of its own family;
+// auto, ipv4 and ipv6 put both families on weft-wg and reach peers over the
+// IPv4 (ipv4), the IPv6 (ipv6) or, per peer, the likelier to work (auto, as
+// Flannel chooses: see autoVia) underlay. ipv4 needs a network with IPv4,
+// ipv6 one with IPv6.
 const (
 	ModeSeparate Mode = "separate"
 	ModeAuto     Mode = "auto"
@@ -134,9 +136,7 @@ func ParseOptions(raw json.RawMessage) (Options, error) {
 		return Options{}, fmt.Errorf("wireguard options: PersistentKeepaliveInterval %d out of range 0..65535 seconds", o.PersistentKeepaliveInterval)
 	}
 	switch o.Mode {
-	case ModeSeparate, ModeAuto, ModeIPv4:
-	case ModeIPv6:
-		return Options{}, errors.New("wireguard options: Mode ipv6 reaches peers over their IPv6 underlay address, which weftd does not publish yet; use separate (the default), auto or ipv4")
+	case ModeSeparate, ModeAuto, ModeIPv4, ModeIPv6:
 	default:
 		return Options{}, fmt.Errorf("wireguard options: Mode %q is not one of separate, auto, ipv4, ipv6", o.Mode)
 	}

@@ -49,7 +49,6 @@ func TestParseOptionsFlannel(t *testing.T) {
 		{name: "keepalive", raw: `{"PersistentKeepaliveInterval":-5}`, err: "PersistentKeepaliveInterval -5"},
 		{name: "keepalive as a duration string", raw: `{"PersistentKeepaliveInterval":"25s"}`, err: "wireguard options"},
 		{name: "mode", raw: `{"Mode":"both"}`, err: `Mode "both"`},
-		{name: "mode ipv6", raw: `{"Mode":"ipv6"}`, err: "Mode ipv6 reaches peers over their IPv6"},
 		{name: "implementation", raw: `{"Implementation":"ebpf"}`, err: `Implementation "ebpf"`},
 		{name: "bad PSK", raw: `{"PSK":"c2VjcmV0LXRvby1zaG9ydA=="}`, err: "PSK is not a WireGuard key"},
 	} {
@@ -186,8 +185,12 @@ func TestPlanPeers(t *testing.T) {
 		Own:         subnet.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24")},
 		PublicIP:    netip.MustParseAddr("198.18.0.11"),
 		BackendType: "wireguard",
-	}, pub: own.PublicKey(), port: 51820}
-	plans := planPeers(e, peers)
+	}, pub: own.PublicKey()}
+	devs, err := layout(Options{ListenPort: 51820, ListenPortV6: 51821, Mode: ModeSeparate}, e.node.Config)
+	if err != nil || len(devs) != 1 {
+		t.Fatalf("layout: %v %v", devs, err)
+	}
+	plans := planPeers(e, devs[0], peers)
 	for sn, want := range map[string]string{
 		"10.244.2.0/24": "already used by the older lease of peer 10.244.3.0/24",
 		"10.244.3.0/24": "",
@@ -211,7 +214,7 @@ func TestPlanPeers(t *testing.T) {
 	}
 	// Same verdicts on every pass, whatever the map order.
 	for range 20 {
-		again := planPeers(e, peers)
+		again := planPeers(e, devs[0], peers)
 		for sn, p := range plans {
 			if again[sn].state != p.state || again[sn].reason != p.reason {
 				t.Fatalf("%s: %s/%s, then %s/%s", sn, p.state, p.reason, again[sn].state, again[sn].reason)
@@ -254,7 +257,7 @@ func TestNewTouchesNothing(t *testing.T) {
 		err  string
 	}{
 		{"no state dir", func(o *backend.Options) { o.StateDir = "" }, "--state-dir"},
-		{"IPv6 underlay", func(o *backend.Options) { o.Underlay.PublicIP = netip.MustParseAddr("2001:db8::1") }, "not IPv4"},
+		{"IPv6 underlay", func(o *backend.Options) { o.Underlay.PublicIP = netip.MustParseAddr("2001:db8::1") }, "no IPv4 address"},
 		{"tiny underlay", func(o *backend.Options) { o.Underlay.MTU = 600 }, "too small"},
 		{"bad options", func(o *backend.Options) { o.Config.Backend = json.RawMessage(`{"Mode":"x"}`) }, "Mode"},
 	} {

@@ -35,23 +35,21 @@ type Backend struct {
 	opts Options
 	ul   backend.Underlay
 	// cfg is the network config peers are checked against (nil: none, and
-	// no lease is a usable peer); network is its Network.
+	// no lease is a usable peer).
 	cfg      *subnet.Config
-	network  netip.Prefix
 	stateDir string
 	h        *nl.Handle
-	// name is the device; DeviceName except in tests, where several
-	// "nodes" share one /var/run/wireguard.
-	name string
 	// keyCheck is how often Run looks for a rotated key file.
 	keyCheck time.Duration
+	// devs are the devices Mode and the network's families call for (see
+	// layout): one, or weft-wg and weft-wg-v6 for a dual-stack network in
+	// Mode separate. Their links are set by Prepare.
+	devs []*wgdev
 
 	// Set by Prepare.
 	mtu  int
 	key  privateKey
 	impl Implementation // resolved: kernel or userspace
-	link netlink.Link
-	us   *userspace // the embedded device; nil for the kernel's
 	wg   *wgctrl.Client
 
 	own    subnet.Lease    // set by Configure
@@ -62,6 +60,72 @@ type Backend struct {
 	status  *backend.StatusBook
 
 	closeOnce sync.Once
+}
+
+// wgdev is one WireGuard device and the pod traffic it carries.
+type wgdev struct {
+	// name is DeviceName or DeviceNameV6, except in tests, where several
+	// "nodes" share one /var/run/wireguard (see rename).
+	name   string
+	suffix string // of name after the base name: "" or "-v6"
+	port   int
+	// fams are the families of pod traffic the device carries (AllowedIPs,
+	// routes, its own address).
+	fams []backend.Family
+	// via is the underlay family peers are reached over (their PublicIP or
+	// PublicIPv6); zero in Mode auto with both families, chosen per peer.
+	via backend.Family
+	// v6Data: peers' attributes of this device are in their BackendV6Data
+	// (the IPv6 device, or the only device of an IPv6-only network), not
+	// BackendData.
+	v6Data bool
+
+	link netlink.Link
+	us   *userspace // the embedded device; nil for the kernel's
+}
+
+func (d *wgdev) carries(f backend.Family) bool { return slices.Contains(d.fams, f) }
+
+// layout is the devices o.Mode calls for with the families cfg enables, as
+// Flannel lays them out: Mode separate gives each family its own device
+// (weft-wg on ListenPort for IPv4, weft-wg-v6 on ListenPortV6 for IPv6),
+// each reaching peers over the underlay of its family; the other modes put
+// every family on weft-wg, reaching peers over IPv4 (ipv4), IPv6 (ipv6) or
+// per peer (auto).
+func layout(o Options, cfg *subnet.Config) ([]*wgdev, error) {
+	v4, v6 := cfg == nil || cfg.EnableIPv4, cfg != nil && cfg.EnableIPv6
+	if !v4 && !v6 {
+		return nil, errors.New("wireguard: the network enables no address family (EnableIPv4, EnableIPv6)")
+	}
+	if o.Mode == ModeSeparate {
+		var devs []*wgdev
+		if v4 {
+			devs = append(devs, &wgdev{name: DeviceName, port: o.ListenPort, fams: []backend.Family{backend.IPv4}, via: backend.IPv4})
+		}
+		if v6 {
+			devs = append(devs, &wgdev{name: DeviceNameV6, suffix: DeviceNameV6[len(DeviceName):], port: o.ListenPortV6,
+				fams: []backend.Family{backend.IPv6}, via: backend.IPv6, v6Data: true})
+		}
+		return devs, nil
+	}
+	d := &wgdev{name: DeviceName, port: o.ListenPort, v6Data: !v4}
+	if v4 {
+		d.fams = append(d.fams, backend.IPv4)
+	}
+	if v6 {
+		d.fams = append(d.fams, backend.IPv6)
+	}
+	switch {
+	case o.Mode == ModeIPv4 && !v4:
+		return nil, errors.New("wireguard options: Mode ipv4 reaches peers over their IPv4 underlay address, which an IPv6-only network does not publish; use separate (the default), auto or ipv6")
+	case o.Mode == ModeIPv6 && !v6:
+		return nil, errors.New("wireguard options: Mode ipv6 reaches peers over their IPv6 underlay address, which a network without IPv6 does not publish; set EnableIPv6 or use separate (the default), auto or ipv4")
+	case o.Mode == ModeIPv4, o.Mode == ModeAuto && !v6:
+		d.via = backend.IPv4
+	case o.Mode == ModeIPv6, o.Mode == ModeAuto && !v4:
+		d.via = backend.IPv6
+	}
+	return []*wgdev{d}, nil
 }
 
 var (
@@ -80,19 +144,19 @@ func New(opts backend.Options) (backend.Backend, error) {
 
 func newBackend(opts backend.Options) (*Backend, error) {
 	var raw json.RawMessage
-	var network netip.Prefix
 	if opts.Config != nil {
-		raw, network = opts.Config.Backend, opts.Config.Network
+		raw = opts.Config.Backend
 	}
 	o, err := ParseOptions(raw)
 	if err != nil {
 		return nil, err
 	}
-	if err := backend.RefuseIPv6(subnet.BackendWireGuard, opts.Config); err != nil {
+	devs, err := layout(o, opts.Config)
+	if err != nil {
 		return nil, err
 	}
-	if !opts.Underlay.PublicIP.Unmap().Is4() {
-		return nil, fmt.Errorf("wireguard: PublicIP %s is not IPv4; weftd reaches wireguard peers over an IPv4 underlay", opts.Underlay.PublicIP)
+	if err := opts.Underlay.RequireAddrs(subnet.BackendWireGuard, opts.Config); err != nil {
+		return nil, err
 	}
 	if opts.StateDir == "" {
 		return nil, errors.New("wireguard: no state directory for the private key; run weftd with --state-dir")
@@ -101,17 +165,16 @@ func newBackend(opts backend.Options) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("backend", subnet.BackendWireGuard, "dev", DeviceName)
+	log = log.With("backend", subnet.BackendWireGuard, "dev", devs[0].name)
 	b := &Backend{
 		log:      log,
 		opts:     o,
 		ul:       opts.Underlay,
 		cfg:      opts.Config,
-		network:  network,
 		stateDir: opts.StateDir,
 		h:        nl.New(nil),
-		name:     DeviceName,
 		keyCheck: time.Second,
+		devs:     devs,
 		peers:    backend.PeerSet{},
 		status:   backend.NewStatusBook(log),
 	}
@@ -121,6 +184,35 @@ func newBackend(opts backend.Options) (*Backend, error) {
 		}
 	}
 	return b, nil
+}
+
+// rename gives the devices names from base instead of DeviceName (base,
+// base-v6): tests run several nodes on one machine, whose UAPI sockets
+// share /var/run/wireguard. Before Prepare only.
+func (b *Backend) rename(base string) {
+	for _, d := range b.devs {
+		d.name = base + d.suffix
+	}
+}
+
+// network is the pod network of family f (invalid when the config has
+// none).
+func (b *Backend) network(f backend.Family) netip.Prefix {
+	switch {
+	case b.cfg == nil:
+		return netip.Prefix{}
+	case f == backend.IPv6:
+		return b.cfg.IPv6Network.Masked()
+	}
+	return b.cfg.Network.Masked()
+}
+
+// ownSubnet is this node's subnet of family f (invalid before Configure).
+func (b *Backend) ownSubnet(f backend.Family) netip.Prefix {
+	if f == backend.IPv6 {
+		return b.own.IPv6Subnet.Masked()
+	}
+	return b.own.Subnet.Masked()
 }
 
 // underlayMTU is the MTU the tunnel must fit: the MTU option (Flannel's
@@ -138,8 +230,9 @@ func (b *Backend) Options() Options { return b.opts }
 // MTU is the pod MTU: underlay MTU − Overhead. Valid after Prepare.
 func (b *Backend) MTU() int { return b.mtu }
 
-// Device implements backend.Device.
-func (b *Backend) Device() string { return b.name }
+// Device implements backend.Device: the first device (weft-wg; weft-wg-v6
+// on an IPv6-only network in Mode separate).
+func (b *Backend) Device() string { return b.devs[0].name }
 
 // Implementation reports which WireGuard carries the device (kernel or
 // userspace); empty before Prepare.
@@ -149,10 +242,12 @@ func (b *Backend) Implementation() Implementation { return b.impl }
 func (b *Backend) PublicKey() wgtypes.Key { return b.key.public() }
 
 // Prepare loads the node's private key (creating it on the first start),
-// creates or adopts the device, sets its key and listen port, and returns
-// the BackendData to publish: {"PublicKey":…,"Port":…} as Flannel writes
-// it. An existing device is adopted with its peers, so a restart of weftd
-// does not interrupt a kernel device's sessions.
+// creates or adopts the devices, sets their key and listen ports, and
+// returns the attributes to publish: BackendData {"PublicKey":…,"Port":…}
+// for IPv4 and BackendV6Data for IPv6 (the port of the device carrying the
+// family), as Flannel writes them. An existing device is adopted with its
+// peers, so a restart of weftd does not interrupt a kernel device's
+// sessions. Every device has the one key.
 func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	path := KeyPath(b.stateDir)
 	k, created, tightened, err := loadOrCreateKey(path)
@@ -171,18 +266,25 @@ func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 			return subnet.LeaseAttrs{}, err
 		}
 	}
-	if err := b.ensureDevice(); err != nil {
+	if err := b.ensureDevices(); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
 	if err := b.reconcile(false); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
-	data, err := json.Marshal(BackendData{PublicKey: k.public().String(), Port: uint16(b.opts.ListenPort)})
-	if err != nil {
-		return subnet.LeaseAttrs{}, fmt.Errorf("wireguard: encode backend data: %w", err)
-	}
 	attrs := b.ul.LeaseAttrs(b.cfg)
-	attrs.BackendData = data
+	for _, d := range b.devs {
+		data, err := json.Marshal(BackendData{PublicKey: k.public().String(), Port: uint16(d.port)})
+		if err != nil {
+			return subnet.LeaseAttrs{}, fmt.Errorf("wireguard: encode backend data: %w", err)
+		}
+		if d.carries(backend.IPv4) {
+			attrs.BackendData = data
+		}
+		if d.carries(backend.IPv6) {
+			attrs.BackendV6Data = data
+		}
+	}
 	return attrs, nil
 }
 
@@ -203,11 +305,11 @@ func (b *Backend) mtuFromLink() error {
 	return nil
 }
 
-// ensureDevice chooses the implementation (once), makes the device right
-// (created or adopted, MTU, up; the embedded device running and serving its
-// UAPI socket) and opens the wgctrl client. Called by Prepare and by every
-// Sync, so a device deleted by hand is re-created.
-func (b *Backend) ensureDevice() error {
+// ensureDevices chooses the implementation (once, for every device), makes
+// each device right (created or adopted, MTU, up; the embedded device
+// running and serving its UAPI socket) and opens the wgctrl client. Called
+// by Prepare and by every Sync, so a device deleted by hand is re-created.
+func (b *Backend) ensureDevices() error {
 	if b.impl == "" {
 		impl, why, err := b.choose()
 		if err != nil {
@@ -216,40 +318,50 @@ func (b *Backend) ensureDevice() error {
 		b.impl = impl
 		b.log.Info("wireguard implementation", "implementation", impl, "why", why)
 	}
-	var err error
-	switch b.impl {
-	case ImplKernel:
-		var created bool
-		b.link, created, err = ensureKernelLink(b.h, b.name)
-		if err != nil {
-			return fmt.Errorf("wireguard: %w", err)
-		}
-		if created {
-			b.log.Info("created kernel wireguard device", "ifindex", b.link.Attrs().Index)
-		}
-	default:
-		if err := b.ensureUserspace(); err != nil {
+	for _, d := range b.devs {
+		if err := b.ensureDevice(d); err != nil {
 			return err
-		}
-	}
-	b.link, err = b.h.EnsureLinkState(b.link, nl.LinkState{MTU: b.mtu, Up: true})
-	if err != nil {
-		return fmt.Errorf("wireguard: %w", err)
-	}
-	if b.us != nil {
-		// wireguard-go comes up on its own when it sees the link up, but
-		// its listeners may take a second (one polls); packets read before
-		// are dropped. Idempotent.
-		if err := b.us.dev.Up(); err != nil {
-			return fmt.Errorf("wireguard: bring up the embedded device: %w", err)
 		}
 	}
 	if b.wg == nil {
 		// Opened after the link exists: the kernel's genetlink family
 		// appears when the module loads. Its socket stays in this
 		// namespace.
+		var err error
 		if b.wg, err = wgctrl.New(); err != nil {
 			return fmt.Errorf("wireguard: open wgctrl: %w", err)
+		}
+	}
+	return nil
+}
+
+func (b *Backend) ensureDevice(d *wgdev) error {
+	var err error
+	switch b.impl {
+	case ImplKernel:
+		var created bool
+		d.link, created, err = ensureKernelLink(b.h, d.name)
+		if err != nil {
+			return fmt.Errorf("wireguard: %w", err)
+		}
+		if created {
+			b.log.Info("created kernel wireguard device", "device", d.name, "ifindex", d.link.Attrs().Index)
+		}
+	default:
+		if err := b.ensureUserspace(d); err != nil {
+			return err
+		}
+	}
+	d.link, err = b.h.EnsureLinkState(d.link, nl.LinkState{MTU: b.mtu, Up: true})
+	if err != nil {
+		return fmt.Errorf("wireguard: %w", err)
+	}
+	if d.us != nil {
+		// wireguard-go comes up on its own when it sees the link up, but
+		// its listeners may take a second (one polls); packets read before
+		// are dropped. Idempotent.
+		if err := d.us.dev.Up(); err != nil {
+			return fmt.Errorf("wireguard: bring up the embedded device %s: %w", d.name, err)
 		}
 	}
 	return nil
@@ -258,9 +370,10 @@ func (b *Backend) ensureDevice() error {
 // choose resolves Implementation: a kernel device that exists is adopted;
 // otherwise auto asks the kernel (by creating a probe link).
 func (b *Backend) choose() (Implementation, string, error) {
-	have, err := b.h.Netlink().LinkByName(b.name)
+	name := b.devs[0].name
+	have, err := b.h.Netlink().LinkByName(name)
 	if err != nil && !nl.IsNotFound(err) {
-		return "", "", fmt.Errorf("wireguard: look up %s: %w", b.name, err)
+		return "", "", fmt.Errorf("wireguard: look up %s: %w", name, err)
 	}
 	isKernel := err == nil && have.Type() == "wireguard"
 	switch b.opts.Implementation {
@@ -270,7 +383,7 @@ func (b *Backend) choose() (Implementation, string, error) {
 		return ImplUserspace, "forced by the Implementation option", nil
 	}
 	if isKernel {
-		return ImplKernel, "a kernel wireguard device " + b.name + " exists", nil
+		return ImplKernel, "a kernel wireguard device " + name + " exists", nil
 	}
 	ok, perr := kernelSupport(b.h)
 	if ok {
@@ -279,18 +392,18 @@ func (b *Backend) choose() (Implementation, string, error) {
 	return ImplUserspace, fmt.Sprintf("the kernel has no WireGuard (%v); using the embedded wireguard-go", perr), nil
 }
 
-// ensureUserspace makes the embedded device run on the TUN device: started
+// ensureUserspace makes the embedded device d run on its TUN device: started
 // on the first call, re-started when wireguard-go stopped or the TUN device
 // was deleted or replaced, its UAPI socket served again when it was removed.
-func (b *Backend) ensureUserspace() error {
-	have, err := b.h.Netlink().LinkByName(b.name)
+func (b *Backend) ensureUserspace(d *wgdev) error {
+	have, err := b.h.Netlink().LinkByName(d.name)
 	if err != nil && !nl.IsNotFound(err) {
-		return fmt.Errorf("wireguard: look up %s: %w", b.name, err)
+		return fmt.Errorf("wireguard: look up %s: %w", d.name, err)
 	}
 	tunOK := err == nil && have.Type() == "tuntap"
-	if b.us != nil && tunOK && b.us.alive() && b.link != nil && have.Attrs().Index == b.link.Attrs().Index {
-		b.link = have
-		repaired, err := b.us.ensureServed()
+	if d.us != nil && tunOK && d.us.alive() && d.link != nil && have.Attrs().Index == d.link.Attrs().Index {
+		d.link = have
+		repaired, err := d.us.ensureServed()
 		if repaired {
 			b.countRepair(true)
 		}
@@ -299,89 +412,124 @@ func (b *Backend) ensureUserspace() error {
 		}
 		return nil
 	}
-	if b.us != nil {
-		b.log.Warn("embedded wireguard device lost its TUN; starting it again", "device", b.name)
-		b.us.close()
-		b.us = nil
+	if d.us != nil {
+		b.log.Warn("embedded wireguard device lost its TUN; starting it again", "device", d.name)
+		d.us.close()
+		d.us = nil
 		b.countRepair(true)
 	}
 	if err == nil && !tunOK {
 		// A kernel device (Implementation forced) or anything else.
-		b.log.Info("replacing the link of the device's name", "type", have.Type())
-		if err := b.h.DeleteLink(b.name); err != nil {
+		b.log.Info("replacing the link of the device's name", "device", d.name, "type", have.Type())
+		if err := b.h.DeleteLink(d.name); err != nil {
 			return fmt.Errorf("wireguard: %w", err)
 		}
 	}
-	us, err := startUserspace(b.log, b.name, b.mtu)
+	us, err := startUserspace(b.log, d.name, b.mtu)
 	if err != nil {
-		return fmt.Errorf("wireguard: embedded device: %w", err)
+		return fmt.Errorf("wireguard: embedded device %s: %w", d.name, err)
 	}
-	b.us = us
-	b.link, err = b.h.Netlink().LinkByName(b.name)
+	d.us = us
+	d.link, err = b.h.Netlink().LinkByName(d.name)
 	if err != nil {
-		return fmt.Errorf("wireguard: look up %s: %w", b.name, err)
+		return fmt.Errorf("wireguard: look up %s: %w", d.name, err)
 	}
-	b.log.Info("embedded wireguard device running", "ifindex", b.link.Attrs().Index, "mtu", b.mtu, "port", b.opts.ListenPort)
+	b.log.Info("embedded wireguard device running", "device", d.name, "ifindex", d.link.Attrs().Index, "mtu", b.mtu, "port", d.port)
 	return nil
 }
 
-// Configure puts <subnet>.0/32 on the device (the source of node-originated
-// traffic into the tunnel: inside our subnet, so peers' AllowedIPs accept
-// it) and routes the pod network into the device.
+// Configure puts the own subnet's first address of each family a device
+// carries on it (<subnet>.0/32, <subnet>::/128: the source of
+// node-originated traffic into the tunnel, inside our subnet, so peers'
+// AllowedIPs accept it) and routes the pod network into the device.
 func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
-	if b.link == nil {
+	if !b.prepared() {
 		return errors.New("wireguard: Configure before Prepare")
 	}
-	if !own.Subnet.Addr().Is4() {
-		return fmt.Errorf("wireguard: own subnet %s is not IPv4", own.Subnet)
+	for _, d := range b.devs {
+		for _, f := range d.fams {
+			if sn := ownSubnetOf(own, f); !sn.IsValid() || !is(f, sn.Addr()) {
+				return fmt.Errorf("wireguard: own lease has no %s subnet (%s), the network enables %s", f, sn, f)
+			}
+		}
 	}
 	b.own = own
-	if err := b.ensureAddr(); err != nil {
+	if err := b.ensureAddrs(); err != nil {
 		return err
 	}
-	delete(b.peers, own.Subnet.Masked())
+	delete(b.peers, own.Key().Masked())
 	return b.reconcile(false)
 }
 
-func (b *Backend) ensureAddr() error {
-	addr := netip.PrefixFrom(b.own.Subnet.Masked().Addr(), 32)
-	if err := b.h.EnsureAddrs(b.link, unix.AF_INET, []netip.Prefix{addr}); err != nil {
-		return fmt.Errorf("wireguard: %w", err)
+// prepared reports whether Prepare made the devices.
+func (b *Backend) prepared() bool { return b.devs[0].link != nil }
+
+func ownSubnetOf(l subnet.Lease, f backend.Family) netip.Prefix {
+	if f == backend.IPv6 {
+		return l.IPv6Subnet
+	}
+	return l.Subnet
+}
+
+// is reports whether a is an address of family f.
+func is(f backend.Family, a netip.Addr) bool {
+	if f == backend.IPv6 {
+		return a.Is6() && !a.Is4In6()
+	}
+	return a.Is4()
+}
+
+// af is f's address family for netlink.
+func af(f backend.Family) int {
+	if f == backend.IPv6 {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+func (b *Backend) ensureAddrs() error {
+	for _, d := range b.devs {
+		for _, f := range d.fams {
+			a := b.ownSubnet(f).Addr()
+			if err := b.h.EnsureAddrs(d.link, af(f), []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}); err != nil {
+				return fmt.Errorf("wireguard: %w", err)
+			}
+		}
 	}
 	return nil
 }
 
-// Sync makes the device and the routes match peers exactly; see
-// backend.Backend. It also re-checks the device itself (re-created if
-// deleted, MTU, up, key, port) and its address. Per-peer failures are joined
-// in the error and shown in Peers; refused peers are not errors.
+// Sync makes the devices and the routes match peers exactly; see
+// backend.Backend. It also re-checks the devices themselves (re-created if
+// deleted, MTU, up, key, port) and their addresses. Per-peer failures are
+// joined in the error and shown in Peers; refused peers are not errors.
 func (b *Backend) Sync(ctx context.Context, peers []subnet.Lease) error {
-	if b.link == nil {
+	if !b.prepared() {
 		return errors.New("wireguard: Sync before Prepare")
 	}
-	if err := b.ensureDevice(); err != nil {
+	if err := b.ensureDevices(); err != nil {
 		return err
 	}
-	if b.own.Subnet.IsValid() {
-		if err := b.ensureAddr(); err != nil {
+	if b.own.Key().IsValid() {
+		if err := b.ensureAddrs(); err != nil {
 			return err
 		}
 	}
 	b.peers.Replace(peers)
-	delete(b.peers, b.own.Subnet.Masked())
+	delete(b.peers, b.own.Key().Masked())
 	b.synced = true
 	return b.reconcile(true)
 }
 
-// Apply applies events; see backend.Backend. It diffs the whole device (one
+// Apply applies events; see backend.Backend. It diffs each whole device (one
 // read) but writes only the peers that differ, so other peers' sessions are
 // untouched.
 func (b *Backend) Apply(ctx context.Context, events []subnet.Event) error {
-	if b.link == nil {
+	if !b.prepared() {
 		return errors.New("wireguard: Apply before Prepare")
 	}
 	b.peers.Apply(events)
-	delete(b.peers, b.own.Subnet.Masked())
+	delete(b.peers, b.own.Key().Masked())
 	return b.reconcile(false)
 }
 
@@ -432,14 +580,16 @@ func (b *Backend) Run(ctx context.Context) error {
 // Peers reports every peer in the desired set, sorted by subnet.
 func (b *Backend) Peers() []backend.PeerStatus { return b.status.Peers() }
 
-// Close stops the embedded device (the TUN device, its address and routes
-// stay for the next start) and closes the wgctrl client. A kernel device
-// keeps running. Safe to call more than once, and on a backend never
+// Close stops the embedded devices (the TUN devices, their addresses and
+// routes stay for the next start) and closes the wgctrl client. A kernel
+// device keeps running. Safe to call more than once, and on a backend never
 // prepared.
 func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
-		if b.us != nil {
-			b.us.close()
+		for _, d := range b.devs {
+			if d.us != nil {
+				d.us.close()
+			}
 		}
 		if b.wg != nil {
 			_ = b.wg.Close()
@@ -463,12 +613,17 @@ const handshakeKick = time.Second
 
 // ---- desired state ----
 
-// plan is what one peer needs.
+// plan is what one peer needs on one device.
 type plan struct {
-	lease    subnet.Lease
-	subnet   netip.Prefix
-	state    backend.PeerState
-	reason   string
+	lease  subnet.Lease
+	subnet netip.Prefix // the lease's key
+	// state is the device's peer as a whole: programmed (for at least one
+	// family), refused or failed; reason says why when it is not.
+	state  backend.PeerState
+	reason string
+	// fams is the outcome of each family the device carries.
+	fams     map[backend.Family]backend.FamilyOutcome
+	allowed  []netip.Prefix // the subnets of the programmed families
 	key      wgtypes.Key
 	endpoint netip.AddrPort
 }
@@ -478,17 +633,17 @@ type env struct {
 	// node is what backend.CheckPeer judges leases against.
 	node backend.PeerNode
 	pub  wgtypes.Key
-	port int
 }
 
-// planPeers computes, without touching the kernel, what each peer needs or
-// why it is refused: first the checks every backend makes
-// (backend.CheckPeer, IPv4), then wireguard's own (BackendData, keys).
-// Peers are visited oldest lease first (lowest CreateRevision, then subnet),
-// so a public key claimed twice stays with the node that had it first (a new
-// node with a copied state directory cannot take over a peer's identity),
-// the same way on every pass.
-func planPeers(e env, peers backend.PeerSet) map[netip.Prefix]*plan {
+// planPeers computes, without touching the kernel, what each peer needs on
+// device d or why it is refused: first the checks every backend makes
+// (backend.CheckPeer, per family, the underlay address d reaches the peer
+// at included), then wireguard's own (BackendData, keys). Peers are visited
+// oldest lease first (lowest CreateRevision, then subnet), so a public key
+// claimed twice stays with the node that had it first (a new node with a
+// copied state directory cannot take over a peer's identity), the same way
+// on every pass.
+func planPeers(e env, d *wgdev, peers backend.PeerSet) map[netip.Prefix]*plan {
 	keys := slices.SortedFunc(maps.Keys(peers), func(a, c netip.Prefix) int {
 		return cmp.Or(backend.OlderFirst(peers[a], peers[c]), comparePrefix(a, c))
 	})
@@ -496,69 +651,142 @@ func planPeers(e env, peers backend.PeerSet) map[netip.Prefix]*plan {
 	out := make(map[netip.Prefix]*plan, len(peers))
 	for _, sn := range keys {
 		l := peers[sn]
-		p := &plan{lease: l, subnet: sn}
+		p := &plan{lease: l, subnet: sn, fams: map[backend.Family]backend.FamilyOutcome{}}
 		out[sn] = p
-		v := backend.CheckPeer(e.node, l)
+		via := d.via
+		if via == 0 {
+			via = autoVia(e.node, l)
+		}
+		node := e.node
+		if via == backend.IPv4 {
+			// IPv6 pods (if d carries them) cross the IPv4 underlay: the
+			// peer's PublicIP is what must be usable.
+			node.IPv6Carrier = backend.IPv4
+		}
+		v := backend.CheckPeer(node, l)
 		if v.Own {
 			p.refuse("subnet is this node's own")
 			continue
 		}
-		if fv := v.Family(backend.IPv4); !fv.Usable {
-			p.refuse(cmp.Or(fv.Reason, "the network does not use IPv4"))
+		if fv := v.Family(via); !fv.Usable {
+			// The family of the endpoint: its verdict judged the address.
+			p.refuse(cmp.Or(fv.Reason, "the network does not use "+via.String()))
 			continue
 		}
-		d, err := parseBackendData(l.Attrs.BackendData, e.port)
+		raw := l.Attrs.BackendData
+		if d.v6Data {
+			raw = l.Attrs.BackendV6Data
+		}
+		pd, err := parseBackendData(raw, d.port)
 		if err != nil {
+			if d.v6Data {
+				err = fmt.Errorf("BackendV6Data: %w", err)
+			}
 			p.refuse(err.Error())
 			continue
 		}
-		if d.key == e.pub {
+		if pd.key == e.pub {
 			p.refuse("PublicKey is this node's own (a copied state directory?)")
 			continue
 		}
-		if other, dup := keyOwner[d.key]; dup {
+		if other, dup := keyOwner[pd.key]; dup {
 			p.refuse(fmt.Sprintf("PublicKey is already used by the older lease of peer %s (%s)", other, peers[other].Attrs.PublicIP))
 			continue
 		}
-		keyOwner[d.key] = sn
-		p.state, p.key, p.endpoint = backend.PeerProgrammed, d.key, d.endpoint(l.Attrs.PublicIP)
+		keyOwner[pd.key] = sn
+		addr := l.Attrs.PublicIP
+		if via == backend.IPv6 {
+			addr = l.Attrs.PublicIPv6
+		}
+		p.state, p.key, p.endpoint = backend.PeerProgrammed, pd.key, pd.endpoint(addr)
+		for _, f := range d.fams {
+			if fv := v.Family(f); !fv.Usable {
+				p.fams[f] = backend.Outcome(backend.PeerRefused, cmp.Or(fv.Reason, "the network does not use "+f.String()))
+				continue
+			}
+			p.fams[f] = backend.Outcome(backend.PeerProgrammed, "")
+			p.allowed = append(p.allowed, ownSubnetOf(l, f).Masked())
+		}
 	}
 	return out
 }
 
-func (p *plan) refuse(why string) {
-	p.state = backend.PeerRefused
-	p.reason = fmt.Sprintf("peer %s (%s): %s", p.subnet, p.lease.Attrs.PublicIP, why)
+// autoVia is Mode auto's choice of the underlay a dual-stack device reaches
+// the peer of l over, Flannel's: the family the peer has the only address
+// of; else IPv4 when the peer's IPv4 address is public (not RFC 1918),
+// IPv6 when both nodes' IPv6 addresses are (not ULA), IPv4 otherwise.
+func autoVia(n backend.PeerNode, l subnet.Lease) backend.Family {
+	v4, v6 := l.Attrs.PublicIP.Unmap(), l.Attrs.PublicIPv6
+	switch {
+	case !v4.IsValid() && v6.IsValid():
+		return backend.IPv6
+	case !v6.IsValid():
+		return backend.IPv4
+	case !v4.IsPrivate() && n.PublicIP.IsValid():
+		return backend.IPv4
+	case !v6.IsPrivate() && n.PublicIPv6.IsValid() && !n.PublicIPv6.IsPrivate():
+		return backend.IPv6
+	}
+	return backend.IPv4
+}
+
+func (p *plan) refuse(why string) { p.settle(backend.PeerRefused, why) }
+
+// settle makes the whole peer refused or failed, every family with it.
+func (p *plan) settle(state backend.PeerState, why string) {
+	p.state, p.reason = state, why
+	for f := range p.fams {
+		p.fams[f] = backend.Outcome(state, why)
+	}
 }
 
 func comparePrefix(a, c netip.Prefix) int {
 	return cmp.Or(a.Addr().Compare(c.Addr()), cmp.Compare(a.Bits(), c.Bits()))
 }
 
-// ---- making the device and the kernel match ----
+// ---- making the devices and the kernel match ----
 
-// reconcile makes the device's peers and weft's routes match the plans.
+// reconcile makes each device's peers and weft's routes match the plans.
 // full marks a Sync (its changes count as repairs). Before the first Sync
 // the desired set may be incomplete (Prepare, Configure on a restarted
 // node), so nothing is removed then except what overlaps this node's own
-// subnet: a restarted node's device keeps its peers until the first full
+// subnets: a restarted node's device keeps its peers until the first full
 // pass.
 func (b *Backend) reconcile(full bool) error {
 	e := env{
-		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(), BackendType: subnet.BackendWireGuard},
-		pub:  b.key.public(), port: b.opts.ListenPort,
+		node: backend.PeerNode{Config: b.cfg, Own: b.own, PublicIP: b.ul.PublicIP.Unmap(), PublicIPv6: b.ul.PublicIPv6,
+			BackendType: subnet.BackendWireGuard},
+		pub: b.key.public(),
 	}
-	plans := planPeers(e, b.peers)
 	var errs []error
-	if err := b.syncDevice(plans, full); err != nil {
-		errs = append(errs, err)
+	plans := make([]map[netip.Prefix]*plan, len(b.devs))
+	for i, d := range b.devs {
+		plans[i] = planPeers(e, d, b.peers)
+		if err := b.syncDevice(d, plans[i], full); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if err := b.syncRoutes(plans, full); err != nil {
-		errs = append(errs, err)
+	for i, d := range b.devs {
+		for _, f := range d.fams {
+			if err := b.syncRoutes(d, f, plans[i], full); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
-	want := make(map[netip.Prefix]backend.PeerStatus, len(plans))
-	for sn, p := range plans {
-		want[sn] = backend.PeerStatus{Subnet: sn, PublicIP: p.lease.Attrs.PublicIP, State: p.state, Reason: p.reason}
+	want := make(map[netip.Prefix]backend.PeerStatus, len(b.peers))
+	for sn, l := range b.peers {
+		out := map[backend.Family]backend.FamilyOutcome{}
+		for i, d := range b.devs {
+			p := plans[i][sn]
+			for _, f := range d.fams {
+				o, ok := p.fams[f]
+				if !ok { // refused as a whole, before its families
+					o = backend.Outcome(p.state, p.reason)
+				}
+				out[f] = o
+			}
+		}
+		want[sn] = backend.NewPeerStatus(b.cfg, l, out[backend.IPv4], out[backend.IPv6])
 	}
 	b.status.Update(nil, want)
 	return errors.Join(errs...)
@@ -567,25 +795,33 @@ func (b *Backend) reconcile(full bool) error {
 // removable reports whether state for dst that no plan wants may be
 // deleted now.
 func (b *Backend) removable(dst netip.Prefix) bool {
-	return b.synced || (b.own.Subnet.IsValid() && dst.Overlaps(b.own.Subnet.Masked()))
+	if b.synced {
+		return true
+	}
+	for _, f := range []backend.Family{backend.IPv4, backend.IPv6} {
+		if own := b.ownSubnet(f); own.IsValid() && dst.Overlaps(own) {
+			return true
+		}
+	}
+	return false
 }
 
-// syncDevice reads the device and writes, in one request, what differs: the
+// syncDevice reads device d and writes, in one request, what differs: the
 // private key and listen port, peers to remove, peers to add, and changed
 // attributes of existing peers (only those attributes, so their sessions
 // continue). A failed write marks the peers it carried failed.
-func (b *Backend) syncDevice(plans map[netip.Prefix]*plan, full bool) error {
-	dev, err := b.wg.Device(b.name)
+func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) error {
+	dev, err := b.wg.Device(d.name)
 	if err != nil {
-		b.failAll(plans, err)
-		return fmt.Errorf("wireguard: read device %s: %w", b.name, err)
+		failAll(plans, err)
+		return fmt.Errorf("wireguard: read device %s: %w", d.name, err)
 	}
 	var cfg wgtypes.Config
 	if dev.PrivateKey != b.key.k {
 		cfg.PrivateKey = &b.key.k
 	}
-	if dev.ListenPort != b.opts.ListenPort {
-		cfg.ListenPort = &b.opts.ListenPort
+	if dev.ListenPort != d.port {
+		cfg.ListenPort = &d.port
 	}
 	want := map[wgtypes.Key]*plan{}
 	for _, p := range plans {
@@ -630,36 +866,36 @@ func (b *Backend) syncDevice(plans map[netip.Prefix]*plan, full bool) error {
 	if cfg.PrivateKey == nil && cfg.ListenPort == nil && len(cfg.Peers) == 0 {
 		return nil
 	}
-	if err := b.wg.ConfigureDevice(b.name, cfg); err != nil {
+	if err := b.wg.ConfigureDevice(d.name, cfg); err != nil {
 		for _, p := range written {
-			p.state, p.reason = backend.PeerFailed, err.Error()
+			p.settle(backend.PeerFailed, err.Error())
 		}
-		return fmt.Errorf("wireguard: configure device %s: %w", b.name, err)
+		return fmt.Errorf("wireguard: configure device %s: %w", d.name, err)
 	}
 	if len(kick) > 0 {
 		// Keepalive back off; if this fails, the next pass sees the
 		// difference and sets it.
-		if err := b.wg.ConfigureDevice(b.name, wgtypes.Config{Peers: kick}); err != nil {
-			return fmt.Errorf("wireguard: configure device %s: %w", b.name, err)
+		if err := b.wg.ConfigureDevice(d.name, wgtypes.Config{Peers: kick}); err != nil {
+			return fmt.Errorf("wireguard: configure device %s: %w", d.name, err)
 		}
 	}
 	if cfg.PrivateKey != nil || cfg.ListenPort != nil {
-		b.log.Info("set device key and listen port", "publicKey", b.key.public().String(), "port", b.opts.ListenPort)
+		b.log.Info("set device key and listen port", "device", d.name, "publicKey", b.key.public().String(), "port", d.port)
 		b.countRepair(full && dev.PrivateKey != (wgtypes.Key{}))
 	}
 	for _, pc := range cfg.Peers[:removals] {
-		b.log.Info("removed wireguard peer", "publicKey", pc.PublicKey.String())
+		b.log.Info("removed wireguard peer", "device", d.name, "publicKey", pc.PublicKey.String())
 		b.countRepair(full)
 	}
 	for _, p := range written {
-		b.log.Debug("programmed wireguard peer", "subnet", p.subnet, "endpoint", p.endpoint, "publicKey", p.key.String())
+		b.log.Debug("programmed wireguard peer", "device", d.name, "subnet", p.subnet, "allowedIPs", p.allowed, "endpoint", p.endpoint, "publicKey", p.key.String())
 		b.countRepair(full)
 	}
 	return nil
 }
 
 // peerRemovable: a device peer no plan wants is removed after the first
-// full pass, or earlier when it routes part of this node's own subnet.
+// full pass, or earlier when it routes part of this node's own subnets.
 func (b *Backend) peerRemovable(hp wgtypes.Peer) bool {
 	if b.synced {
 		return true
@@ -676,7 +912,10 @@ func (b *Backend) peerRemovable(hp wgtypes.Peer) bool {
 // changed is false when it already does.
 func peerConfig(p *plan, have map[wgtypes.Key]wgtypes.Peer, psk wgtypes.Key, keepalive time.Duration) (wgtypes.PeerConfig, bool) {
 	ep := net.UDPAddrFromAddrPort(p.endpoint)
-	allowed := []net.IPNet{*nl.IPNet(p.subnet)}
+	allowed := make([]net.IPNet, len(p.allowed))
+	for i, sn := range p.allowed {
+		allowed[i] = *nl.IPNet(sn)
+	}
 	hp, ok := have[p.key]
 	if !ok {
 		return wgtypes.PeerConfig{
@@ -695,7 +934,7 @@ func peerConfig(p *plan, have map[wgtypes.Key]wgtypes.Peer, psk wgtypes.Key, kee
 	if hp.PersistentKeepaliveInterval != keepalive {
 		pc.PersistentKeepaliveInterval, changed = &keepalive, true
 	}
-	if len(hp.AllowedIPs) != 1 || !ipNetEqual(hp.AllowedIPs[0], allowed[0]) {
+	if !sameAllowed(hp.AllowedIPs, p.allowed) {
 		pc.ReplaceAllowedIPs, pc.AllowedIPs, changed = true, allowed, true
 	}
 	return pc, changed
@@ -705,37 +944,49 @@ func unmapped(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-func ipNetEqual(a, c net.IPNet) bool {
-	pa, oka := nl.Prefix(&a)
-	pc, okc := nl.Prefix(&c)
-	return oka && okc && pa.Masked() == pc.Masked()
+// sameAllowed reports whether the device's AllowedIPs are exactly want, in
+// any order.
+func sameAllowed(have []net.IPNet, want []netip.Prefix) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for _, n := range have {
+		p, ok := nl.Prefix(&n)
+		if !ok || !slices.Contains(want, p.Masked()) {
+			return false
+		}
+	}
+	return true
 }
 
-func (b *Backend) failAll(plans map[netip.Prefix]*plan, err error) {
+func failAll(plans map[netip.Prefix]*plan, err error) {
 	for _, p := range plans {
 		if p.state == backend.PeerProgrammed {
-			p.state, p.reason = backend.PeerFailed, err.Error()
+			p.settle(backend.PeerFailed, err.Error())
 		}
 	}
 }
 
-// syncRoutes makes weft's routes into the device match: the pod network
-// (once this node has a subnet) and each programmed peer's subnet. Stale weft
-// routes on the device or into the pod network (left by another backend)
-// are deleted.
-func (b *Backend) syncRoutes(plans map[netip.Prefix]*plan, full bool) error {
-	routes, err := b.h.WeftRoutes(unix.AF_INET)
+// syncRoutes makes weft's routes of family f into device d, which carries
+// f, match: the pod network of f (once this node has a subnet of f) and
+// each peer's subnet of f where it is programmed. Stale weft routes of f on
+// any of the backend's devices or into the pod network of f (left by
+// another backend or another Mode) are deleted.
+func (b *Backend) syncRoutes(d *wgdev, f backend.Family, plans map[netip.Prefix]*plan, full bool) error {
+	routes, err := b.h.WeftRoutes(af(f))
 	if err != nil {
 		return fmt.Errorf("wireguard: %w", err)
 	}
-	idx := b.link.Attrs().Index
+	idx := d.link.Attrs().Index
 	want := map[netip.Prefix]nl.Route{}
-	if b.network.IsValid() && b.own.Subnet.IsValid() {
-		want[b.network.Masked()] = nl.Route{Dst: b.network.Masked(), LinkIndex: idx}
+	if network := b.network(f); network.IsValid() && b.ownSubnet(f).IsValid() {
+		want[network] = nl.Route{Dst: network, LinkIndex: idx}
 	}
-	for sn, p := range plans {
-		if p.state == backend.PeerProgrammed {
-			want[sn] = nl.Route{Dst: sn, LinkIndex: idx}
+	wantBy := map[netip.Prefix]*plan{}
+	for _, p := range plans {
+		if o := p.fams[f]; p.state == backend.PeerProgrammed && o.State == backend.PeerProgrammed {
+			dst := ownSubnetOf(p.lease, f).Masked()
+			want[dst], wantBy[dst] = nl.Route{Dst: dst, LinkIndex: idx}, p
 		}
 	}
 	var errs []error
@@ -746,8 +997,8 @@ func (b *Backend) syncRoutes(plans map[netip.Prefix]*plan, full bool) error {
 		}
 		changed, err := b.h.EnsureRoute(want[dst], have)
 		if err != nil {
-			if p := plans[dst]; p != nil {
-				p.state, p.reason = backend.PeerFailed, err.Error()
+			if p := wantBy[dst]; p != nil {
+				p.fams[f] = backend.Outcome(backend.PeerFailed, err.Error())
 			}
 			errs = append(errs, fmt.Errorf("wireguard: %w", err))
 			continue
@@ -757,7 +1008,7 @@ func (b *Backend) syncRoutes(plans map[netip.Prefix]*plan, full bool) error {
 		}
 	}
 	for dst, r := range routes {
-		if _, ok := want[dst]; ok || !b.ownsRoute(r) || !b.removable(dst) {
+		if _, ok := want[dst]; ok || !b.ownsRoute(f, r) || !b.removable(dst) {
 			continue
 		}
 		if err := b.h.DeleteRoute(r); err != nil {
@@ -770,8 +1021,14 @@ func (b *Backend) syncRoutes(plans map[netip.Prefix]*plan, full bool) error {
 	return errors.Join(errs...)
 }
 
-// ownsRoute: a weft-protocol route is this backend's if it uses the device
-// or leads into the pod network.
-func (b *Backend) ownsRoute(r nl.Route) bool {
-	return r.LinkIndex == b.link.Attrs().Index || (b.network.IsValid() && b.network.Contains(r.Dst.Addr()))
+// ownsRoute: a weft-protocol route of family f is this backend's if it uses
+// one of its devices or leads into the pod network of f.
+func (b *Backend) ownsRoute(f backend.Family, r nl.Route) bool {
+	for _, d := range b.devs {
+		if d.link != nil && r.LinkIndex == d.link.Attrs().Index {
+			return true
+		}
+	}
+	network := b.network(f)
+	return network.IsValid() && network.Contains(r.Dst.Addr())
 }

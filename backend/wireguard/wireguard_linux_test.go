@@ -36,6 +36,7 @@ const (
 	baseKernel
 	baseRotation
 	baseBench
+	baseIPv6
 )
 
 var network = netip.MustParsePrefix("10.244.0.0/16")
@@ -48,8 +49,12 @@ type node struct {
 	lease subnet.Lease
 	dir   string // state directory
 	dev   string // device name: unique, as the UAPI socket directory is shared
-	log   *os.File
-	b     *Backend
+	// cfg is the network config (nil: IPv4 on network); ip6 the IPv6
+	// underlay address of a node of an IPv6 test.
+	cfg *subnet.Config
+	ip6 netip.Addr
+	log *os.File
+	b   *Backend
 }
 
 // nodes builds n nodes on one underlay, each with a pod; no backend yet.
@@ -97,24 +102,31 @@ func (n *node) prepare(t testing.TB, opts string) {
 func (n *node) tryPrepare(opts string) error {
 	raw := json.RawMessage(`{"Type":"wireguard"` + opts + `}`)
 	return n.ns.Do(func(ns.NetNS) error {
+		cfg := subnet.Config{EnableIPv4: true, Network: network, SubnetLen: 24, BackendType: "wireguard"}
+		if n.cfg != nil {
+			cfg = *n.cfg
+		}
+		cfg.Backend = raw
 		b, err := newBackend(backend.Options{
 			Logger:   slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-			Underlay: backend.Underlay{Link: "eth0", PublicIP: n.ip, MTU: 1500},
-			Config:   &subnet.Config{EnableIPv4: true, Network: network, SubnetLen: 24, BackendType: "wireguard", Backend: raw},
+			Underlay: backend.Underlay{Link: "eth0", PublicIP: n.ip, PublicIPv6: n.ip6, MTU: 1500},
+			Config:   &cfg,
 			StateDir: n.dir,
 		})
 		if err != nil {
 			return err
 		}
-		b.name = n.dev
+		b.rename(n.dev)
 		b.keyCheck = 20 * time.Millisecond
 		n.b = b
 		attrs, err := b.Prepare(context.Background())
 		if err != nil {
 			b.Close()
+			return err
 		}
-		n.lease.Attrs.BackendData = attrs.BackendData
-		return err
+		n.lease.Attrs.BackendData, n.lease.Attrs.BackendV6Data = attrs.BackendData, attrs.BackendV6Data
+		n.lease.Attrs.PublicIP, n.lease.Attrs.PublicIPv6 = attrs.PublicIP, attrs.PublicIPv6
+		return nil
 	})
 }
 
@@ -205,7 +217,11 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 
 func routeTo(t *testing.T, n *node, dst string) string {
 	t.Helper()
-	return strings.TrimSpace(n.ns.MustRun(t, "ip", "route", "show", "exact", dst, "proto", strconv.Itoa(int(nl.RouteProtocol))))
+	fam := "-4"
+	if strings.Contains(dst, ":") {
+		fam = "-6"
+	}
+	return strings.TrimSpace(n.ns.MustRun(t, "ip", fam, "route", "show", "exact", dst, "proto", strconv.Itoa(int(nl.RouteProtocol))))
 }
 
 // TestTunnel: two embedded devices carry pod↔pod and node→pod traffic; the
@@ -334,7 +350,7 @@ func TestChurnKeepsSessions(t *testing.T) {
 	ping(t, a.pod, b.podIP())
 	ping(t, a.pod, c.podIP())
 	cp, _ := a.peer(t, c)
-	ifindex := a.b.link.Attrs().Index
+	ifindex := a.b.devs[0].link.Attrs().Index
 
 	moved := b.lease
 	moved.Attrs.BackendData = json.RawMessage(fmt.Sprintf(`{"PublicKey":"%s","Port":51999}`, b.b.PublicKey()))
@@ -372,7 +388,7 @@ func TestChurnKeepsSessions(t *testing.T) {
 		if !ok || !now.LastHandshakeTime.Equal(cp.LastHandshakeTime) {
 			t.Errorf("%s: c's handshake %v, was %v: its session was disturbed", step.name, now.LastHandshakeTime, cp.LastHandshakeTime)
 		}
-		if a.b.link.Attrs().Index != ifindex {
+		if a.b.devs[0].link.Attrs().Index != ifindex {
 			t.Errorf("%s: device re-created", step.name)
 		}
 	}
@@ -429,9 +445,9 @@ func TestDriftRepaired(t *testing.T) {
 			if err := os.Remove("/var/run/wireguard/" + a.dev + ".sock"); err != nil {
 				t.Fatal(err)
 			}
-			a.b.us.mu.Lock()
-			served := a.b.us.served
-			a.b.us.mu.Unlock()
+			a.b.devs[0].us.mu.Lock()
+			served := a.b.devs[0].us.served
+			a.b.devs[0].us.mu.Unlock()
 			waitFor(t, "the UAPI listener to notice", 5*time.Second, func() bool {
 				select {
 				case <-served:
@@ -479,7 +495,7 @@ func TestRestart(t *testing.T) {
 	a.configure(t, b)
 	b.configure(t, a)
 	ping(t, b.pod, a.podIP())
-	key, ifindex, data := a.b.PublicKey(), a.b.link.Attrs().Index, string(a.lease.Attrs.BackendData)
+	key, ifindex, data := a.b.PublicKey(), a.b.devs[0].link.Attrs().Index, string(a.lease.Attrs.BackendData)
 
 	a.b.Close()
 	if got := routeTo(t, a, "10.244.2.0/24"); got == "" {
@@ -491,8 +507,8 @@ func TestRestart(t *testing.T) {
 	if a.b.PublicKey() != key || string(a.lease.Attrs.BackendData) != data {
 		t.Errorf("key changed across the restart: %s, was %s", a.lease.Attrs.BackendData, data)
 	}
-	if a.b.link.Attrs().Index != ifindex {
-		t.Errorf("TUN re-created (ifindex %d, was %d)", a.b.link.Attrs().Index, ifindex)
+	if a.b.devs[0].link.Attrs().Index != ifindex {
+		t.Errorf("TUN re-created (ifindex %d, was %d)", a.b.devs[0].link.Attrs().Index, ifindex)
 	}
 	if len(a.device(t).Peers) != 0 {
 		t.Errorf("a fresh embedded device has peers before Sync")

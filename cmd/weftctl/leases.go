@@ -23,6 +23,9 @@ type leaseView struct {
 	Reserved    bool            `json:"reserved"`
 	Expiration  time.Time       `json:"expiration,omitzero"`
 	BackendData json.RawMessage `json:"backendData,omitempty"`
+	// BackendV6Data is the IPv6 half's (Flannel's BackendV6Data: the
+	// VtepMAC of the IPv6 VXLAN device, the IPv6 wireguard device's key).
+	BackendV6Data json.RawMessage `json:"backendV6Data,omitempty"`
 }
 
 func runLeases(ctx context.Context, e *env, args []string) error {
@@ -37,7 +40,7 @@ func runLeases(ctx context.Context, e *env, args []string) error {
 		rows := make([]leaseView, 0, len(leases))
 		for _, l := range leases {
 			v := leaseView{Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet, PublicIP: l.Attrs.PublicIP, Backend: l.Attrs.BackendType,
-				Reserved: l.Reserved(), Expiration: l.Expiration, BackendData: l.Attrs.BackendData}
+				Reserved: l.Reserved(), Expiration: l.Expiration, BackendData: l.Attrs.BackendData, BackendV6Data: l.Attrs.BackendV6Data}
 			var vx struct{ VtepMAC string }
 			if json.Unmarshal(l.Attrs.BackendData, &vx) == nil {
 				v.VtepMAC = vx.VtepMAC
