@@ -14,15 +14,17 @@ import (
 // etcd), the warnings weftd logs during the outage (a few, not one per
 // second), /readyz during the outage (still ready: the node serves), and the
 // time the node that started during the outage takes to become reachable
-// once etcd is back.
+// once etcd is back. The dual-stack rows ping, and reach the new node, in
+// both families.
 func TestEtcdDown(t *testing.T) {
 	bins(t)
 	down := *etcdDownFlag
-	parallelEach(t, allBackends, func(t *testing.T, backend string) {
-		l := up(t, lab.Options{Name: labName("ed"), Nodes: 2, PodsPerNode: 1, Backend: backend})
+	scenarios := append(ipv4Scenarios(allBackends...), dualStackScenarios(allBackends...)...)
+	parallelScenarios(t, scenarios, func(t *testing.T, s scenario) {
+		l := up(t, s.lab(lab.Options{Name: labName("ed"), Nodes: 2, PodsPerNode: 1}))
 		src, dst := l.Node("n1").Pods[0], l.Node("n2").Pods[0]
 		const interval = 50 * time.Millisecond
-		p := startPing(t, l, src.Name, dst.IP, interval, down+10*time.Second)
+		p := startPings(t, l, src.Name, s.addrs(dst), interval, down+10*time.Second)
 		off1 := logSize(t, l, "n1")
 		if err := l.StopEtcd(t.Context(), true); err != nil {
 			t.Fatal(err)
@@ -56,8 +58,11 @@ func TestEtcdDown(t *testing.T) {
 			t.Fatalf("node started during the outage: %v", err)
 		}
 		joined := time.Since(back)
-		reach := requireReach(t, l, src.Name, n3.Pods[0].IP, 30*time.Second)
-		requireReach(t, l, n3.Pods[0].Name, src.IP, 30*time.Second)
+		var reach time.Duration
+		for i, a := range s.addrs(n3.Pods[0]) {
+			reach = max(reach, requireReach(t, l, src.Name, a, 30*time.Second))
+			requireReach(t, l, n3.Pods[0].Name, s.addrs(src)[i], 30*time.Second)
+		}
 		st := p.Wait(t)
 		n3warns := grepLines(logSince(t, l, n3.Name, 0), "level=WARN")
 		for _, w := range n3warns {
@@ -69,9 +74,9 @@ func TestEtcdDown(t *testing.T) {
 			t.Logf("n1 during the outage: %s", w)
 		}
 		record(t, "etcd down %v (SIGKILL), backend %s: ping n1→n2 %v; n1 /readyz not-ready in %d of %d probes; n1 logged %d warnings/errors; the node started during the outage logged %d warnings, was ready %v and reachable %v after etcd returned",
-			down, backend, st, notReady, probes, len(warns), len(n3warns), joined.Round(100*time.Millisecond), (joined + reach).Round(100*time.Millisecond))
+			down, s, st, notReady, probes, len(warns), len(n3warns), joined.Round(100*time.Millisecond), (joined + reach).Round(100*time.Millisecond))
 		if st.Lost() != 0 {
-			t.Errorf("lost %d pings while etcd was down (want 0): %s", st.Lost(), st.Out)
+			t.Errorf("lost %d pings while etcd was down (want 0): %s", st.Lost(), st.Output())
 		}
 		if said := len(grepLines(lines, "cannot read the network config from etcd")); said != 1 {
 			t.Errorf("n1 logged the etcd outage %d times, want once", said)

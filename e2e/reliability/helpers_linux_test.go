@@ -276,14 +276,144 @@ func run(t *testing.T, l *lab.Lab, target string, argv ...string) string {
 	return out
 }
 
-// parallelEach runs f for each backend as parallel subtests.
+// parallelEach runs f for each backend (on an IPv4 lab) as parallel
+// subtests.
 func parallelEach(t *testing.T, backends []string, f func(t *testing.T, backend string)) {
+	parallelScenarios(t, ipv4Scenarios(backends...), func(t *testing.T, s scenario) { f(t, s.backend) })
+}
+
+// scenario is one row of a fault's table: a backend on a lab of one or both
+// address families. A test written over scenarios runs its fault and its
+// checks the same way on each, once per family the lab has.
+type scenario struct {
+	name    string // the subtest: the backend, + "-dualstack"
+	backend string
+	ipv6    bool // dual stack: lab.Options.IPv6
+}
+
+// ipv4Scenarios are the backends on IPv4 labs.
+func ipv4Scenarios(backends ...string) []scenario {
+	out := make([]scenario, 0, len(backends))
 	for _, b := range backends {
-		t.Run(b, func(t *testing.T) {
+		out = append(out, scenario{name: b, backend: b})
+	}
+	return out
+}
+
+// dualStackScenarios are the backends on dual-stack labs.
+func dualStackScenarios(backends ...string) []scenario {
+	out := make([]scenario, 0, len(backends))
+	for _, b := range backends {
+		out = append(out, scenario{name: b + "-dualstack", backend: b, ipv6: true})
+	}
+	return out
+}
+
+// String names the row in RESULT lines: the backend, "vxlan dual-stack".
+func (s scenario) String() string {
+	if s.ipv6 {
+		return s.backend + " dual-stack"
+	}
+	return s.backend
+}
+
+// lab fills o's backend and families from the scenario.
+func (s scenario) lab(o lab.Options) lab.Options {
+	o.Backend, o.IPv6 = s.backend, s.ipv6
+	return o
+}
+
+// addrs are pod p's addresses the scenario's checks reach: one per family
+// of the lab, IPv4 first.
+func (s scenario) addrs(p *lab.Pod) []netip.Addr {
+	if s.ipv6 {
+		return []netip.Addr{p.IP, p.IPv6}
+	}
+	return []netip.Addr{p.IP}
+}
+
+// parallelScenarios runs f for each scenario as parallel subtests.
+func parallelScenarios(t *testing.T, scenarios []scenario, f func(t *testing.T, s scenario)) {
+	for _, s := range scenarios {
+		t.Run(s.name, func(t *testing.T) {
 			t.Parallel()
-			f(t, b)
+			f(t, s)
 		})
 	}
+}
+
+// familyPings are one bounded ping per address of a pod, run side by side.
+type familyPings struct {
+	to []netip.Addr
+	ps []*pinger
+}
+
+// startPings starts a ping from pod to each of to (see startPing).
+func startPings(t *testing.T, l *lab.Lab, pod string, to []netip.Addr, interval, d time.Duration) familyPings {
+	t.Helper()
+	fp := familyPings{to: to}
+	for _, a := range to {
+		fp.ps = append(fp.ps, startPing(t, l, pod, a, interval, d))
+	}
+	return fp
+}
+
+// Wait waits for every ping (see pinger.Wait).
+func (fp familyPings) Wait(t *testing.T) familyStats {
+	t.Helper()
+	out := make(familyStats, len(fp.ps))
+	for i, p := range fp.ps {
+		out[i] = familyStat{v6: fp.to[i].Is6(), pingStats: p.Wait(t)}
+	}
+	return out
+}
+
+// familyStat is what the ping to one address saw.
+type familyStat struct {
+	v6 bool
+	pingStats
+}
+
+// familyStats are what familyPings saw, in the order of their addresses.
+type familyStats []familyStat
+
+// Lost is the sum of the lost pings of every family.
+func (s familyStats) Lost() int {
+	n := 0
+	for _, st := range s {
+		n += st.Lost()
+	}
+	return n
+}
+
+// Window is the longest loss window of any family.
+func (s familyStats) Window() time.Duration {
+	var w time.Duration
+	for _, st := range s {
+		w = max(w, st.Window())
+	}
+	return w
+}
+
+// String is the one ping's summary, or per family "IPv4 …; IPv6 …".
+func (s familyStats) String() string {
+	if len(s) == 1 {
+		return s[0].String()
+	}
+	parts := make([]string, len(s))
+	for i, st := range s {
+		parts[i] = map[bool]string{false: "IPv4 ", true: "IPv6 "}[st.v6] + st.String()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Output is every ping's output, one after the other.
+func (s familyStats) Output() string {
+	var b strings.Builder
+	for _, st := range s {
+		b.WriteString(st.Out)
+	}
+	return b.String()
 }
 
 var allBackends = []string{"vxlan", "host-gw", "udp", "wireguard"}

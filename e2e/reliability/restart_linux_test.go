@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/udp"
+	"github.com/weftnet/weft/backend/vxlan"
+	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/lab"
 )
 
@@ -16,23 +18,32 @@ import (
 // WireGuard's data plane is weftd, so their loss window is measured, for
 // wireguard in both directions), the subnet (must be the same), and the
 // ifindex of the backend's device (weft.1, udp's persistent TUN device,
-// weft-wg) and of the pod bridge (unchanged: nothing re-created).
+// weft-wg) and of the pod bridge (unchanged: nothing re-created). The
+// dual-stack rows ping in both families and hold both to the same bounds.
 func TestWeftdKillRestart(t *testing.T) {
 	bins(t)
-	parallelEach(t, allBackends, func(t *testing.T, backend string) {
-		l := up(t, lab.Options{Name: labName("kr"), Nodes: 2, PodsPerNode: 1, Backend: backend})
+	scenarios := append(ipv4Scenarios(allBackends...), dualStackScenarios(allBackends...)...)
+	parallelScenarios(t, scenarios, func(t *testing.T, s scenario) {
+		backend := s.backend
+		l := up(t, s.lab(lab.Options{Name: labName("kr"), Nodes: 2, PodsPerNode: 1}))
 		n1 := l.Node("n1")
 		src, dst := n1.Pods[0], l.Node("n2").Pods[0]
 		devices := []string{"weft0"}
 		switch backend {
 		case "vxlan":
 			devices = append(devices, "weft.1")
+			if s.ipv6 {
+				devices = append(devices, vxlan.DeviceName6(1))
+			}
 		case "udp":
 			// The TUN device is persistent: the restarted weftd
 			// attaches to it, so it and its route stay.
 			devices = append(devices, udp.DeviceName)
 		case "wireguard":
-			devices = append(devices, "weft-wg")
+			devices = append(devices, wireguard.DeviceName)
+			if s.ipv6 {
+				devices = append(devices, wireguard.DeviceNameV6)
+			}
 		}
 		// The embedded WireGuard, like udp, is weftd itself; the kernel's
 		// forwards without it.
@@ -41,16 +52,24 @@ func TestWeftdKillRestart(t *testing.T) {
 		for _, d := range devices {
 			before[d] = ifindex(t, l, "n1", d)
 		}
-		routesBefore := run(t, l, "n1", "ip", "route", "show", "proto", "all")
+		routes := func() string {
+			r := run(t, l, "n1", "ip", "route", "show", "proto", "all")
+			if s.ipv6 {
+				r += run(t, l, "n1", "ip", "-6", "route", "show", "proto", "all")
+			}
+			return r
+		}
+		routesBefore := routes()
 		oldSubnet := n1.Subnet
 
 		const interval = 20 * time.Millisecond
-		p := startPing(t, l, src.Name, dst.IP, interval, 8*time.Second)
-		var back *pinger
+		p := startPings(t, l, src.Name, s.addrs(dst), interval, 8*time.Second)
+		var back *familyPings
 		if backend == "wireguard" {
 			// The peer holds the session of n1's old device: traffic it
 			// starts itself must come back as soon as n1's does.
-			back = startPing(t, l, dst.Name, src.IP, interval, 8*time.Second)
+			bp := startPings(t, l, dst.Name, s.addrs(src), interval, 8*time.Second)
+			back = &bp
 		}
 		// Let the ping run a moment before the kill, so it measures the
 		// path before, during and after.
@@ -66,7 +85,7 @@ func TestWeftdKillRestart(t *testing.T) {
 		readyAfter := time.Since(killed)
 		st := p.Wait(t)
 		reverse := ""
-		var bst pingStats
+		var bst familyStats
 		if back != nil {
 			bst = back.Wait(t)
 			reverse = fmt.Sprintf("; ping n2→n1 %v", bst)
@@ -76,7 +95,7 @@ func TestWeftdKillRestart(t *testing.T) {
 			impl = map[bool]string{true: " (kernel)", false: " (userspace)"}[kernelPath]
 		}
 		record(t, "weftd SIGKILL + restart on the pinging pod's node, backend %s%s: ready again %v after the kill; ping n1→n2 %v%s; same subnet %v; of %v re-created: %v",
-			backend, impl, readyAfter.Round(10*time.Millisecond), st, reverse, sn == oldSubnet, devices, recreated(t, l, before))
+			s, impl, readyAfter.Round(10*time.Millisecond), st, reverse, sn == oldSubnet, devices, recreated(t, l, before))
 		if sn != oldSubnet {
 			t.Errorf("subnet %s after the restart, had %s", sn, oldSubnet)
 		}
@@ -86,7 +105,7 @@ func TestWeftdKillRestart(t *testing.T) {
 		if backend != "udp" {
 			// The embedded WireGuard's TUN device outlives weftd: its
 			// routes too.
-			if routesAfter := run(t, l, "n1", "ip", "route", "show", "proto", "all"); routesAfter != routesBefore {
+			if routesAfter := routes(); routesAfter != routesBefore {
 				t.Errorf("routes changed across the restart:\nbefore:\n%s\nafter:\n%s", routesBefore, routesAfter)
 			}
 		}
