@@ -74,7 +74,8 @@ type userspace struct {
 }
 
 // startUserspace creates (or re-attaches to) the TUN device name, makes it
-// persistent, starts wireguard-go on it and serves its UAPI socket. It must
+// persistent, starts wireguard-go on it (reading it through batchTUN) and
+// serves its UAPI socket. It must
 // be called from the node's network namespace: the TUN is created there, and
 // wireguard-go's UDP sockets are opened there (it opens them later, from its
 // own goroutines; see newBind).
@@ -103,7 +104,7 @@ func startUserspace(log *slog.Logger, name string, mtu int) (*userspace, error) 
 		return nil, err
 	}
 	u := &userspace{log: log, name: name, tun: t, netns: netns}
-	u.dev = device.NewDevice(t, newBind(netns), newDeviceLogger(log))
+	u.dev = device.NewDevice(newBatchTUN(t), newBind(netns), newDeviceLogger(log))
 	if err := u.serve(); err != nil {
 		u.dev.Close()
 		u.closeNS()
