@@ -187,8 +187,10 @@ func jsonAnnotation(n *corev1.Node, key string) (json.RawMessage, error) {
 	if !json.Valid([]byte(v)) {
 		return nil, fmt.Errorf("annotation %s is not JSON: %.40q", key, v)
 	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, []byte(v)); err != nil {
+	// Compact JSON is no longer than v: the buffer is allocated once, to
+	// size (the informer keeps it for every Node).
+	b := bytes.NewBuffer(make([]byte, 0, len(v)))
+	if err := json.Compact(b, []byte(v)); err != nil {
 		return nil, fmt.Errorf("annotation %s: %w", key, err)
 	}
 	return b.Bytes(), nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,7 +30,7 @@ import (
 // the outage is logged once, and the recovery once (with the store's other
 // requests: Manager.reach).
 func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.LeaseBatch) error {
-	w := &watcher{m: m, state: make(map[string]subnet.Lease), wake: make(chan struct{}, 1)}
+	w := &watcher{m: m, state: make(map[string]*entry), wake: make(chan struct{}, 1)}
 	nodes := m.nodes
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -42,9 +41,9 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.LeaseBatch)
 		},
 	}
 	inf := cache.NewSharedIndexInformerWithOptions(lw, &corev1.Node{}, cache.SharedIndexInformerOptions{})
-	// Keep only what a lease needs: a Node object of a real cluster is
-	// kilobytes of status, and the cache holds every Node.
-	if err := inf.SetTransform(m.slim); err != nil {
+	// Keep only the lease: a Node object of a real cluster is kilobytes of
+	// status, and the cache holds every Node.
+	if err := inf.SetTransform(m.toEntry); err != nil {
 		return fmt.Errorf("watch nodes: %w", err)
 	}
 	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) { w.failed(err) }); err != nil {
@@ -93,12 +92,15 @@ type watcher struct {
 	m    *Manager
 	wake chan struct{} // a batch may be ready
 
-	mu       sync.Mutex
-	state    map[string]subnet.Lease // node name → its valid lease; guarded by mu
-	pending  []subnet.Event          // guarded by mu
-	snapshot bool                    // the next batch is a snapshot; guarded by mu
-	started  bool                    // the first snapshot was taken; guarded by mu
-	rev      int64                   // guarded by mu
+	mu sync.Mutex
+	// state is node name → the informer's entry of a Node with a valid
+	// lease (the same object the informer's cache holds, not a copy);
+	// guarded by mu
+	state    map[string]*entry
+	pending  []subnet.Event // guarded by mu
+	snapshot bool           // the next batch is a snapshot; guarded by mu
+	started  bool           // the first snapshot was taken; guarded by mu
+	rev      int64          // guarded by mu
 }
 
 // take returns the next batch, if there is one.
@@ -108,8 +110,8 @@ func (w *watcher) take() (subnet.LeaseBatch, bool) {
 	if !w.started || w.snapshot {
 		w.started, w.snapshot, w.pending = true, false, nil
 		leases := make([]subnet.Lease, 0, len(w.state))
-		for _, l := range w.state {
-			leases = append(leases, l)
+		for _, e := range w.state {
+			leases = append(leases, e.lease)
 		}
 		return subnet.LeaseBatch{Snapshot: true, Leases: leases, Revision: w.rev}, true
 	}
@@ -141,35 +143,34 @@ func (w *watcher) notify() {
 }
 
 // update folds in the current version of a Node.
-func (w *watcher) update(n *corev1.Node) {
-	l, ok := w.m.nodeLease(n)
+func (w *watcher) update(e *entry) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.rev = max(w.rev, revision(n.ResourceVersion))
-	old, had := w.state[n.Name]
+	w.rev = max(w.rev, revision(e.rv))
+	old, had := w.state[e.name]
 	switch {
-	case !ok && had:
-		delete(w.state, n.Name)
-		w.emitLocked(removed(old))
-	case !ok:
+	case !e.ok && had:
+		delete(w.state, e.name)
+		w.emitLocked(removed(old.lease))
+	case !e.ok:
 		return
-	case had && sameLease(old, l):
-		w.state[n.Name] = l // newer revision, same lease: nothing to send
+	case had && sameLease(old.lease, e.lease):
+		w.state[e.name] = e // newer revision, same lease: nothing to send
 		return
 	default:
-		if had && (old.Subnet != l.Subnet || old.IPv6Subnet != l.IPv6Subnet) {
-			w.emitLocked(removed(old))
+		if had && (old.lease.Subnet != e.lease.Subnet || old.lease.IPv6Subnet != e.lease.IPv6Subnet) {
+			w.emitLocked(removed(old.lease))
 		}
-		w.state[n.Name] = l
-		w.emitLocked(subnet.Event{Type: subnet.EventAdded, Lease: l})
+		w.state[e.name] = e
+		w.emitLocked(subnet.Event{Type: subnet.EventAdded, Lease: e.lease})
 	}
 	w.notify()
 }
 
 // OnAdd implements cache.ResourceEventHandler.
 func (w *watcher) OnAdd(obj any, _ bool) {
-	if n, ok := obj.(*corev1.Node); ok {
-		w.update(n)
+	if e, ok := obj.(*entry); ok {
+		w.update(e)
 	}
 }
 
@@ -182,19 +183,19 @@ func (w *watcher) OnDelete(obj any) {
 	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = tomb.Obj
 	}
-	n, ok := obj.(*corev1.Node)
+	e, ok := obj.(*entry)
 	if !ok {
 		return
 	}
-	w.m.forget(n.Name)
+	w.m.forget(e.name)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	old, had := w.state[n.Name]
+	old, had := w.state[e.name]
 	if !had {
 		return
 	}
-	delete(w.state, n.Name)
-	w.emitLocked(removed(old))
+	delete(w.state, e.name)
+	w.emitLocked(removed(old.lease))
 	w.notify()
 }
 
@@ -224,24 +225,35 @@ func (w *watcher) failed(err error) {
 	w.m.reach.observe(err)
 }
 
-// slim is the informer's transform: it keeps of a Node only its name,
-// version, this store's annotations and its podCIDRs.
-func (m *Manager) slim(obj any) (any, error) {
+// entry is what the informer keeps of a Node: its name, its version and
+// the lease it publishes (ok false when it publishes none or a corrupt
+// one). A Node of a real cluster is kilobytes (status, images, managed
+// fields, labels); an entry is the lease and two short strings. Entries
+// are never changed once made: a new version of the Node is a new entry.
+type entry struct {
+	name, rv string
+	lease    subnet.Lease
+	ok       bool
+}
+
+// GetObjectMeta makes an entry a metav1.ObjectMetaAccessor, which is what
+// the informer needs of the objects it caches: their key (the name, Nodes
+// have no namespace).
+func (e *entry) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Name: e.name, ResourceVersion: e.rv}
+}
+
+// toEntry is the informer's transform: a Node becomes its entry, read
+// once (a corrupt lease is reported then). It is idempotent, as an
+// informer's transform must be: an entry passes through.
+func (m *Manager) toEntry(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return obj, nil
 	}
-	s := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, CreationTimestamp: n.CreationTimestamp},
-		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+	e := &entry{name: n.Name, rv: n.ResourceVersion}
+	if l, ok := m.nodeLease(n); ok {
+		e.lease, e.ok = l, true
 	}
-	for k, v := range n.Annotations {
-		if strings.HasPrefix(k, m.ann.prefix) {
-			if s.Annotations == nil {
-				s.Annotations = make(map[string]string, 8)
-			}
-			s.Annotations[k] = v
-		}
-	}
-	return s, nil
+	return e, nil
 }
