@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +44,12 @@ type KubeRun struct {
 	Before   ProcUsage `json:"weftdBefore"`
 	Loaded   ProcUsage `json:"weftdWithNodes"`
 	After    ProcUsage `json:"weftdAfterRemoval"`
+	// GoBefore, GoLoaded and GoAfter are weftd's Go runtime figures at the
+	// same points, from its /metrics: what of the RSS is Go heap, and what
+	// the run allocated.
+	GoBefore GoMem `json:"weftdGoBefore"`
+	GoLoaded GoMem `json:"weftdGoWithNodes"`
+	GoAfter  GoMem `json:"weftdGoAfterRemoval"`
 	// PeakRSSMB is weftd's peak RSS (VmHWM) at the end of the run.
 	PeakRSSMB float64 `json:"weftdPeakRssMB"`
 	// CPUProgramSec and CPURemoveSec are weftd's CPU seconds.
@@ -53,6 +62,82 @@ type KubeRun struct {
 }
 
 const kubeLabName = "wb-kube"
+
+// GoMem is what weftd's /metrics says of its Go runtime's memory.
+type GoMem struct {
+	// HeapMB is the heap's allocated bytes (live and not yet collected,
+	// go_memstats_heap_alloc_bytes).
+	HeapMB float64 `json:"heapMB"`
+	// GoalMB is the heap size at which the next collection runs
+	// (go_memstats_next_gc_bytes): the live heap after the last one
+	// times 1 + GOGC/100. The heap, and so the RSS, grows to it.
+	GoalMB float64 `json:"heapGoalMB"`
+	// AllocMB is all the heap allocated since start
+	// (go_memstats_alloc_bytes_total).
+	AllocMB float64 `json:"allocTotalMB"`
+	// GCs is the collections since start (go_gc_duration_seconds_count).
+	GCs int64 `json:"gcs"`
+}
+
+// weftdMetrics is where the lab's weftd serves /metrics, in its node's
+// namespace (lab/names.go's healthzAddr).
+const weftdMetrics = "http://127.0.0.1:9474/metrics"
+
+// goMem scrapes weftd's /metrics through dial (into its namespace).
+func goMem(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (GoMem, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, weftdMetrics, nil)
+	if err != nil {
+		return GoMem{}, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return GoMem{}, fmt.Errorf("weftd /metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return GoMem{}, fmt.Errorf("weftd /metrics: %s", resp.Status)
+	}
+	return parseGoMem(resp.Body)
+}
+
+// parseGoMem reads GoMem's metrics from a Prometheus text exposition.
+func parseGoMem(r io.Reader) (GoMem, error) {
+	var m GoMem
+	want := map[string]func(float64){
+		"go_memstats_heap_alloc_bytes":  func(v float64) { m.HeapMB = v / (1 << 20) },
+		"go_memstats_next_gc_bytes":     func(v float64) { m.GoalMB = v / (1 << 20) },
+		"go_memstats_alloc_bytes_total": func(v float64) { m.AllocMB = v / (1 << 20) },
+		"go_gc_duration_seconds_count":  func(v float64) { m.GCs = int64(v) },
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		set := want[name]
+		if !ok || set == nil {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			return m, fmt.Errorf("weftd /metrics: %s %q: %w", name, val, err)
+		}
+		set(v)
+		delete(want, name)
+	}
+	if err := sc.Err(); err != nil {
+		return m, fmt.Errorf("weftd /metrics: %w", err)
+	}
+	if len(want) > 0 {
+		missing := make([]string, 0, len(want))
+		for name := range want {
+			missing = append(missing, name)
+		}
+		sort.Strings(missing)
+		return m, fmt.Errorf("weftd /metrics lacks %s", strings.Join(missing, ", "))
+	}
+	return m, nil
+}
 
 // targetKube5000MS is issue 18's target: 5000 Nodes programmed this long
 // after the last create at most (with weftd's RSS ≤ targetRSSMB).
@@ -89,6 +174,11 @@ func runKube(ctx context.Context, cfg *config) *KubeScale {
 		out.Errors = append(out.Errors, err.Error())
 		return out
 	}
+	dial, err := l.DialContext(l.Nodes[0].Name)
+	if err != nil {
+		out.Errors = append(out.Errors, err.Error())
+		return out
+	}
 	view, err := openKernelView(l.Nodes[0].NS, vxlanDev)
 	if err != nil {
 		out.Errors = append(out.Errors, err.Error())
@@ -100,7 +190,7 @@ func runKube(ctx context.Context, cfg *config) *KubeScale {
 			break
 		}
 		cfg.logf("kube: %d fake Nodes", n)
-		r := kubeRun(ctx, admin, view, l.Nodes[0], n)
+		r := kubeRun(ctx, admin, view, l.Nodes[0], dial, n)
 		if r.Error != "" {
 			out.Errors = append(out.Errors, fmt.Sprintf("%d nodes: %s", n, r.Error))
 		}
@@ -112,7 +202,8 @@ func runKube(ctx context.Context, cfg *config) *KubeScale {
 	return out
 }
 
-func kubeRun(ctx context.Context, admin *kubeplane.Plane, view *kernelView, node *lab.Node, n int) *KubeRun {
+func kubeRun(ctx context.Context, admin *kubeplane.Plane, view *kernelView, node *lab.Node,
+	dial func(ctx context.Context, network, addr string) (net.Conn, error), n int) *KubeRun {
 	out := &KubeRun{Nodes: n}
 	fail := func(err error) *KubeRun { out.Error = err.Error(); return out }
 	pid := node.Weftd.PID
@@ -148,6 +239,9 @@ func kubeRun(ctx context.Context, admin *kubeplane.Plane, view *kernelView, node
 		return fail(err)
 	}
 	out.Before = before
+	if out.GoBefore, err = goMem(ctx, dial); err != nil {
+		return fail(err)
+	}
 	first := time.Now()
 	if err := createAll(ctx, admin, objs, 16); err != nil {
 		return fail(err)
@@ -163,6 +257,9 @@ func kubeRun(ctx context.Context, admin *kubeplane.Plane, view *kernelView, node
 		return fail(err)
 	}
 	out.CPUProgramSec = round3(out.Loaded.CPUSeconds - before.CPUSeconds)
+	if out.GoLoaded, err = goMem(ctx, dial); err != nil {
+		return fail(err)
+	}
 	t := time.Now()
 	code, body, err := admin.Do(ctx, http.MethodDelete, "/api/v1/nodes?labelSelector="+benchNodeLabel+"%3Dfake", nil)
 	if err != nil || code/100 != 2 {
@@ -177,6 +274,9 @@ func kubeRun(ctx context.Context, admin *kubeplane.Plane, view *kernelView, node
 		return fail(err)
 	}
 	out.CPURemoveSec = round3(out.After.CPUSeconds - out.Loaded.CPUSeconds)
+	if out.GoAfter, err = goMem(ctx, dial); err != nil {
+		return fail(err)
+	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return fail(err)
@@ -307,15 +407,17 @@ func renderKube(p printer, k *KubeScale) {
 	p("## Kubernetes mode\n\n")
 	p("**Node programming.** A 1-node vxlan lab in Kubernetes mode (`weftctl lab up --kube`: kube-apiserver %s with RBAC on the lab's etcd, kube-controller-manager, weftd `--kube-subnet-mgr` with the manifest's ServiceAccount; pod network 10.0.0.0/8). "+
 		"N fake Node objects — podCIDR set, Flannel's annotations (vxlan, distinct public IPs and VtepMACs) — are created by 16 concurrent clients; the harness polls the node's kernel every 10 ms until it holds every route, neighbour and FDB entry, "+
-		"then deletes them all (one DELETE collection) and waits until all of it is gone. weftd's requests are counted from the API server's audit log.\n\n", kubeplane.Version)
-	p("| nodes | create, ms | programmed after last create, ms | removed, ms | weftd RSS before / with nodes / after / peak, MB | weftd CPU program / remove, s | weftd's requests during the run |\n|---|---|---|---|---|---|---|\n")
+		"then deletes them all (one DELETE collection) and waits until all of it is gone. weftd's requests are counted from the API server's audit log; its Go heap, heap goal (the heap size of the next collection: the heap, and the RSS with it, grows to it), allocations and collections are read from its /metrics.\n\n", kubeplane.Version)
+	p("| nodes | create, ms | programmed after last create, ms | removed, ms | weftd RSS before / with nodes / after / peak, MB | weftd Go heap / GC goal with nodes, MB | weftd allocated, MB / GCs: program, remove | weftd CPU program / remove, s | weftd's requests during the run |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range k.Runs {
 		if r.Error != "" {
-			p("| %d | error: %s | | | | | |\n", r.Nodes, cell(r.Error))
+			p("| %d | error: %s | | | | | | | |\n", r.Nodes, cell(r.Error))
 			continue
 		}
-		p("| %d | %.0f | **%.0f** | %.0f | %.1f / %.1f / %.1f / %.1f | %.2f / %.2f | %s |\n", r.Nodes, r.CreateMS, r.ProgramMS, r.RemoveMS,
-			r.Before.RSSMB, r.Loaded.RSSMB, r.After.RSSMB, r.PeakRSSMB, r.CPUProgramSec, r.CPURemoveSec, requestsText(r.Requests))
+		p("| %d | %.0f | **%.0f** | %.0f | %.1f / %.1f / %.1f / %.1f | %.1f / %.1f | %.0f / %d, %.0f / %d | %.2f / %.2f | %s |\n", r.Nodes, r.CreateMS, r.ProgramMS, r.RemoveMS,
+			r.Before.RSSMB, r.Loaded.RSSMB, r.After.RSSMB, r.PeakRSSMB, r.GoLoaded.HeapMB, r.GoLoaded.GoalMB,
+			r.GoLoaded.AllocMB-r.GoBefore.AllocMB, r.GoLoaded.GCs-r.GoBefore.GCs, r.GoAfter.AllocMB-r.GoLoaded.AllocMB, r.GoAfter.GCs-r.GoLoaded.GCs,
+			r.CPUProgramSec, r.CPURemoveSec, requestsText(r.Requests))
 	}
 	p("\n")
 	if k.Lifetime != nil {

@@ -72,3 +72,30 @@ func TestKubeTargets(t *testing.T) {
 		})
 	}
 }
+
+// TestParseGoMem reads the four Go runtime figures from weftd's /metrics
+// (labelled and other series left alone), and names the ones missing.
+func TestParseGoMem(t *testing.T) {
+	text := `# HELP go_gc_duration_seconds A summary of the wall-time pause (stop-the-world) duration in garbage collection cycles.
+# TYPE go_gc_duration_seconds summary
+go_gc_duration_seconds{quantile="0"} 2.1e-05
+go_gc_duration_seconds_sum 0.0123
+go_gc_duration_seconds_count 43
+go_memstats_alloc_bytes 1.2e+07
+go_memstats_alloc_bytes_total 4.718592e+08
+go_memstats_heap_alloc_bytes 3.145728e+07
+go_memstats_next_gc_bytes 6.291456e+07
+weft_peers{backend="vxlan"} 5000
+`
+	m, err := parseGoMem(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (GoMem{HeapMB: 30, GoalMB: 60, AllocMB: 450, GCs: 43}); m != want {
+		t.Errorf("got %+v, want %+v", m, want)
+	}
+	_, err = parseGoMem(strings.NewReader("go_memstats_heap_alloc_bytes 1\ngo_gc_duration_seconds_count 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "go_memstats_alloc_bytes_total, go_memstats_next_gc_bytes") {
+		t.Errorf("missing metrics: %v", err)
+	}
+}
