@@ -16,8 +16,8 @@ import (
 // NetworkUnavailable condition cleared, weftd restart → same subnet, a
 // Node deleted → its peer state removed on every other node. The backends
 // that carry IPv6 run it dual stack too (kube-controller-manager with an
-// IPv4 and an IPv6 --cluster-cidr: the matrix in both families) and
-// IPv6-only (host-gw).
+// IPv4 and an IPv6 --cluster-cidr: the matrix in both families; udp
+// carries the IPv6 pods in its IPv4 datagrams) and IPv6-only (host-gw).
 func TestKubeE2E(t *testing.T) {
 	e2eBins(t)
 	kubetest.RequireBinaries(t)
@@ -33,6 +33,9 @@ func TestKubeE2E(t *testing.T) {
 		{"vxlan/dual", Options{Backend: "vxlan", IPv6: true}},
 		{"host-gw/dual", Options{Backend: "host-gw", IPMasq: true, IPv6: true}},
 		{"host-gw/ipv6only", Options{Backend: "host-gw", IPMasq: true, IPv6Only: true}},
+		// udp: IPv6 pods in its IPv4 datagrams, unmasqueraded as in
+		// TestE2EIPv6/udp/dual.
+		{"udp/dual", Options{Backend: "udp", IPv6: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
