@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -26,12 +27,23 @@ type backendSpec struct {
 	noFlannel string
 	// ipv6: a dual-stack lab (lab.Options.IPv6), without Flannel nodes.
 	ipv6 bool
+	// base, for a variant of a backend (a weft feature turned off, to
+	// measure it with and without in the same run), is the backend's name:
+	// --backends base selects both. weftdArgs turn the feature off.
+	base      string
+	weftdArgs []string
 }
+
+// selector is the --backends name that selects spec.
+func (spec backendSpec) selector() string { return cmp.Or(spec.base, spec.name) }
 
 func backendSpecs(network string) []backendSpec {
 	return []backendSpec{
 		{name: "vxlan", labName: "wb-vxlan", labBackend: "vxlan"},
 		{name: "host-gw", labName: "wb-hostgw", labBackend: "host-gw"},
+		// BIG TCP is what host-gw gains over Flannel host-gw (vxlan's
+		// device caps GSO at 64 KiB, so it has none there to turn off).
+		{name: "host-gw, BIG TCP off", labName: "wb-hostgw-nobig", labBackend: "host-gw", base: "host-gw", weftdArgs: []string{"--big-tcp=false"}},
 		{name: "vxlan-directrouting", labName: "wb-vxlandr", labBackend: "vxlan", direct: true,
 			config: fmt.Sprintf(`{"Network": %q, "Backend": {"Type": "vxlan", "DirectRouting": true}}`, network)},
 		{name: "udp", labName: "wb-udp", labBackend: "udp"},
@@ -71,7 +83,7 @@ func runDataPlane(ctx context.Context, cfg *config, res *Results) *DataPlane {
 		if ctx.Err() != nil {
 			break
 		}
-		if !cfg.wantBackend(spec.name) {
+		if !cfg.wantBackend(spec.selector()) {
 			continue
 		}
 		cfg.logf("data plane: %s", spec.name)
@@ -123,6 +135,7 @@ func upLab(ctx context.Context, cfg *config, spec backendSpec) (*lab.Lab, func()
 		Network:      labNetwork,
 		Progress:     cfg.progress,
 		ReadyTimeout: 60 * time.Second,
+		WeftdArgs:    spec.weftdArgs,
 	}
 	if spec.withFlannel(cfg) && !spec.ipv6 {
 		o.Nodes, o.FlannelNodes, o.FlannelBinDir = 4, []string{"n3", "n4"}, cfg.flannelBinDir
@@ -153,7 +166,7 @@ func upLab(ctx context.Context, cfg *config, spec backendSpec) (*lab.Lab, func()
 // runBackend measures one backend: its lab's node→node underlay path,
 // weft's pod→pod path and, when the lab has them, Flannel's.
 func runBackend(ctx context.Context, cfg *config, spec backendSpec) *BackendRun {
-	br := &BackendRun{Name: spec.name, Lab: spec.labName, Config: spec.config, FlannelNote: spec.noFlannel}
+	br := &BackendRun{Name: spec.name, Lab: spec.labName, Config: spec.config, FlannelNote: spec.noFlannel, Variant: spec.base != ""}
 	if br.Config == "" {
 		br.Config = lab.NetworkConfig(labNetwork, spec.labBackend)
 	}

@@ -106,7 +106,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	names := []string{}
 	for _, s := range backendSpecs(labNetwork) {
-		names = append(names, s.name)
+		if !contains(names, s.selector()) {
+			names = append(names, s.selector())
+		}
 	}
 	if *backends != "" {
 		c.backends = map[string]bool{}

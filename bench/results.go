@@ -55,7 +55,7 @@ type DataPlane struct {
 // path between two Flannel nodes of the same lab and, as reference, the
 // node→node underlay path, all measured interleaved.
 type BackendRun struct {
-	Name     string      `json:"name"` // vxlan, host-gw, vxlan-directrouting, udp, wireguard
+	Name     string      `json:"name"` // vxlan, host-gw, vxlan-directrouting, udp, wireguard, or a variant ("host-gw, BIG TCP off")
 	Config   string      `json:"config"`
 	Lab      string      `json:"lab"`
 	Underlay *PathResult `json:"underlay,omitempty"`
@@ -69,7 +69,11 @@ type BackendRun struct {
 	MultiStreamRatio  float64 `json:"fourStreamsVsUnderlay"`
 	// VsFlannel is Pod / Flannel, figure by figure.
 	VsFlannel *Comparison `json:"vsFlannel,omitempty"`
-	Error     string      `json:"error,omitempty"`
+	// Variant: a backend with a weft feature turned off (its name says
+	// which), measured for the with/without comparison; the targets are
+	// not judged on it.
+	Variant bool   `json:"variant,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Comparison is weft's figure over Flannel's, figure by figure, from the

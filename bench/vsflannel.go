@@ -23,7 +23,7 @@ func flannelDataPlaneTargets(dp *DataPlane) []Target {
 	vsOther("vxlan-directrouting", "host-gw", targetVsFlannelHostGW)
 	vsOther("vxlan", "vxlan", targetVsFlannelVXLAN)
 	for _, br := range dp.Backends {
-		if br.Flannel == nil || br.Pod == nil || br.VsFlannel == nil {
+		if br.Flannel == nil || br.Pod == nil || br.VsFlannel == nil || br.Variant {
 			continue
 		}
 		c := br.VsFlannel

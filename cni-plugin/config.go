@@ -70,6 +70,12 @@ type NetConf struct {
 	Routes []types.Route `json:"routes,omitempty"`
 	// DNS is passed through to the result, for runtimes that use it.
 	DNS types.DNS `json:"dns,omitzero"`
+	// BigTCP, when set, is the GSO/GRO size (per family, bytes) of the
+	// bridge and both veth ends: above 64 KiB it lets pods send BIG TCP
+	// packets. weftd writes what the node's egress devices take (its
+	// --big-tcp); absent or zero leaves the kernel's 64 KiB default. A
+	// kernel that refuses the size gets a warning and the default.
+	BigTCP nl.GSO `json:"bigTCP,omitzero"`
 
 	// Set by the runtime, not by the operator.
 	RawPrevResult map[string]any `json:"prevResult,omitempty"`

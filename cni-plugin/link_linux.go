@@ -10,7 +10,6 @@ import (
 	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -86,13 +85,16 @@ func ensureBridge(name string, nd node, mtu int) (netlink.Link, error) {
 
 // setupVeth returns the veth pair of a pod interface, creating it unless a
 // previous ADD for the same attachment already did (then created is false).
-// It is called in the node namespace (hostNS).
-func setupVeth(netns, hostNS ns.NetNS, ifName, hostName string, mtu int) (host, cont netlink.Link, created bool, err error) {
+// The pod end is created with gso's sizes (see addVeth; errGSORefused comes
+// with a usable pair); the node end gets them in attachHostVeth. It is
+// called in the node namespace (hostNS).
+func setupVeth(netns, hostNS ns.NetNS, ifName, hostName string, mtu int, gso nl.GSO) (host, cont netlink.Link, created bool, err error) {
 	host, err = netlinksafe.LinkByName(hostName)
 	if err != nil && !nl.IsNotFound(err) {
 		return nil, nil, false, fmt.Errorf("look up %s: %w", hostName, err)
 	}
 	hostIdx := -1
+	var refused error // errGSORefused, returned with the pair
 	if err == nil {
 		hostIdx = host.Attrs().Index
 	}
@@ -115,8 +117,10 @@ func setupVeth(netns, hostNS ns.NetNS, ifName, hostName string, mtu int) (host, 
 				return err
 			}
 		}
-		if _, _, err := ip.SetupVethWithName(ifName, hostName, mtu, "", hostNS); err != nil {
-			return fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+		if err := addVeth(ifName, hostName, mtu, gso, hostNS); errors.Is(err, errGSORefused) {
+			refused = err
+		} else if err != nil {
+			return err
 		}
 		created = true
 		cont, err = netlinksafe.LinkByName(ifName)
@@ -132,8 +136,36 @@ func setupVeth(netns, hostNS ns.NetNS, ifName, hostName string, mtu int) (host, 
 		}
 		return nil, nil, false, err
 	}
-	return host, cont, created, nil
+	return host, cont, created, refused
 }
+
+// addVeth creates the veth pair ifName (in the calling thread's namespace,
+// the pod's) and hostName (in hostNS), the pod end with gso's GSO/GRO sizes
+// in the same request: the pod's eth0 sets the size its TCP sends at. A
+// kernel that refuses the sizes (EINVAL: above the veth's tso_max_size)
+// gets the pair without them and errGSORefused in the result, for the
+// caller to warn about.
+func addVeth(ifName, hostName string, mtu int, gso nl.GSO, hostNS ns.NetNS) error {
+	add := func(g nl.GSO) error {
+		attrs := nl.WithGSO(netlink.NewLinkAttrs(), g)
+		attrs.Name, attrs.MTU = ifName, mtu
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: hostName, PeerNamespace: netlink.NsFd(int(hostNS.Fd()))})
+	}
+	err := add(gso)
+	if errors.Is(err, unix.EINVAL) && !gso.Zero() {
+		if err = add(nl.GSO{}); err == nil {
+			return errGSORefused
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+	}
+	return nil
+}
+
+// errGSORefused says the kernel refused the BIG TCP sizes of a link and it
+// kept the default ones; the ADD goes on.
+var errGSORefused = errors.New("the kernel refused the GSO/GRO sizes")
 
 // configurePod sets the pod interface's addresses (one per family) and
 // routes and brings it up. It runs in the pod's namespace and is idempotent.
@@ -184,9 +216,12 @@ func configurePod(ifName string, pod []netip.Prefix, routes []*types.Route) erro
 	return nil
 }
 
-// attachHostVeth puts the node end of the pair into the bridge. It runs in
-// the node namespace.
-func attachHostVeth(host, br netlink.Link, mtu int, hairpin bool) error {
+// attachHostVeth puts the node end of the pair into the bridge and gives it
+// and the bridge gso's GSO/GRO sizes (the bridge only once it has a veth
+// port: until then its tso_max_size is the legacy 64 KiB). It runs in the
+// node namespace. A kernel refusing the sizes makes it return
+// errGSORefused after everything else is done.
+func attachHostVeth(host, br netlink.Link, mtu int, hairpin bool, gso nl.GSO) error {
 	name := host.Attrs().Name
 	if host.Attrs().MasterIndex != br.Attrs().Index {
 		if err := netlink.LinkSetMaster(host, br); err != nil {
@@ -196,10 +231,18 @@ func attachHostVeth(host, br netlink.Link, mtu int, hairpin bool) error {
 	if err := netlink.LinkSetHairpin(host, hairpin); err != nil {
 		return fmt.Errorf("set hairpin on %s: %w", name, err)
 	}
+	var refused error
+	for _, l := range []netlink.Link{host, br} {
+		if err := nl.SetLinkGSO(l, gso); errors.Is(err, unix.EINVAL) {
+			refused = errGSORefused
+		} else if err != nil {
+			return err
+		}
+	}
 	if _, err := nl.New(nil).EnsureLinkState(host, nl.LinkState{MTU: mtu, Up: true}); err != nil {
 		return err
 	}
-	return nil
+	return refused
 }
 
 // sameNetNS reports whether a and b are one network namespace: the same

@@ -153,7 +153,11 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) (err error) {
 		pod[i] = netip.PrefixFrom(addrs[i], f.subnet.Bits())
 	}
 	hostName := HostVethName(args.ContainerID, args.IfName)
-	hostVeth, contVeth, vethCreated, err := setupVeth(netns, hostNS, args.IfName, hostName, mtu)
+	hostVeth, contVeth, vethCreated, err := setupVeth(netns, hostNS, args.IfName, hostName, mtu, conf.BigTCP)
+	if errors.Is(err, errGSORefused) {
+		log.Warn("BIG TCP: the kernel refused the pod veth's GSO/GRO sizes; it keeps the default", "sizes", conf.BigTCP)
+		err = nil
+	}
 	if err != nil {
 		return err
 	}
@@ -166,7 +170,9 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) (err error) {
 	}); err != nil {
 		return fmt.Errorf("configure %s in %s: %w", args.IfName, args.Netns, err)
 	}
-	if err := attachHostVeth(hostVeth, br, mtu, conf.HairpinMode); err != nil {
+	if err := attachHostVeth(hostVeth, br, mtu, conf.HairpinMode, conf.BigTCP); errors.Is(err, errGSORefused) {
+		log.Warn("BIG TCP: the kernel refused the GSO/GRO sizes of the bridge or the node's veth; they keep the default", "sizes", conf.BigTCP)
+	} else if err != nil {
 		return err
 	}
 	if slices.ContainsFunc(pod, func(p netip.Prefix) bool { return p.Addr().Is6() }) {

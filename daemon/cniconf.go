@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/weftnet/weft/internal/nl"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -28,28 +29,37 @@ type CNIConf struct {
 	IPAMDir string
 	Network string
 	Bridge  string
+	// BigTCP is the GSO/GRO size of the bridge and the pod veths (the
+	// plugin's "bigTCP"); zero leaves the kernel default and the key out.
+	BigTCP nl.GSO
 }
 
 // CNIConfList renders the conflist: the weft plugin (hairpin on, as
 // kube-flannel's conflist has it), then portmap for hostPort support.
 func CNIConfList(c CNIConf) []byte {
+	weft := map[string]any{"type": "weft", "subnetFile": c.SubnetFile, "dataDir": c.IPAMDir, "bridge": c.Bridge, "hairpinMode": true}
+	if !c.BigTCP.Zero() {
+		weft["bigTCP"] = c.BigTCP
+	}
 	conf := map[string]any{
 		"cniVersion": "1.1.0",
 		"name":       c.Network,
 		"plugins": []any{
-			map[string]any{"type": "weft", "subnetFile": c.SubnetFile, "dataDir": c.IPAMDir, "bridge": c.Bridge, "hairpinMode": true},
+			weft,
 			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true},
 		},
 	}
-	out, _ := json.MarshalIndent(conf, "", "  ") // maps of strings and bools always marshal
+	out, _ := json.MarshalIndent(conf, "", "  ") // maps of strings, bools and integers always marshal
 	return append(out, '\n')
 }
 
 // installCNIConf writes the conflist atomically, and only when its content
 // differs, so runtimes watching the directory see no spurious change.
-func (d *Daemon) installCNIConf() error {
+func (d *Daemon) installCNIConf(bigTCP nl.GSO) error {
 	path := filepath.Join(d.cfg.CNIConfDir, CNIConfFile)
-	want := CNIConfList(d.cfg.cniConf())
+	c := d.cfg.cniConf()
+	c.BigTCP = bigTCP
+	want := CNIConfList(c)
 	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
 		return nil
 	}

@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+
+	"github.com/weftnet/weft/internal/nl"
 )
 
 // TestCNIConfList: hairpin is on (kube-flannel's conflist turns it on, so a
@@ -33,6 +36,29 @@ func TestCNIConfList(t *testing.T) {
 	}
 	if conf.Plugins[1].Type != "portmap" {
 		t.Errorf("second plugin = %q, want portmap", conf.Plugins[1].Type)
+	}
+}
+
+// TestCNIConfListBigTCP: the BIG TCP sizes go to the plugin as "bigTCP"
+// (the plugin decodes the same nl.GSO), and with BIG TCP off the key is
+// absent, so the plugin keeps the kernel default.
+func TestCNIConfListBigTCP(t *testing.T) {
+	c := CNIConf{SubnetFile: "/run/weft/subnet.env", IPAMDir: "/var/lib/weft/ipam", Network: "weft", Bridge: "weft0"}
+	if raw := CNIConfList(c); strings.Contains(string(raw), "bigTCP") {
+		t.Errorf("BIG TCP off, conflist has bigTCP: %s", raw)
+	}
+	c.BigTCP = nl.GSO{IPv6: nl.BigTCPSize, IPv4: 131072}
+	raw := CNIConfList(c)
+	var conf struct {
+		Plugins []struct {
+			BigTCP nl.GSO `json:"bigTCP"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(raw, &conf); err != nil {
+		t.Fatal(err)
+	}
+	if len(conf.Plugins) != 2 || conf.Plugins[0].BigTCP != c.BigTCP {
+		t.Errorf("conflist = %s, want bigTCP %+v", raw, c.BigTCP)
 	}
 }
 

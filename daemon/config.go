@@ -61,6 +61,11 @@ type Config struct {
 	// to subnets no peer holds never leaves through the default route.
 	BlackholeRoute bool
 
+	// BigTCP lets the CNI plugin raise the GSO/GRO sizes of the bridge and
+	// pod veths above 64 KiB, as far as the devices pod traffic leaves the
+	// node by take (see Daemon.bigTCP); cmd/weftd turns it on by default.
+	BigTCP bool
+
 	HealthzAddr string
 
 	CNIConfDir string

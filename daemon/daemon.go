@@ -16,6 +16,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/daemon/laststate"
 	"github.com/weftnet/weft/daemon/masq"
+	"github.com/weftnet/weft/internal/nl"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -82,6 +83,11 @@ type Daemon struct {
 	healthAddr atomic.Pointer[string]
 	// controlPlane is whether the lease store last answered.
 	controlPlane atomic.Bool
+	// lastBigTCP and lastBigTCPReason are the last generation's BIG TCP
+	// decision (bigTCP), so it is logged when it changes. Touched only by
+	// the generation goroutine.
+	lastBigTCP       nl.GSO
+	lastBigTCPReason string
 	// lastState writes the last known state; nil without Config.StateDir.
 	lastState *laststate.Writer
 	// masqs are the firewall Managers made from Deps.NewMasq, by kind, and
@@ -377,7 +383,7 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 		g.restorePeers(ctx, last)
 	}
 	d.backendReady.Store(true)
-	if err := d.installCNIConf(); err != nil {
+	if err := d.installCNIConf(d.bigTCP(be, underlay)); err != nil {
 		return err
 	}
 	d.cniConfInstalled.Store(true)

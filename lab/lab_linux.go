@@ -335,7 +335,8 @@ func (l *Lab) buildSwitch(ctx context.Context) error {
 }
 
 // plug makes namespace name and joins it to the switch: port in the switch,
-// eth0 with the valid ones of v4 and v6 in the namespace (v6 without
+// eth0 (both ends with the NIC's BIG TCP sizes, modelNIC) with the valid
+// ones of v4 and v6 in the namespace (v6 without
 // duplicate address detection: the lab picks distinct addresses, and a
 // tentative address would delay the first packets by a second or two).
 func (l *Lab) plug(ctx context.Context, name, port string, v4, v6 netip.Addr) error {
@@ -363,7 +364,10 @@ func (l *Lab) plug(ctx context.Context, name, port string, v4, v6 netip.Addr) er
 			return err
 		}
 	}
-	return nil
+	if err := modelNIC(sw, port); err != nil {
+		return err
+	}
+	return modelNIC(name, underlayIface)
 }
 
 func (l *Lab) startEtcd(ctx context.Context) error {

@@ -115,6 +115,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	o.node.FirewallResync = daemon.DefaultFirewallResync
 	fs.Var(secondsFlag{&o.node.FirewallResync}, "iptables-resync", "how often weft's firewall rules are checked and restored when removed: whole seconds (Flannel's form) or a duration; 0 turns it off")
 	fs.BoolVar(&o.node.BlackholeRoute, "ip-blackhole-route", true, "keep an unreachable route for the whole pod network, so traffic to subnets no node holds never leaves through the default route")
+	fs.BoolVar(&o.node.BigTCP, "big-tcp", true, "BIG TCP: give the bridge and pod veths GSO/GRO sizes above 64 KiB, as far as the underlay and the backend's device take them (raise the NIC's gso_max_size/gso_ipv4_max_size for more); false keeps the kernel default")
 	fs.StringVar(&o.node.HealthzAddr, "healthz-addr", daemon.DefaultHealthzAddr, "address of /healthz, /readyz, /metrics and /status (\"off\" to disable)")
 	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "Flannel's: with --healthz-port, the address to serve on instead of --healthz-addr's")
 	fs.IntVar(&o.healthzPort, "healthz-port", 0, "Flannel's: serve /healthz (and the rest) on --healthz-ip:PORT instead of --healthz-addr; 0 turns it off")
