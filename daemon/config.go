@@ -84,6 +84,15 @@ type Config struct {
 	ResyncInterval time.Duration
 	// ConfigPollInterval is how often the network config is re-read.
 	ConfigPollInterval time.Duration
+	// PeerFilterGrace is how long the VXLAN peer filter may keep letting
+	// in the address of a peer whose lease is gone (or the subnet a peer
+	// left): such entries are gathered and taken out at most once per
+	// grace, in one transaction. Taking an element out of an nftables set
+	// makes the kernel wait for an RCU grace period while it holds the
+	// nftables commit lock (~10 ms on a busy machine, however many go), so
+	// doing it per removal delayed the next peer's programming by that
+	// much. New peers are let in at once, before their routes.
+	PeerFilterGrace time.Duration
 
 	// NotifySocket is systemd's $NOTIFY_SOCKET (empty when not run by a
 	// Type=notify unit) and WatchdogInterval its watchdog period (0: off).
@@ -104,6 +113,7 @@ const (
 	MasqNFTables              = "nftables"
 	MasqIPTables              = "iptables"
 	DefaultFirewallResync     = 5 * time.Second
+	DefaultPeerFilterGrace    = time.Second
 )
 
 // withDefaults returns c with zero fields defaulted, or an error naming the
@@ -153,6 +163,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ConfigPollInterval == 0 {
 		c.ConfigPollInterval = DefaultConfigPollInterval
+	}
+	if c.PeerFilterGrace == 0 {
+		c.PeerFilterGrace = DefaultPeerFilterGrace
+	}
+	if c.PeerFilterGrace < 0 {
+		return c, fmt.Errorf("peer filter grace %s is negative", c.PeerFilterGrace)
 	}
 	return c, nil
 }

@@ -111,11 +111,13 @@ func (g *generation) noteFilterChange(k netip.Prefix, old, l *subnet.Lease) {
 // updatePeerFilter keeps the firewall filter of a PeerFiltered backend (vxlan)
 // in step with the peer set. With grow it only adds: it runs so before the
 // backend programs a change, so a new peer's packets are let in by the time
-// routes point at it, and once more without grow after it, so removing a
-// gone peer's entries (the slower change) does not delay its routes' going.
+// routes point at it. Without grow it also takes out what no peer needs
+// any more; the reconcile loop does that once per Config.PeerFilterGrace
+// (filterTrimPending says when there is something to take out), because
+// the kernel's removal would delay whatever change comes next.
 // After a batch of events it hands the firewall only the entries of the
-// addresses the batch touched (masq.PeerFilterUpdater); after a full pass,
-// or when the firewall does not know its filter, the whole set.
+// addresses touched since (masq.PeerFilterUpdater); after a full pass, or
+// when the firewall does not know its filter, the whole set.
 // Backends that do not filter leave the firewall alone.
 func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 	f, ok := g.be.(backend.PeerFiltered)
@@ -146,14 +148,17 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 			return
 		}
 	}
-	peers := filterPeers(g.peers)
-	g.filterIdx, g.filterTouched = newFilterIndex(g.peers), nil
+	idx := newFilterIndex(g.peers)
+	peers := idx.peers(g.peers)
+	var touched map[netip.Addr]bool
 	if grow && g.filter.installed {
-		peers = unionFilterPeers(peers, sortedFilterPeers(g.filter.by))
-		// The filter holds more than the peers: the next update finds
-		// what to take out from the whole set.
-		g.filterIdx = nil
+		exact := peers
+		peers = unionFilterPeers(exact, sortedFilterPeers(g.filter.by))
+		// The filter may hold more than the peers: the addresses where it
+		// does are the trim's to take out.
+		touched = differingFilterPeers(peers, exact)
 	}
+	g.filterIdx, g.filterTouched = idx, touched
 	if g.filter.installed && len(peers) == len(g.filter.by) && !slices.ContainsFunc(peers, func(p masq.FilterPeer) bool {
 		have, ok := g.filter.by[p.Addr]
 		return !ok || !sameFilterPeer(p, have)
@@ -161,6 +166,8 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 		return
 	}
 	if err := pf.EnsurePeerFilter(ctx, port, peers); err != nil {
+		// The filter is as it was: the next update is a whole one.
+		g.filterIdx, g.filterTouched = nil, nil
 		g.d.metrics.reconcileErrors.WithLabelValues("peer-filter").Inc()
 		g.d.log.Warn("cannot update the VXLAN peer filter; retrying on the next pass", "err", err)
 		return
@@ -172,23 +179,36 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 	g.filter = peerFilterState{installed: true, by: by}
 }
 
+// filterTrimPending reports whether the peer filter may hold entries the
+// peers do not need (an update without grow would take them out).
+func (g *generation) filterTrimPending() bool { return len(g.filterTouched) > 0 }
+
 // updatePeerFilterDelta hands the firewall the entries of the addresses
-// touched since the last update (see updatePeerFilter for grow). It
+// touched since the last update (see updatePeerFilter for grow), and keeps
+// touched those whose entry then holds more than their peers need. It
 // reports false when the firewall asks for the whole set.
 func (g *generation) updatePeerFilterDelta(ctx context.Context, pu masq.PeerFilterUpdater, port uint16, grow bool) bool {
 	var changed []masq.FilterPeer
-	var removed []netip.Addr
+	var removed, settled []netip.Addr
 	for _, a := range slices.SortedFunc(maps.Keys(g.filterTouched), netip.Addr.Compare) {
 		want, ok := g.filterIdx.entry(g.peers, a)
 		have, had := g.filter.by[a]
 		switch {
-		case !ok && (grow || !had):
-			continue // gone: only the update after the backend's pass takes it out
-		case !ok:
-			removed = append(removed, a)
+		case !ok && !had:
+			settled = append(settled, a)
 			continue
-		case grow && had:
+		case !ok && grow:
+			continue // gone: only an update without grow takes it out
+		case !ok:
+			removed, settled = append(removed, a), append(settled, a)
+			continue
+		}
+		exact := want
+		if grow && had {
 			want = unionFilterPeers([]masq.FilterPeer{want}, []masq.FilterPeer{have})[0]
+		}
+		if sameFilterPeer(want, exact) {
+			settled = append(settled, a)
 		}
 		if !had || !sameFilterPeer(want, have) {
 			changed = append(changed, want)
@@ -211,8 +231,8 @@ func (g *generation) updatePeerFilterDelta(ctx context.Context, pu masq.PeerFilt
 			delete(g.filter.by, a)
 		}
 	}
-	if !grow {
-		clear(g.filterTouched)
+	for _, a := range settled {
+		delete(g.filterTouched, a)
 	}
 	return true
 }
@@ -221,11 +241,32 @@ func (g *generation) updatePeerFilterDelta(ctx context.Context, pu masq.PeerFilt
 // per underlay address (PublicIP, and PublicIPv6 for the IPv6 device's
 // traffic) its filterIndex entry.
 func filterPeers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
-	idx := newFilterIndex(peers)
+	return newFilterIndex(peers).peers(peers)
+}
+
+// peers is filterPeers from the index of peers.
+func (idx filterIndex) peers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
 	out := make([]masq.FilterPeer, 0, len(idx))
 	for _, a := range slices.SortedFunc(maps.Keys(idx), netip.Addr.Compare) {
 		p, _ := idx.entry(peers, a)
 		out = append(out, p)
+	}
+	return out
+}
+
+// differingFilterPeers returns the addresses of union (sorted, a superset
+// of exact's entries) whose entry is not exact's.
+func differingFilterPeers(union, exact []masq.FilterPeer) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	i := 0
+	for _, u := range union {
+		for i < len(exact) && exact[i].Addr.Less(u.Addr) {
+			i++
+		}
+		if i < len(exact) && sameFilterPeer(u, exact[i]) {
+			continue
+		}
+		out[u.Addr] = true
 	}
 	return out
 }

@@ -109,6 +109,9 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 	// fires when a state is waiting; lastSave is the last offer.
 	var save <-chan time.Time
 	var lastSave time.Time
+	// trim fires when the peer filter may hold entries no peer needs any
+	// more (see trimPeerFilter).
+	var trim <-chan time.Time
 	for {
 		d.heartbeat.Store(time.Now().UnixNano())
 		var events []subnet.Event
@@ -163,6 +166,13 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 		case <-firewall:
 			g.checkFirewall(ctx)
 			continue
+		case <-trim:
+			trim = nil
+			g.updatePeerFilter(ctx, false)
+			if g.filterTrimPending() { // it failed: retry
+				trim = time.After(d.cfg.PeerFilterGrace)
+			}
+			continue
 		}
 		g.publishIgnored()
 		if !haveSnapshot {
@@ -180,7 +190,12 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 			err := g.be.Apply(ctx, events)
 			d.recordPass("incremental", start, err)
 		}
-		g.updatePeerFilter(ctx, false)
+		// What the filter holds beyond the peers is taken out later, all
+		// at once (see Config.PeerFilterGrace), not by this pass: the next
+		// change would wait for the kernel's removal.
+		if trim == nil && g.filterTrimPending() {
+			trim = time.After(d.cfg.PeerFilterGrace)
+		}
 		switch wait := laststate.DefaultInterval - time.Since(lastSave); {
 		case save != nil: // already due
 		case wait <= 0:

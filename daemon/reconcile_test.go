@@ -209,8 +209,9 @@ func TestTunnelRulesFollowThePeers(t *testing.T) {
 
 // TestPeerFilterGrowsBeforeAndShrinksAfterApply: a batch that replaces a
 // peer first has the filter let in both (before the backend programs the
-// newcomer), and only the newcomer once the backend removed the other, so
-// the slower removal from the firewall never delays the routes.
+// newcomer), and only the newcomer once the update without grow (the
+// trim, after the backend removed the other) ran, so the slower removal
+// from the firewall never delays the routes.
 func TestPeerFilterGrowsBeforeAndShrinksAfterApply(t *testing.T) {
 	g := testGeneration(t, allocConfig, &syncBuffer{})
 	fake := &masqtest.Fake{}
@@ -226,6 +227,84 @@ func TestPeerFilterGrowsBeforeAndShrinksAfterApply(t *testing.T) {
 	g.updatePeerFilter(t.Context(), false)
 	if got := fake.PeerFilterSources(); len(got) != 1 || got[b.Attrs.PublicIP] == nil {
 		t.Errorf("after it the filter holds %v, want only %s", got, b.Attrs.PublicIP)
+	}
+}
+
+// TestPeerFilterRemovalsWaitForTheGrace is the regression guard of
+// single-lease convergence: passes over removals and adds, one lease at a
+// time, take nothing out of the peer filter (taking an nftables element
+// out waits for an RCU grace period with the nftables lock held, ~10 ms,
+// and the next peer's pass waited behind it: 4× Flannel's time from a
+// write to the kernel state), each add is let in by its own pass, and one
+// change takes out everything the removals left once the grace is over.
+// TestPeerFilterFollowsPeers sees the grace's timer do it.
+func TestPeerFilterRemovalsWaitForTheGrace(t *testing.T) {
+	g := testGeneration(t, `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"alloc"}}`, &syncBuffer{})
+	g.d.cfg.ResyncInterval, g.d.cfg.PeerFilterGrace = time.Hour, time.Hour
+	b, err := alloc.New(backend.Options{Config: g.cfg, Underlay: g.underlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := passSignal{tunneledAlloc{b}, make(chan struct{}, 1)}
+	fake := &masqtest.Fake{}
+	g.masq, g.be, g.store, g.programmed = fake, be, map[netip.Prefix]subnet.Lease{}, make(chan struct{})
+	lease := func(i int) subnet.Lease {
+		return aLease(fmt.Sprintf("10.100.%d.0/24", i), fmt.Sprintf("198.19.0.%d", i), "alloc")
+	}
+	var leases []subnet.Lease
+	for i := range 20 {
+		leases = append(leases, lease(i))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	batches := make(chan subnet.LeaseBatch)
+	done := make(chan error, 1)
+	go func() { done <- g.reconcile(ctx, batches, nil) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	pass := func(b subnet.LeaseBatch) {
+		t.Helper()
+		batches <- b
+		select {
+		case <-be.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no pass within 10 s")
+		}
+	}
+	pass(subnet.LeaseBatch{Snapshot: true, Leases: leases})
+	for i := range 10 {
+		pass(subnet.LeaseBatch{Events: []subnet.Event{{Type: subnet.EventRemoved, Lease: lease(i)}}})
+		added := lease(100 + i)
+		pass(subnet.LeaseBatch{Events: []subnet.Event{{Type: subnet.EventAdded, Lease: added}}})
+		if _, ok := fake.PeerFilterSources()[added.Attrs.PublicIP]; !ok {
+			t.Fatalf("after its pass, peer %s is not let in", added.Attrs.PublicIP)
+		}
+	}
+	if n := fake.Shrinks(); n != 0 {
+		t.Errorf("10 removals and 10 adds within the grace took something out of the filter %d times, want 0", n)
+	}
+	if got := len(fake.PeerFilterSources()); got != 30 {
+		t.Errorf("within the grace the filter holds %d addresses, want the 20 peers and the 10 gone ones", got)
+	}
+	stop()
+	if !g.filterTrimPending() {
+		t.Fatal("no trim pending with 10 gone peers in the filter")
+	}
+	g.updatePeerFilter(t.Context(), false) // what the grace's timer runs
+	if n := fake.Shrinks(); n != 1 {
+		t.Errorf("the trim took out in %d changes, want 1", n)
+	}
+	if got, want := fake.PeerFilterSources(), filterSources(filterPeers(g.peers)); !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("after the trim the filter holds %d addresses, the peers need %d (or their sources differ)", len(got), len(want))
+	}
+	if g.filterTrimPending() {
+		t.Error("a trim still pending after the trim")
 	}
 }
 

@@ -24,6 +24,8 @@ type Fake struct {
 	filterOn    bool
 	// handed counts the filter peers the callers passed (FilterPeersHanded).
 	handed int
+	// shrinks counts the filter changes that took something out (Shrinks).
+	shrinks int
 }
 
 var (
@@ -105,6 +107,11 @@ func (f *Fake) EnsurePeerFilter(ctx context.Context, port uint16, peers []masq.F
 		return f.err
 	}
 	f.handed += len(peers)
+	if f.filterOn && f.takesOutLocked(peers, func(a netip.Addr) bool {
+		return !slices.ContainsFunc(peers, func(p masq.FilterPeer) bool { return p.Addr == a })
+	}) {
+		f.shrinks++
+	}
 	f.filterOn, f.filterPort = true, port
 	f.filterPeers = make([]masq.FilterPeer, len(peers))
 	for i, p := range peers {
@@ -125,6 +132,9 @@ func (f *Fake) UpdatePeerFilter(ctx context.Context, port uint16, changed []masq
 		return masq.ErrPeerFilterUnknown
 	}
 	f.handed += len(changed) + len(removed)
+	if f.takesOutLocked(changed, func(a netip.Addr) bool { return slices.Contains(removed, a) }) {
+		f.shrinks++
+	}
 	gone := func(p masq.FilterPeer) bool {
 		return slices.Contains(removed, p.Addr) || slices.ContainsFunc(changed, func(c masq.FilterPeer) bool { return c.Addr == p.Addr })
 	}
@@ -143,6 +153,30 @@ func (f *Fake) FilterPeersHanded() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.handed
+}
+
+// takesOutLocked reports whether a filter change takes out an installed
+// address (gone says which go) or a source of an address in next.
+func (f *Fake) takesOutLocked(next []masq.FilterPeer, gone func(netip.Addr) bool) bool {
+	for _, have := range f.filterPeers {
+		if gone(have.Addr) {
+			return true
+		}
+		i := slices.IndexFunc(next, func(p masq.FilterPeer) bool { return p.Addr == have.Addr })
+		if i >= 0 && slices.ContainsFunc(have.Sources, func(sn netip.Prefix) bool { return !slices.Contains(next[i].Sources, sn) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// Shrinks returns how many filter changes (EnsurePeerFilter over an
+// installed filter, UpdatePeerFilter) took out an address or a source: the
+// changes a real firewall makes slowly (see daemon.Config.PeerFilterGrace).
+func (f *Fake) Shrinks() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.shrinks
 }
 
 // RemovePeerFilter implements masq.PeerFilter.
