@@ -239,6 +239,12 @@ func checkFamily(n PeerNode, l subnet.Lease, fa family, common string) FamilyVer
 	if why == "" {
 		why = fa.addrReason(n.Connected)
 	}
+	if why != "" && fa.f == IPv6 && l.Attrs.BackendType == "" && common == "" {
+		// A lease with no backend type is Flannel's udp backend's, which
+		// publishes only PublicIP and routes only IPv4: say so, rather
+		// than leave the operator to guess why that node is no IPv6 peer.
+		why += " (a Flannel udp node carries IPv4 pods only; run weft on it for IPv6)"
+	}
 	return FamilyVerdict{Enabled: true, Usable: why == "", Reason: why}
 }
 

@@ -182,6 +182,21 @@ func TestCheckPeer(t *testing.T) {
 		}(), lease: lease(func(l *subnet.Lease) {
 			l.Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendType = netip.Prefix{}, netip.Addr{}, "udp"
 		}), v4: "-"},
+		// Flannel's udp lease (no backend type: IPv4 only) in networks
+		// with IPv6: the reason names Flannel.
+		{name: "dual udp: Flannel udp lease is an IPv4 peer only", node: func() PeerNode { n := node(dualUDP); n.IPv6Carrier = IPv4; return n }(),
+			lease: v4only(func(l *subnet.Lease) { l.Attrs.BackendType = "" }), v6: "lease has no IPv6 subnet (a Flannel udp node carries IPv4 pods only"},
+		{name: "v6-only udp: Flannel udp lease without PublicIPv6", node: node(v6onlyUDP),
+			lease: lease(func(l *subnet.Lease) {
+				l.Subnet, l.Attrs.BackendType, l.Attrs.PublicIPv6 = netip.Prefix{}, "", netip.Addr{}
+			}),
+			v4: "-", v6: "no PublicIPv6 (a Flannel udp node carries IPv4 pods only"},
+		{name: "v6-only udp: Flannel udp lease with only an IPv4 subnet", node: node(v6onlyUDP),
+			lease: v4only(func(l *subnet.Lease) { l.Attrs.BackendType = "" }), v4: "-", v6: "lease has no IPv6 subnet (a Flannel udp node"},
+		{name: "v6-only udp: over IPv6, good", node: node(v6onlyUDP),
+			lease: lease(func(l *subnet.Lease) {
+				l.Subnet, l.Attrs.BackendType, l.Attrs.PublicIP = netip.Prefix{}, "udp", netip.Addr{}
+			}), v4: "-"},
 		{name: "v6-only over v4: no PublicIP", node: func() PeerNode {
 			n := node(v6onlyUDP)
 			n.IPv6Carrier = IPv4

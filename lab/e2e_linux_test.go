@@ -255,9 +255,11 @@ func TestE2EIPv6(t *testing.T) {
 		{"vxlan", true, false},
 		{"host-gw", false, true},
 		{"host-gw", true, true},
-		// udp: IPv6 pods in its IPv4 datagrams (it refuses IPv6-only networks);
-		// unmasqueraded, a node's replies from its PublicIP(v6) pass the inner-source check.
+		// udp: dual stack carries IPv6 pods in its IPv4 datagrams, IPv6-only
+		// runs the tunnel over the IPv6 underlay; unmasqueraded, a node's
+		// replies from its PublicIP(v6) pass the inner-source check.
 		{"udp", false, false},
+		{"udp", true, false},
 		// wireguard: Mode separate (Flannel's default), IPv6 on weft-wg-v6; masqueraded
 		// as in TestE2E (a node answers a pod from its PublicIP(v6), outside
 		// the AllowedIPs).

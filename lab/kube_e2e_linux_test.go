@@ -17,7 +17,8 @@ import (
 // Node deleted → its peer state removed on every other node. The backends
 // that carry IPv6 run it dual stack too (kube-controller-manager with an
 // IPv4 and an IPv6 --cluster-cidr: the matrix in both families; udp
-// carries the IPv6 pods in its IPv4 datagrams) and IPv6-only (host-gw).
+// carries the IPv6 pods in its IPv4 datagrams) and IPv6-only (host-gw; udp,
+// over the IPv6 underlay).
 func TestKubeE2E(t *testing.T) {
 	e2eBins(t)
 	kubetest.RequireBinaries(t)
@@ -36,6 +37,7 @@ func TestKubeE2E(t *testing.T) {
 		// udp: IPv6 pods in its IPv4 datagrams, unmasqueraded as in
 		// TestE2EIPv6/udp/dual.
 		{"udp/dual", Options{Backend: "udp", IPv6: true}},
+		{"udp/ipv6only", Options{Backend: "udp", IPMasq: true, IPv6Only: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

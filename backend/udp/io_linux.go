@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/backend/udp/wire"
 )
 
 // The packet path does its own system calls on raw descriptors that are
@@ -117,15 +119,15 @@ func (w *tunWriter) writev(bufs [][]byte) error {
 	return nil
 }
 
-// udpReceiver is recvmmsg on a UDP socket with preallocated headers,
-// addresses and control buffers (x/net/ipv4's ReadBatch allocates a
-// *net.UDPAddr per message).
+// udpReceiver is recvmmsg on a UDP socket of either family with
+// preallocated headers, addresses and control buffers (x/net/ipv4's
+// ReadBatch allocates a *net.UDPAddr per message).
 type udpReceiver struct {
 	fd    ioFD
 	bufs  [][]byte
 	hs    []unix.Mmsghdr
 	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet4
+	names []unix.RawSockaddrInet6 // room for either family's address
 	oobs  [][]byte
 }
 
@@ -135,7 +137,7 @@ func newUDPReceiver(fd ioFD, batch, size int) *udpReceiver {
 		bufs:  make([][]byte, batch),
 		hs:    make([]unix.Mmsghdr, batch),
 		iovs:  make([]unix.Iovec, batch),
-		names: make([]unix.RawSockaddrInet4, batch),
+		names: make([]unix.RawSockaddrInet6, batch),
 		oobs:  make([][]byte, batch),
 	}
 	oobLen := unix.CmsgSpace(4)
@@ -155,7 +157,7 @@ func newUDPReceiver(fd ioFD, batch, size int) *udpReceiver {
 // readBatch receives what is queued without blocking (0 when nothing is).
 func (r *udpReceiver) readBatch() (int, error) {
 	for i := range r.hs {
-		r.hs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+		r.hs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		r.hs[i].Hdr.SetControllen(len(r.oobs[i]))
 		r.hs[i].Hdr.Flags = 0
 		r.hs[i].Len = 0
@@ -175,14 +177,20 @@ func (r *udpReceiver) readBatch() (int, error) {
 	}
 }
 
-// message returns datagram i: its source address and port (host order; 0
-// if not IPv4), its bytes, the GRO segment size (0 when not coalesced) and
-// whether it was truncated.
-func (r *udpReceiver) message(i int) (src uint32, sport uint16, data []byte, gsoSize int, trunc bool) {
+// message returns datagram i: its source address (underlayKey's form;
+// zero if neither IPv4 nor IPv6) and port (host order), its bytes, the GRO
+// segment size (0 when not coalesced) and whether it was truncated.
+func (r *udpReceiver) message(i int) (src wire.Addr6, sport uint16, data []byte, gsoSize int, trunc bool) {
 	h := &r.hs[i]
-	if r.names[i].Family == unix.AF_INET && h.Hdr.Namelen >= unix.SizeofSockaddrInet4 {
-		src = be32(r.names[i].Addr)
-		port := (*[2]byte)(unsafe.Pointer(&r.names[i].Port)) // network byte order
+	name := &r.names[i]
+	port := (*[2]byte)(unsafe.Pointer(&name.Port)) // network byte order, at the same offset in both families
+	switch {
+	case name.Family == unix.AF_INET && h.Hdr.Namelen >= unix.SizeofSockaddrInet4:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(name))
+		src = underlayKey4(be32(sa.Addr))
+		sport = uint16(port[0])<<8 | uint16(port[1])
+	case name.Family == unix.AF_INET6 && h.Hdr.Namelen >= unix.SizeofSockaddrInet6:
+		src = wire.Addr6From(name.Addr[:])
 		sport = uint16(port[0])<<8 | uint16(port[1])
 	}
 	data = r.bufs[i][:min(int(h.Len), len(r.bufs[i]))]
@@ -216,7 +224,7 @@ type udpSender struct {
 	fd    ioFD
 	hs    []unix.Mmsghdr
 	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet4
+	names []unix.RawSockaddrInet6 // room for either family's address
 }
 
 func newUDPSender(fd ioFD, msgs, iovs int) *udpSender {
@@ -224,11 +232,11 @@ func newUDPSender(fd ioFD, msgs, iovs int) *udpSender {
 		fd:    fd,
 		hs:    make([]unix.Mmsghdr, msgs),
 		iovs:  make([]unix.Iovec, iovs),
-		names: make([]unix.RawSockaddrInet4, msgs),
+		names: make([]unix.RawSockaddrInet6, msgs),
 	}
 }
 
-var errNotUDP4 = errors.New("destination is not an IPv4 UDP address")
+var errNotUDP = errors.New("destination is not a UDP address")
 
 // send sends ms with one sendmmsg. Like sendmmsg, it reports the messages
 // sent; an error only when the first of ms could not be sent.
@@ -237,26 +245,34 @@ func (s *udpSender) send(ms []ipv4.Message) (int, error) {
 	iov := 0
 	for i := range ms {
 		m := &ms[i]
-		var ip4 net.IP
 		a, ok := m.Addr.(*net.UDPAddr)
-		if ok {
-			ip4 = a.IP.To4()
-		}
-		if ip4 == nil || iov+len(m.Buffers) > len(s.iovs) {
+		if !ok || len(a.IP) != net.IPv4len && len(a.IP) != net.IPv6len || iov+len(m.Buffers) > len(s.iovs) {
 			if i == 0 {
-				return 0, errNotUDP4
+				return 0, errNotUDP
 			}
 			ms = ms[:i]
 			break
 		}
-		sa := &s.names[i]
-		sa.Family = unix.AF_INET
-		port := (*[2]byte)(unsafe.Pointer(&sa.Port)) // network byte order
-		port[0], port[1] = byte(a.Port>>8), byte(a.Port)
-		copy(sa.Addr[:], ip4)
+		// An IPv4 address (4 bytes, or 16 in its IPv4-mapped form) goes
+		// as AF_INET, for the IPv4 socket; any other as AF_INET6. The
+		// socket of the other family refuses it (EAFNOSUPPORT).
+		name := &s.names[i]
 		h := &s.hs[i]
-		h.Hdr.Name = (*byte)(unsafe.Pointer(sa))
-		h.Hdr.Namelen = unix.SizeofSockaddrInet4
+		h.Hdr.Name = (*byte)(unsafe.Pointer(name))
+		port := (*[2]byte)(unsafe.Pointer(&name.Port)) // network byte order, at the same offset in both families
+		port[0], port[1] = byte(a.Port>>8), byte(a.Port)
+		if ip4 := a.IP.To4(); ip4 != nil {
+			sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(name))
+			sa.Family = unix.AF_INET
+			copy(sa.Addr[:], ip4)
+			sa.Zero = [8]uint8{}
+			h.Hdr.Namelen = unix.SizeofSockaddrInet4
+		} else {
+			name.Family = unix.AF_INET6
+			copy(name.Addr[:], a.IP)
+			name.Flowinfo, name.Scope_id = 0, 0
+			h.Hdr.Namelen = unix.SizeofSockaddrInet6
+		}
 		first := iov
 		for _, b := range m.Buffers {
 			s.iovs[iov].Base = unsafe.SliceData(b)

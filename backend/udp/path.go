@@ -74,8 +74,9 @@ type txPath struct {
 	bytes    []int // bytes in each message
 	nmsgs    int
 	// The last queued message takes more datagrams while it goes to
-	// joinIP and every datagram in it is joinSeg bytes (0: closed).
-	joinIP  uint32
+	// joinUL (a peer's underlay address) and every datagram in it is
+	// joinSeg bytes (0: closed).
+	joinUL  wire.Addr6
 	joinSeg int
 	oob     [][]byte // per message: a ready UDP_SEGMENT control message
 	icmp    []byte   // virtio header room + ICMP error
@@ -206,7 +207,7 @@ func (p *txPath) handle(t *table, buf []byte) {
 	// per-packet work on both nodes) when a read batch holds several
 	// super-packets for one peer.
 	i := 0
-	if p.joinSeg == segSize && p.joinIP == peer.ip {
+	if p.joinSeg == segSize && p.joinUL == peer.ul {
 		// per can have shrunk since: another queue may have turned GSO off.
 		i = max(0, min(n, per-p.segs[p.nmsgs-1]))
 	}
@@ -223,7 +224,7 @@ func (p *txPath) handle(t *table, buf []byte) {
 	}
 	p.joinSeg = 0
 	if last := len(payload) - (n-1)*gso; last == gso && per > 1 {
-		p.joinIP, p.joinSeg = peer.ip, segSize // the last datagram is full-size
+		p.joinUL, p.joinSeg = peer.ul, segSize // the last datagram is full-size
 	}
 }
 
@@ -347,16 +348,16 @@ type rxPath struct {
 	cnt      local
 }
 
-// handle processes one received UDP payload from src:sport (host order): a
-// run of gsoSize-byte datagrams when the kernel coalesced them (UDP GRO),
-// else one.
+// handle processes one received UDP payload from src:sport (src as
+// underlayKey gives it, the port in host order): a run of gsoSize-byte
+// datagrams when the kernel coalesced them (UDP GRO), else one.
 //
 // A peer is its PublicIP and the tunnel port together: every node sends
 // from the port it listens on, which its weftd holds. Another process on
 // that node (an unprivileged one cannot bind the port), or a pod whose
 // datagram left masqueraded with the node's address, sends from another
 // port and is dropped (wrong_port) before its inner packet is read.
-func (p *rxPath) handle(t *table, src uint32, sport uint16, data []byte, gsoSize int) {
+func (p *rxPath) handle(t *table, src wire.Addr6, sport uint16, data []byte, gsoSize int) {
 	if gsoSize <= 0 || gsoSize > len(data) {
 		gsoSize = len(data)
 	}
@@ -437,7 +438,7 @@ func (h *peerHost) allows(ph *wire.Header) bool {
 		}
 		return false
 	}
-	if ph.Src == h.ip && len(h.subnets) > 0 {
+	if h.hasIP4 && ph.Src == h.ip && len(h.subnets) > 0 {
 		return true
 	}
 	for _, p := range h.subnets {

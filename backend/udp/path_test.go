@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,9 @@ var (
 )
 
 func ip4(s string) uint32 { return be32(netip.MustParseAddr(s).As4()) }
+
+// ul is the underlay address s as the receive path is given it.
+func ul(s string) wire.Addr6 { return underlayKey(netip.MustParseAddr(s)) }
 
 func testTable() *table { return testTableWith(nil) }
 
@@ -99,6 +103,42 @@ func testTableDual(data json.RawMessage) *table {
 		peers[l.Key()] = l
 	}
 	return buildTable(testNodeDual(), peers, DefaultPort, true)
+}
+
+// peerIP6 is the IPv6-only network's peer's PublicIPv6.
+var peerIP6 = netip.MustParseAddr("2001:db8:60::12")
+
+// testNodeV6Only is the node of an IPv6-only network: fd00:10:244:1::/64
+// on 2001:db8:60::11, the tunnel over IPv6.
+func testNodeV6Only() backend.PeerNode {
+	cfg, err := subnet.ParseConfig([]byte(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"udp"}}`))
+	if err != nil {
+		panic(err)
+	}
+	return backend.PeerNode{Config: cfg, Own: subnet.Lease{IPv6Subnet: ownSubnet6},
+		PublicIPv6: netip.MustParseAddr("2001:db8:60::11"), BackendType: subnet.BackendUDP, IPv6Carrier: backend.IPv6}
+}
+
+// testTableV6Only is the IPv6-only node's table: peerSubnet6 at peerIP6
+// (with data as its BackendData), a peer with a PublicIP as well, and
+// refused leases.
+func testTableV6Only(data json.RawMessage) *table {
+	leases := []subnet.Lease{
+		{IPv6Subnet: peerSubnet6, Attrs: subnet.LeaseAttrs{PublicIPv6: peerIP6, BackendType: "udp", BackendData: data}},
+		// PublicIP as well (a node that still publishes it): reached at PublicIPv6.
+		{IPv6Subnet: netip.MustParsePrefix("fd00:10:244:5::/64"), Attrs: subnet.LeaseAttrs{
+			PublicIP: netip.MustParseAddr("198.18.60.15"), PublicIPv6: netip.MustParseAddr("2001:db8:60::15"), BackendType: "udp"}},
+		// A Flannel udp lease: PublicIP only, no backend type.
+		{IPv6Subnet: netip.MustParsePrefix("fd00:10:244:4::/64"), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.60.14")}},
+		// Claims this node's PublicIPv6.
+		{IPv6Subnet: netip.MustParsePrefix("fd00:10:244:6::/64"), Attrs: subnet.LeaseAttrs{
+			PublicIPv6: netip.MustParseAddr("2001:db8:60::11"), BackendType: "udp"}},
+	}
+	peers := make(map[netip.Prefix]subnet.Lease)
+	for _, l := range leases {
+		peers[l.Key()] = l
+	}
+	return buildTable(testNodeV6Only(), peers, DefaultPort, true)
 }
 
 var partialData = json.RawMessage(`{"PartialChecksums":true}`)
@@ -226,6 +266,44 @@ func TestTableDual(t *testing.T) {
 	}
 }
 
+// TestTableV6Only: in an IPv6-only network peers are reached at their
+// PublicIPv6 and known by it on receive; a Flannel udp lease (PublicIP
+// only) is refused with a reason naming Flannel.
+func TestTableV6Only(t *testing.T) {
+	tb := testTableV6Only(nil)
+	for _, tt := range []struct{ dst, want string }{
+		{"fd00:10:244:2::5", "2001:db8:60::12"},
+		{"fd00:10:244:5::5", "2001:db8:60::15"},
+		{"fd00:10:244:4::5", ""}, // Flannel's
+		{"fd00:10:244:6::5", ""}, // this node's PublicIPv6
+		{"fd00:10:244:1::5", ""}, // own
+	} {
+		h := tb.lookup6(wire.Addr6From(netip.MustParseAddr(tt.dst).AsSlice()))
+		got := ""
+		if h != nil {
+			got = h.addr.IP.String()
+			if h.addr.Port != DefaultPort || tb.hosts[ul(got)] != h {
+				t.Errorf("%s: peer %v not known by its underlay address", tt.dst, h.addr)
+			}
+		}
+		if got != tt.want {
+			t.Errorf("lookup6(%s) = %q, want %q", tt.dst, got, tt.want)
+		}
+	}
+	if len(tb.hosts) != 2 || tb.hosts[ul("198.18.60.15")] != nil || tb.hosts[ul("198.18.60.14")] != nil {
+		t.Fatalf("hosts %v: want the two peers by PublicIPv6 only", tb.hosts)
+	}
+	for _, st := range tb.statuses {
+		if st.IPv6Subnet.String() == "fd00:10:244:4::/64" &&
+			(st.State != backend.PeerRefused || !strings.Contains(st.Reason, "no PublicIPv6") || !strings.Contains(st.Reason, "Flannel udp")) {
+			t.Fatalf("Flannel lease: %+v, want refused naming the missing PublicIPv6 and Flannel", st)
+		}
+	}
+	if tb.hasOwn || tb.v4 || !tb.v6 {
+		t.Fatalf("table families: own IPv4 %v, v4 %v, v6 %v", tb.hasOwn, tb.v4, tb.v6)
+	}
+}
+
 func TestTablePartialChecksums(t *testing.T) {
 	one := func(data json.RawMessage, ownPartial bool) *table {
 		return buildTable(testNode(), map[netip.Prefix]subnet.Lease{
@@ -268,6 +346,7 @@ func TestTablePartialChecksums(t *testing.T) {
 type fakeIO struct {
 	sent    [][]byte // one per message, copied
 	segSize []int
+	dst     []string // per message
 	tun     [][]byte
 }
 
@@ -283,6 +362,7 @@ func (f *fakeIO) send(ms []ipv4.Message) (int, error) {
 			seg = int(binary.NativeEndian.Uint16(m.OOB[16:]))
 		}
 		f.segSize = append(f.segSize, seg)
+		f.dst = append(f.dst, m.Addr.String())
 	}
 	return len(ms), nil
 }
@@ -310,7 +390,7 @@ func newTestTx(vnet bool, f *fakeIO) *txPath {
 }
 
 func TestTxPath(t *testing.T) {
-	v4, dual := testTable(), testTableDual(nil)
+	v4, dual, v6only := testTable(), testTableDual(nil), testTableV6Only(nil)
 	tests := []struct {
 		name              string
 		tb                *table
@@ -333,6 +413,11 @@ func TestTxPath(t *testing.T) {
 		{"ipv6 no peer", dual, packet("fd00:10:244:1::5", "fd00:10:244:8::5", 64, 100), 0, 1, wire.ReasonNoRoute, wire.ICMPv6DestUnreachable},
 		{"ipv6 hop limit exhausted", dual, packet("fd00:10:244:1::5", "fd00:10:244:2::5", 1, 100), 0, 1, wire.ReasonTTL, wire.ICMPv6TimeExceeded},
 		{"ipv6 short", dual, packet("fd00:10:244:1::5", "fd00:10:244:2::5", 64, 100)[:50], 0, 0, wire.ReasonShort, 0},
+		{"v6-only: to peer", v6only, packet("fd00:10:244:1::5", "fd00:10:244:2::5", 64, 100), 1, 0, wire.OK, 0},
+		{"v6-only: to a peer with a PublicIP too", v6only, packet("fd00:10:244:1::5", "fd00:10:244:5::5", 64, 100), 1, 0, wire.OK, 0},
+		{"v6-only: to the Flannel node", v6only, packet("fd00:10:244:1::5", "fd00:10:244:4::5", 64, 100), 0, 1, wire.ReasonNoRoute, wire.ICMPv6DestUnreachable},
+		{"v6-only: ipv4", v6only, packet("10.244.1.5", "10.244.2.5", 64, 100), 0, 0, wire.ReasonBadVersion, 0},
+		{"v6-only: own subnet written back", v6only, packet("fd00:10:244:9::5", "fd00:10:244:1::5", 64, 100), 0, 1, wire.OK, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -342,6 +427,21 @@ func TestTxPath(t *testing.T) {
 			p.flush()
 			if len(f.sent) != tt.wantSent || len(f.tun) != tt.wantTUN {
 				t.Fatalf("sent %d, tun %d; want %d, %d", len(f.sent), len(f.tun), tt.wantSent, tt.wantTUN)
+			}
+			if tt.wantSent == 1 {
+				// Both families go to the underlay address of the table's.
+				wantDst := "198.18.60.12:8285"
+				switch {
+				case tt.tb == v6only && tt.pkt[31] == 5: // fd00:10:244:5::
+					wantDst = "[2001:db8:60::15]:8285"
+				case tt.tb == v6only:
+					wantDst = "[2001:db8:60::12]:8285"
+				case tt.pkt[0]>>4 == 6 && tt.pkt[31] == 7: // fd00:10:244:7::
+					wantDst = "198.18.60.17:8285"
+				}
+				if f.dst[0] != wantDst {
+					t.Fatalf("sent to %s, want %s", f.dst[0], wantDst)
+				}
 			}
 			if tt.wantDrop != wire.OK && p.cnt[cDrop+int(tt.wantDrop)] != 1 {
 				t.Fatalf("drop %v not counted: %v", tt.wantDrop, p.cnt)
@@ -711,7 +811,7 @@ func TestRxPartialChecksums(t *testing.T) {
 			f := &fakeIO{}
 			p := &rxPath{vnet: true, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
 			pkt := packet("10.244.2.5", "10.244.1.5", 63, 100)
-			p.handle(testTableWith(tt.data), ip4("198.18.60.12"), DefaultPort, append([]byte(nil), pkt...), 0)
+			p.handle(testTableWith(tt.data), ul("198.18.60.12"), DefaultPort, append([]byte(nil), pkt...), 0)
 			p.flush()
 			if len(f.tun) != 1 {
 				t.Fatalf("%d written", len(f.tun))
@@ -734,12 +834,12 @@ func TestRxPartialChecksums(t *testing.T) {
 }
 
 func TestRxPath(t *testing.T) {
-	peer, stranger := ip4("198.18.60.12"), ip4("198.18.60.99")
-	v6only, v4only := ip4("198.18.60.17"), ip4("198.18.60.14")
+	peer, stranger := ul("198.18.60.12"), ul("198.18.60.99")
+	v6only, v4only := ul("198.18.60.17"), ul("198.18.60.14")
 	dual := testTableDual(nil)
 	type rxCase struct {
 		name     string
-		src      uint32
+		src      wire.Addr6
 		sport    uint16
 		pkt      []byte
 		wantTUN  int
@@ -787,6 +887,23 @@ func TestRxPath(t *testing.T) {
 	} {
 		tests = append(tests, tableCase{tt, dual})
 	}
+	// IPv6-only: the tunnel over IPv6, peers known by PublicIPv6.
+	v6peer, v6both := ul("2001:db8:60::12"), ul("2001:db8:60::15")
+	for _, tt := range []rxCase{
+		{"v6-only: from peer", v6peer, DefaultPort, packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 100), 1, wire.OK},
+		{"v6-only: the peer node's own PublicIPv6", v6peer, DefaultPort, packet("2001:db8:60::12", "fd00:10:244:1::5", 63, 100), 1, wire.OK},
+		{"v6-only: from a peer with a PublicIP too", v6both, DefaultPort, packet("fd00:10:244:5::5", "fd00:10:244:1::5", 63, 100), 1, wire.OK},
+		{"v6-only: from that peer's PublicIP", ul("198.18.60.15"), DefaultPort, packet("fd00:10:244:5::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonUnknownPeer},
+		{"v6-only: from the Flannel node", ul("198.18.60.14"), DefaultPort, packet("fd00:10:244:4::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonUnknownPeer},
+		{"v6-only: unknown peer", ul("2001:db8:60::99"), DefaultPort, packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonUnknownPeer},
+		{"v6-only: wrong port", v6peer, 40000, packet("fd00:10:244:2::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonWrongPort},
+		{"v6-only: spoofed inner source", v6peer, DefaultPort, packet("fd00:10:244:5::5", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"v6-only: another node's PublicIPv6 inside", v6peer, DefaultPort, packet("2001:db8:60::15", "fd00:10:244:1::5", 63, 100), 0, wire.ReasonSpoofedSource},
+		{"v6-only: ipv4 inside", v6peer, DefaultPort, packet("10.244.2.5", "10.244.1.5", 63, 100), 0, wire.ReasonBadVersion},
+		{"v6-only: not for our subnet", v6peer, DefaultPort, packet("fd00:10:244:2::5", "fd00:10:244:9::5", 63, 100), 0, wire.ReasonNotLocal},
+	} {
+		tests = append(tests, tableCase{tt, testTableV6Only(nil)})
+	}
 	for _, tt := range tests {
 		for _, vnet := range []bool{false, true} {
 			t.Run(tt.name, func(t *testing.T) {
@@ -831,7 +948,7 @@ func TestRxGROCoalesces(t *testing.T) {
 	f := &fakeIO{}
 	p := &rxPath{vnet: true, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
 	run, seg := groRun(20, 1400)
-	p.handle(testTable(), ip4("198.18.60.12"), DefaultPort, run, seg)
+	p.handle(testTable(), ul("198.18.60.12"), DefaultPort, run, seg)
 	p.flush()
 	if len(f.tun) != 1 || p.cnt[cRxPackets] != 20 || p.cnt[cGROMerged] != 20 {
 		t.Fatalf("%d TUN writes, counters %v", len(f.tun), p.cnt)
@@ -844,7 +961,7 @@ func TestRxGROCoalesces(t *testing.T) {
 	f = &fakeIO{}
 	p = &rxPath{vnet: true, writeTUN: f.write, writev: f.writev, coal: wire.NewCoalescer()}
 	run, seg = groRunFrom("fd00:10:244:2::5", "fd00:10:244:1::5", 20, 1400)
-	p.handle(testTableDual(nil), ip4("198.18.60.12"), DefaultPort, run, seg)
+	p.handle(testTableDual(nil), ul("198.18.60.12"), DefaultPort, run, seg)
 	p.flush()
 	if len(f.tun) != 1 || p.cnt[cRxPackets] != 20 || p.cnt[cGROMerged] != 20 {
 		t.Fatalf("IPv6: %d TUN writes, counters %v", len(f.tun), p.cnt)
@@ -874,10 +991,15 @@ func TestZeroAllocs(t *testing.T) {
 		src, dst, dstNoRoute  string
 		peerSrc, peerSubnetIP string
 		ttlAt                 int
+		peer, stranger        wire.Addr6 // underlay sources
 	}
+	peer4, stranger4 := ul("198.18.60.12"), ul("198.18.60.99")
 	fams := []family{
-		{testTable(), "10.244.1.5", "10.244.2.5", "10.244.7.5", "10.244.2.5", "10.244.1.5", 8},
-		{testTableDual(partialData), "fd00:10:244:1::5", "fd00:10:244:2::5", "fd00:10:244:9::5", "fd00:10:244:2::5", "fd00:10:244:1::5", 7},
+		{testTable(), "10.244.1.5", "10.244.2.5", "10.244.7.5", "10.244.2.5", "10.244.1.5", 8, peer4, stranger4},
+		{testTableDual(partialData), "fd00:10:244:1::5", "fd00:10:244:2::5", "fd00:10:244:9::5", "fd00:10:244:2::5", "fd00:10:244:1::5", 7, peer4, stranger4},
+		// IPv6 over the IPv6 underlay (an IPv6-only network).
+		{testTableV6Only(partialData), "fd00:10:244:1::5", "fd00:10:244:2::5", "fd00:10:244:9::5", "fd00:10:244:2::5", "fd00:10:244:1::5", 7,
+			ul("2001:db8:60::12"), ul("2001:db8:60::99")},
 	}
 	type packets struct {
 		single, tso, noRoute, run, one []byte
@@ -912,16 +1034,16 @@ func TestZeroAllocs(t *testing.T) {
 				}
 				tx.handle(f.tb, p.noRoute)
 				tx.flush()
-				rx.handle(f.tb, ip4("198.18.60.12"), DefaultPort, p.run, p.seg)
-				rx.handle(f.tb, ip4("198.18.60.12"), DefaultPort, p.one, 0)
-				rx.handle(f.tb, ip4("198.18.60.99"), DefaultPort, p.one, 0)
+				rx.handle(f.tb, f.peer, DefaultPort, p.run, p.seg)
+				rx.handle(f.tb, f.peer, DefaultPort, p.one, 0)
+				rx.handle(f.tb, f.stranger, DefaultPort, p.one, 0)
 				rx.flush()
 			}
 			if vnet { // partial checksums, both ways (IPv4; the dual table announces them too)
 				pkts[0].tso[wire.VirtioNetHdrLen+8] = 64
 				tx.handle(tbp, pkts[0].tso)
 				tx.flush()
-				rx.handle(tbp, ip4("198.18.60.12"), DefaultPort, pkts[0].one, 0)
+				rx.handle(tbp, ul("198.18.60.12"), DefaultPort, pkts[0].one, 0)
 				rx.flush()
 			}
 			tx.cnt.publish(&counters{})
@@ -970,7 +1092,7 @@ func BenchmarkRxGRO(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(run)))
 	for b.Loop() {
-		rx.handle(tb, ip4("198.18.60.12"), DefaultPort, run, seg)
+		rx.handle(tb, ul("198.18.60.12"), DefaultPort, run, seg)
 		rx.flush()
 	}
 }

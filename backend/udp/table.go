@@ -16,14 +16,27 @@ import (
 // use, and whether TCP checksums may travel partial to and from it.
 // Immutable once in a table.
 type peerHost struct {
-	ip       uint32       // PublicIP, the underlay address of both families' datagrams
-	addr     *net.UDPAddr // shared read-only by every sender
+	ul       wire.Addr6   // the underlay address of its datagrams (underlayKey)
+	addr     *net.UDPAddr // the same with the port, shared read-only by every sender
 	subnets  []prefix4
 	subnets6 []prefix6
+	ip       uint32 // PublicIP when the lease has one (hasIP4)
+	hasIP4   bool
 	ip6      wire.Addr6 // PublicIPv6 when the lease has one (hasIP6)
 	hasIP6   bool
 	partial  bool
 }
+
+// underlayKey is an underlay address as the packet path keys peers by it:
+// an IPv6 address as it is, an IPv4 address in its IPv4-mapped form
+// (::ffff:a.b.c.d), so one map serves a tunnel over either family.
+func underlayKey(a netip.Addr) wire.Addr6 {
+	b := a.As16()
+	return wire.Addr6From(b[:])
+}
+
+// underlayKey4 is underlayKey of the IPv4 address a (host order).
+func underlayKey4(a uint32) wire.Addr6 { return wire.Addr6{Lo: 0xffff<<32 | uint64(a)} }
 
 type prefix6 struct{ base, mask wire.Addr6 }
 
@@ -84,16 +97,17 @@ type table struct {
 	byLen    [33]map[uint32]*peerHost // masked destination → peer
 	lens6    []int
 	byLen6   [129]map[wire.Addr6]*peerHost
-	hosts    map[uint32]*peerHost // PublicIP → peer
-	v6       bool                 // the network carries IPv6 (EnableIPv6)
+	hosts    map[wire.Addr6]*peerHost // underlay address (underlayKey) → peer
+	v4, v6   bool                     // the network carries IPv4 (EnableIPv4), IPv6 (EnableIPv6)
 	statuses []backend.PeerStatus
 }
 
-// parse validates the IP packet b; IPv6 in a network without it is
+// parse validates the IP packet b; a family the network does not use
+// (IPv6 in an IPv4-only network, IPv4 in an IPv6-only one) is
 // ReasonBadVersion, before any lookup.
 func (t *table) parse(b []byte) (wire.Header, wire.Reason) {
 	h, r := wire.Parse(b)
-	if r == wire.OK && h.Version == 6 && !t.v6 {
+	if r == wire.OK && (h.Version == 6 && !t.v6 || h.Version == 4 && !t.v4) {
 		r = wire.ReasonBadVersion
 	}
 	return h, r
@@ -146,13 +160,22 @@ func (t *table) lookup(dst uint32) *peerHost {
 
 // buildTable makes the table for node's own lease and peers (keyed by
 // subnet.Lease.Key). Peers are judged by backend.CheckPeer per family, with
-// IPv6 carried over the IPv4 underlay (node.IPv6Carrier): the rules every
-// backend shares, with a lease of no backend type taken as a (Flannel) udp
-// peer. A lease usable in one family only is a peer in that family.
-// ownPartial says this node takes partial TCP checksums (it announces
-// PartialChecksums); only then are they used with peers that announce it.
+// IPv6 carried over the underlay family node.IPv6Carrier names (IPv4 in a
+// network with IPv4, IPv6 in an IPv6-only one; see underlayFamily): the
+// rules every backend shares, with a lease of no backend type taken as a
+// (Flannel) udp peer. A lease usable in one family only is a peer in that
+// family. Both families of a peer travel to its address of the underlay
+// family. ownPartial says this node takes partial TCP checksums (it
+// announces PartialChecksums); only then are they used with peers that
+// announce it.
 func buildTable(node backend.PeerNode, peers map[netip.Prefix]subnet.Lease, port int, ownPartial bool) *table {
-	t := &table{port: uint16(port), hosts: make(map[uint32]*peerHost), v6: node.Config != nil && node.Config.EnableIPv6}
+	t := &table{port: uint16(port), hosts: make(map[wire.Addr6]*peerHost)}
+	if c := node.Config; c != nil {
+		t.v4, t.v6 = c.EnableIPv4, c.EnableIPv6
+	}
+	// The peers are judged by the addresses the datagrams go to.
+	node.IPv6Carrier = underlayFamily(node.Config)
+	overIPv6 := node.IPv6Carrier == backend.IPv6 && !t.v4
 	if own := node.Own.Subnet; own.IsValid() && own.Addr().Is4() {
 		t.own, t.hasOwn = toPrefix4(own), true
 	}
@@ -172,15 +195,23 @@ func buildTable(node backend.PeerNode, peers map[netip.Prefix]subnet.Lease, port
 		if !v.Usable() {
 			continue
 		}
-		l.Attrs.PublicIP = l.Attrs.PublicIP.Unmap()
-		ip := be32(l.Attrs.PublicIP.As4())
+		// CheckPeer made sure the address of the underlay family is a
+		// usable unicast one.
+		ulAddr := l.Attrs.PublicIP.Unmap()
+		if overIPv6 {
+			ulAddr = l.Attrs.PublicIPv6
+		}
+		ul := underlayKey(ulAddr)
 		partial := partialChecksums(l.Attrs.BackendData) && ownPartial
-		h := t.hosts[ip]
+		h := t.hosts[ul]
 		if h == nil {
-			h = &peerHost{ip: ip, addr: &net.UDPAddr{IP: l.Attrs.PublicIP.AsSlice(), Port: port}, partial: partial}
-			t.hosts[ip] = h
+			h = &peerHost{ul: ul, addr: &net.UDPAddr{IP: ulAddr.AsSlice(), Port: port}, partial: partial}
+			t.hosts[ul] = h
 		}
 		h.partial = h.partial && partial // one lease of the node without it is enough to say no
+		if a := l.Attrs.PublicIP.Unmap(); a.Is4() {
+			h.ip, h.hasIP4 = be32(a.As4()), true
+		}
 		if v.V4.Usable {
 			sn := l.Subnet.Masked()
 			p := toPrefix4(sn)

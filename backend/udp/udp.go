@@ -30,6 +30,12 @@ const (
 	// Overhead is what the tunnel adds to an inner packet on an IPv4
 	// underlay: a 20-byte IP and an 8-byte UDP header.
 	Overhead = 28
+	// Overhead6 is what it adds on an IPv6 underlay (an IPv6-only
+	// network): a 40-byte IPv6 and an 8-byte UDP header.
+	Overhead6 = 48
+	// minMTU6 is IPv6's minimum link MTU (RFC 8200), which the pod MTU of
+	// a network with IPv6 must reach.
+	minMTU6 = 1280
 	// DeviceName is the TUN device.
 	DeviceName = "weft-udp"
 	// maxQueues bounds the TUN queues (the kernel allows 256).
@@ -68,6 +74,7 @@ type Backend struct {
 	underlay backend.Underlay
 	cfg      *subnet.Config // peers are checked against it; nil refuses every peer
 	network  netip.Prefix
+	carrier  backend.Family // the underlay family of every datagram (underlayFamily)
 	mtu      int
 	now      func() time.Time
 
@@ -103,9 +110,22 @@ var (
 // TunnelPort implements backend.Tunneled.
 func (b *Backend) TunnelPort() uint16 { return uint16(b.opts.Port) }
 
-// IPv6Carrier implements backend.IPv6Carrier: IPv6 pods travel in the
-// same IPv4 datagrams as IPv4 pods, to the peer's PublicIP.
-func (b *Backend) IPv6Carrier() backend.Family { return backend.IPv4 }
+// IPv6Carrier implements backend.IPv6Carrier: in a network with IPv4, IPv6
+// pods travel in the same IPv4 datagrams as IPv4 pods, to the peer's
+// PublicIP; in an IPv6-only network, in IPv6 datagrams to its PublicIPv6.
+func (b *Backend) IPv6Carrier() backend.Family { return b.carrier }
+
+// underlayFamily is the family of the tunnel's datagrams for cfg: IPv4
+// whenever the network has IPv4 (so a dual-stack cluster keeps one
+// underlay address per node, the PublicIP every udp node, Flannel's too,
+// is reached at), IPv6 in an IPv6-only network, whose leases carry only a
+// PublicIPv6.
+func underlayFamily(cfg *subnet.Config) backend.Family {
+	if cfg == nil || cfg.EnableIPv4 {
+		return backend.IPv4
+	}
+	return backend.IPv6
+}
 
 // New builds the backend from opts; it touches neither the kernel nor
 // starts goroutines.
@@ -114,11 +134,10 @@ func New(opts backend.Options) (backend.Backend, error) {
 }
 
 func newBackend(opts backend.Options) (*Backend, error) {
-	if c := opts.Config; c != nil && !c.EnableIPv4 {
-		// An IPv6-only lease publishes no PublicIP, and the tunnel's
-		// datagrams are IPv4.
-		return nil, errors.New("udp backend: the network is IPv6-only (EnableIPv4 false), but udp carries pod traffic of both families over the IPv4 underlay only; " +
-			"enable IPv4 too (dual stack: set EnableIPv4 true and a Network) or use the vxlan or host-gw backend")
+	carrier := underlayFamily(opts.Config)
+	if l := opts.Underlay.Local6(); carrier == backend.IPv6 && (!l.Is6() || l.Is4In6()) {
+		return nil, errors.New("udp backend: the network is IPv6-only (EnableIPv4 false), so the tunnel runs over the IPv6 underlay, " +
+			"but the underlay has no IPv6 address: add one, or give weftd --public-ipv6")
 	}
 	o := Options{Port: DefaultPort}
 	if opts.Config != nil {
@@ -144,6 +163,7 @@ func newBackend(opts backend.Options) (*Backend, error) {
 		log:      log.With("backend", subnet.BackendUDP),
 		opts:     o,
 		underlay: opts.Underlay,
+		carrier:  carrier,
 		now:      time.Now,
 		peers:    make(map[netip.Prefix]subnet.Lease),
 		closing:  make(chan struct{}),
@@ -154,10 +174,14 @@ func newBackend(opts backend.Options) (*Backend, error) {
 	}
 	b.mtu = o.MTU
 	if b.mtu <= 0 {
-		b.mtu = opts.Underlay.MTU - Overhead
+		b.mtu = opts.Underlay.MTU - b.overhead()
 	}
 	if b.mtu < 576 {
 		return nil, fmt.Errorf("udp backend: MTU %d too small (underlay MTU %d); set Backend.MTU or fix the underlay", b.mtu, opts.Underlay.MTU)
+	}
+	if b.cfg != nil && b.cfg.EnableIPv6 && b.mtu < minMTU6 {
+		return nil, fmt.Errorf("udp backend: MTU %d is below IPv6's minimum of %d (underlay MTU %d, tunnel overhead %d); the network enables IPv6: raise the underlay MTU or Backend.MTU",
+			b.mtu, minMTU6, opts.Underlay.MTU, b.overhead())
 	}
 	b.table.Store(buildTable(b.peerNode(), nil, o.Port, false))
 	return b, nil
@@ -165,6 +189,14 @@ func newBackend(opts backend.Options) (*Backend, error) {
 
 // MTU is the pod MTU.
 func (b *Backend) MTU() int { return b.mtu }
+
+// overhead is what the tunnel adds to an inner packet on its underlay.
+func (b *Backend) overhead() int {
+	if b.carrier == backend.IPv6 {
+		return Overhead6
+	}
+	return Overhead
+}
 
 // Prepare opens (or re-attaches to) the TUN device and the UDP sockets and
 // probes the offloads. Its BackendData announces PartialChecksums when the
@@ -240,7 +272,7 @@ func (b *Backend) open() error {
 		}
 	}
 	b.stats = make([]counters, 2*len(dev.Files))
-	b.log.Info("udp tunnel ready", "device", DeviceName, "mtu", b.mtu, "port", b.opts.Port,
+	b.log.Info("udp tunnel ready", "device", DeviceName, "underlay", b.carrier, "mtu", b.mtu, "port", b.opts.Port,
 		"queues", len(dev.Files), "vnetHdr", b.vnet, "tso", b.tso, "gso", b.gso.Load(), "gro", b.gro,
 		"partialChecksums", b.vnet)
 	return nil
@@ -257,24 +289,37 @@ func (b *Backend) leaseData() json.RawMessage {
 	return data
 }
 
-// listen opens n UDP sockets on the port, bound to PublicIP when there is
-// one, sharing the port through SO_REUSEPORT. They are plain descriptors
-// (see io_linux.go): blocking, so a full send buffer makes sendmmsg wait,
-// and received with MSG_DONTWAIT after poll(2) says so.
+// listen opens n UDP sockets on the port of the underlay family, bound to
+// the local address when there is one, sharing the port through
+// SO_REUSEPORT. They are plain descriptors (see io_linux.go): blocking, so
+// a full send buffer makes sendmmsg wait, and received with MSG_DONTWAIT
+// after poll(2) says so.
 func (b *Backend) listen(n int) ([]*os.File, error) {
-	var sa unix.SockaddrInet4
-	sa.Port = b.opts.Port
-	addr := netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(b.opts.Port))
-	if local := b.underlay.Local(); local.Is4() {
+	var sa unix.Sockaddr
+	var addr netip.AddrPort
+	if b.carrier == backend.IPv6 {
 		// Bound to the local address, so datagrams leave with the source
-		// address peers check against our lease's PublicIP (the same one,
-		// or what a 1:1 NAT in front of the node turns it into).
-		sa.Addr = local.As4()
+		// address peers check against our lease's PublicIPv6. newBackend
+		// made sure there is one.
+		local := b.underlay.Local6()
+		sa = &unix.SockaddrInet6{Port: b.opts.Port, Addr: local.As16()}
 		addr = netip.AddrPortFrom(local, uint16(b.opts.Port))
+	} else {
+		sa4 := &unix.SockaddrInet4{Port: b.opts.Port}
+		addr = netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(b.opts.Port))
+		if local := b.underlay.Local(); local.Is4() {
+			// Bound to the local address, so datagrams leave with the
+			// source address peers check against our lease's PublicIP
+			// (the same one, or what a 1:1 NAT in front of the node turns
+			// it into).
+			sa4.Addr = local.As4()
+			addr = netip.AddrPortFrom(local, uint16(b.opts.Port))
+		}
+		sa = sa4
 	}
 	socks := make([]*os.File, 0, n)
 	for range n {
-		f, err := openSocket(&sa)
+		f, err := openSocket(sa)
 		if err != nil {
 			closeFiles(socks)
 			return nil, fmt.Errorf("udp backend: listen on %s: %w", addr, err)
@@ -284,8 +329,15 @@ func (b *Backend) listen(n int) ([]*os.File, error) {
 	return socks, nil
 }
 
-func openSocket(sa *unix.SockaddrInet4) (*os.File, error) {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+// openSocket opens one tunnel socket bound to sa (*unix.SockaddrInet4 or
+// *unix.SockaddrInet6: the socket's family).
+func openSocket(sa unix.Sockaddr) (*os.File, error) {
+	_, v6 := sa.(*unix.SockaddrInet6)
+	domain := unix.AF_INET
+	if v6 {
+		domain = unix.AF_INET6
+	}
+	s, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
@@ -293,8 +345,19 @@ func openSocket(sa *unix.SockaddrInet4) (*os.File, error) {
 	if err == nil {
 		// The inner MTU leaves room for the outer headers, so outer
 		// datagrams fit the underlay; DF is left clear so a smaller hop
-		// inside the underlay fragments instead of blackholing.
-		err = unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+		// inside the underlay fragments instead of blackholing. IPv6
+		// routers never fragment: with PMTUDISC_DONT this node's kernel
+		// fragments a datagram larger than the path MTU it learnt from a
+		// Packet Too Big, and the peer reassembles it.
+		if v6 {
+			err = unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DONT)
+		} else {
+			err = unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+		}
+	}
+	if err == nil && v6 {
+		// IPv6 datagrams only: no IPv4-mapped peers on this socket.
+		err = unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
 	}
 	if err == nil {
 		for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
@@ -349,15 +412,18 @@ func probeGSO(f *os.File) bool {
 	return err == nil
 }
 
-// Configure gives the device <subnet>.0/32 (the source of node-originated
-// traffic into the tunnel, inside our subnet so peers accept it) and routes
-// the pod network into it; with IPv6, <IPv6 subnet>::/128 and the IPv6
-// network likewise.
+// Configure gives the device, per family the network enables,
+// <subnet>.0/32 (<IPv6 subnet>::/128): the source of node-originated
+// traffic into the tunnel, inside our subnet so peers accept it; and routes
+// that family's pod network into it. A family the network does not use
+// loses weft's route on the device (the device outlives weftd and a
+// Network change).
 func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
-	if !own.Subnet.Addr().Is4() {
+	v4 := b.cfg == nil || b.cfg.EnableIPv4
+	v6 := b.cfg != nil && b.cfg.EnableIPv6
+	if v4 && !own.Subnet.Addr().Is4() {
 		return fmt.Errorf("udp backend: subnet %s is not IPv4", own.Subnet)
 	}
-	v6 := b.cfg != nil && b.cfg.EnableIPv6
 	if v6 && (!own.IPv6Subnet.Addr().Is6() || own.IPv6Subnet.Addr().Is4In6()) {
 		return fmt.Errorf("udp backend: the network enables IPv6 but this node's lease has no IPv6 subnet (%s)", own.IPv6Subnet)
 	}
@@ -368,21 +434,26 @@ func (b *Backend) Configure(ctx context.Context, own subnet.Lease) error {
 	}
 	type fam struct {
 		family  int
+		on      bool
 		own     netip.Prefix
 		network netip.Prefix
 	}
-	fams := []fam{{unix.AF_INET, own.Subnet, b.network}}
+	fams := []fam{{unix.AF_INET, v4, own.Subnet, b.network}, {unix.AF_INET6, v6, own.IPv6Subnet, netip.Prefix{}}}
 	if v6 {
-		fams = append(fams, fam{unix.AF_INET6, own.IPv6Subnet, b.cfg.IPv6Network})
-	}
-	if !v6 {
-		// A network that had IPv6 before (the device outlives weftd):
-		// its IPv6 route must not keep sending into the tunnel.
-		if err := deleteWeftRoutes(h, link, unix.AF_INET6); err != nil {
-			return fmt.Errorf("udp backend: %w", err)
-		}
+		fams[1].network = b.cfg.IPv6Network
 	}
 	for _, f := range fams {
+		if !f.on {
+			// A network that had this family before: its route must not
+			// keep sending into the tunnel, nor its address stay.
+			if err := deleteWeftRoutes(h, link, f.family); err != nil {
+				return fmt.Errorf("udp backend: %w", err)
+			}
+			if err := h.EnsureAddrs(link, f.family, nil); err != nil {
+				return fmt.Errorf("udp backend: %w", err)
+			}
+			continue
+		}
 		gw := f.own.Masked().Addr()
 		if err := h.EnsureAddrs(link, f.family, []netip.Prefix{netip.PrefixFrom(gw, gw.BitLen())}); err != nil {
 			return fmt.Errorf("udp backend: %w", err)
@@ -492,7 +563,7 @@ func (b *Backend) Apply(_ context.Context, events []subnet.Event) error {
 // peerNode is this node as backend.CheckPeer judges leases against it.
 func (b *Backend) peerNode() backend.PeerNode {
 	return backend.PeerNode{Config: b.cfg, Own: b.ownLease, PublicIP: b.underlay.PublicIP, PublicIPv6: b.underlay.PublicIPv6,
-		BackendType: subnet.BackendUDP, IPv6Carrier: backend.IPv4}
+		BackendType: subnet.BackendUDP, IPv6Carrier: b.carrier}
 }
 
 func (b *Backend) rebuild() {

@@ -42,15 +42,24 @@ var (
 	network6 = netip.MustParsePrefix("fd00:10:244::/56")
 )
 
+// stack is the address families of a test lab's pod network.
+type stack int
+
+const (
+	ipv4Only  stack = iota
+	dualStack       // network6 too, over the IPv4 underlay
+	ipv6Only        // network6 only, over an IPv6 underlay
+)
+
 // node is one weft node in a namespace with one pod.
 type node struct {
 	ns    *nstest.NS
 	pod   *nstest.NS
-	ip    netip.Addr
+	ip    netip.Addr // the underlay address the tunnel uses: IPv6 in an ipv6Only lab
 	lease subnet.Lease
 	// network is the config's Network; zero means network.
 	network netip.Prefix
-	dual    bool // the network is dual-stack (network6 too)
+	stack   stack
 	b       *Backend
 	stop    context.CancelFunc
 	done    chan error
@@ -65,29 +74,49 @@ func lab(t *testing.T, base int, opts string) []*node {
 // BackendData its backend published, as a Flannel node's lease has none.
 func labWith(t *testing.T, base int, opts string, announce bool) []*node {
 	t.Helper()
-	return labOf(t, base, opts, announce, false)
+	return labOf(t, base, opts, announce, ipv4Only)
 }
 
-// labOf is labWith; with dual the network is dual-stack and each node and
-// pod has fd00:10:244:<i>::/64 as well (pod ::2, gateway ::1), over the
-// same IPv4 underlay.
-func labOf(t *testing.T, base int, opts string, announce, dual bool) []*node {
+// labOf is labWith with the pod network of st. With IPv6 each node and
+// pod has fd00:10:244:<i>::/64 (pod ::2, gateway ::1): dual stack over the
+// same IPv4 underlay, or IPv6-only over an IPv6 underlay
+// (2001:db8:<base>::<10+i>/64; the IPv4 underlay addresses are removed, so
+// nothing can go over IPv4) with no IPv4 in the pods either.
+func labOf(t *testing.T, base int, opts string, announce bool, st stack) []*node {
 	t.Helper()
-	nss, addrs := nstest.Underlay(t, 2, base)
+	var nss []*nstest.NS
+	var addrs, addrs6 []string
+	if st == ipv6Only {
+		nss, addrs, addrs6 = nstest.DualUnderlay(t, 2, base)
+	} else {
+		nss, addrs = nstest.Underlay(t, 2, base)
+	}
 	nodes := make([]*node, 2)
 	for i := range nodes {
-		sn := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i+1))
-		n := &node{ns: nss[i], pod: nstest.New(t, "wpod"), ip: netip.MustParseAddr(addrs[i]), dual: dual}
-		n.lease = subnet.Lease{Subnet: sn, Attrs: subnet.LeaseAttrs{PublicIP: n.ip, BackendType: "udp"}}
-		gw := fmt.Sprintf("10.244.%d.1", i+1)
-		nstest.Link(t, n.ns, "vpod", gw+"/24", n.pod, "eth0", fmt.Sprintf("10.244.%d.2/24", i+1))
-		n.pod.MustRun(t, "ip", "route", "add", "default", "via", gw)
-		if dual {
+		n := &node{ns: nss[i], pod: nstest.New(t, "wpod"), ip: netip.MustParseAddr(addrs[i]), stack: st}
+		n.lease.Attrs = subnet.LeaseAttrs{PublicIP: n.ip, BackendType: "udp"}
+		if st == ipv6Only {
+			n.ns.MustRun(t, "ip", "-4", "addr", "flush", "dev", "eth0")
+			n.ip = netip.MustParseAddr(addrs6[i])
+			n.lease.Attrs.PublicIP, n.lease.Attrs.PublicIPv6 = netip.Addr{}, n.ip
+		} else {
+			sn := netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", i+1))
+			n.lease.Subnet = sn
+			gw := fmt.Sprintf("10.244.%d.1", i+1)
+			nstest.Link(t, n.ns, "vpod", gw+"/24", n.pod, "eth0", fmt.Sprintf("10.244.%d.2/24", i+1))
+			n.pod.MustRun(t, "ip", "route", "add", "default", "via", gw)
+		}
+		if st != ipv4Only {
 			n.lease.IPv6Subnet = netip.MustParsePrefix(fmt.Sprintf("fd00:10:244:%d::/64", i+1))
 			gw6 := fmt.Sprintf("fd00:10:244:%d::1", i+1)
-			// No DAD: the addresses are usable at once (as the CNI plugin does).
-			n.ns.MustRun(t, "ip", "addr", "add", gw6+"/64", "dev", "vpod", "nodad")
-			n.pod.MustRun(t, "ip", "addr", "add", fmt.Sprintf("fd00:10:244:%d::2/64", i+1), "dev", "eth0", "nodad")
+			pod6 := fmt.Sprintf("fd00:10:244:%d::2/64", i+1)
+			if st == ipv6Only {
+				nstest.Link(t, n.ns, "vpod", gw6+"/64", n.pod, "eth0", pod6)
+			} else {
+				// No DAD: the addresses are usable at once (as the CNI plugin does).
+				n.ns.MustRun(t, "ip", "addr", "add", gw6+"/64", "dev", "vpod", "nodad")
+				n.pod.MustRun(t, "ip", "addr", "add", pod6, "dev", "eth0", "nodad")
+			}
 			n.pod.MustRun(t, "ip", "-6", "route", "add", "default", "via", gw6)
 			n.ns.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 		}
@@ -122,14 +151,19 @@ func (n *node) prepare(t *testing.T, opts string) {
 	raw := json.RawMessage(`{"Type":"udp"` + opts + `}`)
 	network := cmp.Or(n.network, network)
 	cfg := &subnet.Config{EnableIPv4: true, Network: network, SubnetLen: 24, BackendType: "udp", Backend: raw}
-	if n.dual {
+	ul := backend.Underlay{Link: "eth0", PublicIP: n.ip, MTU: 1500}
+	if n.stack != ipv4Only {
 		cfg.EnableIPv6, cfg.IPv6Network, cfg.IPv6SubnetLen = true, network6, 64
+	}
+	if n.stack == ipv6Only {
+		cfg.EnableIPv4, cfg.Network, cfg.SubnetLen = false, netip.Prefix{}, 0
+		ul.PublicIP, ul.PublicIPv6 = netip.Addr{}, n.ip
 	}
 	err := n.ns.Do(func(ns.NetNS) error {
 		var err error
 		n.b, err = newBackend(backend.Options{
 			Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			Underlay: backend.Underlay{Link: "eth0", PublicIP: n.ip, MTU: 1500},
+			Underlay: ul,
 			Config:   cfg,
 		})
 		if err != nil {
@@ -240,12 +274,16 @@ func sendFrom(t *testing.T, n *nstest.NS, src, dst string, b []byte) {
 			}
 			return serr
 		}}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", src)
+		network := "udp4"
+		if ap, err := netip.ParseAddrPort(dst); err == nil && ap.Addr().Is6() {
+			network = "udp6"
+		}
+		pc, err := lc.ListenPacket(context.Background(), network, src)
 		if err != nil {
 			return err
 		}
 		defer pc.Close()
-		to, err := net.ResolveUDPAddr("udp4", dst)
+		to, err := net.ResolveUDPAddr(network, dst)
 		if err != nil {
 			return err
 		}
@@ -573,7 +611,7 @@ func TestSocketIO(t *testing.T) {
 			}
 			for i := range k {
 				src, sport, data, gso, trunc := r.message(i)
-				if src != ip4("127.0.0.1") || sport != 8285 || trunc {
+				if src != ul("127.0.0.1") || sport != 8285 || trunc {
 					return fmt.Errorf("message %d from %#x:%d, truncated %v", i, src, sport, trunc)
 				}
 				got = append(got, fmt.Sprintf("%s/%d", data, gso))
