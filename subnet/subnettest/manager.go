@@ -312,12 +312,16 @@ func (m *Manager) WatchLeases(ctx context.Context, out chan<- subnet.LeaseBatch)
 		}
 		m.mu.Unlock()
 		if b.Snapshot || len(b.Events) > 0 {
+			// A change while the receiver is not reading rebuilds the batch,
+			// so it carries that change too (and becomes a snapshot after a
+			// Compact), as a lagging etcd watcher would see it.
 			select {
 			case out <- b:
+				rev, snapshot = b.Revision, false
+			case <-changed:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			rev, snapshot = b.Revision, false
 			continue
 		}
 		select {
