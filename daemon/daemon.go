@@ -316,6 +316,10 @@ type generation struct {
 	filter        peerFilterState
 	filterIdx     filterIndex
 	filterTouched map[netip.Addr]bool
+	// filterStale holds the addresses whose installed entry lets in more
+	// than their peers need: the trim's to take out (see
+	// updatePeerFilterDelta).
+	filterStale map[netip.Addr]bool
 	// masq is the firewall Manager of this generation (nil: none); rules
 	// what it was last asked to hold (rulesSet once it was), firewallErr
 	// the last error checking them.

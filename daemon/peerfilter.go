@@ -150,15 +150,15 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 	}
 	idx := newFilterIndex(g.peers)
 	peers := idx.peers(g.peers)
-	var touched map[netip.Addr]bool
+	var stale map[netip.Addr]bool
 	if grow && g.filter.installed {
 		exact := peers
 		peers = unionFilterPeers(exact, sortedFilterPeers(g.filter.by))
 		// The filter may hold more than the peers: the addresses where it
 		// does are the trim's to take out.
-		touched = differingFilterPeers(peers, exact)
+		stale = differingFilterPeers(peers, exact)
 	}
-	g.filterIdx, g.filterTouched = idx, touched
+	g.filterIdx, g.filterTouched, g.filterStale = idx, nil, stale
 	if g.filter.installed && len(peers) == len(g.filter.by) && !slices.ContainsFunc(peers, func(p masq.FilterPeer) bool {
 		have, ok := g.filter.by[p.Addr]
 		return !ok || !sameFilterPeer(p, have)
@@ -167,7 +167,7 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 	}
 	if err := pf.EnsurePeerFilter(ctx, port, peers); err != nil {
 		// The filter is as it was: the next update is a whole one.
-		g.filterIdx, g.filterTouched = nil, nil
+		g.filterIdx, g.filterTouched, g.filterStale = nil, nil, nil
 		g.d.metrics.reconcileErrors.WithLabelValues("peer-filter").Inc()
 		g.d.log.Warn("cannot update the VXLAN peer filter; retrying on the next pass", "err", err)
 		return
@@ -180,35 +180,47 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 }
 
 // filterTrimPending reports whether the peer filter may hold entries the
-// peers do not need (an update without grow would take them out).
-func (g *generation) filterTrimPending() bool { return len(g.filterTouched) > 0 }
+// peers do not need (an update without grow would take them out), or
+// changes an update could not hand over.
+func (g *generation) filterTrimPending() bool {
+	return len(g.filterStale) > 0 || len(g.filterTouched) > 0
+}
 
 // updatePeerFilterDelta hands the firewall the entries of the addresses
-// touched since the last update (see updatePeerFilter for grow), and keeps
-// touched those whose entry then holds more than their peers need. It
-// reports false when the firewall asks for the whole set.
+// touched since the last update (see updatePeerFilter for grow). An update
+// with grow moves the addresses whose entry then holds more than their
+// peers need (a peer gone, a subnet moved) to g.filterStale, so the next
+// pass does not visit them again: a pass costs the addresses its own
+// events touched, however many removals wait for the trim. The trim (no
+// grow) visits the touched and the stale ones. It reports false when the
+// firewall asks for the whole set.
 func (g *generation) updatePeerFilterDelta(ctx context.Context, pu masq.PeerFilterUpdater, port uint16, grow bool) bool {
+	visit := g.filterTouched
+	if !grow && len(g.filterStale) > 0 {
+		visit = maps.Clone(g.filterStale)
+		maps.Copy(visit, g.filterTouched)
+	}
 	var changed []masq.FilterPeer
-	var removed, settled []netip.Addr
-	for _, a := range slices.SortedFunc(maps.Keys(g.filterTouched), netip.Addr.Compare) {
+	var removed, stale []netip.Addr
+	for _, a := range slices.SortedFunc(maps.Keys(visit), netip.Addr.Compare) {
 		want, ok := g.filterIdx.entry(g.peers, a)
 		have, had := g.filter.by[a]
 		switch {
 		case !ok && !had:
-			settled = append(settled, a)
 			continue
 		case !ok && grow:
-			continue // gone: only an update without grow takes it out
+			stale = append(stale, a) // gone: only an update without grow takes it out
+			continue
 		case !ok:
-			removed, settled = append(removed, a), append(settled, a)
+			removed = append(removed, a)
 			continue
 		}
 		exact := want
 		if grow && had {
 			want = unionFilterPeers([]masq.FilterPeer{want}, []masq.FilterPeer{have})[0]
 		}
-		if sameFilterPeer(want, exact) {
-			settled = append(settled, a)
+		if !sameFilterPeer(want, exact) {
+			stale = append(stale, a)
 		}
 		if !had || !sameFilterPeer(want, have) {
 			changed = append(changed, want)
@@ -231,8 +243,16 @@ func (g *generation) updatePeerFilterDelta(ctx context.Context, pu masq.PeerFilt
 			delete(g.filter.by, a)
 		}
 	}
-	for _, a := range settled {
-		delete(g.filterTouched, a)
+	// Every address visited is now exact, or stale and recorded as such.
+	if !grow {
+		g.filterStale = nil
+	}
+	g.filterTouched = nil
+	for _, a := range stale {
+		if g.filterStale == nil {
+			g.filterStale = map[netip.Addr]bool{}
+		}
+		g.filterStale[a] = true
 	}
 	return true
 }

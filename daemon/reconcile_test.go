@@ -402,6 +402,56 @@ func TestPeerFilterWorkPerEventIsFlat(t *testing.T) {
 	}
 }
 
+// TestPeerFilterRemovalsPendingKeepPassesFlat is the regression guard of
+// removing many peers one event at a time (a Kubernetes store deletes one
+// Node per event): the removals wait for the trim, and a pass must not
+// visit the ones earlier passes left waiting. Before, each pass sorted and
+// looked up every address still waiting, so removing 5000 Nodes made
+// ~12.5 M visits and allocated gigabytes.
+func TestPeerFilterRemovalsPendingKeepPassesFlat(t *testing.T) {
+	g := testGeneration(t, `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"alloc"}}`, &syncBuffer{})
+	fake := &masqtest.Fake{}
+	g.masq, g.be, g.store = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
+	lease := func(i int) subnet.Lease {
+		return aLease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("198.19.%d.%d", i/256, i%256), "alloc")
+	}
+	var leases []subnet.Lease
+	for i := range 2000 {
+		leases = append(leases, lease(i))
+	}
+	g.replacePeers(leases)
+	g.updatePeerFilter(t.Context(), true)
+	remove := func(i int) {
+		g.applyEvents([]subnet.Event{{Type: subnet.EventRemoved, Lease: lease(i)}})
+		g.updatePeerFilter(t.Context(), true)
+	}
+	for i := range 1000 { // 1000 removals waiting for the trim
+		remove(i)
+	}
+	const events = 200
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range events {
+		remove(1000 + i)
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / events; per > 2<<10 {
+		t.Errorf("a pass over one removal with 1000 removals waiting allocated %d bytes, want well under 2 kB", per)
+	} else {
+		t.Logf("%d bytes per removal", per)
+	}
+	if !g.filterTrimPending() {
+		t.Fatal("no trim pending after 1200 removals")
+	}
+	g.updatePeerFilter(t.Context(), false)
+	if got, want := fake.PeerFilterSources(), filterSources(filterPeers(g.peers)); !maps.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("after the trim the filter holds %d addresses, a full update %d (or their sources differ)", len(got), len(want))
+	}
+	if g.filterTrimPending() {
+		t.Error("a trim is still pending after the trim")
+	}
+}
+
 func filterSources(ps []masq.FilterPeer) map[netip.Addr][]netip.Prefix {
 	out := make(map[netip.Addr][]netip.Prefix, len(ps))
 	for _, p := range ps {
