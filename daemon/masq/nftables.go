@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,8 +97,25 @@ func NewNFTables(logger *slog.Logger, opts Options) (*NFTables, error) {
 	return m, nil
 }
 
-func (m *NFTables) conn() (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
+func (m *NFTables) conn() (*nftables.Conn, error) { return m.connFor(0) }
+
+// connFor is conn for a transaction that writes elems set elements. The
+// kernel takes a transaction in one sendmsg, refused (EMSGSIZE) when it is
+// larger than the socket's send buffer (212 KiB by default: ~2000 peers of
+// the peer filter), so the buffer is raised to fit, as nft does
+// (SO_SNDBUFFORCE; weftd has CAP_NET_ADMIN). Acks carry only the error
+// code, not a copy of each request (NETLINK_CAP_ACK): a copy of a large
+// request overflowed the receive buffer (ENOBUFS).
+func (m *NFTables) connFor(elems int) (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
+		if err := c.SetOption(netlink.CapAcknowledge, true); err != nil {
+			return fmt.Errorf("NETLINK_CAP_ACK: %w", err)
+		}
+		if elems == 0 {
+			return nil
+		}
+		return setSendBuffer(c, elems*filterElemBytes+filterBatchBytes)
+	})}
 	if m.netns != nil {
 		opts = append(opts, nftables.WithNetNSFd(int(m.netns.Fd())))
 	}
@@ -106,6 +124,60 @@ func (m *NFTables) conn() (*nftables.Conn, error) {
 		return nil, fmt.Errorf("nftables: open netlink: %w", err)
 	}
 	return c, nil
+}
+
+// filterElemBytes bounds what one peer filter element takes in a
+// transaction (an IPv6 sources element: two 32-byte keys and their
+// attributes), and filterBatchBytes the rest of it (tables, sets, chain,
+// rules).
+const (
+	filterElemBytes  = 192
+	filterBatchBytes = 64 << 10
+)
+
+// chunkElems is the most elements one message of a transaction carries:
+// a message's element list is one netlink attribute, whose length is 16
+// bits, so a list past 64 KiB (~2500 IPv4 peers' sources) came out garbled
+// (the kernel answered ENOENT). Many messages of one transaction still
+// apply at once.
+const chunkElems = 256
+
+// inChunks calls add (Conn.SetAddElements or SetDeleteElements) on elems
+// chunkElems at a time.
+func inChunks(s *nftables.Set, elems []nftables.SetElement, add func(*nftables.Set, []nftables.SetElement) error) error {
+	for len(elems) > 0 {
+		n := min(len(elems), chunkElems)
+		if err := add(s, elems[:n]); err != nil {
+			return err
+		}
+		elems = elems[n:]
+	}
+	return nil
+}
+
+// setSendBuffer raises c's send buffer to at least size bytes: with
+// SO_SNDBUFFORCE, past net.core.wmem_max, or SO_SNDBUF (capped at it)
+// without the capability.
+func setSendBuffer(c *netlink.Conn, size int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		if have, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF); err == nil && have >= size {
+			return
+		}
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, size); serr != nil {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, size)
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("send buffer of %d bytes: %w", size, serr)
+	}
+	return nil
 }
 
 func (m *NFTables) postrouting() *nftables.Chain {
@@ -376,7 +448,7 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 		}
 	}
 	m.filter = nil
-	c, err := m.conn()
+	c, err := m.connFor(f.len())
 	if err != nil {
 		return err
 	}
@@ -395,7 +467,7 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 		}
 		c.FlushSet(s.set)
 		if len(s.elem) > 0 {
-			if err := c.SetAddElements(s.set, s.elem); err != nil {
+			if err := inChunks(s.set, s.elem, c.SetAddElements); err != nil {
 				return fmt.Errorf("nftables: add elements to %s: %w", s.set.Name, err)
 			}
 		}
@@ -655,23 +727,27 @@ func (m *NFTables) filterSetsLocked() [4]*nftables.Set {
 // one transaction (none when there is nothing to change).
 func (m *NFTables) applyFilterDiffLocked(sets [4]*nftables.Set, add, del [4][]nftables.SetElement) error {
 	var c *nftables.Conn
+	elems := 0
+	for i := range sets {
+		elems += len(add[i]) + len(del[i])
+	}
 	for i := range sets {
 		if len(add[i]) == 0 && len(del[i]) == 0 {
 			continue
 		}
 		if c == nil {
 			var err error
-			if c, err = m.conn(); err != nil {
+			if c, err = m.connFor(elems); err != nil {
 				return err
 			}
 		}
 		if len(del[i]) > 0 {
-			if err := c.SetDeleteElements(sets[i], del[i]); err != nil {
+			if err := inChunks(sets[i], del[i], c.SetDeleteElements); err != nil {
 				return fmt.Errorf("nftables: delete elements of %s: %w", sets[i].Name, err)
 			}
 		}
 		if len(add[i]) > 0 {
-			if err := c.SetAddElements(sets[i], add[i]); err != nil {
+			if err := inChunks(sets[i], add[i], c.SetAddElements); err != nil {
 				return fmt.Errorf("nftables: add elements to %s: %w", sets[i].Name, err)
 			}
 		}
@@ -726,6 +802,9 @@ func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 type filterSets struct {
 	v4, v6, sources4, sources6 []nftables.SetElement
 }
+
+// len is the number of elements in f.
+func (f filterSets) len() int { return len(f.v4) + len(f.v6) + len(f.sources4) + len(f.sources6) }
 
 // newFilterSets validates peers and builds the set elements. Duplicate
 // peers are merged; of two nested source prefixes of one peer the wider is

@@ -534,3 +534,54 @@ func TestUpdatePeerFilter(t *testing.T) {
 		t.Errorf("filter not rewritten after the refusal:\n%s", got)
 	}
 }
+
+// TestPeerFilterOfManyPeers: the filter of 10000 peers (IPv4 and IPv6,
+// with inner sources) goes in as one transaction, and so does a delta of
+// 3000 changed: larger than the socket's default send buffer (EMSGSIZE
+// past ~2000 peers before), and with acks that do not echo the requests
+// (ENOBUFS on the receive side before).
+func TestPeerFilterOfManyPeers(t *testing.T) {
+	const nPeers, nPeers6 = 10000, 2000
+	t.Parallel()
+	n := nstest.New(t, "wpfm")
+	m, err := NewNFTables(testLogger(t), Options{NetNS: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := func(i, gen int) FilterPeer {
+		a := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		return FilterPeer{Addr: a, Sources: []netip.Prefix{netip.PrefixFrom(a, 32),
+			netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(gen), byte(i >> 8), byte(i)}), 32)}}
+	}
+	peer6 := func(i int) FilterPeer {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i), 14: byte(i >> 8)})
+		return FilterPeer{Addr: a, Sources: []netip.Prefix{netip.PrefixFrom(a, 128),
+			netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x10, 6: byte(i >> 8), 7: byte(i)}), 64)}}
+	}
+	var peers []FilterPeer
+	for i := range nPeers {
+		peers = append(peers, peer(i, 1))
+	}
+	for i := range nPeers6 {
+		peers = append(peers, peer6(i))
+	}
+	if err := m.EnsurePeerFilter(t.Context(), 8472, peers); err != nil {
+		t.Fatalf("EnsurePeerFilter with %d peers: %v", len(peers), err)
+	}
+	var changed []FilterPeer
+	for i := range 3000 {
+		changed = append(changed, peer(nPeers+i, 2))
+	}
+	if err := m.UpdatePeerFilter(t.Context(), 8472, changed, nil); err != nil {
+		t.Fatalf("UpdatePeerFilter with %d changed: %v", len(changed), err)
+	}
+	got := n.MustRun(t, "nft", "list", "set", "inet", DefaultTable, nftSources4)
+	for _, s := range []string{"198.18.50.199 . 10.2.50.199", "198.18.39.15 . 10.1.39.15"} { // the last changed, the last first
+		if !strings.Contains(got, s) {
+			t.Errorf("%s lacks %s", nftSources4, s)
+		}
+	}
+	if got := n.MustRun(t, "nft", "list", "set", "inet", DefaultTable, nftPeers6); !strings.Contains(got, "2001:db8::7cf") {
+		t.Errorf("%s lacks the last IPv6 peer 2001:db8::7cf", nftPeers6)
+	}
+}
