@@ -337,9 +337,11 @@ type generation struct {
 	restored, live, ownConfirmed bool
 	// revision is the store revision of the last batch applied.
 	revision int64
-	// store is every lease the watch last reported, peers or not, so the
-	// peer set can be judged again when the own lease moves.
-	store map[netip.Prefix]subnet.Lease
+	// others is every lease the watch last reported that is not in peers
+	// (refused, or this node's own), so with peers the whole store, and
+	// the peer set can be judged again when the own lease moves. Kept
+	// apart from peers so a peer's lease is held once.
+	others map[netip.Prefix]subnet.Lease
 }
 
 // runGeneration runs cfg until it changes or ctx is done. With last, it
@@ -357,7 +359,7 @@ func (d *Daemon) runGeneration(ctx context.Context, cfg *subnet.Config, underlay
 		return nilOnDone(ctx, err)
 	}
 	attrs.BackendType = cfg.BackendType
-	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, store: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}, programmed: make(chan struct{})}
+	g := &generation{d: d, cfg: cfg, be: be, underlay: underlay, peers: map[netip.Prefix]subnet.Lease{}, others: map[netip.Prefix]subnet.Lease{}, ignored: map[netip.Prefix]string{}, programmed: make(chan struct{})}
 	if g.masq, err = d.masqFor(ctx, cfg); err != nil {
 		return err
 	}

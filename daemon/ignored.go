@@ -32,7 +32,7 @@ func (g *generation) publishIgnored() {
 	}
 	out := make([]IgnoredLease, 0, len(g.ignored))
 	for sn, why := range g.ignored {
-		l := g.store[sn]
+		l := g.others[sn]
 		out = append(out, IgnoredLease{Subnet: sn, PublicIP: l.Attrs.PublicIP, BackendType: l.Attrs.BackendType, Reason: why})
 	}
 	slices.SortFunc(out, func(a, b IgnoredLease) int { return backend.ComparePrefix(a.Subnet, b.Subnet) })

@@ -138,10 +138,15 @@ func (g *generation) reaccept() {
 	if !g.live {
 		return // restored peers; the first snapshot judges them all
 	}
-	g.peers = make(map[netip.Prefix]subnet.Lease, len(g.store))
-	for sn, l := range g.store {
+	all := g.others
+	maps.Copy(all, g.peers)
+	g.peers = make(map[netip.Prefix]subnet.Lease, len(all))
+	g.others = make(map[netip.Prefix]subnet.Lease)
+	for sn, l := range all {
 		if g.accept(l) {
 			g.peers[sn] = l
+		} else {
+			g.others[sn] = l
 		}
 	}
 }

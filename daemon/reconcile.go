@@ -264,19 +264,20 @@ func (d *Daemon) recordPass(kind string, start time.Time, err error) {
 // of refusals never outgrows the store.
 func (g *generation) replacePeers(leases []subnet.Lease) {
 	g.peers = make(map[netip.Prefix]subnet.Lease, len(leases))
-	g.store = make(map[netip.Prefix]subnet.Lease, len(leases))
+	g.others = map[netip.Prefix]subnet.Lease{}
 	present := make(map[netip.Prefix]bool, len(leases))
 	ownSeen := false
 	for _, l := range leases {
 		k := l.Key()
 		present[k] = true
-		g.store[k] = l
 		if k == g.own.Key() {
 			ownSeen = true
 			g.checkOwnLease(subnet.Event{Type: subnet.EventAdded, Lease: l})
 		}
 		if g.accept(l) {
 			g.peers[k] = l
+		} else {
+			g.others[k] = l
 		}
 	}
 	for sn := range g.ignored {
@@ -312,11 +313,7 @@ func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
 	for _, ev := range events {
 		g.checkOwnLease(ev)
 		sn := ev.Lease.Key()
-		if ev.Type == subnet.EventAdded {
-			g.store[sn] = ev.Lease
-		} else {
-			delete(g.store, sn)
-		}
+		delete(g.others, sn)
 		old, known := g.peers[sn]
 		var was *subnet.Lease
 		if known {
@@ -330,6 +327,9 @@ func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
 			g.noteFilterChange(sn, was, &ev.Lease)
 			out = append(out, ev)
 			continue
+		}
+		if ev.Type == subnet.EventAdded {
+			g.others[sn] = ev.Lease
 		}
 		if known {
 			delete(g.peers, sn)

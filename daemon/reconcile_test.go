@@ -215,7 +215,7 @@ func TestTunnelRulesFollowThePeers(t *testing.T) {
 func TestPeerFilterGrowsBeforeAndShrinksAfterApply(t *testing.T) {
 	g := testGeneration(t, allocConfig, &syncBuffer{})
 	fake := &masqtest.Fake{}
-	g.masq, g.be, g.store = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
+	g.masq, g.be, g.others = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
 	a, b := aLease("10.244.2.0/24", "198.18.0.2", "alloc"), aLease("10.244.3.0/24", "198.18.0.3", "alloc")
 	g.applyEvents([]subnet.Event{{Type: subnet.EventAdded, Lease: a}})
 	g.updatePeerFilter(t.Context(), false)
@@ -247,7 +247,7 @@ func TestPeerFilterRemovalsWaitForTheGrace(t *testing.T) {
 	}
 	be := passSignal{tunneledAlloc{b}, make(chan struct{}, 1)}
 	fake := &masqtest.Fake{}
-	g.masq, g.be, g.store, g.programmed = fake, be, map[netip.Prefix]subnet.Lease{}, make(chan struct{})
+	g.masq, g.be, g.others, g.programmed = fake, be, map[netip.Prefix]subnet.Lease{}, make(chan struct{})
 	lease := func(i int) subnet.Lease {
 		return aLease(fmt.Sprintf("10.100.%d.0/24", i), fmt.Sprintf("198.19.0.%d", i), "alloc")
 	}
@@ -352,7 +352,7 @@ func TestReconcileDurationIsThePass(t *testing.T) {
 func TestPeerFilterWorkPerEventIsFlat(t *testing.T) {
 	g := testGeneration(t, `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"alloc"}}`, &syncBuffer{})
 	fake := &masqtest.Fake{}
-	g.masq, g.be, g.store = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
+	g.masq, g.be, g.others = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
 	lease := func(i int) subnet.Lease {
 		return aLease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("198.19.%d.%d", i/256, i%256), "alloc")
 	}
@@ -411,7 +411,7 @@ func TestPeerFilterWorkPerEventIsFlat(t *testing.T) {
 func TestPeerFilterRemovalsPendingKeepPassesFlat(t *testing.T) {
 	g := testGeneration(t, `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"alloc"}}`, &syncBuffer{})
 	fake := &masqtest.Fake{}
-	g.masq, g.be, g.store = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
+	g.masq, g.be, g.others = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
 	lease := func(i int) subnet.Lease {
 		return aLease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("198.19.%d.%d", i/256, i%256), "alloc")
 	}
@@ -491,7 +491,7 @@ func TestReconcileMemoryPerEventIsFlat(t *testing.T) {
 		t.Fatal(err)
 	}
 	be := passSignal{tunneledAlloc{b}, make(chan struct{}, 1)}
-	g.masq, g.be, g.store, g.ownConfirmed, g.programmed = &masqtest.Fake{}, be, map[netip.Prefix]subnet.Lease{}, true, make(chan struct{})
+	g.masq, g.be, g.others, g.ownConfirmed, g.programmed = &masqtest.Fake{}, be, map[netip.Prefix]subnet.Lease{}, true, make(chan struct{})
 	lease := func(i int) subnet.Lease {
 		return aLease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("198.19.%d.%d", i/256, i%256), "alloc")
 	}
