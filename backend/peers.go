@@ -254,14 +254,17 @@ func ComparePrefix(a, c netip.Prefix) int {
 // OlderFirst orders leases by age, for backends that resolve a claim two
 // leases make (a VtepMAC, a public key) in favour of the older: a lower
 // CreateRevision first, and a lease of unknown age (0) after every known one.
-func OlderFirst(a, c subnet.Lease) int {
+func OlderFirst(a, c subnet.Lease) int { return OlderRevision(a.CreateRevision, c.CreateRevision) }
+
+// OlderRevision is OlderFirst on the leases' CreateRevisions.
+func OlderRevision(a, c int64) int {
 	switch {
-	case a.CreateRevision == c.CreateRevision:
+	case a == c:
 		return 0
-	case a.CreateRevision == 0:
+	case a == 0:
 		return 1
-	case c.CreateRevision == 0:
+	case c == 0:
 		return -1
 	}
-	return cmp.Compare(a.CreateRevision, c.CreateRevision)
+	return cmp.Compare(a, c)
 }

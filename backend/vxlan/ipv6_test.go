@@ -65,7 +65,7 @@ func TestPlanPeersIPv6(t *testing.T) {
 		}
 		for sn, want := range map[string]string{"10.244.4.0/24": "BackendV6Data: bad vxlan BackendData: missing", "10.244.5.0/24": "already used by the older lease of peer 10.244.3.0/24 (2001:db8:1::12)"} {
 			p := plans[pfx(sn)]
-			st := backend.NewPeerStatus(cfg, p.lease, backend.Outcome(backend.PeerProgrammed, ""), backend.Outcome(p.state, p.reason))
+			st := backend.NewPeerStatus(cfg, peers[pfx(sn)], backend.Outcome(backend.PeerProgrammed, ""), backend.Outcome(p.state, p.reason))
 			if st.State != backend.PeerRefused || !strings.Contains(st.Reason, "IPv6: ") || !strings.Contains(st.Reason, want) || !strings.Contains(st.Reason, sn) {
 				t.Errorf("direct=%v %s: %s %q, want refused: IPv6: %s", direct, sn, st.State, st.Reason, want)
 			}

@@ -379,10 +379,13 @@ func (b *Backend) Close() error { return nil }
 // plan is what one peer needs in the kernel in one address family (the
 // family of the env it was planned in).
 type plan struct {
-	lease  subnet.Lease
-	state  backend.PeerState
-	reason string
-	route  nl.Route
+	// created is the lease's CreateRevision, which settles a VtepMAC
+	// claimed twice (the lease itself is the peer set's: a plan does not
+	// copy it).
+	created int64
+	state   backend.PeerState
+	reason  string
+	route   nl.Route
 	// mac and publicIP are set for encapsulated peers (neighbour + FDB);
 	// mac is nil for direct-routed ones.
 	mac      net.HardwareAddr
@@ -420,7 +423,7 @@ func planPeers(e env, peers map[netip.Prefix]subnet.Lease) (map[netip.Prefix]*pl
 		}
 	}
 	for _, cl := range claims {
-		settleClaim(e.f, out, cl)
+		settleClaim(out, cl)
 	}
 	return out, claims
 }
@@ -431,7 +434,7 @@ func planPeers(e env, peers map[netip.Prefix]subnet.Lease) (map[netip.Prefix]*pl
 // claimed twice (settleClaim). A plan's reason does not name the peer:
 // backend.NewPeerStatus does.
 func planPeer(e env, l subnet.Lease) *plan {
-	p := &plan{lease: l}
+	p := &plan{created: l.CreateRevision}
 	refuse := func(format string, args ...any) *plan {
 		p.state = backend.PeerRefused
 		p.reason = fmt.Sprintf(format, args...)
@@ -469,17 +472,14 @@ func planPeer(e env, l subnet.Lease) *plan {
 // subnet order) and refuses the others, so a newcomer cannot take over a
 // legitimate peer's MAC, whatever order the leases came in. It sorts
 // claimants: the owner is first.
-func settleClaim(f backend.Family, plans map[netip.Prefix]*plan, claimants []netip.Prefix) {
+func settleClaim(plans map[netip.Prefix]*plan, claimants []netip.Prefix) {
 	if len(claimants) < 2 {
 		return
 	}
 	slices.SortFunc(claimants, func(a, c netip.Prefix) int {
-		return cmp.Or(backend.OlderFirst(plans[a].lease, plans[c].lease), backend.ComparePrefix(a, c))
+		return cmp.Or(backend.OlderRevision(plans[a].created, plans[c].created), backend.ComparePrefix(a, c))
 	})
-	owner := plans[claimants[0]].lease.Attrs.PublicIP
-	if f == backend.IPv6 {
-		owner = plans[claimants[0]].lease.Attrs.PublicIPv6
-	}
+	owner := plans[claimants[0]].publicIP // the family's underlay address: claims are encapsulated peers'
 	for _, sn := range claimants[1:] {
 		p := plans[sn]
 		p.state = backend.PeerRefused
@@ -532,7 +532,7 @@ func replan(e env, peers backend.PeerSet, plans map[netip.Prefix]*plan, claims m
 				plans[sn] = planPeer(e, peers[sn]) // its lease is the same: so is its route
 			}
 		}
-		settleClaim(e.f, plans, cl)
+		settleClaim(plans, cl)
 	}
 	return work, slots, macs
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -28,6 +29,7 @@ const (
 	baseDevice  = 21
 	baseDirect  = 22 // and 23 for the off-L2 node
 	baseCost    = 28
+	baseMemory  = 29
 )
 
 const pingTimeout = 10 * time.Second
@@ -633,4 +635,66 @@ func TestVXLANIncrementalCost(t *testing.T) {
 			}
 		})
 	}
+}
+
+// maxBytesPerPeer bounds TestVXLANMemoryPerPeer.
+const maxBytesPerPeer = 1750
+
+// TestVXLANMemoryPerPeer is the regression guard of what the backend keeps
+// per peer once the kernel holds it: the desired lease, the plan, what it
+// knows the kernel holds (route, neighbour, FDB entry) and the status:
+// 1869 bytes a peer when each plan held a copy of its lease, 1664 since.
+func TestVXLANMemoryPerPeer(t *testing.T) {
+	const n = 2000
+	nd := &node{Node: nltest.Nodes(t, 1, baseMemory)[0], cfg: `{"Type":"vxlan"}`}
+	var b *Backend
+	nd.in(t, func() error {
+		eth0, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}`))
+		if err != nil {
+			return err
+		}
+		bk, err := New(backend.Options{Underlay: backend.Underlay{Link: "eth0", Index: eth0.Attrs().Index, PublicIP: nd.PublicIP}, Config: cfg})
+		if err != nil {
+			return err
+		}
+		b = bk.(*Backend)
+		attrs, err := b.Prepare(context.Background())
+		if err != nil {
+			return err
+		}
+		return b.Configure(context.Background(), subnet.Lease{Subnet: nd.Subnet, Attrs: attrs})
+	})
+	peers := make([]subnet.Lease, n)
+	for i := range peers {
+		peers[i] = subnet.Lease{
+			Subnet:         netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + i/256), byte(i), 0}), 24),
+			CreateRevision: int64(10 + i),
+			Attrs: subnet.LeaseAttrs{PublicIP: netip.AddrFrom4([4]byte{100, 64, byte(i / 250), byte(1 + i%250)}), BackendType: "vxlan",
+				BackendData: json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":"02:00:00:00:%02x:%02x"}`, i>>8, i&0xff))},
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	nd.in(t, func() error { return b.Sync(context.Background(), peers) })
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if got := len(b.Peers()); got != n {
+		t.Fatalf("%d peers, want %d", got, n)
+	}
+	for _, p := range b.Peers() {
+		if p.State != backend.PeerProgrammed {
+			t.Fatalf("peer %s %s: %s", p.Subnet, p.State, p.Reason)
+		}
+	}
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	t.Logf("%d bytes of live heap per peer", per)
+	if per > maxBytesPerPeer {
+		t.Errorf("the backend keeps %d bytes per peer, want at most %d", per, maxBytesPerPeer)
+	}
+	runtime.KeepAlive(peers)
 }

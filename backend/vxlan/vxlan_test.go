@@ -171,7 +171,7 @@ func TestPlanPeers(t *testing.T) {
 				}
 				continue
 			}
-			st := backend.NewPeerStatus(nil, p.lease, backend.Outcome(p.state, p.reason), backend.FamilyOutcome{})
+			st := backend.NewPeerStatus(nil, peers[netip.MustParsePrefix(tc.sn)], backend.Outcome(p.state, p.reason), backend.FamilyOutcome{})
 			if st.State != backend.PeerRefused || !strings.Contains(st.Reason, tc.reason) || !strings.Contains(st.Reason, tc.sn) {
 				t.Errorf("direct=%v %s: state %s reason %q, want refused naming the peer and %q", direct, tc.sn, st.State, st.Reason, tc.reason)
 			}
@@ -181,7 +181,7 @@ func TestPlanPeers(t *testing.T) {
 		wantEncap := func(p *plan, gw string) {
 			t.Helper()
 			if p.mac == nil || p.route.LinkIndex != 9 || !p.route.OnLink || p.route.Gw != netip.MustParseAddr(gw) {
-				t.Errorf("direct=%v %s: plan %+v, want encapsulated route via %s onlink dev 9", direct, p.lease.Subnet, p.route, gw)
+				t.Errorf("direct=%v %s: plan %+v, want encapsulated route via %s onlink dev 9", direct, p.route.Dst, p.route, gw)
 			}
 		}
 		wantEncap(p13, "10.244.13.0") // not on the underlay's L2: always vxlan
