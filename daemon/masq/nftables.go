@@ -580,16 +580,37 @@ const maxFilterDeletes = 64
 var errRewriteCheaper = errors.New("a rewrite is cheaper")
 
 // installedFilter is a peer filter as installed: its port, whether it has
-// the inner check, the elements of its sets by key, and per peer address
-// the keys of its elements in each set.
+// the inner check, the keys of its sets' elements (elemKey: an element is
+// rebuilt from its key, so a peer costs a few short strings, not copies of
+// nftables.SetElement), and per peer address the keys of its elements in
+// each set.
 type installedFilter struct {
 	port   uint16
 	inner  bool
-	elems  [4]map[string]nftables.SetElement // v4, v6, sources4, sources6
+	elems  [4]map[string]struct{} // v4, v6, sources4, sources6
 	byAddr map[netip.Addr]*[4][]string
 }
 
 func elemKey(e nftables.SetElement) string { return string(e.Key) + "|" + string(e.KeyEnd) }
+
+// elemOfKey is the element of set i (filterSets.all's order) whose elemKey
+// is k: the address alone in the peer sets, a key and a key end of equal
+// length in the sources sets.
+func elemOfKey(i int, k string) nftables.SetElement {
+	if i < 2 {
+		return nftables.SetElement{Key: []byte(k[:len(k)-1])}
+	}
+	half := (len(k) - 1) / 2
+	return nftables.SetElement{Key: []byte(k[:half]), KeyEnd: []byte(k[half+1:])}
+}
+
+func elemKeys(es []nftables.SetElement) map[string]struct{} {
+	m := make(map[string]struct{}, len(es))
+	for _, e := range es {
+		m[elemKey(e)] = struct{}{}
+	}
+	return m
+}
 
 func elemMap(es []nftables.SetElement) map[string]nftables.SetElement {
 	m := make(map[string]nftables.SetElement, len(es))
@@ -605,7 +626,7 @@ func (f filterSets) all() [4][]nftables.SetElement {
 }
 
 func newInstalledFilter(port uint16, inner bool, f filterSets) *installedFilter {
-	st := &installedFilter{port: port, inner: inner, elems: [4]map[string]nftables.SetElement{elemMap(f.v4), elemMap(f.v6), elemMap(f.sources4), elemMap(f.sources6)},
+	st := &installedFilter{port: port, inner: inner, elems: [4]map[string]struct{}{elemKeys(f.v4), elemKeys(f.v6), elemKeys(f.sources4), elemKeys(f.sources6)},
 		byAddr: make(map[netip.Addr]*[4][]string, len(f.v4)+len(f.v6))}
 	st.index(f)
 	return st
@@ -684,7 +705,7 @@ func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []
 			}
 			for _, k := range refs[i] {
 				if _, ok := next[k]; !ok {
-					del[i] = append(del[i], st.elems[i][k])
+					del[i] = append(del[i], elemOfKey(i, k))
 				}
 			}
 		}
@@ -702,7 +723,7 @@ func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []
 			delete(st.elems[i], elemKey(e))
 		}
 		for _, e := range add[i] {
-			st.elems[i][elemKey(e)] = e
+			st.elems[i][elemKey(e)] = struct{}{}
 		}
 	}
 	for _, a := range affected {
@@ -779,9 +800,9 @@ func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 				add[i] = append(add[i], e)
 			}
 		}
-		for k, e := range st.elems[i] {
+		for k := range st.elems[i] {
 			if _, ok := next[k]; !ok {
-				del[i] = append(del[i], e)
+				del[i] = append(del[i], elemOfKey(i, k))
 			}
 		}
 		if len(del[i]) > maxFilterDeletes {
