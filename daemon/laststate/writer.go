@@ -1,8 +1,8 @@
 package laststate
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"log/slog"
 	"time"
 )
@@ -69,11 +69,16 @@ func (w *Writer) Offer(st *State) {
 // state. It returns nil: a failed write is logged and retried with the next
 // offer, never a reason to stop the daemon.
 func (w *Writer) Run(ctx context.Context) error {
-	var last []byte // what the file holds, as far as this writer knows
+	// last is the digest of what the file holds, as far as this writer
+	// knows (ok: it knows), not a copy: with 10000 peers a copy was 4 MB
+	// kept between writes.
+	var last [sha256.Size]byte
+	var ok bool
 	failing := false
 	write := func(st *State) {
 		data, err := Encode(st, w.opts.Version)
-		if err == nil && bytes.Equal(data, last) {
+		sum := sha256.Sum256(data)
+		if err == nil && ok && sum == last {
 			return
 		}
 		if err == nil {
@@ -81,7 +86,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 		switch {
 		case err != nil:
-			last = nil
+			ok = false
 			if !failing { // once per spell of failures: the errors name temp files
 				w.log.Warn("cannot write the last known state; a restart during a control-plane outage would start without it",
 					"path", w.path, "err", err)
@@ -92,7 +97,7 @@ func (w *Writer) Run(ctx context.Context) error {
 			failing = false
 			w.log.Info("last known state written again", "path", w.path)
 		}
-		last = data
+		last, ok = sum, true
 	}
 	flush := func() {
 		select {
