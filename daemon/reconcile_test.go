@@ -452,6 +452,34 @@ func TestPeerFilterRemovalsPendingKeepPassesFlat(t *testing.T) {
 	}
 }
 
+// TestPeerLeaseHeldOnce is the regression guard of the daemon's memory per
+// peer: a peer's lease is kept once (the leases that are no peers apart),
+// not in a map of every lease and again in the peer set (~600 bytes of
+// live heap per peer then, ~300 now).
+func TestPeerLeaseHeldOnce(t *testing.T) {
+	const n = 5000
+	g := testGeneration(t, `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"alloc"}}`, &syncBuffer{})
+	leases := make([]subnet.Lease, n)
+	for i := range leases {
+		leases[i] = aLease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("198.19.%d.%d", i/250, 1+i%250), "alloc")
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	g.replacePeers(leases)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if len(g.peers) != n {
+		t.Fatalf("%d peers, want %d", len(g.peers), n)
+	}
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	t.Logf("%d bytes of live heap per peer", per)
+	if per > 450 {
+		t.Errorf("the daemon keeps %d bytes per peer, want at most 450: is a lease held twice?", per)
+	}
+	runtime.KeepAlive(leases)
+}
+
 func filterSources(ps []masq.FilterPeer) map[netip.Addr][]netip.Prefix {
 	out := make(map[netip.Addr][]netip.Prefix, len(ps))
 	for _, p := range ps {
