@@ -30,7 +30,10 @@ type Backend struct {
 	// cfg is the network config peers are checked against (nil: none,
 	// and every peer is refused).
 	cfg *subnet.Config
-	h   *nl.Handle
+	// h is per-request sockets until Prepare opens the backend's own
+	// (persistent), which Close closes.
+	h          *nl.Handle
+	persistent bool
 
 	// devs are the VXLAN devices, one per address family the network
 	// enables, IPv4's first: weft.<VNI>, weft-v6.<VNI>.
@@ -160,6 +163,15 @@ func (b *Backend) FilterPort() (uint16, bool) { return b.opts.FilterPort() }
 // settings is reused (same ifindex, no flap); anything else of that name is
 // replaced.
 func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
+	if !b.persistent {
+		// One socket for the backend's life, in the namespace Prepare is
+		// called in (every method is called there).
+		h, err := nl.Open()
+		if err != nil {
+			return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: %w", err)
+		}
+		b.h, b.persistent = h, true
+	}
 	if err := b.ensureDevices(); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
@@ -371,8 +383,15 @@ func (b *Backend) Run(ctx context.Context) error {
 // Peers reports every peer in the desired set, sorted by subnet.
 func (b *Backend) Peers() []backend.PeerStatus { return b.status.Peers() }
 
-// Close does nothing: kernel state stays for the next run.
-func (b *Backend) Close() error { return nil }
+// Close closes the backend's netlink socket; kernel state stays for the
+// next run.
+func (b *Backend) Close() error {
+	if b.persistent {
+		b.h.Close()
+		b.h, b.persistent = nl.New(nil), false
+	}
+	return nil
+}
 
 // ---- desired state ----
 
