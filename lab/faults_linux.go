@@ -132,15 +132,19 @@ func (e *Etcd) Member(name string) *EtcdMember {
 	return nil
 }
 
-func stopProc(ctx context.Context, p *Proc, kill bool) error {
+// stopProc stops p (SIGTERM, then SIGKILL after the grace; or SIGKILL at
+// once) and waits until it is gone as alive judges it, so a start right
+// after it never finds the process still running.
+func (l *Lab) stopProc(ctx context.Context, p *Proc, kill bool) error {
 	if !kill {
-		return p.stop(ctx, stopGrace)
-	}
-	if err := p.signal(syscall.SIGKILL); err != nil {
+		if err := p.stop(ctx, stopGrace); err != nil {
+			return err
+		}
+	} else if err := p.signal(syscall.SIGKILL); err != nil {
 		return err
 	}
-	if !p.waitGone(ctx, 5*time.Second) {
-		return fmt.Errorf("process %d (%s) survived SIGKILL", p.PID, p.Cmd)
+	if !l.waitGone(ctx, p, 5*time.Second) {
+		return fmt.Errorf("process %d (%s) still runs after being stopped", p.PID, p.Cmd)
 	}
 	return nil
 }
@@ -152,7 +156,7 @@ func (l *Lab) StopEtcd(ctx context.Context, kill bool) error {
 		return errors.New("lab runs an etcd cluster: use StopEtcdMember")
 	}
 	l.progress.step("etcd: stopping (pid %d, kill=%v)", l.Etcd.Proc.PID, kill)
-	return stopProc(ctx, l.Etcd.Proc, kill)
+	return l.stopProc(ctx, l.Etcd.Proc, kill)
 }
 
 // StartEtcd starts the lab's single etcd again on its data directory and
@@ -212,7 +216,7 @@ func (l *Lab) StopEtcdMember(ctx context.Context, name string, kill bool) error 
 		return fmt.Errorf("lab %s has no etcd member %q", l.Name, name)
 	}
 	l.progress.step("etcd member %s: stopping (pid %d, kill=%v)", m.Name, m.Proc.PID, kill)
-	return stopProc(ctx, m.Proc, kill)
+	return l.stopProc(ctx, m.Proc, kill)
 }
 
 // StartEtcdMember starts a stopped member again on its data directory (it
@@ -305,7 +309,7 @@ func (l *Lab) RebootNode(ctx context.Context, name string) error {
 		return fmt.Errorf("lab %s has no node %q", l.Name, name)
 	}
 	l.progress.step("node %s: reboot (namespace deleted, disk kept)", n.Name)
-	if err := stopProc(ctx, n.Weftd, true); err != nil {
+	if err := l.stopProc(ctx, n.Weftd, true); err != nil {
 		return err
 	}
 	pods := len(n.Pods)

@@ -243,7 +243,7 @@ func (l *Lab) StopFlanneld(ctx context.Context, name string, kill bool) error {
 		return fmt.Errorf("node %s never ran flanneld", n.Name)
 	}
 	l.progress.step("node %s: stopping flanneld (pid %d, kill=%v)", n.Name, n.Flanneld.PID, kill)
-	return stopProc(ctx, n.Flanneld, kill)
+	return l.stopProc(ctx, n.Flanneld, kill)
 }
 
 // StartFlanneld starts flanneld on a node (a stopped Flannel node, or a weft

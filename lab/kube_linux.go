@@ -251,7 +251,7 @@ func (l *Lab) StopKubeAPIServer(ctx context.Context, kill bool) error {
 		return fmt.Errorf("lab %s is not in Kubernetes mode", l.Name)
 	}
 	l.progress.step("kubernetes: stopping kube-apiserver (pid %d, kill=%v)", l.Kube.APIServer.PID, kill)
-	return stopProc(ctx, l.Kube.APIServer, kill)
+	return l.stopProc(ctx, l.Kube.APIServer, kill)
 }
 
 // StartKubeAPIServer starts the lab's kube-apiserver again, with the same

@@ -404,8 +404,11 @@ func (l *Lab) startEtcd(ctx context.Context) error {
 	return nil
 }
 
-// alive reports whether p runs, using the exit channel when this process
-// started it.
+// alive reports whether p runs. For a process this one started, the exit
+// channel alone decides: it closes when the process is reaped, which the
+// kernel allows only once every thread has exited, whereas reading /proc
+// while a multi-threaded process dies can report it gone and then alive
+// again (a SIGKILLed weftd seen gone, then "still running" on restart).
 func (l *Lab) alive(p *Proc) bool {
 	if p == nil {
 		return false
@@ -415,9 +418,15 @@ func (l *Lab) alive(p *Proc) bool {
 		case <-done:
 			return false
 		default:
+			return true
 		}
 	}
 	return p.Alive()
+}
+
+// waitGone polls until p is not alive (see alive) or the deadline passes.
+func (l *Lab) waitGone(ctx context.Context, p *Proc, timeout time.Duration) bool {
+	return poll(ctx, timeout, 20*time.Millisecond, func() bool { return !l.alive(p) })
 }
 
 // weftctl runs weftctl inside the etcd namespace against the lab's etcd.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 )
 
@@ -107,16 +106,13 @@ func (l *Lab) StopWeftd(ctx context.Context, name string, kill bool) error {
 	if n.Weftd == nil {
 		return fmt.Errorf("node %s never ran weftd (it runs %s)", n.Name, n.DaemonName())
 	}
-	if !kill {
-		l.progress.step("node %s: SIGTERM weftd (pid %d)", n.Name, n.Weftd.PID)
-		return n.Weftd.stop(ctx, stopGrace)
+	sig := "SIGTERM"
+	if kill {
+		sig = "SIGKILL"
 	}
-	l.progress.step("node %s: SIGKILL weftd (pid %d)", n.Name, n.Weftd.PID)
-	if err := n.Weftd.signal(syscall.SIGKILL); err != nil {
-		return err
-	}
-	if !n.Weftd.waitGone(ctx, 5*time.Second) {
-		return fmt.Errorf("node %s: weftd %d survived SIGKILL", n.Name, n.Weftd.PID)
+	l.progress.step("node %s: %s weftd (pid %d)", n.Name, sig, n.Weftd.PID)
+	if err := l.stopProc(ctx, n.Weftd, kill); err != nil {
+		return fmt.Errorf("node %s: weftd: %w", n.Name, err)
 	}
 	return nil
 }
