@@ -241,8 +241,7 @@ func TestE2E(t *testing.T) {
 
 // TestE2EIPv6 runs TestE2E's scenario on the backends that carry IPv6, in a
 // dual-stack lab (the matrix probes both families) and in an IPv6-only one
-// (IPv6 underlay, etcd included), in parallel. udp runs dual stack only: it
-// carries IPv6 pods in its IPv4 datagrams.
+// (IPv6 underlay, etcd included), in parallel, every backend in both.
 func TestE2EIPv6(t *testing.T) {
 	e2eBins(t)
 	root := t.TempDir()
