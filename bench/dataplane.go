@@ -43,7 +43,7 @@ func backendSpecs(network string) []backendSpec {
 		{name: "host-gw", labName: "wb-hostgw", labBackend: "host-gw"},
 		// BIG TCP is what host-gw gains over Flannel host-gw (vxlan's
 		// device caps GSO at 64 KiB, so it has none there to turn off).
-		{name: "host-gw, BIG TCP off", labName: "wb-hostgw-nobig", labBackend: "host-gw", base: "host-gw", weftdArgs: []string{"--big-tcp=false"}},
+		{name: bigTCPOff, labName: "wb-hostgw-nobig", labBackend: "host-gw", base: "host-gw", weftdArgs: []string{"--big-tcp=false"}},
 		{name: "vxlan-directrouting", labName: "wb-vxlandr", labBackend: "vxlan", direct: true,
 			config: fmt.Sprintf(`{"Network": %q, "Backend": {"Type": "vxlan", "DirectRouting": true}}`, network)},
 		{name: "udp", labName: "wb-udp", labBackend: "udp"},

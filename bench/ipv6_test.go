@@ -17,8 +17,21 @@ func TestIPv6TargetsAndReport(t *testing.T) {
 		{Name: "udp", Error: "lab up: boom"},
 	}}
 	got := map[string]string{}
-	for _, tg := range ipv6Targets(x) {
+	dp := &DataPlane{Backends: []*BackendRun{{Name: bigTCPOff, Variant: true, Pod: path(17.5, 0.1)}}}
+	notes := map[string]string{}
+	for _, tg := range ipv6Targets(x, dp) {
 		got[tg.Name] = metString(tg.Met) + " " + tg.Got
+		notes[tg.Name] = tg.Note
+	}
+	// The unmet host-gw throughput says why, against IPv4 without BIG TCP.
+	if n := notes["host-gw IPv6 pod → pod single stream ≥ 90% of IPv4"]; !strings.Contains(n, "BIG TCP") || !strings.Contains(n, "17.50 Gbit/s, of which IPv6 is 91%") {
+		t.Errorf("host-gw throughput note = %q", n)
+	}
+	if n := notes["vxlan IPv6 pod → pod single stream ≥ 90% of IPv4"]; n != "" {
+		t.Errorf("met vxlan target has a note: %q", n)
+	}
+	if tg := ipv6Targets(x, nil)[2]; !strings.Contains(tg.Note, "BIG TCP") || strings.Contains(tg.Note, "of which") {
+		t.Errorf("without a data plane run: %q", tg.Note)
 	}
 	for name, want := range map[string]string{
 		"vxlan IPv6 pod → pod single stream ≥ 90% of IPv4":   metString(boolp(true)) + " 95% (9.50 vs 10.00 Gbit/s)",

@@ -24,6 +24,7 @@ const labPrefix = "wb-"
 
 // config is the command line, resolved.
 type config struct {
+	render   string // results file to render again, measuring nothing
 	binDir   string
 	out      string
 	jsonOut  string
@@ -78,6 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{progress: stderr}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&c.render, "render", "", "measure nothing: write --out (and --json) again from this results file of an earlier run, its targets evaluated anew (after a change to the report)")
 	fs.StringVar(&c.binDir, "bin-dir", "bin", "directory with weftd, weft, weftctl and portmap (`make build`)")
 	fs.StringVar(&c.out, "out", "Documentation/performance.md", "Markdown report to write (\"\" for none)")
 	fs.StringVar(&c.jsonOut, "json", "bench/results.json", "machine-readable results to write (\"\" for none)")
@@ -168,6 +170,13 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 2
+	}
+	if cfg.render != "" {
+		if err := renderAgain(cfg); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "bench: needs root (it builds network namespaces); run `sudo make bench`")
@@ -326,6 +335,21 @@ func sweep(ctx context.Context, cfg *config) {
 // cleanupContext is for teardown: it outlives a cancelled run, bounded.
 func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 90*time.Second)
+}
+
+// renderAgain writes the outputs of cfg from the results in cfg.render:
+// the same run's figures, the targets evaluated by this code.
+func renderAgain(cfg *config) error {
+	data, err := os.ReadFile(cfg.render)
+	if err != nil {
+		return err
+	}
+	res := &Results{}
+	if err := json.Unmarshal(data, res); err != nil {
+		return fmt.Errorf("%s: %w", cfg.render, err)
+	}
+	res.Targets = evaluate(res)
+	return writeOutputs(cfg, res)
 }
 
 func writeOutputs(cfg *config, res *Results) error {

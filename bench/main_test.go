@@ -1,9 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -84,5 +88,38 @@ func TestFakePeers(t *testing.T) {
 		if err != nil || v == "" {
 			t.Fatalf("value: %q, %v", v, err)
 		}
+	}
+}
+
+// TestRenderAgain: --render writes the report from a results file without
+// measuring (no root, no labs), the targets evaluated by this code.
+func TestRenderAgain(t *testing.T) {
+	dir := t.TempDir()
+	res := &Results{Date: time.Date(2026, 12, 4, 19, 40, 0, 0, time.UTC), Command: "go run ./bench", Commit: "abc1234",
+		IPv6: &IPv6Bench{DurationSec: 5, Repetitions: 3, PingCount: 200, Backends: []*IPv6Run{{Name: "host-gw",
+			IPv4: &PathResult{TCP1: Series{MedianGbps: 20}}, IPv6: &PathResult{TCP1: Series{MedianGbps: 14}}, TCPRatio: 0.7}}}}
+	data, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, out := filepath.Join(dir, "results.json"), filepath.Join(dir, "performance.md")
+	if err := os.WriteFile(in, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	if rc := run([]string{"--render", in, "--out", out, "--json", ""}, &stderr); rc != 0 {
+		t.Fatalf("run = %d: %s", rc, stderr.String())
+	}
+	md, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"commit `abc1234`", "| ipv6 | host-gw IPv6 pod → pod single stream ≥ 90% of IPv4 | 70% (14.00 vs 20.00 Gbit/s) | NOT met | IPv4 runs with BIG TCP"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if rc := run([]string{"--render", filepath.Join(dir, "missing.json"), "--out", out}, &stderr); rc != 1 {
+		t.Errorf("a missing results file: run = %d, want 1", rc)
 	}
 }

@@ -238,7 +238,7 @@ func evaluate(res *Results) []Target {
 		ts = append(ts, kubeTargets(k)...)
 	}
 	if x := res.IPv6; x != nil {
-		ts = append(ts, ipv6Targets(x)...)
+		ts = append(ts, ipv6Targets(x, res.DataPlane)...)
 	}
 	return ts
 }
@@ -311,7 +311,8 @@ func renderMarkdown(res *Results) []byte {
 	}
 	p("## Reproduce\n\n```\nsudo make bench        # full run, under 15 minutes\nsudo make bench-quick  # under 3 minutes\n```\n\n")
 	p("`make bench` runs `go run ./bench --bin-dir bin --out Documentation/performance.md --json bench/results.json`. " +
-		"`--areas dataplane,cni,control` and `--backends vxlan,udp,...` narrow a run; `--no-profiles` skips perf. " +
+		"`--areas dataplane,cni,control` and `--backends vxlan,udp,...` narrow a run; `--no-profiles` skips perf; " +
+		"`--render bench/results.json` measures nothing and writes this page again from a run's results (after a change to the report). " +
 		"The harness only creates namespaces (labs `wb-*`, namespaces `wbench-*`) and removes them on exit, on ^C, and at the start of the next run after a crash.\n")
 	return b.Bytes()
 }
