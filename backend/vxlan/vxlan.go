@@ -567,21 +567,6 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 
 // ---- making the kernel match ----
 
-// kernelState is what a device's family holds in the kernel as far as the
-// backend knows: the dumps of the last pass that read the kernel (a full
-// pass, Configure's), updated by every write and delete since. Incremental
-// passes work from it and read nothing back, so a batch costs its own
-// changes only; what someone else changed meanwhile is the next full
-// pass's to repair.
-type kernelState struct {
-	routes map[netip.Prefix]nl.Route
-	neighs map[netip.Addr]nl.Neigh
-	fdb    map[string]nl.FDBEntry
-	// extraFDB are the entries of a MAC beyond its first (FDB); only full
-	// passes delete them.
-	extraFDB []nl.FDBEntry
-}
-
 // env is the planning input of d's family, as the backend is now.
 func (b *Backend) env(d *device) env {
 	var connected []netip.Prefix
@@ -626,9 +611,10 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 			}
 		}
 		for dst := range d.kernel.routes {
-			all[dst] = true
+			all[dst.Prefix()] = true
 		}
-		for ip := range d.kernel.neighs {
+		for ka := range d.kernel.neighs {
+			ip := ka.Addr()
 			if ip.IsMulticast() || ip.IsLinkLocalUnicast() {
 				// The kernel's own (ff02::16 for MLD on weft-v6.<VNI>):
 				// weft's neighbours are peer subnets' first addresses.
@@ -658,7 +644,7 @@ func scopedMACs(d *device, scope map[netip.Prefix]bool) map[string]bool {
 		if p := d.plans[sn]; p != nil && p.claim != "" {
 			macs[p.claim] = true
 		}
-		if n, ok := d.kernel.neighs[sn.Addr()]; ok {
+		if n, ok := d.kernel.neigh(sn.Addr()); ok {
 			macs[n.MAC.String()] = true
 		}
 	}
@@ -680,7 +666,7 @@ func (b *Backend) readKernel(d *device) error {
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
-	d.kernel = kernelState{routes: routes, neighs: neighs, fdb: fdb, extraFDB: extraFDB}
+	d.kernel = newKernelState(routes, neighs, fdb, extraFDB)
 	return nil
 }
 
@@ -742,20 +728,20 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 	// Delete what no peer needs. Routes: weft's own only (protocol), and only
 	// those on weft's device or into the pod network.
 	for sn := range scope {
-		if r, ok := k.routes[sn]; ok && !wantRoute[sn] && b.ownsRoute(d, r) {
+		if r, ok := k.route(sn); ok && !wantRoute[sn] && b.ownsRoute(d, r) {
 			if err := b.h.DeleteRoute(r); err != nil {
 				errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			} else {
-				delete(k.routes, sn)
+				k.deleteRoute(sn)
 				b.countRepair(full)
 				b.log.Log(context.Background(), lvl, "deleted stale route", "route", r.String())
 			}
 		}
-		if n, ok := k.neighs[sn.Addr()]; ok && !wantNeigh[n.IP] {
+		if n, ok := k.neigh(sn.Addr()); ok && !wantNeigh[n.IP] {
 			if err := b.h.DeleteNeigh(d.link.Attrs().Index, n.IP); err != nil {
 				errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			} else {
-				delete(k.neighs, n.IP)
+				k.deleteNeigh(n.IP)
 				b.countRepair(full)
 				b.log.Log(context.Background(), lvl, "deleted stale neighbour", "ip", n.IP, "mac", n.MAC.String())
 			}
@@ -773,7 +759,7 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 	}
 	var fdb []nl.FDBEntry
 	for mac := range macs {
-		if fe, ok := k.fdb[mac]; ok && stale(fe) {
+		if fe, ok := k.fdbEntry(mac); ok && stale(fe) {
 			fdb = append(fdb, fe)
 		}
 	}
@@ -790,7 +776,7 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 			errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			continue
 		}
-		if have, ok := k.fdb[fe.MAC.String()]; ok && have.Dst == fe.Dst {
+		if have, ok := k.fdbEntry(fe.MAC.String()); ok && have.Dst == fe.Dst {
 			delete(k.fdb, fe.MAC.String())
 		}
 		b.countRepair(full)
@@ -806,7 +792,7 @@ func (b *Backend) ensurePeer(d *device, p *plan) (changed bool, err error) {
 	k := &d.kernel
 	if p.mac != nil {
 		var have *nl.FDBEntry
-		if fe, ok := k.fdb[p.claim]; ok {
+		if fe, ok := k.fdbEntry(p.claim); ok {
 			have = &fe
 		}
 		w, err := b.h.EnsureFDB(p.route.LinkIndex, p.mac, p.publicIP, have)
@@ -814,11 +800,11 @@ func (b *Backend) ensurePeer(d *device, p *plan) (changed bool, err error) {
 			return changed, err
 		}
 		if w {
-			k.fdb[p.claim] = nl.FDBEntry{MAC: p.mac, Dst: p.publicIP, LinkIndex: p.route.LinkIndex}
+			k.setFDB(p.claim, nl.FDBEntry{MAC: p.mac, Dst: p.publicIP, LinkIndex: p.route.LinkIndex})
 		}
 		changed = changed || w
 		var haveN *nl.Neigh
-		if n, ok := k.neighs[p.route.Gw]; ok {
+		if n, ok := k.neigh(p.route.Gw); ok {
 			haveN = &n
 		}
 		w, err = b.h.EnsureNeigh(p.route.LinkIndex, p.route.Gw, p.mac, haveN)
@@ -826,12 +812,12 @@ func (b *Backend) ensurePeer(d *device, p *plan) (changed bool, err error) {
 			return changed, err
 		}
 		if w {
-			k.neighs[p.route.Gw] = nl.Neigh{IP: p.route.Gw, MAC: p.mac, LinkIndex: p.route.LinkIndex, Permanent: true}
+			k.setNeigh(nl.Neigh{IP: p.route.Gw, MAC: p.mac, LinkIndex: p.route.LinkIndex, Permanent: true})
 		}
 		changed = changed || w
 	}
 	var haveR *nl.Route
-	if r, ok := k.routes[p.route.Dst]; ok {
+	if r, ok := k.route(p.route.Dst); ok {
 		haveR = &r
 	}
 	w, err := b.h.EnsureRoute(p.route, haveR)
@@ -839,7 +825,7 @@ func (b *Backend) ensurePeer(d *device, p *plan) (changed bool, err error) {
 		return changed, err
 	}
 	if w {
-		k.routes[p.route.Dst] = p.route
+		k.setRoute(p.route)
 	}
 	if changed = changed || w; changed {
 		b.log.Debug("programmed peer", "subnet", p.route.Dst, "publicIP", p.publicIP, "route", p.route.String(), "vtepMAC", p.claim)

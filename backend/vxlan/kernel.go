@@ -1,0 +1,129 @@
+package vxlan
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/weftnet/weft/internal/nl"
+	"github.com/weftnet/weft/internal/packed"
+)
+
+// kernelState is what a device's family holds in the kernel as far as the
+// backend knows: the dumps of the last pass that read the kernel (a full
+// pass, Configure's), updated by every write and delete since. Incremental
+// passes work from it and read nothing back, so a batch costs its own
+// changes only; what someone else changed meanwhile is the next full
+// pass's to repair.
+//
+// It is kept per peer, so its entries are packed (package packed) and,
+// but for the FDB's keys, hold no pointers the garbage collector would
+// scan: the routes, neighbours and FDB entries go in and come out as the
+// nl types.
+type kernelState struct {
+	routes map[packed.Prefix]kroute
+	neighs map[packed.Addr]kneigh
+	fdb    map[string]kfdb // by MAC (its String)
+	// extraFDB are the entries of a MAC beyond its first (FDB); only full
+	// passes delete them.
+	extraFDB []nl.FDBEntry
+}
+
+// khw is a hardware address of up to 8 bytes (a VXLAN device's are 6).
+type khw struct {
+	b [8]byte
+	n uint8
+}
+
+func packHW(m net.HardwareAddr) khw {
+	var h khw
+	h.n = uint8(copy(h.b[:], m))
+	return h
+}
+
+func (h khw) hw() net.HardwareAddr {
+	if h.n == 0 {
+		return nil
+	}
+	return net.HardwareAddr(append([]byte(nil), h.b[:h.n]...))
+}
+
+// kroute is an nl.Route but its destination (the key).
+type kroute struct {
+	gw, src packed.Addr
+	link    int32
+	onLink  bool
+}
+
+// kneigh is an nl.Neigh but its IP (the key).
+type kneigh struct {
+	mac       khw
+	link      int32
+	permanent bool
+}
+
+// kfdb is an nl.FDBEntry.
+type kfdb struct {
+	mac  khw
+	dst  packed.Addr
+	link int32
+}
+
+// newKernelState packs the dumps of routes, neighbours and FDB.
+func newKernelState(routes map[netip.Prefix]nl.Route, neighs map[netip.Addr]nl.Neigh, fdb map[string]nl.FDBEntry, extraFDB []nl.FDBEntry) kernelState {
+	k := kernelState{
+		routes:   make(map[packed.Prefix]kroute, len(routes)),
+		neighs:   make(map[packed.Addr]kneigh, len(neighs)),
+		fdb:      make(map[string]kfdb, len(fdb)),
+		extraFDB: extraFDB,
+	}
+	for _, r := range routes {
+		k.setRoute(r)
+	}
+	for _, n := range neighs {
+		k.setNeigh(n)
+	}
+	for mac, fe := range fdb {
+		k.setFDB(mac, fe)
+	}
+	return k
+}
+
+func (k *kernelState) route(dst netip.Prefix) (nl.Route, bool) {
+	r, ok := k.routes[packed.PrefixOf(dst)]
+	if !ok {
+		return nl.Route{}, false
+	}
+	return nl.Route{Dst: dst, Gw: r.gw.Addr(), LinkIndex: int(r.link), OnLink: r.onLink, Src: r.src.Addr()}, true
+}
+
+func (k *kernelState) setRoute(r nl.Route) {
+	k.routes[packed.PrefixOf(r.Dst)] = kroute{gw: packed.AddrOf(r.Gw), src: packed.AddrOf(r.Src), link: int32(r.LinkIndex), onLink: r.OnLink}
+}
+
+func (k *kernelState) deleteRoute(dst netip.Prefix) { delete(k.routes, packed.PrefixOf(dst)) }
+
+func (k *kernelState) neigh(ip netip.Addr) (nl.Neigh, bool) {
+	n, ok := k.neighs[packed.AddrOf(ip)]
+	if !ok {
+		return nl.Neigh{}, false
+	}
+	return nl.Neigh{IP: ip, MAC: n.mac.hw(), LinkIndex: int(n.link), Permanent: n.permanent}, true
+}
+
+func (k *kernelState) setNeigh(n nl.Neigh) {
+	k.neighs[packed.AddrOf(n.IP)] = kneigh{mac: packHW(n.MAC), link: int32(n.LinkIndex), permanent: n.Permanent}
+}
+
+func (k *kernelState) deleteNeigh(ip netip.Addr) { delete(k.neighs, packed.AddrOf(ip)) }
+
+func (k *kernelState) fdbEntry(mac string) (nl.FDBEntry, bool) {
+	fe, ok := k.fdb[mac]
+	if !ok {
+		return nl.FDBEntry{}, false
+	}
+	return nl.FDBEntry{MAC: fe.mac.hw(), Dst: fe.dst.Addr(), LinkIndex: int(fe.link)}, true
+}
+
+func (k *kernelState) setFDB(mac string, fe nl.FDBEntry) {
+	k.fdb[mac] = kfdb{mac: packHW(fe.MAC), dst: packed.AddrOf(fe.Dst), link: int32(fe.LinkIndex)}
+}
