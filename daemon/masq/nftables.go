@@ -16,6 +16,8 @@ import (
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/internal/packed"
 )
 
 // DefaultTable is the name of weft's nftables table (family inet).
@@ -593,12 +595,13 @@ var errRewriteCheaper = errors.New("a rewrite is cheaper")
 // the inner check, the keys of its sets' elements (elemKey: an element is
 // rebuilt from its key, so a peer costs a few short strings, not copies of
 // nftables.SetElement), and per peer address the keys of its elements in
-// each set.
+// the sources set of its family (the same strings; its element in the peer
+// set is its address, peerElemKey).
 type installedFilter struct {
 	port   uint16
 	inner  bool
 	elems  [4]map[string]struct{} // v4, v6, sources4, sources6
-	byAddr map[netip.Addr]*[4][]string
+	byAddr map[packed.Addr][]string
 }
 
 func elemKey(e nftables.SetElement) string { return string(e.Key) + "|" + string(e.KeyEnd) }
@@ -614,13 +617,8 @@ func elemOfKey(i int, k string) nftables.SetElement {
 	return nftables.SetElement{Key: []byte(k[:half]), KeyEnd: []byte(k[half+1:])}
 }
 
-func elemKeys(es []nftables.SetElement) map[string]struct{} {
-	m := make(map[string]struct{}, len(es))
-	for _, e := range es {
-		m[elemKey(e)] = struct{}{}
-	}
-	return m
-}
+// peerElemKey is the elemKey of a's element in the peer set of its family.
+func peerElemKey(a netip.Addr) string { return elemKey(nftables.SetElement{Key: a.AsSlice()}) }
 
 func elemMap(es []nftables.SetElement) map[string]nftables.SetElement {
 	m := make(map[string]nftables.SetElement, len(es))
@@ -636,25 +634,43 @@ func (f filterSets) all() [4][]nftables.SetElement {
 }
 
 func newInstalledFilter(port uint16, inner bool, f filterSets) *installedFilter {
-	st := &installedFilter{port: port, inner: inner, elems: [4]map[string]struct{}{elemKeys(f.v4), elemKeys(f.v6), elemKeys(f.sources4), elemKeys(f.sources6)},
-		byAddr: make(map[netip.Addr]*[4][]string, len(f.v4)+len(f.v6))}
+	st := &installedFilter{port: port, inner: inner, byAddr: make(map[packed.Addr][]string, len(f.v4)+len(f.v6))}
+	for i, es := range f.all() {
+		st.elems[i] = make(map[string]struct{}, len(es))
+	}
 	st.index(f)
 	return st
 }
 
-// index records the elements of f under their peer addresses.
+// index records the elements of f: their keys, and those of the sources
+// sets under their peer addresses.
 func (st *installedFilter) index(f filterSets) {
 	for i, es := range f.all() {
 		for _, e := range es {
-			a := elemAddr(i, e)
-			refs := st.byAddr[a]
-			if refs == nil {
-				refs = new([4][]string)
-				st.byAddr[a] = refs
+			k := elemKey(e)
+			st.elems[i][k] = struct{}{}
+			if i >= 2 {
+				a := packed.AddrOf(elemAddr(i, e))
+				st.byAddr[a] = append(st.byAddr[a], k)
 			}
-			refs[i] = append(refs[i], elemKey(e))
 		}
 	}
+}
+
+// keysOf are the keys of a's elements in set i (filterSets.all's order)
+// as st has them installed.
+func (st *installedFilter) keysOf(i int, a netip.Addr) []string {
+	if (i%2 == 0) != a.Is4() {
+		return nil // a set of the other family
+	}
+	if i >= 2 {
+		return st.byAddr[packed.AddrOf(a)]
+	}
+	k := peerElemKey(a)
+	if _, ok := st.elems[i][k]; !ok {
+		return nil
+	}
+	return []string{k}
 }
 
 // elemAddr is the peer address of an element of set i (the sources sets'
@@ -709,11 +725,7 @@ func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []
 			}
 		}
 		for _, a := range affected {
-			refs := st.byAddr[a]
-			if refs == nil {
-				continue
-			}
-			for _, k := range refs[i] {
+			for _, k := range st.keysOf(i, a) {
 				if _, ok := next[k]; !ok {
 					del[i] = append(del[i], elemOfKey(i, k))
 				}
@@ -732,14 +744,11 @@ func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []
 		for _, e := range del[i] {
 			delete(st.elems[i], elemKey(e))
 		}
-		for _, e := range add[i] {
-			st.elems[i][elemKey(e)] = struct{}{}
-		}
 	}
 	for _, a := range affected {
-		delete(st.byAddr, a)
+		delete(st.byAddr, packed.AddrOf(a))
 	}
-	st.index(f)
+	st.index(f) // the elements added among them
 	return nil
 }
 
