@@ -32,7 +32,7 @@ func TestKernelStateRoundTrip(t *testing.T) {
 		neighs[n.IP] = n
 	}
 	fdb := map[string]nl.FDBEntry{
-		mac.String(): {MAC: mac, Dst: netip.MustParseAddr("198.18.0.5"), LinkIndex: 7},
+		mac.String():        {MAC: mac, Dst: netip.MustParseAddr("198.18.0.5"), LinkIndex: 7},
 		"02:00:00:00:01:03": {MAC: net.HardwareAddr{0x02, 0, 0, 0, 0x01, 0x03}, Dst: netip.MustParseAddr("fd00::5"), LinkIndex: 8},
 	}
 	k := newKernelState(routes, neighs, fdb, nil)
