@@ -344,22 +344,29 @@ func TestReconcileDurationIsThePass(t *testing.T) {
 	}
 }
 
-// TestPeerFilterWorkPerEventIsFlat is the regression guard of the
-// incremental peer filter: among 2000 peers, a batch of one event hands the
-// firewall the entry of that peer's address alone (before the backend's
-// pass for a newcomer, after it for a removal), not the whole set, and the
-// filter ends as a full update would set it.
-func TestPeerFilterWorkPerEventIsFlat(t *testing.T) {
+// manyPeersGeneration is a generation whose firewall is a fake, with n
+// tunneled leases to hand it (not yet applied); lease(i) is the i-th.
+func manyPeersGeneration(t *testing.T, n int) (*generation, *masqtest.Fake, func(int) subnet.Lease, []subnet.Lease) {
 	g := testGeneration(t, `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"alloc"}}`, &syncBuffer{})
 	fake := &masqtest.Fake{}
 	g.masq, g.be, g.others = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
 	lease := func(i int) subnet.Lease {
 		return aLease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("198.19.%d.%d", i/256, i%256), "alloc")
 	}
-	var leases []subnet.Lease
-	for i := range 2000 {
+	leases := make([]subnet.Lease, 0, n)
+	for i := range n {
 		leases = append(leases, lease(i))
 	}
+	return g, fake, lease, leases
+}
+
+// TestPeerFilterWorkPerEventIsFlat is the regression guard of the
+// incremental peer filter: among 2000 peers, a batch of one event hands the
+// firewall the entry of that peer's address alone (before the backend's
+// pass for a newcomer, after it for a removal), not the whole set, and the
+// filter ends as a full update would set it.
+func TestPeerFilterWorkPerEventIsFlat(t *testing.T) {
+	g, fake, lease, leases := manyPeersGeneration(t, 2000)
 	pass := func(full bool, evs ...subnet.Event) int {
 		before := fake.FilterPeersHanded()
 		g.applyEvents(evs)
@@ -409,16 +416,7 @@ func TestPeerFilterWorkPerEventIsFlat(t *testing.T) {
 // looked up every address still waiting, so removing 5000 Nodes made
 // ~12.5 M visits and allocated gigabytes.
 func TestPeerFilterRemovalsPendingKeepPassesFlat(t *testing.T) {
-	g := testGeneration(t, `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"alloc"}}`, &syncBuffer{})
-	fake := &masqtest.Fake{}
-	g.masq, g.be, g.others = fake, tunneledAlloc{}, map[netip.Prefix]subnet.Lease{}
-	lease := func(i int) subnet.Lease {
-		return aLease(fmt.Sprintf("10.%d.%d.0/24", 100+i/256, i%256), fmt.Sprintf("198.19.%d.%d", i/256, i%256), "alloc")
-	}
-	var leases []subnet.Lease
-	for i := range 2000 {
-		leases = append(leases, lease(i))
-	}
+	g, fake, lease, leases := manyPeersGeneration(t, 2000)
 	g.replacePeers(leases)
 	g.updatePeerFilter(t.Context(), true)
 	remove := func(i int) {
