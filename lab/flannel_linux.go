@@ -176,14 +176,39 @@ func (l *Lab) startFlanneld(n *Node) error {
 	return l.save()
 }
 
+// flannelLeaseRace is what flanneld logs before it exits when another node
+// took the subnet it picked between its read and its write (nodes starting
+// together); its supervisor (kubelet, systemd) starts it again.
+const flannelLeaseRace = "failed to acquire lease: subnet already exists"
+
+// flannelRaceRestarts bounds how often the lab, as that supervisor, starts
+// a flanneld again that lost the race.
+const flannelRaceRestarts = 3
+
+// lostLeaseRace reports whether a flanneld that exited with logTail the end
+// of its log, started again restarts times already, is to be started again.
+func lostLeaseRace(logTail string, restarts int) bool {
+	return restarts < flannelRaceRestarts && strings.Contains(logTail, flannelLeaseRace)
+}
+
 // waitFlannelReady waits until flanneld answers /healthz and has written
-// the subnet file.
+// the subnet file. A flanneld that exited having lost the lease race is
+// started again, as its supervisor would.
 func (l *Lab) waitFlannelReady(ctx context.Context, n *Node) error {
 	c := httpClientIn(n.NS, time.Second)
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", flannelHealthzPort)
+	restarts := 0
 	ok := poll(ctx, l.timeout, 100*time.Millisecond, func() bool {
 		if !l.alive(n.Flanneld) {
-			return true
+			if !lostLeaseRace(tail(n.FlannelLog, 15), restarts) {
+				return true
+			}
+			restarts++
+			l.progress.step("node %s: flanneld lost the lease race (%q), starting it again (%d of %d)", n.Name, flannelLeaseRace, restarts, flannelRaceRestarts)
+			if err := l.startFlanneld(n); err != nil {
+				return true // not alive: reported below
+			}
+			return false
 		}
 		_, err := subnet.ReadFile(n.SubnetFile)
 		return err == nil && httpOK(ctx, c, url)
