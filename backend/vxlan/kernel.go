@@ -127,3 +127,5 @@ func (k *kernelState) fdbEntry(mac string) (nl.FDBEntry, bool) {
 func (k *kernelState) setFDB(mac string, fe nl.FDBEntry) {
 	k.fdb[mac] = kfdb{mac: packHW(fe.MAC), dst: packed.AddrOf(fe.Dst), link: int32(fe.LinkIndex)}
 }
+
+func (k *kernelState) deleteFDB(mac string) { delete(k.fdb, mac) }

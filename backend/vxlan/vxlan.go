@@ -776,11 +776,12 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 			errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			continue
 		}
-		if have, ok := k.fdbEntry(fe.MAC.String()); ok && have.Dst == fe.Dst {
-			delete(k.fdb, fe.MAC.String())
+		mac := fe.MAC.String()
+		if have, ok := k.fdbEntry(mac); ok && have.Dst == fe.Dst {
+			k.deleteFDB(mac)
 		}
 		b.countRepair(full)
-		b.log.Log(context.Background(), lvl, "deleted stale fdb entry", "mac", fe.MAC.String(), "dst", fe.Dst)
+		b.log.Log(context.Background(), lvl, "deleted stale fdb entry", "mac", mac, "dst", fe.Dst)
 	}
 	return errors.Join(errs...)
 }
