@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -101,12 +102,20 @@ func testNATNodes(t *testing.T, tc mixedCase, behind []string) {
 
 	for name, pub := range public {
 		n := l.Node(name)
-		resp, err := c.Get(t.Context(), subnetsPrefix+subnet.KeyName(n.Subnet, netip.Prefix{}))
-		if err != nil || len(resp.Kvs) != 1 {
-			t.Fatalf("lease of %s: %v", name, err)
-		}
+		// A restarted flanneld may write its lease again after it is ready
+		// (a new etcd lease): the key can be missing for a moment.
 		var a subnet.LeaseAttrs
-		if err := json.Unmarshal(resp.Kvs[0].Value, &a); err != nil || a.PublicIP != pub {
+		var err error
+		found := lab.Poll(t.Context(), 10*time.Second, 100*time.Millisecond, func() bool {
+			resp, gerr := c.Get(t.Context(), subnetsPrefix+subnet.KeyName(n.Subnet, netip.Prefix{}))
+			if gerr != nil || len(resp.Kvs) != 1 {
+				err = gerr
+				return false
+			}
+			err = json.Unmarshal(resp.Kvs[0].Value, &a)
+			return err == nil && a.PublicIP == pub
+		})
+		if !found {
 			t.Errorf("%s (%s) publishes %s (%v), want its NAT address %s", name, n.DaemonName(), a.PublicIP, err, pub)
 		}
 	}
