@@ -1,6 +1,7 @@
 package wireguard
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -59,7 +60,21 @@ type Backend struct {
 	repairs atomic.Uint64
 	status  *backend.StatusBook
 
+	// devMu serializes writes to the devices: syncDevice's, on the
+	// daemon's goroutine, and the later handshake kicks' (kickLater), on a
+	// timer's. It guards closed and later.
+	devMu  sync.Mutex
+	closed bool
+	later  map[string]*laterKicks // by device name
+
 	closeOnce sync.Once
+}
+
+// laterKicks are the new peers of a device that get their handshake kick
+// when timer fires (see kickLater).
+type laterKicks struct {
+	timer *time.Timer
+	keys  []wgtypes.Key
 }
 
 // wgdev is one WireGuard device and the pod traffic it carries.
@@ -586,6 +601,12 @@ func (b *Backend) Peers() []backend.PeerStatus { return b.status.Peers() }
 // prepared.
 func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
+		b.devMu.Lock()
+		b.closed = true
+		for _, k := range b.later {
+			k.timer.Stop()
+		}
+		b.devMu.Unlock()
 		for _, d := range b.devs {
 			if d.us != nil {
 				d.us.close()
@@ -608,8 +629,13 @@ func (b *Backend) countRepair(full bool) {
 }
 
 // handshakeKick is the keepalive a new peer is given for a moment, so that
-// the device handshakes with it at once (see syncDevice).
+// the device handshakes with it (see syncDevice).
 const handshakeKick = time.Second
+
+// kickDelay is how long the node whose public key is the greater of a pair
+// waits before it kicks a new peer (see kickLater). It is well above an
+// underlay round trip, so the other node's handshake has arrived by then.
+const kickDelay = time.Second
 
 // ---- desired state ----
 
@@ -811,6 +837,8 @@ func (b *Backend) removable(dst netip.Prefix) bool {
 // attributes of existing peers (only those attributes, so their sessions
 // continue). A failed write marks the peers it carried failed.
 func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) error {
+	b.devMu.Lock()
+	defer b.devMu.Unlock()
 	dev, err := b.wg.Device(d.name)
 	if err != nil {
 		failAll(plans, err)
@@ -841,6 +869,8 @@ func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) 
 	psk, keepalive := b.opts.psk(), time.Duration(b.opts.PersistentKeepaliveInterval)*time.Second
 	var written []*plan
 	var kick []wgtypes.PeerConfig // new peers whose keepalive goes back to 0
+	var later []wgtypes.Key       // new peers kicked after kickDelay
+	pub := b.key.public()
 	for _, sn := range slices.SortedFunc(maps.Keys(plans), comparePrefix) {
 		p := plans[sn]
 		if p.state != backend.PeerProgrammed {
@@ -851,14 +881,24 @@ func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) 
 			continue
 		}
 		if _, known := have[p.key]; !known && keepalive == 0 {
-			// A new peer gets a handshake at once: WireGuard sends a
+			// A new peer gets a handshake soon: WireGuard sends a
 			// keepalive (and so handshakes) when a peer's keepalive is
 			// turned on. The peer then drops the session it may hold from
 			// before this device (re)started and talks to us at once,
-			// instead of after its own 15 s rekey timeout.
-			on, off := handshakeKick, time.Duration(0)
-			pc.PersistentKeepaliveInterval = &on
-			kick = append(kick, wgtypes.PeerConfig{PublicKey: p.key, UpdateOnly: true, PersistentKeepaliveInterval: &off})
+			// instead of after its own 15 s rekey timeout. Of two nodes
+			// that learn of each other at the same moment, only the one
+			// with the smaller key kicks at once: two handshakes crossing
+			// on the wire leave both sides waiting as responders for
+			// WireGuard's 5 s retry. The other kicks after kickDelay, in
+			// case the first handshake was lost or was sent before this
+			// device knew its peer (then it only sends a keepalive).
+			if bytes.Compare(pub[:], p.key[:]) > 0 {
+				later = append(later, p.key)
+			} else {
+				on, off := handshakeKick, time.Duration(0)
+				pc.PersistentKeepaliveInterval = &on
+				kick = append(kick, wgtypes.PeerConfig{PublicKey: p.key, UpdateOnly: true, PersistentKeepaliveInterval: &off})
+			}
 		}
 		cfg.Peers = append(cfg.Peers, pc)
 		written = append(written, p)
@@ -879,6 +919,7 @@ func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) 
 			return fmt.Errorf("wireguard: configure device %s: %w", d.name, err)
 		}
 	}
+	b.kickLater(d.name, later)
 	if cfg.PrivateKey != nil || cfg.ListenPort != nil {
 		b.log.Info("set device key and listen port", "device", d.name, "publicKey", b.key.public().String(), "port", d.port)
 		b.countRepair(full && dev.PrivateKey != (wgtypes.Key{}))
@@ -892,6 +933,50 @@ func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) 
 		b.countRepair(full)
 	}
 	return nil
+}
+
+// kickLater gives the peers keys of device dev their handshake kick after
+// kickDelay, all at once with those already waiting. The caller holds
+// devMu. A peer removed meanwhile is skipped (UpdateOnly); a failed kick
+// is logged only: the peers still handshake on their first packet.
+func (b *Backend) kickLater(dev string, keys []wgtypes.Key) {
+	if len(keys) == 0 {
+		return
+	}
+	if b.later == nil {
+		b.later = map[string]*laterKicks{}
+	}
+	if k := b.later[dev]; k != nil {
+		k.keys = append(k.keys, keys...)
+		return
+	}
+	k := &laterKicks{keys: keys}
+	b.later[dev] = k
+	k.timer = time.AfterFunc(kickDelay, func() {
+		b.devMu.Lock()
+		defer b.devMu.Unlock()
+		delete(b.later, dev)
+		if b.closed {
+			return
+		}
+		on, off := handshakeKick, time.Duration(0)
+		kick, back := make([]wgtypes.PeerConfig, len(k.keys)), make([]wgtypes.PeerConfig, len(k.keys))
+		for i, key := range k.keys {
+			kick[i] = wgtypes.PeerConfig{PublicKey: key, UpdateOnly: true, PersistentKeepaliveInterval: &on}
+			back[i] = wgtypes.PeerConfig{PublicKey: key, UpdateOnly: true, PersistentKeepaliveInterval: &off}
+		}
+		err := b.wg.ConfigureDevice(dev, wgtypes.Config{Peers: kick})
+		if err == nil {
+			// Keepalive back off; if this fails, the next pass sees the
+			// difference and sets it.
+			err = b.wg.ConfigureDevice(dev, wgtypes.Config{Peers: back})
+		}
+		if err != nil {
+			b.log.Warn("could not start handshakes with new peers; they handshake on their first packet", "device", dev, "peers", len(k.keys), "err", err)
+			return
+		}
+		b.log.Debug("started handshakes with new peers", "device", dev, "peers", len(k.keys))
+	})
 }
 
 // peerRemovable: a device peer no plan wants is removed after the first

@@ -37,6 +37,7 @@ const (
 	baseRotation
 	baseBench
 	baseIPv6
+	baseLostHandshakes
 )
 
 var network = netip.MustParsePrefix("10.244.0.0/16")
@@ -513,14 +514,52 @@ func TestRestart(t *testing.T) {
 	if len(a.device(t).Peers) != 0 {
 		t.Errorf("a fresh embedded device has peers before Sync")
 	}
+	restarted := time.Now()
 	a.configure(t, b)
 	// b still holds the session of a's old device. a handshakes with each
-	// new peer at once, so b's own traffic gets through (without it, only
-	// after b's 15 s rekey timeout, or once a sends b something).
+	// new peer, at once or after kickDelay (the greater key waits), so b's
+	// own traffic gets through (without it, only after b's 15 s rekey
+	// timeout, or once a sends b something).
+	waitFor(t, "a's handshake with b after the restart", 3*time.Second, func() bool {
+		p, _ := b.peer(t, a)
+		return p.LastHandshakeTime.After(restarted)
+	})
 	ping(t, b.pod, a.podIP())
 	ping(t, a.pod, b.podIP())
 	if p, _ := a.peer(t, b); p.PersistentKeepaliveInterval != 0 {
 		t.Errorf("keepalive %v left on after the handshake kick", p.PersistentKeepaliveInterval)
+	}
+}
+
+// TestLostFirstHandshakes: two nodes learn of each other while the underlay
+// drops their WireGuard traffic, so the handshakes of their kicks are lost,
+// as a handshake sent before its peer knows the sender is, or two that
+// cross on the wire. They still have a session within kickDelay of the
+// underlay coming back: only the node with the smaller key kicked at once,
+// the other kicks later. (Had both kicked at once, each would wait for
+// WireGuard's 5 s handshake retry.)
+func TestLostFirstHandshakes(t *testing.T) {
+	nds := nodes(t, 2, baseLostHandshakes)
+	a, b := nds[0], nds[1]
+	for _, n := range nds {
+		n.prepare(t, `,"Implementation":"userspace"`)
+		n.ns.MustRun(t, "nft", "add table inet wgdrop { chain out { type filter hook output priority 0; udp dport 51820 drop; }; }")
+	}
+	a.configure(t, b)
+	b.configure(t, a)
+	for _, n := range nds {
+		n.ns.MustRun(t, "nft", "delete table inet wgdrop")
+	}
+	waitFor(t, "a session between a and b", 3500*time.Millisecond, func() bool {
+		pa, _ := a.peer(t, b)
+		pb, _ := b.peer(t, a)
+		return !pa.LastHandshakeTime.IsZero() && !pb.LastHandshakeTime.IsZero()
+	})
+	ping(t, a.pod, b.podIP())
+	for _, pair := range [][2]*node{{a, b}, {b, a}} {
+		if p, _ := pair[0].peer(t, pair[1]); p.PersistentKeepaliveInterval != 0 {
+			t.Errorf("keepalive %v left on after the handshake kick", p.PersistentKeepaliveInterval)
+		}
 	}
 }
 
