@@ -446,6 +446,10 @@ func kubeTargets(k *KubeScale) []Target {
 		t.Met = boolp(x.ProgramMS <= targetKube5000MS)
 		r.Got = fmt.Sprintf("%.1f MB peak (%.1f MB with the Nodes programmed)", x.PeakRSSMB, x.Loaded.RSSMB)
 		r.Met = boolp(max(x.PeakRSSMB, x.Loaded.RSSMB) <= targetRSSMB)
+		if !*r.Met && x.Before.RSSMB > 0 {
+			r.Note = fmt.Sprintf("RSS %.1f MB before any Node; with the Nodes, Go heap %.1f MB and GC goal %.1f MB; weftd allocated %.0f MB while they were created and %.0f MB while they were deleted; the peak comes while they come and go. %s",
+				x.Before.RSSMB, x.GoLoaded.HeapMB, x.GoLoaded.GoalMB, x.GoLoaded.AllocMB-x.GoBefore.AllocMB, x.GoAfter.AllocMB-x.GoLoaded.AllocMB, rssNote)
+		}
 	}
 	lists, runs := 0, 0
 	for _, x := range k.Runs {

@@ -51,7 +51,8 @@ func TestKubeTargets(t *testing.T) {
 		wantPollGot string
 	}{
 		{"met", []*KubeRun{{Nodes: 1000, Requests: map[string]int{}}, ok}, boolp(true), boolp(true), boolp(true), "0 list or watch requests in 2 runs"},
-		{"slow, big, a re-list", []*KubeRun{{Nodes: 5000, ProgramMS: 9000, Loaded: ProcUsage{RSSMB: 80}, Requests: map[string]int{"list nodes": 1, "watch nodes": 1}}},
+		{"slow, big, a re-list", []*KubeRun{{Nodes: 5000, ProgramMS: 9000, Before: ProcUsage{RSSMB: 30}, Loaded: ProcUsage{RSSMB: 80},
+			GoLoaded: GoMem{HeapMB: 16, GoalMB: 32, AllocMB: 170}, GoAfter: GoMem{AllocMB: 420}, Requests: map[string]int{"list nodes": 1, "watch nodes": 1}}},
 			boolp(false), boolp(false), boolp(false), "2 list or watch requests in 1 runs"},
 		{"5000 failed", []*KubeRun{{Nodes: 5000, Error: "x"}}, nil, nil, nil, ""},
 	}
@@ -65,6 +66,9 @@ func TestKubeTargets(t *testing.T) {
 				if (want == nil) != (ts[i].Met == nil) || (want != nil && *want != *ts[i].Met) {
 					t.Errorf("%s: met %v, want %v (got %q)", ts[i].Name, ts[i].Met, want, ts[i].Got)
 				}
+			}
+			if tt.rss != nil && !*tt.rss && !strings.Contains(ts[1].Note, "RSS 30.0 MB before any Node; with the Nodes, Go heap 16.0 MB and GC goal 32.0 MB; weftd allocated 170 MB while they were created and 250 MB while they were deleted") {
+				t.Errorf("RSS note %q lacks the run's figures", ts[1].Note)
 			}
 			if ts[2].Got != tt.wantPollGot {
 				t.Errorf("polling target got %q, want %q", ts[2].Got, tt.wantPollGot)

@@ -97,6 +97,10 @@ func TestEvaluateControlAndCNI(t *testing.T) {
 			t.Errorf("%s: met = %v, want %v (%s)", prefix, *got.Met, met, got.Got)
 		}
 	}
+	res.Control.Peers[4].Before, res.Control.Peers[4].Loaded = ProcUsage{RSSMB: 30}, ProcUsage{RSSMB: 70}
+	if n := findTarget(evaluate(res), "weftd RSS at 10000 peers"); n == nil || n.Met == nil || *n.Met || !strings.Contains(n.Note, "RSS 30.0 MB before the peers; 4194 bytes per peer above it.") {
+		t.Errorf("RSS at 70 MB: want unmet with the run's figures, got %+v", n)
+	}
 	if n := findTarget(ts, "no error under"); n.Note != "boom" {
 		t.Errorf("parallel errors: note = %q, want the first error", n.Note)
 	}
@@ -207,5 +211,54 @@ func TestEvaluateCNIAgainstFlannel(t *testing.T) {
 	md := string(renderMarkdown(&Results{CNI: c}))
 	if !strings.Contains(md, "| sequential | **0.40×** | ") || !strings.Contains(md, "| parallel | **0.30×** | ") {
 		t.Errorf("report lacks the weft / Flannel CNI rows:\n%s", md)
+	}
+}
+
+// TestNotesOfUnmetFlannelTargets: an unmet target against Flannel says what
+// the two paths share and gives each side's runs, so a reader sees whether
+// they overlap; a ping target gives each round's p50; a met one has no
+// note.
+func TestNotesOfUnmetFlannelTargets(t *testing.T) {
+	runs := func(gbps ...float64) Series {
+		s := Series{MedianGbps: gbps[len(gbps)/2]}
+		for _, g := range gbps {
+			s.Runs = append(s.Runs, IperfRun{Gbps: g})
+		}
+		return s
+	}
+	pinged := func(rounds ...[]float64) *PingResult {
+		p := &PingResult{}
+		for _, r := range rounds {
+			p.add(PingResult{Sent: len(r), Received: len(r), rtts: r})
+		}
+		return p
+	}
+	weft := &PathResult{TCP1: runs(12.1, 12.5, 12.3), TCP4: runs(20, 21, 22), Ping: pinged([]float64{0.07, 0.08, 0.07}, []float64{0.05, 0.05, 0.06}), KernelCPUPerGB: 0.75}
+	fl := &PathResult{TCP1: runs(11.9, 12.4, 12.2), TCP4: runs(22, 23, 24), Ping: pinged([]float64{0.05, 0.04, 0.05}), KernelCPUPerGB: 0.79}
+	hg := &PathResult{TCP1: runs(20, 20, 20), TCP4: runs(40, 40, 40), Ping: pinged([]float64{0.04}), KernelCPUPerGB: 0.5}
+	hgFlannel := &PathResult{TCP1: runs(14, 14, 14), TCP4: runs(30, 30, 30), Ping: pinged([]float64{0.05}), KernelCPUPerGB: 0.6}
+	backends := []*BackendRun{{Name: "vxlan", Pod: weft, Flannel: fl}, {Name: "host-gw", Pod: hg, Flannel: hgFlannel}}
+	for _, b := range backends {
+		b.ratios()
+	}
+	ts := evaluate(&Results{DataPlane: &DataPlane{Backends: backends}})
+	for prefix, want := range map[string][]string{
+		"vxlan single stream ≥ 1.10× Flannel vxlan": {"BIG TCP off on VXLAN", "weft 12.10–12.50, Flannel 11.90–12.40 Gbit/s", "0.75 vs 0.79 s"},
+		"vxlan: every throughput figure":            {"Below Flannel: 4 streams.", "4 streams runs: weft 20.00–22.00, Flannel 22.00–24.00"},
+		"vxlan ping p50 ≤ 1.0× Flannel":             {"weft 0.070, 0.050, Flannel 0.050 ms", "No daemon is on the echo's path"},
+	} {
+		got := findTarget(ts, prefix)
+		if got == nil || got.Met == nil || *got.Met {
+			t.Errorf("%s: want unmet, got %+v", prefix, got)
+			continue
+		}
+		for _, w := range want {
+			if !strings.Contains(got.Note, w) {
+				t.Errorf("%s: note %q lacks %q", prefix, got.Note, w)
+			}
+		}
+	}
+	if got := findTarget(ts, "host-gw single stream ≥ 1.15× Flannel host-gw"); got == nil || got.Met == nil || !*got.Met || got.Note != "" {
+		t.Errorf("host-gw at 1.43×: want met without a note, got %+v", got)
 	}
 }

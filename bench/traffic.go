@@ -146,6 +146,9 @@ type PingResult struct {
 	Sent     int  `json:"sent"`
 	Received int  `json:"received"`
 	RTTms    Dist `json:"rttMs"`
+	// RoundP50ms is the p50 of each pooled run (add), in order: the spread
+	// of one path's latency within a bench run.
+	RoundP50ms []float64 `json:"roundP50Ms,omitempty"`
 	// rtts are the replies' times, for pooling runs (add).
 	rtts []float64
 }
@@ -156,6 +159,9 @@ func (r *PingResult) add(o PingResult) {
 	r.Received += o.Received
 	r.rtts = append(r.rtts, o.rtts...)
 	r.RTTms = summarize(r.rtts)
+	if len(o.rtts) > 0 {
+		r.RoundP50ms = append(r.RoundP50ms, summarize(o.rtts).P50)
+	}
 }
 
 var (

@@ -1,6 +1,9 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // flannelDataPlaneTargets are the data-plane targets against Flannel, each
 // from figures of the same lab and run: host-gw and vxlan-DirectRouting
@@ -16,6 +19,9 @@ func flannelDataPlaneTargets(dp *DataPlane) []Target {
 			r := ra.Pod.TCP1.MedianGbps / rb.Flannel.TCP1.MedianGbps
 			t.Got = fmt.Sprintf("%.2f× (%.2f vs %.2f Gbit/s)", r, ra.Pod.TCP1.MedianGbps, rb.Flannel.TCP1.MedianGbps)
 			t.Met = boolp(r >= want)
+			if !*t.Met {
+				t.Note = vsFlannelNote(a, ra.Pod, rb.Flannel)
+			}
 		}
 		ts = append(ts, t)
 	}
@@ -46,17 +52,99 @@ func flannelDataPlaneTargets(dp *DataPlane) []Target {
 		if measured > 0 {
 			floor.Got, floor.Met = got, boolp(low == "")
 			if low != "" {
-				floor.Note = "Below Flannel: " + low + "."
+				floor.Note = "Below Flannel: " + low + "." + lowRuns(br, low)
 			}
 		}
 		lat := Target{Area: "data plane", Name: fmt.Sprintf("%s ping p50 ≤ %.1f× Flannel %s", br.Name, targetVsFlannelPing, br.Name), Want: fmt.Sprintf("≤ %.1f×", targetVsFlannelPing)}
 		if c.PingP50 > 0 {
 			lat.Got = fmt.Sprintf("%.2f× (%.3f vs %.3f ms)", c.PingP50, br.Pod.Ping.RTTms.P50, br.Flannel.Ping.RTTms.P50)
 			lat.Met = boolp(c.PingP50 <= targetVsFlannelPing)
+			if !*lat.Met {
+				lat.Note = pingNote(br)
+			}
 		}
 		ts = append(ts, floor, lat)
 	}
 	return ts
+}
+
+// rssNote says what the RSS of weftd follows, for the notes of the memory
+// targets.
+const rssNote = "The RSS follows the Go heap's GC goal, twice the live heap at GOGC=100; GOMEMLIMIT trades CPU for it (backends.md, vxlan, Many peers)."
+
+// kernelPath says, for a backend Flannel also has, why weft's pod→pod
+// stream is not faster than Flannel's: what the two share.
+var kernelPath = map[string]string{
+	"vxlan":               "Both run the kernel's VXLAN path at the same 64 KiB GSO size: weftd keeps BIG TCP off on VXLAN, as this kernel does not carry an IPv4 VXLAN packet with a larger inner packet (backends.md, BIG TCP).",
+	"vxlan-directrouting": "A DirectRouting pod sends at its VXLAN device's 64 KiB GSO size, as Flannel's pods do: weftd keeps BIG TCP off on VXLAN, as this kernel does not carry an IPv4 VXLAN packet with a larger inner packet (backends.md, BIG TCP).",
+	"host-gw":             "Both forward in the kernel; weft's gain is BIG TCP on the bridge and pod veths, capped by the underlay's GSO size (backends.md, BIG TCP).",
+}
+
+// vsFlannelNote says what stands in the way of a single-stream target
+// against Flannel: the shared kernel path, each side's runs and the kernel
+// CPU each spent per GB.
+func vsFlannelNote(name string, weft, flannel *PathResult) string {
+	n := kernelPath[name]
+	n += fmt.Sprintf("%sRuns: weft %s, Flannel %s Gbit/s; kernel CPU per GB %.2f vs %.2f s.",
+		map[bool]string{true: " ", false: ""}[n != ""], runRange(weft.TCP1), runRange(flannel.TCP1), weft.KernelCPUPerGB, flannel.KernelCPUPerGB)
+	return n
+}
+
+// lowRuns lists, for each figure named in low ("4 streams", ...) of a
+// backend, weft's and Flannel's runs, so a reader sees whether they overlap.
+func lowRuns(br *BackendRun, low string) string {
+	var out string
+	for _, f := range []struct {
+		name string
+		w, f Series
+	}{{"1 stream", br.Pod.TCP1, br.Flannel.TCP1}, {"4 streams", br.Pod.TCP4, br.Flannel.TCP4}} {
+		if strings.Contains(low, f.name) && len(f.w.Runs) > 0 && len(f.f.Runs) > 0 {
+			out += fmt.Sprintf(" %s runs: weft %s, Flannel %s Gbit/s.", f.name, runRange(f.w), runRange(f.f))
+		}
+	}
+	if k := kernelPath[br.Name]; k != "" {
+		out += " " + k
+	}
+	return out
+}
+
+// pingNote gives both sides' p50 of each ping round of one backend, and
+// whether weftd is on the echo's path.
+func pingNote(br *BackendRun) string {
+	n := ""
+	if len(br.Pod.Ping.RoundP50ms) > 0 && len(br.Flannel.Ping.RoundP50ms) > 0 {
+		n = fmt.Sprintf("p50 of each round: weft %s, Flannel %s ms. ", floats(br.Pod.Ping.RoundP50ms), floats(br.Flannel.Ping.RoundP50ms))
+	}
+	if br.Name == "udp" {
+		return n + "Both daemons carry every echo in userspace (weft's wake-ups: backend-udp.md)."
+	}
+	return n + "No daemon is on the echo's path: both are the kernel's forwarding."
+}
+
+// runRange is a series' lowest and highest run, "a–b" (one run: "a").
+func runRange(s Series) string {
+	if len(s.Runs) == 0 {
+		return "none"
+	}
+	lo, hi := s.Runs[0].Gbps, s.Runs[0].Gbps
+	for _, r := range s.Runs[1:] {
+		lo, hi = min(lo, r.Gbps), max(hi, r.Gbps)
+	}
+	if len(s.Runs) == 1 {
+		return fmt.Sprintf("%.2f", lo)
+	}
+	return fmt.Sprintf("%.2f–%.2f", lo, hi)
+}
+
+func floats(vs []float64) string {
+	if len(vs) == 0 {
+		return "none"
+	}
+	var out string
+	for _, v := range vs {
+		out += fmt.Sprintf("%s%.3f", sep(out), v)
+	}
+	return out
 }
 
 func sep(s string) string {
@@ -160,6 +248,9 @@ func controlTargets(c *Control, profNote string) []Target {
 		}
 		rss.Got = fmt.Sprintf("%.1f MB", s.rssLoaded)
 		rss.Met = boolp(s.rssLoaded <= targetRSSMB)
+		if !*rss.Met && s.rssBefore > 0 {
+			rss.Note = fmt.Sprintf("RSS %.1f MB before the peers; %.0f bytes per peer above it. %s", s.rssBefore, (s.rssLoaded-s.rssBefore)*(1<<20)/float64(scale), rssNote)
+		}
 	}
 	return append(ts, sc, rss)
 }
