@@ -149,7 +149,7 @@ func bigTCPNote(r *IPv6Run, off *BackendRun) string {
 func renderIPv6(p printer, x *IPv6Bench) {
 	p("## IPv6\n\n")
 	p("Per backend, one dual-stack lab (`weftctl lab up --ipv6`: the underlay gets fd00:198:19:X::/64 beside its IPv4 /24, the network %s with IPv6Network %s, one pod per node with an address of each family); "+
-		"the same two pods are measured over IPv4 and over IPv6, interleaved: ping (%d echoes in all, in %d rounds), then iperf3 TCP with 1 stream (%d s, %d repetitions, median). "+
+		"the same two pods are measured over IPv4 and over IPv6, interleaved: ping (%d echoes in all, in %d rounds, pinned to CPU "+pingCPU+"), then iperf3 TCP with 1 stream (%d s, %d repetitions, median). "+
 		"vxlan carries IPv6 on its own device weft-v6.<VNI> over the IPv6 underlay, host-gw routes via the peer's IPv6 underlay address, udp carries IPv6 pods in its IPv4 datagrams, wireguard carries them on its own device weft-wg-v6 over the IPv6 underlay (its default Mode, as Flannel). "+
 		"Ratios are IPv6 / IPv4 of one run.\n\n", labNetwork, lab.DefaultIPv6Network, x.PingCount, x.Repetitions, x.DurationSec, x.Repetitions)
 	p("| backend | IPv4 TCP 1 stream, Gbit/s (runs) | IPv6 TCP 1 stream, Gbit/s (runs) | IPv6 / IPv4 | IPv4 ping p50 / p99, ms | IPv6 ping p50 / p99, ms | IPv6 / IPv4 p50 |\n|---|---|---|---|---|---|---|\n")

@@ -188,13 +188,20 @@ func parsePing(out string) (PingResult, error) {
 	return PingResult{Sent: sent, Received: recv, RTTms: summarize(rtts), rtts: rtts}, nil
 }
 
+// pingCPU is the CPU every measured ping runs on (taskset). The echo's
+// reply wakes ping from softirq; whether that is on ping's own CPU or the
+// other changes the round trip by tens of µs on this 2-CPU machine (see
+// costs.go), so the scheduler's placement of each ping process would
+// otherwise decide more than the path does.
+const pingCPU = "0"
+
 // runPing sends count echo requests interval apart (bounded by a deadline
-// of count*interval + 5 s) from ns to dst.
+// of count*interval + 5 s) from ns to dst, on pingCPU.
 func runPing(ctx context.Context, ns string, dst netip.Addr, count int, interval time.Duration) (PingResult, error) {
 	deadline := int((time.Duration(count)*interval)/time.Second) + 5
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(deadline+5)*time.Second)
 	defer cancel()
-	out, err := nsRun(ctx, ns, "ping", "-n", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
+	out, err := nsRun(ctx, ns, "taskset", "-c", pingCPU, "ping", "-n", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
 		"-W", "1", "-w", strconv.Itoa(deadline), dst.String())
 	r, perr := parsePing(out)
 	if perr != nil {
