@@ -327,7 +327,7 @@ func cell(s string) string {
 func renderDataPlane(p printer, dp *DataPlane) {
 	p("## Data plane\n\n")
 	p("Each backend gets its own lab (`weftctl lab`, one pod per node): two weft nodes and, where Flannel has the backend, two nodes running the real Flannel (flanneld and the flannel → bridge → host-local CNI chain) on the same etcd, network config and bridge. "+
-		"Per path: ping (%d echoes in all, 10 ms apart, in %d rounds, pinned to CPU "+pingCPU+" for every path) when idle, then iperf3 TCP with 1 and 4 streams (%d s each, %d repetitions, median), "+
+		"Per path: ping (%d echoes in all, 10 ms apart, in %d rounds, pinned to CPU "+pingCPU+" for every path: a kernel path then answers on that CPU, while on udp and wireguard the echo also crosses to wherever weftd runs and back, so their ping holds those wake-ups) when idle, then iperf3 TCP with 1 and 4 streams (%d s each, %d repetitions, median), "+
 		"then UDP at %s offered (%d-byte datagrams, loss measured at the receiver). Every round visits the paths in turn (underlay, weft, Flannel), so the figures of one backend are taken under the same machine load. "+
 		"The underlay reference is node→node over the lab's bridge (quick mode: single stream only). "+
 		"Daemon CPU is both nodes' weftd (or flanneld) user+system time over the single-stream runs; kernel CPU is machine-wide system+irq+softirq time over the same runs, so it also holds iperf3's syscalls and any other load.\n\n",
