@@ -101,9 +101,15 @@ func New(opts backend.Options) (backend.Backend, error) {
 	}, nil
 }
 
-// Prepare looks up the underlay (MTU, directly connected subnets). host-gw
-// publishes its addresses and no BackendData.
+// Prepare opens the backend's netlink socket and looks up the underlay
+// (MTU, directly connected subnets). host-gw publishes its addresses and
+// no BackendData.
 func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
+	// One socket for the backend's life, in the namespace Prepare is
+	// called in (every method is called there).
+	if err := b.h.Persist(); err != nil {
+		return subnet.LeaseAttrs{}, fmt.Errorf("host-gw: %w", err)
+	}
 	return b.ul.LeaseAttrs(b.cfg), b.refreshUnderlay()
 }
 
@@ -188,8 +194,11 @@ func (b *Backend) Run(ctx context.Context) error {
 // Peers reports every peer in the desired set, sorted by subnet.
 func (b *Backend) Peers() []backend.PeerStatus { return b.status.Peers() }
 
-// Close does nothing: routes stay for the next run.
-func (b *Backend) Close() error { return nil }
+// Close closes the backend's netlink socket; routes stay for the next run.
+func (b *Backend) Close() error {
+	b.h.Close()
+	return nil
+}
 
 // famPlan is one family's part of a peer's plan: its route, or why it is
 // not programmed.

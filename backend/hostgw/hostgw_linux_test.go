@@ -386,6 +386,10 @@ func TestHostGWIncrementalCost(t *testing.T) {
 					t.Errorf("%s: %d netlink requests, want %d", st.name, got, st.want)
 				}
 			}
+			// One socket for the backend's life, as vxlan's.
+			if n := nd.b.h.SocketsOpened(); n != 0 {
+				t.Errorf("%d netlink requests opened a socket of their own, want 0", n)
+			}
 			if out := nd.run(t, "ip", "-4", "route", "show", "proto", "87"); cfg.EnableIPv4 && strings.Count(out, "\n") != 70 {
 				t.Errorf("%d weft IPv4 routes, want 70:\n%s", strings.Count(out, "\n"), out)
 			}

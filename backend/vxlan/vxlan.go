@@ -31,9 +31,8 @@ type Backend struct {
 	// and every peer is refused).
 	cfg *subnet.Config
 	// h is per-request sockets until Prepare opens the backend's own
-	// (persistent), which Close closes.
-	h          *nl.Handle
-	persistent bool
+	// (Persist), which Close closes.
+	h *nl.Handle
 
 	// devs are the VXLAN devices, one per address family the network
 	// enables, IPv4's first: weft.<VNI>, weft-v6.<VNI>.
@@ -163,14 +162,10 @@ func (b *Backend) FilterPort() (uint16, bool) { return b.opts.FilterPort() }
 // settings is reused (same ifindex, no flap); anything else of that name is
 // replaced.
 func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
-	if !b.persistent {
-		// One socket for the backend's life, in the namespace Prepare is
-		// called in (every method is called there).
-		h, err := nl.Open()
-		if err != nil {
-			return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: %w", err)
-		}
-		b.h, b.persistent = h, true
+	// One socket for the backend's life, in the namespace Prepare is
+	// called in (every method is called there).
+	if err := b.h.Persist(); err != nil {
+		return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: %w", err)
 	}
 	if err := b.ensureDevices(); err != nil {
 		return subnet.LeaseAttrs{}, err
@@ -386,10 +381,7 @@ func (b *Backend) Peers() []backend.PeerStatus { return b.status.Peers() }
 // Close closes the backend's netlink socket; kernel state stays for the
 // next run.
 func (b *Backend) Close() error {
-	if b.persistent {
-		b.h.Close()
-		b.h, b.persistent = nl.New(nil), false
-	}
+	b.h.Close()
 	return nil
 }
 

@@ -264,6 +264,11 @@ func (b *Backend) PublicKey() wgtypes.Key { return b.key.public() }
 // peers, so a restart of weftd does not interrupt a kernel device's
 // sessions. Every device has the one key.
 func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
+	// One socket for the backend's life, in the namespace Prepare is
+	// called in (every method is called there).
+	if err := b.h.Persist(); err != nil {
+		return subnet.LeaseAttrs{}, fmt.Errorf("wireguard: %w", err)
+	}
 	path := KeyPath(b.stateDir)
 	k, created, tightened, err := loadOrCreateKey(path)
 	if err != nil {
@@ -596,7 +601,8 @@ func (b *Backend) Run(ctx context.Context) error {
 func (b *Backend) Peers() []backend.PeerStatus { return b.status.Peers() }
 
 // Close stops the embedded devices (the TUN devices, their addresses and
-// routes stay for the next start) and closes the wgctrl client. A kernel
+// routes stay for the next start) and closes the wgctrl client and the
+// netlink socket. A kernel
 // device keeps running. Safe to call more than once, and on a backend never
 // prepared.
 func (b *Backend) Close() error {
@@ -615,6 +621,7 @@ func (b *Backend) Close() error {
 		if b.wg != nil {
 			_ = b.wg.Close()
 		}
+		b.h.Close()
 	})
 	return nil
 }
@@ -935,7 +942,7 @@ func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) 
 	return nil
 }
 
-// kickLater gives the peers keys of device dev their handshake kick after
+// kickLater gives the peers with keys of device dev their handshake kick after
 // kickDelay, all at once with those already waiting. The caller holds
 // devMu. A peer removed meanwhile is skipped (UpdateOnly); a failed kick
 // is logged only: the peers still handshake on their first packet.

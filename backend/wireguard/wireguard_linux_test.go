@@ -335,6 +335,10 @@ func TestOnlyConfiguredPeers(t *testing.T) {
 	if got := routeTo(t, a, "10.244.9.0/24"); got != "" {
 		t.Errorf("refused peer has a route: %q", got)
 	}
+	// One netlink socket for the backend's life, as vxlan's.
+	if n := a.b.h.SocketsOpened(); n != 0 {
+		t.Errorf("%d netlink requests opened a socket of their own, want 0", n)
+	}
 }
 
 // TestChurnKeepsSessions: peers added, removed and moved leave another

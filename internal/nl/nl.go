@@ -40,18 +40,36 @@ func New(nh *netlink.Handle) *Handle { return &Handle{nh: nh} }
 // socket (New(nil)) adds its socket, bind, getsockname and close, which
 // made 3000 deletes take twice as long. Close releases the socket.
 func Open() (*Handle, error) {
-	nh, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("open rtnetlink socket: %w", err)
+	h := New(nil)
+	if err := h.Persist(); err != nil {
+		return nil, err
 	}
-	return New(nh), nil
+	return h, nil
 }
 
-// Close closes the socket of a Handle from Open (or New with a handle);
-// h is not to be used afterwards. It does nothing for per-request sockets.
+// Persist gives a per-request Handle one socket, opened now in the calling
+// thread's network namespace, as Open's (a backend calls it in Prepare,
+// the namespace every later method is called in). It does nothing when h
+// already has one.
+func (h *Handle) Persist() error {
+	if h.nh != nil {
+		return nil
+	}
+	nh, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("open rtnetlink socket: %w", err)
+	}
+	h.nh = nh
+	return nil
+}
+
+// Close closes the socket of a Handle from Open, Persist or New with a
+// handle; later requests open one each again. It does nothing for
+// per-request sockets.
 func (h *Handle) Close() {
 	if h != nil && h.nh != nil {
 		h.nh.Close()
+		h.nh = nil
 	}
 }
 
