@@ -70,6 +70,8 @@ type peerStats struct {
 	fromFirstMS, cpuProgram float64
 	cpuRemove, rssLoaded    float64
 	rssBefore, rssAfter     float64
+	// programRuns and removeRuns are every run's figure, in order.
+	programRuns, removeRuns []float64
 }
 
 // peers summarizes the runs with n peers by daemon (weft when empty); nil
@@ -95,7 +97,8 @@ func (c *Control) peers(n int, daemon string) *peerStats {
 		return nil
 	}
 	return &peerStats{runs: len(prog), programMS: median(prog), removeMS: median(rem), fromFirstMS: median(first),
-		cpuProgram: median(cpuP), cpuRemove: median(cpuR), rssLoaded: median(rssL), rssBefore: median(rssB), rssAfter: median(rssA)}
+		cpuProgram: median(cpuP), cpuRemove: median(cpuR), rssLoaded: median(rssL), rssBefore: median(rssB), rssAfter: median(rssA),
+		programRuns: prog, removeRuns: rem}
 }
 
 // restarts summarizes a daemon's successful restarts: medians of start →

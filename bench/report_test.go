@@ -101,6 +101,9 @@ func TestEvaluateControlAndCNI(t *testing.T) {
 	if n := findTarget(evaluate(res), "weftd RSS at 10000 peers"); n == nil || n.Met == nil || *n.Met || !strings.Contains(n.Note, "RSS 30.0 MB before the peers; 4194 bytes per peer above it.") {
 		t.Errorf("RSS at 70 MB: want unmet with the run's figures, got %+v", n)
 	}
+	if n := findTarget(ts, "removal of all 1000"); n == nil || !strings.Contains(n.Note, "Runs: weft 300, 320, Flannel 500, 700 ms") {
+		t.Errorf("removal at 0.52×: want the runs in its note, got %+v", n)
+	}
 	if n := findTarget(ts, "no error under"); n.Note != "boom" {
 		t.Errorf("parallel errors: note = %q, want the first error", n.Note)
 	}

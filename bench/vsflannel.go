@@ -136,6 +136,15 @@ func runRange(s Series) string {
 	return fmt.Sprintf("%.2f–%.2f", lo, hi)
 }
 
+// msRuns lists runs in whole milliseconds, "48, 73, 53".
+func msRuns(vs []float64) string {
+	var out string
+	for _, v := range vs {
+		out += fmt.Sprintf("%s%.0f", sep(out), v)
+	}
+	return out
+}
+
 func floats(vs []float64) string {
 	if len(vs) == 0 {
 		return "none"
@@ -221,11 +230,17 @@ func controlTargets(c *Control, profNote string) []Target {
 			r := w.programMS / f.programMS
 			prog.Got = fmt.Sprintf("%.2f× (%.0f vs %.0f ms)", r, w.programMS, f.programMS)
 			prog.Met = boolp(r <= targetProgramVsFlannel)
+			if !*prog.Met {
+				prog.Note = fmt.Sprintf("Runs: weft %s, Flannel %s ms; weftd used %.2f CPU-s to program %d peers.", msRuns(w.programRuns), msRuns(f.programRuns), w.cpuProgram, n) + profNote
+			}
 		}
 		if f.removeMS > 0 {
 			r := w.removeMS / f.removeMS
 			rem.Got = fmt.Sprintf("%.2f× (%.0f vs %.0f ms)", r, w.removeMS, f.removeMS)
 			rem.Met = boolp(r <= targetRemoveVsFlannel)
+			if !*rem.Met {
+				rem.Note = fmt.Sprintf("Runs: weft %s, Flannel %s ms; weftd used %.2f CPU-s to remove %d peers.", msRuns(w.removeRuns), msRuns(f.removeRuns), w.cpuRemove, n) + profNote
+			}
 		}
 	}
 	ts = append(ts, abs, prog, rem)
