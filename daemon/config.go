@@ -67,6 +67,11 @@ type Config struct {
 	BigTCP bool
 
 	HealthzAddr string
+	// Pprof serves Go's runtime profiles (net/http/pprof) under
+	// /debug/pprof/ on HealthzAddr, which must then be a loopback address:
+	// a heap profile shows what weftd's memory holds, and a profile is
+	// nothing to offer beyond the node.
+	Pprof bool
 
 	CNIConfDir string
 	CNIIPAMDir string
@@ -139,6 +144,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.FirewallResync < 0 {
 		return c, fmt.Errorf("firewall resync period %s is negative: use 0 to turn it off", c.FirewallResync)
+	}
+	if c.Pprof {
+		if err := pprofAddrOK(c.HealthzAddr); err != nil {
+			return c, err
+		}
 	}
 	if c.CNIConfDir == "" {
 		c.CNIConfDir = DefaultCNIConfDir

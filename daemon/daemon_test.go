@@ -73,6 +73,7 @@ type nodeOpts struct {
 	logs       *syncBuffer // nil: discarded
 	scope      string      // Deps.StoreScope
 	onReady    func(context.Context) error
+	pprof      bool        // Config.Pprof
 }
 
 func startNodeOpts(t *testing.T, o nodeOpts) *node {
@@ -108,6 +109,7 @@ func startNodeOpts(t *testing.T, o nodeOpts) *node {
 		ForwardRules:       true,
 		ResyncInterval:     200 * time.Millisecond,
 		ConfigPollInterval: 50 * time.Millisecond,
+		Pprof:              o.pprof,
 	}, deps)
 	if err != nil {
 		t.Fatal(err)
@@ -326,6 +328,37 @@ func TestHTTPEndpoints(t *testing.T) {
 	for _, want := range []string{"weft_lease_acquisitions_total 1", "weft_build_info{", "weft_reconcile_passes_total{kind=\"full\"}", "weft_lease_expiry_timestamp_seconds", "weft_peers{backend=\"alloc\",state=\"programmed\"} 0"} {
 		if !bytes.Contains(buf.Bytes(), []byte(want)) {
 			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// TestPprof: --pprof adds Go's profiles to the health server, only on a
+// loopback address; without it they are not served.
+func TestPprof(t *testing.T) {
+	m := newStore(t, allocConfig)
+	get := func(n *node, path string) (int, string) {
+		waitFor(t, "listener", func() bool { return n.d.HealthAddr() != "" })
+		resp, err := http.Get("http://" + n.d.HealthAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	on := startNodeOpts(t, nodeOpts{store: m, ip: "198.18.0.1", pprof: true})
+	if code, body := get(on, "/debug/pprof/heap?debug=1"); code != http.StatusOK || !strings.Contains(body, "heap profile:") {
+		t.Errorf("with --pprof: /debug/pprof/heap = %d %.80q", code, body)
+	}
+	off := startNodeOpts(t, nodeOpts{store: m, ip: "198.18.0.2"})
+	if code, _ := get(off, "/debug/pprof/heap?debug=1"); code != http.StatusNotFound {
+		t.Errorf("without --pprof: /debug/pprof/heap = %d, want 404", code)
+	}
+	for _, addr := range []string{"0.0.0.0:9474", "198.18.0.1:9474", "off", ""} {
+		_, err := New(Config{HealthzAddr: addr, Pprof: true}, Deps{Manager: m, Backends: map[string]backend.Constructor{alloc.Type: alloc.New}})
+		if err == nil || !strings.Contains(err.Error(), "--pprof") {
+			t.Errorf("--pprof with health address %q: %v, want refused", addr, err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"sort"
 	"time"
@@ -101,6 +102,19 @@ func (d *Daemon) readiness() map[string]bool {
 	}
 }
 
+// pprofAddrOK refuses profiles on a health address that is not loopback
+// (or off: then there is nothing to serve them on).
+func pprofAddrOK(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if addr == "" || addr == "off" || err != nil {
+		return fmt.Errorf("--pprof serves on the health address, which is %q: give --healthz-addr a loopback address such as %s", addr, DefaultHealthzAddr)
+	}
+	if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
+		return fmt.Errorf("--pprof serves only on loopback, and --healthz-addr is %s: use e.g. %s (and reach it with kubectl port-forward or from the node)", addr, DefaultHealthzAddr)
+	}
+	return nil
+}
+
 // listen opens the health listener early, so a port clash fails the start
 // instead of a later goroutine.
 func (d *Daemon) listen() (net.Listener, error) {
@@ -133,6 +147,13 @@ func (d *Daemon) serveHTTP(ctx context.Context, ln net.Listener) error {
 	mux.HandleFunc("GET /readyz", d.handleReadyz)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, d.Status()) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{}))
+	if d.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index) // heap, goroutine, allocs, ... by name
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -117,6 +117,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.node.BlackholeRoute, "ip-blackhole-route", true, "keep an unreachable route for the whole pod network, so traffic to subnets no node holds never leaves through the default route")
 	fs.BoolVar(&o.node.BigTCP, "big-tcp", true, "BIG TCP: give the bridge and pod veths GSO/GRO sizes above 64 KiB, as far as the underlay and the backend's device take them (raise the NIC's gso_max_size/gso_ipv4_max_size for more); false keeps the kernel default")
 	fs.StringVar(&o.node.HealthzAddr, "healthz-addr", daemon.DefaultHealthzAddr, "address of /healthz, /readyz, /metrics and /status (\"off\" to disable)")
+	fs.BoolVar(&o.node.Pprof, "pprof", false, "also serve Go's runtime profiles under /debug/pprof/ on --healthz-addr (loopback only), e.g. go tool pprof http://127.0.0.1:9474/debug/pprof/heap")
 	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "Flannel's: with --healthz-port, the address to serve on instead of --healthz-addr's")
 	fs.IntVar(&o.healthzPort, "healthz-port", 0, "Flannel's: serve /healthz (and the rest) on --healthz-ip:PORT instead of --healthz-addr; 0 turns it off")
 	fs.StringVar(&o.node.CNIConfDir, "cni-conf-dir", daemon.DefaultCNIConfDir, "directory to install the CNI conflist into")
