@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,6 +55,9 @@ type KubeRun struct {
 	GoAfter  GoMem `json:"weftdGoAfterRemoval"`
 	// PeakRSSMB is weftd's peak RSS (VmHWM) at the end of the run.
 	PeakRSSMB float64 `json:"weftdPeakRssMB"`
+	// HeapTop is weftd's heap in use with the Nodes programmed, by
+	// function: the lines of `go tool pprof -top` (heapTopCmd).
+	HeapTop []string `json:"weftdHeapTop,omitempty"`
 	// CPUProgramSec and CPURemoveSec are weftd's CPU seconds.
 	CPUProgramSec float64 `json:"weftdCpuProgramSec"`
 	CPURemoveSec  float64 `json:"weftdCpuRemoveSec"`
@@ -82,6 +88,63 @@ type GoMem struct {
 // weftdMetrics is where the lab's weftd serves /metrics, in its node's
 // namespace (lab/names.go's healthzAddr).
 const weftdMetrics = "http://127.0.0.1:9474/metrics"
+
+// weftdHeap is where the lab's weftd, run with --pprof, serves its heap
+// profile.
+const weftdHeap = "http://127.0.0.1:9474/debug/pprof/heap"
+
+// heapTopArgs summarize a heap profile: the live heap by function, the
+// largest first.
+var heapTopArgs = []string{"tool", "pprof", "-top", "-nodecount=12", "-sample_index=inuse_space"}
+
+// heapTop fetches weftd's heap profile through dial and returns what
+// `go heapTopArgs` prints of it, from its column header on.
+func heapTop(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), bin string) ([]string, error) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, weftdHeap, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("weftd heap profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("weftd heap profile: %s", resp.Status)
+	}
+	f, err := os.CreateTemp("", "wbench-heap-*.pb.gz")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	_, err = io.Copy(f, resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("weftd heap profile: %w", err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(tctx, "go", append(slices.Clone(heapTopArgs), bin, f.Name())...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("go %s: %w: %.300s", strings.Join(heapTopArgs, " "), err, out)
+	}
+	return pprofTop(string(out)), nil
+}
+
+// pprofTop is the "Showing nodes …" line and the table of `pprof -top`
+// output, without the lines before them (file, type, time).
+func pprofTop(out string) []string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "Showing nodes") {
+			return lines[i:]
+		}
+	}
+	return lines
+}
 
 // goMem scrapes weftd's /metrics through dial (into its namespace).
 func goMem(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (GoMem, error) {
@@ -164,6 +227,7 @@ func runKube(ctx context.Context, cfg *config) *KubeScale {
 	l, err := lab.Up(ctx, lab.Options{
 		Name: kubeLabName, Nodes: 1, Backend: "vxlan", BinDir: cfg.binDir, Kube: true,
 		Network: "10.0.0.0/8", Progress: cfg.progress, ReadyTimeout: 90 * time.Second,
+		WeftdArgs: []string{"--pprof"}, // for the heap profile with the Nodes (heapTop)
 	})
 	if err != nil {
 		out.Errors = append(out.Errors, "lab up: "+err.Error())
@@ -190,7 +254,7 @@ func runKube(ctx context.Context, cfg *config) *KubeScale {
 			break
 		}
 		cfg.logf("kube: %d fake Nodes", n)
-		r := kubeRun(ctx, admin, view, l.Nodes[0], dial, n)
+		r := kubeRun(ctx, admin, view, l.Nodes[0], dial, n, filepath.Join(cfg.binDir, "weftd"))
 		if r.Error != "" {
 			out.Errors = append(out.Errors, fmt.Sprintf("%d nodes: %s", n, r.Error))
 		}
@@ -203,7 +267,7 @@ func runKube(ctx context.Context, cfg *config) *KubeScale {
 }
 
 func kubeRun(ctx context.Context, admin *kubeplane.Plane, view *kernelView, node *lab.Node,
-	dial func(ctx context.Context, network, addr string) (net.Conn, error), n int) *KubeRun {
+	dial func(ctx context.Context, network, addr string) (net.Conn, error), n int, weftdBin string) *KubeRun {
 	out := &KubeRun{Nodes: n}
 	fail := func(err error) *KubeRun { out.Error = err.Error(); return out }
 	pid := node.Weftd.PID
@@ -259,6 +323,9 @@ func kubeRun(ctx context.Context, admin *kubeplane.Plane, view *kernelView, node
 	out.CPUProgramSec = round3(out.Loaded.CPUSeconds - before.CPUSeconds)
 	if out.GoLoaded, err = goMem(ctx, dial); err != nil {
 		return fail(err)
+	}
+	if out.HeapTop, err = heapTop(ctx, dial, weftdBin); err != nil {
+		out.HeapTop = []string{"no heap profile: " + err.Error()}
 	}
 	t := time.Now()
 	code, body, err := admin.Do(ctx, http.MethodDelete, "/api/v1/nodes?labelSelector="+benchNodeLabel+"%3Dfake", nil)
@@ -420,6 +487,11 @@ func renderKube(p printer, k *KubeScale) {
 			r.CPUProgramSec, r.CPURemoveSec, requestsText(r.Requests))
 	}
 	p("\n")
+	for _, r := range k.Runs {
+		if len(r.HeapTop) > 0 {
+			p("weftd's heap in use with %d Nodes programmed, by function (`go %s`, from its `--pprof` heap profile):\n\n```\n%s\n```\n\n", r.Nodes, strings.Join(heapTopArgs, " "), strings.Join(r.HeapTop, "\n"))
+		}
+	}
 	if k.Lifetime != nil {
 		p("All of weftd's requests, from its start (lease, its Node's annotations and condition, the informer's list and watch) to the end of the last run: %s.\n\n", requestsText(k.Lifetime))
 	}

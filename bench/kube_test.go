@@ -103,3 +103,19 @@ weft_peers{backend="vxlan"} 5000
 		t.Errorf("missing metrics: %v", err)
 	}
 }
+
+// TestPprofTop keeps the "Showing nodes" line and the table of `go tool
+// pprof -top`, not the file and time lines before them.
+func TestPprofTop(t *testing.T) {
+	out := `File: weftd
+Type: inuse_space
+Time: 2026-12-04 23:00:00 UTC
+Showing nodes accounting for 12MB, 80% of 15MB total
+      flat  flat%   sum%        cum   cum%
+    4.50MB 30.00% 30.00%     4.50MB 30.00%  github.com/weftnet/weft/backend/vxlan.(*kernelState).add
+`
+	got := pprofTop(out)
+	if len(got) != 3 || !strings.HasPrefix(got[0], "Showing nodes") || !strings.Contains(got[2], "kernelState") {
+		t.Errorf("pprofTop = %q", got)
+	}
+}
