@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -356,6 +357,7 @@ func upCPLab(ctx context.Context, cfg *config) (*cpLab, func(), error) {
 	o := lab.Options{
 		Name: cpLabName, Nodes: 1, Backend: "vxlan", Config: cpNetwork, BinDir: cfg.binDir,
 		Progress: cfg.progress, ReadyTimeout: 60 * time.Second,
+		WeftdArgs: []string{"--pprof"}, // for the heap profile of the scale run (heapTop)
 	}
 	if cfg.flannelBinDir != "" {
 		o.FlannelBinDir, o.FlanneldArgs = cfg.flannelBinDir, []string{"--etcd-prefix=" + flannelPrefix}
@@ -423,6 +425,15 @@ func (c *cpLab) writePeers(ctx context.Context, n *cpNode, peers []fakePeer) (cl
 	return grant.ID, first, time.Now(), nil
 }
 
+// heapTop is heapTop of nd's weftd, reached in its node's namespace.
+func (c *cpLab) heapTop(ctx context.Context, nd *cpNode, bin string) ([]string, error) {
+	dial, err := c.l.DialContext(nd.node.Name)
+	if err != nil {
+		return nil, err
+	}
+	return heapTop(ctx, dial, bin)
+}
+
 // programTimeout bounds the wait for a daemon to program or remove a run's
 // peers.
 const programTimeout = 120 * time.Second
@@ -464,6 +475,11 @@ func (c *cpLab) peerRun(ctx context.Context, cfg *config, nd *cpNode, n int, pro
 		return fail(err)
 	}
 	out.CPUProgramSec = round3(out.Loaded.CPUSeconds - before.CPUSeconds)
+	if !nd.node.Flannel && n == cfg.scalePeers {
+		if out.HeapTop, err = c.heapTop(ctx, nd, filepath.Join(cfg.binDir, "weftd")); err != nil {
+			out.HeapTop = []string{"no heap profile: " + err.Error()}
+		}
+	}
 	t := time.Now()
 	if _, err := c.cli.Revoke(ctx, grant); err != nil {
 		return fail(fmt.Errorf("etcd revoke: %w", err))

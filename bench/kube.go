@@ -488,9 +488,7 @@ func renderKube(p printer, k *KubeScale) {
 	}
 	p("\n")
 	for _, r := range k.Runs {
-		if len(r.HeapTop) > 0 {
-			p("weftd's heap in use with %d Nodes programmed, by function (`go %s`, from its `--pprof` heap profile):\n\n```\n%s\n```\n\n", r.Nodes, strings.Join(heapTopArgs, " "), strings.Join(r.HeapTop, "\n"))
-		}
+		renderHeapTop(p, fmt.Sprintf("%d Nodes", r.Nodes), r.HeapTop)
 	}
 	if k.Lifetime != nil {
 		p("All of weftd's requests, from its start (lease, its Node's annotations and condition, the informer's list and watch) to the end of the last run: %s.\n\n", requestsText(k.Lifetime))

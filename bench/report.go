@@ -452,6 +452,13 @@ func renderCNI(p printer, c *CNI) {
 	p("\n")
 }
 
+// renderHeapTop shows a heap profile's top functions (heapTop), if any.
+func renderHeapTop(p printer, with string, top []string) {
+	if len(top) > 0 {
+		p("weftd's heap in use with %s programmed, by function (`go %s`, from its `--pprof` heap profile):\n\n```\n%s\n```\n\n", with, strings.Join(heapTopArgs, " "), strings.Join(top, "\n"))
+	}
+}
+
 func renderControl(p printer, c *Control) {
 	p("## Control plane\n\n")
 	if a := c.Acquire; a != nil {
@@ -473,6 +480,9 @@ func renderControl(p printer, c *Control) {
 				r.Before.RSSMB, r.Loaded.RSSMB, r.After.RSSMB, r.CPUProgramSec, r.CPURemoveSec)
 		}
 		p("\n")
+		for _, r := range c.Peers {
+			renderHeapTop(p, fmt.Sprintf("%d peers", r.Peers), r.HeapTop)
+		}
 		renderPeerComparison(p, c)
 	}
 	if len(c.Restarts) > 0 {

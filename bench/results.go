@@ -203,7 +203,10 @@ type PeerRun struct {
 	// programming and removing.
 	CPUProgramSec float64 `json:"weftdCpuProgramSec"`
 	CPURemoveSec  float64 `json:"weftdCpuRemoveSec"`
-	Error         string  `json:"error,omitempty"`
+	// HeapTop is weftd's heap in use with the peers programmed, by
+	// function (heapTopArgs); the scale run only.
+	HeapTop []string `json:"weftdHeapTop,omitempty"`
+	Error   string   `json:"error,omitempty"`
 }
 
 // Convergence is one lease at a time: write → kernel state on the node.
