@@ -519,6 +519,9 @@ func kubeTargets(k *KubeScale) []Target {
 		if !*r.Met && x.Before.RSSMB > 0 {
 			r.Note = fmt.Sprintf("RSS %.1f MB before any Node; with the Nodes, Go heap %.1f MB and GC goal %.1f MB; weftd allocated %.0f MB while they were created and %.0f MB while they were deleted; the peak comes while they come and go. %s",
 				x.Before.RSSMB, x.GoLoaded.HeapMB, x.GoLoaded.GoalMB, x.GoLoaded.AllocMB-x.GoBefore.AllocMB, x.GoAfter.AllocMB-x.GoLoaded.AllocMB, rssNote)
+			if len(x.HeapTop) > 0 {
+				r.Note += " What the heap holds: the heap profile in Kubernetes mode."
+			}
 		}
 	}
 	lists, runs := 0, 0

@@ -68,6 +68,16 @@ func flannelDataPlaneTargets(dp *DataPlane) []Target {
 	return ts
 }
 
+// heapTopOf says whether weft's run with n peers has a heap profile.
+func (c *Control) heapTopOf(n int) bool {
+	for _, p := range c.Peers {
+		if p.Peers == n && p.Daemon != cniFlannel && len(p.HeapTop) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // rssNote says what the RSS of weftd follows, for the notes of the memory
 // targets.
 const rssNote = "The RSS follows the Go heap's GC goal, twice the live heap at GOGC=100; GOMEMLIMIT trades CPU for it (backends.md, vxlan, Many peers)."
@@ -265,6 +275,9 @@ func controlTargets(c *Control, profNote string) []Target {
 		rss.Met = boolp(s.rssLoaded <= targetRSSMB)
 		if !*rss.Met && s.rssBefore > 0 {
 			rss.Note = fmt.Sprintf("RSS %.1f MB before the peers; %.0f bytes per peer above it. %s", s.rssBefore, (s.rssLoaded-s.rssBefore)*(1<<20)/float64(scale), rssNote)
+			if c.heapTopOf(scale) {
+				rss.Note += " What the heap holds: the heap profile in Control plane."
+			}
 		}
 	}
 	return append(ts, sc, rss)
