@@ -50,7 +50,8 @@ func Open() (*Handle, error) {
 // Persist gives a per-request Handle one socket, opened now in the calling
 // thread's network namespace, as Open's (a backend calls it in Prepare,
 // the namespace every later method is called in). It does nothing when h
-// already has one.
+// already has one. Like Close, it is not to be called while another
+// goroutine uses h.
 func (h *Handle) Persist() error {
 	if h.nh != nil {
 		return nil
