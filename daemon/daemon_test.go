@@ -73,7 +73,7 @@ type nodeOpts struct {
 	logs       *syncBuffer // nil: discarded
 	scope      string      // Deps.StoreScope
 	onReady    func(context.Context) error
-	pprof      bool        // Config.Pprof
+	pprof      bool // Config.Pprof
 }
 
 func startNodeOpts(t *testing.T, o nodeOpts) *node {
