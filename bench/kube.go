@@ -100,25 +100,17 @@ var heapTopArgs = []string{"tool", "pprof", "-top", "-nodecount=12", "-sample_in
 // heapTop fetches weftd's heap profile through dial and returns what
 // `go heapTopArgs` prints of it, from its column header on.
 func heapTop(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), bin string) ([]string, error) {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, weftdHeap, nil)
+	body, err := weftdGet(ctx, dial, weftdHeap, "heap profile")
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("weftd heap profile: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("weftd heap profile: %s", resp.Status)
-	}
+	defer body.Close()
 	f, err := os.CreateTemp("", "wbench-heap-*.pb.gz")
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(f.Name())
-	_, err = io.Copy(f, resp.Body)
+	_, err = io.Copy(f, body)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -148,20 +140,32 @@ func pprofTop(out string) []string {
 
 // goMem scrapes weftd's /metrics through dial (into its namespace).
 func goMem(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (GoMem, error) {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, weftdMetrics, nil)
+	body, err := weftdGet(ctx, dial, weftdMetrics, "/metrics")
 	if err != nil {
 		return GoMem{}, err
 	}
+	defer body.Close()
+	return parseGoMem(body)
+}
+
+// weftdGet GETs url from the lab's weftd through dial (into its
+// namespace) and returns the body of a 200 answer; what names it in
+// errors.
+func weftdGet(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), url, what string) (io.ReadCloser, error) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return GoMem{}, fmt.Errorf("weftd /metrics: %w", err)
+		return nil, fmt.Errorf("weftd %s: %w", what, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return GoMem{}, fmt.Errorf("weftd /metrics: %s", resp.Status)
+		resp.Body.Close()
+		return nil, fmt.Errorf("weftd %s: %s", what, resp.Status)
 	}
-	return parseGoMem(resp.Body)
+	return resp.Body, nil
 }
 
 // parseGoMem reads GoMem's metrics from a Prometheus text exposition.

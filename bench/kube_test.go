@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,5 +118,20 @@ Showing nodes accounting for 12MB, 80% of 15MB total
 	got := pprofTop(out)
 	if len(got) != 3 || !strings.HasPrefix(got[0], "Showing nodes") || !strings.Contains(got[2], "kernelState") {
 		t.Errorf("pprofTop = %q", got)
+	}
+}
+
+// TestRenderHeapTop: a run's heap profile top is shown under what it was
+// taken with; a run without one shows nothing.
+func TestRenderHeapTop(t *testing.T) {
+	var b strings.Builder
+	p := printer(func(format string, args ...any) { fmt.Fprintf(&b, format, args...) })
+	renderHeapTop(p, "5000 Nodes", nil)
+	if b.Len() != 0 {
+		t.Errorf("no profile rendered %q", b.String())
+	}
+	renderHeapTop(p, "5000 Nodes", []string{"Showing nodes accounting for 1MB", "  1MB 100% vxlan.planPeer"})
+	if out := b.String(); !strings.Contains(out, "with 5000 Nodes programmed") || !strings.Contains(out, "```\nShowing nodes accounting for 1MB\n  1MB 100% vxlan.planPeer\n```") {
+		t.Errorf("rendered %q", out)
 	}
 }

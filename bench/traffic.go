@@ -188,6 +188,13 @@ func parsePing(out string) (PingResult, error) {
 	return PingResult{Sent: sent, Received: recv, RTTms: summarize(rtts), rtts: rtts}, nil
 }
 
+// pingArgv is the command runPing runs: ping on pingCPU, count echoes
+// interval apart, ending after deadline seconds.
+func pingArgv(dst netip.Addr, count int, interval time.Duration, deadline int) []string {
+	return []string{"taskset", "-c", pingCPU, "ping", "-n", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
+		"-W", "1", "-w", strconv.Itoa(deadline), dst.String()}
+}
+
 // pingCPU is the CPU every measured ping runs on (taskset). The echo's
 // reply wakes ping from softirq; whether that is on ping's own CPU or the
 // other changes the round trip by tens of µs on this 2-CPU machine (see
@@ -201,8 +208,8 @@ func runPing(ctx context.Context, ns string, dst netip.Addr, count int, interval
 	deadline := int((time.Duration(count)*interval)/time.Second) + 5
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(deadline+5)*time.Second)
 	defer cancel()
-	out, err := nsRun(ctx, ns, "taskset", "-c", pingCPU, "ping", "-n", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()),
-		"-W", "1", "-w", strconv.Itoa(deadline), dst.String())
+	argv := pingArgv(dst, count, interval, deadline)
+	out, err := nsRun(ctx, ns, argv...)
 	r, perr := parsePing(out)
 	if perr != nil {
 		if err != nil {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"net/netip"
 	"os"
+	"slices"
 	"testing"
+	"time"
 )
 
 func TestParseIperf(t *testing.T) {
@@ -68,5 +71,14 @@ func TestParsePing(t *testing.T) {
 	}
 	if _, err := parsePing("connect: Network is unreachable"); err == nil {
 		t.Error("no summary: want an error")
+	}
+}
+
+// TestPingPinned: every measured ping runs on pingCPU, so the scheduler's
+// placement of the ping process does not decide its wake-up cost.
+func TestPingPinned(t *testing.T) {
+	argv := pingArgv(netip.MustParseAddr("10.244.1.2"), 67, 10*time.Millisecond, 5)
+	if !slices.Equal(argv[:4], []string{"taskset", "-c", pingCPU, "ping"}) || argv[len(argv)-1] != "10.244.1.2" || !slices.Contains(argv, "0.010") {
+		t.Errorf("ping command %q", argv)
 	}
 }

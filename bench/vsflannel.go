@@ -123,7 +123,7 @@ func lowRuns(br *BackendRun, low string) string {
 func pingNote(br *BackendRun) string {
 	n := ""
 	if len(br.Pod.Ping.RoundP50ms) > 0 && len(br.Flannel.Ping.RoundP50ms) > 0 {
-		n = fmt.Sprintf("p50 of each round: weft %s, Flannel %s ms. ", floats(br.Pod.Ping.RoundP50ms), floats(br.Flannel.Ping.RoundP50ms))
+		n = fmt.Sprintf("p50 of each round: weft %s, Flannel %s ms. ", joinf("%.3f", br.Pod.Ping.RoundP50ms), joinf("%.3f", br.Flannel.Ping.RoundP50ms))
 	}
 	if br.Name == "udp" {
 		return n + "Both daemons carry every echo in userspace (weft's wake-ups: backend-udp.md)."
@@ -146,22 +146,15 @@ func runRange(s Series) string {
 	return fmt.Sprintf("%.2f–%.2f", lo, hi)
 }
 
-// msRuns lists runs in whole milliseconds, "48, 73, 53".
-func msRuns(vs []float64) string {
-	var out string
-	for _, v := range vs {
-		out += fmt.Sprintf("%s%.0f", sep(out), v)
-	}
-	return out
-}
-
-func floats(vs []float64) string {
+// joinf formats each of vs with format, joined by ", ": "48, 73, 53";
+// "none" for none.
+func joinf(format string, vs []float64) string {
 	if len(vs) == 0 {
 		return "none"
 	}
 	var out string
 	for _, v := range vs {
-		out += fmt.Sprintf("%s%.3f", sep(out), v)
+		out += sep(out) + fmt.Sprintf(format, v)
 	}
 	return out
 }
@@ -241,7 +234,7 @@ func controlTargets(c *Control, profNote string) []Target {
 			prog.Got = fmt.Sprintf("%.2f× (%.0f vs %.0f ms)", r, w.programMS, f.programMS)
 			prog.Met = boolp(r <= targetProgramVsFlannel)
 			if !*prog.Met {
-				prog.Note = fmt.Sprintf("Runs: weft %s, Flannel %s ms; weftd used %.2f CPU-s to program %d peers.", msRuns(w.programRuns), msRuns(f.programRuns), w.cpuProgram, n) + profNote
+				prog.Note = fmt.Sprintf("Runs: weft %s, Flannel %s ms; weftd used %.2f CPU-s to program %d peers.", joinf("%.0f", w.programRuns), joinf("%.0f", f.programRuns), w.cpuProgram, n) + profNote
 			}
 		}
 		if f.removeMS > 0 {
@@ -249,7 +242,7 @@ func controlTargets(c *Control, profNote string) []Target {
 			rem.Got = fmt.Sprintf("%.2f× (%.0f vs %.0f ms)", r, w.removeMS, f.removeMS)
 			rem.Met = boolp(r <= targetRemoveVsFlannel)
 			if !*rem.Met {
-				rem.Note = fmt.Sprintf("Runs: weft %s, Flannel %s ms; weftd used %.2f CPU-s to remove %d peers.", msRuns(w.removeRuns), msRuns(f.removeRuns), w.cpuRemove, n) + profNote
+				rem.Note = fmt.Sprintf("Runs: weft %s, Flannel %s ms; weftd used %.2f CPU-s to remove %d peers.", joinf("%.0f", w.removeRuns), joinf("%.0f", f.removeRuns), w.cpuRemove, n) + profNote
 			}
 		}
 	}

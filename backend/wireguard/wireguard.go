@@ -875,8 +875,8 @@ func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) 
 	removals := len(cfg.Peers)
 	psk, keepalive := b.opts.psk(), time.Duration(b.opts.PersistentKeepaliveInterval)*time.Second
 	var written []*plan
-	var kick []wgtypes.PeerConfig // new peers whose keepalive goes back to 0
-	var later []wgtypes.Key       // new peers kicked after kickDelay
+	var kicked []wgtypes.Key // new peers kicked now, whose keepalive then goes back to 0
+	var later []wgtypes.Key  // new peers kicked after kickDelay
 	pub := b.key.public()
 	for _, sn := range slices.SortedFunc(maps.Keys(plans), comparePrefix) {
 		p := plans[sn]
@@ -902,9 +902,9 @@ func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) 
 			if bytes.Compare(pub[:], p.key[:]) > 0 {
 				later = append(later, p.key)
 			} else {
-				on, off := handshakeKick, time.Duration(0)
+				on := handshakeKick
 				pc.PersistentKeepaliveInterval = &on
-				kick = append(kick, wgtypes.PeerConfig{PublicKey: p.key, UpdateOnly: true, PersistentKeepaliveInterval: &off})
+				kicked = append(kicked, p.key)
 			}
 		}
 		cfg.Peers = append(cfg.Peers, pc)
@@ -919,10 +919,10 @@ func (b *Backend) syncDevice(d *wgdev, plans map[netip.Prefix]*plan, full bool) 
 		}
 		return fmt.Errorf("wireguard: configure device %s: %w", d.name, err)
 	}
-	if len(kick) > 0 {
+	if len(kicked) > 0 {
 		// Keepalive back off; if this fails, the next pass sees the
 		// difference and sets it.
-		if err := b.wg.ConfigureDevice(d.name, wgtypes.Config{Peers: kick}); err != nil {
+		if err := b.wg.ConfigureDevice(d.name, wgtypes.Config{Peers: keepalives(kicked, 0)}); err != nil {
 			return fmt.Errorf("wireguard: configure device %s: %w", d.name, err)
 		}
 	}
@@ -966,17 +966,11 @@ func (b *Backend) kickLater(dev string, keys []wgtypes.Key) {
 		if b.closed {
 			return
 		}
-		on, off := handshakeKick, time.Duration(0)
-		kick, back := make([]wgtypes.PeerConfig, len(k.keys)), make([]wgtypes.PeerConfig, len(k.keys))
-		for i, key := range k.keys {
-			kick[i] = wgtypes.PeerConfig{PublicKey: key, UpdateOnly: true, PersistentKeepaliveInterval: &on}
-			back[i] = wgtypes.PeerConfig{PublicKey: key, UpdateOnly: true, PersistentKeepaliveInterval: &off}
-		}
-		err := b.wg.ConfigureDevice(dev, wgtypes.Config{Peers: kick})
+		err := b.wg.ConfigureDevice(dev, wgtypes.Config{Peers: keepalives(k.keys, handshakeKick)})
 		if err == nil {
 			// Keepalive back off; if this fails, the next pass sees the
 			// difference and sets it.
-			err = b.wg.ConfigureDevice(dev, wgtypes.Config{Peers: back})
+			err = b.wg.ConfigureDevice(dev, wgtypes.Config{Peers: keepalives(k.keys, 0)})
 		}
 		if err != nil {
 			b.log.Warn("could not start handshakes with new peers; they handshake on their first packet", "device", dev, "peers", len(k.keys), "err", err)
@@ -984,6 +978,15 @@ func (b *Backend) kickLater(dev string, keys []wgtypes.Key) {
 		}
 		b.log.Debug("started handshakes with new peers", "device", dev, "peers", len(k.keys))
 	})
+}
+
+// keepalives sets the keepalive of the existing peers keys to d.
+func keepalives(keys []wgtypes.Key, d time.Duration) []wgtypes.PeerConfig {
+	pcs := make([]wgtypes.PeerConfig, len(keys))
+	for i, key := range keys {
+		pcs[i] = wgtypes.PeerConfig{PublicKey: key, UpdateOnly: true, PersistentKeepaliveInterval: &d}
+	}
+	return pcs
 }
 
 // peerRemovable: a device peer no plan wants is removed after the first
