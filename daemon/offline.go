@@ -25,7 +25,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/weftnet/weft/backend"
@@ -184,7 +183,7 @@ func (g *generation) saveState() {
 		Scope:    g.d.deps.StoreScope,
 		Config:   g.cfg,
 		Own:      own,
-		Peers:    slices.Collect(maps.Values(g.peers)),
+		Peers:    g.peerList(),
 		Revision: g.revision,
 	})
 }

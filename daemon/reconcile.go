@@ -207,11 +207,18 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 	}
 }
 
-func (g *generation) sync(ctx context.Context, start time.Time) {
+// peerList is a copy of the peer set, of exactly its size (grown by
+// appending, a copy of 10000 peers was twice as large for a while).
+func (g *generation) peerList() []subnet.Lease {
 	peers := make([]subnet.Lease, 0, len(g.peers))
 	for _, l := range g.peers {
 		peers = append(peers, l)
 	}
+	return peers
+}
+
+func (g *generation) sync(ctx context.Context, start time.Time) {
+	peers := g.peerList()
 	rc, counts := g.be.(backend.RepairCounter)
 	var before uint64
 	if counts {

@@ -76,13 +76,14 @@ func (w *Writer) Run(ctx context.Context) error {
 	var ok bool
 	failing := false
 	write := func(st *State) {
-		data, err := Encode(st, w.opts.Version)
-		sum := sha256.Sum256(data)
-		if err == nil && ok && sum == last {
-			return
-		}
+		e, err := newEncoding(st, w.opts.Version)
+		var sum [sha256.Size]byte
 		if err == nil {
-			err = Save(w.path, data)
+			sum = e.sum
+			if ok && sum == last {
+				return
+			}
+			err = e.save(w.path)
 		}
 		switch {
 		case err != nil:
