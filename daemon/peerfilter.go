@@ -74,7 +74,8 @@ func (idx filterIndex) entry(peers map[netip.Prefix]subnet.Lease, a netip.Addr) 
 	if len(keys) == 0 {
 		return masq.FilterPeer{}, false
 	}
-	src := []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}
+	src := make([]netip.Prefix, 1, 1+len(keys)) // a subnet per key, mostly: one allocation
+	src[0] = netip.PrefixFrom(a, a.BitLen())
 	for _, k := range keys {
 		filterAddrs(peers[k], func(pa netip.Addr, sn netip.Prefix) {
 			if pa == a {
@@ -148,7 +149,10 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 			return
 		}
 	}
-	idx := newFilterIndex(g.peers)
+	idx := g.filterIdx // kept up to date while not nil: no second index
+	if idx == nil {
+		idx = newFilterIndex(g.peers)
+	}
 	peers := idx.peers(g.peers)
 	var stale map[netip.Addr]bool
 	if grow && g.filter.installed {
@@ -172,7 +176,11 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 		g.d.log.Warn("cannot update the VXLAN peer filter; retrying on the next pass", "err", err)
 		return
 	}
-	by := make(map[netip.Addr]masq.FilterPeer, len(peers))
+	by := g.filter.by // refilled, not a second map of every peer
+	clear(by)
+	if by == nil {
+		by = make(map[netip.Addr]masq.FilterPeer, len(peers))
+	}
 	for _, p := range peers {
 		by[p.Addr] = p
 	}

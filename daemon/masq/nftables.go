@@ -437,7 +437,7 @@ func (m *NFTables) EnsurePeerFilter(ctx context.Context, port uint16, peers []Fi
 	defer m.mu.Unlock()
 	m.probeLocked()
 	inner := m.inner == innerSupported
-	if st := m.filter; st != nil && st.port == port && st.inner == inner {
+	if st := m.filter; st != nil && st.port == port && st.inner == inner && !st.shrinksBeyond(f, maxFilterDeletes) {
 		// The chain is as it was: change only the elements that differ,
 		// a small transaction instead of every set flushed and refilled
 		// and the chain rewritten (~10 ms each, the cost of every new peer).
@@ -657,6 +657,19 @@ func (st *installedFilter) index(f filterSets) {
 	}
 }
 
+// shrinksBeyond reports whether some set of st holds more than max elements
+// beyond f's: updating st to f would delete more than max, so a rewrite is
+// cheaper, and known to be without the difference computed (a map of all
+// of f's elements: most of what a trim after many removals allocated).
+func (st *installedFilter) shrinksBeyond(f filterSets, max int) bool {
+	for i, es := range f.all() {
+		if len(st.elems[i])-len(es) > max {
+			return true
+		}
+	}
+	return false
+}
+
 // keysOf are the keys of a's elements in set i (filterSets.all's order)
 // as st has them installed.
 func (st *installedFilter) keysOf(i int, a netip.Addr) []string {
@@ -848,25 +861,37 @@ func (f filterSets) len() int { return len(f.v4) + len(f.v6) + len(f.sources4) +
 
 // newFilterSets validates peers and builds the set elements. Duplicate
 // peers are merged; of two nested source prefixes of one peer the wider is
-// kept (interval sets refuse overlaps).
+// kept (interval sets refuse overlaps). Peers sorted by address, each once
+// (as the daemon hands them), are taken in one pass with the element lists
+// made at their size: a rewrite of thousands of peers then allocates little
+// beyond the elements.
 func newFilterSets(peers []FilterPeer) (filterSets, error) {
 	var f filterSets
-	sources := map[netip.Addr][]netip.Prefix{}
-	var order []netip.Addr
+	if !ascending(peers) {
+		peers = mergeFilterPeers(peers)
+	}
+	var n4, n6, s4, s6 int
+	for _, p := range peers {
+		if p.Addr.Unmap().Is4() {
+			n4, s4 = n4+1, s4+len(p.Sources)
+		} else {
+			n6, s6 = n6+1, s6+len(p.Sources)
+		}
+	}
+	f.v4, f.v6 = make([]nftables.SetElement, 0, n4), make([]nftables.SetElement, 0, n6)
+	f.sources4, f.sources6 = make([]nftables.SetElement, 0, s4), make([]nftables.SetElement, 0, s6)
+	var ps, kept []netip.Prefix // one peer's sources; reused
 	for _, p := range peers {
 		a := p.Addr.Unmap()
 		if !a.IsValid() || a.Zone() != "" {
 			return f, fmt.Errorf("%w: peer address %q", ErrInvalidRules, p.Addr)
 		}
-		if _, seen := sources[a]; !seen {
-			order = append(order, a)
-			sources[a] = nil
-			if a.Is4() {
-				f.v4 = append(f.v4, nftables.SetElement{Key: a.AsSlice()})
-			} else {
-				f.v6 = append(f.v6, nftables.SetElement{Key: a.AsSlice()})
-			}
+		if a.Is4() {
+			f.v4 = append(f.v4, nftables.SetElement{Key: a.AsSlice()})
+		} else {
+			f.v6 = append(f.v6, nftables.SetElement{Key: a.AsSlice()})
 		}
+		ps = ps[:0]
 		for _, sp := range p.Sources {
 			if !sp.IsValid() {
 				return f, fmt.Errorf("%w: inner source %q of peer %s", ErrInvalidRules, sp, a)
@@ -874,14 +899,11 @@ func newFilterSets(peers []FilterPeer) (filterSets, error) {
 			// An IPv4 datagram carries IPv4, an IPv6 one IPv6: a source
 			// of the other family could never match.
 			if sa := sp.Addr().Unmap(); sa.Is4() == a.Is4() {
-				sources[a] = append(sources[a], netip.PrefixFrom(sa, min(sp.Bits(), sa.BitLen())).Masked())
+				ps = append(ps, netip.PrefixFrom(sa, min(sp.Bits(), sa.BitLen())).Masked())
 			}
 		}
-	}
-	for _, a := range order {
-		ps := sources[a]
 		slices.SortFunc(ps, func(x, y netip.Prefix) int { return cmp.Compare(x.Bits(), y.Bits()) })
-		var kept []netip.Prefix
+		kept = kept[:0]
 		for _, p := range ps {
 			if !slices.ContainsFunc(kept, p.Overlaps) {
 				kept = append(kept, p)
@@ -901,6 +923,33 @@ func newFilterSets(peers []FilterPeer) (filterSets, error) {
 		}
 	}
 	return f, nil
+}
+
+// ascending reports whether peers are sorted by address, each once.
+func ascending(peers []FilterPeer) bool {
+	for i := 1; i < len(peers); i++ {
+		if peers[i-1].Addr.Unmap().Compare(peers[i].Addr.Unmap()) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// mergeFilterPeers merges the peers of one address into one, in the order
+// the addresses first come; the callers' Sources are not changed.
+func mergeFilterPeers(peers []FilterPeer) []FilterPeer {
+	at := make(map[netip.Addr]int, len(peers))
+	out := make([]FilterPeer, 0, len(peers))
+	for _, p := range peers {
+		a := p.Addr.Unmap()
+		if i, ok := at[a]; ok {
+			out[i].Sources = append(slices.Clip(out[i].Sources), p.Sources...)
+			continue
+		}
+		at[a] = len(out)
+		out = append(out, FilterPeer{Addr: p.Addr, Sources: p.Sources})
+	}
+	return out
 }
 
 // lastAddr is the highest address of the prefix p.
