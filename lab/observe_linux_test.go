@@ -73,6 +73,10 @@ func requireObservable(t *testing.T, l *Lab, backend string, nodes int) {
 	if got := metricValue(t, metrics, `weft_peers{backend="`+backend+`",state="programmed"}`); got != float64(nodes-1) {
 		t.Errorf("weft_peers programmed = %v, want %d", got, nodes-1)
 	}
+	// The lab's weftd runs with no GOGC in its environment: weftd's own.
+	if got := metricValue(t, metrics, "go_gc_gogc_percent"); got != 50 {
+		t.Errorf("go_gc_gogc_percent = %v, want weftd's default 50 (--gc-percent)", got)
+	}
 	if got := metricValue(t, metrics, "weft_lease_acquisitions_total"); got < 1 {
 		t.Errorf("weft_lease_acquisitions_total = %v", got)
 	}

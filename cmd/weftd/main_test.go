@@ -267,3 +267,41 @@ func TestIPTablesResync(t *testing.T) {
 		t.Errorf("default %v, want Flannel's 5s", o.node.FirewallResync)
 	}
 }
+
+// TestGCPercent: weftd's GOGC is its default unless GOGC is in the
+// environment (which Go's runtime has applied), and the flag or its
+// variable beats both; less than 1 is refused.
+func TestGCPercent(t *testing.T) {
+	tests := []struct {
+		args     []string
+		env      map[string]string
+		pct      int
+		from     string
+		refusing bool
+	}{
+		{pct: defaultGCPercent, from: "50 (default)"},
+		{env: map[string]string{"GOGC": "200"}, from: "GOGC=200"},
+		{env: map[string]string{"GOGC": "off"}, from: "GOGC=off"},
+		{args: []string{"--gc-percent", "100"}, env: map[string]string{"GOGC": "200"}, pct: 100, from: "100 (--gc-percent)"},
+		{env: map[string]string{"WEFTD_GC_PERCENT": "80"}, pct: 80, from: "80 (--gc-percent)"},
+		{args: []string{"--gc-percent", "0"}, refusing: true},
+		{args: []string{"--gc-percent", "-1"}, refusing: true},
+	}
+	for _, tt := range tests {
+		getenv := func(k string) string { return tt.env[k] }
+		o, fs, err := parseOptions(tt.args, getenv, io.Discard)
+		if tt.refusing {
+			if err == nil || !strings.Contains(err.Error(), "--gc-percent") {
+				t.Errorf("%v: error %v, want --gc-percent refused", tt.args, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%v %v: %v", tt.args, tt.env, err)
+		}
+		pct, from := gcPercentFor(o.gcPercent, isGiven(fs, "gc-percent"), getenv)
+		if pct != tt.pct || from != tt.from {
+			t.Errorf("%v %v: GOGC %d from %q, want %d from %q", tt.args, tt.env, pct, from, tt.pct, tt.from)
+		}
+	}
+}
