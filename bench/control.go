@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -496,6 +497,40 @@ func (c *cpLab) peerRun(ctx context.Context, cfg *config, nd *cpNode, n int, pro
 	return out
 }
 
+// goGCPercent is Go's own GOGC, which the memory figures are measured
+// against: weftd's default --gc-percent is lower.
+const goGCPercent = 100
+
+// gcPercentRun is peerRun of n peers with nd's weftd restarted with
+// --gc-percent=pct (then restarted as it was), without the heap profile:
+// the default's is the one shown.
+func (c *cpLab) gcPercentRun(ctx context.Context, cfg *config, nd *cpNode, n, pct int) *PeerRun {
+	var r *PeerRun
+	if err := withGCPercent(ctx, c.l, nd.node, pct, cfg.logf, func() { r = c.peerRun(ctx, cfg, nd, n, nil) }); err != nil {
+		r = &PeerRun{Peers: n, Daemon: nd.daemon, Error: err.Error()}
+	}
+	r.HeapTop, r.GCPercent = nil, pct
+	return r
+}
+
+// withGCPercent calls f with node's weftd restarted with --gc-percent=pct,
+// and restarts it as it was afterwards.
+func withGCPercent(ctx context.Context, l *lab.Lab, node *lab.Node, pct int, logf func(string, ...any), f func()) error {
+	args := node.Args
+	node.Args = append(slices.Clone(args), fmt.Sprintf("--gc-percent=%d", pct))
+	defer func() {
+		node.Args = args
+		if _, err := l.RestartWeftd(ctx, node.Name, false); err != nil && ctx.Err() == nil {
+			logf("restart %s's weftd as it was: %v", node.Name, err)
+		}
+	}()
+	if _, err := l.RestartWeftd(ctx, node.Name, false); err != nil {
+		return fmt.Errorf("restart weftd with --gc-percent=%d: %w", pct, err)
+	}
+	f()
+	return nil
+}
+
 // restartRun restarts nd's daemon with n peers in its network: the peers
 // are written and programmed, the daemon stopped (SIGTERM), its VXLAN
 // device (with every route, neighbour and FDB entry on it) and its subnet
@@ -713,6 +748,10 @@ func runControl(ctx context.Context, cfg *config, res *Results) *Control {
 			res.Profiles = append(res.Profiles, prof.result())
 		}
 		record(pr)
+		if ctx.Err() == nil {
+			cfg.logf("control plane: %d fake peers, weft at Go's GOGC (--gc-percent=%d)", cfg.scalePeers, goGCPercent)
+			record(c.gcPercentRun(ctx, cfg, c.nodes[0], cfg.scalePeers, goGCPercent))
+		}
 	}
 	if ctx.Err() != nil {
 		return out

@@ -17,6 +17,9 @@ const clockTicks = 100
 type ProcUsage struct {
 	CPUSeconds float64 `json:"cpuSeconds"` // user + system
 	RSSMB      float64 `json:"rssMB"`
+	// RSSFileMB is the part of the RSS that is file pages (RssFile): the
+	// program's own binary mapped in, shared and reclaimable.
+	RSSFileMB float64 `json:"rssFileMB,omitempty"`
 }
 
 // procUsage reads /proc/PID/stat and /proc/PID/status.
@@ -25,11 +28,19 @@ func procUsage(pid int) (ProcUsage, error) {
 	if err != nil {
 		return ProcUsage{}, err
 	}
-	rss, err := procRSS(pid)
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return ProcUsage{}, err
 	}
-	return ProcUsage{CPUSeconds: cpu, RSSMB: rss}, nil
+	rss, err := parseStatusRSS(data)
+	if err != nil {
+		return ProcUsage{}, err
+	}
+	file, err := parseStatusMB(data, "RssFile")
+	if err != nil {
+		return ProcUsage{}, err
+	}
+	return ProcUsage{CPUSeconds: cpu, RSSMB: rss, RSSFileMB: file}, nil
 }
 
 // procCPU is utime+stime of pid in seconds.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -57,5 +59,16 @@ func TestProcUsageSelf(t *testing.T) {
 	}
 	if u.RSSMB <= 0 {
 		t.Errorf("own RSS = %v MB, want > 0", u.RSSMB)
+	}
+}
+
+// weftd's default --gc-percent, which the memory notes state, is weftd's.
+func TestGCPercentInStep(t *testing.T) {
+	src, err := os.ReadFile("../cmd/weftd/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("const defaultGCPercent = %d\n", weftdDefaultGCPercent); !strings.Contains(string(src), want) {
+		t.Errorf("cmd/weftd/main.go lacks %q: change weftdDefaultGCPercent with it", want)
 	}
 }

@@ -70,6 +70,7 @@ type peerStats struct {
 	fromFirstMS, cpuProgram float64
 	cpuRemove, rssLoaded    float64
 	rssBefore, rssAfter     float64
+	rssFileLoaded           float64
 	// programRuns and removeRuns are every run's figure, in order.
 	programRuns, removeRuns []float64
 }
@@ -80,24 +81,25 @@ func (c *Control) peers(n int, daemon string) *peerStats {
 	if c == nil {
 		return nil
 	}
-	var prog, rem, first, cpuP, cpuR, rssL, rssB, rssA []float64
+	var prog, rem, first, cpuP, cpuR, rssL, rssB, rssA, rssF []float64
 	for _, p := range c.Peers {
 		d := p.Daemon
 		if d == "" {
 			d = cniWeft
 		}
-		if p.Peers != n || p.Error != "" || d != daemon {
+		if p.Peers != n || p.Error != "" || d != daemon || p.GCPercent != 0 {
 			continue
 		}
 		prog, rem, first = append(prog, p.ProgramMS), append(rem, p.RemoveMS), append(first, p.ProgramFromFirstMS)
 		cpuP, cpuR = append(cpuP, p.CPUProgramSec), append(cpuR, p.CPURemoveSec)
 		rssL, rssB, rssA = append(rssL, p.Loaded.RSSMB), append(rssB, p.Before.RSSMB), append(rssA, p.After.RSSMB)
+		rssF = append(rssF, p.Loaded.RSSFileMB)
 	}
 	if len(prog) == 0 {
 		return nil
 	}
 	return &peerStats{runs: len(prog), programMS: median(prog), removeMS: median(rem), fromFirstMS: median(first),
-		cpuProgram: median(cpuP), cpuRemove: median(cpuR), rssLoaded: median(rssL), rssBefore: median(rssB), rssAfter: median(rssA),
+		cpuProgram: median(cpuP), cpuRemove: median(cpuR), rssLoaded: median(rssL), rssBefore: median(rssB), rssAfter: median(rssA), rssFileLoaded: median(rssF),
 		programRuns: prog, removeRuns: rem}
 }
 
@@ -472,11 +474,15 @@ func renderControl(p printer, c *Control) {
 			"the harness polls that node's kernel over netlink every 10 ms until it holds every route, neighbour and FDB entry on its VXLAN device (`weft.1`, `flannel.1`), then revokes the etcd lease (all keys deleted in one revision) and waits until all of it is gone.\n\n", cpNetwork)
 		p("| daemon | peers | write, ms | programmed after last write, ms | after first write, ms | removed, ms | RSS before / with peers / after, MB | CPU program / remove, s |\n|---|---|---|---|---|---|---|---|\n")
 		for _, r := range c.Peers {
+			d := r.Daemon
+			if r.GCPercent != 0 {
+				d += fmt.Sprintf(" `--gc-percent=%d`", r.GCPercent)
+			}
 			if r.Error != "" {
-				p("| %s | %d | error: %s | | | | | |\n", r.Daemon, r.Peers, cell(r.Error))
+				p("| %s | %d | error: %s | | | | | |\n", d, r.Peers, cell(r.Error))
 				continue
 			}
-			p("| %s | %d | %.0f | **%.0f** | %.0f | %.0f | %.1f / %.1f / %.1f | %.2f / %.2f |\n", r.Daemon, r.Peers, r.WriteMS, r.ProgramMS, r.ProgramFromFirstMS, r.RemoveMS,
+			p("| %s | %d | %.0f | **%.0f** | %.0f | %.0f | %.1f / %.1f / %.1f | %.2f / %.2f |\n", d, r.Peers, r.WriteMS, r.ProgramMS, r.ProgramFromFirstMS, r.RemoveMS,
 				r.Before.RSSMB, r.Loaded.RSSMB, r.After.RSSMB, r.CPUProgramSec, r.CPURemoveSec)
 		}
 		p("\n")

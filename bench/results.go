@@ -206,7 +206,10 @@ type PeerRun struct {
 	// HeapTop is weftd's heap in use with the peers programmed, by
 	// function (heapTopArgs); the scale run only.
 	HeapTop []string `json:"weftdHeapTop,omitempty"`
-	Error   string   `json:"error,omitempty"`
+	// GCPercent is the --gc-percent weftd ran with, when the run set one
+	// (0: weftd's default): the scale run again at Go's own GOGC.
+	GCPercent int    `json:"gcPercent,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // Convergence is one lease at a time: write → kernel state on the node.

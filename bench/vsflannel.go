@@ -78,9 +78,16 @@ func (c *Control) heapTopOf(n int) bool {
 	return false
 }
 
+// weftdDefaultGCPercent is weftd's default --gc-percent (cmd/weftd's
+// defaultGCPercent; TestGCPercentInStep keeps the two in step).
+const weftdDefaultGCPercent = 50
+
 // rssNote says what the RSS of weftd follows, for the notes of the memory
-// targets.
-const rssNote = "The RSS follows the Go heap's GC goal, twice the live heap at GOGC=100; GOMEMLIMIT trades CPU for it (backends.md, vxlan, Many peers)."
+// targets; fileMB is the RSS of weftd's file pages with the peers.
+func rssNote(fileMB float64) string {
+	return fmt.Sprintf("Of the RSS, %.1f MB are weftd's binary mapped in (file pages, shared and reclaimable); the rest follows the Go heap's GC goal, the live heap and --gc-percent of it again: 1.5× at weftd's default %d, 2× at Go's %d (the same run at it is in the table).",
+		fileMB, weftdDefaultGCPercent, goGCPercent)
+}
 
 // kernelPath says, for a backend Flannel also has, why weft's pod→pod
 // stream is not faster than Flannel's: what the two share.
@@ -267,7 +274,7 @@ func controlTargets(c *Control, profNote string) []Target {
 		rss.Got = fmt.Sprintf("%.1f MB", s.rssLoaded)
 		rss.Met = boolp(s.rssLoaded <= targetRSSMB)
 		if !*rss.Met && s.rssBefore > 0 {
-			rss.Note = fmt.Sprintf("RSS %.1f MB before the peers; %.0f bytes per peer above it. %s", s.rssBefore, (s.rssLoaded-s.rssBefore)*(1<<20)/float64(scale), rssNote)
+			rss.Note = fmt.Sprintf("RSS %.1f MB before the peers; %.0f bytes per peer above it. %s", s.rssBefore, (s.rssLoaded-s.rssBefore)*(1<<20)/float64(scale), rssNote(s.rssFileLoaded))
 			if c.heapTopOf(scale) {
 				rss.Note += " What the heap holds: the heap profile in Control plane."
 			}
