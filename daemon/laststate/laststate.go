@@ -427,6 +427,10 @@ func newEncoding(st *State, writer string) (*encoding, error) {
 
 const fileEnd = "}\n"
 
+// pieceSize is about how much of the state bytes encoding.state renders
+// before handing them on.
+const pieceSize = 16 << 10
+
 func (e *encoding) header() string {
 	return fmt.Sprintf(`{"format":%d,"sha256":"%s","state":`, Format, hex.EncodeToString(e.sum[:]))
 }
@@ -451,17 +455,18 @@ func (e *encoding) file(w io.Writer) error {
 // state writes the state bytes: stateJSON's encoding, one peer at a time.
 func (e *encoding) state(w io.Writer) error {
 	st := e.st
-	// stateJSON's fields in its order, as json.Marshal would write them.
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b) // into b: no slice per peer
+	// stateJSON's fields in its order, as json.Marshal would write them,
+	// handed on in pieces of about pieceSize: b never grows.
+	b := bytes.NewBuffer(make([]byte, 0, pieceSize+pieceSize/4))
+	enc := json.NewEncoder(b) // into b: no slice per peer
 	var lj leaseJSON
 	b.WriteByte('{')
 	if e.writer != "" {
-		writeField(&b, "writer", e.writer, false)
+		writeField(b, "writer", e.writer, false)
 	}
-	writeField(&b, "scope", st.Scope, e.writer != "")
-	writeField(&b, "config", e.config, true)
-	writeField(&b, "own", toJSON(st.Own), true)
+	writeField(b, "scope", st.Scope, e.writer != "")
+	writeField(b, "config", e.config, true)
+	writeField(b, "own", toJSON(st.Own), true)
 	b.WriteString(`,"peers":[`)
 	for i, idx := range e.order {
 		if i > 0 {
@@ -472,7 +477,7 @@ func (e *encoding) state(w io.Writer) error {
 			return fmt.Errorf("last known state: peer %s: %w", st.Peers[idx].Key(), err)
 		}
 		b.Truncate(b.Len() - 1) // Encode's newline
-		if b.Len() >= 16<<10 {  // hand on in pieces: the buffer stays small
+		if b.Len() >= pieceSize {
 			if _, err := w.Write(b.Bytes()); err != nil {
 				return err
 			}
@@ -480,7 +485,7 @@ func (e *encoding) state(w io.Writer) error {
 		}
 	}
 	b.WriteString(`]`)
-	writeField(&b, "revision", st.Revision, true)
+	writeField(b, "revision", st.Revision, true)
 	b.WriteByte('}')
 	_, err := w.Write(b.Bytes())
 	return err
