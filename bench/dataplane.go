@@ -381,43 +381,82 @@ func profileDataPlane(ctx context.Context, cfg *config, dp *DataPlane) Profile {
 	if slow == nil {
 		return Profile{Area: "data plane", Error: "no backend was measured"}
 	}
-	var spec backendSpec
+	what := fmt.Sprintf("%s (slowest, %.2f Gbit/s): pod→pod iperf3 TCP, 1 stream, %s", slow.Name, slow.Pod.TCP1.MedianGbps, cfg.iperfDuration)
+	return profilePairs(ctx, cfg, specNamed(slow.Name), []string{what})[0]
+}
+
+// profileVXLANPaths profiles a single stream over weft's vxlan and over
+// Flannel's in one lab, one after the other: both are the kernel's VXLAN
+// path, and the profiles show where each spends its time. None without
+// Flannel.
+func profileVXLANPaths(ctx context.Context, cfg *config) []Profile {
+	spec := specNamed("vxlan")
+	if !spec.withFlannel(cfg) {
+		return nil
+	}
+	return profilePairs(ctx, cfg, spec, []string{
+		fmt.Sprintf("vxlan, weft: pod→pod iperf3 TCP, 1 stream, %s", cfg.iperfDuration),
+		fmt.Sprintf("vxlan, Flannel: pod→pod iperf3 TCP, 1 stream, %s", cfg.iperfDuration),
+	})
+}
+
+func specNamed(name string) backendSpec {
 	for _, s := range backendSpecs(labNetwork) {
-		if s.name == slow.Name {
-			spec = s
+		if s.name == name {
+			return s
 		}
 	}
-	what := fmt.Sprintf("%s (slowest, %.2f Gbit/s): pod→pod iperf3 TCP, 1 stream, %s", slow.Name, slow.Pod.TCP1.MedianGbps, cfg.iperfDuration)
-	cfg.logf("data plane: profiling %s", what)
-	prof := newProfiler("data plane", what, nil, dataPlaneComms())
-	fail := func(err error) Profile {
-		r := prof.result()
-		r.Error = err.Error()
-		return r
+	return backendSpec{}
+}
+
+// profilePairs brings spec's lab up and records, for each case in turn, a
+// single-stream run between the pods of the lab's node pairs (n1→n2, then
+// n3→n4: weft's, then Flannel's) with machine-wide perf.
+func profilePairs(ctx context.Context, cfg *config, spec backendSpec, cases []string) []Profile {
+	out := make([]Profile, len(cases))
+	profs := make([]*profiler, len(cases))
+	for i, what := range cases {
+		profs[i] = newProfiler("data plane", what, nil, dataPlaneComms())
+	}
+	failFrom := func(i int, err error) []Profile {
+		for j := i; j < len(cases); j++ {
+			out[j] = profs[j].result()
+			out[j].Error = err.Error()
+		}
+		return out
 	}
 	l, down, err := upLab(ctx, cfg, spec)
 	defer down()
 	if err != nil {
-		return fail(err)
+		return failFrom(0, err)
 	}
-	p1, p2 := l.Nodes[0].Pods[0], l.Nodes[1].Pods[0]
-	if err := waitReachable(ctx, p1.NS, p2.IP, 30*time.Second); err != nil {
-		return fail(err)
+	for i, prof := range profs {
+		if 2*i+1 >= len(l.Nodes) {
+			return failFrom(i, fmt.Errorf("lab %s has no node pair %d", l.Name, i+1))
+		}
+		cfg.logf("data plane: profiling %s", cases[i])
+		p1, p2 := l.Nodes[2*i].Pods[0], l.Nodes[2*i+1].Pods[0]
+		if err := waitReachable(ctx, p1.NS, p2.IP, 30*time.Second); err != nil {
+			return failFrom(i, err)
+		}
+		srv, err := startIperfServer(ctx, p2.NS, p2.IP, iperfPort)
+		if err != nil {
+			return failFrom(i, err)
+		}
+		if err := prof.start(ctx); err != nil {
+			srv.stop()
+			out[i] = prof.result()
+			continue
+		}
+		_, err = iperfClient{NS: p1.NS, Dst: p2.IP, Port: iperfPort, Duration: cfg.iperfDuration, Streams: 1}.run(ctx)
+		prof.stop(ctx)
+		srv.stop()
+		out[i] = prof.result()
+		if err != nil {
+			out[i].Error = err.Error()
+		}
 	}
-	srv, err := startIperfServer(ctx, p2.NS, p2.IP, iperfPort)
-	if err != nil {
-		return fail(err)
-	}
-	defer srv.stop()
-	if err := prof.start(ctx); err != nil {
-		return prof.result()
-	}
-	_, err = iperfClient{NS: p1.NS, Dst: p2.IP, Port: iperfPort, Duration: cfg.iperfDuration, Streams: 1}.run(ctx)
-	prof.stop(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	return prof.result()
+	return out
 }
 
 // comparePaths divides weft's figures by Flannel's.

@@ -36,7 +36,7 @@ func TestDataPlaneVariants(t *testing.T) {
 		{Name: "host-gw, BIG TCP off", Variant: true, Pod: path(5), Flannel: path(10), VsFlannel: &Comparison{TCP1: 0.5}},
 	}}
 	judged := false
-	for _, tg := range flannelDataPlaneTargets(dp) {
+	for _, tg := range flannelDataPlaneTargets(dp, nil) {
 		if strings.Contains(tg.Name, "BIG TCP off") {
 			t.Errorf("target judged on a variant: %q", tg.Name)
 		}
@@ -44,5 +44,27 @@ func TestDataPlaneVariants(t *testing.T) {
 	}
 	if !judged {
 		t.Error("host-gw itself was not judged")
+	}
+}
+
+// The vxlan note compares the two profiles' kernel symbols, by symbol
+// whatever command ran it; without both profiles it says nothing.
+func TestVXLANProfilesNote(t *testing.T) {
+	w := Profile{Case: "vxlan, weft: pod→pod iperf3 TCP, 1 stream, 5s", BySym: []Share{
+		{30, "iperf3 [kernel.kallsyms] [k] copy_user"}, {20, "ksoftirqd/0 [kernel.kallsyms] [k] copy_user"},
+		{10, "iperf3 [kernel.kallsyms] [k] vxlan_xmit"}, {5, "weftd weftd [.] main"}, {4, "iperf3 [kernel.kallsyms] [k] only_weft"}}}
+	f := Profile{Case: "vxlan, Flannel: pod→pod iperf3 TCP, 1 stream, 5s", BySym: []Share{
+		{25, "iperf3 [kernel.kallsyms] [k] vxlan_xmit"}, {22, "iperf3 [kernel.kallsyms] [k] copy_user"}}}
+	got := vxlanProfilesNote([]Profile{w, f})
+	want := " perf of one stream each (Profiles): 2 of weft's 3 hottest kernel symbols are among Flannel's 2; hottest, weft `copy_user` 30.0%, Flannel `vxlan_xmit` 25.0%."
+	if got != want {
+		t.Errorf("note\n%q, want\n%q", got, want)
+	}
+	if n := vxlanProfilesNote([]Profile{w}); n != "" {
+		t.Errorf("one profile gave %q", n)
+	}
+	f.Error = "perf is not installed: no profile"
+	if n := vxlanProfilesNote([]Profile{w, f}); n != "" {
+		t.Errorf("a failed profile gave %q", n)
 	}
 }

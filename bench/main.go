@@ -231,6 +231,7 @@ func run(args []string, stderr io.Writer) int {
 		res.DataPlane = runDataPlane(ctx, cfg, res)
 		if cfg.profiles && ctx.Err() == nil {
 			res.Profiles = append(res.Profiles, profileDataPlane(ctx, cfg, res.DataPlane))
+			res.Profiles = append(res.Profiles, profileVXLANPaths(ctx, cfg)...)
 		}
 	}
 	if cfg.areas["cni"] && ctx.Err() == nil {

@@ -192,7 +192,7 @@ func evaluate(res *Results) []Target {
 			l.Note = "Analysis in backends.md (wireguard, where the time goes)."
 		}
 		ts = append(ts, t, l)
-		ts = append(ts, flannelDataPlaneTargets(dp)...)
+		ts = append(ts, flannelDataPlaneTargets(dp, res.Profiles)...)
 	}
 	if c := res.CNI; c != nil {
 		t := Target{Area: "cni", Name: fmt.Sprintf("ADD p50 ≤ %.0f ms (%d sequential pods)", targetCNIAddP50MS, c.Pods), Want: fmt.Sprintf("≤ %.0f ms", targetCNIAddP50MS)}
@@ -579,7 +579,7 @@ func renderPeerComparison(p printer, c *Control) {
 
 func renderProfiles(p printer, profs []Profile) {
 	p("## Profiles\n\n")
-	p("perf samples (%d Hz per CPU, no call graphs) of the slowest case of each area. `[k]` is kernel code, `[.]` user code; percentages are of the samples counted (all of them unless a list of commands is given).\n\n", perfFreq)
+	p("perf samples (%d Hz per CPU, no call graphs) of the slowest case of each area, and of a vxlan stream by weft and by Flannel (both the kernel's VXLAN path). `[k]` is kernel code, `[.]` user code; percentages are of the samples counted (all of them unless a list of commands is given).\n\n", perfFreq)
 	for _, pr := range profs {
 		p("### %s: %s\n\n", pr.Area, pr.Case)
 		if pr.Error != "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -10,7 +11,7 @@ import (
 // single stream against Flannel host-gw, vxlan against Flannel vxlan, and
 // for every backend Flannel has, no throughput figure below Flannel's and
 // ping p50 not above it.
-func flannelDataPlaneTargets(dp *DataPlane) []Target {
+func flannelDataPlaneTargets(dp *DataPlane, profiles []Profile) []Target {
 	var ts []Target
 	vsOther := func(a, b string, want float64) {
 		t := Target{Area: "data plane", Name: fmt.Sprintf("%s single stream ≥ %.2f× Flannel %s", a, want, b), Want: fmt.Sprintf("≥ %.2f×", want)}
@@ -21,6 +22,9 @@ func flannelDataPlaneTargets(dp *DataPlane) []Target {
 			t.Met = boolp(r >= want)
 			if !*t.Met {
 				t.Note = vsFlannelNote(a, ra.Pod, rb.Flannel)
+				if a == "vxlan" {
+					t.Note += vxlanProfilesNote(profiles)
+				}
 			}
 		}
 		ts = append(ts, t)
@@ -105,6 +109,51 @@ func vsFlannelNote(name string, weft, flannel *PathResult) string {
 	n += fmt.Sprintf("%sRuns: weft %s, Flannel %s Gbit/s; kernel CPU per GB %.2f vs %.2f s.",
 		map[bool]string{true: " ", false: ""}[n != ""], runRange(weft.TCP1), runRange(flannel.TCP1), weft.KernelCPUPerGB, flannel.KernelCPUPerGB)
 	return n
+}
+
+// vxlanProfilesNote compares the perf profiles of a vxlan stream by weft
+// and by Flannel (profileVXLANPaths): how many of each side's hottest
+// kernel symbols are the other's, and each side's hottest. Empty without
+// both profiles.
+func vxlanProfilesNote(profiles []Profile) string {
+	const top = 10
+	var w, f []Share
+	for _, p := range profiles {
+		switch {
+		case p.Error != "":
+		case strings.HasPrefix(p.Case, "vxlan, weft:"):
+			w = kernelSymbols(p.BySym, top)
+		case strings.HasPrefix(p.Case, "vxlan, Flannel:"):
+			f = kernelSymbols(p.BySym, top)
+		}
+	}
+	if len(w) == 0 || len(f) == 0 {
+		return ""
+	}
+	common := 0
+	for _, a := range w {
+		if slices.ContainsFunc(f, func(b Share) bool { return b.What == a.What }) {
+			common++
+		}
+	}
+	return fmt.Sprintf(" perf of one stream each (Profiles): %d of weft's %d hottest kernel symbols are among Flannel's %d; hottest, weft `%s` %.1f%%, Flannel `%s` %.1f%%.",
+		common, len(w), len(f), w[0].What, w[0].Percent, f[0].What, f[0].Percent)
+}
+
+// kernelSymbols are the first n kernel symbols ("[k] name") of a profile's
+// symbol shares, named by the symbol alone (whichever command ran it).
+func kernelSymbols(shares []Share, n int) []Share {
+	var out []Share
+	for _, s := range shares {
+		_, sym, ok := strings.Cut(s.What, "[k] ")
+		if !ok || slices.ContainsFunc(out, func(o Share) bool { return o.What == sym }) {
+			continue
+		}
+		if out = append(out, Share{Percent: s.Percent, What: strings.TrimSuffix(sym, "`")}); len(out) == n {
+			break
+		}
+	}
+	return out
 }
 
 // lowRuns lists, for each figure named in low ("4 streams", ...) of a
