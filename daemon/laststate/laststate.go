@@ -456,7 +456,7 @@ func (e *encoding) file(w io.Writer) error {
 func (e *encoding) state(w io.Writer) error {
 	st := e.st
 	// stateJSON's fields in its order, as json.Marshal would write them,
-	// handed on in pieces of about pieceSize: b never grows.
+	// handed on in pieces of about pieceSize: b keeps that size.
 	b := bytes.NewBuffer(make([]byte, 0, pieceSize+pieceSize/4))
 	enc := json.NewEncoder(b) // into b: no slice per peer
 	var lj leaseJSON
