@@ -442,8 +442,9 @@ const programTimeout = 120 * time.Second
 // peerRun writes n fake peer leases into nd's network, waits for its
 // kernel to hold all of them, revokes the etcd lease (deleting every key at
 // once) and waits for all of it to be gone. prof, when set, is started
-// before the writes and stopped after the removal.
-func (c *cpLab) peerRun(ctx context.Context, cfg *config, nd *cpNode, n int, prof *profiler) *PeerRun {
+// before the writes and stopped after the removal; with heap, weftd's heap
+// profile is taken with the peers programmed.
+func (c *cpLab) peerRun(ctx context.Context, cfg *config, nd *cpNode, n int, prof *profiler, heap bool) *PeerRun {
 	out := &PeerRun{Peers: n, Daemon: nd.daemon}
 	pid := nd.pid()
 	fail := func(err error) *PeerRun { out.Error = err.Error(); return out }
@@ -476,7 +477,7 @@ func (c *cpLab) peerRun(ctx context.Context, cfg *config, nd *cpNode, n int, pro
 		return fail(err)
 	}
 	out.CPUProgramSec = round3(out.Loaded.CPUSeconds - before.CPUSeconds)
-	if !nd.node.Flannel && n == cfg.scalePeers {
+	if heap && !nd.node.Flannel {
 		if out.HeapTop, err = c.heapTop(ctx, nd, filepath.Join(cfg.binDir, "weftd")); err != nil {
 			out.HeapTop = []string{"no heap profile: " + err.Error()}
 		}
@@ -506,10 +507,10 @@ const goGCPercent = 100
 // the default's is the one shown.
 func (c *cpLab) gcPercentRun(ctx context.Context, cfg *config, nd *cpNode, n, pct int) *PeerRun {
 	var r *PeerRun
-	if err := withGCPercent(ctx, c.l, nd.node, pct, cfg.logf, func() { r = c.peerRun(ctx, cfg, nd, n, nil) }); err != nil {
+	if err := withGCPercent(ctx, c.l, nd.node, pct, cfg.logf, func() { r = c.peerRun(ctx, cfg, nd, n, nil, false) }); err != nil {
 		r = &PeerRun{Peers: n, Daemon: nd.daemon, Error: err.Error()}
 	}
-	r.HeapTop, r.GCPercent = nil, pct
+	r.GCPercent = pct
 	return r
 }
 
@@ -717,7 +718,7 @@ func runControl(ctx context.Context, cfg *config, res *Results) *Control {
 				if ctx.Err() != nil {
 					return out
 				}
-				record(c.peerRun(ctx, cfg, nd, n, nil))
+				record(c.peerRun(ctx, cfg, nd, n, nil, false))
 			}
 		}
 	}
@@ -743,7 +744,7 @@ func runControl(ctx context.Context, cfg *config, res *Results) *Control {
 		if cfg.profiles {
 			prof = newProfiler("control plane", fmt.Sprintf("weftd programming %d peers (vxlan, /%d subnets), then removing them", cfg.scalePeers, cpSubnetLen), []int{c.nodes[0].pid()}, nil)
 		}
-		pr := c.peerRun(ctx, cfg, c.nodes[0], cfg.scalePeers, prof)
+		pr := c.peerRun(ctx, cfg, c.nodes[0], cfg.scalePeers, prof, true)
 		if prof != nil {
 			res.Profiles = append(res.Profiles, prof.result())
 		}

@@ -275,11 +275,11 @@ func runKube(ctx context.Context, cfg *config) *KubeScale {
 		cfg.logf("kube: %d fake Nodes, weftd at Go's GOGC (--gc-percent=%d)", n, goGCPercent)
 		var r *KubeRun
 		if err := withGCPercent(ctx, l, l.Nodes[0], goGCPercent, cfg.logf, func() {
-			r = kubeRun(ctx, admin, view, l.Nodes[0], dial, n, filepath.Join(cfg.binDir, "weftd"))
+			r = kubeRun(ctx, admin, view, l.Nodes[0], dial, n, "") // the default's heap profile is the one shown
 		}); err != nil {
 			r = &KubeRun{Nodes: n, Error: err.Error()}
 		}
-		r.HeapTop, r.GCPercent = nil, goGCPercent // the default's profile is the one shown
+		r.GCPercent = goGCPercent
 		if r.Error != "" {
 			out.Errors = append(out.Errors, fmt.Sprintf("%d nodes, --gc-percent=%d: %s", n, goGCPercent, r.Error))
 		}
@@ -288,6 +288,9 @@ func runKube(ctx context.Context, cfg *config) *KubeScale {
 	return out
 }
 
+// kubeRun creates n fake Nodes, waits for node's kernel to hold them all,
+// deletes them and waits for all of it to be gone. weftdBin, when set, is
+// the weftd binary for its heap profile with the Nodes programmed.
 func kubeRun(ctx context.Context, admin *kubeplane.Plane, view *kernelView, node *lab.Node,
 	dial func(ctx context.Context, network, addr string) (net.Conn, error), n int, weftdBin string) *KubeRun {
 	out := &KubeRun{Nodes: n}
@@ -346,8 +349,10 @@ func kubeRun(ctx context.Context, admin *kubeplane.Plane, view *kernelView, node
 	if out.GoLoaded, err = goMem(ctx, dial); err != nil {
 		return fail(err)
 	}
-	if out.HeapTop, err = heapTop(ctx, dial, weftdBin); err != nil {
-		out.HeapTop = []string{"no heap profile: " + err.Error()}
+	if weftdBin != "" {
+		if out.HeapTop, err = heapTop(ctx, dial, weftdBin); err != nil {
+			out.HeapTop = []string{"no heap profile: " + err.Error()}
+		}
 	}
 	t := time.Now()
 	code, body, err := admin.Do(ctx, http.MethodDelete, "/api/v1/nodes?labelSelector="+benchNodeLabel+"%3Dfake", nil)

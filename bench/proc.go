@@ -73,15 +73,6 @@ func parseStatCPU(data []byte) (float64, error) {
 	return float64(ut+st) / clockTicks, nil
 }
 
-// procRSS is VmRSS of pid in MiB.
-func procRSS(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	return parseStatusRSS(data)
-}
-
 func parseStatusRSS(data []byte) (float64, error) { return parseStatusMB(data, "VmRSS") }
 
 // parseStatusMB is the /proc/PID/status field (a "… kB" one: VmRSS, VmHWM)
