@@ -657,6 +657,15 @@ func (st *installedFilter) index(f filterSets) {
 	}
 }
 
+// len is the number of elements st records.
+func (st *installedFilter) len() int {
+	n := 0
+	for _, es := range st.elems {
+		n += len(es)
+	}
+	return n
+}
+
 // shrinksBeyond reports whether some set of st holds more than max elements
 // beyond f's: updating st to f would delete more than max, so a rewrite is
 // cheaper, and known to be without the difference computed (a map of all
@@ -717,6 +726,25 @@ func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []
 	if st == nil || st.port != port || st.inner != (m.inner == innerSupported) {
 		return fmt.Errorf("nftables: update peer filter on udp port %d: %w", port, ErrPeerFilterUnknown)
 	}
+	affected := affectedAddrs(changed, removed)
+	sets := m.filterSetsLocked()
+	add, del := st.updateDiff(f, affected)
+	for i := range sets {
+		if len(del[i]) > maxFilterDeletes {
+			return fmt.Errorf("%d elements of %s to delete: %w (%w)", len(del[i]), sets[i].Name, errRewriteCheaper, ErrPeerFilterUnknown)
+		}
+	}
+	if err := m.applyFilterDiffLocked(sets, add, del); err != nil {
+		// The sets changed behind weft's back: unknown now.
+		m.filter = nil
+		return fmt.Errorf("%w (%w)", err, ErrPeerFilterUnknown)
+	}
+	st.updated(f, affected, del)
+	return nil
+}
+
+// affectedAddrs are the addresses of changed and removed, unmapped.
+func affectedAddrs(changed []FilterPeer, removed []netip.Addr) []netip.Addr {
 	affected := make([]netip.Addr, 0, len(changed)+len(removed))
 	for _, p := range changed {
 		affected = append(affected, p.Addr.Unmap())
@@ -724,10 +752,17 @@ func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []
 	for _, a := range removed {
 		affected = append(affected, a.Unmap())
 	}
-	sets := m.filterSetsLocked()
+	return affected
+}
+
+// updateDiff is UpdatePeerFilter's change of st's sets (filterSets.all's
+// order) for f, the elements of the peers that changed, and affected, the
+// addresses that changed or went: f's elements st lacks, and the
+// elements of affected addresses st has and f lacks. The sources sets are
+// left alone without the inner check.
+func (st *installedFilter) updateDiff(f filterSets, affected []netip.Addr) (add, del [4][]nftables.SetElement) {
 	want := f.all()
-	var add, del [4][]nftables.SetElement
-	for i := range sets {
+	for i := range want {
 		if i >= 2 && !st.inner {
 			continue
 		}
@@ -744,16 +779,15 @@ func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []
 				}
 			}
 		}
-		if len(del[i]) > maxFilterDeletes {
-			return fmt.Errorf("%d elements of %s to delete: %w (%w)", len(del[i]), sets[i].Name, errRewriteCheaper, ErrPeerFilterUnknown)
-		}
 	}
-	if err := m.applyFilterDiffLocked(sets, add, del); err != nil {
-		// The sets changed behind weft's back: unknown now.
-		m.filter = nil
-		return fmt.Errorf("%w (%w)", err, ErrPeerFilterUnknown)
-	}
-	for i := range sets {
+	return add, del
+}
+
+// updated records in st that the update updateDiff(f, affected) gave was
+// installed: del, its deletions, are gone, and the affected addresses hold
+// f's elements.
+func (st *installedFilter) updated(f filterSets, affected []netip.Addr, del [4][]nftables.SetElement) {
+	for i := range del {
 		for _, e := range del[i] {
 			delete(st.elems[i], elemKey(e))
 		}
@@ -762,7 +796,6 @@ func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []
 		delete(st.byAddr, packed.AddrOf(a))
 	}
 	st.index(f) // the elements added among them
-	return nil
 }
 
 // filterSetsLocked are the peer filter's sets, as names for element
@@ -820,9 +853,28 @@ func (m *NFTables) applyFilterDiffLocked(sets [4]*nftables.Set, add, del [4][]nf
 // caller's full rewrite.
 func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 	sets := m.filterSetsLocked()
-	want := f.all()
-	var add, del [4][]nftables.SetElement
+	add, del := st.fullDiff(f)
 	for i := range sets {
+		if len(del[i]) > maxFilterDeletes {
+			// The kernel removes an interval-set element at a cost that
+			// grows with the set (1000 of 2000 took a second): a flush and
+			// refill is cheaper then.
+			return fmt.Errorf("%d elements of %s to delete: %w", len(del[i]), sets[i].Name, errRewriteCheaper)
+		}
+	}
+	if err := m.applyFilterDiffLocked(sets, add, del); err != nil {
+		return err
+	}
+	*st = *newInstalledFilter(st.port, st.inner, f)
+	return nil
+}
+
+// fullDiff is the change of st's sets (filterSets.all's order) that makes
+// them hold f's elements: those st lacks, and those f lacks. The sources
+// sets are left alone without the inner check.
+func (st *installedFilter) fullDiff(f filterSets) (add, del [4][]nftables.SetElement) {
+	want := f.all()
+	for i := range want {
 		if i >= 2 && !st.inner {
 			continue
 		}
@@ -837,18 +889,8 @@ func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 				del[i] = append(del[i], elemOfKey(i, k))
 			}
 		}
-		if len(del[i]) > maxFilterDeletes {
-			// The kernel removes an interval-set element at a cost that
-			// grows with the set (1000 of 2000 took a second): a flush and
-			// refill is cheaper then.
-			return fmt.Errorf("%d elements of %s to delete: %w", len(del[i]), sets[i].Name, errRewriteCheaper)
-		}
 	}
-	if err := m.applyFilterDiffLocked(sets, add, del); err != nil {
-		return err
-	}
-	*st = *newInstalledFilter(st.port, st.inner, f)
-	return nil
+	return add, del
 }
 
 // filterSets are the elements of the peer filter's sets.
