@@ -1,7 +1,6 @@
 package masq
 
 import (
-	"bytes"
 	"errors"
 	"net/netip"
 	"strings"
@@ -106,27 +105,5 @@ func TestIPTablesRendering(t *testing.T) {
 				t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
-	}
-}
-
-// TestElemOfKey: the installed filter keeps only element keys, and every
-// element of every set comes back whole from its key.
-func TestElemOfKey(t *testing.T) {
-	f, err := newFilterSets([]FilterPeer{
-		{Addr: netip.MustParseAddr("198.18.0.2"), Sources: []netip.Prefix{netip.MustParsePrefix("198.18.0.2/32"), netip.MustParsePrefix("10.244.2.0/24")}},
-		{Addr: netip.MustParseAddr("2001:db8::2"), Sources: []netip.Prefix{netip.MustParsePrefix("2001:db8::2/128"), netip.MustParsePrefix("fd10:0:0:2::/64")}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, es := range f.all() {
-		if len(es) == 0 {
-			t.Fatalf("set %d has no element", i)
-		}
-		for _, e := range es {
-			if got := elemOfKey(i, elemKey(e)); !bytes.Equal(got.Key, e.Key) || !bytes.Equal(got.KeyEnd, e.KeyEnd) || elemKey(got) != elemKey(e) {
-				t.Errorf("set %d: element %x-%x came back as %x-%x", i, e.Key, e.KeyEnd, got.Key, got.KeyEnd)
-			}
-		}
 	}
 }

@@ -16,8 +16,6 @@ import (
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/weftnet/weft/internal/packed"
 )
 
 // DefaultTable is the name of weft's nftables table (family inet).
@@ -591,123 +589,6 @@ const maxFilterDeletes = 64
 // errRewriteCheaper says an update is better done as a full rewrite.
 var errRewriteCheaper = errors.New("a rewrite is cheaper")
 
-// installedFilter is a peer filter as installed: its port, whether it has
-// the inner check, the keys of its sets' elements (elemKey: an element is
-// rebuilt from its key, so a peer costs a few short strings, not copies of
-// nftables.SetElement), and per peer address the keys of its elements in
-// the sources set of its family (the same strings; its element in the peer
-// set is its address, peerElemKey).
-type installedFilter struct {
-	port   uint16
-	inner  bool
-	elems  [4]map[string]struct{} // v4, v6, sources4, sources6
-	byAddr map[packed.Addr][]string
-}
-
-func elemKey(e nftables.SetElement) string { return string(e.Key) + "|" + string(e.KeyEnd) }
-
-// elemOfKey is the element of set i (filterSets.all's order) whose elemKey
-// is k: the address alone in the peer sets, a key and a key end of equal
-// length in the sources sets.
-func elemOfKey(i int, k string) nftables.SetElement {
-	if i < 2 {
-		return nftables.SetElement{Key: []byte(k[:len(k)-1])}
-	}
-	half := (len(k) - 1) / 2
-	return nftables.SetElement{Key: []byte(k[:half]), KeyEnd: []byte(k[half+1:])}
-}
-
-// peerElemKey is the elemKey of a's element in the peer set of its family.
-func peerElemKey(a netip.Addr) string { return elemKey(nftables.SetElement{Key: a.AsSlice()}) }
-
-func elemMap(es []nftables.SetElement) map[string]nftables.SetElement {
-	m := make(map[string]nftables.SetElement, len(es))
-	for _, e := range es {
-		m[elemKey(e)] = e
-	}
-	return m
-}
-
-// all are the elements of f by set: v4, v6, sources4, sources6.
-func (f filterSets) all() [4][]nftables.SetElement {
-	return [4][]nftables.SetElement{f.v4, f.v6, f.sources4, f.sources6}
-}
-
-func newInstalledFilter(port uint16, inner bool, f filterSets) *installedFilter {
-	st := &installedFilter{port: port, inner: inner, byAddr: make(map[packed.Addr][]string, len(f.v4)+len(f.v6))}
-	for i, es := range f.all() {
-		st.elems[i] = make(map[string]struct{}, len(es))
-	}
-	st.index(f)
-	return st
-}
-
-// index records the elements of f: their keys, and those of the sources
-// sets under their peer addresses.
-func (st *installedFilter) index(f filterSets) {
-	for i, es := range f.all() {
-		for _, e := range es {
-			k := elemKey(e)
-			st.elems[i][k] = struct{}{}
-			if i >= 2 {
-				a := packed.AddrOf(elemAddr(i, e))
-				st.byAddr[a] = append(st.byAddr[a], k)
-			}
-		}
-	}
-}
-
-// len is the number of elements st records.
-func (st *installedFilter) len() int {
-	n := 0
-	for _, es := range st.elems {
-		n += len(es)
-	}
-	return n
-}
-
-// shrinksBeyond reports whether some set of st holds more than max elements
-// beyond f's: updating st to f would delete more than max, so a rewrite is
-// cheaper, and known to be without the difference computed (a map of all
-// of f's elements: most of what a trim after many removals allocated).
-func (st *installedFilter) shrinksBeyond(f filterSets, max int) bool {
-	for i, es := range f.all() {
-		if len(st.elems[i])-len(es) > max {
-			return true
-		}
-	}
-	return false
-}
-
-// keysOf are the keys of a's elements in set i (filterSets.all's order)
-// as st has them installed.
-func (st *installedFilter) keysOf(i int, a netip.Addr) []string {
-	if (i%2 == 0) != a.Is4() {
-		return nil // a set of the other family
-	}
-	if i >= 2 {
-		return st.byAddr[packed.AddrOf(a)]
-	}
-	k := peerElemKey(a)
-	if _, ok := st.elems[i][k]; !ok {
-		return nil
-	}
-	return []string{k}
-}
-
-// elemAddr is the peer address of an element of set i (the sources sets'
-// keys start with it).
-func elemAddr(i int, e nftables.SetElement) netip.Addr {
-	switch i {
-	case 2:
-		return netip.AddrFrom4([4]byte(e.Key[:4]))
-	case 3:
-		return netip.AddrFrom16([16]byte(e.Key[:16]))
-	}
-	a, _ := netip.AddrFromSlice(e.Key)
-	return a
-}
-
 // UpdatePeerFilter implements masq.PeerFilterUpdater: one transaction of
 // the elements of the changed and removed addresses that differ, computed
 // from what this Manager installed, without visiting the other peers.
@@ -739,63 +620,8 @@ func (m *NFTables) UpdatePeerFilter(ctx context.Context, port uint16, changed []
 		m.filter = nil
 		return fmt.Errorf("%w (%w)", err, ErrPeerFilterUnknown)
 	}
-	st.updated(f, affected, del)
+	st.updated(f, affected)
 	return nil
-}
-
-// affectedAddrs are the addresses of changed and removed, unmapped.
-func affectedAddrs(changed []FilterPeer, removed []netip.Addr) []netip.Addr {
-	affected := make([]netip.Addr, 0, len(changed)+len(removed))
-	for _, p := range changed {
-		affected = append(affected, p.Addr.Unmap())
-	}
-	for _, a := range removed {
-		affected = append(affected, a.Unmap())
-	}
-	return affected
-}
-
-// updateDiff is UpdatePeerFilter's change of st's sets (filterSets.all's
-// order) for f, the elements of the peers that changed, and affected, the
-// addresses that changed or went: f's elements st lacks, and the
-// elements of affected addresses st has and f lacks. The sources sets are
-// left alone without the inner check.
-func (st *installedFilter) updateDiff(f filterSets, affected []netip.Addr) (add, del [4][]nftables.SetElement) {
-	want := f.all()
-	for i := range want {
-		if i >= 2 && !st.inner {
-			continue
-		}
-		next := elemMap(want[i])
-		for k, e := range next {
-			if _, ok := st.elems[i][k]; !ok {
-				add[i] = append(add[i], e)
-			}
-		}
-		for _, a := range affected {
-			for _, k := range st.keysOf(i, a) {
-				if _, ok := next[k]; !ok {
-					del[i] = append(del[i], elemOfKey(i, k))
-				}
-			}
-		}
-	}
-	return add, del
-}
-
-// updated records in st that the update updateDiff(f, affected) gave was
-// installed: del, its deletions, are gone, and the affected addresses hold
-// f's elements.
-func (st *installedFilter) updated(f filterSets, affected []netip.Addr, del [4][]nftables.SetElement) {
-	for i := range del {
-		for _, e := range del[i] {
-			delete(st.elems[i], elemKey(e))
-		}
-	}
-	for _, a := range affected {
-		delete(st.byAddr, packed.AddrOf(a))
-	}
-	st.index(f) // the elements added among them
 }
 
 // filterSetsLocked are the peer filter's sets, as names for element
@@ -853,7 +679,7 @@ func (m *NFTables) applyFilterDiffLocked(sets [4]*nftables.Set, add, del [4][]nf
 // caller's full rewrite.
 func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 	sets := m.filterSetsLocked()
-	add, del := st.fullDiff(f)
+	add, del, next := st.fullDiff(f)
 	for i := range sets {
 		if len(del[i]) > maxFilterDeletes {
 			// The kernel removes an interval-set element at a cost that
@@ -865,32 +691,8 @@ func (m *NFTables) updateFilterLocked(st *installedFilter, f filterSets) error {
 	if err := m.applyFilterDiffLocked(sets, add, del); err != nil {
 		return err
 	}
-	*st = *newInstalledFilter(st.port, st.inner, f)
+	st.filterIndex = next
 	return nil
-}
-
-// fullDiff is the change of st's sets (filterSets.all's order) that makes
-// them hold f's elements: those st lacks, and those f lacks. The sources
-// sets are left alone without the inner check.
-func (st *installedFilter) fullDiff(f filterSets) (add, del [4][]nftables.SetElement) {
-	want := f.all()
-	for i := range want {
-		if i >= 2 && !st.inner {
-			continue
-		}
-		next := elemMap(want[i])
-		for k, e := range next {
-			if _, ok := st.elems[i][k]; !ok {
-				add[i] = append(add[i], e)
-			}
-		}
-		for k := range st.elems[i] {
-			if _, ok := next[k]; !ok {
-				del[i] = append(del[i], elemOfKey(i, k))
-			}
-		}
-	}
-	return add, del
 }
 
 // filterSets are the elements of the peer filter's sets.
@@ -901,12 +703,19 @@ type filterSets struct {
 // len is the number of elements in f.
 func (f filterSets) len() int { return len(f.v4) + len(f.v6) + len(f.sources4) + len(f.sources6) }
 
+// all are the elements of f by set: v4, v6, sources4, sources6.
+func (f filterSets) all() [4][]nftables.SetElement {
+	return [4][]nftables.SetElement{f.v4, f.v6, f.sources4, f.sources6}
+}
+
 // newFilterSets validates peers and builds the set elements. Duplicate
 // peers are merged; of two nested source prefixes of one peer the wider is
 // kept (interval sets refuse overlaps). Peers sorted by address, each once
 // (as the daemon hands them), are taken in one pass with the element lists
 // made at their size: a rewrite of thousands of peers then allocates little
-// beyond the elements.
+// beyond the elements. A sources element's key and key end both begin
+// with its peer address: the installed filter keeps the address once
+// (filterIndex).
 func newFilterSets(peers []FilterPeer) (filterSets, error) {
 	var f filterSets
 	if !ascending(peers) {
