@@ -198,7 +198,7 @@ func NewStatusBook(log *slog.Logger) *StatusBook {
 	return &StatusBook{log: log, index: map[packed.Prefix]int32{}, why: map[packed.Prefix]bookWhy{}}
 }
 
-// getLocked is sn's recorded status.
+// getLocked is the recorded status of key k.
 func (b *StatusBook) getLocked(k packed.Prefix) (bookEntry, bookWhy, bool) {
 	i, ok := b.index[k]
 	if !ok {
@@ -232,9 +232,11 @@ func (b *StatusBook) Update(scope map[netip.Prefix]bool, want map[netip.Prefix]P
 	// Sorted, so logs of one pass read in a stable order.
 	var keys []netip.Prefix
 	if scope == nil {
-		for _, e := range slices.Clone(b.entries) { // removals reorder entries
-			if _, ok := want[e.key.Prefix()]; !ok {
-				b.removeLocked(e.key.Prefix())
+		// Backwards: a removal moves the last entry, one already seen.
+		for i := len(b.entries) - 1; i >= 0; i-- {
+			sn := b.entries[i].key.Prefix()
+			if _, ok := want[sn]; !ok {
+				b.removeLocked(sn)
 			}
 		}
 		keys = slices.SortedFunc(maps.Keys(want), ComparePrefix)
