@@ -314,7 +314,7 @@ type generation struct {
 	// is a full one) and filterTouched holds the addresses changed since
 	// the last one (see noteFilterChange).
 	filter        peerFilterState
-	filterIdx     filterIndex
+	filterIdx     *filterIndex
 	filterTouched map[netip.Addr]bool
 	// filterStale holds the addresses whose installed entry lets in more
 	// than their peers need: the trim's to take out (see

@@ -9,6 +9,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/daemon/masq"
+	"github.com/weftnet/weft/internal/packed"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -23,10 +24,10 @@ type peerFilterState struct {
 // filterIndex maps each underlay address of the peers (filterAddrs) to the
 // keys of the peers that have it, so the filter entry of an address is
 // found without visiting the other peers.
-type filterIndex map[netip.Addr][]netip.Prefix
+type filterIndex struct{ keys prefixSets }
 
-func newFilterIndex(peers map[netip.Prefix]subnet.Lease) filterIndex {
-	idx := make(filterIndex, len(peers))
+func newFilterIndex(peers map[netip.Prefix]subnet.Lease) *filterIndex {
+	idx := &filterIndex{keys: newPrefixSets(len(peers))}
 	for k, l := range peers {
 		idx.add(k, l)
 	}
@@ -47,44 +48,49 @@ func filterAddrs(l subnet.Lease, f func(netip.Addr, netip.Prefix)) {
 	}
 }
 
-func (idx filterIndex) add(k netip.Prefix, l subnet.Lease) {
-	filterAddrs(l, func(a netip.Addr, _ netip.Prefix) {
-		if !slices.Contains(idx[a], k) {
-			idx[a] = append(idx[a], k)
-		}
-	})
+func (idx *filterIndex) add(k netip.Prefix, l subnet.Lease) {
+	filterAddrs(l, func(a netip.Addr, _ netip.Prefix) { idx.keys.add(packed.AddrOf(a), packed.PrefixOf(k)) })
 }
 
-func (idx filterIndex) remove(k netip.Prefix, l subnet.Lease) {
-	filterAddrs(l, func(a netip.Addr, _ netip.Prefix) {
-		if ks := slices.DeleteFunc(idx[a], func(x netip.Prefix) bool { return x == k }); len(ks) > 0 {
-			idx[a] = ks
-		} else {
-			delete(idx, a)
-		}
-	})
+func (idx *filterIndex) remove(k netip.Prefix, l subnet.Lease) {
+	filterAddrs(l, func(a netip.Addr, _ netip.Prefix) { idx.keys.remove(packed.AddrOf(a), packed.PrefixOf(k)) })
 }
 
-// entry is the filter entry of address a: the inner sources its VXLAN
-// traffic may carry, which are the pod subnets of that family of the peers
-// at a and a itself (its host answering our pods keeps that source),
-// sorted; false when no peer has a.
-func (idx filterIndex) entry(peers map[netip.Prefix]subnet.Lease, a netip.Addr) (masq.FilterPeer, bool) {
-	keys := idx[a]
-	if len(keys) == 0 {
-		return masq.FilterPeer{}, false
+// appendEntry appends to dst the filter entry of address a: the inner
+// sources its VXLAN traffic may carry, which are the pod subnets of that
+// family of the peers at a and a itself (its host answering our pods keeps
+// that source), sorted; false when no peer has a.
+func (idx *filterIndex) appendEntry(dst []netip.Prefix, peers map[netip.Prefix]subnet.Lease, a netip.Addr) ([]netip.Prefix, bool) {
+	pa := packed.AddrOf(a)
+	first, ok := idx.keys.one[pa]
+	if !ok {
+		return dst, false
 	}
-	src := make([]netip.Prefix, 1, 1+len(keys)) // a subnet per key, mostly: one allocation
-	src[0] = netip.PrefixFrom(a, a.BitLen())
-	for _, k := range keys {
-		filterAddrs(peers[k], func(pa netip.Addr, sn netip.Prefix) {
-			if pa == a {
-				src = append(src, sn)
+	start := len(dst)
+	dst = append(dst, netip.PrefixFrom(a, a.BitLen()))
+	subnets := func(k packed.Prefix) {
+		filterAddrs(peers[k.Prefix()], func(la netip.Addr, sn netip.Prefix) {
+			if la == a {
+				dst = append(dst, sn)
 			}
 		})
 	}
+	subnets(first)
+	for _, k := range idx.keys.more[pa] {
+		subnets(k)
+	}
+	src := dst[start:]
 	slices.SortFunc(src, backend.ComparePrefix)
-	return masq.FilterPeer{Addr: a, Sources: slices.Compact(src)}, true
+	return dst[:start+len(slices.Compact(src))], true
+}
+
+// entry is appendEntry's entry as a filter peer of its own.
+func (idx *filterIndex) entry(peers map[netip.Prefix]subnet.Lease, a netip.Addr) (masq.FilterPeer, bool) {
+	src, ok := idx.appendEntry(make([]netip.Prefix, 0, 2), peers, a) // the address and one subnet, mostly: one allocation
+	if !ok {
+		return masq.FilterPeer{}, false
+	}
+	return masq.FilterPeer{Addr: a, Sources: src}, true
 }
 
 // noteFilterChange keeps the filter index up to date with a change of
@@ -272,12 +278,16 @@ func filterPeers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
 	return newFilterIndex(peers).peers(peers)
 }
 
-// peers is filterPeers from the index of peers.
-func (idx filterIndex) peers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
-	out := make([]masq.FilterPeer, 0, len(idx))
-	for _, a := range slices.SortedFunc(maps.Keys(idx), netip.Addr.Compare) {
-		p, _ := idx.entry(peers, a)
-		out = append(out, p)
+// peers is filterPeers from the index of peers. The Sources share one
+// array (each capped at its length).
+func (idx *filterIndex) peers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
+	addrs := idx.keys.addrs()
+	out := make([]masq.FilterPeer, 0, len(addrs))
+	src := make([]netip.Prefix, 0, 2*len(addrs)) // the address and one subnet, mostly
+	for _, a := range addrs {
+		start := len(src)
+		src, _ = idx.appendEntry(src, peers, a)
+		out = append(out, masq.FilterPeer{Addr: a, Sources: src[start:len(src):len(src)]})
 	}
 	return out
 }
@@ -326,5 +336,87 @@ func unionFilterPeers(a, b []masq.FilterPeer) []masq.FilterPeer {
 			a, b = a[1:], b[1:]
 		}
 	}
+	return out
+}
+
+// prefixSets holds a set of prefixes per address, in the packed forms: an
+// address with one prefix (a peer alone at its address, the common case)
+// costs a slot of one, a map without pointers the garbage collector does
+// not scan and no allocation of its own; the other prefixes of an
+// address, rarely any, are in more.
+type prefixSets struct {
+	one  map[packed.Addr]packed.Prefix   // per address its first prefix
+	more map[packed.Addr][]packed.Prefix // the others, never an empty slice
+}
+
+func newPrefixSets(n int) prefixSets {
+	return prefixSets{one: make(map[packed.Addr]packed.Prefix, n)}
+}
+
+// len is the number of addresses with a prefix.
+func (s *prefixSets) len() int { return len(s.one) }
+
+// add puts p in the set of a, unless it is there.
+func (s *prefixSets) add(a packed.Addr, p packed.Prefix) {
+	first, ok := s.one[a]
+	switch {
+	case !ok:
+		s.one[a] = p
+	case first == p || slices.Contains(s.more[a], p):
+	default:
+		if s.more == nil {
+			s.more = map[packed.Addr][]packed.Prefix{}
+		}
+		s.more[a] = append(s.more[a], p)
+	}
+}
+
+// remove takes p out of the set of a, and a out once its set is empty.
+// The order of the set's other prefixes may change.
+func (s *prefixSets) remove(a packed.Addr, p packed.Prefix) {
+	first, ok := s.one[a]
+	if !ok {
+		return
+	}
+	rest := s.more[a]
+	switch i := slices.Index(rest, p); {
+	case first == p && len(rest) == 0:
+		delete(s.one, a)
+		return
+	case first == p:
+		s.one[a], rest = rest[len(rest)-1], rest[:len(rest)-1]
+	case i >= 0:
+		rest[i], rest = rest[len(rest)-1], rest[:len(rest)-1]
+	default:
+		return
+	}
+	if len(rest) == 0 {
+		delete(s.more, a)
+	} else {
+		s.more[a] = rest
+	}
+}
+
+// appendTo appends the set of a to dst, in its order; false when a has
+// none.
+func (s *prefixSets) appendTo(dst []netip.Prefix, a packed.Addr) ([]netip.Prefix, bool) {
+	first, ok := s.one[a]
+	if !ok {
+		return dst, false
+	}
+	dst = append(dst, first.Prefix())
+	for _, p := range s.more[a] {
+		dst = append(dst, p.Prefix())
+	}
+	return dst, true
+}
+
+// addrs is the addresses with a prefix, sorted.
+func (s *prefixSets) addrs() []netip.Addr {
+	out := make([]netip.Addr, 0, len(s.one))
+	for a := range s.one {
+		out = append(out, a.Addr())
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }
