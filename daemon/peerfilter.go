@@ -17,13 +17,100 @@ import (
 type peerFilterState struct {
 	installed bool // EnsurePeerFilter succeeded with peers below
 	removed   bool // RemovePeerFilter succeeded (the backend has it off)
-	// by is the filter as installed, per peer address.
-	by map[netip.Addr]masq.FilterPeer
+	// by is the filter as installed: per peer address its Sources less
+	// the address's own prefix, which every entry has (kept when it is
+	// the only one), so that the entry of a peer alone at its address is
+	// one prefix held inline (see prefixSets). It is read with sources and
+	// written with record.
+	by prefixSets
+}
+
+// sources appends to dst the Sources installed for a, sorted as an entry's
+// (filterIndex.appendEntry); false when the filter has no entry for a.
+func (s *peerFilterState) sources(dst []netip.Prefix, a netip.Addr) ([]netip.Prefix, bool) {
+	start := len(dst)
+	dst, ok := s.by.appendTo(dst, packed.AddrOf(a))
+	if !ok {
+		return dst, false
+	}
+	self := netip.PrefixFrom(a, a.BitLen())
+	if i, found := slices.BinarySearchFunc(dst[start:], self, backend.ComparePrefix); !found {
+		dst = slices.Insert(dst, start+i, self)
+	}
+	return dst, true
+}
+
+// record notes that the filter now holds p, an entry (its Sources sorted,
+// a among them).
+func (s *peerFilterState) record(p masq.FilterPeer) {
+	self := netip.PrefixFrom(p.Addr, p.Addr.BitLen())
+	var buf [4]netip.Prefix
+	rest := buf[:0]
+	for _, x := range p.Sources {
+		if x != self {
+			rest = append(rest, x)
+		}
+	}
+	if len(rest) == 0 {
+		rest = append(rest, self)
+	}
+	s.by.set(packed.AddrOf(p.Addr), rest)
+}
+
+// holds reports whether the filter is installed as exactly peers.
+func (s *peerFilterState) holds(peers []masq.FilterPeer) bool {
+	if !s.installed || s.by.len() != len(peers) {
+		return false
+	}
+	var buf [8]netip.Prefix
+	for _, p := range peers {
+		if have, ok := s.sources(buf[:0], p.Addr); !ok || !slices.Equal(have, p.Sources) {
+			return false
+		}
+	}
+	return true
+}
+
+// grow adds to peers, a filterPeers list, what the filter holds beyond it:
+// every address of either with the sources of both, in filterPeers's
+// order. It returns that list, which may share peers's array and
+// Sources, and the addresses where it holds more than peers did (the
+// trim's to take out).
+func (s *peerFilterState) grow(peers []masq.FilterPeer) ([]masq.FilterPeer, map[netip.Addr]bool) {
+	stale := map[netip.Addr]bool{}
+	var buf [8]netip.Prefix
+	both := 0
+	for i, p := range peers {
+		have, ok := s.sources(buf[:0], p.Addr)
+		if !ok {
+			continue
+		}
+		both++
+		if u := unionSources(p.Sources, have); !slices.Equal(u, p.Sources) {
+			peers[i].Sources, stale[p.Addr] = u, true
+		}
+	}
+	if both == s.by.len() {
+		return peers, stale
+	}
+	var gone []masq.FilterPeer // installed for no peer
+	for pa := range s.by.one {
+		a := pa.Addr()
+		if _, ok := slices.BinarySearchFunc(peers, a, func(p masq.FilterPeer, a netip.Addr) int { return p.Addr.Compare(a) }); ok {
+			continue
+		}
+		src, _ := s.sources(nil, a)
+		gone = append(gone, masq.FilterPeer{Addr: a, Sources: src})
+		stale[a] = true
+	}
+	slices.SortFunc(gone, func(x, y masq.FilterPeer) int { return x.Addr.Compare(y.Addr) })
+	return unionFilterPeers(peers, gone), stale
 }
 
 // filterIndex maps each underlay address of the peers (filterAddrs) to the
 // keys of the peers that have it, so the filter entry of an address is
-// found without visiting the other peers.
+// found without visiting the other peers. The address of one peer, nearly
+// every one, costs a packed address and key (see prefixSets).
 type filterIndex struct{ keys prefixSets }
 
 func newFilterIndex(peers map[netip.Prefix]subnet.Lease) *filterIndex {
@@ -82,15 +169,6 @@ func (idx *filterIndex) appendEntry(dst []netip.Prefix, peers map[netip.Prefix]s
 	src := dst[start:]
 	slices.SortFunc(src, backend.ComparePrefix)
 	return dst[:start+len(slices.Compact(src))], true
-}
-
-// entry is appendEntry's entry as a filter peer of its own.
-func (idx *filterIndex) entry(peers map[netip.Prefix]subnet.Lease, a netip.Addr) (masq.FilterPeer, bool) {
-	src, ok := idx.appendEntry(make([]netip.Prefix, 0, 2), peers, a) // the address and one subnet, mostly: one allocation
-	if !ok {
-		return masq.FilterPeer{}, false
-	}
-	return masq.FilterPeer{Addr: a, Sources: src}, true
 }
 
 // noteFilterChange keeps the filter index up to date with a change of
@@ -162,17 +240,12 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 	peers := idx.peers(g.peers)
 	var stale map[netip.Addr]bool
 	if grow && g.filter.installed {
-		exact := peers
-		peers = unionFilterPeers(exact, sortedFilterPeers(g.filter.by))
 		// The filter may hold more than the peers: the addresses where it
 		// does are the trim's to take out.
-		stale = differingFilterPeers(peers, exact)
+		peers, stale = g.filter.grow(peers)
 	}
 	g.filterIdx, g.filterTouched, g.filterStale = idx, nil, stale
-	if g.filter.installed && len(peers) == len(g.filter.by) && !slices.ContainsFunc(peers, func(p masq.FilterPeer) bool {
-		have, ok := g.filter.by[p.Addr]
-		return !ok || !sameFilterPeer(p, have)
-	}) {
+	if g.filter.holds(peers) {
 		return
 	}
 	if err := pf.EnsurePeerFilter(ctx, port, peers); err != nil {
@@ -183,14 +256,11 @@ func (g *generation) updatePeerFilter(ctx context.Context, grow bool) {
 		return
 	}
 	by := g.filter.by // refilled, not a second map of every peer
-	clear(by)
-	if by == nil {
-		by = make(map[netip.Addr]masq.FilterPeer, len(peers))
-	}
-	for _, p := range peers {
-		by[p.Addr] = p
-	}
+	by.reset(len(peers))
 	g.filter = peerFilterState{installed: true, by: by}
+	for _, p := range peers {
+		g.filter.record(p)
+	}
 }
 
 // filterTrimPending reports whether the peer filter may hold entries the
@@ -216,9 +286,13 @@ func (g *generation) updatePeerFilterDelta(ctx context.Context, pu masq.PeerFilt
 	}
 	var changed []masq.FilterPeer
 	var removed, stale []netip.Addr
-	for _, a := range slices.SortedFunc(maps.Keys(visit), netip.Addr.Compare) {
-		want, ok := g.filterIdx.entry(g.peers, a)
-		have, had := g.filter.by[a]
+	var src []netip.Prefix // changed's Sources are cut from it, not allocated one by one
+	var wantBuf, haveBuf [8]netip.Prefix
+	addrs := slices.AppendSeq(make([]netip.Addr, 0, len(visit)), maps.Keys(visit))
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	for _, a := range addrs {
+		want, ok := g.filterIdx.appendEntry(wantBuf[:0], g.peers, a)
+		have, had := g.filter.sources(haveBuf[:0], a)
 		switch {
 		case !ok && !had:
 			continue
@@ -231,13 +305,15 @@ func (g *generation) updatePeerFilterDelta(ctx context.Context, pu masq.PeerFilt
 		}
 		exact := want
 		if grow && had {
-			want = unionFilterPeers([]masq.FilterPeer{want}, []masq.FilterPeer{have})[0]
+			want = unionSources(want, have)
 		}
-		if !sameFilterPeer(want, exact) {
+		if !slices.Equal(want, exact) {
 			stale = append(stale, a)
 		}
-		if !had || !sameFilterPeer(want, have) {
-			changed = append(changed, want)
+		if !had || !slices.Equal(want, have) {
+			start := len(src)
+			src = append(src, want...)
+			changed = append(changed, masq.FilterPeer{Addr: a, Sources: src[start:len(src):len(src)]})
 		}
 	}
 	if len(changed) > 0 || len(removed) > 0 {
@@ -251,10 +327,10 @@ func (g *generation) updatePeerFilterDelta(ctx context.Context, pu masq.PeerFilt
 			return true // the touched addresses stay for the next pass
 		}
 		for _, p := range changed {
-			g.filter.by[p.Addr] = p
+			g.filter.record(p)
 		}
 		for _, a := range removed {
-			delete(g.filter.by, a)
+			g.filter.by.delete(packed.AddrOf(a))
 		}
 	}
 	// Every address visited is now exact, or stale and recorded as such.
@@ -278,8 +354,9 @@ func filterPeers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
 	return newFilterIndex(peers).peers(peers)
 }
 
-// peers is filterPeers from the index of peers. The Sources share one
-// array (each capped at its length).
+// peers is filterPeers from the index of peers. The Sources are cut from
+// one slice grown for them all (each capped at its length), not allocated
+// one by one.
 func (idx *filterIndex) peers(peers map[netip.Prefix]subnet.Lease) []masq.FilterPeer {
 	addrs := idx.keys.addrs()
 	out := make([]masq.FilterPeer, 0, len(addrs))
@@ -290,34 +367,6 @@ func (idx *filterIndex) peers(peers map[netip.Prefix]subnet.Lease) []masq.Filter
 		out = append(out, masq.FilterPeer{Addr: a, Sources: src[start:len(src):len(src)]})
 	}
 	return out
-}
-
-// differingFilterPeers returns the addresses of union (sorted, a superset
-// of exact's entries) whose entry is not exact's.
-func differingFilterPeers(union, exact []masq.FilterPeer) map[netip.Addr]bool {
-	out := map[netip.Addr]bool{}
-	i := 0
-	for _, u := range union {
-		for i < len(exact) && exact[i].Addr.Less(u.Addr) {
-			i++
-		}
-		if i < len(exact) && sameFilterPeer(u, exact[i]) {
-			continue
-		}
-		out[u.Addr] = true
-	}
-	return out
-}
-
-// sortedFilterPeers is an installed filter as a list in filterPeers's order.
-func sortedFilterPeers(by map[netip.Addr]masq.FilterPeer) []masq.FilterPeer {
-	out := slices.Collect(maps.Values(by))
-	slices.SortFunc(out, func(a, b masq.FilterPeer) int { return a.Addr.Compare(b.Addr) })
-	return out
-}
-
-func sameFilterPeer(a, b masq.FilterPeer) bool {
-	return a.Addr == b.Addr && slices.Equal(a.Sources, b.Sources)
 }
 
 // unionFilterPeers merges two sorted filter peer lists (filterPeers's
@@ -331,12 +380,25 @@ func unionFilterPeers(a, b []masq.FilterPeer) []masq.FilterPeer {
 		case len(a) == 0 || b[0].Addr.Less(a[0].Addr):
 			out, b = append(out, b[0]), b[1:]
 		default:
-			src := slices.SortedFunc(slices.Values(append(slices.Clone(a[0].Sources), b[0].Sources...)), backend.ComparePrefix)
-			out = append(out, masq.FilterPeer{Addr: a[0].Addr, Sources: slices.Compact(src)})
+			out = append(out, masq.FilterPeer{Addr: a[0].Addr, Sources: unionSources(a[0].Sources, b[0].Sources)})
 			a, b = a[1:], b[1:]
 		}
 	}
 	return out
+}
+
+// unionSources is the union of two sorted lists of sources, sorted: a
+// itself when b adds nothing to it.
+func unionSources(a, b []netip.Prefix) []netip.Prefix {
+	if !slices.ContainsFunc(b, func(p netip.Prefix) bool {
+		_, ok := slices.BinarySearchFunc(a, p, backend.ComparePrefix)
+		return !ok
+	}) {
+		return a
+	}
+	u := append(slices.Clip(a), b...) // a new array: a is left as it is
+	slices.SortFunc(u, backend.ComparePrefix)
+	return slices.Compact(u)
 }
 
 // prefixSets holds a set of prefixes per address, in the packed forms: an
@@ -409,6 +471,39 @@ func (s *prefixSets) appendTo(dst []netip.Prefix, a packed.Addr) ([]netip.Prefix
 		dst = append(dst, p.Prefix())
 	}
 	return dst, true
+}
+
+// set makes ps, not empty, the set of a, in its order.
+func (s *prefixSets) set(a packed.Addr, ps []netip.Prefix) {
+	s.one[a] = packed.PrefixOf(ps[0])
+	if len(ps) == 1 {
+		delete(s.more, a)
+		return
+	}
+	rest := s.more[a][:0]
+	for _, p := range ps[1:] {
+		rest = append(rest, packed.PrefixOf(p))
+	}
+	if s.more == nil {
+		s.more = map[packed.Addr][]packed.Prefix{}
+	}
+	s.more[a] = rest
+}
+
+// delete takes a and its set out.
+func (s *prefixSets) delete(a packed.Addr) {
+	delete(s.one, a)
+	delete(s.more, a)
+}
+
+// reset empties s for about n addresses, keeping the memory it has.
+func (s *prefixSets) reset(n int) {
+	if s.one == nil {
+		*s = newPrefixSets(n)
+		return
+	}
+	clear(s.one)
+	clear(s.more)
 }
 
 // addrs is the addresses with a prefix, sorted.
