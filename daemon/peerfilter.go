@@ -405,7 +405,8 @@ func unionSources(a, b []netip.Prefix) []netip.Prefix {
 // address with one prefix (a peer alone at its address, the common case)
 // costs a slot of one, a map without pointers the garbage collector does
 // not scan and no allocation of its own; the other prefixes of an
-// address, rarely any, are in more.
+// address, rarely any, are in more. Make it with newPrefixSets (or reset):
+// the zero prefixSets has no map to write to.
 type prefixSets struct {
 	one  map[packed.Addr]packed.Prefix   // per address its first prefix
 	more map[packed.Addr][]packed.Prefix // the others, never an empty slice
