@@ -116,12 +116,33 @@ func (k *kernelState) setNeigh(n nl.Neigh) {
 
 func (k *kernelState) deleteNeigh(ip netip.Addr) { delete(k.neighs, packed.AddrOf(ip)) }
 
+// neighIs reports whether the neighbour at ip is a permanent one of mac:
+// one nl.EnsureNeigh leaves alone. Asked first, it spares an unchanged peer
+// the unpacking.
+func (k *kernelState) neighIs(ip netip.Addr, mac khw) bool {
+	n, ok := k.neighs[packed.AddrOf(ip)]
+	return ok && n.permanent && n.mac == mac
+}
+
 func (k *kernelState) fdbEntry(mac string) (nl.FDBEntry, bool) {
 	fe, ok := k.fdb[mac]
 	if !ok {
 		return nl.FDBEntry{}, false
 	}
 	return nl.FDBEntry{MAC: fe.mac.hw(), Dst: fe.dst.Addr(), LinkIndex: int(fe.link)}, true
+}
+
+// fdbIs reports whether mac's FDB entry goes to dst: one nl.EnsureFDB
+// leaves alone (see neighIs).
+func (k *kernelState) fdbIs(mac string, dst packed.Addr) bool {
+	fe, ok := k.fdb[mac]
+	return ok && fe.dst == dst
+}
+
+// fdbDst is the destination of mac's FDB entry.
+func (k *kernelState) fdbDst(mac string) (netip.Addr, bool) {
+	fe, ok := k.fdb[mac]
+	return fe.dst.Addr(), ok
 }
 
 func (k *kernelState) setFDB(mac string, fe nl.FDBEntry) {

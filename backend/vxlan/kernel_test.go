@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/internal/nl"
+	"github.com/weftnet/weft/internal/packed"
 )
 
 // TestKernelStateRoundTrip: what goes into a kernelState (the dumps, or a
@@ -51,10 +52,16 @@ func TestKernelStateRoundTrip(t *testing.T) {
 			if got, ok := k.neigh(ip); !ok || !reflect.DeepEqual(got, want) {
 				t.Errorf("neighbour %s: %+v, %v; want %+v", ip, got, ok, want)
 			}
+			if k.neighIs(ip, packHW(want.MAC)) != want.Permanent || k.neighIs(ip, packHW(net.HardwareAddr{9, 9, 9, 9, 9, 9})) {
+				t.Errorf("neighbour %s: neighIs says otherwise than %+v", ip, want)
+			}
 		}
 		for m, want := range fdb {
 			if got, ok := k.fdbEntry(m); !ok || !reflect.DeepEqual(got, want) {
 				t.Errorf("fdb %s: %+v, %v; want %+v", m, got, ok, want)
+			}
+			if dst, ok := k.fdbDst(m); !ok || dst != want.Dst || !k.fdbIs(m, packed.AddrOf(want.Dst)) || k.fdbIs(m, packed.AddrOf(netip.MustParseAddr("192.0.2.1"))) {
+				t.Errorf("fdb %s: destination %s, %v (fdbIs %v); want %s", m, dst, ok, k.fdbIs(m, packed.AddrOf(want.Dst)), want.Dst)
 			}
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/internal/nl"
+	"github.com/weftnet/weft/internal/packed"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -729,35 +730,38 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 				b.log.Log(context.Background(), lvl, "deleted stale route", "route", r.String())
 			}
 		}
-		if n, ok := k.neigh(sn.Addr()); ok && !wantNeigh[n.IP] {
-			if err := b.h.DeleteNeigh(d.link.Attrs().Index, n.IP); err != nil {
-				errs = append(errs, fmt.Errorf("vxlan: %w", err))
-			} else {
-				k.deleteNeigh(n.IP)
-				b.countRepair(full)
-				b.log.Log(context.Background(), lvl, "deleted stale neighbour", "ip", n.IP, "mac", n.MAC.String())
+		if ip := sn.Addr(); !wantNeigh[ip] {
+			if n, ok := k.neigh(ip); ok {
+				if err := b.h.DeleteNeigh(d.link.Attrs().Index, n.IP); err != nil {
+					errs = append(errs, fmt.Errorf("vxlan: %w", err))
+				} else {
+					k.deleteNeigh(n.IP)
+					b.countRepair(full)
+					b.log.Log(context.Background(), lvl, "deleted stale neighbour", "ip", n.IP, "mac", n.MAC.String())
+				}
 			}
 		}
 	}
 	// FDB is keyed by MAC, which the claim's owner holds.
-	stale := func(fe nl.FDBEntry) bool {
-		cl := d.claims[fe.MAC.String()]
+	stale := func(mac string, dst netip.Addr) bool {
+		cl := d.claims[mac]
 		if len(cl) == 0 {
 			return true
 		}
 		// The owner's plan: programmed, unless its writes failed just now
 		// (keep the entry; the next full pass retries).
-		return d.plans[cl[0]].publicIP != fe.Dst
+		return d.plans[cl[0]].publicIP != dst
 	}
 	var fdb []nl.FDBEntry
 	for mac := range macs {
-		if fe, ok := k.fdbEntry(mac); ok && stale(fe) {
+		if dst, ok := k.fdbDst(mac); ok && stale(mac, dst) {
+			fe, _ := k.fdbEntry(mac)
 			fdb = append(fdb, fe)
 		}
 	}
 	if full {
 		for _, fe := range k.extraFDB {
-			if stale(fe) {
+			if stale(fe.MAC.String(), fe.Dst) {
 				fdb = append(fdb, fe)
 			}
 		}
@@ -781,33 +785,40 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 // ensurePeer writes p's route, neighbour and FDB entry where the kernel
 // (as d.kernel has it) differs, and records what it wrote. FDB and
 // neighbour go first so the route never points at an unresolved next hop.
+// An FDB entry or neighbour d.kernel has as p wants it is left before
+// anything is unpacked (fdbIs, neighIs: the nl Ensure calls would leave it
+// too), so a pass over unchanged peers allocates nothing for them.
 func (b *Backend) ensurePeer(d *device, p *plan) (changed bool, err error) {
 	k := &d.kernel
 	if p.mac != nil {
-		var have *nl.FDBEntry
-		if fe, ok := k.fdbEntry(p.claim); ok {
-			have = &fe
+		if !k.fdbIs(p.claim, packed.AddrOf(p.publicIP)) {
+			var have *nl.FDBEntry
+			if fe, ok := k.fdbEntry(p.claim); ok {
+				have = &fe
+			}
+			w, err := b.h.EnsureFDB(p.route.LinkIndex, p.mac, p.publicIP, have)
+			if err != nil {
+				return changed, err
+			}
+			if w {
+				k.setFDB(p.claim, nl.FDBEntry{MAC: p.mac, Dst: p.publicIP, LinkIndex: p.route.LinkIndex})
+			}
+			changed = changed || w
 		}
-		w, err := b.h.EnsureFDB(p.route.LinkIndex, p.mac, p.publicIP, have)
-		if err != nil {
-			return changed, err
+		if !k.neighIs(p.route.Gw, packHW(p.mac)) {
+			var haveN *nl.Neigh
+			if n, ok := k.neigh(p.route.Gw); ok {
+				haveN = &n
+			}
+			w, err := b.h.EnsureNeigh(p.route.LinkIndex, p.route.Gw, p.mac, haveN)
+			if err != nil {
+				return changed, err
+			}
+			if w {
+				k.setNeigh(nl.Neigh{IP: p.route.Gw, MAC: p.mac, LinkIndex: p.route.LinkIndex, Permanent: true})
+			}
+			changed = changed || w
 		}
-		if w {
-			k.setFDB(p.claim, nl.FDBEntry{MAC: p.mac, Dst: p.publicIP, LinkIndex: p.route.LinkIndex})
-		}
-		changed = changed || w
-		var haveN *nl.Neigh
-		if n, ok := k.neigh(p.route.Gw); ok {
-			haveN = &n
-		}
-		w, err = b.h.EnsureNeigh(p.route.LinkIndex, p.route.Gw, p.mac, haveN)
-		if err != nil {
-			return changed, err
-		}
-		if w {
-			k.setNeigh(nl.Neigh{IP: p.route.Gw, MAC: p.mac, LinkIndex: p.route.LinkIndex, Permanent: true})
-		}
-		changed = changed || w
 	}
 	var haveR *nl.Route
 	if r, ok := k.route(p.route.Dst); ok {
