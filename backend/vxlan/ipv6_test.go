@@ -53,19 +53,19 @@ func TestPlanPeersIPv6(t *testing.T) {
 		plans, _ := planPeers(e, peers)
 		p2, p3 := plans[pfx("10.244.2.0/24")], plans[pfx("10.244.3.0/24")]
 		if direct {
-			if p2.state != backend.PeerProgrammed || p2.mac != nil || p2.route.Dst != pfx("fd10:0:0:2::/64") || p2.route.Gw != addr("2001:db8::11") || p2.route.LinkIndex != 2 {
-				t.Errorf("direct same-segment peer: %+v", p2)
+			if r := p2.route(); p2.state != programmed || p2.encap() || r.Dst != pfx("fd10:0:0:2::/64") || r.Gw != addr("2001:db8::11") || r.LinkIndex != 2 {
+				t.Errorf("direct same-segment peer: %s %+v", planSummary(p2), r)
 			}
-		} else if p2.state != backend.PeerProgrammed || p2.mac.String() != "02:00:00:00:00:62" || p2.publicIP != addr("2001:db8::11") ||
-			p2.route.Dst != pfx("fd10:0:0:2::/64") || p2.route.Gw != addr("fd10:0:0:2::") || !p2.route.OnLink || p2.route.LinkIndex != 9 {
-			t.Errorf("encapsulated peer: %+v", p2)
+		} else if r := p2.route(); p2.state != programmed || p2.mac.String() != "02:00:00:00:00:62" || p2.publicIP() != addr("2001:db8::11") ||
+			r.Dst != pfx("fd10:0:0:2::/64") || r.Gw != addr("fd10:0:0:2::") || !r.OnLink || r.LinkIndex != 9 {
+			t.Errorf("encapsulated peer: %s %+v", planSummary(p2), r)
 		}
-		if p3.state != backend.PeerProgrammed || p3.mac.String() != "02:00:00:00:00:63" || p3.route.Gw != addr("fd10:0:0:3::") || p3.route.LinkIndex != 9 {
-			t.Errorf("direct=%v, peer on another segment: %+v, want encapsulated", direct, p3)
+		if r := p3.route(); p3.state != programmed || p3.mac.String() != "02:00:00:00:00:63" || r.Gw != addr("fd10:0:0:3::") || r.LinkIndex != 9 {
+			t.Errorf("direct=%v, peer on another segment: %s %+v, want encapsulated", direct, planSummary(p3), r)
 		}
 		for sn, want := range map[string]string{"10.244.4.0/24": "BackendV6Data: bad vxlan BackendData: missing", "10.244.5.0/24": "already used by the older lease of peer 10.244.3.0/24 (2001:db8:1::12)"} {
 			p := plans[pfx(sn)]
-			st := backend.NewPeerStatus(cfg, peers[pfx(sn)], backend.Outcome(backend.PeerProgrammed, ""), backend.Outcome(p.state, p.reason))
+			st := backend.NewPeerStatus(cfg, peers[pfx(sn)], backend.Outcome(backend.PeerProgrammed, ""), p.outcome())
 			if st.State != backend.PeerRefused || !strings.Contains(st.Reason, "IPv6: ") || !strings.Contains(st.Reason, want) || !strings.Contains(st.Reason, sn) {
 				t.Errorf("direct=%v %s: %s %q, want refused: IPv6: %s", direct, sn, st.State, st.Reason, want)
 			}

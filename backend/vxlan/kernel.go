@@ -15,20 +15,21 @@ import (
 // changes only; what someone else changed meanwhile is the next full
 // pass's to repair.
 //
-// It is kept per peer, so its entries are packed (package packed) and,
-// but for the FDB's keys, hold no pointers the garbage collector would
-// scan: the routes, neighbours and FDB entries go in and come out as the
-// nl types.
+// It is kept per peer, so its entries are packed (package packed, khw)
+// and hold no pointers the garbage collector would scan: the routes,
+// neighbours and FDB entries go in and come out as the nl types.
 type kernelState struct {
 	routes map[packed.Prefix]kroute
 	neighs map[packed.Addr]kneigh
-	fdb    map[string]kfdb // by MAC (its String)
+	fdb    map[khw]kfdb // by MAC
 	// extraFDB are the entries of a MAC beyond its first (FDB); only full
 	// passes delete them.
 	extraFDB []nl.FDBEntry
 }
 
-// khw is a hardware address of up to 8 bytes (a VXLAN device's are 6).
+// khw is a hardware address of up to 8 bytes (a VXLAN device's, and every
+// VtepMAC, are 6), comparable and without pointers: a map key. The zero
+// khw is no address.
 type khw struct {
 	b [8]byte
 	n uint8
@@ -40,12 +41,16 @@ func packHW(m net.HardwareAddr) khw {
 	return h
 }
 
+// hw is h as netlink takes it: a new slice, nil for no address.
 func (h khw) hw() net.HardwareAddr {
 	if h.n == 0 {
 		return nil
 	}
 	return net.HardwareAddr(append([]byte(nil), h.b[:h.n]...))
 }
+
+// String is net.HardwareAddr's form of h ("" for no address).
+func (h khw) String() string { return net.HardwareAddr(h.b[:h.n]).String() }
 
 // kroute is an nl.Route but its destination (the key).
 type kroute struct {
@@ -61,19 +66,19 @@ type kneigh struct {
 	permanent bool
 }
 
-// kfdb is an nl.FDBEntry.
+// kfdb is an nl.FDBEntry but its MAC (the key).
 type kfdb struct {
-	mac  khw
 	dst  packed.Addr
 	link int32
 }
 
-// newKernelState packs the dumps of routes, neighbours and FDB.
+// newKernelState packs the dumps of routes, neighbours and FDB (nl.FDB's:
+// keyed by the MAC's String, which is not kept).
 func newKernelState(routes map[netip.Prefix]nl.Route, neighs map[netip.Addr]nl.Neigh, fdb map[string]nl.FDBEntry, extraFDB []nl.FDBEntry) kernelState {
 	k := kernelState{
 		routes:   make(map[packed.Prefix]kroute, len(routes)),
 		neighs:   make(map[packed.Addr]kneigh, len(neighs)),
-		fdb:      make(map[string]kfdb, len(fdb)),
+		fdb:      make(map[khw]kfdb, len(fdb)),
 		extraFDB: extraFDB,
 	}
 	for _, r := range routes {
@@ -82,8 +87,8 @@ func newKernelState(routes map[netip.Prefix]nl.Route, neighs map[netip.Addr]nl.N
 	for _, n := range neighs {
 		k.setNeigh(n)
 	}
-	for mac, fe := range fdb {
-		k.setFDB(mac, fe)
+	for _, fe := range fdb {
+		k.setFDB(fe)
 	}
 	return k
 }
@@ -116,6 +121,12 @@ func (k *kernelState) setNeigh(n nl.Neigh) {
 
 func (k *kernelState) deleteNeigh(ip netip.Addr) { delete(k.neighs, packed.AddrOf(ip)) }
 
+// neighMAC is the MAC of the neighbour at ip, without unpacking it.
+func (k *kernelState) neighMAC(ip netip.Addr) (khw, bool) {
+	n, ok := k.neighs[packed.AddrOf(ip)]
+	return n.mac, ok
+}
+
 // neighIs reports whether the neighbour at ip is a permanent one of mac:
 // one nl.EnsureNeigh leaves alone. Asked first, it spares an unchanged peer
 // the unpacking.
@@ -124,29 +135,29 @@ func (k *kernelState) neighIs(ip netip.Addr, mac khw) bool {
 	return ok && n.permanent && n.mac == mac
 }
 
-func (k *kernelState) fdbEntry(mac string) (nl.FDBEntry, bool) {
+func (k *kernelState) fdbEntry(mac khw) (nl.FDBEntry, bool) {
 	fe, ok := k.fdb[mac]
 	if !ok {
 		return nl.FDBEntry{}, false
 	}
-	return nl.FDBEntry{MAC: fe.mac.hw(), Dst: fe.dst.Addr(), LinkIndex: int(fe.link)}, true
+	return nl.FDBEntry{MAC: mac.hw(), Dst: fe.dst.Addr(), LinkIndex: int(fe.link)}, true
 }
 
 // fdbIs reports whether mac's FDB entry goes to dst: one nl.EnsureFDB
 // leaves alone (see neighIs).
-func (k *kernelState) fdbIs(mac string, dst packed.Addr) bool {
+func (k *kernelState) fdbIs(mac khw, dst packed.Addr) bool {
 	fe, ok := k.fdb[mac]
 	return ok && fe.dst == dst
 }
 
 // fdbDst is the destination of mac's FDB entry.
-func (k *kernelState) fdbDst(mac string) (netip.Addr, bool) {
+func (k *kernelState) fdbDst(mac khw) (netip.Addr, bool) {
 	fe, ok := k.fdb[mac]
 	return fe.dst.Addr(), ok
 }
 
-func (k *kernelState) setFDB(mac string, fe nl.FDBEntry) {
-	k.fdb[mac] = kfdb{mac: packHW(fe.MAC), dst: packed.AddrOf(fe.Dst), link: int32(fe.LinkIndex)}
+func (k *kernelState) setFDB(fe nl.FDBEntry) {
+	k.fdb[packHW(fe.MAC)] = kfdb{dst: packed.AddrOf(fe.Dst), link: int32(fe.LinkIndex)}
 }
 
-func (k *kernelState) deleteFDB(mac string) { delete(k.fdb, mac) }
+func (k *kernelState) deleteFDB(mac khw) { delete(k.fdb, mac) }

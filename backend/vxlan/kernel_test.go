@@ -32,7 +32,7 @@ func TestKernelStateRoundTrip(t *testing.T) {
 	} {
 		neighs[n.IP] = n
 	}
-	fdb := map[string]nl.FDBEntry{
+	fdb := map[string]nl.FDBEntry{ // as nl.FDB dumps it: by the MAC's String
 		mac.String():        {MAC: mac, Dst: netip.MustParseAddr("198.18.0.5"), LinkIndex: 7},
 		"02:00:00:00:01:03": {MAC: net.HardwareAddr{0x02, 0, 0, 0, 0x01, 0x03}, Dst: netip.MustParseAddr("fd00::5"), LinkIndex: 8},
 	}
@@ -55,13 +55,20 @@ func TestKernelStateRoundTrip(t *testing.T) {
 			if k.neighIs(ip, packHW(want.MAC)) != want.Permanent || k.neighIs(ip, packHW(net.HardwareAddr{9, 9, 9, 9, 9, 9})) {
 				t.Errorf("neighbour %s: neighIs says otherwise than %+v", ip, want)
 			}
+			if mac, ok := k.neighMAC(ip); !ok || mac != packHW(want.MAC) {
+				t.Errorf("neighbour %s: MAC %s, %v; want %s", ip, mac, ok, want.MAC)
+			}
 		}
 		for m, want := range fdb {
-			if got, ok := k.fdbEntry(m); !ok || !reflect.DeepEqual(got, want) {
+			h := packHW(want.MAC)
+			if h.String() != m {
+				t.Errorf("fdb %s: packed, %s", m, h)
+			}
+			if got, ok := k.fdbEntry(h); !ok || !reflect.DeepEqual(got, want) {
 				t.Errorf("fdb %s: %+v, %v; want %+v", m, got, ok, want)
 			}
-			if dst, ok := k.fdbDst(m); !ok || dst != want.Dst || !k.fdbIs(m, packed.AddrOf(want.Dst)) || k.fdbIs(m, packed.AddrOf(netip.MustParseAddr("192.0.2.1"))) {
-				t.Errorf("fdb %s: destination %s, %v (fdbIs %v); want %s", m, dst, ok, k.fdbIs(m, packed.AddrOf(want.Dst)), want.Dst)
+			if dst, ok := k.fdbDst(h); !ok || dst != want.Dst || !k.fdbIs(h, packed.AddrOf(want.Dst)) || k.fdbIs(h, packed.AddrOf(netip.MustParseAddr("192.0.2.1"))) {
+				t.Errorf("fdb %s: destination %s, %v (fdbIs %v); want %s", m, dst, ok, k.fdbIs(h, packed.AddrOf(want.Dst)), want.Dst)
 			}
 		}
 	}
@@ -74,7 +81,7 @@ func TestKernelStateRoundTrip(t *testing.T) {
 	k.setNeigh(n)
 	neighs[n.IP] = n
 	fe := nl.FDBEntry{MAC: mac, Dst: netip.MustParseAddr("198.18.0.9"), LinkIndex: 7}
-	k.setFDB(mac.String(), fe)
+	k.setFDB(fe)
 	fdb[mac.String()] = fe
 	check()
 
@@ -82,6 +89,8 @@ func TestKernelStateRoundTrip(t *testing.T) {
 	delete(routes, netip.MustParsePrefix("10.6.0.0/24"))
 	k.deleteNeigh(netip.MustParseAddr("10.8.0.0"))
 	delete(neighs, netip.MustParseAddr("10.8.0.0"))
+	k.deleteFDB(packHW(mac))
+	delete(fdb, mac.String())
 	check()
 	if _, ok := k.route(netip.MustParsePrefix("10.6.0.0/25")); ok {
 		t.Error("a route to 10.6.0.0/25 is found")

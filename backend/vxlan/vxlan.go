@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -82,7 +84,7 @@ type device struct {
 	// to date by the incremental ones: the family's plan of every peer (by
 	// key), the peers claiming each VtepMAC, the kernel state.
 	plans  map[netip.Prefix]*plan
-	claims map[string][]netip.Prefix
+	claims claims
 	kernel kernelState
 }
 
@@ -389,22 +391,162 @@ func (b *Backend) Close() error {
 // ---- desired state ----
 
 // plan is what one peer needs in the kernel in one address family (the
-// family of the env it was planned in).
+// family of the env it was planned in). A device keeps one per peer, so it
+// is packed (package packed, khw) and small (80 bytes, where an nl.Route,
+// a net.HardwareAddr and the MAC's String made 192 and two allocations
+// more): the route and the MAC are unpacked where netlink or a log takes
+// them (route, ensurePeer).
 type plan struct {
 	// created is the lease's CreateRevision, which settles a VtepMAC
 	// claimed twice (the lease itself is the peer set's: a plan does not
 	// copy it).
 	created int64
-	state   backend.PeerState
-	reason  string
-	route   nl.Route
-	// mac and publicIP are set for encapsulated peers (neighbour + FDB);
-	// mac is nil for direct-routed ones.
-	mac      net.HardwareAddr
-	publicIP netip.Addr
-	// claim is the VtepMAC an encapsulated peer claims (mac's string), also
-	// when it lost the claim to an older lease and is refused for it.
-	claim string
+	reason  string // why the peer is refused or failed
+	// dst is the route's destination and pub the peer's underlay address
+	// of the family (PublicIP, PublicIPv6); both zero when the peer was
+	// refused before it had a route.
+	dst packed.Prefix
+	pub packed.Addr
+	// mac is the VtepMAC an encapsulated peer claims (neighbour + FDB),
+	// also when it lost the claim to an older lease and is refused for it;
+	// zero for a direct-routed peer.
+	mac   khw
+	link  int32 // the route's device: the family's VXLAN device, or the underlay
+	state pstate
+}
+
+// pstate is a plan's backend.PeerState in a byte; the zero pstate is none.
+type pstate uint8
+
+const (
+	_ pstate = iota
+	programmed
+	refused
+	failed
+)
+
+func (s pstate) peerState() backend.PeerState {
+	switch s {
+	case programmed:
+		return backend.PeerProgrammed
+	case refused:
+		return backend.PeerRefused
+	case failed:
+		return backend.PeerFailed
+	}
+	return ""
+}
+
+// outcome is what became of p's peer in p's family.
+func (p *plan) outcome() backend.FamilyOutcome { return backend.Outcome(p.state.peerState(), p.reason) }
+
+// encap reports whether p's peer is encapsulated: its route goes through
+// the VXLAN device, and it has a neighbour and an FDB entry.
+func (p *plan) encap() bool { return p.mac.n != 0 }
+
+// route is p's route: dst via dst's first address (S.0, S::) onlink on
+// the VXLAN device when encapsulated, else via pub on the underlay; the
+// zero route when there is none.
+func (p *plan) route() nl.Route {
+	r := nl.Route{Dst: p.dst.Prefix(), LinkIndex: int(p.link)}
+	if p.encap() {
+		r.Gw, r.OnLink = r.Dst.Addr(), true
+	} else {
+		r.Gw = p.pub.Addr()
+	}
+	return r
+}
+
+// publicIP is where p's FDB entry sends its VtepMAC's frames: pub when
+// encapsulated, zero otherwise.
+func (p *plan) publicIP() netip.Addr {
+	if !p.encap() {
+		return netip.Addr{}
+	}
+	return p.pub.Addr()
+}
+
+// claims are the encapsulated peers (by key) that claim each VtepMAC; once
+// settled (settleClaim), a MAC's first claimant is its owner. Nearly every
+// MAC has one claimant, so that one is kept packed in first, with no slice
+// of its own; only a MAC claimed more than once has the rest, in the
+// order they came, in more.
+type claims struct {
+	first map[khw]packed.Prefix
+	more  map[khw][]netip.Prefix
+}
+
+// newClaims makes claims with room for n MACs.
+func newClaims(n int) claims {
+	return claims{first: make(map[khw]packed.Prefix, n), more: map[khw][]netip.Prefix{}}
+}
+
+// len is the number of MACs claimed.
+func (c claims) len() int { return len(c.first) }
+
+// macs are the MACs claimed.
+func (c claims) macs() iter.Seq[khw] { return maps.Keys(c.first) }
+
+// owner is mac's first claimant: its owner, once settled.
+func (c claims) owner(mac khw) (netip.Prefix, bool) {
+	sn, ok := c.first[mac]
+	return sn.Prefix(), ok
+}
+
+// add makes sn mac's last claimant.
+func (c claims) add(mac khw, sn netip.Prefix) {
+	if _, ok := c.first[mac]; !ok {
+		c.first[mac] = packed.PrefixOf(sn)
+		return
+	}
+	c.more[mac] = append(c.more[mac], sn)
+}
+
+// remove drops sn from mac's claimants, the others keeping their order.
+func (c claims) remove(mac khw, sn netip.Prefix) {
+	first, ok := c.first[mac]
+	if !ok {
+		return
+	}
+	more := c.more[mac]
+	if first == packed.PrefixOf(sn) {
+		if len(more) == 0 {
+			delete(c.first, mac)
+			return
+		}
+		c.first[mac] = packed.PrefixOf(more[0])
+		more = slices.Delete(more, 0, 1)
+	} else {
+		more = slices.DeleteFunc(more, func(c netip.Prefix) bool { return c == sn })
+	}
+	if len(more) == 0 {
+		delete(c.more, mac)
+	} else {
+		c.more[mac] = more
+	}
+}
+
+// of appends mac's claimants, first first, to buf.
+func (c claims) of(mac khw, buf []netip.Prefix) []netip.Prefix {
+	first, ok := c.first[mac]
+	if !ok {
+		return buf
+	}
+	return append(append(buf, first.Prefix()), c.more[mac]...)
+}
+
+// set makes cl (of's list, reordered) mac's claimants, in cl's order; an
+// empty cl leaves mac unclaimed.
+func (c claims) set(mac khw, cl []netip.Prefix) {
+	if len(cl) == 0 {
+		return
+	}
+	c.first[mac] = packed.PrefixOf(cl[0])
+	if len(cl) == 1 {
+		delete(c.more, mac)
+		return
+	}
+	c.more[mac] = append(c.more[mac][:0], cl[1:]...)
 }
 
 // env is the node-side input of planning one address family.
@@ -424,20 +566,24 @@ type env struct {
 // family e.f or why it is refused (planPeer), then settles every VtepMAC
 // claimed twice (settleClaim); it returns the plans and, per VtepMAC, the
 // peers that claim it.
-func planPeers(e env, peers map[netip.Prefix]subnet.Lease) (map[netip.Prefix]*plan, map[string][]netip.Prefix) {
+func planPeers(e env, peers map[netip.Prefix]subnet.Lease) (map[netip.Prefix]*plan, claims) {
 	out := make(map[netip.Prefix]*plan, len(peers))
-	claims := make(map[string][]netip.Prefix, len(peers))
+	cls := newClaims(len(peers))
 	for sn, l := range peers {
 		p := planPeer(e, l)
 		out[sn] = p
-		if p.claim != "" {
-			claims[p.claim] = append(claims[p.claim], sn)
+		if p.encap() {
+			cls.add(p.mac, sn)
 		}
 	}
-	for _, cl := range claims {
+	var buf []netip.Prefix
+	for mac := range cls.more { // the MACs claimed twice
+		cl := cls.of(mac, buf[:0])
 		settleClaim(out, cl)
+		cls.set(mac, cl)
+		buf = cl
 	}
-	return out, claims
+	return out, cls
 }
 
 // planPeer is one peer's plan in family e.f: first the rules every backend
@@ -448,7 +594,7 @@ func planPeers(e env, peers map[netip.Prefix]subnet.Lease) (map[netip.Prefix]*pl
 func planPeer(e env, l subnet.Lease) *plan {
 	p := &plan{created: l.CreateRevision}
 	refuse := func(format string, args ...any) *plan {
-		p.state = backend.PeerRefused
+		p.state = refused
 		p.reason = fmt.Sprintf(format, args...)
 		return p
 	}
@@ -463,19 +609,18 @@ func planPeer(e env, l subnet.Lease) *plan {
 	if e.f == backend.IPv6 {
 		dst, pub, data, dataKey = l.IPv6Subnet.Masked(), l.Attrs.PublicIPv6, l.Attrs.BackendV6Data, "BackendV6Data: "
 	}
-	gw := dst.Addr() // peerSubnet.0, peerSubnet::
 	if e.direct && containsAddr(e.connected, pub) {
-		p.state = backend.PeerProgrammed
-		p.route = nl.Route{Dst: dst, Gw: pub, LinkIndex: e.ulIndex}
+		// dst via pub dev <underlay>
+		p.state, p.dst, p.pub, p.link = programmed, packed.PrefixOf(dst), packed.AddrOf(pub), int32(e.ulIndex)
 		return p
 	}
 	mac, err := parseBackendData(data, e.vni)
 	if err != nil {
 		return refuse("%s%v", dataKey, err)
 	}
-	p.state = backend.PeerProgrammed
-	p.mac, p.publicIP, p.claim = mac, pub, mac.String()
-	p.route = nl.Route{Dst: dst, Gw: gw, LinkIndex: e.devIndex, OnLink: true}
+	// dst via dst.0 (dst::) onlink dev <device>, neighbour and FDB entry
+	p.state, p.dst, p.pub, p.link = programmed, packed.PrefixOf(dst), packed.AddrOf(pub), int32(e.devIndex)
+	p.mac = packHW(mac)
 	return p
 }
 
@@ -491,11 +636,11 @@ func settleClaim(plans map[netip.Prefix]*plan, claimants []netip.Prefix) {
 	slices.SortFunc(claimants, func(a, c netip.Prefix) int {
 		return cmp.Or(backend.OlderRevision(plans[a].created, plans[c].created), backend.ComparePrefix(a, c))
 	})
-	owner := plans[claimants[0]].publicIP // the family's underlay address: claims are encapsulated peers'
+	owner := plans[claimants[0]].publicIP() // the family's underlay address: claims are encapsulated peers'
 	for _, sn := range claimants[1:] {
 		p := plans[sn]
-		p.state = backend.PeerRefused
-		p.reason = fmt.Sprintf("VtepMAC %s is already used by the older lease of peer %s (%s)", p.claim, claimants[0], owner)
+		p.state = refused
+		p.reason = fmt.Sprintf("VtepMAC %s is already used by the older lease of peer %s (%s)", p.mac, claimants[0], owner)
 	}
 }
 
@@ -507,37 +652,35 @@ func settleClaim(plans map[netip.Prefix]*plan, claimants []netip.Prefix) {
 // route destinations the old plans had: a dual-stack peer's IPv6 subnet
 // is not its key, and may have moved) and the VtepMACs whose claim it
 // settled.
-func replan(e env, peers backend.PeerSet, plans map[netip.Prefix]*plan, claims map[string][]netip.Prefix,
-	scope map[netip.Prefix]bool) (work, slots map[netip.Prefix]bool, macs map[string]bool) {
+func replan(e env, peers backend.PeerSet, plans map[netip.Prefix]*plan, cls claims,
+	scope map[netip.Prefix]bool) (work, slots map[netip.Prefix]bool, macs map[khw]bool) {
 	work = make(map[netip.Prefix]bool, len(scope))
 	slots = make(map[netip.Prefix]bool, len(scope))
-	macs = map[string]bool{}
+	macs = map[khw]bool{}
 	for sn := range scope {
 		work[sn], slots[sn] = true, true
 		if old := plans[sn]; old != nil {
-			if old.route.Dst.IsValid() {
-				slots[old.route.Dst] = true
+			if dst := old.dst.Prefix(); dst.IsValid() {
+				slots[dst] = true
 			}
-			if old.claim != "" {
-				claims[old.claim] = slices.DeleteFunc(claims[old.claim], func(c netip.Prefix) bool { return c == sn })
-				if len(claims[old.claim]) == 0 {
-					delete(claims, old.claim)
-				}
-				macs[old.claim] = true
+			if old.encap() {
+				cls.remove(old.mac, sn)
+				macs[old.mac] = true
 			}
 		}
 		delete(plans, sn)
 		if l, ok := peers[sn]; ok {
 			p := planPeer(e, l)
 			plans[sn] = p
-			if p.claim != "" {
-				claims[p.claim] = append(claims[p.claim], sn)
-				macs[p.claim] = true
+			if p.encap() {
+				cls.add(p.mac, sn)
+				macs[p.mac] = true
 			}
 		}
 	}
+	var buf [4]netip.Prefix // a MAC's claimants: nearly always one
 	for mac := range macs {
-		cl := claims[mac]
+		cl := cls.of(mac, buf[:0])
 		for _, sn := range cl {
 			if !work[sn] {
 				work[sn], slots[sn] = true, true
@@ -545,6 +688,7 @@ func replan(e env, peers backend.PeerSet, plans map[netip.Prefix]*plan, claims m
 			}
 		}
 		settleClaim(plans, cl)
+		cls.set(mac, cl)
 	}
 	return work, slots, macs
 }
@@ -599,8 +743,8 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 		all := make(map[netip.Prefix]bool, len(d.plans)+len(d.kernel.routes)+len(d.kernel.neighs))
 		for sn, p := range d.plans {
 			all[sn] = true
-			if p.route.Dst.IsValid() {
-				all[p.route.Dst] = true
+			if dst := p.dst.Prefix(); dst.IsValid() {
+				all[dst] = true
 			}
 		}
 		for dst := range d.kernel.routes {
@@ -615,8 +759,8 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 			}
 			all[netip.PrefixFrom(ip, ip.BitLen())] = true
 		}
-		macs := make(map[string]bool, len(d.claims)+len(d.kernel.fdb))
-		for mac := range d.claims {
+		macs := make(map[khw]bool, d.claims.len()+len(d.kernel.fdb))
+		for mac := range d.claims.macs() {
 			macs[mac] = true
 		}
 		for mac := range d.kernel.fdb {
@@ -631,14 +775,14 @@ func (b *Backend) reconcile(scope map[netip.Prefix]bool) error {
 
 // scopedMACs are the VtepMACs a scoped pass that read the kernel looks at:
 // those the plans in scope claim and those of the neighbours in scope.
-func scopedMACs(d *device, scope map[netip.Prefix]bool) map[string]bool {
-	macs := map[string]bool{}
+func scopedMACs(d *device, scope map[netip.Prefix]bool) map[khw]bool {
+	macs := map[khw]bool{}
 	for sn := range scope {
-		if p := d.plans[sn]; p != nil && p.claim != "" {
-			macs[p.claim] = true
+		if p := d.plans[sn]; p != nil && p.encap() {
+			macs[p.mac] = true
 		}
-		if n, ok := d.kernel.neigh(sn.Addr()); ok {
-			macs[n.MAC.String()] = true
+		if mac, ok := d.kernel.neighMAC(sn.Addr()); ok {
+			macs[mac] = true
 		}
 	}
 	return macs
@@ -690,7 +834,7 @@ func (b *Backend) applyScope(scope map[netip.Prefix]bool) error {
 // changed peer never loses its path for longer than the replace. full says
 // scope and macs are everything: its changes are repairs, and FDB entries
 // beyond a MAC's first go too.
-func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]bool, full bool) error {
+func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[khw]bool, full bool) error {
 	k := &d.kernel
 	lvl := slog.LevelDebug // a removed peer's state: the status book logs the removal
 	if full {
@@ -701,16 +845,17 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 	wantNeigh := map[netip.Addr]bool{}
 	for sn := range scope {
 		p := d.plans[sn]
-		if p == nil || p.state != backend.PeerProgrammed {
+		if p == nil || p.state != programmed {
 			continue
 		}
-		wantRoute[p.route.Dst] = true
-		if p.mac != nil {
-			wantNeigh[p.route.Gw] = true
+		r := p.route()
+		wantRoute[r.Dst] = true
+		if p.encap() {
+			wantNeigh[r.Gw] = true
 		}
-		changed, err := b.ensurePeer(d, p)
+		changed, err := b.ensurePeer(d, p, r)
 		if err != nil {
-			p.state, p.reason = backend.PeerFailed, err.Error()
+			p.state, p.reason = failed, err.Error()
 			errs = append(errs, fmt.Errorf("vxlan: peer %s: %w", sn, err))
 		}
 		if changed {
@@ -743,14 +888,14 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 		}
 	}
 	// FDB is keyed by MAC, which the claim's owner holds.
-	stale := func(mac string, dst netip.Addr) bool {
-		cl := d.claims[mac]
-		if len(cl) == 0 {
+	stale := func(mac khw, dst netip.Addr) bool {
+		owner, ok := d.claims.owner(mac)
+		if !ok {
 			return true
 		}
 		// The owner's plan: programmed, unless its writes failed just now
 		// (keep the entry; the next full pass retries).
-		return d.plans[cl[0]].publicIP != dst
+		return d.plans[owner].publicIP() != dst
 	}
 	var fdb []nl.FDBEntry
 	for mac := range macs {
@@ -761,7 +906,7 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 	}
 	if full {
 		for _, fe := range k.extraFDB {
-			if stale(fe.MAC.String(), fe.Dst) {
+			if stale(packHW(fe.MAC), fe.Dst) {
 				fdb = append(fdb, fe)
 			}
 		}
@@ -772,67 +917,72 @@ func (b *Backend) pass(d *device, scope map[netip.Prefix]bool, macs map[string]b
 			errs = append(errs, fmt.Errorf("vxlan: %w", err))
 			continue
 		}
-		mac := fe.MAC.String()
-		if have, ok := k.fdbEntry(mac); ok && have.Dst == fe.Dst {
+		mac := packHW(fe.MAC)
+		if dst, ok := k.fdbDst(mac); ok && dst == fe.Dst {
 			k.deleteFDB(mac)
 		}
 		b.countRepair(full)
-		b.log.Log(context.Background(), lvl, "deleted stale fdb entry", "mac", mac, "dst", fe.Dst)
+		b.log.Log(context.Background(), lvl, "deleted stale fdb entry", "mac", fe.MAC.String(), "dst", fe.Dst)
 	}
 	return errors.Join(errs...)
 }
 
-// ensurePeer writes p's route, neighbour and FDB entry where the kernel
-// (as d.kernel has it) differs, and records what it wrote. FDB and
-// neighbour go first so the route never points at an unresolved next hop.
-// An FDB entry or neighbour d.kernel has as p wants it is left before
+// ensurePeer writes p's route (r, p.route()), neighbour and FDB entry where
+// the kernel (as d.kernel has it) differs, and records what it wrote. FDB
+// and neighbour go first so the route never points at an unresolved next
+// hop. An FDB entry or neighbour d.kernel has as p wants it is left before
 // anything is unpacked (fdbIs, neighIs: the nl Ensure calls would leave it
 // too), so a pass over unchanged peers allocates nothing for them.
-func (b *Backend) ensurePeer(d *device, p *plan) (changed bool, err error) {
+func (b *Backend) ensurePeer(d *device, p *plan, r nl.Route) (changed bool, err error) {
 	k := &d.kernel
-	if p.mac != nil {
-		if !k.fdbIs(p.claim, packed.AddrOf(p.publicIP)) {
+	if p.encap() {
+		var mac net.HardwareAddr // unpacked once, for what is written
+		if !k.fdbIs(p.mac, p.pub) {
+			mac = p.mac.hw()
 			var have *nl.FDBEntry
-			if fe, ok := k.fdbEntry(p.claim); ok {
+			if fe, ok := k.fdbEntry(p.mac); ok {
 				have = &fe
 			}
-			w, err := b.h.EnsureFDB(p.route.LinkIndex, p.mac, p.publicIP, have)
+			w, err := b.h.EnsureFDB(r.LinkIndex, mac, p.publicIP(), have)
 			if err != nil {
 				return changed, err
 			}
 			if w {
-				k.setFDB(p.claim, nl.FDBEntry{MAC: p.mac, Dst: p.publicIP, LinkIndex: p.route.LinkIndex})
+				k.setFDB(nl.FDBEntry{MAC: mac, Dst: p.publicIP(), LinkIndex: r.LinkIndex})
 			}
 			changed = changed || w
 		}
-		if !k.neighIs(p.route.Gw, packHW(p.mac)) {
+		if !k.neighIs(r.Gw, p.mac) {
+			if mac == nil {
+				mac = p.mac.hw()
+			}
 			var haveN *nl.Neigh
-			if n, ok := k.neigh(p.route.Gw); ok {
+			if n, ok := k.neigh(r.Gw); ok {
 				haveN = &n
 			}
-			w, err := b.h.EnsureNeigh(p.route.LinkIndex, p.route.Gw, p.mac, haveN)
+			w, err := b.h.EnsureNeigh(r.LinkIndex, r.Gw, mac, haveN)
 			if err != nil {
 				return changed, err
 			}
 			if w {
-				k.setNeigh(nl.Neigh{IP: p.route.Gw, MAC: p.mac, LinkIndex: p.route.LinkIndex, Permanent: true})
+				k.setNeigh(nl.Neigh{IP: r.Gw, MAC: mac, LinkIndex: r.LinkIndex, Permanent: true})
 			}
 			changed = changed || w
 		}
 	}
 	var haveR *nl.Route
-	if r, ok := k.route(p.route.Dst); ok {
-		haveR = &r
+	if hr, ok := k.route(r.Dst); ok {
+		haveR = &hr
 	}
-	w, err := b.h.EnsureRoute(p.route, haveR)
+	w, err := b.h.EnsureRoute(r, haveR)
 	if err != nil {
 		return changed, err
 	}
 	if w {
-		k.setRoute(p.route)
+		k.setRoute(r)
 	}
 	if changed = changed || w; changed {
-		b.log.Debug("programmed peer", "subnet", p.route.Dst, "publicIP", p.publicIP, "route", p.route.String(), "vtepMAC", p.claim)
+		b.log.Debug("programmed peer", "subnet", r.Dst, "publicIP", p.publicIP(), "route", r.String(), "vtepMAC", p.mac.String())
 	}
 	return changed, nil
 }
@@ -863,7 +1013,7 @@ func (b *Backend) updateStatus(scope map[netip.Prefix]bool) {
 	outcome := func(f backend.Family, sn netip.Prefix) backend.FamilyOutcome {
 		for _, d := range b.devs {
 			if p, ok := d.plans[sn]; ok && d.f == f {
-				return backend.Outcome(p.state, p.reason)
+				return p.outcome()
 			}
 		}
 		return backend.FamilyOutcome{}

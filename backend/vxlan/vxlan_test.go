@@ -166,12 +166,12 @@ func TestPlanPeers(t *testing.T) {
 		} {
 			p := plans[netip.MustParsePrefix(tc.sn)]
 			if tc.reason == "" || (direct && tc.directOK) {
-				if p.state != backend.PeerProgrammed {
-					t.Errorf("direct=%v %s: state %s (%s), want programmed", direct, tc.sn, p.state, p.reason)
+				if p.state != programmed {
+					t.Errorf("direct=%v %s: state %s (%s), want programmed", direct, tc.sn, p.state.peerState(), p.reason)
 				}
 				continue
 			}
-			st := backend.NewPeerStatus(nil, peers[netip.MustParsePrefix(tc.sn)], backend.Outcome(p.state, p.reason), backend.FamilyOutcome{})
+			st := backend.NewPeerStatus(nil, peers[netip.MustParsePrefix(tc.sn)], p.outcome(), backend.FamilyOutcome{})
 			if st.State != backend.PeerRefused || !strings.Contains(st.Reason, tc.reason) || !strings.Contains(st.Reason, tc.sn) {
 				t.Errorf("direct=%v %s: state %s reason %q, want refused naming the peer and %q", direct, tc.sn, st.State, st.Reason, tc.reason)
 			}
@@ -180,18 +180,18 @@ func TestPlanPeers(t *testing.T) {
 		p13 := plans[netip.MustParsePrefix("10.244.13.0/24")]
 		wantEncap := func(p *plan, gw string) {
 			t.Helper()
-			if p.mac == nil || p.route.LinkIndex != 9 || !p.route.OnLink || p.route.Gw != netip.MustParseAddr(gw) {
-				t.Errorf("direct=%v %s: plan %+v, want encapsulated route via %s onlink dev 9", direct, p.route.Dst, p.route, gw)
+			if r := p.route(); !p.encap() || r.LinkIndex != 9 || !r.OnLink || r.Gw != netip.MustParseAddr(gw) {
+				t.Errorf("direct=%v %s: plan %+v, want encapsulated route via %s onlink dev 9", direct, r.Dst, r, gw)
 			}
 		}
 		wantEncap(p13, "10.244.13.0") // not on the underlay's L2: always vxlan
 		if !direct {
 			wantEncap(p2, "10.244.2.0")
-			if p2.mac.String() != "02:00:00:00:00:02" || p2.publicIP != netip.MustParseAddr("198.18.0.11") {
-				t.Errorf("peer 2: mac %s publicIP %s", p2.mac, p2.publicIP)
+			if p2.mac.String() != "02:00:00:00:00:02" || p2.publicIP() != netip.MustParseAddr("198.18.0.11") {
+				t.Errorf("peer 2: mac %s publicIP %s", p2.mac, p2.publicIP())
 			}
-		} else if p2.mac != nil || p2.route.LinkIndex != 2 || p2.route.OnLink || p2.route.Gw != netip.MustParseAddr("198.18.0.11") {
-			t.Errorf("direct peer 2: plan %+v mac %s, want route via 198.18.0.11 dev 2", p2.route, p2.mac)
+		} else if r := p2.route(); p2.encap() || r.LinkIndex != 2 || r.OnLink || r.Gw != netip.MustParseAddr("198.18.0.11") {
+			t.Errorf("direct peer 2: plan %+v mac %s, want route via 198.18.0.11 dev 2", r, p2.mac)
 		}
 	}
 }
@@ -276,7 +276,7 @@ func TestReplanMatchesFullPlan(t *testing.T) {
 			for _, st := range steps {
 				had := map[netip.Prefix]bool{}
 				for _, p := range plans {
-					had[p.route.Dst] = true
+					had[p.route().Dst] = true
 				}
 				_, slots, _ := replan(e, peers, plans, claims, peers.ApplyFamilies(st.events))
 				full, fullClaims := planPeers(e, peers)
@@ -285,21 +285,23 @@ func TestReplanMatchesFullPlan(t *testing.T) {
 				}
 				for sn, f := range full {
 					p := plans[sn]
-					if p == nil || p.state != f.state || p.reason != f.reason || p.claim != f.claim || p.route != f.route {
-						t.Errorf("%s: %s planned %v, full pass %s %q (claim %s)", st.name, sn, planSummary(p), f.state, f.reason, f.claim)
+					if p == nil || p.state != f.state || p.reason != f.reason || p.mac != f.mac || p.route() != f.route() {
+						t.Errorf("%s: %s planned %v, full pass %v", st.name, sn, planSummary(p), planSummary(f))
 					}
-					delete(had, f.route.Dst)
+					delete(had, f.route().Dst)
 				}
 				for dst := range had {
 					if dst.IsValid() && !slots[dst] {
 						t.Errorf("%s: %s was a route's destination and is none now, but not among the slots %v", st.name, dst, slots)
 					}
 				}
-				if len(claims) != len(fullClaims) {
+				if claims.len() != fullClaims.len() || len(claims.more) != len(fullClaims.more) {
 					t.Errorf("%s: claims %v, full pass %v", st.name, claims, fullClaims)
 				}
-				for m, cl := range fullClaims {
-					if got := claims[m]; len(got) != len(cl) || !slices.Equal(slices.SortedFunc(slices.Values(got), backend.ComparePrefix), slices.SortedFunc(slices.Values(cl), backend.ComparePrefix)) {
+				for m := range fullClaims.macs() {
+					// The owner first, the others in any order.
+					got, cl := claims.of(m, nil), fullClaims.of(m, nil)
+					if len(got) != len(cl) || got[0] != cl[0] || !slices.Equal(slices.SortedFunc(slices.Values(got), backend.ComparePrefix), slices.SortedFunc(slices.Values(cl), backend.ComparePrefix)) {
 						t.Errorf("%s: claimants of %s %v, full pass %v", st.name, m, got, cl)
 					}
 				}
@@ -312,5 +314,5 @@ func planSummary(p *plan) string {
 	if p == nil {
 		return "nothing"
 	}
-	return fmt.Sprintf("%s %q (claim %s)", p.state, p.reason, p.claim)
+	return fmt.Sprintf("%s %q (claim %s)", p.state.peerState(), p.reason, p.mac)
 }
