@@ -3,6 +3,7 @@ package backend
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -227,24 +228,49 @@ func (b *StatusBook) setLocked(e bookEntry, w bookWhy) {
 // scope's size, not the book's, so an incremental pass over a few peers
 // stays cheap among thousands.
 func (b *StatusBook) Update(scope map[netip.Prefix]bool, want map[netip.Prefix]PeerStatus) {
+	b.update(scope, maps.Keys(want), func(sn netip.Prefix) (PeerStatus, bool) {
+		st, ok := want[sn]
+		return st, ok
+	})
+}
+
+// UpdatePlans is Update for a backend's plans: the status of each planned
+// subnet in scope (every one when scope is nil), as status tells it. It
+// visits scope, not plans, so an incremental pass costs its own size, and
+// asks status for one peer at a time: no map of the pass's statuses (with
+// thousands of peers in one batch, it was most of what the pass held).
+func UpdatePlans[P any](b *StatusBook, scope map[netip.Prefix]bool, plans map[netip.Prefix]P, status func(netip.Prefix, P) PeerStatus) {
+	b.update(scope, maps.Keys(plans), func(sn netip.Prefix) (PeerStatus, bool) {
+		p, ok := plans[sn]
+		if !ok {
+			return PeerStatus{}, false
+		}
+		return status(sn, p), true
+	})
+}
+
+// update records the outcome of a pass over scope (every subnet when nil,
+// all being the subnets of the pass): want says a subnet's status, false
+// for one to remove.
+func (b *StatusBook) update(scope map[netip.Prefix]bool, all iter.Seq[netip.Prefix], want func(netip.Prefix) (PeerStatus, bool)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	// Sorted, so logs of one pass read in a stable order.
 	var keys []netip.Prefix
 	if scope == nil {
+		keys = slices.SortedFunc(all, ComparePrefix)
 		// Backwards: a removal moves the last entry, one already seen.
 		for i := len(b.entries) - 1; i >= 0; i-- {
 			sn := b.entries[i].key.Prefix()
-			if _, ok := want[sn]; !ok {
+			if _, ok := slices.BinarySearchFunc(keys, sn, ComparePrefix); !ok {
 				b.removeLocked(sn)
 			}
 		}
-		keys = slices.SortedFunc(maps.Keys(want), ComparePrefix)
 	} else {
 		keys = slices.SortedFunc(maps.Keys(scope), ComparePrefix)
 	}
 	for _, sn := range keys {
-		st, ok := want[sn]
+		st, ok := want(sn)
 		if !ok {
 			b.removeLocked(sn)
 			continue
@@ -270,27 +296,6 @@ func (b *StatusBook) Update(scope map[netip.Prefix]bool, want map[netip.Prefix]P
 			b.log.Warn("peer "+string(st.State), append(attrs, "reason", st.Reason)...)
 		}
 	}
-}
-
-// UpdatePlans is Update for a backend's plans: the status of each planned
-// subnet in scope (every one when scope is nil), as status tells it. It
-// visits scope, not plans, so an incremental pass costs its own size.
-func UpdatePlans[P any](b *StatusBook, scope map[netip.Prefix]bool, plans map[netip.Prefix]P, status func(netip.Prefix, P) PeerStatus) {
-	var want map[netip.Prefix]PeerStatus
-	if scope == nil {
-		want = make(map[netip.Prefix]PeerStatus, len(plans))
-		for sn, p := range plans {
-			want[sn] = status(sn, p)
-		}
-	} else {
-		want = make(map[netip.Prefix]PeerStatus, len(scope))
-		for sn := range scope {
-			if p, ok := plans[sn]; ok {
-				want[sn] = status(sn, p)
-			}
-		}
-	}
-	b.Update(scope, want)
 }
 
 // removeLocked forgets sn's status, logging it when there was one.

@@ -209,3 +209,29 @@ func TestStatusBookRemovals(t *testing.T) {
 		t.Errorf("after removing a third: %d peers, want %d (or their fields differ)", len(got), len(want))
 	}
 }
+
+// TestUpdatePlansAllocs: a pass over thousands of unchanged peers takes
+// their statuses one at a time; it held a map of them all (a PeerStatus
+// stored out of the map's slots: an allocation a peer, 5000+ here).
+func TestUpdatePlansAllocs(t *testing.T) {
+	const n = 5000
+	plans := make(map[netip.Prefix]int, n)
+	scope := make(map[netip.Prefix]bool, n)
+	for i := range n {
+		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(64 + i>>10), byte(i >> 2), byte(i << 6)}), 26)
+		plans[sn], scope[sn] = i, true
+	}
+	status := func(sn netip.Prefix, i int) PeerStatus {
+		return PeerStatus{Subnet: sn, PublicIP: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), State: PeerProgrammed}
+	}
+	book := NewStatusBook(slog.New(slog.DiscardHandler))
+	UpdatePlans(book, nil, plans, status)
+	for _, sc := range []map[netip.Prefix]bool{nil, scope} {
+		if a := testing.AllocsPerRun(5, func() { UpdatePlans(book, sc, plans, status) }); a > 20 {
+			t.Errorf("a pass over %d unchanged peers (full %v) allocates %.0f times, want ≤ 20", n, sc == nil, a)
+		}
+	}
+	if got := len(book.Peers()); got != n {
+		t.Errorf("the book holds %d peers, want %d", got, n)
+	}
+}
