@@ -140,7 +140,11 @@ func (g *generation) reconcile(ctx context.Context, batches <-chan subnet.LeaseB
 					d.setControlPlane(true)
 					g.replacePeers(b.Leases)
 				} else {
-					events = append(events, g.applyEvents(b.Events)...)
+					if applied := g.applyEvents(b.Events); events == nil {
+						events = applied // the batch's own array
+					} else {
+						events = append(events, applied...)
+					}
 				}
 				select {
 				case b = <-batches:
@@ -314,9 +318,11 @@ func (g *generation) checkOwnLease(ev subnet.Event) {
 
 // applyEvents updates the peer set and returns the events the backend must
 // see: only those about acceptable peers, and a removal for a peer whose
-// lease changed into something we no longer accept.
+// lease changed into something we no longer accept. They are written over
+// events (the receiver owns a batch): a burst of thousands of leases is not
+// copied again.
 func (g *generation) applyEvents(events []subnet.Event) []subnet.Event {
-	out := make([]subnet.Event, 0, len(events))
+	out := events[:0]
 	for _, ev := range events {
 		g.checkOwnLease(ev)
 		sn := ev.Lease.Key()

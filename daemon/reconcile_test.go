@@ -563,3 +563,30 @@ func TestReconcileMemoryPerEventIsFlat(t *testing.T) {
 		t.Logf("%d bytes per event", per)
 	}
 }
+
+// TestApplyEventsInPlace: the events for the backend are written over the
+// batch's own array (a burst of 10000 leases was copied twice more), and
+// they are the right ones: accepted peers, and a removal for a peer whose
+// lease turned unacceptable.
+func TestApplyEventsInPlace(t *testing.T) {
+	g := testGeneration(t, allocConfig, &syncBuffer{})
+	g.others = map[netip.Prefix]subnet.Lease{}
+	a, b := aLease("10.244.2.0/24", "198.18.0.2", "alloc"), aLease("10.244.3.0/24", "198.18.0.3", "alloc")
+	g.applyEvents([]subnet.Event{{Type: subnet.EventAdded, Lease: b}})
+	badB := aLease("10.244.3.0/24", "224.0.0.9", "alloc")
+	batch := []subnet.Event{
+		{Type: subnet.EventAdded, Lease: aLease("10.244.7.0/24", "224.0.0.9", "alloc")}, // refused: dropped
+		{Type: subnet.EventAdded, Lease: a},
+		{Type: subnet.EventAdded, Lease: badB}, // b turned bad: removed
+	}
+	out := g.applyEvents(batch)
+	if len(out) != 2 || &out[0] != &batch[0] {
+		t.Fatalf("applyEvents returned %d events, in the batch's array: %v; want 2, in it", len(out), len(out) > 0 && &out[0] == &batch[0])
+	}
+	if out[0].Type != subnet.EventAdded || out[0].Lease.Subnet != a.Subnet || out[1].Type != subnet.EventRemoved || out[1].Lease.Subnet != b.Subnet {
+		t.Errorf("events for the backend: %+v", out)
+	}
+	if _, ok := g.peers[b.Subnet]; ok || len(g.peers) != 1 {
+		t.Errorf("peers %v, want only %s", g.peers, a.Subnet)
+	}
+}

@@ -85,7 +85,8 @@ type Manager interface {
 	// ctx.Err(). The first batch is a snapshot of all leases; after a
 	// compaction, a lost connection or any other gap it re-lists and sends a
 	// snapshot again, so a receiver that replaces its state on every snapshot
-	// never misses a change. It blocks while out is full.
+	// never misses a change. It blocks while out is full. A batch sent is
+	// the receiver's, its slices too: it may write over them.
 	WatchLeases(ctx context.Context, out chan<- LeaseBatch) error
 
 	// ReleaseLease deletes the lease or reservation for sn. Releasing a
