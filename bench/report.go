@@ -135,9 +135,15 @@ func (c *CNI) run(name string, flannel bool) *CNIRun {
 
 func boolp(b bool) *bool { return &b }
 
-func hasProfile(res *Results, area string) bool {
+// hasProfile reports whether the run holds a profile of area, of a case of
+// backend when backend is set (a data plane case is named after its
+// backend: "udp (slowest, …): …", "vxlan, weft: …").
+func hasProfile(res *Results, area, backend string) bool {
 	for _, p := range res.Profiles {
-		if p.Area == area && p.Error == "" {
+		if p.Area != area || p.Error != "" {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(p.Case, backend); backend == "" || ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, ",")) {
 			return true
 		}
 	}
@@ -150,8 +156,10 @@ func hasProfile(res *Results, area string) bool {
 func evaluate(res *Results) []Target {
 	var ts []Target
 	dp := res.DataPlane
-	profNote := func(area string) string {
-		if hasProfile(res, area) {
+	// profNote points at the profile of area (of backend's case, when
+	// set): a note of one backend does not send the reader to another's.
+	profNote := func(area, backend string) string {
+		if hasProfile(res, area, backend) {
 			return " The " + area + " profile below shows where the time goes."
 		}
 		return ""
@@ -167,7 +175,7 @@ func evaluate(res *Results) []Target {
 		if !*t.Met {
 			if under := b.Underlay; under != nil {
 				t.Note = fmt.Sprintf("Kernel CPU per GB: %.2f s on the pod path vs %.2f s on the underlay (veth + bridge hop%s on both nodes, all on %d CPUs shared with iperf3).",
-					b.Pod.KernelCPUPerGB, under.KernelCPUPerGB, map[bool]string{true: " + VXLAN encapsulation", false: ""}[strings.HasPrefix(name, "vxlan")], res.Machine.CPUs) + profNote("data plane")
+					b.Pod.KernelCPUPerGB, under.KernelCPUPerGB, map[bool]string{true: " + VXLAN encapsulation", false: ""}[strings.HasPrefix(name, "vxlan")], res.Machine.CPUs) + profNote("data plane", name)
 			}
 		}
 		return t
@@ -177,7 +185,7 @@ func evaluate(res *Results) []Target {
 		t, l := relativeTargets(dp, "udp", "vxlan", targetUDPRatio, targetUDPLatency)
 		if udp := dp.backend("udp"); t.Met != nil && !*t.Met {
 			t.Note = fmt.Sprintf("weftd spent %.2f CPU-s per GB moved (userspace copy, syscalls, TUN and UDP socket work) on top of %.2f s of kernel time; vxlan needs no userspace hop, and on a lab the hop takes CPU from the iperf3 processes%s. Analysis in backend-udp.md.",
-				udp.Pod.DaemonCPUPerGB, udp.Pod.KernelCPUPerGB, syscallNote(res.Machine.Costs)) + profNote("data plane")
+				udp.Pod.DaemonCPUPerGB, udp.Pod.KernelCPUPerGB, syscallNote(res.Machine.Costs)) + profNote("data plane", "udp")
 		}
 		if l.Met != nil && !*l.Met {
 			l.Note = "vxlan answers an echo in softirq; udp wakes weftd three times per echo (request out, request in with the reply taken in the same round, reply in), each a scheduler wake-up" + wakeNote(res.Machine.Costs) + ". Analysis in backend-udp.md."
@@ -186,7 +194,7 @@ func evaluate(res *Results) []Target {
 		t, l = relativeTargets(dp, "wireguard", "udp", targetWireGuardRatio, targetWireGuardLatency)
 		if wg := dp.backend("wireguard"); t.Met != nil && !*t.Met {
 			t.Note = fmt.Sprintf("weftd (the embedded wireguard-go) spent %.2f CPU-s per GB moved, encryption included, on top of %.2f s of kernel time. Analysis in backends.md (wireguard, where the time goes).",
-				wg.Pod.DaemonCPUPerGB, wg.Pod.KernelCPUPerGB) + profNote("data plane")
+				wg.Pod.DaemonCPUPerGB, wg.Pod.KernelCPUPerGB) + profNote("data plane", "wireguard")
 		}
 		if l.Met != nil && !*l.Met {
 			l.Note = "Analysis in backends.md (wireguard, where the time goes)."
@@ -200,7 +208,7 @@ func evaluate(res *Results) []Target {
 			t.Got = fmt.Sprintf("%.1f ms", r.AddMS.P50)
 			t.Met = boolp(r.AddMS.P50 <= targetCNIAddP50MS)
 			if !*t.Met {
-				t.Note = fmt.Sprintf("Starting the plugin process alone takes %.1f ms (p50 of `weft` VERSION).", c.ExecFloorMS.P50) + profNote("cni")
+				t.Note = fmt.Sprintf("Starting the plugin process alone takes %.1f ms (p50 of `weft` VERSION).", c.ExecFloorMS.P50) + profNote("cni", "")
 			}
 		}
 		e := Target{Area: "cni", Name: fmt.Sprintf("no error under %d-way parallel load", c.Parallel), Want: "0 errors"}
@@ -230,7 +238,7 @@ func evaluate(res *Results) []Target {
 			a.Note = c.Acquire.FirstError
 		}
 		ts = append(ts, a)
-		ts = append(ts, controlTargets(c, profNote("control plane"))...)
+		ts = append(ts, controlTargets(c, profNote("control plane", ""))...)
 		cv := Target{Area: "control plane", Name: "one new lease → kernel state, p99 ≤ 100 ms", Want: "≤ 100 ms"}
 		if c.Convergence != nil && c.Convergence.AddMS.N > 0 {
 			cv.Got = fmt.Sprintf("p99 %.1f ms (p50 %.1f, %d samples)", c.Convergence.AddMS.P99, c.Convergence.AddMS.P50, c.Convergence.AddMS.N)

@@ -265,3 +265,30 @@ func TestNotesOfUnmetFlannelTargets(t *testing.T) {
 		t.Errorf("host-gw at 1.43×: want met without a note, got %+v", got)
 	}
 }
+
+// TestProfileNotesNameTheirBackend: an unmet target's note points at the
+// data plane profile only when the profile is of its backend (the profiled
+// case was wireguard's, and udp's note sent the reader to it).
+func TestProfileNotesNameTheirBackend(t *testing.T) {
+	res := &Results{Machine: Machine{CPUs: 2}, DataPlane: &DataPlane{Backends: []*BackendRun{
+		{Name: "vxlan", Underlay: pathTCP1(10, 0.05), Pod: pathTCP1(6, 0.1), SingleStreamRatio: 0.6},
+		{Name: "udp", Pod: pathTCP1(2, 0.3)},
+		{Name: "wireguard", Pod: pathTCP1(0.5, 0.6)},
+	}}, Profiles: []Profile{{Area: "data plane", Case: "wireguard (slowest, 0.50 Gbit/s): pod→pod iperf3 TCP, 1 stream, 5s"}}}
+	ts := evaluate(res)
+	for _, tt := range []struct {
+		prefix string
+		points bool
+	}{{"udp single stream", false}, {"wireguard single stream", true}} {
+		got := findTarget(ts, tt.prefix)
+		if got == nil || got.Met == nil || *got.Met {
+			t.Fatalf("%s: want an unmet target, got %+v", tt.prefix, got)
+		}
+		if points := strings.Contains(got.Note, "profile below"); points != tt.points {
+			t.Errorf("%s: note points at the profile: %v, want %v (%q)", tt.prefix, points, tt.points, got.Note)
+		}
+	}
+	if hasProfile(res, "data plane", "vxlan-directrouting") || hasProfile(res, "data plane", "wire") || !hasProfile(res, "data plane", "") {
+		t.Error("hasProfile matches a backend by a prefix of its name, or misses the area")
+	}
+}
