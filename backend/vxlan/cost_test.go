@@ -78,12 +78,7 @@ func TestPlanRetainedPerPeer(t *testing.T) {
 	t.Run("full", func(t *testing.T) {
 		before := liveHeap()
 		plans, cls := planPeers(e, peers)
-		per := (liveHeap() - before) / n
-		wantPlanned(t, plans, cls, n)
-		t.Logf("%d bytes of live heap per peer", per)
-		if per > maxPlanBytesPerPeer {
-			t.Errorf("a full pass's plans keep %d bytes per peer, want at most %d", per, maxPlanBytesPerPeer)
-		}
+		checkPlanned(t, "a full pass's", plans, cls, n, (liveHeap()-before)/n)
 		runtime.KeepAlive(peers)
 	})
 	t.Run("incremental", func(t *testing.T) {
@@ -98,14 +93,20 @@ func TestPlanRetainedPerPeer(t *testing.T) {
 			}
 		}
 		replan(e, peers, plans, cls, scope)
-		per := (liveHeap() - before) / n
-		wantPlanned(t, plans, cls, n)
-		t.Logf("%d bytes of live heap per peer", per)
-		if per > maxPlanBytesPerPeer {
-			t.Errorf("incremental passes' plans keep %d bytes per peer, want at most %d", per, maxPlanBytesPerPeer)
-		}
+		checkPlanned(t, "incremental passes'", plans, cls, n, (liveHeap()-before)/n)
 		runtime.KeepAlive(peers)
 	})
+}
+
+// checkPlanned checks plans and cls hold n peers, planned, and that
+// what keeps them, per bytes a peer, is within the bound.
+func checkPlanned(t *testing.T, what string, plans map[netip.Prefix]*plan, cls claims, n int, per int64) {
+	t.Helper()
+	wantPlanned(t, plans, cls, n)
+	t.Logf("%d bytes of live heap per peer", per)
+	if per > maxPlanBytesPerPeer {
+		t.Errorf("%s plans keep %d bytes per peer, want at most %d", what, per, maxPlanBytesPerPeer)
+	}
 }
 
 // kernelOf is the kernel state that holds what plans want, as a pass that
