@@ -239,6 +239,7 @@ func (b *StatusBook) Update(scope map[netip.Prefix]bool, want map[netip.Prefix]P
 // visits scope, not plans, so an incremental pass costs its own size, and
 // asks status for one peer at a time: no map of the pass's statuses (with
 // thousands of peers in one batch, it was most of what the pass held).
+// status runs with the book's lock held: it must not call the book.
 func UpdatePlans[P any](b *StatusBook, scope map[netip.Prefix]bool, plans map[netip.Prefix]P, status func(netip.Prefix, P) PeerStatus) {
 	b.update(scope, maps.Keys(plans), func(sn netip.Prefix) (PeerStatus, bool) {
 		p, ok := plans[sn]
@@ -315,7 +316,7 @@ func (b *StatusBook) removeLocked(sn netip.Prefix) {
 	delete(b.index, k)
 	delete(b.why, k)
 	if cap(b.entries) > 64 && len(b.entries) < cap(b.entries)/4 {
-		b.entries = slices.Clip(slices.Clone(b.entries)) // give back what thousands of removed peers held
+		b.entries = slices.Clone(b.entries) // give back what thousands of removed peers held
 	}
 }
 

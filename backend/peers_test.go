@@ -208,6 +208,11 @@ func TestStatusBookRemovals(t *testing.T) {
 	if got := book.Peers(); !slices.Equal(got, want) {
 		t.Errorf("after removing a third: %d peers, want %d (or their fields differ)", len(got), len(want))
 	}
+	// Emptied, the list gives back what the peers held.
+	book.Update(nil, nil)
+	if n, c := len(book.entries), cap(book.entries); n != 0 || c > 128 {
+		t.Errorf("after removing every peer the book holds %d entries in room for %d, want 0 in at most 128", n, c)
+	}
 }
 
 // TestUpdatePlansAllocs: a pass over thousands of unchanged peers takes
