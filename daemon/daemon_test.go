@@ -27,7 +27,10 @@ import (
 	"github.com/weftnet/weft/subnet/subnettest"
 )
 
-const allocConfig = `{"Network":"10.244.0.0/16","Backend":{"Type":"alloc"}}`
+// allocConfig hands nodes subnets up to 10.244.199.0/24 only: a lease a test
+// writes itself beside a running node is taken from 10.244.200.0/24 up, so it
+// never lands on the node's own (random) subnet.
+const allocConfig = `{"Network":"10.244.0.0/16","SubnetMax":"10.244.199.0","Backend":{"Type":"alloc"}}`
 
 // node is one weftd under test, on the in-memory lease store and the alloc
 // backend.

@@ -138,7 +138,7 @@ func TestIgnoredLeaseLoggedOnceAcrossRelists(t *testing.T) {
 	push(s.snapshot(t))
 	waitFor(t, "ready", n.ready)
 
-	bad := aLease("10.244.77.0/24", "198.18.0.77", "ipip")
+	bad := aLease("10.244.200.0/24", "198.18.0.77", "ipip")
 	bad.Attrs.BackendData = []byte(`{}`)
 	for range 5 {
 		push(s.snapshot(t, bad))
@@ -146,7 +146,7 @@ func TestIgnoredLeaseLoggedOnceAcrossRelists(t *testing.T) {
 	}
 	// A good peer in the last re-list: once it is programmed, every batch
 	// before it has been handled.
-	marker := aLease("10.244.78.0/24", "198.18.0.78", "alloc")
+	marker := aLease("10.244.201.0/24", "198.18.0.78", "alloc")
 	push(s.snapshot(t, bad, marker))
 	waitFor(t, "the marker peer", func() bool { _, ok := n.peers()[marker.Subnet]; return ok })
 	if got := logs.count("subnet=" + bad.Subnet.String()); got != 1 {
@@ -160,7 +160,7 @@ func TestIgnoredLeaseLoggedOnceAcrossRelists(t *testing.T) {
 	// news: logged, once.
 	worse := bad
 	worse.Attrs.BackendType, worse.Attrs.PublicIP = "alloc", netip.MustParseAddr("224.0.0.77")
-	marker2 := aLease("10.244.79.0/24", "198.18.0.79", "alloc")
+	marker2 := aLease("10.244.202.0/24", "198.18.0.79", "alloc")
 	for range 3 {
 		push(s.snapshot(t, worse, marker))
 	}
