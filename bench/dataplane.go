@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -32,6 +33,9 @@ type backendSpec struct {
 	// --backends base selects both. weftdArgs turn the feature off.
 	base      string
 	weftdArgs []string
+	// reference: the lab also runs the backend's reference implementation
+	// on two more nodes (reference.go).
+	reference bool
 }
 
 // selector is the --backends name that selects spec.
@@ -47,7 +51,7 @@ func backendSpecs(network string) []backendSpec {
 		{name: "vxlan-directrouting", labName: "wb-vxlandr", labBackend: "vxlan", direct: true,
 			config: fmt.Sprintf(`{"Network": %q, "Backend": {"Type": "vxlan", "DirectRouting": true}}`, network)},
 		{name: "udp", labName: "wb-udp", labBackend: "udp"},
-		{name: "wireguard", labName: "wb-wg", labBackend: "wireguard",
+		{name: "wireguard", labName: "wb-wg", labBackend: "wireguard", reference: true,
 			noFlannel: "Flannel's wireguard backend needs the kernel's WireGuard, which this machine lacks"},
 	}
 }
@@ -79,6 +83,17 @@ func runDataPlane(ctx context.Context, cfg *config, res *Results) *DataPlane {
 		UDPRate:     cfg.udpRate,
 		PingCount:   cfg.pingCount,
 	}
+	if cfg.wantBackend("wireguard") {
+		dir, err := os.MkdirTemp("", "wbench-ref-")
+		if err == nil {
+			defer os.RemoveAll(dir)
+			cfg.reference, err = buildReference(ctx, dir)
+		}
+		if err != nil {
+			cfg.referenceErr = err
+			cfg.logf("data plane: no reference wireguard-go: %v", err)
+		}
+	}
 	for _, spec := range backendSpecs(labNetwork) {
 		if ctx.Err() != nil {
 			break
@@ -106,11 +121,20 @@ func (br *BackendRun) ratios() {
 	if p, f := br.Pod, br.Flannel; p != nil && f != nil {
 		br.VsFlannel = comparePaths(p, f)
 	}
+	if p, r := br.Pod, br.Reference; p != nil && r != nil {
+		br.VsReference = comparePaths(p, r)
+	}
 }
 
 // withFlannel reports whether spec's lab runs Flannel nodes beside weft's.
 func (spec backendSpec) withFlannel(cfg *config) bool {
 	return spec.noFlannel == "" && cfg.flannelBinDir != ""
+}
+
+// withReference reports whether spec's lab runs its reference
+// implementation on n3, n4.
+func (spec backendSpec) withReference(cfg *config) bool {
+	return spec.reference && !spec.ipv6 && cfg.reference.bin != ""
 }
 
 // upLab brings up spec's lab, one pod per node: two weft nodes (n1, n2)
@@ -139,6 +163,9 @@ func upLab(ctx context.Context, cfg *config, spec backendSpec) (*lab.Lab, func()
 	}
 	if spec.withFlannel(cfg) && !spec.ipv6 {
 		o.Nodes, o.FlannelNodes, o.FlannelBinDir = 4, []string{"n3", "n4"}, cfg.flannelBinDir
+	}
+	if spec.withReference(cfg) {
+		o.Nodes = 4 // n3, n4: weft nodes until swapToReference
 	}
 	o.IPv6 = spec.ipv6
 	l, err := lab.Up(ctx, o)
@@ -197,9 +224,31 @@ func runBackend(ctx context.Context, cfg *config, spec backendSpec) *BackendRun 
 		pr.name = "flannel"
 		paths = append(paths, pr)
 	}
+	switch {
+	case spec.withReference(cfg):
+		br.ReferenceName = cfg.reference.name
+		refs := map[*lab.Node]*proc{}
+		defer func() { stopReferences(refs) }()
+		var err error
+		for _, n := range l.Nodes[2:4] {
+			if refs[n], err = swapToReference(ctx, l, n, cfg.reference); err != nil {
+				delete(refs, n)
+				break
+			}
+		}
+		if err != nil {
+			br.ReferenceNote = err.Error()
+			break
+		}
+		br.Reference, pr = podPath(l.Nodes[2], l.Nodes[3], func(n *lab.Node) int { return refs[n].pid() })
+		pr.name = "reference"
+		paths = append(paths, pr)
+	case spec.reference && cfg.referenceErr != nil:
+		br.ReferenceNote = "not built: " + cfg.referenceErr.Error()
+	}
 	measurePaths(ctx, cfg, paths)
 	var errs []string
-	for _, pr := range []*PathResult{br.Underlay, br.Pod, br.Flannel} {
+	for _, pr := range []*PathResult{br.Underlay, br.Pod, br.Flannel, br.Reference} {
 		if pr != nil {
 			errs = append(errs, pr.Errors...)
 		}

@@ -2,9 +2,12 @@
 // figures to Documentation/performance.md and bench/results.json:
 //
 //   - data plane: on a 2-node lab per backend (vxlan, host-gw,
-//     vxlan+DirectRouting, udp), pod→pod iperf3 TCP (1 and 4 streams), UDP at
-//     a fixed offered load, ping latency and CPU per GB, next to node→node
-//     over the same lab's underlay as the physical reference;
+//     vxlan+DirectRouting, udp, wireguard), pod→pod iperf3 TCP (1 and 4
+//     streams), UDP at a fixed offered load, ping latency and CPU per GB,
+//     next to node→node over the same lab's underlay as the physical
+//     reference, next to two Flannel nodes where Flannel has the backend,
+//     and for wireguard next to two nodes whose device the reference
+//     wireguard-go binary serves in weftd's place (reference.go);
 //   - CNI: ADD/DEL latency of the weft plugin through libcni, sequential and
 //     10-way parallel, alone and chained with portmap, in a node namespace
 //     the harness makes;

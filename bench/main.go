@@ -49,6 +49,10 @@ type config struct {
 	flannelBinDir string
 	noFlannel     bool
 	flannelScript string
+	// reference is the wireguard backend's reference implementation, built
+	// by the data-plane area (reference.go); referenceErr says why not.
+	reference    reference
+	referenceErr error
 
 	acquireNodes int
 	// peerCounts are programmed by weft and Flannel in turn, cpReps times;

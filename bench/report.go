@@ -51,6 +51,27 @@ func relativeTargets(dp *DataPlane, a, b string, ratio, lat float64) (Target, Ta
 	return t, l
 }
 
+// referenceNote is weft's figure beside the reference implementation's of
+// the same run (throughput, or ping when ping), as a sentence with a
+// leading space; "" without reference figures.
+func referenceNote(br *BackendRun, ping bool) string {
+	if br == nil || br.Pod == nil || br.Reference == nil || br.VsReference == nil {
+		return ""
+	}
+	w, r := br.Pod, br.Reference
+	if ping {
+		if w.Ping == nil || r.Ping == nil || br.VsReference.PingP50 == 0 {
+			return ""
+		}
+		return fmt.Sprintf(" The reference %s, same lab and run: ping p50 %.3f ms (weft: %s that).", br.ReferenceName, r.Ping.RTTms.P50, times(br.VsReference.PingP50))
+	}
+	if br.VsReference.TCP1 == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" The reference %s, same lab and run, moved %.2f Gbit/s at %.2f CPU-s per GB (weft: %s that).",
+		br.ReferenceName, r.TCP1.MedianGbps, r.DaemonCPUPerGB, times(br.VsReference.TCP1))
+}
+
 func (dp *DataPlane) backend(name string) *BackendRun {
 	if dp == nil {
 		return nil
@@ -193,11 +214,11 @@ func evaluate(res *Results) []Target {
 		ts = append(ts, t, l)
 		t, l = relativeTargets(dp, "wireguard", "udp", targetWireGuardRatio, targetWireGuardLatency)
 		if wg := dp.backend("wireguard"); t.Met != nil && !*t.Met {
-			t.Note = fmt.Sprintf("weftd (the embedded wireguard-go) spent %.2f CPU-s per GB moved, encryption included, on top of %.2f s of kernel time. Analysis in backends.md (wireguard, where the time goes).",
-				wg.Pod.DaemonCPUPerGB, wg.Pod.KernelCPUPerGB) + profNote("data plane", "wireguard")
+			t.Note = fmt.Sprintf("weftd (the embedded wireguard-go) spent %.2f CPU-s per GB moved, encryption included, on top of %.2f s of kernel time.%s Analysis in backends.md (wireguard, where the time goes).",
+				wg.Pod.DaemonCPUPerGB, wg.Pod.KernelCPUPerGB, referenceNote(wg, false)) + profNote("data plane", "wireguard")
 		}
 		if l.Met != nil && !*l.Met {
-			l.Note = "Analysis in backends.md (wireguard, where the time goes)."
+			l.Note = strings.TrimSpace(referenceNote(dp.backend("wireguard"), true) + " Analysis in backends.md (wireguard, where the time goes).")
 		}
 		ts = append(ts, t, l)
 		ts = append(ts, flannelDataPlaneTargets(dp, res.Profiles)...)
@@ -332,6 +353,29 @@ func renderMarkdown(res *Results) []byte {
 
 type printer func(format string, args ...any)
 
+// renderVsReference is weft against each backend's reference
+// implementation, for the backends that have one.
+func renderVsReference(p printer, dp *DataPlane) {
+	var rows []*BackendRun
+	for _, br := range dp.Backends {
+		if br.VsReference != nil || br.ReferenceNote != "" {
+			rows = append(rows, br)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	p("\n**weft / the reference implementation**, same lab, same run: on two more nodes (n3, n4) that came up as weft nodes, weftd was stopped and the reference program took over its device, with the keys, peers, addresses and routes weftd had set; wireguard's is the wireguard-go command at the version weft embeds, built from the module cache. Above 1× is better for throughput, below 1× for latency and CPU.\n\n")
+	p("| backend | reference | TCP 1 stream | TCP 4 streams | UDP Gbit/s | ping p50 | ping p99 | daemon CPU/GB | kernel CPU/GB |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, br := range rows {
+		if c := br.VsReference; c != nil {
+			p("| %s | %s | **%s** | %s | %s | %s | %s | %s | %s |\n", br.Name, br.ReferenceName, times(c.TCP1), times(c.TCP4), times(c.UDPGbps), times(c.PingP50), times(c.PingP99), times(c.DaemonCPUPerGB), times(c.KernelCPUPerGB))
+			continue
+		}
+		p("| %s | %s | — (%s) | | | | | | |\n", br.Name, br.ReferenceName, cell(br.ReferenceNote))
+	}
+}
+
 // cell makes s safe inside a Markdown table cell.
 func cell(s string) string {
 	return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s)
@@ -341,7 +385,7 @@ func renderDataPlane(p printer, dp *DataPlane) {
 	p("## Data plane\n\n")
 	p("Each backend gets its own lab (`weftctl lab`, one pod per node): two weft nodes and, where Flannel has the backend, two nodes running the real Flannel (flanneld and the flannel → bridge → host-local CNI chain) on the same etcd, network config and bridge. "+
 		"Per path: ping (%d echoes in all, 10 ms apart, in %d rounds, pinned to CPU "+pingCPU+" for every path: a kernel path then answers on that CPU, while on udp and wireguard the echo also crosses to wherever weftd runs and back, so their ping holds those wake-ups) when idle, then iperf3 TCP with 1 and 4 streams (%d s each, %d repetitions, median), "+
-		"then UDP at %s offered (%d-byte datagrams, loss measured at the receiver). Every round visits the paths in turn (underlay, weft, Flannel), so the figures of one backend are taken under the same machine load. "+
+		"then UDP at %s offered (%d-byte datagrams, loss measured at the receiver). Every round visits the paths in turn (underlay, weft, Flannel or the backend's reference implementation), so the figures of one backend are taken under the same machine load. "+
 		"The underlay reference is node→node over the lab's bridge (quick mode: single stream only). "+
 		"Daemon CPU is both nodes' weftd (or flanneld) user+system time over the single-stream runs; kernel CPU is machine-wide system+irq+softirq time over the same runs, so it also holds iperf3's syscalls and any other load.\n\n",
 		dp.PingCount, dp.Repetitions, dp.DurationSec, dp.Repetitions, dp.UDPRate, udpLen)
@@ -350,7 +394,7 @@ func renderDataPlane(p printer, dp *DataPlane) {
 		for _, pr := range []struct {
 			name string
 			r    *PathResult
-		}{{"underlay", br.Underlay}, {"weft pod → pod", br.Pod}, {"Flannel pod → pod", br.Flannel}} {
+		}{{"underlay", br.Underlay}, {"weft pod → pod", br.Pod}, {"Flannel pod → pod", br.Flannel}, {br.ReferenceName + " (reference) pod → pod", br.Reference}} {
 			if pr.r == nil {
 				continue
 			}
@@ -381,6 +425,7 @@ func renderDataPlane(p printer, dp *DataPlane) {
 		}
 		p("| %s | — (%s) | | | | | | |\n", br.Name, cell(note))
 	}
+	renderVsReference(p, dp)
 	p("\n| backend | 1 stream vs underlay | 4 streams vs underlay | 1 stream vs vxlan | ping p50 vs vxlan |\n|---|---|---|---|---|\n")
 	vx := dp.backend("vxlan")
 	for _, br := range dp.Backends {

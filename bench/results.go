@@ -69,6 +69,14 @@ type BackendRun struct {
 	MultiStreamRatio  float64 `json:"fourStreamsVsUnderlay"`
 	// VsFlannel is Pod / Flannel, figure by figure.
 	VsFlannel *Comparison `json:"vsFlannel,omitempty"`
+	// Reference is the backend's reference implementation (ReferenceName:
+	// wireguard's is the wireguard-go binary) in weftd's place on two more
+	// nodes of the lab; nil with ReferenceNote saying why. VsReference is
+	// Pod / Reference.
+	Reference     *PathResult `json:"reference,omitempty"`
+	ReferenceName string      `json:"referenceName,omitempty"`
+	ReferenceNote string      `json:"referenceNote,omitempty"`
+	VsReference   *Comparison `json:"vsReference,omitempty"`
 	// Variant: a backend with a weft feature turned off (its name says
 	// which), measured for the with/without comparison; the targets are
 	// not judged on it.

@@ -504,16 +504,15 @@ func (l *Lab) startNodeKind(ctx context.Context, flannel bool) (*Node, error) {
 	return n, l.startWeftd(n)
 }
 
-// privateRun wraps argv so that it runs with its own, empty /run/wireguard
-// (a tmpfs in the mount namespace `ip netns exec` gives it): the embedded
-// WireGuard device of every node is served on
-// /run/wireguard/weft-wg.sock, a path wgctrl and wg(8) fix, which separate
-// hosts have each for themselves but the lab's nodes would share. sh execs
-// argv, so the PID is still argv's. To look at a node's device:
-// nsenter -t <weftd pid> -m -n wg show.
-func privateRun(argv []string) []string {
+// PrivateRun wraps argv so that it runs with its own, empty /run/wireguard
+// (a tmpfs in the mount namespace `ip netns exec` gives it): the WireGuard
+// device of every node is served on /run/wireguard/weft-wg.sock, a path
+// wgctrl and wg(8) fix, which separate hosts have each for themselves but
+// the lab's nodes would share. sh execs argv, so the PID is still argv's.
+// To look at a node's device: nsenter -t <weftd pid> -m -n wg show.
+func PrivateRun(argv []string) []string {
 	const script = `mkdir -p /run/wireguard && mount -t tmpfs -o mode=0755,size=1m weft-lab /run/wireguard && exec "$@"`
-	return append([]string{"sh", "-c", script, "weftd"}, argv...)
+	return append([]string{"sh", "-c", script, filepath.Base(argv[0])}, argv...)
 }
 
 func (l *Lab) startWeftd(n *Node) error {
@@ -544,7 +543,7 @@ func (l *Lab) startWeftd(n *Node) error {
 		args = append(args, "--ip-masq")
 	}
 	args = append(append(args, l.WeftdArgs...), n.Args...)
-	p, done, err := startInNS(n.NS, n.Log, env, privateRun(args)...)
+	p, done, err := startInNS(n.NS, n.Log, env, PrivateRun(args)...)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
