@@ -387,7 +387,7 @@ func renderDataPlane(p printer, dp *DataPlane) {
 		"Per path: ping (%d echoes in all, 10 ms apart, in %d rounds, pinned to CPU "+pingCPU+" for every path: a kernel path then answers on that CPU, while on udp and wireguard the echo also crosses to wherever weftd runs and back, so their ping holds those wake-ups) when idle, then iperf3 TCP with 1 and 4 streams (%d s each, %d repetitions, median), "+
 		"then UDP at %s offered (%d-byte datagrams, loss measured at the receiver). Every round visits the paths in turn (underlay, weft, Flannel or the backend's reference implementation), so the figures of one backend are taken under the same machine load. "+
 		"The underlay reference is node→node over the lab's bridge (quick mode: single stream only). "+
-		"Daemon CPU is both nodes' weftd (or flanneld) user+system time over the single-stream runs; kernel CPU is machine-wide system+irq+softirq time over the same runs, so it also holds iperf3's syscalls and any other load.\n\n",
+		"Daemon CPU is both nodes' weftd (or flanneld, or the reference program) user+system time over the single-stream runs; kernel CPU is machine-wide system+irq+softirq time over the same runs, so it also holds iperf3's syscalls and any other load.\n\n",
 		dp.PingCount, dp.Repetitions, dp.DurationSec, dp.Repetitions, dp.UDPRate, udpLen)
 	p("| backend | path | TCP 1 stream, Gbit/s (runs) | TCP 4 streams, Gbit/s | UDP @ %s: Gbit/s, loss | ping p50 / p99, ms | daemon CPU s/GB | kernel CPU s/GB |\n|---|---|---|---|---|---|---|---|\n", dp.UDPRate)
 	for _, br := range dp.Backends {
