@@ -283,8 +283,9 @@ type pathRun struct {
 	spec pathSpec
 	res  *PathResult
 	srv  *iperfServer
-	// tcp1Only skips the 4-stream and UDP runs.
-	tcp1Only bool
+	// tcp1Only skips the 4-stream and UDP runs; pingOnly every iperf3
+	// run (a latency reference for other paths).
+	tcp1Only, pingOnly bool
 	// over the single-stream runs: bytes moved, daemon and kernel CPU
 	moved              int64
 	daemonCPU, kernCPU float64
@@ -308,13 +309,15 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 			p.fail("reachability", err)
 			continue
 		}
-		srv, err := startIperfServer(ctx, p.spec.dstNS, p.spec.dst, iperfPort)
-		if err != nil {
-			p.fail("iperf3 server", err)
-			continue
+		if !p.pingOnly {
+			srv, err := startIperfServer(ctx, p.spec.dstNS, p.spec.dst, iperfPort)
+			if err != nil {
+				p.fail("iperf3 server", err)
+				continue
+			}
+			p.srv = srv
+			defer srv.stop()
 		}
-		p.srv = srv
-		defer srv.stop()
 		live = append(live, p)
 	}
 	perRep := max(1, cfg.pingCount/cfg.reps)
@@ -342,6 +345,9 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 			if ctx.Err() != nil {
 				return
 			}
+			if p.pingOnly {
+				continue
+			}
 			w0, k0 := cpuOf(p.spec.daemonPIDs), mustKernelCPU()
 			r, err := client(p, 1).run(ctx)
 			w1, k1 := cpuOf(p.spec.daemonPIDs), mustKernelCPU()
@@ -361,7 +367,7 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 			if ctx.Err() != nil {
 				return
 			}
-			if p.tcp1Only {
+			if p.tcp1Only || p.pingOnly {
 				continue
 			}
 			r, err := client(p, 4).run(ctx)
@@ -374,7 +380,7 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 		}
 	}
 	for _, p := range live {
-		if p.tcp1Only {
+		if p.tcp1Only || p.pingOnly {
 			continue
 		}
 		c := client(p, 1)
@@ -393,7 +399,10 @@ func measurePaths(ctx context.Context, cfg *config, paths []*pathRun) {
 			p.res.KernelCPUPerGB = round3(p.kernCPU / gb)
 		}
 		line := fmt.Sprintf("    %-8s tcp 1 stream %.2f Gbit/s %v", p.name, p.res.TCP1.MedianGbps, roundAll(p.tcp1))
-		if !p.tcp1Only {
+		switch {
+		case p.pingOnly && p.res.Ping != nil:
+			line = fmt.Sprintf("    %-8s ping p50 %.3f ms", p.name, p.res.Ping.RTTms.P50)
+		case !p.tcp1Only:
 			line += fmt.Sprintf(", 4 streams %.2f Gbit/s %v", p.res.TCP4.MedianGbps, roundAll(p.tcp4))
 		}
 		cfg.logf("%s", line)

@@ -50,7 +50,13 @@ type IPv6Run struct {
 	// LatencyRatio IPv6 / IPv4 ping p50. 0 when either is missing.
 	TCPRatio     float64 `json:"tcpRatio"`
 	LatencyRatio float64 `json:"latencyRatio"`
-	Error        string  `json:"error,omitempty"`
+	// UnderlayIPv4 and UnderlayIPv6 are pings from node to node over the
+	// lab's underlay, in the same rounds: the kernel's own IPv6 / IPv4
+	// latency, UnderlayLatencyRatio (0 when either is missing).
+	UnderlayIPv4         *PathResult `json:"underlayIPv4,omitempty"`
+	UnderlayIPv6         *PathResult `json:"underlayIPv6,omitempty"`
+	UnderlayLatencyRatio float64     `json:"underlayLatencyRatio,omitempty"`
+	Error                string      `json:"error,omitempty"`
 }
 
 // runIPv6 measures each backend of ipv6Backends that cfg wants.
@@ -82,16 +88,31 @@ func runIPv6Backend(ctx context.Context, cfg *config, spec backendSpec) *IPv6Run
 	pids := []int{n1.Weftd.PID, n2.Weftd.PID}
 	r.IPv4 = &PathResult{From: pa.Name + " " + pa.IP.String(), To: pb.Name + " " + pb.IP.String()}
 	r.IPv6 = &PathResult{From: pa.Name + " " + pa.IPv6.String(), To: pb.Name + " " + pb.IPv6.String()}
+	r.UnderlayIPv4 = &PathResult{From: n1.Name + " " + n1.Underlay.String(), To: n2.Name + " " + n2.Underlay.String()}
+	r.UnderlayIPv6 = &PathResult{From: n1.Name + " " + n1.UnderlayV6.String(), To: n2.Name + " " + n2.UnderlayV6.String()}
 	measurePaths(ctx, cfg, []*pathRun{
 		{name: "IPv4", res: r.IPv4, tcp1Only: true, spec: pathSpec{srcNS: pa.NS, dstNS: pb.NS, dst: pb.IP, daemonPIDs: pids}},
 		{name: "IPv6", res: r.IPv6, tcp1Only: true, spec: pathSpec{srcNS: pa.NS, dstNS: pb.NS, dst: pb.IPv6, daemonPIDs: pids}},
+		{name: "ul IPv4", res: r.UnderlayIPv4, pingOnly: true, spec: pathSpec{srcNS: n1.NS, dstNS: n2.NS, dst: n2.Underlay}},
+		{name: "ul IPv6", res: r.UnderlayIPv6, pingOnly: true, spec: pathSpec{srcNS: n1.NS, dstNS: n2.NS, dst: n2.UnderlayV6}},
 	})
 	r.TCPRatio = round3(ratio(r.IPv6.TCP1.MedianGbps, r.IPv4.TCP1.MedianGbps))
-	if p4, p6 := r.IPv4.Ping, r.IPv6.Ping; p4 != nil && p6 != nil {
-		r.LatencyRatio = round3(ratio(p6.RTTms.P50, p4.RTTms.P50))
+	r.LatencyRatio = pingRatio(r.IPv6, r.IPv4)
+	r.UnderlayLatencyRatio = pingRatio(r.UnderlayIPv6, r.UnderlayIPv4)
+	var errs []string
+	for _, p := range []*PathResult{r.IPv4, r.IPv6, r.UnderlayIPv4, r.UnderlayIPv6} {
+		errs = append(errs, p.Errors...)
 	}
-	r.Error = strings.Join(append(append([]string(nil), r.IPv4.Errors...), r.IPv6.Errors...), "; ")
+	r.Error = strings.Join(errs, "; ")
 	return r
+}
+
+// pingRatio is a's ping p50 over b's, 0 when either is missing.
+func pingRatio(a, b *PathResult) float64 {
+	if a == nil || b == nil || a.Ping == nil || b.Ping == nil {
+		return 0
+	}
+	return round3(ratio(a.Ping.RTTms.P50, b.Ping.RTTms.P50))
 }
 
 func (x *IPv6Bench) backend(name string) *IPv6Run {
@@ -127,6 +148,10 @@ func ipv6Targets(x *IPv6Bench, dp *DataPlane) []Target {
 			if r.LatencyRatio > 0 {
 				l.Got = fmt.Sprintf("%.0f%% (%.3f vs %.3f ms)", r.LatencyRatio*100, r.IPv6.Ping.RTTms.P50, r.IPv4.Ping.RTTms.P50)
 				l.Met = boolp(r.LatencyRatio <= 1/targetIPv6Ratio)
+				if !*l.Met && r.UnderlayLatencyRatio > 0 {
+					l.Note = fmt.Sprintf("The lab's underlay, node → node in the same rounds: IPv6 p50 %.3f ms against IPv4's %.3f (%.0f%%), the kernel's own echo path without weft.",
+						r.UnderlayIPv6.Ping.RTTms.P50, r.UnderlayIPv4.Ping.RTTms.P50, r.UnderlayLatencyRatio*100)
+				}
 			}
 		}
 		ts = append(ts, t, l)
@@ -151,8 +176,8 @@ func renderIPv6(p printer, x *IPv6Bench) {
 	p("Per backend, one dual-stack lab (`weftctl lab up --ipv6`: the underlay gets fd00:198:19:X::/64 beside its IPv4 /24, the network %s with IPv6Network %s, one pod per node with an address of each family); "+
 		"the same two pods are measured over IPv4 and over IPv6, interleaved: ping (%d echoes in all, in %d rounds, pinned to CPU "+pingCPU+"), then iperf3 TCP with 1 stream (%d s, %d repetitions, median). "+
 		"vxlan carries IPv6 on its own device weft-v6.<VNI> over the IPv6 underlay, host-gw routes via the peer's IPv6 underlay address, udp carries IPv6 pods in its IPv4 datagrams, wireguard carries them on its own device weft-wg-v6 over the IPv6 underlay (its default Mode, as Flannel). "+
-		"Ratios are IPv6 / IPv4 of one run.\n\n", labNetwork, lab.DefaultIPv6Network, x.PingCount, x.Repetitions, x.DurationSec, x.Repetitions)
-	p("| backend | IPv4 TCP 1 stream, Gbit/s (runs) | IPv6 TCP 1 stream, Gbit/s (runs) | IPv6 / IPv4 | IPv4 ping p50 / p99, ms | IPv6 ping p50 / p99, ms | IPv6 / IPv4 p50 |\n|---|---|---|---|---|---|---|\n")
+		"The nodes also ping each other over the underlay, by each family in the same rounds: the kernel's own IPv6 / IPv4 latency, without weft. Ratios are IPv6 / IPv4 of one run.\n\n", labNetwork, lab.DefaultIPv6Network, x.PingCount, x.Repetitions, x.DurationSec, x.Repetitions)
+	p("| backend | IPv4 TCP 1 stream, Gbit/s (runs) | IPv6 TCP 1 stream, Gbit/s (runs) | IPv6 / IPv4 | IPv4 ping p50 / p99, ms | IPv6 ping p50 / p99, ms | IPv6 / IPv4 p50 | underlay IPv6 / IPv4 p50 |\n|---|---|---|---|---|---|---|---|\n")
 	ping := func(r *PathResult) string {
 		if r == nil || r.Ping == nil {
 			return "—"
@@ -161,13 +186,17 @@ func renderIPv6(p printer, x *IPv6Bench) {
 	}
 	for _, r := range x.Backends {
 		if r.IPv4 == nil || r.IPv6 == nil {
-			p("| %s | error: %s | | | | | |\n", r.Name, cell(r.Error))
+			p("| %s | error: %s | | | | | | |\n", r.Name, cell(r.Error))
 			continue
 		}
-		p("| %s | %.2f (%s) | %.2f (%s) | **%.2f** | %s | %s | **%.2f** |\n", r.Name, r.IPv4.TCP1.MedianGbps, runsList(r.IPv4.TCP1),
-			r.IPv6.TCP1.MedianGbps, runsList(r.IPv6.TCP1), r.TCPRatio, ping(r.IPv4), ping(r.IPv6), r.LatencyRatio)
+		underlay := "—"
+		if r.UnderlayLatencyRatio > 0 {
+			underlay = fmt.Sprintf("%.2f (%.3f / %.3f ms)", r.UnderlayLatencyRatio, r.UnderlayIPv6.Ping.RTTms.P50, r.UnderlayIPv4.Ping.RTTms.P50)
+		}
+		p("| %s | %.2f (%s) | %.2f (%s) | **%.2f** | %s | %s | **%.2f** | %s |\n", r.Name, r.IPv4.TCP1.MedianGbps, runsList(r.IPv4.TCP1),
+			r.IPv6.TCP1.MedianGbps, runsList(r.IPv6.TCP1), r.TCPRatio, ping(r.IPv4), ping(r.IPv6), r.LatencyRatio, underlay)
 		if r.Error != "" {
-			p("| %s | error | %s | | | | |\n", r.Name, cell(r.Error))
+			p("| %s | error | %s | | | | | |\n", r.Name, cell(r.Error))
 		}
 	}
 	p("\n")
