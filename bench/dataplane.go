@@ -134,12 +134,13 @@ func (spec backendSpec) withFlannel(cfg *config) bool {
 // withReference reports whether spec's lab runs its reference
 // implementation on n3, n4.
 func (spec backendSpec) withReference(cfg *config) bool {
-	return spec.reference && !spec.ipv6 && cfg.reference.bin != ""
+	return spec.reference && cfg.reference.bin != ""
 }
 
 // upLab brings up spec's lab, one pod per node: two weft nodes (n1, n2)
 // and, with Flannel, two Flannel nodes (n3, n4) on the same etcd and
-// network config. It returns the lab with its teardown (always non-nil, to
+// network config; with a reference implementation, n3 and n4 are weft
+// nodes for runBackend to hand to it. It returns the lab with its teardown (always non-nil, to
 // be called even when err is not nil).
 func upLab(ctx context.Context, cfg *config, spec backendSpec) (*lab.Lab, func(), error) {
 	down := func() {
@@ -228,7 +229,7 @@ func runBackend(ctx context.Context, cfg *config, spec backendSpec) *BackendRun 
 	case spec.withReference(cfg):
 		br.ReferenceName = cfg.reference.name
 		refs := map[*lab.Node]*proc{}
-		defer func() { stopReferences(refs) }()
+		defer stopReferences(refs)
 		var err error
 		for _, n := range l.Nodes[2:4] {
 			if refs[n], err = swapToReference(ctx, l, n, cfg.reference); err != nil {
